@@ -1,0 +1,9 @@
+"""`indep-seg evaluate` (placeholder until its issue lands)."""
+
+
+def add_arguments(parser):
+    parser.add_argument("rest", nargs="*")
+
+
+def run(args):
+    raise NotImplementedError("'indep-seg evaluate' is not implemented yet")

@@ -1,0 +1,42 @@
+"""indep_seg: segmentation masks learned without pixel labels, from composites of independent layers."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "tensorflow-datasets==4.9.10",
+    "tensorflow-serving-api==2.21.0",
+    "grpcio==1.85.1",
+    "grpcio-health-checking==1.85.1",
+    "tf2onnx==1.17.0",
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "numpy>=2.0,<3",
+    "scipy>=1.13,<2",
+    "pillow>=10,<14",
+    "pyyaml>=6,<7",
+    "tqdm>=4.66,<5",
+    "psutil>=5.9,<8",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "opencv-python-headless>=4.9"],
+}
+EXTRAS["dev"] = EXTRAS["test"] + ["ruff"]
+
+setup(
+    name="indep_seg",
+    version="0.1.0",
+    description=(
+        "Learning segmentation masks with the independence prior (Dai et al. 2019) and "
+        "ILSGAN (Zou et al. 2023) in TensorFlow / Keras 3, with TF-Serving-compatible serving and ONNX export."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["indep_seg*", "training*", "serving*", "tfrecords_tools*"]),
+    package_data={"training": ["configs/*.yaml"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["indep-seg=indep_seg.cli:main"]},
+)
