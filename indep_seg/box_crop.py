@@ -81,9 +81,16 @@ def _sample_windows(images, windows, out_h, out_w):
     shape = tf.shape(images)
     h, w = shape[1], shape[2]
     padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    # ONNX parity (serving owner's edit): onnxruntime's Resize in tf_crop_and_resize mode
+    # ignores the box on an axis whose input and output sizes are equal, so a padded side
+    # equal to the output side gave wrong crops after tf2onnx. One more (never sampled)
+    # zero row / column at the end when the parities match makes the two sizes differ.
+    extra_h = 1 - tf.math.floormod(h + 2 - tf.cast(out_h, tf.int32), 2)
+    extra_w = 1 - tf.math.floormod(w + 2 - tf.cast(out_w, tf.int32), 2)
+    padded = tf.pad(padded, tf.stack([[0, 0], [0, extra_h], [0, extra_w], [0, 0]]))
     x0, y0, x1, y1 = tf.unstack(windows, axis=-1)
 
-    def axis(start, stop, size_in, size_out):
+    def axis(start, stop, size_in, size_out, extra):
         size_in = tf.cast(size_in, tf.float32)
         n = tf.cast(size_out, tf.float32)
         step = (stop - start) / n
@@ -91,11 +98,11 @@ def _sample_windows(images, windows, out_h, out_w):
         last = start + (n - 0.5) * step - 0.5
         positions = first[:, None] + tf.range(n)[None, :] * step[:, None]  # [N, out]
         valid = tf.cast((positions >= -0.5 - 1e-4) & (positions <= size_in - 0.5 + 1e-4), tf.float32)
-        denom = size_in + 1.0  # padded size - 1
+        denom = size_in + 1.0 + tf.cast(extra, tf.float32)  # padded size - 1
         return (first + 1.0) / denom, (last + 1.0) / denom, valid
 
-    ya, yb, valid_y = axis(y0, y1, h, out_h)
-    xa, xb, valid_x = axis(x0, x1, w, out_w)
+    ya, yb, valid_y = axis(y0, y1, h, out_h, extra_h)
+    xa, xb, valid_x = axis(x0, x1, w, out_w, extra_w)
     boxes = tf.stack([ya, xa, yb, xb], axis=-1)
     samples = tf.image.crop_and_resize(
         padded, boxes, tf.range(tf.shape(windows)[0]), tf.stack([out_h, out_w]),

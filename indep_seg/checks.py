@@ -82,8 +82,8 @@ def to_float_tensor(x, name: str, dtype=None) -> tf.Tensor:
     """
     if x is None:
         raise TypeError(f"{name}: expected a floating-point tensor, got None")
-    if isinstance(x, (tf.Tensor, tf.Variable)) or hasattr(x, "dtype") and not isinstance(x, np.ndarray) \
-            and not isinstance(x, np.generic):
+    is_numpy = isinstance(x, (np.ndarray, np.generic))
+    if isinstance(x, (tf.Tensor, tf.Variable)) or (hasattr(x, "dtype") and not is_numpy):
         try:
             t = tf.convert_to_tensor(x)
         except (TypeError, ValueError) as e:

@@ -1,9 +1,49 @@
-"""`indep-seg export` (placeholder until its issue lands)."""
+"""`indep-seg export --model-dir DIR --export-base BASE [--version N] [--onnx FILE]`.
+
+Writes `BASE/<version>/` (a SavedModel with the `serving_default`, `segment_in_box` and
+`segment_bytes` signatures of DESIGN.md §3) atomically, the version defaulting to one
+more than the largest existing one, and optionally converts it to ONNX. Prints a JSON
+summary.
+"""
+from __future__ import annotations
+
+import json
 
 
 def add_arguments(parser):
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("--model-dir", required=True,
+                        help="training model dir (or its segmenter/ artifact folder)")
+    parser.add_argument("--export-base", required=True, help="model base path: versions go in BASE/<N>/")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: largest existing + 1)")
+    parser.add_argument("--onnx", default=None, metavar="FILE", help="also write an ONNX model here")
+    parser.add_argument("--onnx-signature", default="serving_default",
+                        choices=["serving_default", "segment_in_box"],
+                        help="signature converted to ONNX (default serving_default)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tf2onnx's)")
 
 
-def run(args):
-    raise NotImplementedError("'indep-seg export' is not implemented yet")
+def run(args) -> int:
+    from indep_seg.cli import CommandError
+    from indep_seg.segmenter import Segmenter
+    from serving.export import export_onnx, export_segmenter
+
+    if args.version is not None and args.version < 1:
+        raise CommandError(f"--version: expected a positive integer, got {args.version}")
+    try:
+        segmenter = Segmenter.load(args.model_dir)
+    except FileNotFoundError as e:
+        raise CommandError(f"--model-dir {e}") from None
+    try:
+        path = export_segmenter(segmenter, args.export_base, args.version)
+    except ValueError as e:
+        raise CommandError(f"--{e}") from None
+    summary = {"saved_model": str(path), "version": int(path.name),
+               "signatures": ["serving_default", "segment_in_box", "segment_bytes"],
+               "resolution": segmenter.resolution, "margin": segmenter.margin, "square": segmenter.square}
+    if args.onnx:
+        onnx_path = export_onnx(path, args.onnx, signature=args.onnx_signature, opset=args.opset)
+        summary["onnx"] = str(onnx_path)
+        summary["onnx_signature"] = args.onnx_signature
+    print(json.dumps(summary, indent=2))
+    return 0

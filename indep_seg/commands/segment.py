@@ -1,9 +1,161 @@
-"""`indep-seg segment` (placeholder until its issue lands)."""
+"""`indep-seg segment --model PATH IMAGES_OR_DIRS... --out DIR [--box x0,y0,x1,y1 | --boxes boxes.csv]`.
+
+Writes one 8-bit mask PNG per input at the input's own size, named after it
+(`OUT/<stem>.png`; the crop's mask pasted back, 0 outside the box's crop window), and
+with `--cutout` an RGBA cut-out `OUT/<stem>_cutout.png` (alpha = mask). Without a box
+the whole image is the box. `--boxes` is a CSV `filename,x0,y0,x1,y1` (pixels of the
+original image; several rows per file give the union of their masks). `--model` takes an
+exported SavedModel, a version base dir or a training model dir; `--server HOST:PORT`
+(or `http://HOST:PORT`) asks a running `indep-seg serve` instead.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
 
 
 def add_arguments(parser):
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="exported SavedModel, version base dir, or training model dir")
+    src.add_argument("--server", help="HOST:PORT (gRPC) or http://HOST:PORT (REST) of a model server")
+    parser.add_argument("--model-name", default="default", help="served model name (with --server)")
+    parser.add_argument("--out", required=True, help="output folder")
+    boxes = parser.add_mutually_exclusive_group()
+    boxes.add_argument("--box", default=None, help="x0,y0,x1,y1 in pixels, for every input")
+    boxes.add_argument("--boxes", default=None, help="CSV filename,x0,y0,x1,y1 (header optional)")
+    parser.add_argument("--cutout", action="store_true", help="also write RGBA cut-outs")
+    parser.add_argument("--binary", action="store_true", help="write 0/255 masks (threshold 0.5)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="warn about and skip unreadable images / bad boxes instead of failing")
 
 
-def run(args):
-    raise NotImplementedError("'indep-seg segment' is not implemented yet")
+def parse_box(text: str, what: str = "--box"):
+    from indep_seg.cli import CommandError
+
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 4:
+        raise CommandError(f"{what}: expected x0,y0,x1,y1 (4 numbers), got {text!r}")
+    try:
+        box = [float(p) for p in parts]
+    except ValueError:
+        raise CommandError(f"{what}: expected x0,y0,x1,y1 (4 numbers), got {text!r}") from None
+    if not all(np.isfinite(box)):
+        raise CommandError(f"{what}: expected finite numbers, got {text!r}")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise CommandError(f"{what}: empty box {text!r} (expected x1 > x0 and y1 > y0)")
+    return box
+
+
+def read_boxes_csv(path) -> dict[str, list[tuple[int, list[float]]]]:
+    """`{filename: [(row number, box), ...]}` from a `filename,x0,y0,x1,y1` CSV."""
+    from indep_seg.cli import CommandError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CommandError(f"--boxes {path}: cannot read it ({e.strerror})") from None
+    out: dict[str, list] = {}
+    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if n == 1 and row[0].strip().lower() in ("filename", "file", "image", "name"):
+            continue
+        if len(row) != 5:
+            raise CommandError(f"--boxes {path} row {n}: expected filename,x0,y0,x1,y1, got {row}")
+        box = parse_box(",".join(row[1:]), f"--boxes {path} row {n}")
+        out.setdefault(row[0].strip(), []).append((n, box))
+    if not out:
+        raise CommandError(f"--boxes {path}: no boxes in the file")
+    return out
+
+
+def _clip_box(box, w, h, where):
+    from indep_seg.cli import CommandError
+
+    x0, y0, x1, y1 = box
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise CommandError(f"{where}: box {box} lies outside the {w}x{h} image")
+    return [cx0, cy0, cx1, cy1]
+
+
+def run(args) -> int:
+    from indep_seg.cli import CommandError
+    from serving.imageio import list_images, read_image, write_png
+    from serving.predictor import RemotePredictor, load_predictor
+
+    try:
+        files = list_images(args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems and stems[f.stem] != f:
+            raise CommandError(f"{f} and {stems[f.stem]} would both write {f.stem}.png; "
+                               "segment them into different --out folders")
+        stems[f.stem] = f
+    fixed_box = parse_box(args.box) if args.box else None
+    csv_boxes = read_boxes_csv(args.boxes) if args.boxes else None
+    if args.server:
+        predictor = RemotePredictor(args.server, model_name=args.model_name)
+    else:
+        try:
+            predictor = load_predictor(args.model)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], []
+
+    def bad(msg):
+        if not args.skip_bad:
+            raise CommandError(msg)
+        print(f"indep-seg segment: warning: {msg} (skipped)", file=sys.stderr)
+        skipped.append(msg)
+
+    from serving.client import ClientError
+
+    for f in files:
+        try:
+            image = read_image(f)
+        except ValueError as e:
+            bad(str(e))
+            continue
+        h, w = image.shape[:2]
+        try:
+            if csv_boxes is not None:
+                rows = csv_boxes.get(f.name) or csv_boxes.get(str(f)) or csv_boxes.get(f.stem)
+                if not rows:
+                    raise CommandError(f"--boxes {args.boxes}: no row for {f.name}")
+                boxes = [_clip_box(b, w, h, f"--boxes {args.boxes} row {n} ({f.name})") for n, b in rows]
+            elif fixed_box is not None:
+                boxes = [_clip_box(fixed_box, w, h, f"--box for {f}")]
+            else:
+                boxes = [None]
+        except CommandError as e:
+            bad(str(e))
+            continue
+        try:
+            masks = predictor.predict([image] * len(boxes), boxes)
+        except ClientError as e:
+            raise CommandError(f"{f}: the server answered {e}") from None
+        mask = np.max(np.stack(masks), axis=0)
+        if args.binary:
+            mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)
+        else:
+            mask8 = np.clip(np.round(mask * 255.0), 0, 255).astype(np.uint8)
+        target = write_png(out / f"{f.stem}.png", mask8)
+        item = {"input": str(f), "mask": str(target), "size": [w, h]}
+        if args.cutout:
+            rgba = np.concatenate([image, mask8[..., None]], axis=-1)
+            item["cutout"] = str(write_png(out / f"{f.stem}_cutout.png", rgba))
+        written.append(item)
+    print(json.dumps({"written": len(written), "skipped": len(skipped), "out": str(out),
+                      "model": getattr(predictor, "description", ""), "files": written}, indent=2))
+    return 0 if written or not files else 1

@@ -1,0 +1,221 @@
+"""ILSGAN on the Weizmann horse photos: IoU, DICE, KID and MINE MI, with and without ILS-MI.
+
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 30 --variants mi,none
+
+For each variant, the `ilsgan` experiment (small preset) is trained on the photos only (centre-cropped
+squares; masks are never seen in training) within `--budget-minutes` (GAN + post-hoc UNet), then:
+- IoU / DICE of its segmenter with the protocol of ../shared/datasets/README.md (square crop of half-side
+  0.75 max(w, h) around the ground-truth box, black outside the photo, 128x128, threshold 0.5, mean
+  over images), beside the box-free baseline of the same protocol (a centred disc of radius 1/3 of the
+  crop, the ellipse inscribed in the square the box's longer side spans) and, for reference, the
+  ellipse inscribed in the box itself (which uses the box);
+- KID of generated composites against the training photos (InceptionV3 features when its weights
+  are on this machine, otherwise a fixed random conv net, said so in the JSON);
+- the paper's "MI": MINE(b_inv; f_vis) + MINE(b_vis; f_inv) on generated layers (same seeds and sample
+  counts for every variant).
+Results: benchmarks/results/ilsgan_horse.json and the figure benchmarks/results/ilsgan_horse.png.
+`--skip-train` evaluates existing run directories only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from indep_seg import metrics_gan  # noqa: E402
+from indep_seg.box_crop import box_window, crop_to_window  # noqa: E402
+from indep_seg.metrics import dice, iou  # noqa: E402
+
+DATA = REPO.parent / "shared" / "datasets" / "weizmann_horse"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def load_eval_set(data=DATA, resolution=128):
+    """(crops [N, R, R, 3], gt [N, R, R, 1], names) with the protocol of datasets/README.md."""
+    rgb_dir, mask_dir = Path(data) / "rgb", Path(data) / "figure_ground"
+    crops, gts, names = [], [], []
+    for p in sorted(rgb_dir.iterdir()):
+        mp = mask_dir / p.name
+        if not mp.exists():
+            continue
+        mask = np.asarray(Image.open(mp).convert("L")) > 127
+        img = Image.open(p).convert("RGB")
+        if img.size != (mask.shape[1], mask.shape[0]):
+            img = img.resize((mask.shape[1], mask.shape[0]), Image.BILINEAR)
+        img = np.asarray(img, np.float32) / 255.0
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            continue
+        box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        win = box_window([box], margin=0.25, square=True)
+        crops.append(crop_to_window(img[None], win, resolution).numpy()[0])
+        gts.append(crop_to_window(mask[None, ..., None].astype(np.float32), win, resolution).numpy()[0])
+        names.append(p.name)
+    return np.stack(crops), (np.stack(gts) > 0.5).astype(np.float32), names
+
+
+def baselines(gt):
+    r = gt.shape[1]
+    yy, xx = np.mgrid[0:r, 0:r] + 0.5
+    c = r / 2
+    disc = (((xx - c) ** 2 + (yy - c) ** 2) <= (r / 3) ** 2).astype(np.float32)
+    disc = np.broadcast_to(disc[None, ..., None], gt.shape)
+    # ellipse inscribed in the ground-truth box (uses the box: reference only)
+    ell = np.zeros_like(gt)
+    for i in range(gt.shape[0]):
+        ys, xs = np.nonzero(gt[i, ..., 0])
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        cx, cy, ax, ay = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        ell[i, ..., 0] = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+    return {"centred_disc_r_third": {"iou": iou(disc, gt), "dice": dice(disc, gt), "uses_box": False},
+            "ellipse_in_box": {"iou": iou(ell, gt), "dice": dice(ell, gt), "uses_box": True}}
+
+
+def evaluate_segmenter(model_dir, crops, gt):
+    from indep_seg.segmenter import Segmenter
+
+    seg = Segmenter.load(model_dir)
+    r = crops.shape[1]
+    x = tf.image.resize(crops, [seg.resolution, seg.resolution], antialias=True)
+    pred = np.concatenate([seg.predict_crops(x[i:i + 64]).numpy() for i in range(0, len(crops), 64)])
+    pred = tf.image.resize(pred, [r, r], method="bilinear").numpy().clip(0, 1)
+    return pred, {"iou": iou(pred, gt), "dice": dice(pred, gt),
+                  "iou_per_image": iou(pred, gt, per_image=True)}
+
+
+def load_generator(model_dir, cfg):
+    from training.experiments.ilsgan import build_model
+
+    model = build_model(cfg)
+    best = Path(model_dir) / "best" / "ckpt"
+    tf.train.Checkpoint(generator=model.generator).read(str(best)).expect_partial()
+    return model
+
+
+def generated_layers(model, n, seed=4321, batch=128):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, model.generator.z_dim)).astype(np.float32)
+    outs = {"foreground": [], "background": [], "mask": [], "composite": []}
+    for i in range(0, n, batch):
+        o = model.generate(tf.constant(z[i:i + batch]))
+        for k in outs:
+            outs[k].append(o[k].numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def tile(rows, scale=2):
+    """rows: list of [N, H, W, C] arrays in [0, 1] -> uint8 grid."""
+    rows = [np.repeat(r, 3, axis=-1) if r.shape[-1] == 1 else r for r in rows]
+    grid = np.concatenate([np.concatenate(list(np.clip(r, 0, 1)), axis=1) for r in rows], axis=0)
+    grid = (grid * 255 + 0.5).astype(np.uint8)
+    return np.kron(grid, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else grid
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget-minutes", type=float, default=30.0, help="per variant (GAN + post-hoc UNet)")
+    ap.add_argument("--variants", default="mi,none", help="comma-separated values of the config's `ils`")
+    ap.add_argument("--runs-dir", default=str(REPO / "runs" / "bench_ilsgan_horse"))
+    ap.add_argument("--run-dir", action="append", default=[],
+                    help="VARIANT=DIR: use this run directory for a variant")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--mine-samples", type=int, default=2000)
+    ap.add_argument("--mine-steps", type=int, default=600)
+    ap.add_argument("--kid-samples", type=int, default=1000)
+    ap.add_argument("--out", default=str(RESULTS / "ilsgan_horse.json"))
+    args = ap.parse_args(argv)
+
+    from training.context import TrainContext
+    from training.experiments.ilsgan import ILSGANConfig, load_training_images, train_ilsgan
+
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} is absent")
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    dirs = {v: Path(args.runs_dir) / f"ils_{v}" for v in variants}
+    for spec in args.run_dir:
+        k, d = spec.split("=", 1)
+        dirs[k] = Path(d)
+    crops, gt, names = load_eval_set()
+    base = baselines(gt)
+    print(f"eval set: {len(crops)} horse crops; baselines: " + json.dumps(base))
+    results = {"dataset": str(DATA), "eval_images": len(crops), "protocol": "datasets/README.md: square "
+               "crop half-side 0.75 max(w,h) around the GT box, black outside, 128x128, threshold 0.5",
+               "baselines": base, "budget_minutes_per_variant": args.budget_minutes,
+               "cpu_cores": os.cpu_count(), "variants": {}}
+    ext, ext_name, _ = None, None, None
+    figure_rows = []
+    for v in variants:
+        cfg = ILSGANConfig(ils=v)
+        d = dirs[v]
+        t0 = time.time()
+        train_metrics = None
+        if not args.skip_train:
+            train_metrics = train_ilsgan(cfg, TrainContext(model_dir=d, budget_minutes=args.budget_minutes))
+        summary = json.loads((d / "ilsgan_summary.json").read_text())
+        pred, seg_scores = evaluate_segmenter(d, crops, gt)
+        model = load_generator(d, cfg)
+        layers = generated_layers(model, max(args.mine_samples, args.kid_samples))
+        if ext is None:
+            from training.experiments.ilsgan import feature_extractor
+            ext, ext_name, _ = feature_extractor(cfg)
+            reals = load_training_images(str(DATA), cfg.resolution)
+            real_feats = metrics_gan.compute_features(reals, ext)
+        feats = metrics_gan.compute_features(np.clip(layers["composite"][:args.kid_samples], 0, 1), ext)
+        kid_mean, kid_std = metrics_gan.kid_from_features(feats, real_feats, num_subsets=50,
+                                                          subset_size=min(300, len(real_feats)))
+        n = args.mine_samples
+        mi = metrics_gan.layer_mutual_information(layers["foreground"][:n], layers["background"][:n],
+                                                  layers["mask"][:n], downsample=4, steps=args.mine_steps)
+        entry = {"iou": seg_scores["iou"], "dice": seg_scores["dice"], "kid": kid_mean, "kid_std": kid_std,
+                 "kid_features": ext_name, **mi, "mask_coverage": float((layers["mask"] > 0.5).mean()),
+                 "selected_step": summary["selected"]["step"], "steps": summary["fit"]["step"],
+                 "gan_seconds": summary["gan_seconds"], "total_seconds": summary["total_seconds"],
+                 "posthoc_val_iou": summary["posthoc"]["best_val_iou"], "restarts": summary["restarts"],
+                 "collapse_events": len(summary["collapse_events"]), "run_dir": str(d),
+                 "eval_seconds": time.time() - t0 - (train_metrics or {}).get("seconds", 0.0)}
+        results["variants"][v] = entry
+        print(f"{v}: " + json.dumps({k: entry[k] for k in ("iou", "dice", "kid", "mi", "steps")}))
+        g = layers
+        order = np.argsort(seg_scores["iou_per_image"])
+        pick = order[np.linspace(0, len(order) - 1, 8).astype(int)]
+        figure_rows.append((v, tile([g["background"][:8], g["foreground"][:8], g["composite"][:8],
+                                     g["mask"][:8]], scale=4),
+                            tile([crops[pick], gt[pick], (pred[pick] > 0.5).astype(np.float32)], scale=1)))
+    if "mi" in results["variants"] and "none" in results["variants"]:
+        a, b = results["variants"]["mi"], results["variants"]["none"]
+        results["mi_lower_with_ils_mi"] = bool(a["mi"] < b["mi"])
+        results["iou_ge_0_55_with_ils_mi"] = bool(a["iou"] >= 0.55)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(args.out).with_suffix(f".json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    os.replace(tmp, args.out)
+    # figure: per variant, generated layers (rows bg / fg / composite / mask) and real crops / GT / prediction
+    panels = []
+    for v, gen, real in figure_rows:
+        w = max(gen.shape[1], real.shape[1])
+        pad = lambda a: np.pad(a, ((0, 0), (0, w - a.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
+        bar = np.full((6, w, 3), 255, np.uint8)
+        panels += [pad(gen), bar, pad(real), np.full((16, w, 3), 255, np.uint8)]
+    fig = np.concatenate(panels, axis=0)
+    png = Path(args.out).with_suffix(".png")
+    tmp = png.with_name(png.name + f".tmp-{os.getpid()}.png")
+    Image.fromarray(fig).save(tmp)
+    os.replace(tmp, png)
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

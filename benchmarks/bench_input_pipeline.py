@@ -1,0 +1,142 @@
+"""Input pipeline throughput alone (no model): Weizmann horses -> TFRecords -> decode + box crop +
+resize to 128 + augment + batch, in images/s, plus what each speed-up gave.
+
+    .venv/bin/python benchmarks/bench_input_pipeline.py            # ~1-2 minutes
+    .venv/bin/python benchmarks/bench_input_pipeline.py --quick    # a few seconds (synthetic data only)
+
+Writes `input_pipeline.json` into the results folder (benchmarks/common.py). Targets (data
+issue): >= 1500 images/s at 128x128 on 2 cores, and >= 10x what the trainers consume
+(`trainer_images_per_s` is filled in by the trainers' benchmark; null here).
+
+Variants measured (all batch 32, resolution 128, paper crop `margin=0`, augmentation on:
+window jitter 0.05 + horizontal flip):
+- `folder, full decode`: read_image_folder with DCT scaling off (JPEG decoded at full size,
+  then resized to the mask's size) -> crop, every epoch;
+- `folder, DCT scaling`: the same with `decode_jpeg(ratio=2|4|8)`;
+- `tfrecords, no cache`: records (photos already at mask size, PNG) decoded every epoch;
+- `tfrecords, cached`: decoded-and-cropped uint8 crops cached after the first epoch: steady state;
+- `synthetic, cached`: the embedded dataset (1000 images, 128 px), steady state.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, results_dir, write_json_atomic  # noqa: E402
+
+WEIZMANN = REPO.parent / "shared" / "datasets" / "weizmann_horse"
+TARGET = 1500.0
+
+
+def _rate(ds, num_batches, warmup=2):
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    n = 0
+    t = time.perf_counter()
+    for _ in range(num_batches):
+        b = next(it)
+        n += int(b["image"].shape[0])
+    return n / (time.perf_counter() - t), n
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny configuration (synthetic data only)")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    from indep_seg.data import box_crop_pipeline, read_image_folder, read_synthetic, read_tfrecords
+    from indep_seg.data import decode as decode_mod
+    from tfrecords_tools import convert_masks
+
+    R, B = args.resolution, args.batch_size
+    kw = dict(augment=True, batch_size=B, seed=0, repeat=True, shuffle_buffer=256)
+    rows = []
+
+    def record(name, rate, n, note):
+        rows.append({"variant": name, "images_per_s": round(rate, 1), "images": n, "note": note})
+        print(f"{name:28s} {rate:8.1f} images/s  ({n} images)  {note}", flush=True)
+
+    result = {"resolution": R, "batch_size": B, "cpu_count": os.cpu_count(),
+              "loadavg_at_start": list(os.getloadavg()), "platform": platform.platform(),
+              "tensorflow": tf.__version__, "target_images_per_s": TARGET, "trainer_images_per_s": None}
+
+    if not args.quick and WEIZMANN.is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            summary = convert_masks(WEIZMANN / "rgb", WEIZMANN / "figure_ground", Path(tmp) / "horse",
+                                    num_shards=4, progress=False)
+            result["conversion"] = {"records": summary.records, "bytes": summary.bytes,
+                                    "seconds": round(time.perf_counter() - t, 2)}
+            print(f"converted {summary.records} records, {summary.bytes:,} bytes, "
+                  f"{result['conversion']['seconds']} s", flush=True)
+            n_epoch = summary.records
+            batches_epoch = max(1, n_epoch // B)
+
+            # Folder reader, decoding the original JPEGs every epoch: with and without DCT scaling.
+            original = decode_mod.decode_photo_to_size
+            for name, dct in (("folder, full decode", False), ("folder, DCT scaling", True)):
+                decode_mod.decode_photo_to_size = (
+                    lambda c, h, w, _d=dct: original(c, h, w, dct_scaling=_d))
+                try:
+                    ds = read_image_folder(WEIZMANN / "rgb", masks_dir=WEIZMANN / "figure_ground")
+                    rate, n = _rate(box_crop_pipeline(ds, R, **kw), batches_epoch)
+                finally:
+                    decode_mod.decode_photo_to_size = original
+                record(name, rate, n, "original JPEGs (81x100 .. 1280x960) -> mask size, every epoch")
+
+            pattern = str(Path(tmp) / "horse-*.tfrecord")
+            ds = read_tfrecords(pattern)
+            rate, n = _rate(box_crop_pipeline(ds, R, **kw), 2 * batches_epoch)
+            record("tfrecords, no cache", rate, n, "PNG records at mask size decoded every epoch")
+
+            p = box_crop_pipeline(read_tfrecords(pattern), R, cache=True, **kw)
+            it = iter(p)
+            t = time.perf_counter()
+            n = 0
+            for _ in range(batches_epoch + 1):
+                n += int(next(it)["image"].shape[0])
+            first = n / (time.perf_counter() - t)
+            record("tfrecords, cached: epoch 1", first, n, "fills the cache")
+            n = 0
+            t = time.perf_counter()
+            for _ in range(20 * batches_epoch):
+                n += int(next(it)["image"].shape[0])
+            cached = n / (time.perf_counter() - t)
+            record("tfrecords, cached", cached, n, "steady state: augment + batch from cached crops")
+            result["weizmann_tfrecords_cached_images_per_s"] = round(cached, 1)
+            result["meets_1500_target"] = bool(cached >= TARGET)
+    elif not args.quick:
+        result["skipped_weizmann"] = f"{WEIZMANN} is absent"
+
+    n_syn = 64 if args.quick else 1000
+    syn = read_synthetic(num_images=n_syn, seed=0, size=R)
+    p = box_crop_pipeline(syn, R, cache=True, **kw)
+    it = iter(p)
+    for _ in range(n_syn // B + 1):  # fill the cache (generation is numpy, about 8 ms per image)
+        next(it)
+    n = 0
+    t = time.perf_counter()
+    for _ in range(10 if args.quick else 200):
+        n += int(next(it)["image"].shape[0])
+    record("synthetic, cached", n / (time.perf_counter() - t), n, f"{n_syn} images of {R}px, steady state")
+    result["table"] = rows
+    result["loadavg_at_end"] = list(os.getloadavg())
+    path = write_json_atomic(results_dir() / "input_pipeline.json", result)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

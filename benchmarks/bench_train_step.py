@@ -1,0 +1,208 @@
+"""Training-step efficiency: images/s and achieved FLOP/s / the machine's fp32 matmul rate.
+
+    .venv/bin/python benchmarks/bench_train_step.py                 # all presets, all variants
+    .venv/bin/python benchmarks/bench_train_step.py --presets box_seg_paper --variants baseline,xla
+    .venv/bin/python benchmarks/bench_train_step.py --quick         # seconds, for the runner's test
+
+Each (preset, variant) runs in its own subprocess (environment variables such as
+TF_ENABLE_ONEDNN_OPTS and thread settings only act before TensorFlow starts), builds the
+step, compiles it with two warm-up steps, then times `--repeats` short bursts of `--steps`
+steps (the CPU is shared: the best burst is the figure, the spread is recorded).
+
+FLOP counting (see benchmarks/flops.py): the model FLOP of a step is counted from the
+networks' layers (Conv2D / Conv2DTranspose / Dense multiply-adds), 3x the forward FLOP for
+every network pass that is differentiated and 1x for a pass without gradient; the FLOP of
+the traced step graph (TensorFlow's registry, what the step really executes, incl. the
+power iterations of spectral norm) is recorded next to it. Efficiency = model FLOP/s /
+the best fp32 2048x2048 matmul GFLOP/s of numpy and TensorFlow measured in the same run.
+
+Presets: the application's own networks when `training.experiments` registers the preset
+and its model is importable (column `impl`); otherwise the Table-1 reference step of
+`benchmarks/table1.py` with the preset's sizes (`impl = table1_reference`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, matmul_peak, results_dir, write_json_atomic  # noqa: E402
+
+# Sizes of the Table-1 reference step per preset (used when the application's model is
+# not importable). box_seg_paper is Table 1 exactly: 128x128, batch 16.
+REFERENCE_PRESETS = {
+    "box_seg_paper": dict(resolution=128, width_mult=1.0, batch_size=16),
+    "box_seg": dict(resolution=64, width_mult=0.5, batch_size=16),
+    "tiny": dict(resolution=64, width_mult=0.0625, batch_size=2),
+}
+
+# variant -> (environment, step options, threading)
+VARIANTS = {
+    "baseline": ({}, {}, None),
+    "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {}, None),
+    "threads_intra2_inter1": ({}, {}, (2, 1)),
+    "threads_intra1_inter2": ({}, {}, (1, 2)),
+    "fused": ({}, {"fused": True}, None),
+    "xla": ({}, {"jit_compile": True}, None),
+    "xla_fused": ({}, {"jit_compile": True, "fused": True}, None),
+    "xla_fused_onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {"jit_compile": True, "fused": True}, None),
+    "xla_auto_jit": ({"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}, {}, None),
+    "nchw_xla_fused": ({}, {"jit_compile": True, "fused": True, "data_format": "channels_first"}, None),
+    "nchw": ({}, {"data_format": "channels_first"}, None),
+    "bf16_mixed_xla_fused": ({}, {"jit_compile": True, "fused": True, "policy": "mixed_bfloat16"}, None),
+}
+DEFAULT_VARIANTS = list(VARIANTS)
+
+
+def _worker(preset, variant, steps, repeats):
+    env, opts, threads = VARIANTS[variant]
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+    import keras
+
+    opts = dict(opts)
+    policy = opts.pop("policy", None)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
+    from benchmarks.table1 import Table1Step
+
+    sizes = REFERENCE_PRESETS[preset]
+    impl = "table1_reference"
+    step = Table1Step(**sizes, **opts)
+    batch = step.batch()
+    t0 = time.perf_counter()
+    step.step(*batch)
+    first_step_s = time.perf_counter() - t0
+    out = step.step(*batch)
+    float(out[0])
+    bursts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = step.step(*batch)
+        float(out[0])
+        bursts.append((time.perf_counter() - t) / steps)
+    flops = step.model_flops()
+    try:
+        from benchmarks.flops import graph_flops
+
+        cf = step.step.get_concrete_function(*batch)
+        g = graph_flops(cf)
+    except Exception as e:  # counting must never hide the timing
+        g = {"error": f"{type(e).__name__}: {e}"}
+    import resource
+
+    return {
+        "preset": preset, "variant": variant, "impl": impl, "sizes": sizes,
+        "env": env, "step_options": opts, "policy": policy, "threads": threads,
+        "first_step_s": first_step_s, "step_s_all": bursts,
+        "step_s_best": min(bursts), "step_s_median": sorted(bursts)[len(bursts) // 2],
+        "batch_size": step.batch_size, "model_flops": flops, "graph_flops": g,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loss_finite": bool(tf.math.is_finite(out[0]).numpy() and tf.math.is_finite(out[1]).numpy()),
+    }
+
+
+def _run_one(preset, variant, steps, repeats, timeout):
+    env = dict(os.environ)
+    env.update(VARIANTS[variant][0])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", preset, "--variants", variant,
+           "--steps", str(steps), "--repeats", str(repeats)]
+    try:
+        p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"preset": preset, "variant": variant, "error": f"timed out after {timeout} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+    return {"preset": preset, "variant": variant, "error": f"exit {p.returncode}: " + " | ".join(tail)[-600:]}
+
+
+def _row(r, peak):
+    if "error" in r:
+        return {"preset": r["preset"], "variant": r["variant"], "error": r["error"][:200]}
+    f = r["model_flops"]["per_step"]
+    gflops = f / r["step_s_best"] / 1e9
+    spread = (max(r["step_s_all"]) - min(r["step_s_all"])) / min(r["step_s_all"])
+    row = {
+        "preset": r["preset"], "variant": r["variant"], "impl": r["impl"],
+        "batch": r["batch_size"], "step_s_best": round(r["step_s_best"], 4),
+        "step_spread_pct": round(100 * spread, 1),
+        "images_per_s": round(r["batch_size"] / r["step_s_best"], 2),
+        "model_gflop_per_step": round(f / 1e9, 2),
+        "graph_gflop_per_step": round(r["graph_flops"].get("total", float("nan")) / 1e9, 2)
+        if "total" in r["graph_flops"] else None,
+        "achieved_gflops": round(gflops, 1),
+        "efficiency_pct": round(100 * gflops / peak, 1),
+        "first_step_s": round(r["first_step_s"], 1),
+        "maxrss_mb": round(r["maxrss_mb"]),
+    }
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny preset, baseline only, one short burst")
+    ap.add_argument("--presets", default="box_seg_paper,box_seg")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed burst")
+    ap.add_argument("--repeats", type=int, default=3, help="timed bursts per run")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per (preset, variant) run")
+    ap.add_argument("--out", default=None, help="JSON path (default RESULTS/train_step.json)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    presets = args.presets.split(",")
+    variants = args.variants.split(",")
+    for v in variants:
+        if v not in VARIANTS:
+            ap.error(f"--variants: unknown variant {v!r}; expected some of {', '.join(VARIANTS)}")
+    for p in presets:
+        if p not in REFERENCE_PRESETS:
+            ap.error(f"--presets: unknown preset {p!r}; expected some of {', '.join(REFERENCE_PRESETS)}")
+    if args.worker:
+        print(json.dumps(_worker(presets[0], variants[0], args.steps, args.repeats)))
+        return 0
+    if args.quick:
+        presets, variants, args.steps, args.repeats = ["tiny"], ["baseline"], 1, 1
+    peak_before = matmul_peak(repeats=3 if args.quick else 10)
+    runs = []
+    for p in presets:
+        for v in variants:
+            r = _run_one(p, v, args.steps, args.repeats, args.timeout)
+            runs.append(r)
+            print(json.dumps({k: r.get(k) for k in ("preset", "variant", "step_s_best", "error")}), flush=True)
+    peak_after = matmul_peak(repeats=3 if args.quick else 10)
+    peak = max(peak_before["peak_gflops"], peak_after["peak_gflops"])
+    table = [_row(r, peak) for r in runs]
+    result = {
+        "benchmark": "train_step",
+        "quick": args.quick,
+        "peak_gflops": round(peak, 1),
+        "matmul_before": peak_before,
+        "matmul_after": peak_after,
+        "flop_rule": "model FLOP = 3x forward for each differentiated network pass, 1x for a pass without "
+                     "gradient; conv/deconv/dense multiply-adds x2 (benchmarks/flops.py)",
+        "table": table,
+        "runs": runs,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_avg": os.getloadavg(),
+    }
+    out = Path(args.out) if args.out else results_dir() / "train_step.json"
+    write_json_atomic(out, result)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Run every benchmark under benchmarks/ and collect the figures into one table.
+
+    .venv/bin/python benchmarks/run_all.py            # everything (tens of minutes)
+    .venv/bin/python benchmarks/run_all.py --quick    # tiny configurations (the test uses this)
+    .venv/bin/python benchmarks/run_all.py --only train_step,serving
+
+Every `benchmarks/bench_*.py` runs as its own subprocess (with `--quick` when given), with
+`INDEP_SEG_BENCH_RESULTS` pointing at the results folder; the JSON files it writes there
+while it runs are attributed to it. Its peak resident memory is read from the kernel's
+accounting of that child (`os.wait4` rusage `ru_maxrss`: the largest single process of the
+benchmark's process tree, workers included). Writes `summary.json` and `SUMMARY.md`
+(Markdown tables) into the results folder; a failing or timed-out benchmark is recorded as
+such and does not stop the others (exit code 1 if any failed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import BENCH_DIR, REPO, write_json_atomic, write_text_atomic  # noqa: E402
+
+SUMMARY_FILES = ("summary.json",)
+
+
+def discover(scripts_dir: Path, only=None):
+    scripts = sorted(p for p in Path(scripts_dir).glob("bench_*.py") if p.is_file())
+    if only:
+        wanted = {w.strip().removeprefix("bench_").removesuffix(".py") for w in only}
+        unknown = wanted - {s.stem.removeprefix("bench_") for s in scripts}
+        if unknown:
+            raise SystemExit(f"--only: no benchmark named {', '.join(sorted(unknown))} in {scripts_dir} "
+                             f"(have {', '.join(s.stem.removeprefix('bench_') for s in scripts)})")
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
+    return scripts
+
+
+def _cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_script(script: Path, results: Path, quick: bool, timeout: float, extra_args=()):
+    """Runs one benchmark; returns its record (status, wall time, peak RSS, result files)."""
+    logs = results / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{script.stem}.log"
+    env = dict(os.environ)
+    env["INDEP_SEG_BENCH_RESULTS"] = str(results)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, str(script)] + (["--quick"] if quick else []) + list(extra_args)
+    before = {p: p.stat().st_mtime_ns for p in _result_jsons(results)}
+    start_ns = time.time_ns()
+    t0 = time.perf_counter()
+    timed_out = threading.Event()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+        def kill():
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    # ru_maxrss is in KiB on Linux
+    record = {
+        "script": script.name,
+        "command": " ".join(cmd[1:]),
+        "returncode": proc.returncode,
+        "status": "timeout" if timed_out.is_set() else ("ok" if proc.returncode == 0 else "failed"),
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_user_s": round(usage.ru_utime, 2),
+        "cpu_sys_s": round(usage.ru_stime, 2),
+        "log": str(log_path),
+        "results": {},
+    }
+    for p in _result_jsons(results):
+        if before.get(p) == p.stat().st_mtime_ns or p.stat().st_mtime_ns < start_ns:
+            continue
+        try:
+            record["results"][p.name] = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            record["results"][p.name] = {"error": f"unreadable JSON: {e}"}
+    if record["status"] != "ok":
+        try:
+            record["log_tail"] = log_path.read_text().strip().splitlines()[-5:]
+        except OSError:
+            pass
+    return record
+
+
+def _result_jsons(results: Path):
+    return sorted(p for p in results.glob("*.json") if p.name not in SUMMARY_FILES and ".tmp-" not in p.name)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v[:6]) + (" ..." if len(v) > 6 else "")
+    if isinstance(v, dict):
+        return json.dumps(v, default=str)[:80]
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows):
+    if not rows:
+        return ""
+    cols = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(summary):
+    out = [f"# Benchmark summary ({summary['time_utc']}{', quick' if summary['quick'] else ''})", "",
+           f"Machine: {summary['machine']['cpu']}, {summary['machine']['cpus']} CPUs; "
+           f"load average at start {_fmt(summary['machine']['load_avg_start'])}.", ""]
+    out.append(markdown_table([
+        {"benchmark": b["script"], "status": b["status"], "wall s": b["wall_s"],
+         "peak RSS MB": b["peak_rss_mb"], "results": ", ".join(b["results"]) or "-"}
+        for b in summary["benchmarks"]
+    ]))
+    for b in summary["benchmarks"]:
+        for name, res in b["results"].items():
+            out += ["", f"## {name} (from {b['script']}, peak RSS {b['peak_rss_mb']} MB)", ""]
+            if not isinstance(res, dict):
+                out.append(f"`{_fmt(res)}`")
+                continue
+            scalars = [{"figure": k, "value": v} for k, v in res.items()
+                       if isinstance(v, (int, float, str, bool)) and k != "table"]
+            if scalars:
+                out += [markdown_table(scalars), ""]
+            table = res.get("table")
+            if isinstance(table, list) and table and all(isinstance(r, dict) for r in table):
+                out.append(markdown_table(table))
+        if b["status"] != "ok":
+            out += ["", f"**{b['script']}: {b['status']}** (exit {b['returncode']}); log `{b['log']}`:", "```"]
+            out += b.get("log_tail", []) + ["```"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Run every benchmarks/bench_*.py and collect the results.")
+    ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (tiny configurations)")
+    ap.add_argument("--only", default=None, help="comma-separated names, e.g. train_step,serving")
+    ap.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
+    ap.add_argument("--scripts-dir", default=str(BENCH_DIR), help=argparse.SUPPRESS)
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark (killed after)")
+    args = ap.parse_args(argv)
+    if args.timeout <= 0:
+        ap.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    results = Path(args.results_dir).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    scripts = discover(Path(args.scripts_dir), args.only.split(",") if args.only else None)
+    if not scripts:
+        print(f"no benchmarks/bench_*.py found in {args.scripts_dir}", file=sys.stderr)
+    summary = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "load_avg_start": list(os.getloadavg()),
+                    "python": platform.python_version()},
+        "benchmarks": [],
+    }
+    for script in scripts:
+        print(f"[run_all] {script.name} ...", flush=True)
+        rec = run_script(script, results, args.quick, args.timeout)
+        print(f"[run_all] {script.name}: {rec['status']} in {rec['wall_s']} s, peak RSS {rec['peak_rss_mb']} MB, "
+              f"results {list(rec['results'])}", flush=True)
+        summary["benchmarks"].append(rec)
+        # written after every benchmark so that a long run leaves a partial summary behind
+        write_json_atomic(results / "summary.json", summary)
+        write_text_atomic(results / "SUMMARY.md", render_markdown(summary))
+    write_json_atomic(results / "summary.json", summary)
+    write_text_atomic(results / "SUMMARY.md", render_markdown(summary))
+    print(f"[run_all] wrote {results / 'summary.json'} and {results / 'SUMMARY.md'}")
+    return 0 if all(b["status"] == "ok" for b in summary["benchmarks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

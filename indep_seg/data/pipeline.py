@@ -1,0 +1,163 @@
+"""tf.data pipelines on decoded elements: the box crop (Dai et al. 2019), augmentation, batching.
+
+`box_crop_pipeline` turns a reader's dataset (one element per image, any number of boxes)
+into one element per box, cropped with the project's box-crop rule
+(`indep_seg.box_crop.box_window` + `crop_to_window`) and resized to `resolution`:
+
+    {"image": float32 [R, R, 3] in [0, 1], "mask": float32 [R, R, 1] in [0, 1] (antialiased),
+     "has_mask": bool, "box": float32 [4] (the box, pixels of the image),
+     "window": float32 [4] (the crop window before augmentation), "source_id": string}
+
+Order of work, so that the expensive part runs once:
+1. deterministic stage (parallel): decode (done by the reader) -> crop a *context* window
+   (the crop window grown by the largest jitter) at the output scale -> uint8;
+2. optional `cache` (memory, or a file path) of those small uint8 crops: from the second
+   epoch on no image is decoded or resampled from full size again;
+3. optional shuffle (seeded) and repeat;
+4. batch (the small uint8 crops), then augmentation (parallel, one vectorised op per batch):
+   random scale/shift of the window inside the context and horizontal flip, with stateless
+   random ops seeded by `(seed, batch index)` (`(seed, element index)` when unbatched), so
+   that the stream is identical across runs and independent of parallelism;
+5. prefetch.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from indep_seg import box_crop
+
+__all__ = ["box_crop_pipeline", "crop_boxes"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _context_pad(resolution: int, jitter: float) -> int:
+    return int(math.ceil(1.5 * jitter * resolution)) if jitter > 0 else 0
+
+
+def crop_boxes(element, resolution: int, margin: float = 0.0, square: bool = False, pad: int = 0,
+               supersample: int = 2):
+    """One decoded element -> `[K, R + 2 pad, R + 2 pad, 4]` uint8 crops (RGB + mask x 255) and windows.
+
+    Each box's window (`box_window(box, margin, square)`) is grown by `pad / resolution` of its
+    size on every side, so that the window proper covers the central `R x R` pixels.
+    """
+    boxes = tf.reshape(tf.cast(element["boxes"], tf.float32), [-1, 4])
+    windows = box_crop.box_window(boxes, margin=margin, square=square)
+    size = resolution + 2 * pad
+    if pad:
+        grow = pad / resolution
+        x0, y0, x1, y1 = tf.unstack(windows, axis=-1)
+        dw, dh = (x1 - x0) * grow, (y1 - y0) * grow
+        context = tf.stack([x0 - dw, y0 - dh, x1 + dw, y1 + dh], axis=-1)
+    else:
+        context = windows
+    stacked = tf.concat([tf.cast(element["image"], tf.float32),
+                         tf.cast(element["mask"], tf.float32) * 255.0], axis=-1)
+    k = tf.shape(boxes)[0]
+    images = tf.cond(k > 1, lambda: tf.repeat(stacked[tf.newaxis], k, axis=0),
+                     lambda: stacked[tf.newaxis])
+    crops = box_crop.crop_to_window(images, context, size, supersample=supersample)
+    crops = tf.cast(tf.clip_by_value(tf.round(crops), 0.0, 255.0), tf.uint8)
+    crops.set_shape([None, size, size, 4])
+    return crops, boxes, windows
+
+
+def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = False,
+                      augment: bool = False, *, batch_size: int | None = None,
+                      drop_remainder: bool = False, shuffle_buffer: int = 0, seed: int = 0,
+                      cache=False, repeat=False, jitter: float = 0.05, flip: bool = True,
+                      supersample: int = 2, prefetch: bool = True):
+    """Per-box crops of a reader's dataset, ready for `keras.Model.fit`.
+
+    Args:
+        ds: a dataset of decoded elements (`read_dataset` and the other readers).
+        resolution: output side R in pixels.
+        margin, square: the crop rule (`indep_seg.box_crop.box_window`); the paper's training
+            crop is `margin=0, square=False`, the evaluation protocol `margin=0.25, square=True`.
+        augment: random window jitter (scale and shift up to `jitter` of the window size) and,
+            with `flip`, random horizontal flips (image and mask together).
+        batch_size: batch the elements (None: unbatched).
+        drop_remainder: drop a last incomplete batch (static batch shape).
+        shuffle_buffer: shuffle per-box crops with this buffer (0: keep order); seeded by `seed`.
+        seed: seed of shuffling and augmentation; the output stream is a function of it.
+        cache: False, True (memory) or a file path prefix: cache the decoded context crops.
+        repeat: False, True (forever) or a number of epochs.
+        supersample: antialiasing of `crop_to_window` for the full-size crop.
+        prefetch: add `prefetch(AUTOTUNE)` at the end.
+    """
+    if not (isinstance(resolution, int) and resolution >= 4):
+        raise ValueError(f"resolution: expected an integer >= 4, got {resolution!r}")
+    if not (isinstance(jitter, (int, float)) and 0 <= jitter <= 0.5):
+        raise ValueError(f"jitter: expected a number in [0, 0.5], got {jitter!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
+    if not (isinstance(shuffle_buffer, int) and shuffle_buffer >= 0):
+        raise ValueError(f"shuffle_buffer: expected an integer >= 0, got {shuffle_buffer!r}")
+    if not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    spec = ds.element_spec
+    missing = {"image", "mask", "has_mask", "boxes", "source_id"} - set(spec if isinstance(spec, dict) else {})
+    if missing:
+        raise ValueError(f"ds: expected decoded elements from indep_seg.data readers, missing keys {sorted(missing)}")
+    augment = bool(augment)
+    pad = _context_pad(resolution, jitter) if augment else 0
+    size = resolution + 2 * pad
+
+    def stage_crop(e):
+        crops, boxes, windows = crop_boxes(e, resolution, margin, square, pad, supersample)
+        k = tf.shape(boxes)[0]
+        return {"crop": crops, "box": boxes, "window": windows,
+                "has_mask": tf.fill([k], e["has_mask"]), "source_id": tf.fill([k], e["source_id"])}
+
+    out = ds.map(stage_crop, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    if cache is True:
+        out = out.cache()
+    elif cache:
+        out = out.cache(str(cache))
+    if shuffle_buffer:
+        out = out.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat is True:
+        out = out.repeat()
+    elif repeat:
+        out = out.repeat(int(repeat))
+
+    def stage_augment(index, e):
+        # Works on a batch [B, size, size, 4]; per-element randomness from (seed, index).
+        crop = tf.cast(e["crop"], tf.float32)
+        if augment:
+            s = tf.random.experimental.stateless_split(
+                tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 3)
+            n = tf.shape(crop)[0]
+            scale = tf.exp(tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter)))
+            shift = tf.random.stateless_uniform([n, 2], s[1], -jitter, jitter) * resolution
+            centre = size / 2.0 + shift
+            half = 0.5 * resolution * scale
+            window = tf.stack([centre[:, 0] - half, centre[:, 1] - half,
+                               centre[:, 0] + half, centre[:, 1] + half], axis=-1)
+            crop = box_crop.crop_to_window(crop, window, resolution, supersample=1)
+            if flip:
+                do_flip = tf.random.stateless_uniform([n], s[2]) < 0.5
+                crop = tf.where(do_flip[:, None, None, None], tf.reverse(crop, axis=[2]), crop)
+        crop = crop * (1.0 / 255.0)
+        return {"image": crop[..., :3], "mask": crop[..., 3:], "has_mask": e["has_mask"], "box": e["box"],
+                "window": e["window"], "source_id": e["source_id"]}
+
+    def augment_one(index, e):
+        out = stage_augment(index, tf.nest.map_structure(lambda t: t[tf.newaxis], e))
+        out = tf.nest.map_structure(lambda t: t[0], out)
+        out["image"] = tf.ensure_shape(out["image"], [resolution, resolution, 3])
+        out["mask"] = tf.ensure_shape(out["mask"], [resolution, resolution, 1])
+        return out
+
+    if batch_size:
+        # Batching the small uint8 crops first makes the augmentation one vectorised op per batch.
+        out = out.batch(batch_size, drop_remainder=drop_remainder)
+        out = out.enumerate().map(stage_augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+    else:
+        out = out.enumerate().map(augment_one, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if prefetch:
+        out = out.prefetch(AUTOTUNE)
+    return out

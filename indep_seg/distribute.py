@@ -1,0 +1,98 @@
+"""Scaling of hand-written losses under `tf.distribute` (DESIGN.md 4): the one helper.
+
+Why. Under `MirroredStrategy` / `MultiWorkerMirroredStrategy` every replica runs the train
+step on its local slice of the global batch, and the optimizer *sums* the replicas'
+gradients (all-reduce SUM). A loss averaged over the local batch therefore yields
+``num_replicas`` times the single-device gradient unless it is scaled. `keras.losses`
+objects scale themselves; the hand-written losses of this package do not, so every train
+step passes each of them through `scale_loss` exactly once, and logs the *unscaled* value.
+
+Rules (exactly what `scale_loss` computes):
+- **Per-example losses** (rank >= 1, first axis = the local batch, e.g. any loss of
+  `indep_seg.losses` with ``reduction="none"``): each example's value is first averaged over
+  its remaining axes, then ``sum(per_example) / global_batch_size`` — the same as
+  `tf.nn.compute_average_loss`. Summed over replicas this is the mean over the global batch
+  even when the last global batch is split unevenly.
+- **Scalars that are already a mean over the local batch** (e.g. the default
+  ``reduction="mean"`` outputs, or a batch estimator such as `ils_mi_loss`): multiplied by
+  ``local_batch_size / global_batch_size`` when both are given, otherwise divided by
+  ``num_replicas_in_sync`` (equal split; exact whenever the global batch divides evenly).
+- With no strategy (or one replica) the scalar rule leaves the loss unchanged and the
+  per-example rule is the plain mean when ``global_batch_size`` is the batch size.
+
+Which to use: prefer ``reduction="none"`` + `scale_loss(..., global_batch_size)` for
+per-example losses (GAN losses, area penalty, hinge, binarisation, R1, ILS-L1, the InfoGAN
+term, smooth-L1); batch-level estimators (ILS-MI: its negatives come from the local batch)
+can only be scaled as scalars.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from indep_seg import checks
+
+__all__ = ["scale_loss", "num_replicas_in_sync"]
+
+
+def num_replicas_in_sync() -> int:
+    """The number of replicas of the current `tf.distribute` strategy (1 without one)."""
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def _check_batch_size(value, name):
+    if value is None:
+        return None
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        return checks.check_int(value, name, minimum=1)
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        if not value.dtype.is_integer and not value.dtype.is_floating:
+            raise TypeError(f"{name}: expected an integer batch size, got dtype {value.dtype.name}")
+        if value.shape.rank not in (None, 0):
+            raise ValueError(f"{name}: expected a scalar batch size, got shape {value.shape}")
+        if checks.is_eager(value) and float(value.numpy()) < 1:
+            raise ValueError(f"{name}: expected a batch size >= 1, got {value.numpy()}")
+        return value
+    raise TypeError(f"{name}: expected an integer batch size, got {type(value).__name__} {value!r}")
+
+
+def scale_loss(loss, global_batch_size=None, local_batch_size=None):
+    """Scale one hand-written loss for gradient summation across replicas.
+
+    Args:
+        loss: a scalar already averaged over the local batch, or per-example values
+            ``[B_local, ...]`` (averaged over the non-batch axes first).
+        global_batch_size: the batch size summed over all replicas (int or scalar tensor).
+            Required for per-example losses.
+        local_batch_size: the size of this replica's batch; with `global_batch_size` it makes
+            the scalar rule exact for uneven splits.
+
+    Returns:
+        A scalar tensor to add to the total loss that is differentiated. Summed over the
+        replicas, its gradient equals the gradient of the loss averaged over the global batch.
+
+    Example:
+        >>> per_example = losses.area_penalty(masks, 0.25, reduction="none")
+        >>> total = distribute.scale_loss(per_example, global_batch_size)  # differentiate this
+        >>> tracker.update_state(tf.reduce_mean(per_example))              # log the unscaled one
+    """
+    global_batch_size = _check_batch_size(global_batch_size, "global_batch_size")
+    local_batch_size = _check_batch_size(local_batch_size, "local_batch_size")
+    loss = checks.to_float_tensor(loss, "loss")
+    rank = loss.shape.rank
+    if rank is None:
+        raise ValueError("loss: expected a scalar or per-example values [B, ...] with a known rank")
+    if rank == 0:
+        if global_batch_size is not None and local_batch_size is not None:
+            return loss * (tf.cast(local_batch_size, loss.dtype) / tf.cast(global_batch_size, loss.dtype))
+        replicas = num_replicas_in_sync()
+        return loss / tf.cast(replicas, loss.dtype) if replicas != 1 else loss
+    if global_batch_size is None:
+        raise ValueError("global_batch_size: expected the global batch size for per-example losses "
+                         f"(loss has shape {loss.shape}), got None")
+    per_example = loss
+    if rank > 1:
+        per_example = tf.reduce_mean(tf.reshape(loss, tf.stack([tf.shape(loss)[0], -1])), axis=1)
+    return tf.reduce_sum(per_example) / tf.cast(global_batch_size, loss.dtype)

@@ -1,0 +1,202 @@
+"""Counting instances without labels: a centre-heatmap network trained on the generator's composites.
+
+Beyond Dai et al. 2019. After HocGAN training, every generated composite comes with its own ground
+truth: layer i's soft mask m_i gives the instance's centre (the mask centroid, moved by the layout
+shift) and eq. (5)'s visibility ``m_i prod_{j>i}(1 - m_j)`` tells how much of it is left visible.
+A small fully convolutional network learns to map composites to a heatmap with one unit-peak
+Gaussian per (mostly) visible instance. On the real image (rescaled by resolution / window, so that
+instances have the training scale) the same network runs over the whole image at once, which is the
+same as sliding it window by window and stitching the outputs; the count is the heatmap's mass
+divided by a single Gaussian's (robust to touching instances) and the centres are its strongest
+local maxima. Details and limits: docs/counting.md.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+from scipy import ndimage
+
+from indep_seg import checks
+
+__all__ = ["build_counter", "centre_targets", "train_counter", "predict_heatmap", "count_image",
+           "peaks", "save_counter", "load_counter", "draw_overlay"]
+
+
+def build_counter(width: int = 32, name: str = "centre_counter") -> keras.Model:
+    """FCN image ``[B, H, W, 3]`` -> heatmap ``[B, H, W, 1]`` (any H, W divisible by 2)."""
+    checks.check_int(width, "width", minimum=1)
+    inp = keras.Input((None, None, 3), name="image")
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(inp)
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    skip = x
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", dilation_rate=2, activation="relu")(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", dilation_rate=4, activation="relu")(x)
+    x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+    x = layers.Concatenate()([x, skip])
+    x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    out = layers.Conv2D(1, 1, name="heatmap")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float = 1.0):
+    """Heatmap targets from one `HocGAN.generate(..., return_all=True)` output.
+
+    Instance i of an example counts with weight ``clip((v_i - 0.25) / 0.5, 0, 1)`` where ``v_i`` is the
+    visible fraction of its in-window mask (eq. 5's visibility over the warped mask), so a layer
+    hidden under others does not count; layers with mask mass below `min_mass` pixels are empty.
+    `min_visible` is where the weight reaches 0.5 (default 0.5).
+
+    Returns ``(heatmap [B, R, R, 1], centres [B, N, 2] (x, y), weights [B, N])``.
+    """
+    layers_ = out["layers"]
+    m = layers_[..., 3]                                     # [B, N, R, R]
+    r = tf.shape(m)[-1]
+    rf = tf.cast(r, tf.float32)
+    grid = tf.range(rf) + 0.0
+    mass = tf.reduce_sum(m, axis=[-2, -1])                  # [B, N]
+    cx = tf.reduce_sum(m * grid[None, None, None, :], axis=[-2, -1]) / (mass + 1e-6)
+    cy = tf.reduce_sum(m * grid[None, None, :, None], axis=[-2, -1]) / (mass + 1e-6)
+    shifts = tf.cast(out["shifts"], tf.float32)             # [B, N, 2] (dx, dy)
+    cx, cy = cx + shifts[..., 0], cy + shifts[..., 1]
+    inwin = tf.reduce_sum(out["warped"][..., 3], axis=[-2, -1])
+    vis = tf.reduce_sum(out["visibility"][..., 0], axis=[-2, -1])
+    frac = vis / (inwin + 1e-6)
+    weight = tf.clip_by_value((frac - (min_visible - 0.25)) / 0.5, 0.0, 1.0)
+    weight *= tf.cast(mass > min_mass, tf.float32) * tf.cast(inwin > 0.25 * mass, tf.float32)
+    dx2 = tf.square(grid[None, None, None, :] - cx[..., None, None])
+    dy2 = tf.square(grid[None, None, :, None] - cy[..., None, None])
+    g = tf.exp(-(dx2 + dy2) / (2.0 * sigma * sigma))        # [B, N, R, R]
+    heat = tf.reduce_sum(weight[..., None, None] * g, axis=1)[..., None]
+    return heat, tf.stack([cx, cy], -1), weight
+
+
+def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning_rate=1e-3,
+                  time_limit_s: float | None = None, log_every: int = 200, log=print):
+    """Train the centre counter on the (frozen) generator's composites over the dataset's backgrounds.
+
+    Returns ``(counter, history)`` where history is a list of ``(step, loss)``.
+    """
+    import time
+
+    steps = checks.check_int(steps, "steps", minimum=0)
+    counter = counter or build_counter()
+    opt = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step_fn(batch):
+        out = gan.generate(tf.shape(batch["background"])[0], background=batch["background"],
+                           training=False, return_all=True)
+        target, _, _ = centre_targets(out, sigma)
+        x = out["composite"]
+        with tf.GradientTape() as tape:
+            pred = counter(x, training=True)
+            loss = tf.reduce_mean(tf.square(pred - target)) * 100.0
+        grads = tape.gradient(loss, counter.trainable_variables)
+        opt.apply_gradients(zip(grads, counter.trainable_variables))
+        return loss
+
+    history = []
+    t0 = time.time()
+    it = iter(dataset)
+    for s in range(steps):
+        loss = float(step_fn(next(it)))
+        if s % log_every == 0 or s == steps - 1:
+            history.append((s, loss))
+            log(f"counter step {s}: loss {loss:.4f}")
+        if time_limit_s is not None and time.time() - t0 > time_limit_s:
+            history.append((s, loss))
+            log(f"counter: time limit reached at step {s}")
+            break
+    return counter, history
+
+
+def predict_heatmap(counter, image_scaled) -> np.ndarray:
+    """Heatmap ``[h, w]`` of a rescaled image ``[h, w, 3]`` (padded to even size, cropped back)."""
+    a = np.asarray(image_scaled, np.float32)
+    h, w = a.shape[:2]
+    ph, pw = (-h) % 4, (-w) % 4
+    a = np.pad(a, ((0, ph), (0, pw), (0, 0)))
+    heat = np.asarray(counter(a[None], training=False))[0, :h, :w, 0]
+    return heat
+
+
+def peaks(heat, sigma: float, threshold: float = 0.3):
+    """Local maxima of `heat` above `threshold` in a ``(2 ceil(sigma) + 1)`` neighbourhood,
+    strongest first: array ``[K, 3]`` of (x, y, value)."""
+    size = 2 * int(math.ceil(sigma)) + 1
+    mx = ndimage.maximum_filter(heat, size=size, mode="constant", cval=-np.inf)
+    ys, xs = np.nonzero((heat >= mx) & (heat > threshold))
+    vals = heat[ys, xs]
+    order = np.argsort(-vals)
+    return np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64) if len(order) else \
+        np.zeros((0, 3))
+
+
+def count_image(counter, image, window: int, resolution: int, sigma: float, threshold: float = 0.3):
+    """Count instances in a full image (float ``[H, W, 3]`` in [0, 1]).
+
+    Returns dict ``count`` (int: heatmap mass / (2 pi sigma^2), rounded), ``centres`` (``[[x, y], ...]``
+    full-resolution pixels, the `count` strongest heatmap peaks), ``mass`` (float count) and
+    ``num_peaks``.
+    """
+    from indep_seg.hoc.patches import rescale_image
+
+    a = np.asarray(image, np.float32)
+    h, w = a.shape[:2]
+    scaled = rescale_image(a, window, resolution)
+    heat = predict_heatmap(counter, scaled)
+    mass = float(np.clip(heat, 0, None).sum() / (2.0 * math.pi * sigma * sigma))
+    pk = peaks(heat, sigma, threshold)
+    n = int(round(mass))
+    chosen = pk[:n]
+    sy, sx = h / scaled.shape[0], w / scaled.shape[1]
+    centres = [[round(float((x + 0.5) * sx - 0.5), 1), round(float((y + 0.5) * sy - 0.5), 1)]
+               for x, y, _ in chosen]
+    return {"count": n, "centres": centres, "mass": round(mass, 3), "num_peaks": int(len(pk)),
+            "heatmap": heat}
+
+
+def save_counter(directory, counter, meta: dict):
+    """Write ``counter.keras`` and ``counter.json`` (window, resolution, sigma, ...) atomically."""
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f"counter.tmp-{os.getpid()}.keras")
+    counter.save(tmp)
+    os.replace(tmp, os.path.join(directory, "counter.keras"))
+    tmpj = os.path.join(directory, f"counter.json.tmp-{os.getpid()}")
+    with open(tmpj, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmpj, os.path.join(directory, "counter.json"))
+
+
+def load_counter(path):
+    """`path`: a counter folder, or a model dir holding ``counter/``. Returns ``(model, meta)``."""
+    path = os.fspath(path)
+    cands = [path, os.path.join(path, "counter")]
+    for c in cands:
+        if os.path.isfile(os.path.join(c, "counter.keras")) and os.path.isfile(os.path.join(c, "counter.json")):
+            with open(os.path.join(c, "counter.json")) as f:
+                meta = json.load(f)
+            return keras.saving.load_model(os.path.join(c, "counter.keras"), compile=False), meta
+    raise FileNotFoundError(f"model: no counter found in {path} (expected counter/counter.keras and "
+                            f"counter/counter.json from 'indep-seg train --experiment hoc')")
+
+
+def draw_overlay(image, centres, radius: float = 6.0) -> np.ndarray:
+    """uint8 RGB overlay: the image with a red ring and dot at each centre."""
+    from PIL import Image, ImageDraw
+
+    a = (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    im = Image.fromarray(a).convert("RGB")
+    d = ImageDraw.Draw(im)
+    for x, y in centres:
+        d.ellipse([x - radius, y - radius, x + radius, y + radius], outline=(255, 40, 40), width=2)
+        d.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(255, 255, 0))
+    return np.asarray(im)

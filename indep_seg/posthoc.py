@@ -1,0 +1,155 @@
+"""ILSGAN's evaluation step (Zou et al. 2023, "Evaluation"): "we train a post hoc UNet on these synthetic
+data ... The trained UNet is tested on real test set".
+
+1. `generate_pairs(model, n)`: (composite, mask) pairs from a trained ILSGAN, the composite of eq. (1)
+   (unperturbed) and the generated mask binarised at 0.5.
+2. `train_posthoc_unet(images, masks)`: a UNet (`indep_seg.networks.unet.UNet`) trained on them with a
+   90/10 split, keeping the weights of the best validation IoU.
+3. `save_posthoc_segmenter(...)`: the `indep_seg.segmenter.Segmenter` artifact that
+   `indep-seg segment / evaluate / export` load.
+
+Optional `zoom_out` augmentation (off in the paper preset): each synthetic pair is shrunk by a random
+factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images look like the
+training photos (centre crops), while evaluation crops (../shared/datasets/README.md) show the object
+smaller, centred, with black where the crop leaves the photo; this only changes the synthetic data.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from indep_seg import checks
+
+__all__ = ["generate_pairs", "zoom_out_pairs", "train_posthoc_unet", "save_posthoc_segmenter",
+           "small_unet"]
+
+
+def generate_pairs(model, num_pairs, batch_size=64, threshold=0.5, seed=0):
+    """`(images [N, R, R, 3] float32 in [0, 1], masks [N, R, R, 1] float32 in {0, 1})` from an ILSGAN.
+
+    Args:
+        model: an `indep_seg.models.ilsgan.ILSGAN` (or any object with `generate(z)` and
+            `generator.z_dim`).
+    """
+    num_pairs = checks.check_int(num_pairs, "num_pairs", minimum=1)
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for i in range(0, num_pairs, batch_size):
+        n = min(batch_size, num_pairs - i)
+        z = tf.constant(rng.standard_normal((n, model.generator.z_dim)).astype(np.float32))
+        out = model.generate(z)
+        images.append(np.clip(out["composite"].numpy(), 0.0, 1.0))
+        masks.append((out["mask"].numpy() > threshold).astype(np.float32))
+    return np.concatenate(images), np.concatenate(masks)
+
+
+def zoom_out_pairs(images, masks, min_scale=0.6, seed=0):
+    """Shrink each pair by a factor in [min_scale, 1] and paste it at a random place on black."""
+    checks.check_fraction(min_scale, "min_scale", 0.05, 1.0)
+    rng = np.random.default_rng(seed)
+    n, r = images.shape[0], images.shape[1]
+    out_i = np.zeros_like(images)
+    out_m = np.zeros_like(masks)
+    for k in range(n):
+        s = int(round(r * rng.uniform(min_scale, 1.0)))
+        s = max(4, min(r, s))
+        im = tf.image.resize(images[k:k + 1], [s, s], antialias=True).numpy()[0]
+        mk = tf.image.resize(masks[k:k + 1], [s, s], antialias=True).numpy()[0]
+        y, x = rng.integers(0, r - s + 1), rng.integers(0, r - s + 1)
+        out_i[k, y:y + s, x:x + s] = im
+        out_m[k, y:y + s, x:x + s] = (mk > 0.5)
+    return out_i, out_m
+
+
+def small_unet(resolution, widths=(32, 64, 128, 128)):
+    """The post-hoc UNet: `indep_seg.networks.unet.UNet` with bilinear up-sampling (no checkerboards)."""
+    from indep_seg.networks.unet import UNet
+
+    return UNet(resolution=resolution, encoder_filters=tuple(widths), encoder_kernels=(4,) * len(widths),
+                upsampling="bilinear", bn_momentum=0.9, name="posthoc_unet")
+
+
+def _batch_iou(pred, target):
+    p, t = pred > 0.5, target > 0.5
+    inter = np.logical_and(p, t).sum(axis=(1, 2, 3))
+    union = np.logical_or(p, t).sum(axis=(1, 2, 3))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learning_rate=1e-3,
+                       val_fraction=0.1, budget_seconds=None, seed=0, flip=True, log=print):
+    """Train a UNet on synthetic pairs; 90/10 split; keep the best validation IoU.
+
+    Returns `(unet, history)` with `history = {"val_iou": [...], "best_val_iou": x, "best_epoch": k}`.
+    """
+    images = np.asarray(images, np.float32)
+    masks = np.asarray(masks, np.float32)
+    checks.check_rank(images, "images", 4, "[N, R, R, 3]")
+    checks.check_rank(masks, "masks", 4, "[N, R, R, 1]")
+    if images.shape[0] != masks.shape[0] or images.shape[0] < 10:
+        raise ValueError(f"masks: expected as many pairs as images (>= 10), got {masks.shape[0]} and "
+                         f"{images.shape[0]}")
+    checks.check_fraction(val_fraction, "val_fraction", 0.01, 0.5)
+    n = images.shape[0]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = max(1, int(round(val_fraction * n)))
+    val, train = perm[:n_val], perm[n_val:]
+    unet = unet if unet is not None else small_unet(images.shape[1])
+    opt = keras.optimizers.Adam(learning_rate)
+    bce = keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            p = unet(x, training=True)
+            loss = bce(y, p)
+        grads = tape.gradient(loss, unet.trainable_variables)
+        opt.apply_gradients(zip(grads, unet.trainable_variables))
+        return loss
+
+    def val_iou():
+        preds = np.concatenate([unet(images[val[i:i + 128]], training=False).numpy()
+                                for i in range(0, n_val, 128)])
+        return float(_batch_iou(preds, masks[val]).mean())
+
+    best, best_w, hist = -1.0, None, []
+    t0 = time.time()
+    for epoch in range(epochs):
+        order = rng.permutation(train)
+        losses = []
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[i:i + batch_size]
+            x, y = images[idx], masks[idx]
+            if flip:
+                f = rng.random(len(idx)) < 0.5
+                x, y = x.copy(), y.copy()
+                x[f], y[f] = x[f, :, ::-1], y[f, :, ::-1]
+            losses.append(float(step(tf.constant(x), tf.constant(y))))
+        v = val_iou()
+        hist.append(v)
+        if v > best:
+            best, best_w = v, [w.numpy() for w in unet.weights]
+        log(f"post-hoc UNet epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, val IoU {v:.4f} "
+            f"(best {best:.4f})")
+        if budget_seconds is not None and time.time() - t0 > budget_seconds:
+            log(f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached after {epoch + 1} epochs")
+            break
+    for w, v in zip(unet.weights, best_w):
+        w.assign(v)
+    return unet, {"val_iou": hist, "best_val_iou": best, "best_epoch": int(np.argmax(hist)) + 1,
+                  "train_pairs": int(len(train)), "val_pairs": int(n_val)}
+
+
+def save_posthoc_segmenter(unet, model_dir, resolution, experiment="ilsgan", extra=None):
+    """Save the UNet as the segmenter artifact `model_dir/segmenter` (box-free model; when a box is
+    given, the crop is the evaluation protocol's square of half-side 0.75 max(w, h))."""
+    from indep_seg.segmenter import Segmenter
+
+    seg = Segmenter(unet, resolution=int(resolution), margin=0.25, square=True, experiment=experiment,
+                    extra={"box_free": True, **(extra or {})})
+    return seg.save(Path(model_dir) / "segmenter")

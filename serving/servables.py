@@ -1,0 +1,405 @@
+"""Loaded model versions and the manager that keeps them in step with the base paths.
+
+`ModelManager` plays the part of TF Serving's ServerCore: for every configured model it
+polls `base_path` for integer version folders, loads the versions its version policy
+wants (`latest` (default, 1 version), `all`, `specific`), swaps them in atomically and
+drops the ones no longer wanted. Requests hold a reference to the `Servable` they run on,
+so a version that is being replaced finishes every request in flight. Only folders that
+resolve inside the configured base path are ever loaded (a symlinked version pointing
+elsewhere is refused and logged).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+
+from serving.errors import ServingError, not_found_latest, not_found_specific
+
+log = logging.getLogger("indep_seg.serving")
+
+__all__ = ["Servable", "SignatureInfo", "ModelManager", "VersionState"]
+
+_VERSION_RE = re.compile(r"^[0-9]+$")
+
+
+@dataclass
+class SignatureInfo:
+    name: str
+    fn: object  # ConcreteFunction taking keyword tensors
+    inputs: dict  # alias -> tf.TensorSpec
+    outputs: dict  # alias -> tf.TensorSpec
+
+
+def _read_signature_defs(path: Path):
+    """The `SignatureDef` map of the `serve` meta graph, straight from saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    for mg in sm.meta_graphs:
+        if "serve" in mg.meta_info_def.tags:
+            return mg.signature_def
+    return sm.meta_graphs[0].signature_def if sm.meta_graphs else {}
+
+
+class Servable:
+    """One loaded version of one model."""
+
+    def __init__(self, name: str, version: int, path: Path):
+        self.name = name
+        self.version = int(version)
+        self.path = Path(path)
+        self.loaded = tf.saved_model.load(str(path), tags=["serve"])
+        self.signature_defs = _read_signature_defs(self.path)
+        self.signatures = {}
+        for key, fn in self.loaded.signatures.items():
+            inputs = dict(fn.structured_input_signature[1])
+            outputs = dict(fn.structured_outputs)
+            self.signatures[key] = SignatureInfo(key, fn, inputs, outputs)
+
+    def signature(self, key: str) -> SignatureInfo:
+        key = key or "serving_default"
+        sig = self.signatures.get(key)
+        if sig is None:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{key}" not found.')
+        return sig
+
+    def run(self, sig: SignatureInfo, inputs: dict) -> dict:
+        """Runs a signature on NumPy inputs; TF runtime errors become INVALID_ARGUMENT."""
+        try:
+            out = sig.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            return {k: v.numpy() for k, v in out.items()}
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, _first_line(e.message)) from None
+        except tf.errors.ResourceExhaustedError as e:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, _first_line(e.message)) from None
+
+
+def _first_line(message: str) -> str:
+    """The human part of a TF runtime error (no graph context, no node names).
+
+    `Graph execution error: ... assertion failed: [box: expected ...] [Condition ...]`
+    becomes `box: expected ...`; decode errors keep TF's sentence.
+    """
+    lines = []
+    for line in message.strip().splitlines():
+        s = line.strip()
+        if (not s or s.startswith("[[") or s.startswith("Graph execution error")
+                or s.startswith("Detected at node") or s.startswith("<stack traces")):
+            continue
+        lines.append(s)
+    text = " ".join(lines) or message.strip().splitlines()[0]
+    text = re.sub(r"\s*\[\[\{\{.*$", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\]$", "", text)
+    m = re.match(r"assertion failed: \[([^\]]*)\]", text)
+    if m:
+        return m.group(1)
+    return text.strip()
+
+
+@dataclass
+class VersionState:
+    version: int
+    state: str  # START, LOADING, AVAILABLE, UNLOADING, END
+    error_code: int = 0  # google.rpc code (0 OK)
+    error_message: str = ""
+
+
+class _Model:
+    def __init__(self, config):
+        self.config = config
+        self.available: dict[int, Servable] = {}
+        self.states: dict[int, VersionState] = {}
+
+
+def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str) -> dict:
+    """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch).
+
+    Returns the inputs converted to NumPy of the signature's dtype where the conversion
+    is exact (e.g. float64 JSON numbers to float32); raises INVALID_ARGUMENT otherwise.
+    """
+    expected = set(sig.inputs)
+    sent = set(inputs)
+    for alias in sorted(sent - expected):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
+                           f"the set {{{','.join(sorted(expected))}}}.")
+    missing = sorted(expected - sent)
+    if missing:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Request inputs do not match required inputs for model `{model_name}`. "
+                           f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}.")
+    out = {}
+    batch = None
+    for alias in sorted(expected):
+        spec = sig.inputs[alias]
+        arr = inputs[alias]
+        want = spec.dtype
+        if want == tf.string:
+            if arr.dtype.kind not in ("S", "O", "U"):
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided")
+        elif arr.dtype != want.as_numpy_dtype:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided")
+        shape = spec.shape
+        if shape.rank is not None:
+            if arr.ndim != shape.rank:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"{alias}: expected a tensor of rank {shape.rank} with shape "
+                                   f"{_shape_str(shape)}, got shape {list(arr.shape)}")
+            for i, d in enumerate(shape.as_list()):
+                if d is not None and arr.shape[i] != d:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
+                                       f"(dimension {i} must be {d})")
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example")
+        if any(s == 0 for s in arr.shape):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{alias}: shape {list(arr.shape)} has a zero-size dimension")
+        if batch is None:
+            batch = (alias, arr.shape[0])
+        elif arr.shape[0] != batch[1]:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Input to predict must have equal 0th-dimension size: {batch[0]} has "
+                               f"{batch[1]}, {alias} has {arr.shape[0]}")
+        if alias == "box" and arr.ndim == 2 and arr.shape[1] == 4 and arr.dtype.kind == "f":
+            bad = np.nonzero(~((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])))[0]
+            if bad.size:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
+                                   "x0, y0, x1, y1 with x1 > x0 and y1 > y0)")
+        if want == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values")
+        out[alias] = arr
+    return out
+
+
+def _shape_str(shape) -> str:
+    return "[" + ",".join("-1" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+def _tf_name(dtype) -> str:
+    from serving.tensors import dtype_name
+
+    return dtype_name(dtype)
+
+
+def _np_dtype_name(arr) -> str:
+    try:
+        return _tf_name(arr.dtype)
+    except TypeError:
+        return str(arr.dtype)
+
+
+class ModelManager:
+    """The set of served models and versions; thread-safe.
+
+    Args:
+        config: a `ModelServerConfig` (see `serving.config`).
+        on_change: optional callback after each change (tests, logging).
+    """
+
+    def __init__(self, config=None):
+        self._lock = threading.RLock()
+        self._load_lock = threading.Lock()  # one poll / reload at a time
+        self._models: dict[str, _Model] = {}
+        self._config = None
+        if config is not None:
+            self.reload_config(config)
+
+    # ----------------------------------------------------------------- config
+    @property
+    def config(self):
+        return self._config
+
+    def reload_config(self, config):
+        """Replaces the model set (TF Serving's HandleReloadConfigRequest) and loads it now."""
+        from serving.config import validate_model_server_config
+
+        validate_model_server_config(config, "model_server_config")
+        with self._load_lock:
+            with self._lock:
+                new = {}
+                for mc in config.model_config_list.config:
+                    old = self._models.get(mc.name)
+                    if old is not None and old.config.base_path == mc.base_path:
+                        old.config = mc
+                        new[mc.name] = old
+                    else:
+                        new[mc.name] = _Model(mc)
+                self._models = new
+                self._config = config
+            self._poll_locked()
+
+    # ----------------------------------------------------------------- polling
+    def poll(self):
+        """One pass over every base path: load wanted versions, unload the others."""
+        with self._load_lock:
+            self._poll_locked()
+
+    def _poll_locked(self):
+        with self._lock:
+            models = list(self._models.items())
+        for name, model in models:
+            try:
+                self._poll_model(name, model)
+            except Exception as e:  # keep serving the others
+                log.warning("model %s: polling %s failed: %s", name, model.config.base_path, e)
+
+    def _candidate_versions(self, mc) -> dict[int, Path]:
+        base = Path(mc.base_path)
+        try:
+            base_real = base.resolve(strict=True)
+        except (OSError, RuntimeError):
+            log.warning("model %s: base path %s does not exist (yet)", mc.name, base)
+            return {}
+        out = {}
+        for child in base_real.iterdir():
+            if not _VERSION_RE.match(child.name) or not child.is_dir():
+                continue
+            real = child.resolve()
+            if real.parent != base_real and base_real not in real.parents:
+                log.warning("model %s: version folder %s resolves outside the base path (%s); "
+                            "not loading it", mc.name, child, real)
+                continue
+            if not (real / "saved_model.pb").is_file():
+                continue
+            out[int(child.name)] = real
+        return out
+
+    @staticmethod
+    def _wanted(mc, versions: list[int]) -> list[int]:
+        policy = mc.model_version_policy
+        kind = policy.WhichOneof("policy_choice") or "latest"
+        if kind == "all":
+            return sorted(versions)
+        if kind == "specific":
+            return sorted(v for v in versions if v in set(policy.specific.versions))
+        n = policy.latest.num_versions or 1
+        return sorted(versions)[-n:]
+
+    def _poll_model(self, name, model):
+        mc = model.config
+        found = self._candidate_versions(mc)
+        wanted = self._wanted(mc, list(found))
+        for v in wanted:
+            if v in model.available:
+                continue
+            prev = model.states.get(v)
+            if prev is not None and prev.error_code and prev.error_message.startswith("load failed"):
+                continue  # do not retry a broken version on every poll
+            with self._lock:
+                model.states[v] = VersionState(v, "LOADING")
+            try:
+                servable = Servable(name, v, found[v])
+            except Exception as e:
+                msg = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.warning("model %s version %d: %s", name, v, msg)
+                with self._lock:
+                    model.states[v] = VersionState(v, "END", 13, msg)  # INTERNAL
+                continue
+            with self._lock:
+                model.available[v] = servable
+                model.states[v] = VersionState(v, "AVAILABLE")
+            log.info("model %s: version %d available (%s)", name, v, found[v])
+        # Unload versions no longer wanted, but only once a wanted one is serving, so a
+        # failed load of a new version never leaves the model with nothing.
+        with self._lock:
+            if any(v in model.available for v in wanted) or not found:
+                for v in list(model.available):
+                    if v not in wanted:
+                        del model.available[v]  # in-flight requests keep their reference
+                        model.states[v] = VersionState(v, "END")
+                        log.info("model %s: version %d unloaded", name, v)
+
+    # ----------------------------------------------------------------- lookup
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for a request's ModelSpec, or TF Serving's error."""
+        with self._lock:
+            model = self._models.get(name)
+            if label:
+                if model is None:
+                    raise not_found_latest(name)
+                if label not in model.config.version_labels:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Unrecognized servable version label: {label}")
+                version = int(model.config.version_labels[label])
+            if version is None:
+                if model is None or not model.available:
+                    raise not_found_latest(name)
+                return model.available[max(model.available)]
+            if model is None or version not in model.available:
+                raise not_found_specific(name, version)
+            return model.available[version]
+
+    def status(self, name: str, version: int | None = None) -> list[VersionState]:
+        with self._lock:
+            model = self._models.get(name)
+            if version is not None:
+                if model is None or version not in model.states:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND,
+                                       f"Could not find version {version} of model {name}")
+                return [model.states[version]]
+            if model is None or not model.states:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            return [model.states[v] for v in sorted(model.states)]
+
+
+class Poller:
+    """Calls `manager.poll()` every `interval` seconds on a daemon thread (0 disables)."""
+
+    def __init__(self, manager: ModelManager, interval: float, extra=None):
+        self.manager = manager
+        self.interval = float(interval)
+        self.extra = extra
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                if self.extra is not None:
+                    self.extra()
+                self.manager.poll()
+            except Exception as e:  # pragma: no cover - logged, never fatal
+                log.warning("polling failed: %s", e)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Polls `predicate()` until true or `timeout` seconds pass (for tests and scripts)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+

@@ -1,0 +1,89 @@
+"""benchmarks/run_all.py on tiny configurations: it runs the scripts, attributes their JSON and
+peak memory to them, survives failures and timeouts, and writes summary.json + SUMMARY.md.
+The benchmark figures themselves are never asserted."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_ALL = REPO / "benchmarks" / "run_all.py"
+
+
+def _script(d: Path, name: str, body: str):
+    (d / name).write_text(textwrap.dedent(body))
+
+
+def _run(args, timeout=120):
+    return subprocess.run([sys.executable, str(RUN_ALL)] + args, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_runner_collects_results_memory_and_failures(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    results = tmp_path / "results"
+    common = """
+        import json, os, sys
+        from pathlib import Path
+        out = Path(os.environ["INDEP_SEG_BENCH_RESULTS"])
+    """
+    _script(scripts, "bench_big.py", common + """
+        block = bytearray(300 * 1024 * 1024)       # touch 300 MB so that it is resident
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        rows = [{"preset": "a", "images_per_s": 1.5}, {"preset": "b", "images_per_s": 2.5}]
+        (out / "big.json").write_text(json.dumps({"quick": "--quick" in sys.argv, "iou": 0.5, "table": rows}))
+    """)
+    _script(scripts, "bench_small.py", common + """
+        (out / "small.json").write_text(json.dumps({"count_error": 3}))
+    """)
+    _script(scripts, "bench_broken.py", """
+        raise RuntimeError("this benchmark is broken on purpose")
+    """)
+    _script(scripts, "bench_slow.py", """
+        import time
+        time.sleep(60)
+    """)
+    _script(scripts, "not_a_benchmark.py", "raise SystemExit('must not run')\n")
+    p = _run(["--quick", "--scripts-dir", str(scripts), "--results-dir", str(results), "--timeout", "10"])
+    assert p.returncode == 1, p.stdout + p.stderr  # two benchmarks failed
+    summary = json.loads((results / "summary.json").read_text())
+    by = {b["script"]: b for b in summary["benchmarks"]}
+    assert sorted(by) == ["bench_big.py", "bench_broken.py", "bench_slow.py", "bench_small.py"]
+    assert by["bench_big.py"]["status"] == "ok"
+    assert by["bench_big.py"]["results"]["big.json"]["quick"] is True  # --quick was passed
+    assert by["bench_small.py"]["results"] == {"small.json": {"count_error": 3}}
+    assert by["bench_broken.py"]["status"] == "failed"
+    assert "broken on purpose" in " ".join(by["bench_broken.py"]["log_tail"])
+    assert by["bench_slow.py"]["status"] == "timeout"
+    assert by["bench_slow.py"]["wall_s"] < 30
+    # peak memory is per benchmark, not the maximum over all children so far
+    assert by["bench_big.py"]["peak_rss_mb"] >= 300
+    assert by["bench_small.py"]["peak_rss_mb"] < 100
+    md = (results / "SUMMARY.md").read_text()
+    assert "| preset | images_per_s |" in md and "| b | 2.5 |" in md
+    assert "| count_error | 3 |" in md
+    assert "bench_slow.py: timeout" in md
+
+
+def test_runner_only_rejects_unknown_names(tmp_path):
+    p = _run(["--only", "no_such_benchmark", "--results-dir", str(tmp_path)], timeout=60)
+    assert p.returncode != 0 and "no_such_benchmark" in p.stderr
+
+
+@pytest.mark.slow
+def test_runner_runs_the_real_train_step_benchmark_quick(tmp_path):
+    p = _run(["--quick", "--only", "train_step", "--results-dir", str(tmp_path)], timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (rec,) = summary["benchmarks"]
+    res = rec["results"]["train_step.json"]
+    (row,) = res["table"]
+    assert "error" not in row, row
+    assert row["images_per_s"] > 0 and row["model_gflop_per_step"] > 0
+    assert res["peak_gflops"] > 0
+    assert "train_step.json" in (tmp_path / "SUMMARY.md").read_text()

@@ -1,0 +1,120 @@
+"""`box_seg` experiment: data reading and its errors, backgrounds, a tiny end-to-end run."""
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indep_seg.data.backgrounds import scale_matched_backgrounds
+from training.context import TrainContext
+from training.experiments.box_seg import (BoxSegConfig, BoxSegDataError, effective_a, load_box_data,
+                                          paper_config)
+
+
+def _photo(path, w=40, h=32, box=(10, 8, 30, 24)):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 1] = 200                                 # green background
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = (230, 20, 20)                 # red object filling the box
+    Image.fromarray(img).save(path)
+    return img
+
+
+def _folder(tmp_path, n=6, rows=None):
+    for i in range(n):
+        _photo(tmp_path / f"im{i}.png")
+    rows = rows if rows is not None else [f"im{i}.png,10,8,30,24" for i in range(n)]
+    (tmp_path / "boxes.csv").write_text("filename,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_reads_boxes_csv(tmp_path):
+    items = load_box_data(_folder(tmp_path, 3, ["im0.png,10,8,30,24", "im0.png,0,0,5,5", "im2.png,1,1,39,31"]))
+    assert [n for n, _, _ in items] == ["im0.png#2", "im0.png#3", "im2.png#4"]
+    assert items[1][2] == [0.0, 0.0, 5.0, 5.0] and items[0][1].shape == (32, 40, 3)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("im0.png,10,8,10,24", "row 2: empty box"),
+    ("im0.png,10,8,50,24", "row 2: box .* leaves the image im0.png"),
+    ("im0.png,1,2,3", "row 2: expected 5 fields"),
+    ("im0.png,a,2,3,4", "row 2: box values must be numbers"),
+    ("missing.png,1,2,3,4", "row 2: image .*missing.png not found"),
+])
+def test_bad_rows_name_file_and_row(tmp_path, row, message):
+    folder = _folder(tmp_path, 1, [row])
+    with pytest.raises(BoxSegDataError, match=message):
+        load_box_data(folder)
+    warnings = []
+    with pytest.raises(BoxSegDataError, match="no usable image/box pair .*1 bad"):
+        load_box_data(folder, skip_bad=True, log=warnings.append)
+    assert warnings and "skipped" in warnings[0]
+
+
+def test_unreadable_image_and_masks(tmp_path):
+    folder = _folder(tmp_path, 2)
+    (folder / "im1.png").write_bytes(b"not an image")
+    with pytest.raises(BoxSegDataError, match="row 3: .*im1.png: cannot read image"):
+        load_box_data(folder)
+    assert len(load_box_data(folder, skip_bad=True, log=lambda m: None)) == 1
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    m = np.zeros((32, 40), np.uint8)
+    m[5:20, 3:13] = 255
+    Image.fromarray(m).save(masks / "im0.png")
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(masks / "im1.png")
+    (folder / "im1.png").unlink()
+    items = load_box_data(folder, masks=masks)
+    assert items[0][2] == [3.0, 5.0, 13.0, 20.0]      # box of the mask, x1/y1 exclusive
+    Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(folder / "im1.png")
+    with pytest.raises(BoxSegDataError, match="im1.png: empty mask"):
+        load_box_data(folder, masks=masks)
+    Image.fromarray(np.zeros((10, 40), np.uint8)).save(masks / "im1.png")
+    with pytest.raises(BoxSegDataError, match="im1.png: mask size 40x10 does not match"):
+        load_box_data(folder, masks=masks)
+
+
+def test_backgrounds_use_no_foreground_pixel():
+    imgs, boxes = [], []
+    for i in range(3):
+        img = np.zeros((50, 60, 3), np.float32)
+        img[..., 1] = 0.8
+        img[10:40, 15:45] = (1.0, 0.0, 0.0)
+        imgs.append(img)
+        boxes.append([15, 10, 45, 40])
+    bgs, src = scale_matched_backgrounds(imgs, boxes, 16, variants=2)
+    assert bgs.shape == (6, 16, 16, 3) and list(src) == [0, 0, 1, 1, 2, 2]
+    assert bgs[..., 0].max() < 0.05 and bgs[..., 1].min() > 0.75   # all green, no red object
+    with pytest.raises(ValueError, match="boxes\\[0\\]: empty box"):
+        scale_matched_backgrounds(imgs[:1], [[5, 5, 5, 9]], 16)
+    with pytest.raises(ValueError, match="no photo has enough pixels outside"):
+        scale_matched_backgrounds(imgs[:1], [[0, 0, 60, 50]], 16)
+
+
+def test_presets():
+    paper = paper_config()
+    assert (paper.resolution, paper.unet, paper.discriminator, paper.area_a, paper.area_lambda,
+            paper.margin, paper.upsampling) == (128, "paper", "paper", 0.25, 1000.0, 0.0, "transpose")
+    assert effective_a(dataclasses.replace(paper, margin=0.25)) == pytest.approx(0.25 / 2.25)
+    from training.registry import get_experiment
+    assert get_experiment("box_seg").default_config == BoxSegConfig()
+    assert get_experiment("box_seg_paper").default_config == paper
+
+
+def test_tiny_end_to_end(tmp_path):
+    from indep_seg.segmenter import Segmenter
+
+    data = _folder(tmp_path / "data", 6) if (tmp_path / "data").mkdir() is None else None
+    cfg = BoxSegConfig(resolution=16, unet="tiny", discriminator="tiny", batch_size=4, steps=6,
+                       snapshot_every=2, probe_images=4, log_every=2)
+    ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), extra={"verbose": False, "log": lambda m: None})
+    result = __import__("training.experiments.box_seg", fromlist=["x"]).train_box_seg(cfg, ctx)
+    assert result["phase"] == "distill" and result["adversarial_steps"] == 4 and result["distill_steps"] == 2
+    assert result["selected_step"] in (2, 4)
+    for png in ("adversarial_selected.png", "distill.png", "adversarial/reals.png"):
+        assert (tmp_path / "run" / png).is_file()
+    seg = Segmenter.load(tmp_path / "run")
+    assert seg.resolution == 16 and seg.metadata()["phase"] == "distill"
+    masks = seg.predict([np.zeros((32, 40, 3), np.uint8)], [[10, 8, 30, 24]])
+    assert np.asarray(masks[0]).shape[:2] == (32, 40)
+    assert np.asarray(masks[0])[:8].max() == 0.0   # nothing outside the box

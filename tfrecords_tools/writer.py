@@ -1,0 +1,169 @@
+"""Parallel, atomic writing of sharded TFRecords: `PREFIX-00000-of-000NN.tfrecord`.
+
+Records are built in a thread pool (decoding and encoding in TensorFlow and PIL release the
+GIL), in input order, at most `4 x workers` ahead of the writer, so memory stays bounded.
+Every shard is written as `NAME.tmp-<pid>`; when all records are done the shards are renamed
+to their final names (`os.replace`, atomic). A failed or interrupted run removes its temporary
+files, so no file that looks like a valid shard (or a complete `-of-NN` set) is ever left
+behind by a run that did not finish. With `skip_bad`, a record whose builder raises
+`DataError` is skipped and counted with its reason instead.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from indep_seg.data.files import DataError
+
+__all__ = ["ConversionSummary", "write_sharded", "shard_names", "existing_shards"]
+
+TARGET_SHARD_BYTES = 100 * 2 ** 20
+
+
+@dataclasses.dataclass
+class ConversionSummary:
+    records: int = 0
+    shards: list = dataclasses.field(default_factory=list)
+    bytes: int = 0
+    skipped: list = dataclasses.field(default_factory=list)  # [(file, reason)]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"records": self.records, "shards": list(self.shards), "bytes": self.bytes,
+                "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+                "seconds": round(self.seconds, 3)}
+
+    def format(self) -> str:
+        lines = [f"wrote {self.records} records in {len(self.shards)} shard(s), {self.bytes:,} bytes, "
+                 f"{self.seconds:.1f} s; skipped {len(self.skipped)}"]
+        for path in self.shards[:3]:
+            lines.append(f"  {path}")
+        if len(self.shards) > 3:
+            lines.append(f"  ... ({len(self.shards) - 3} more)")
+        if self.skipped:
+            reasons = collections.Counter(r.split(" (")[0] for _, r in self.skipped)
+            lines.append("skipped:")
+            for f, r in self.skipped:
+                lines.append(f"  {f}: {r}")
+            lines.append("skipped by reason: " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+        return "\n".join(lines)
+
+
+def shard_names(prefix, num_shards: int) -> list[str]:
+    prefix = os.fspath(prefix)
+    return [f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+
+
+def existing_shards(prefix) -> list[str]:
+    prefix = os.fspath(prefix)
+    return sorted(glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"))
+
+
+def auto_num_shards(total_input_bytes: int, num_records: int) -> int:
+    """About 100 MiB per shard (the tf.data guidance), at least 1, at most one per record."""
+    return max(1, min(num_records, -(-int(total_input_bytes) // TARGET_SHARD_BYTES)))
+
+
+def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None, skip_bad: bool = False,
+                  overwrite: bool = False, progress: bool = True, desc: str = "records",
+                  skipped=()) -> ConversionSummary:
+    """Builds every task's record in parallel and writes them to `num_shards` shards (input order kept).
+
+    Args:
+        tasks: a list of `(name, build)` pairs; `build()` returns serialized record bytes, or
+            raises `DataError` for a bad input (skipped and counted when `skip_bad`).
+        prefix: output path prefix; shards are `PREFIX-00000-of-000NN.tfrecord`.
+        num_shards: number of shards (records are split into contiguous runs).
+        workers: threads building records (default: CPU count).
+        overwrite: replace an existing shard set with this prefix (else an error).
+        skipped: problems found before conversion (`(file, reason)`), reported in the summary.
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    tasks = list(tasks)
+    if not tasks:
+        raise DataError(f"{prefix}: nothing to convert (no input records)")
+    if not (isinstance(num_shards, int) and num_shards >= 1):
+        raise ValueError(f"num_shards: expected a positive integer, got {num_shards!r}")
+    num_shards = min(num_shards, len(tasks))
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    prefix = os.fspath(prefix)
+    out_dir = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    old = existing_shards(prefix)
+    if old and not overwrite:
+        raise DataError(f"{old[0]}: output shards with prefix {prefix} already exist (use --overwrite)")
+    finals = shard_names(prefix, num_shards)
+    temps = [f"{f}.tmp-{os.getpid()}" for f in finals]
+    n = len(tasks)
+    shard_of = [i * num_shards // n for i in range(n)]
+    last_of_shard = {}
+    for i, s in enumerate(shard_of):
+        last_of_shard[s] = i
+    summary = ConversionSummary(skipped=list(skipped))
+    start = time.time()
+    writers = {}
+    bar = tqdm(total=n, desc=desc, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    ok = False
+    try:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            pending = collections.deque()
+            next_submit = 0
+            for i in range(n):
+                while next_submit < n and len(pending) < 4 * workers:
+                    pending.append(pool.submit(tasks[next_submit][1]))
+                    next_submit += 1
+                future = pending.popleft()
+                name = tasks[i][0]
+                s = shard_of[i]
+                if s not in writers:
+                    writers[s] = tf.io.TFRecordWriter(temps[s])
+                try:
+                    record = future.result()
+                except DataError as e:
+                    if not skip_bad:
+                        raise
+                    text = str(e)
+                    prefix_ = f"{name}: "
+                    summary.skipped.append((name, text[len(prefix_):] if text.startswith(prefix_) else text))
+                    record = None
+                if record is not None:
+                    writers[s].write(record)
+                    summary.records += 1
+                if last_of_shard[s] == i:
+                    writers[s].close()
+                bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        ok = True
+    finally:
+        bar.close()
+        for w in writers.values():
+            try:
+                w.close()
+            except Exception:
+                pass
+        if not ok:
+            for t in temps:
+                if os.path.exists(t):
+                    os.remove(t)
+    for s in range(num_shards):  # a shard whose records were all skipped is still written (empty)
+        if s not in writers:
+            with tf.io.TFRecordWriter(temps[s]):
+                pass
+    for t, f in zip(temps, finals):
+        os.replace(t, f)
+    for f in old:
+        if f not in finals and os.path.exists(f):
+            os.remove(f)
+    summary.shards = finals
+    summary.bytes = sum(os.path.getsize(f) for f in finals)
+    summary.seconds = time.time() - start
+    return summary

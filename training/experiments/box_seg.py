@@ -1,0 +1,427 @@
+"""`box_seg` / `box_seg_paper`: box-level foreground segmentation (Dai et al. 2019, application 1).
+
+One `train_fn` runs both phases of the paper:
+1. adversarial training of the UNet (`ForegroundSegGAN`, eq. 6-7) on the box crops, with
+   scale-matched backgrounds from outside the boxes (or a background folder);
+2. data distillation (`Distiller`, eq. 8) of the chosen adversarial snapshot into a student.
+The adversarial snapshot is chosen by an UNSUPERVISED criterion (mask confidence x stability
+between snapshots, on a fixed probe set of crops): ground truth is never used. The run ends with
+`Segmenter(student).save(model_dir / "segmenter")`.
+
+Data (`--data`): an image folder with `boxes.csv` (`filename,x0,y0,x1,y1`, several rows per file
+allowed), an image folder with masks (`--override masks=MASK_DIR` or `ctx.extra["masks"]`; boxes
+are taken from the masks, the pixel labels are never used), or TFRecords read through
+`indep_seg.data.read_dataset` when the data module provides it.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from indep_seg.box_crop import box_window, crop_to_window
+from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
+from indep_seg.models.distiller import Distiller
+from indep_seg.models.foreground_seg_gan import ForegroundSegGAN, to_grid
+from indep_seg.networks.sn_discriminator import SN_DISCRIMINATOR_PRESETS, SNDiscriminator
+from indep_seg.networks.unet import UNET_PRESETS, UNet
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclasses.dataclass
+class BoxSegConfig:
+    """Options of the box-level experiment (the `box_seg` preset; see `box_seg_paper`)."""
+
+    resolution: int = 64
+    margin: float = 0.0             # crop = box grown by margin x size on each side (paper: 0)
+    unet: str = "small"             # UNET_PRESETS name
+    unet_filters: str = ""          # "32,64,128,256,256" overrides the preset's widths
+    upsampling: str = "bilinear"    # "transpose" (paper) or "bilinear" (no checkerboards)
+    bn_momentum: float = 0.9
+    discriminator: str = "small"    # SN_DISCRIMINATOR_PRESETS name
+    d_head: str = "dense"           # "conv" (Table 1) or "dense"
+    d_downsample: int = 1
+    area_lambda: float = 1000.0     # Table 3
+    area_a: float = 0.35            # a for a crop equal to the box; scaled by 1/(1+2 margin)^2
+    area_mode: str = "two_sided"    # eq. 7 as printed, or "above"
+    batch_size: int = 32
+    d_learning_rate: float = 2e-4
+    g_learning_rate: float = 4e-4
+    steps: int = 3000               # adversarial + distillation steps (when --steps is not given)
+    adversarial_fraction: float = 0.7   # share of the steps / time budget for phase 1
+    distill_learning_rate: float = 2e-4
+    distill_label: str = "composite"    # teacher(composite) (paper) or "carve" (teacher(x))
+    distill_real_fraction: float = 0.0
+    distill_init: str = "teacher"       # student starts from "teacher" weights or "scratch"
+    background: str = "scale_matched"   # or a folder of background images
+    background_variants: int = 2
+    snapshot_every: int = 100
+    probe_images: int = 96
+    masks: str = ""                  # mask folder: boxes from masks
+    max_images: int = 0              # 0 = all
+    log_every: int = 50
+
+
+def paper_config() -> BoxSegConfig:
+    """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box)."""
+    return BoxSegConfig(resolution=128, margin=0.0, unet="paper", upsampling="transpose",
+                        discriminator="paper", d_head="conv", area_a=0.25, batch_size=32,
+                        steps=20000, snapshot_every=500)
+
+
+# ------------------------------------------------------------------------------------- data
+class BoxSegDataError(ValueError):
+    """Bad user data: the message names the file (and row)."""
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001
+        raise BoxSegDataError(f"{path}: cannot read image ({e})") from e
+
+
+def _box_of_mask(mask: np.ndarray):
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
+    """Reads photos and boxes: returns a list of `(name, uint8 image [H, W, 3], box [4])`.
+
+    `data` is an image folder with `boxes.csv` (one row per box), or an image folder together
+    with `masks` (a folder with one mask per photo, same stem; boxes from the masks, a photo is
+    resized to its mask's size). Errors name the file and row; with `skip_bad` they are
+    warnings and the item is skipped.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise BoxSegDataError(f"--data: {data} is not a directory")
+    items, bad = [], 0
+
+    def problem(msg):
+        nonlocal bad
+        if not skip_bad:
+            raise BoxSegDataError(msg)
+        bad += 1
+        log(f"warning: {msg} (skipped)")
+
+    if masks:
+        from PIL import Image
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise BoxSegDataError(f"--masks: {masks} is not a directory")
+        by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+        files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for f in files:
+            if f.stem not in by_stem:
+                problem(f"{f}: no mask named {f.stem}.* in {masks}")
+                continue
+            try:
+                image = _read_rgb(f)
+                mask = _read_rgb(by_stem[f.stem])[..., 0] > 127
+            except BoxSegDataError as e:
+                problem(str(e))
+                continue
+            if mask.shape != image.shape[:2]:
+                ra, rb = mask.shape[1] / mask.shape[0], image.shape[1] / image.shape[0]
+                if abs(ra - rb) > 0.02 * max(ra, rb):
+                    problem(f"{by_stem[f.stem]}: mask size {mask.shape[1]}x{mask.shape[0]} does "
+                            f"not match photo {f.name} {image.shape[1]}x{image.shape[0]}")
+                    continue
+                image = np.asarray(Image.fromarray(image).resize(
+                    (mask.shape[1], mask.shape[0]), Image.BILINEAR))
+            box = _box_of_mask(mask)
+            if box is None:
+                problem(f"{by_stem[f.stem]}: empty mask, no box")
+                continue
+            items.append((f.name, image, box))
+    else:
+        csv_path = data / "boxes.csv"
+        if not csv_path.is_file():
+            raise BoxSegDataError(f"--data: {data} has no boxes.csv (filename,x0,y0,x1,y1); "
+                                  "pass --override masks=MASK_DIR to take boxes from masks")
+        cache = {}
+        with open(csv_path, newline="") as fh:
+            for row_no, row in enumerate(csv.reader(fh), start=1):
+                if not row or (row_no == 1 and row[0].strip().lower() == "filename"):
+                    continue
+                where = f"{csv_path} row {row_no}"
+                if len(row) != 5:
+                    problem(f"{where}: expected 5 fields filename,x0,y0,x1,y1, got {len(row)}")
+                    continue
+                try:
+                    box = [float(v) for v in row[1:]]
+                except ValueError:
+                    problem(f"{where}: box values must be numbers, got {row[1:]}")
+                    continue
+                path = data / row[0].strip()
+                if not path.is_file():
+                    problem(f"{where}: image {path} not found")
+                    continue
+                try:
+                    image = cache.get(path)
+                    if image is None:
+                        image = cache[path] = _read_rgb(path)
+                except BoxSegDataError as e:
+                    problem(f"{where}: {e}")
+                    continue
+                h, w = image.shape[:2]
+                x0, y0, x1, y1 = box
+                if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:
+                    problem(f"{where}: empty box {box} (expected x1 > x0 and y1 > y0)")
+                    continue
+                if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+                    problem(f"{where}: box {box} leaves the image {path.name} ({w}x{h})")
+                    continue
+                items.append((f"{path.name}#{row_no}", image, box))
+    if max_images:
+        items = items[:max_images]
+    if not items:
+        raise BoxSegDataError(f"--data: no usable image/box pair in {data}"
+                              + (f" ({bad} bad item(s) skipped)" if bad else ""))
+    if bad:
+        log(f"{bad} bad item(s) skipped")
+    return items
+
+
+def make_crops(items, resolution, margin):
+    """Box crops `[N, R, R, 3]` float32 with the experiment's crop rule (`box_window`)."""
+    out = []
+    for _, image, box in items:
+        img = tf.convert_to_tensor(np.asarray(image, np.float32)[None] / 255.0)
+        window = box_window(np.asarray([box], np.float32), margin, False)
+        out.append(crop_to_window(img, window, resolution).numpy()[0])
+    return np.stack(out).astype(np.float32)
+
+
+def make_backgrounds(items, cfg: BoxSegConfig, seed=0):
+    if cfg.background == "scale_matched":
+        bgs, _ = scale_matched_backgrounds(
+            [np.asarray(im, np.float32) / 255.0 for _, im, _ in items], [b for _, _, b in items],
+            cfg.resolution, cfg.margin, variants=cfg.background_variants, seed=seed)
+        return bgs
+    return folder_backgrounds(cfg.background, cfg.resolution, seed=seed)
+
+
+def make_dataset(crops, backgrounds, batch_size, seed=0):
+    """Infinite stream of `{"image", "background"}` batches, both shuffled and flipped at random."""
+    def stream(array, s):
+        ds = tf.data.Dataset.from_tensor_slices(array).repeat()
+        ds = ds.shuffle(min(len(array), 2048), seed=s)
+        return ds.map(lambda x: tf.image.random_flip_left_right(x, seed=s),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip({"image": stream(crops, seed), "background": stream(backgrounds, seed + 1)})
+    return ds.batch(batch_size, drop_remainder=True).prefetch(4)
+
+
+# ------------------------------------------------------------------------------------ models
+def build_unet(cfg: BoxSegConfig, name="unet") -> UNet:
+    kw = dict(UNET_PRESETS[cfg.unet])
+    kw.update(resolution=cfg.resolution, upsampling=cfg.upsampling, bn_momentum=cfg.bn_momentum)
+    if cfg.unet_filters:
+        filters = tuple(int(v) for v in cfg.unet_filters.split(","))
+        kernels = tuple(kw["encoder_kernels"])
+        kernels = (kernels + (kernels[-1],) * len(filters))[:len(filters)]
+        kw.update(encoder_filters=filters, encoder_kernels=kernels)
+    return UNet(name=name, **kw)
+
+
+def build_discriminator(cfg: BoxSegConfig) -> SNDiscriminator:
+    kw = dict(SN_DISCRIMINATOR_PRESETS[cfg.discriminator])
+    kw.update(resolution=cfg.resolution // cfg.d_downsample, head=cfg.d_head)
+    return SNDiscriminator(**kw)
+
+
+def effective_a(cfg: BoxSegConfig) -> float:
+    """a follows the crop margin: the box is 1/(1+2 margin)^2 of the crop."""
+    return cfg.area_a / (1.0 + 2.0 * cfg.margin) ** 2
+
+
+# ------------------------------------------------------------------------- checkpoint choice
+class SnapshotSelector:
+    """Unsupervised choice of the adversarial snapshot: never looks at ground truth.
+
+    At every snapshot the masks of a fixed probe set of crops are predicted (inference mode);
+    score = confidence x stability, where confidence = mean |2m - 1| (a mask that has decided)
+    and stability = mean IoU of the binarised masks with those of the previous snapshot (a mask
+    that no longer drifts). The best snapshot's weights are kept.
+    """
+
+    def __init__(self, probe, path=None):
+        self.probe = probe
+        self.prev = None
+        self.best_score = -1.0
+        self.best_step = None
+        self.best_weights = None
+        self.path = path
+        self.history = []
+
+    def __call__(self, segmenter, step):
+        m = segmenter.predict(self.probe, batch_size=64, verbose=0)
+        b = m > 0.5
+        confidence = float(np.mean(np.abs(2 * m - 1)))
+        if self.prev is None:
+            stability = 0.0
+        else:
+            inter = np.logical_and(b, self.prev).sum(axis=(1, 2, 3))
+            union = np.logical_or(b, self.prev).sum(axis=(1, 2, 3))
+            stability = float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+        self.prev = b
+        score = confidence * stability
+        rec = {"step": int(step), "confidence": confidence, "stability": stability,
+               "score": score, "mask_mean": float(m.mean())}
+        self.history.append(rec)
+        if score > self.best_score:
+            self.best_score, self.best_step = score, int(step)
+            self.best_weights = [w.copy() for w in segmenter.get_weights()]
+            if self.path is not None:
+                segmenter.save_weights(str(self.path))
+        return rec
+
+
+class _SnapshotCallback(keras.callbacks.Callback):
+    def __init__(self, every, fn):
+        super().__init__()
+        self.every, self.fn, self.step = every, fn, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            self.fn(self.step)
+
+
+# ------------------------------------------------------------------------------------ train
+def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
+    """Both phases (adversarial, then distillation); ends with the Segmenter artifact."""
+    from indep_seg.segmenter import Segmenter
+    from training.loop import run_fit, write_png
+
+    t_start = time.time()
+    model_dir = Path(ctx.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    extra = ctx.extra or {}
+    log = extra.get("log", print)
+    study = extra.get("study_fn")  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
+    if ctx.data is None:
+        raise BoxSegDataError("--data: box_seg needs a data folder (images + boxes.csv, or + masks)")
+    items = load_box_data(ctx.data, masks=extra.get("masks") or cfg.masks or None,
+                          max_images=cfg.max_images, skip_bad=bool(extra.get("skip_bad")), log=log)
+    crops = make_crops(items, cfg.resolution, cfg.margin)
+    backgrounds = make_backgrounds(items, cfg, seed=ctx.seed)
+    probe = crops[np.random.default_rng(ctx.seed).permutation(len(crops))[:cfg.probe_images]]
+    log(f"{name}: {len(crops)} crops, {len(backgrounds)} backgrounds at {cfg.resolution}px, "
+        f"a = {effective_a(cfg):.3f}, prepared in {time.time() - t_start:.1f} s")
+
+    total_steps = ctx.resolve_steps(cfg.steps)
+    adv_steps = int(round(total_steps * cfg.adversarial_fraction))
+    distill_steps = total_steps - adv_steps
+    budget = ctx.budget_minutes
+
+    def remaining_minutes():
+        return None if budget is None else max(0.05, budget - (time.time() - t_start) / 60.0)
+
+    # ---------------- phase 1: adversarial
+    with ctx.strategy.scope():
+        unet = build_unet(cfg)
+        gan = ForegroundSegGAN(unet, build_discriminator(cfg), area_lambda=cfg.area_lambda,
+                               area_a=effective_a(cfg), area_mode=cfg.area_mode,
+                               d_downsample=cfg.d_downsample, seed=ctx.seed)
+        gan.compile(d_optimizer=keras.optimizers.Adam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
+                    g_optimizer=keras.optimizers.Adam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
+    selector = SnapshotSelector(probe, model_dir / "adversarial_selected.weights.h5")
+    study_log = []
+
+    def on_snapshot(step, phase, net):
+        rec = selector(net, step) if phase == "adversarial" else {"step": step}
+        if study is not None:
+            rec.update(study(net, phase, step))
+        rec["phase"] = phase
+        rec["seconds"] = round(time.time() - t_start, 1)
+        study_log.append(rec)
+        log(json.dumps(rec))
+        with open(model_dir / "snapshots.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    adv_ctx = dataclasses.replace(
+        ctx, model_dir=model_dir / "adversarial",
+        budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction)
+    ds = make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed)
+    adv = run_fit(gan, ds, adv_ctx, total_steps=adv_steps, checkpoint_every=max(cfg.snapshot_every, 500),
+                  log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
+                  callbacks=[_SnapshotCallback(cfg.snapshot_every,
+                                               lambda s: on_snapshot(s, "adversarial", unet))],
+                  verbose=bool(extra.get("verbose", True)))
+    on_snapshot(adv["step"], "adversarial", unet)
+    last_weights = unet.get_weights()
+    if selector.best_weights is not None:
+        unet.set_weights(selector.best_weights)
+    chosen = selector.best_step
+    log(f"{name}: adversarial phase {adv['step']} steps; chosen snapshot step {chosen} "
+        f"(score {selector.best_score:.3f})")
+    result = {"adversarial_steps": int(adv["step"]), "selected_step": chosen,
+              "adversarial_seconds": adv.get("seconds")}
+    sample = next(iter(ds.take(1)))
+    write_png(model_dir / "adversarial_selected.png", gan.image_grid(sample))
+    final_net, phase = unet, "adversarial"
+    Segmenter(unet.as_functional(), cfg.resolution, cfg.margin, False, name,
+              {"phase": "adversarial", "selected_step": chosen}).save(model_dir / "segmenter_adversarial")
+
+    # ---------------- phase 2: distillation
+    if distill_steps > 0 and (budget is None or remaining_minutes() > 0.2):
+        with ctx.strategy.scope():
+            teacher = build_unet(cfg, name="teacher")
+            teacher.set_weights(unet.get_weights())
+            student = build_unet(cfg, name="student")
+            if cfg.distill_init == "teacher":
+                student.set_weights(unet.get_weights())
+            distiller = Distiller(teacher, student, label=cfg.distill_label,
+                                  real_fraction=cfg.distill_real_fraction, seed=ctx.seed)
+            distiller.compile(keras.optimizers.Adam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
+        dctx = dataclasses.replace(ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes())
+        dist = run_fit(distiller, make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed + 7), dctx,
+                       total_steps=distill_steps, checkpoint_every=max(cfg.snapshot_every, 500),
+                       log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
+                       callbacks=[_SnapshotCallback(cfg.snapshot_every,
+                                                    lambda s: on_snapshot(s, "distill", student))],
+                       verbose=bool(extra.get("verbose", True)))
+        on_snapshot(dist["step"], "distill", student)
+        write_png(model_dir / "distill.png", distiller.image_grid(sample))
+        result["distill_steps"] = int(dist["step"])
+        final_net, phase = student, "distill"
+    Segmenter(final_net.as_functional(), cfg.resolution, cfg.margin, False, name,
+              {"phase": phase, "selected_step": chosen}).save(model_dir / "segmenter")
+    result["seconds"] = round(time.time() - t_start, 1)
+    result["phase"] = phase
+    extra["study_log"] = study_log
+    extra["last_adversarial_weights"] = last_weights
+    return result
+
+
+def train_box_seg_paper(cfg, ctx):
+    return train_box_seg(cfg, ctx, name="box_seg_paper")
+
+
+try:
+    from training.registry import register_experiment
+
+    register_experiment("box_seg", BoxSegConfig(), train_box_seg,
+                        "box-level foreground masks, independence prior + distillation "
+                        "(Dai et al. 2019, application 1), small preset for 2 CPU cores")
+    register_experiment("box_seg_paper", paper_config(), train_box_seg_paper,
+                        "box_seg with the paper's Table 1 networks and Table 3 hyperparameters")
+except ImportError:  # pragma: no cover
+    pass

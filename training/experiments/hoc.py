@@ -1,0 +1,278 @@
+"""Experiments `hoc` and `hoc_paper`: instances, masks and counts from ONE image (Dai et al. 2019, app. 2).
+
+    indep-seg train --experiment hoc --data IMAGE --model-dir OUT [--budget-minutes M]
+    indep-seg train --experiment hoc_paper --data IMAGE --model-dir OUT --override setting=fruit
+
+`hoc` is the small preset for 2 CPU cores (32x32 patches, narrow networks, upsample+conv generator,
+dense discriminator head: the changes DESIGN.md section 7 calls for). Window, a, number of layers,
+padding and background provider are estimated from the image (`indep_seg.hoc.estimate`) unless set.
+`hoc_paper` is Table 2's networks at 64x64 with Table 4's settings `crowd`, `fruit`, `seed`
+(layers, dim z, a, beta 50, lambda 1000, padding 30 / 32 / 26 px, black-disk background).
+
+The run ends with the counter phase (`indep_seg.hoc.counting`): a centre-heatmap network trained on
+the generator's own composites, saved to ``MODEL_DIR/counter/`` for `indep-seg count`. Figures in
+the model dir: ``instances.png``, ``masks.png``, ``composites.png``, ``carved.png`` (Figs. 8-11),
+``fakesNNNNNN.png`` during training, the same images in TensorBoard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.registry import register_experiment
+
+# Dai et al. 2019, Table 4 (+ the padding of "Layout Details" and the flips of "Data Preparation").
+PAPER_SETTINGS = {
+    "crowd": dict(num_layers=8, latent_dim=6, a=0.1, info_weight=50.0, padding=30, flips=False),
+    "fruit": dict(num_layers=10, latent_dim=5, a=0.25, info_weight=50.0, padding=32, flips=True),
+    "seed": dict(num_layers=12, latent_dim=2, a=0.25, info_weight=50.0, padding=26, flips=True),
+}
+
+DEFAULT_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "nuclei_dsb2018" / "image.png"
+
+
+@dataclasses.dataclass
+class HocConfig:
+    """Options of the one-image HOC experiments. ``None`` = estimated from the image (or the setting).
+
+    setting: "auto" (everything estimated from the image) or a Table-4 setting "crowd" / "fruit" /
+        "seed" (its layers, dim z, a, beta, padding, flips; black-disk background).
+    """
+    setting: str = "auto"
+    resolution: int = 32
+    window: int | None = None
+    num_layers: int | None = None
+    padding: int | None = None
+    a: float | None = None
+    background: str = "auto"            # auto | disk | inpaint | black
+    disk_radius: float | None = None    # default 20/64 * resolution
+    flips: bool | None = None
+    latent_dim: int | None = None
+    area_weight: float = 1000.0         # lambda
+    info_weight: float | None = None    # beta (50)
+    binarization_weight: float = 1.0    # ILSGAN's L_b on the layer masks; 0 in hoc_paper (the paper)
+    g_initial_size: int = 8
+    g_widths: tuple[int, ...] = (128, 64, 32)
+    g_upsample: str = "upsample"
+    g_bn_momentum: float = 0.9
+    d_widths: tuple[int, ...] = (32, 64, 128)
+    d_final_width: int = 0
+    d_head: str = "dense"
+    q_widths: tuple[int, ...] = (16, 32, 64)
+    batch_size: int = 32
+    d_lr: float = 2e-4
+    g_lr: float = 2e-4
+    steps: int = 20000
+    checkpoint_every: int = 1000
+    image_every: int = 500
+    log_every: int = 100
+    counter_steps: int = 2000
+    counter_fraction: float = 0.12       # share of --budget-minutes kept for the counter
+    counter_width: int = 32
+    counter_sigma: float | None = None  # heatmap Gaussian sigma (px at resolution); default width/5
+    jit_compile: bool = False
+
+
+def hoc_paper_config() -> HocConfig:
+    return HocConfig(setting="crowd", resolution=64, g_initial_size=8, g_widths=(256, 256, 128, 64),
+                     g_upsample="deconv", d_widths=(64, 128, 256, 512), d_final_width=1024, d_head="conv1x1",
+                     q_widths=(64, 128, 256), d_lr=2e-4, g_lr=4e-4, steps=50000, batch_size=32,
+                     background="disk", binarization_weight=0.0, counter_width=48)
+
+
+def resolve(config: HocConfig, image) -> dict:
+    """Fill every ``None`` of `config` from the setting and the image; returns the resolved dict."""
+    from indep_seg.hoc.estimate import estimate_from_image, layers_and_padding
+
+    if config.setting not in ("auto", *PAPER_SETTINGS):
+        raise ValueError(f"setting: expected 'auto', 'crowd', 'fruit' or 'seed', got {config.setting!r}")
+    if config.background not in ("auto", "disk", "inpaint", "black"):
+        raise ValueError(f"background: expected auto, disk, inpaint or black, got {config.background!r}")
+    r = dataclasses.asdict(config)
+    h, w = image.shape[:2]
+    try:
+        est = estimate_from_image(image).to_dict()
+    except ValueError:
+        if config.window is None or config.a is None:
+            raise
+        est = None
+    r["estimate"] = est
+    window = config.window if config.window is not None else est["window"]
+    if window > min(h, w):
+        raise ValueError(f"window: expected at most the image's smaller side ({min(h, w)} px), got {window}")
+    if window < 4:
+        raise ValueError(f"window: expected at least 4 px, got {window}")
+    r["window"] = int(window)
+    scale = config.resolution / window
+    paper = PAPER_SETTINGS.get(config.setting)
+    for key in ("num_layers", "latent_dim", "a", "info_weight", "padding", "flips"):
+        if r[key] is None and paper is not None:
+            r[key] = paper[key] if key != "padding" else int(round(paper[key] * config.resolution / 64))
+    if r["a"] is None:
+        r["a"] = float(est["median_area"] / (window * window))
+    density = est["density"] * (window / est["window"]) ** 2 if est else 1.0
+    if r["num_layers"] is None or r["padding"] is None:
+        n, p = layers_and_padding(density, config.resolution, r["num_layers"])
+        r["num_layers"] = r["num_layers"] or n
+        r["padding"] = p if r["padding"] is None else r["padding"]
+    r["latent_dim"] = r["latent_dim"] or 4
+    r["info_weight"] = 50.0 if r["info_weight"] is None else r["info_weight"]
+    r["flips"] = True if r["flips"] is None else r["flips"]
+    if config.background == "auto":
+        r["background"] = "disk" if (paper is not None or (est and est["dense"])) else "inpaint"
+    r["disk_radius"] = r["disk_radius"] or 20.0 / 64.0 * config.resolution
+    if r["counter_sigma"] is None:
+        inst_w = est["instance_width"] if est else window / 1.5
+        r["counter_sigma"] = max(1.0, inst_w * scale / 5.0)
+    r["density"] = density
+    r["scale"] = scale
+    return r
+
+
+def build_model(r: dict, seed: int = 0):
+    import keras
+
+    from indep_seg.models.hoc_gan import HocGAN
+    from indep_seg.networks.hoc_discriminator import HocDiscriminator
+    from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
+
+    a = float(r["a"])
+    g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
+                      widths=tuple(r["g_widths"]), upsample=r["g_upsample"], bn_momentum=r["g_bn_momentum"],
+                      alpha_bias=float(math.log(a / (1 - a))), name="generator")
+    d = HocDiscriminator(widths=tuple(r["d_widths"]), final_width=r["d_final_width"], head=r["d_head"],
+                         name="discriminator")
+    q = InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head") if r["info_weight"] > 0 else None
+    model = HocGAN(g, d, q, latent_dim=r["latent_dim"], num_layers=r["num_layers"], padding=r["padding"], a=a,
+                   area_weight=r["area_weight"], info_weight=r["info_weight"],
+                   binarization_weight=r["binarization_weight"], seed=seed)
+    model.build_networks(r["resolution"])
+    model.compile(d_optimizer=keras.optimizers.Adam(r["d_lr"], beta_1=0.5, beta_2=0.999),
+                  g_optimizer=keras.optimizers.Adam(r["g_lr"], beta_1=0.5, beta_2=0.999),
+                  jit_compile=bool(r["jit_compile"]))
+    return model
+
+
+def make_dataset(image, r: dict, seed: int = 0):
+    from indep_seg.hoc.patches import inpaint_background, random_patch_dataset, rescale_image
+
+    scaled = rescale_image(image, r["window"], r["resolution"])
+    scaled_bg = None
+    if r["background"] == "inpaint":
+        scaled_bg = rescale_image(inpaint_background(image, seed=seed), r["window"], r["resolution"])
+    return random_patch_dataset(scaled, r["resolution"], r["batch_size"], scaled_background=scaled_bg,
+                                background=r["background"], disk_radius=r["disk_radius"], flips=r["flips"],
+                                seed=seed)
+
+
+def sample_masks(model, n: int = 256, seed: int = 123):
+    """n generator layers ``[n, R, R, 4]`` (inference mode) for figures and statistics."""
+    import tensorflow as tf
+
+    z = tf.random.stateless_uniform([n, model.latent_dim], [seed, 0], -1.0, 1.0)
+    return np.asarray(model.generator(z, training=False))
+
+
+def mask_metric(r):
+    from indep_seg.hoc.evaluate import mask_statistics
+
+    pixel_scale = (r["window"] / r["resolution"]) ** 2
+
+    def fn(model):
+        st = mask_statistics(sample_masks(model, 128)[..., 3], pixel_scale=pixel_scale)
+        return {k: v for k, v in st.items() if k != "areas"}
+    return fn
+
+
+def write_figures(model, batch, model_dir: Path, n: int = 12):
+    """instances.png, masks.png, composites.png, carved.png (Dai Figs. 8-11) + TensorBoard images."""
+    import tensorflow as tf
+
+    from indep_seg.models.hoc_gan import tile_rows
+    from training.loop import write_png
+
+    lay = sample_masks(model, n)
+    write_png(model_dir / "instances.png", tile_rows([lay[..., :3]]))
+    write_png(model_dir / "masks.png", tile_rows([np.repeat(lay[..., 3:], 3, -1)]))
+    bg = batch["background"][:n]
+    out = model.generate(int(bg.shape[0]), background=bg, training=False, return_all=True)
+    write_png(model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]]))
+    carved = [out["carved"][:, i] for i in range(model.num_layers)]
+    write_png(model_dir / "carved.png", tile_rows(carved + [out["composite"]]))
+    summary = tile_rows([lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]])
+    write_png(model_dir / "figure.png", summary)
+    with tf.summary.create_file_writer(str(model_dir / "tensorboard")).as_default(step=0):
+        for name in ("instances", "masks", "composites", "carved"):
+            from PIL import Image
+            tf.summary.image(f"final/{name}", np.asarray(Image.open(model_dir / f"{name}.png"))[None], step=0)
+
+
+def train_hoc(config: HocConfig, ctx) -> dict:
+    import tensorflow as tf
+
+    from indep_seg.hoc import counting
+    from indep_seg.hoc.image_io import load_image
+    from training.loop import run_fit
+
+    t_start = time.time()
+    data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)
+    if data is None:
+        raise ValueError("data: expected --data IMAGE (one image of a dense homogeneous cluster)")
+    image = load_image(data)
+    r = resolve(config, image)
+    r["data"] = str(data)
+    model_dir = Path(ctx.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f"hoc.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(r, indent=2, default=float))
+    os.replace(tmp, model_dir / "hoc.json")
+    print(f"hoc: window {r['window']} px -> {r['resolution']} px, {r['num_layers']} layers, padding "
+          f"{r['padding']}, a {r['a']:.4f}, background {r['background']}, density {r['density']:.2f}/window",
+          flush=True)
+
+    with ctx.strategy.scope():
+        model = build_model(r, seed=ctx.seed)
+    ds = make_dataset(image, r, seed=ctx.seed)
+    budget = ctx.budget_minutes
+    gan_ctx = ctx
+    if budget is not None:
+        gan_ctx = dataclasses.replace(ctx, budget_minutes=max(0.1, budget * (1 - r["counter_fraction"])
+                                                               - (time.time() - t_start) / 60))
+    result = run_fit(model, ds, gan_ctx, total_steps=ctx.resolve_steps(r["steps"]),
+                     checkpoint_every=r["checkpoint_every"], log_every=r["log_every"],
+                     image_every=r["image_every"], metric_fns={"masks": mask_metric(r)})
+    batch = next(iter(ds))
+    write_figures(model, batch, model_dir)
+
+    # Counter phase: learned from the generator's own composites only.
+    limit = None if budget is None else max(10.0, budget * 60 - (time.time() - t_start) - 20)
+    counter, history = counting.train_counter(model, ds, r["counter_steps"], r["counter_sigma"],
+                                              counter=counting.build_counter(r["counter_width"]),
+                                              time_limit_s=limit)
+    counting.save_counter(model_dir / "counter", counter, dict(
+        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc",
+        steps=history[-1][0] + 1 if history else 0))
+    gen_path = model_dir / "generator.weights.h5"
+    model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
+    os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
+    stats = mask_metric(r)(model)
+    count = counting.count_image(counter, image, r["window"], r["resolution"], r["counter_sigma"])
+    final = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
+    final.update({f"masks_{k}": float(v) for k, v in stats.items()})
+    final["count"] = float(count["count"])
+    final["counter_loss"] = float(history[-1][1]) if history else float("nan")
+    final["seconds_total"] = time.time() - t_start
+    print("hoc: " + json.dumps(final), flush=True)
+    return final
+
+
+register_experiment("hoc", HocConfig(), train_hoc,
+                    "Dai et al. 2019 app. 2: instances, masks and counts from one image (small, 2 CPU cores)")
+register_experiment("hoc_paper", hoc_paper_config(), train_hoc,
+                    "Dai et al. 2019 app. 2 with Table 2 networks at 64x64; --override setting=crowd|fruit|seed")

@@ -1,0 +1,332 @@
+"""`ilsgan` / `ilsgan_paper`: unsupervised foreground-background segmentation (Zou et al. 2023).
+
+One `train_fn` runs the paper's whole pipeline:
+1. GAN training of `ILSGAN` (layered StyleGAN2-style generator, residual discriminator, perturbed
+   composition, L_m, L_b, ILS-MI, lazy R1, ADA) on square centre crops of the photos, with
+   `training.loop.run_fit` (checkpoints, resume, PNG grids rows background / foreground / composite /
+   mask, TensorBoard, time budget);
+2. every `eval_every` steps: the selection metric and the mask-collapse check. The paper keeps the
+   checkpoint with the lowest FID. FID/KID use InceptionV3 when its weights are on this machine
+   (`indep_seg.metrics_gan.find_inception_weights`); otherwise the run says so and uses KID on the
+   features of a fixed random conv net (an unsupervised criterion; no mask is ever used). A collapsed
+   checkpoint is never selected; with `collapse_policy="restart"` the run goes back to the last
+   healthy checkpoint;
+3. the selected generator makes synthetic (image, mask) pairs, a post-hoc UNet is trained on them
+   (90/10 split, best validation IoU) and saved as `model_dir/segmenter` (`indep_seg.segmenter`).
+
+Data (`--data`): anything `indep_seg.data.read_dataset` reads (default: ../shared/datasets/weizmann_horse);
+only the photos are used, centre-cropped to squares.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from indep_seg import metrics_gan
+from indep_seg.collapse import CollapseMonitor
+from indep_seg.models.ilsgan import ILSGAN
+from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminator
+from indep_seg.posthoc import (generate_pairs, save_posthoc_segmenter, small_unet, train_posthoc_unet,
+                               zoom_out_pairs)
+from training.registry import register_experiment
+
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "weizmann_horse")
+
+
+@dataclasses.dataclass
+class ILSGANConfig:
+    """Options of the `ilsgan` (small, 2 CPU cores) preset; `paper_config()` gives `ilsgan_paper`."""
+
+    resolution: int = 32
+    z_dim: int = 64
+    w_dim: int = 64
+    mapping_layers: int = 2
+    g_channel_base: int = 1024
+    g_channel_max: int = 64
+    d_channel_base: int = 1024
+    d_channel_max: int = 64
+    use_noise: bool = True
+    batch_size: int = 32
+    learning_rate: float = 0.0025
+    beta_1: float = 0.0
+    beta_2: float = 0.99
+    r1_gamma: float = -1.0          # < 0: 0.0002 * res^2 / batch (StyleGAN2-ADA heuristic)
+    r1_interval: int = 16
+    ada: bool = True
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
+    shift_fraction: float = 0.125
+    eta: float = 0.25
+    lambda_m: float = 2.0
+    lambda_b: float = 2.0
+    ils: str = "mi"                 # "mi" (eq. 12), "l1" (eq. 13), "none"
+    lambda_ils: float = 1.0
+    lambda_ils_warmup: float = 0.2
+    ils_warmup_images: int = 20000
+    ils_separate: bool = True
+    ils_opt_visible: bool = True
+    ils_opt_mask: bool = True
+    ils_distribution: str = "laplace"
+    steps: int = 200000             # the time budget usually stops the small preset first
+    checkpoint_every: int = 250
+    log_every: int = 50
+    eval_every: int = 250
+    eval_samples: int = 384
+    inception_weights: str = ""     # path of InceptionV3 no-top weights ("" = the Keras cache)
+    collapse_policy: str = "restart"  # "report" or "restart"
+    collapse_patience: int = 2
+    posthoc_pairs: int = 4000
+    posthoc_epochs: int = 12
+    posthoc_zoom_out: float = 0.55  # 1.0 = off
+    posthoc_budget_fraction: float = 0.15  # share of --budget-minutes kept for the post-hoc UNet
+    posthoc_widths: str = "32,64,128,128"
+    max_images: int = 0
+    seed: int = 0
+
+
+def paper_config() -> ILSGANConfig:
+    """Zou et al. 2023, Implementation Details: StyleGAN2 at 64x64 (128 for Table 1), z and w 512,
+    8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta 0.25,
+    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown."""
+    return ILSGANConfig(resolution=64, z_dim=512, w_dim=512, mapping_layers=8, g_channel_base=32768,
+                        g_channel_max=512, d_channel_base=32768, d_channel_max=512, batch_size=32,
+                        ada_kimg=500.0, ils_warmup_images=400000, steps=250000, checkpoint_every=2500,
+                        eval_every=2500, eval_samples=10000, posthoc_pairs=10000, posthoc_epochs=20,
+                        posthoc_zoom_out=1.0, posthoc_budget_fraction=0.05,
+                        posthoc_widths="64,128,256,512,512")
+
+
+# ----------------------------------------------------------------------------- data
+def load_training_images(spec, resolution, max_images=0, log=print):
+    """Photos of `spec` (via `indep_seg.data.read_dataset`), centre-cropped to squares and resized to
+    `resolution` (antialiased): float32 `[N, R, R, 3]` in [0, 1]. Masks, if any, are ignored."""
+    from indep_seg.data import read_dataset
+
+    ds = read_dataset(spec)
+    out = []
+    for el in ds:
+        img = el["image"] if isinstance(el, dict) else el
+        h, w = int(img.shape[0]), int(img.shape[1])
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        crop = tf.cast(img[y0:y0 + s, x0:x0 + s], tf.float32) / 255.0
+        out.append(tf.image.resize(crop, [resolution, resolution], antialias=True).numpy())
+        if max_images and len(out) >= max_images:
+            break
+    if not out:
+        raise ValueError(f"data: {spec} holds no images")
+    images = np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
+    log(f"data: {len(images)} photos from {spec}, centre-cropped to {resolution}x{resolution}")
+    return images
+
+
+def make_dataset(images, batch_size, seed=0):
+    ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).repeat()
+    ds = ds.map(lambda x: tf.image.random_flip_left_right(x), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+# ----------------------------------------------------------------------------- model
+def build_model(cfg: ILSGANConfig, global_batch_size=None):
+    gen = LayeredGenerator(cfg.resolution, cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.g_channel_base,
+                           cfg.g_channel_max, use_noise=cfg.use_noise, name="layered_generator")
+    disc = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max, name="discriminator")
+    model = ILSGAN(gen, disc, shift_fraction=cfg.shift_fraction, eta=cfg.eta, lambda_m=cfg.lambda_m,
+                   lambda_b=cfg.lambda_b, ils=cfg.ils, lambda_ils=cfg.lambda_ils,
+                   lambda_ils_warmup=cfg.lambda_ils_warmup, ils_warmup_images=cfg.ils_warmup_images,
+                   ils_separate=cfg.ils_separate, ils_opt_visible=cfg.ils_opt_visible,
+                   ils_opt_mask=cfg.ils_opt_mask, ils_distribution=cfg.ils_distribution,
+                   r1_gamma=None if cfg.r1_gamma < 0 else cfg.r1_gamma, r1_interval=cfg.r1_interval,
+                   ada=cfg.ada, ada_target=cfg.ada_target, ada_interval=cfg.ada_interval,
+                   ada_kimg=cfg.ada_kimg, global_batch_size=global_batch_size or cfg.batch_size,
+                   seed=cfg.seed)
+    # StyleGAN2 lazy regularisation: the D optimizer's lr and betas are adjusted by c = k / (k + 1).
+    c = cfg.r1_interval / (cfg.r1_interval + 1.0) if cfg.r1_interval > 0 else 1.0
+    model.compile(
+        d_optimizer=keras.optimizers.Adam(cfg.learning_rate * c, beta_1=cfg.beta_1 ** c,
+                                          beta_2=cfg.beta_2 ** c, epsilon=1e-8),
+        g_optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2,
+                                          epsilon=1e-8))
+    return model
+
+
+def feature_extractor(cfg: ILSGANConfig, log=print):
+    """(extractor, name, is_inception): InceptionV3 when its weights are here, else a random conv net."""
+    try:
+        ext = metrics_gan.inception_feature_extractor(cfg.inception_weights or None)
+        log("selection metric: FID/KID with InceptionV3 pool features")
+        return ext, "inception_v3", True
+    except metrics_gan.InceptionWeightsUnavailable as e:
+        log(f"NOTE: {e}")
+        log("selection metric: KID on the features of a FIXED RANDOM conv net (seed 0), an unsupervised "
+            "criterion comparable only between runs of this project; no mask is used")
+        return metrics_gan.random_feature_extractor(seed=0), "random_conv_kid", False
+
+
+class _Selector:
+    """The metric fn of run_fit: selection metric, collapse check, best and last-healthy checkpoints."""
+
+    def __init__(self, model, cfg, model_dir, real_images, log=print):
+        self.model = model
+        self.cfg = cfg
+        self.dir = Path(model_dir)
+        self.log = log
+        self.extractor, self.metric_name, self.inception = feature_extractor(cfg, log)
+        self.real_feats = metrics_gan.compute_features(real_images, self.extractor)
+        self.z = tf.constant(np.random.default_rng(1234).standard_normal(
+            (cfg.eval_samples, cfg.z_dim)).astype(np.float32))
+        self.monitor = CollapseMonitor(cfg.collapse_policy, cfg.collapse_patience,
+                                       log_path=self.dir / "collapse.jsonl")
+        self.best = {"kid": float("inf"), "step": -1}
+        state = self.dir / "selection.json"
+        if state.exists():  # a resumed run keeps its best so far
+            self.best = json.loads(state.read_text()).get("best", self.best)
+        self.items = tf.train.Checkpoint(**{k: (v.state if isinstance(v, keras.random.SeedGenerator) else v)
+                                            for k, v in model.checkpoint_items().items()})
+        self.gen_ckpt = tf.train.Checkpoint(generator=model.generator)
+        self.restarts = 0
+
+    def _save(self, ckpt, name):
+        tmp = self.dir / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        ckpt.write(str(tmp / "ckpt"))
+        final = self.dir / name
+        if final.exists():
+            old = self.dir / f".{name}.old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        return final / "ckpt"
+
+    def __call__(self, model):
+        step = int(model.step_counter.numpy())
+        comps, masks = [], []
+        for i in range(0, self.cfg.eval_samples, 128):
+            out = model.generate(self.z[i:i + 128])
+            comps.append(np.clip(out["composite"].numpy(), 0, 1))
+            masks.append(out["mask"].numpy())
+        comps, masks = np.concatenate(comps), np.concatenate(masks)
+        feats = metrics_gan.compute_features(comps, self.extractor)
+        kid, _ = metrics_gan.kid_from_features(feats, self.real_feats, num_subsets=20,
+                                               subset_size=min(256, len(feats), len(self.real_feats)))
+        result = {"kid": kid, "mask_coverage": float((masks > 0.5).mean())}
+        if self.inception:
+            result["fid"] = metrics_gan.fid_from_features(feats, self.real_feats)
+        healthy_path = None
+        report, action = self.monitor.check(step, masks, None)
+        if not report.collapsed:
+            healthy_path = self._save(self.items, "healthy")
+            self.monitor.last_healthy = (step, str(healthy_path))
+            if kid < self.best["kid"]:
+                self._save(self.gen_ckpt, "best")
+                self.best = {"kid": kid, "step": step, **{k: v for k, v in result.items() if k != "kid"}}
+        else:
+            self.log(report.message)
+        if action == "restart":
+            path = self.monitor.last_healthy[1]
+            self.items.restore(path).expect_partial()
+            self.restarts += 1
+            model.seed_generator.state.assign(model.seed_generator.state + 7919 * self.restarts)
+            self.log(f"restarted from {path} (restart {self.restarts})")
+        result.update({"collapsed": float(report.collapsed), "best_kid": self.best["kid"],
+                       "best_step": float(self.best["step"]), "restarts": float(self.restarts)})
+        state = {"metric": self.metric_name, "best": self.best, "restarts": self.restarts}
+        tmp = self.dir / f"selection.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.dir / "selection.json")
+        return result
+
+
+def train_ilsgan(cfg: ILSGANConfig, ctx):
+    """train_fn of `ilsgan` / `ilsgan_paper` (see the module docstring)."""
+    from training.loop import run_fit
+
+    t_start = time.time()
+    model_dir = Path(ctx.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    log_file = model_dir / "log.txt"
+
+    def log(msg):
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(log_file, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    keras.utils.set_random_seed(cfg.seed + int(ctx.seed))
+    data = ctx.data or DEFAULT_DATA
+    images = load_training_images(data, cfg.resolution, cfg.max_images, log)
+    global_batch = cfg.batch_size
+    with ctx.strategy.scope():
+        model = build_model(cfg, global_batch)
+    selector = _Selector(model, cfg, model_dir, images, log)
+
+    budget = ctx.budget_minutes
+    gan_ctx = ctx
+    if budget is not None:
+        gan_ctx = dataclasses.replace(ctx, budget_minutes=budget * (1.0 - cfg.posthoc_budget_fraction))
+    total_steps = ctx.resolve_steps(cfg.steps)
+    fit = run_fit(model, make_dataset(images, global_batch, cfg.seed), gan_ctx, total_steps=total_steps,
+                  checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                  image_every=cfg.checkpoint_every, metric_every=cfg.eval_every,
+                  metric_fns={"selection": selector})
+    gan_seconds = time.time() - t_start
+
+    # ---- selected checkpoint
+    best_dir = model_dir / "best"
+    if best_dir.exists():
+        tf.train.Checkpoint(generator=model.generator).read(str(best_dir / "ckpt")).expect_partial()
+        chosen = selector.best
+        log(f"selected checkpoint: step {chosen['step']} ({selector.metric_name} {chosen['kid']:.5f})")
+    else:
+        chosen = {"kid": float("nan"), "step": int(model.step_counter.numpy())}
+        log("no healthy checkpoint was evaluated; using the final generator")
+    from training.loop import write_png
+    write_png(model_dir / "selected.png", model.image_grid())
+
+    # ---- post-hoc UNet
+    t_post = time.time()
+    pair_images, pair_masks = generate_pairs(model, cfg.posthoc_pairs, seed=cfg.seed)
+    if cfg.posthoc_zoom_out < 1.0:
+        zi, zm = zoom_out_pairs(pair_images, pair_masks, cfg.posthoc_zoom_out, seed=cfg.seed)
+        half = len(pair_images) // 2
+        pair_images = np.concatenate([pair_images[:half], zi[half:]])
+        pair_masks = np.concatenate([pair_masks[:half], zm[half:]])
+    widths = tuple(int(v) for v in cfg.posthoc_widths.split(","))
+    unet = small_unet(cfg.resolution, widths)
+    post_budget = None
+    if budget is not None:
+        post_budget = max(30.0, budget * 60.0 - (time.time() - t_start) - 20.0)
+    unet, hist = train_posthoc_unet(pair_images, pair_masks, unet, epochs=cfg.posthoc_epochs,
+                                    budget_seconds=post_budget, seed=cfg.seed, log=log)
+    save_posthoc_segmenter(unet, model_dir, cfg.resolution, "ilsgan",
+                           extra={"selected_step": int(chosen["step"]), "selection_metric": selector.metric_name,
+                                  "posthoc_best_val_iou": hist["best_val_iou"]})
+    log(f"segmenter saved to {model_dir / 'segmenter'} (post-hoc val IoU {hist['best_val_iou']:.4f}, "
+        f"{time.time() - t_post:.0f} s)")
+    summary = {"selection_metric": selector.metric_name, "selected": chosen, "fit": {
+        k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in fit.items()},
+        "posthoc": hist, "gan_seconds": gan_seconds, "total_seconds": time.time() - t_start,
+        "collapse_events": selector.monitor.events, "restarts": selector.restarts}
+    tmp = model_dir / f"ilsgan_summary.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    os.replace(tmp, model_dir / "ilsgan_summary.json")
+    return {"steps": float(fit["step"]), "selected_step": float(chosen["step"]),
+            "selected_kid": float(chosen["kid"]), "posthoc_val_iou": float(hist["best_val_iou"]),
+            "restarts": float(selector.restarts), "seconds": float(time.time() - t_start)}
+
+
+register_experiment("ilsgan", ILSGANConfig(), train_ilsgan,
+                    "ILSGAN small preset (32x32, narrow StyleGAN2-style nets; 2 CPU cores), Zou et al. 2023")
+register_experiment("ilsgan_paper", paper_config(), train_ilsgan,
+                    "ILSGAN as in the paper (StyleGAN2 64x64, z/w 512, ADA, 8M images), Zou et al. 2023")
