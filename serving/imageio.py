@@ -41,7 +41,7 @@ def read_image(path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
@@ -53,7 +53,7 @@ def read_mask(path, threshold: int = 127) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return np.asarray(im.convert("L")) > threshold
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: cannot read the mask ({type(e).__name__}: {e})") from None
 
 

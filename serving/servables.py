@@ -118,6 +118,15 @@ class _Model:
         self.config = config
         self.available: dict[int, Servable] = {}
         self.states: dict[int, VersionState] = {}
+        self.failed: dict[int, tuple] = {}
+
+
+def _stamp(path: Path):
+    try:
+        st = (path / "saved_model.pb").stat()
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None
 
 
 def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str) -> dict:
@@ -291,37 +300,48 @@ class ModelManager:
 
     def _poll_model(self, name, model):
         mc = model.config
-        found = self._candidate_versions(mc)
-        wanted = self._wanted(mc, list(found))
-        for v in wanted:
-            if v in model.available:
-                continue
-            prev = model.states.get(v)
-            if prev is not None and prev.error_code and prev.error_message.startswith("load failed"):
-                continue  # do not retry a broken version on every poll
-            with self._lock:
-                model.states[v] = VersionState(v, "LOADING")
-            try:
-                servable = Servable(name, v, found[v])
-            except Exception as e:
-                msg = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                log.warning("model %s version %d: %s", name, v, msg)
+        while True:
+            found = self._candidate_versions(mc)
+            # A version that failed to load is skipped (so `latest` falls back to the newest
+            # loadable one) until its saved_model.pb changes.
+            for v in list(found):
+                stamp = model.failed.get(v)
+                if stamp is not None:
+                    if stamp == _stamp(found[v]):
+                        del found[v]
+                    else:
+                        del model.failed[v]
+            wanted = self._wanted(mc, list(found))
+            failed_now = False
+            for v in wanted:
+                if v in model.available:
+                    continue
                 with self._lock:
-                    model.states[v] = VersionState(v, "END", 13, msg)  # INTERNAL
-                continue
-            with self._lock:
-                model.available[v] = servable
-                model.states[v] = VersionState(v, "AVAILABLE")
-            log.info("model %s: version %d available (%s)", name, v, found[v])
-        # Unload versions no longer wanted, but only once a wanted one is serving, so a
-        # failed load of a new version never leaves the model with nothing.
+                    model.states[v] = VersionState(v, "LOADING")
+                try:
+                    servable = Servable(name, v, found[v])
+                except Exception as e:
+                    msg = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    log.warning("model %s version %d: %s", name, v, msg)
+                    with self._lock:
+                        model.states[v] = VersionState(v, "END", 13, msg)  # INTERNAL
+                        model.failed[v] = _stamp(found[v])
+                    failed_now = True
+                    continue
+                with self._lock:
+                    model.available[v] = servable
+                    model.states[v] = VersionState(v, "AVAILABLE")
+                log.info("model %s: version %d available (%s)", name, v, found[v])
+            if not failed_now:
+                break
+        # Unload the versions no longer wanted (new ones are already serving): requests in
+        # flight keep their reference to the old servable and finish on it.
         with self._lock:
-            if any(v in model.available for v in wanted) or not found:
-                for v in list(model.available):
-                    if v not in wanted:
-                        del model.available[v]  # in-flight requests keep their reference
-                        model.states[v] = VersionState(v, "END")
-                        log.info("model %s: version %d unloaded", name, v)
+            for v in list(model.available):
+                if v not in wanted:
+                    del model.available[v]
+                    model.states[v] = VersionState(v, "END")
+                    log.info("model %s: version %d unloaded", name, v)
 
     # ----------------------------------------------------------------- lookup
     def model_names(self) -> list[str]:

@@ -34,8 +34,10 @@ def test_xflip_and_rot90_matrices():
     c, s = math.cos(math.pi / 2), math.sin(math.pi / 2)
     rot = tf.constant([[[c, -s, 0], [s, c, 0], [0, 0, 1]]], tf.float32)
     got = affine_warp_reflect(x, rot).numpy()[0]
-    np.testing.assert_allclose(got, np.rot90(x[0], k=-1, axes=(0, 1)) if np.allclose(
-        got, np.rot90(x[0], k=-1, axes=(0, 1)), atol=1e-4) else np.rot90(x[0], k=1, axes=(0, 1)), atol=1e-4)
+    # output (y, x) reads input at centred (-y', x'): out[y, x] = in[x, W - 1 - y] = np.rot90(in, 1)
+    ref = np.stack([[x[0, j, 5 - i] for j in range(6)] for i in range(6)])
+    np.testing.assert_allclose(ref, np.rot90(x[0], k=1, axes=(0, 1)))
+    np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 def test_augment_is_differentiable_and_changes_images_at_p1():

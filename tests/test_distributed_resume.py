@@ -2,7 +2,7 @@
 
 - killed mid-run, restarted on the same directory: it continues at the last checkpoint's step (at
   most one checkpoint interval lost) and its next steps match an uninterrupted run;
-- killed repeatedly while it writes a checkpoint every step: the latest checkpoint listed is
+- killed twice at random moments while it writes a checkpoint every step: the latest checkpoint listed is
   always complete and readable, and each restart resumes from exactly that one.
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_corrupt_latest(tmp_path
     args = ["--steps", "1000000", "--override", "checkpoint_every=1", "keep_checkpoints=2", "log_every=1000",
             "image_every=0"]
     previous = 0
-    for kill in range(3):
+    for kill in range(2):
         proc = _start(run, *args)
         first = previous
         delay = rng.uniform(0.0, 0.4)

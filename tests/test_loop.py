@@ -190,3 +190,23 @@ def test_run_fit_validates_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="the optimizer is not built"):
         run_fit(unbuilt, toy_dataset(8, 8, 0), ctx, total_steps=3)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_diverged_step_is_never_checkpointed(tmp_path):
+    class Exploding(ToyGAN):
+        def train_step(self, real):
+            logs = super().train_step(real)
+            it = tf.cast(self.d_optimizer.iterations, tf.float32)
+            return {k: tf.where(it >= 6.0, np.nan, v) for k, v in logs.items()}
+
+    keras.utils.set_random_seed(0)
+    ctx = TrainContext(model_dir=tmp_path, extra={"verbose": False})
+    with ctx.strategy.scope():
+        model = Exploding(ToyConfig(), seed=0)
+        model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+        model.build_optimizers()
+    result = run_fit(model, lambda s: toy_dataset(8, 8, 0, s), ctx, total_steps=20, checkpoint_every=3,
+                     image_every=0, verbose=False)
+    assert result["diverged"] is True and result["step"] == 6 and result["last_checkpoint"] == 3
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+    assert "non-finite d_loss, g_loss at step 6" in (tmp_path / "log.txt").read_text()

@@ -161,3 +161,29 @@ def test_inspect_counts_and_writes_a_png(tmp_path):
     assert report["records"] == 3 and report["files"] == 2 and report["with_mask"] == 3 and report["boxes"] == 3
     assert Image.open(tmp_path / "prev.png").size[0] > 300
     json.dumps(report)
+
+
+WEIZMANN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse")
+
+
+@pytest.mark.skipif(not os.path.isdir(WEIZMANN), reason="../shared/datasets/weizmann_horse is absent")
+def test_weizmann_photos_round_trip_through_tfrecords(tmp_path):
+    import shutil
+
+    names = ["horse001.jpg", "horse065.jpg", "horse317.jpg"]  # 800x590 -> 315x232, 1280x960 -> 283x212, 288x288 -> 195x195
+    for sub in ("rgb", "figure_ground"):
+        os.makedirs(tmp_path / "w" / sub)
+        for n in names:
+            shutil.copy(os.path.join(WEIZMANN, sub, n), tmp_path / "w" / sub / n)
+    summary = convert_masks(tmp_path / "w" / "rgb", tmp_path / "w" / "figure_ground", tmp_path / "r" / "h",
+                            progress=False)
+    assert summary.records == 3 and len(summary.shards) == 1
+    ref = {e["source_id"]: e for e in read_dataset(tmp_path / "w").as_numpy_iterator()}
+    got = {e["source_id"]: e for e in read_tfrecords(summary.shards).as_numpy_iterator()}
+    assert sorted(got) == sorted(n.encode() for n in names)
+    for k, e in got.items():
+        mask_size = Image.open(os.path.join(WEIZMANN, "figure_ground", k.decode())).size
+        assert e["image"].shape[:2] == (mask_size[1], mask_size[0])
+        np.testing.assert_array_equal(e["image"], ref[k]["image"])
+        np.testing.assert_array_equal(e["mask"], ref[k]["mask"])
+        np.testing.assert_allclose(e["boxes"], ref[k]["boxes"], atol=1e-3)

@@ -109,7 +109,8 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
     summary = ConversionSummary(skipped=list(skipped))
     start = time.time()
     writers = {}
-    bar = tqdm(total=n, desc=desc, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=n, desc=desc, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+               mininterval=0.5)
     ok = False
     try:
         pool = ThreadPoolExecutor(max_workers=workers)

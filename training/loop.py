@@ -306,6 +306,13 @@ class RunCallback(keras.callbacks.Callback):
         r.step += 1
         r.last_logs = _floats(logs)
         step = r.step
+        bad = sorted(k for k, v in r.last_logs.items() if not math.isfinite(v))
+        if bad:  # never checkpoint a diverged state: the last good checkpoint stays the latest
+            r.diverged = True
+            r.log(f"error: non-finite {', '.join(bad)} at step {step}; stopping without saving "
+                  f"(the latest checkpoint is step {max(r.last_saved, 0)})")
+            self.model.stop_training = True
+            return
         if r.log_every and step % r.log_every == 0:
             r.log_scalars(step, r.last_logs)
             # fit runs the whole run as one epoch: reset loss trackers (keras.metrics.Mean) so each
@@ -346,6 +353,7 @@ class _Run:
         self.last_saved = -1
         self.last_logs: dict = {}
         self.stopped_by_budget = False
+        self.diverged = False
         self.t0 = time.time()
         self.t_last = self.t0
         self.step_last = 0
@@ -446,7 +454,7 @@ class _Run:
             @tf.function
             def any_fn(x):
                 per_replica = strategy.run(lambda: tf.identity(x))
-                return strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None)
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
             self._any_fn = any_fn
         return bool(self._any_fn(tf.constant(1.0 if flag else 0.0)).numpy() > 0.5)
 
@@ -496,7 +504,8 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
 
     Returns:
         {"step": final step, "stopped_by_budget": bool, "resumed_from": step, "seconds": float,
-         **last training scalars}.
+         **last training scalars}; when a logged value became NaN / Inf the run stops at once without
+        saving and the dict has `"diverged": True` and `"last_checkpoint"` (the step a restart resumes).
     """
     if not isinstance(total_steps, int) or total_steps < 0:
         raise ValueError(f"total_steps: expected a non-negative int, got {total_steps!r}")
@@ -542,6 +551,13 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
     model.fit(ds, epochs=1, steps_per_epoch=total_steps - start, verbose=0, shuffle=False,
               callbacks=[RunCallback(run), *callbacks])
     final = run.step
+    if run.diverged:
+        if run.writer is not None:
+            run.writer.close()
+        result.update(run.last_logs)
+        result.update({"step": final, "diverged": True, "last_checkpoint": max(run.last_saved, 0),
+                       "seconds": time.time() - t0})
+        return result
     if run.last_logs and (final % log_every):
         run.log_scalars(final, run.last_logs)
     if image_every and final % image_every:

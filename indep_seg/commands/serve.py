@@ -13,9 +13,14 @@ Flags are named as tensorflow_model_server's::
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+
+# TF's C++ warnings (grappler cost-model notes on every SavedModel load) are noise in a
+# server log; a user can still ask for them with TF_CPP_MIN_LOG_LEVEL=0.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def add_arguments(parser):
@@ -78,7 +83,6 @@ def run(args) -> int:
           + (f", REST on {args.host}:{server.rest_api_port}" if server.rest_api_port else ""), flush=True)
     if args.ready_file:
         from pathlib import Path
-        import os
 
         p = Path(args.ready_file)
         tmp = p.with_name(f"{p.name}.tmp-{os.getpid()}")

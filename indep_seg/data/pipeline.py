@@ -54,8 +54,8 @@ def crop_boxes(element, resolution: int, margin: float = 0.0, square: bool = Fal
         context = tf.stack([x0 - dw, y0 - dh, x1 + dw, y1 + dh], axis=-1)
     else:
         context = windows
-    stacked = tf.concat([tf.cast(element["image"], tf.float32),
-                         tf.cast(element["mask"], tf.float32) * 255.0], axis=-1)
+    mask = tf.cast(element["mask"], tf.uint8)
+    stacked = tf.concat([tf.cast(element["image"], tf.uint8), mask * tf.constant(255, tf.uint8)], axis=-1)
     k = tf.shape(boxes)[0]
     images = tf.cond(k > 1, lambda: tf.repeat(stacked[tf.newaxis], k, axis=0),
                      lambda: stacked[tf.newaxis])
@@ -126,21 +126,32 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
 
     def stage_augment(index, e):
         # Works on a batch [B, size, size, 4]; per-element randomness from (seed, index).
-        crop = tf.cast(e["crop"], tf.float32)
+        crop = e["crop"]
         if augment:
             s = tf.random.experimental.stateless_split(
                 tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 3)
             n = tf.shape(crop)[0]
             scale = tf.exp(tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter)))
             shift = tf.random.stateless_uniform([n, 2], s[1], -jitter, jitter) * resolution
-            centre = size / 2.0 + shift
-            half = 0.5 * resolution * scale
-            window = tf.stack([centre[:, 0] - half, centre[:, 1] - half,
-                               centre[:, 0] + half, centre[:, 1] + half], axis=-1)
-            crop = box_crop.crop_to_window(crop, window, resolution, supersample=1)
+            # Sub-window of the context crop, in its pixels: output pixel i samples the input
+            # at start + (i + 0.5) * step - 0.5 (pixel centres, as crop_to_window); a flip
+            # is the same window sampled from right to left (crop_and_resize takes x1 < x0).
+            step = scale  # input pixels per output pixel (the window proper is R context pixels)
+            start = size / 2.0 + shift - 0.5 * resolution * step[:, None]
+            first = start + 0.5 * step[:, None] - 0.5
+            last = start + (resolution - 0.5) * step[:, None] - 0.5
             if flip:
                 do_flip = tf.random.stateless_uniform([n], s[2]) < 0.5
-                crop = tf.where(do_flip[:, None, None, None], tf.reverse(crop, axis=[2]), crop)
+                first_x = tf.where(do_flip, last[:, 0], first[:, 0])
+                last_x = tf.where(do_flip, first[:, 0], last[:, 0])
+            else:
+                first_x, last_x = first[:, 0], last[:, 0]
+            denom = float(size - 1)
+            boxes = tf.stack([first[:, 1], first_x, last[:, 1], last_x], axis=-1) / denom
+            crop = tf.image.crop_and_resize(crop, boxes, tf.range(n), [resolution, resolution],
+                                            method="bilinear", extrapolation_value=0.0)
+        else:
+            crop = tf.cast(crop, tf.float32)
         crop = crop * (1.0 / 255.0)
         return {"image": crop[..., :3], "mask": crop[..., 3:], "has_mask": e["has_mask"], "box": e["box"],
                 "window": e["window"], "source_id": e["source_id"]}

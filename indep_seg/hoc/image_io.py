@@ -87,6 +87,6 @@ def load_image(path) -> np.ndarray:
                 arr = arr.astype(np.uint16)
             elif im.mode == "I":
                 arr = arr.astype(np.int64)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise ValueError(f"image: cannot read {path} as an image ({e})") from None
     return to_rgb_float(arr, name=f"image {path}")

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from indep_seg import checks
 
-__all__ = ["ForegroundSegGAN", "area_penalty", "discriminator_loss", "generator_loss_ns",
+__all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss", "discriminator_loss", "generator_loss_ns",
            "to_grid"]
 
 
@@ -30,6 +30,48 @@ def area_penalty(mask, a, mode="two_sided"):
     if mode == "above":
         diff = tf.nn.relu(diff)
     return tf.reduce_mean(tf.square(diff))
+
+
+def box_projection_loss(mask, margin=0.0):
+    """Box tightness prior (NOT in Dai et al.; BoxInst, Tian et al. 2021, eq. 3 in squared form).
+
+    A tight box touches the object on every row and column it spans, so the mask's maximum over
+    each row (and column) of the box should be 1, and 0 outside the box (crops with a margin).
+    Only the box is used, no pixel label: mean squared error of both max-projections.
+    """
+    r = tf.shape(mask)[1]
+    pos = (tf.cast(tf.range(r), tf.float32) + 0.5) / tf.cast(r, tf.float32)
+    lo = margin / (1.0 + 2.0 * margin)
+    target = tf.cast((pos >= lo) & (pos <= 1.0 - lo), mask.dtype)[None, :]
+    px = tf.reduce_max(mask[..., 0], axis=1)   # [B, W]: max over rows, per column
+    py = tf.reduce_max(mask[..., 0], axis=2)   # [B, H]: max over columns, per row
+    return tf.reduce_mean(tf.square(px - target)) + tf.reduce_mean(tf.square(py - target))
+
+
+def pairwise_colour_loss(mask, image, threshold=0.1, dilation=2):
+    """Colour-affinity smoothness prior (NOT in Dai et al.; BoxInst's pairwise term, simplified).
+
+    Neighbouring pixels (right and down, at distances 1 and `dilation`) whose RGB colours differ
+    by less than `threshold` (Euclidean, [0, 1] units) should get the same label:
+    -log(m_i m_j + (1 - m_i)(1 - m_j)), averaged over those pairs.
+    """
+    terms, counts = [], []
+    for d in sorted({1, int(dilation)}):
+        for axis in (1, 2):
+            n = tf.shape(mask)[axis]
+            a_m, b_m = _shifted(mask, axis, d, n)
+            a_x, b_x = _shifted(image, axis, d, n)
+            similar = tf.cast(tf.norm(a_x - b_x, axis=-1, keepdims=True) < threshold, mask.dtype)
+            same = a_m * b_m + (1.0 - a_m) * (1.0 - b_m)
+            terms.append(tf.reduce_sum(-tf.math.log(same + 1e-5) * similar))
+            counts.append(tf.reduce_sum(similar))
+    return tf.add_n(terms) / tf.maximum(tf.add_n(counts), 1.0)
+
+
+def _shifted(x, axis, d, n):
+    if axis == 1:
+        return x[:, d:], x[:, :n - d]
+    return x[:, :, d:], x[:, :, :n - d]
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -79,6 +121,9 @@ class ForegroundSegGAN(keras.Model):
         area_a: a of eq. (7) (0.25 in Table 3, for crops equal to the box).
         area_mode: "two_sided" (eq. 7) or "above" (only masks larger than a are penalised).
         d_downsample: average-pool factor applied to real and fake before D (1 = none).
+        box_prior_weight: weight of `box_projection_loss` added to eq. (7) (0 = the paper).
+        box_margin: the crop margin (where the box lies in the crop) for that prior.
+        pairwise_weight: weight of `pairwise_colour_loss` added to eq. (7) (0 = the paper).
         seed: seed of the model's `SeedGenerator`.
 
     Example:
@@ -89,7 +134,8 @@ class ForegroundSegGAN(keras.Model):
     """
 
     def __init__(self, segmenter, discriminator, area_lambda=1000.0, area_a=0.25,
-                 area_mode="two_sided", d_downsample=1, seed=0, **kwargs):
+                 area_mode="two_sided", d_downsample=1, box_prior_weight=0.0, box_margin=0.0,
+                 pairwise_weight=0.0, seed=0, **kwargs):
         super().__init__(**kwargs)
         checks.check_positive_number(area_lambda, "area_lambda", allow_zero=True)
         checks.check_fraction(area_a, "area_a")
@@ -100,6 +146,12 @@ class ForegroundSegGAN(keras.Model):
         self.area_lambda = float(area_lambda)
         self.area_a = float(area_a)
         self.area_mode = area_mode
+        checks.check_positive_number(box_prior_weight, "box_prior_weight", allow_zero=True)
+        checks.check_positive_number(box_margin, "box_margin", allow_zero=True)
+        self.box_prior_weight = float(box_prior_weight)
+        self.box_margin = float(box_margin)
+        checks.check_positive_number(pairwise_weight, "pairwise_weight", allow_zero=True)
+        self.pairwise_weight = float(pairwise_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
@@ -144,26 +196,30 @@ class ForegroundSegGAN(keras.Model):
         image = tf.convert_to_tensor(data["image"], tf.float32)
         background = tf.convert_to_tensor(data["background"], tf.float32)
 
-        # Discriminator, eq. (6).
-        mask, fake = self.compose(image, background, training=True)
-        fake = tf.stop_gradient(fake)
-        with tf.GradientTape() as tape:
-            real_logits = self.discriminator(self._d_input(image), training=True)
-            fake_logits = self.discriminator(self._d_input(fake), training=True)
-            d_loss = discriminator_loss(real_logits, fake_logits)
-            scaled = _replica_scale(d_loss)
-        grads = tape.gradient(scaled, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-
-        # Segmentation network, eq. (7).
-        with tf.GradientTape() as tape:
+        # One forward pass of the segmentation network serves both updates.
+        with tf.GradientTape() as g_tape:
             mask, fake = self.compose(image, background, training=True)
+            with g_tape.stop_recording():
+                # Discriminator, eq. (6), on the detached composite.
+                with tf.GradientTape() as d_tape:
+                    both = self.discriminator(
+                        self._d_input(tf.concat([image, tf.stop_gradient(fake)], 0)), training=True)
+                    real_logits, fake_logits = tf.split(both, 2, axis=0)
+                    d_loss = discriminator_loss(real_logits, fake_logits)
+                    d_scaled = _replica_scale(d_loss)
+                grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
+                self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+            # Segmentation network, eq. (7), against the updated discriminator.
             fake_logits_g = self.discriminator(self._d_input(fake), training=True)
             g_adv = generator_loss_ns(fake_logits_g)
             area = area_penalty(mask, self.area_a, self.area_mode)
             g_loss = g_adv + self.area_lambda * area
-            scaled = _replica_scale(g_loss)
-        grads = tape.gradient(scaled, self.segmenter.trainable_variables)
+            if self.box_prior_weight > 0:
+                g_loss += self.box_prior_weight * box_projection_loss(mask, self.box_margin)
+            if self.pairwise_weight > 0:
+                g_loss += self.pairwise_weight * pairwise_colour_loss(mask, image)
+            g_scaled = _replica_scale(g_loss)
+        grads = g_tape.gradient(g_scaled, self.segmenter.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.segmenter.trainable_variables))
 
         self.d_loss_tracker.update_state(d_loss)

@@ -87,6 +87,12 @@ def mask_hinge_loss(mask, eta=0.25):
     return tf.nn.relu(eta - tf.reduce_mean(mask, axis=[1, 2, 3]))
 
 
+def mask_max_area_loss(mask, eta_max):
+    """Not in the paper (an option of the small preset): `max(0, |m|_1 / HW - eta_max)` per example,
+    the upper twin of L_m, which keeps the mask from covering the whole image (all-1 collapse)."""
+    return tf.nn.relu(tf.reduce_mean(mask, axis=[1, 2, 3]) - eta_max)
+
+
 def binarization_loss(mask):
     """Eq. (4), L_b per example: `(1/HW) sum_u min(m_u, 1 - m_u)`. Returns `[N]`."""
     return tf.reduce_mean(tf.minimum(mask, 1.0 - mask), axis=[1, 2, 3])
@@ -165,6 +171,8 @@ class ILSGAN(keras.Model):
         discriminator: images `[N, R, R, 3]` in [0, 1] -> logits `[N, 1]`.
         shift_fraction: max shift of T as a fraction of the width (0.125).
         eta, lambda_m: hinge threshold and weight (0.25, 2).
+        eta_max: None (paper) or an upper bound on the mean mask, penalised with weight lambda_m
+            (`mask_max_area_loss`; a small-preset option against all-1 collapse).
         lambda_b: binarisation weight (2).
         ils: "mi" (eq. 12), "l1" (eq. 13) or "none".
         lambda_ils: ILS weight after the warm-up (1).
@@ -184,7 +192,7 @@ class ILSGAN(keras.Model):
         >>> model.fit(dataset_of_images, steps_per_epoch=100)  # doctest: +SKIP
     """
 
-    def __init__(self, generator, discriminator, shift_fraction=0.125, eta=0.25, lambda_m=2.0,
+    def __init__(self, generator, discriminator, shift_fraction=0.125, eta=0.25, eta_max=None, lambda_m=2.0,
                  lambda_b=2.0, ils="mi", lambda_ils=1.0, lambda_ils_warmup=0.2,
                  ils_warmup_images=400_000, ils_separate=True, ils_opt_visible=True, ils_opt_mask=True,
                  ils_distribution="laplace", r1_gamma=None, r1_interval=16, ada=True, ada_target=0.6,
@@ -194,6 +202,7 @@ class ILSGAN(keras.Model):
         self.discriminator = discriminator
         self.shift_fraction = float(checks.check_fraction(shift_fraction, "shift_fraction"))
         self.eta = float(checks.check_fraction(eta, "eta"))
+        self.eta_max = None if eta_max is None else float(checks.check_fraction(eta_max, "eta_max", eta, 1.0))
         self.lambda_m = float(checks.check_positive_number(lambda_m, "lambda_m", allow_zero=True))
         self.lambda_b = float(checks.check_positive_number(lambda_b, "lambda_b", allow_zero=True))
         self.ils = checks.check_choice(ils, "ils", ("mi", "l1", "none"))
@@ -311,6 +320,8 @@ class ILSGAN(keras.Model):
             fake_logits = self.discriminator(self._augment(x_fake), training=True)
             adv = tf.nn.softplus(-fake_logits[:, 0])
             l_m = mask_hinge_loss(layers["mask"], self.eta)
+            if self.eta_max is not None:
+                l_m = l_m + mask_max_area_loss(layers["mask"], self.eta_max)
             l_b = binarization_loss(layers["mask"])
             l_ils = self.ils_loss(layers, shuffle_index)
             per_example = adv + self.lambda_m * l_m + self.lambda_b * l_b + w_ils * l_ils

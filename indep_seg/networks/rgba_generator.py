@@ -13,6 +13,7 @@ for more diversity", weight beta) needs a network Q that recovers z from a gener
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from indep_seg import checks
@@ -35,6 +36,10 @@ class RGBAGenerator(keras.Model):
             (nearest x2 then 3x3 conv).
         bn_momentum: BatchNorm momentum (Keras' 0.99 lags early in training; 0.9 default).
         alpha_bias: initial bias of the alpha logit (e.g. ``logit(a)`` to start near area a).
+        border_taper: if > 0, the alpha channel is multiplied by a fixed ramp that is 0 on the
+            canvas' outermost pixels and reaches 1 after `border_taper` pixels, so an instance cannot
+            be cut by its own canvas border (a layer must hold one complete instance; not in the
+            paper, 0 in the paper preset).
 
     Example:
         >>> g = RGBAGenerator.paper(latent_dim=6)
@@ -45,7 +50,7 @@ class RGBAGenerator(keras.Model):
     """
 
     def __init__(self, latent_dim=6, resolution=64, initial_size=8, widths=(256, 256, 128, 64),
-                 upsample="deconv", bn_momentum=0.9, alpha_bias=0.0, **kwargs):
+                 upsample="deconv", bn_momentum=0.9, alpha_bias=0.0, border_taper=0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.resolution = checks.check_int(resolution, "resolution", minimum=2)
@@ -61,6 +66,14 @@ class RGBAGenerator(keras.Model):
         self.upsample = checks.check_choice(upsample, "upsample", ("deconv", "upsample"))
         self.bn_momentum = float(bn_momentum)
         self.alpha_bias = float(alpha_bias)
+        self.border_taper = checks.check_int(border_taper, "border_taper", minimum=0,
+                                             maximum=self.resolution // 2)
+        if self.border_taper:
+            idx = np.arange(self.resolution, dtype=np.float32)
+            edge = np.minimum(idx, self.resolution - 1 - idx)          # 0 on the outermost pixels
+            ramp = np.clip(edge / float(self.border_taper), 0.0, 1.0)
+            self._taper = np.concatenate([np.ones((self.resolution, self.resolution, 3), np.float32),
+                                          np.minimum(ramp[:, None], ramp[None, :])[..., None]], -1)
 
         s, c0 = self.initial_size, widths[0]
         self.project = layers.Dense(s * s * c0, name="project")  # 1x1 conv on a 1x1 z
@@ -96,7 +109,10 @@ class RGBAGenerator(keras.Model):
         x = self.reshape(x)
         for conv, bn in self.blocks:
             x = self.act(bn(conv(x), training=training))
-        return keras.ops.sigmoid(self.to_rgba(x))
+        rgba = keras.ops.sigmoid(self.to_rgba(x))
+        if self.border_taper:
+            rgba = rgba * keras.ops.convert_to_tensor(self._taper[None], dtype=rgba.dtype)
+        return rgba
 
     @classmethod
     def paper(cls, latent_dim=6, **kwargs):
@@ -108,7 +124,8 @@ class RGBAGenerator(keras.Model):
         config = super().get_config()
         config.update(latent_dim=self.latent_dim, resolution=self.resolution,
                       initial_size=self.initial_size, widths=list(self.widths), upsample=self.upsample,
-                      bn_momentum=self.bn_momentum, alpha_bias=self.alpha_bias)
+                      bn_momentum=self.bn_momentum, alpha_bias=self.alpha_bias,
+                      border_taper=self.border_taper)
         return config
 
 

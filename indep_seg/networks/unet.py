@@ -51,8 +51,10 @@ class UNet(keras.Model):
         resolution: input side R (R must be divisible by 2 ** len(encoder_filters)).
         encoder_filters: filters of the encoder layers, outermost first.
         encoder_kernels: kernel size of each encoder layer; the decoder mirrors them.
-        upsampling: `"transpose"` (transposed convolutions, the paper) or `"bilinear"`
-            (bilinear upsampling followed by a 3x3 convolution).
+        upsampling: `"transpose"` (transposed convolutions, the paper), `"bilinear"`
+            (bilinear upsampling followed by a 3x3 convolution) or `"conv_bilinear"` (the 3x3
+            convolution at the lower size, then bilinear upsampling: ~4x cheaper decoder, also
+            free of checkerboards; the last layer upsamples first so the mask keeps full detail).
         bn_momentum: BatchNorm moving-average momentum (Keras' default 0.99 left inference
             masks far behind training masks early in training; DESIGN.md section 7).
         leaky_slope: negative slope of the leaky ReLUs.
@@ -83,7 +85,7 @@ class UNet(keras.Model):
             raise ValueError(f"resolution: expected a multiple of 2**{len(encoder_filters)} = "
                              f"{2 ** len(encoder_filters)} for {len(encoder_filters)} encoder "
                              f"layers, got {resolution}")
-        checks.check_choice(upsampling, "upsampling", ("transpose", "bilinear"))
+        checks.check_choice(upsampling, "upsampling", ("transpose", "bilinear", "conv_bilinear"))
         checks.check_fraction(bn_momentum, "bn_momentum")
 
         def bn(tag):
@@ -92,10 +94,13 @@ class UNet(keras.Model):
         def act(tag):
             return keras.layers.LeakyReLU(negative_slope=leaky_slope, name=tag)
 
-        def up(x, filters, kernel, tag):
+        def up(x, filters, kernel, tag, last=False):
             if upsampling == "transpose":
                 return keras.layers.Conv2DTranspose(filters, kernel, strides=2, padding="same",
                                                     name=tag)(x)
+            if upsampling == "conv_bilinear" and not last:
+                x = keras.layers.Conv2D(filters, 3, padding="same", name=tag)(x)
+                return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             return keras.layers.Conv2D(filters, 3, padding="same", name=tag)(x)
 
@@ -111,7 +116,7 @@ class UNet(keras.Model):
             x = up(x, encoder_filters[i], encoder_kernels[i + 1], f"dec{i}_conv")
             x = act(f"dec{i}_act")(bn(f"dec{i}_bn")(x))
             x = keras.layers.Concatenate(name=f"dec{i}_skip")([x, skips[i]])
-        x = up(x, 1, encoder_kernels[0], "mask_conv")
+        x = up(x, 1, encoder_kernels[0], "mask_conv", last=True)
         mask = keras.layers.Activation("sigmoid", dtype="float32", name="mask")(x)
         super().__init__(inputs=inputs, outputs=mask, name=name, **kwargs)
         self.resolution = resolution

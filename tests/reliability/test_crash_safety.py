@@ -182,7 +182,7 @@ def test_sigkill_during_export_then_export_again(tmp_path):
 
 # ----------------------------------------------------------------------------- TFRecords
 
-def _write_images(folder, n, size=96):
+def _write_images(folder, n, size=256):
     from PIL import Image
 
     folder.mkdir(parents=True)
@@ -219,11 +219,12 @@ def test_sigkill_during_tfrecord_writing_then_rerun(tmp_path):
     def writing():
         return any(".tmp" in p.name for p in (tmp_path / "out").iterdir())
     proc = _start(args, tmp_path / "tfrecords.log")
-    killed = _kill_when(proc, writing, delay=0.2)
+    killed = _kill_when(proc, writing, delay=0.05)
     assert killed, "the conversion finished before it could be killed; use more images"
-    _assert_shards_valid(prefix, n)
+    complete = _assert_shards_valid(prefix, n)
     leftovers = [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
-    p = subprocess.run([PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    # the same command again (with --overwrite only if the kill came after the set was complete)
+    p = subprocess.run([PY, *args] + (["--overwrite"] if complete else []), cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert _assert_shards_valid(prefix, n) == 4
     # temporary files of the killed run are named `*.tmp-<pid>`: never read as shards

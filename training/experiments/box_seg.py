@@ -53,6 +53,8 @@ class BoxSegConfig:
     area_lambda: float = 1000.0     # Table 3
     area_a: float = 0.35            # a for a crop equal to the box; scaled by 1/(1+2 margin)^2
     area_mode: str = "two_sided"    # eq. 7 as printed, or "above"
+    box_prior_weight: float = 0.0   # box tightness prior (BoxInst), not in the paper
+    pairwise_weight: float = 0.0    # colour-affinity smoothness prior (BoxInst), not in the paper
     batch_size: int = 32
     d_learning_rate: float = 2e-4
     g_learning_rate: float = 4e-4
@@ -339,7 +341,9 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
         unet = build_unet(cfg)
         gan = ForegroundSegGAN(unet, build_discriminator(cfg), area_lambda=cfg.area_lambda,
                                area_a=effective_a(cfg), area_mode=cfg.area_mode,
-                               d_downsample=cfg.d_downsample, seed=ctx.seed)
+                               d_downsample=cfg.d_downsample, box_prior_weight=cfg.box_prior_weight,
+                               box_margin=cfg.margin, pairwise_weight=cfg.pairwise_weight,
+                               seed=ctx.seed)
         gan.compile(d_optimizer=keras.optimizers.Adam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
                     g_optimizer=keras.optimizers.Adam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
     selector = SnapshotSelector(probe, model_dir / "adversarial_selected.weights.h5")

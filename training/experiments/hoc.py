@@ -61,6 +61,7 @@ class HocConfig:
     g_widths: tuple[int, ...] = (128, 64, 32)
     g_upsample: str = "upsample"
     g_bn_momentum: float = 0.9
+    g_border_taper: int = 3             # alpha ramps to 0 on the canvas border (0 = paper)
     d_widths: tuple[int, ...] = (32, 64, 128)
     d_final_width: int = 0
     d_head: str = "dense"
@@ -83,7 +84,7 @@ def hoc_paper_config() -> HocConfig:
     return HocConfig(setting="crowd", resolution=64, g_initial_size=8, g_widths=(256, 256, 128, 64),
                      g_upsample="deconv", d_widths=(64, 128, 256, 512), d_final_width=1024, d_head="conv1x1",
                      q_widths=(64, 128, 256), d_lr=2e-4, g_lr=4e-4, steps=50000, batch_size=32,
-                     background="disk", binarization_weight=0.0, counter_width=48)
+                     background="disk", binarization_weight=0.0, g_border_taper=0, counter_width=48)
 
 
 def resolve(config: HocConfig, image) -> dict:
@@ -145,7 +146,8 @@ def build_model(r: dict, seed: int = 0):
     a = float(r["a"])
     g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
                       widths=tuple(r["g_widths"]), upsample=r["g_upsample"], bn_momentum=r["g_bn_momentum"],
-                      alpha_bias=float(math.log(a / (1 - a))), name="generator")
+                      alpha_bias=float(math.log(a / (1 - a))), border_taper=r["g_border_taper"],
+                      name="generator")
     d = HocDiscriminator(widths=tuple(r["d_widths"]), final_width=r["d_final_width"], head=r["d_head"],
                          name="discriminator")
     q = InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head") if r["info_weight"] > 0 else None

@@ -1,0 +1,164 @@
+"""`indep-seg demo --out DIR`: the README's main job, end to end on the embedded default data.
+
+1. writes the procedural dataset (images, masks, boxes.csv) and a preview PNG;
+2. trains `box_seg` on it for a few minutes (boxes only: the masks are never used for training);
+3. segments unseen images with their boxes and writes a panel: image | mask | cut-out;
+4. evaluates those masks against the ground truth (IoU / DICE);
+5. exports a versioned SavedModel (+ ONNX), starts `indep-seg serve` on a free loopback port,
+   asks it for the masks of the unseen images over gRPC, checks they match, and stops it.
+
+Every step runs the same subcommand a user would run, so the demo doubles as a smoke test of
+the whole path. Everything lands in `DIR` (see the summary printed at the end).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser):
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--minutes", type=float, default=4.0,
+                        help="training budget in minutes, both phases (default 4)")
+    parser.add_argument("--num-images", type=int, default=400, help="training images to generate")
+    parser.add_argument("--num-unseen", type=int, default=8, help="unseen images to segment")
+    parser.add_argument("--skip-serving", action="store_true", help="stop after evaluation")
+
+
+def _cli(*argv) -> int:
+    from indep_seg import cli
+
+    print("\n$ indep-seg " + " ".join(str(a) for a in argv), flush=True)
+    code = cli.main([str(a) for a in argv])
+    if code:
+        from indep_seg.cli import CommandError
+
+        raise CommandError(f"step 'indep-seg {argv[0]}' failed with exit code {code}")
+    return code
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Path:
+    """image | mask | cut-out (on a checkerboard), one row per unseen image."""
+    from PIL import Image
+
+    names = sorted(p.name for p in (unseen_dir / "images").iterdir())
+    sheet = Image.new("RGB", (3 * tile + 8, len(names) * (tile + 4)), (255, 255, 255))
+    yy, xx = np.mgrid[0:tile, 0:tile]
+    checker = np.where(((yy // 8) + (xx // 8)) % 2 == 0, 200, 255).astype(np.uint8)[..., None]
+    for row, name in enumerate(names):
+        image = Image.open(unseen_dir / "images" / name).convert("RGB").resize((tile, tile))
+        mask = Image.open(masks_dir / name).convert("L").resize((tile, tile))
+        a = np.asarray(mask, np.float32)[..., None] / 255.0
+        cut = (np.asarray(image, np.float32) * a + checker * (1 - a)).astype(np.uint8)
+        y = row * (tile + 4)
+        sheet.paste(image, (0, y))
+        sheet.paste(mask.convert("RGB"), (tile + 4, y))
+        sheet.paste(Image.fromarray(cut), (2 * tile + 8, y))
+    tmp = path.with_suffix(".tmp.png")
+    sheet.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def run(args) -> int:
+    from indep_seg.data import read_dataset, save_preview, write_synthetic_dataset
+
+    t0 = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir, unseen_dir = out / "data" / "train", out / "data" / "unseen"
+    model_dir = out / "model"
+
+    # 1. data
+    write_synthetic_dataset(train_dir, num_images=args.num_images, seed=0)
+    write_synthetic_dataset(unseen_dir, num_images=args.num_unseen, seed=2024)
+    save_preview(list(read_dataset(str(train_dir)).take(8).as_numpy_iterator()), out / "preview.png")
+    print(f"wrote {args.num_images} training and {args.num_unseen} unseen images under {out / 'data'}; "
+          f"preview: {out / 'preview.png'}")
+
+    # 2. train (boxes only)
+    _cli("train", "--experiment", "box_seg", "--data", train_dir, "--model-dir", model_dir,
+         "--budget-minutes", args.minutes)
+
+    # 3. segment unseen images, panel
+    masks_dir = out / "unseen_masks"
+    images = sorted(str(p) for p in (unseen_dir / "images").iterdir())
+    _cli("segment", "--model", model_dir, *images, "--out", masks_dir,
+         "--boxes", unseen_dir / "boxes.csv", "--cutout")
+    panel = _panel(unseen_dir, masks_dir, out / "panel.png")
+
+    # 4. evaluate against the ground truth the training never saw
+    eval_json = out / "evaluation.json"
+    from contextlib import redirect_stdout
+    import io
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        _cli("evaluate", "--model", model_dir, "--images", unseen_dir / "images",
+             "--masks", unseen_dir / "masks", "--resolution", 128)
+    text = buf.getvalue()
+    print(text, end="")
+    start = text.rfind("\n{")
+    scores = json.loads(text[start + 1 if start >= 0 else text.find("{"):])
+    eval_json.write_text(json.dumps(scores, indent=2))
+
+    summary = {"preview": str(out / "preview.png"), "panel": str(panel), "model_dir": str(model_dir),
+               "unseen_iou": scores.get("iou"), "unseen_dice": scores.get("dice")}
+
+    # 5. export, serve, query, stop
+    if not args.skip_serving:
+        export_base = out / "export"
+        _cli("export", "--model-dir", model_dir, "--export-base", export_base, "--onnx", out / "model.onnx")
+        port, rest_port = _free_port(), _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "indep_seg", "serve", "--port", str(port), "--rest_api_port", str(rest_port),
+             "--model_name", "demo", "--model_base_path", str(export_base.resolve())],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            from serving.client import SegmentationClient
+
+            deadline = time.time() + 120
+            while True:
+                try:
+                    with SegmentationClient(f"127.0.0.1:{port}", model_name="demo", timeout=5) as c:
+                        if any(s.get("state") == "AVAILABLE" for s in c.status()):
+                            break
+                except Exception:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the model server did not come up:\n" + (server.stdout.read() or ""))
+                time.sleep(0.5)
+            served_dir = out / "served_masks"
+            _cli("segment", "--server", f"127.0.0.1:{port}", "--model-name", "demo", *images,
+                 "--out", served_dir, "--boxes", unseen_dir / "boxes.csv")
+            from PIL import Image
+
+            diffs = [np.abs(np.asarray(Image.open(served_dir / Path(p).name), np.int16)
+                            - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)).max() for p in images]
+            summary.update({"served_masks": str(served_dir), "server_port": port,
+                            "served_vs_local_max_abs_diff_8bit": int(max(diffs))})
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        summary["onnx"] = str(out / "model.onnx")
+
+    summary["minutes"] = round((time.time() - t0) / 60, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n" + json.dumps(summary, indent=2))
+    return 0

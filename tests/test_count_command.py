@@ -1,0 +1,70 @@
+"""`indep-seg count`: JSON count + centres and an overlay PNG; bad input gives one clear line."""
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from indep_seg.cli import main
+from indep_seg.hoc import counting
+
+from test_hoc_counting import CENTRES, gaussian_blobs, oracle_counter  # noqa: E402
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    counting.save_counter(tmp_path / "run" / "counter", oracle_counter(),
+                          {"window": 32, "resolution": 32, "sigma": 3.0, "experiment": "hoc"})
+    return tmp_path / "run"
+
+
+def _write(path, img, kind):
+    a = np.clip(img[..., 0], 0, 1)
+    if kind == "gray8":
+        Image.fromarray((a * 255 + 0.5).astype(np.uint8)).save(path)
+    elif kind == "gray16":
+        Image.fromarray((a * 65535 + 0.5).astype(np.uint16)).save(path)
+    elif kind == "rgba":
+        rgba = np.stack([a, a, a, np.ones_like(a)], -1)
+        Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA").save(path)
+
+
+@pytest.mark.parametrize("kind", ["gray8", "gray16", "rgba"])
+def test_count_prints_json_and_writes_overlay(model_dir, tmp_path, capsys, kind):
+    img = gaussian_blobs(120, 120, CENTRES, 3.0)
+    path = tmp_path / f"blobs_{kind}.png"
+    _write(path, img, kind)
+    overlay = tmp_path / "overlay.png"
+    assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(overlay)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == len(CENTRES)
+    assert len(out["centres"]) == len(CENTRES)
+    ov = np.asarray(Image.open(overlay))
+    assert ov.shape == (120, 120, 3)
+    x, y = CENTRES[0]
+    assert tuple(ov[y, x]) == (255, 255, 0)  # the centre dot
+
+
+def test_unreadable_file_is_named(model_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"garbage")
+    assert main(["count", "--model", str(model_dir), str(bad)]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert main(["count", "--model", str(model_dir), str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_image_smaller_than_window(model_dir, tmp_path, capsys):
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((20, 40), np.uint8)).save(path)
+    assert main(["count", "--model", str(model_dir), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "40x20" in err and "32 px" in err
+
+
+def test_missing_model(tmp_path, capsys):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(path)
+    assert main(["count", "--model", str(tmp_path / "nope"), str(path)]) == 2
+    assert "no counter found" in capsys.readouterr().err

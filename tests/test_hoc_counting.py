@@ -1,0 +1,112 @@
+"""Counting (indep_seg.hoc.counting): targets from the generator's layers, peaks, whole-image count."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from indep_seg.hoc import counting
+from indep_seg.hoc.evaluate import mask_statistics
+
+
+def gaussian_blobs(h, w, centres, sigma):
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    img = np.zeros((h, w), np.float32)
+    for x, y in centres:
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+    return np.repeat(np.clip(img, 0, 1)[..., None], 3, -1)
+
+
+def oracle_counter():
+    """A 'counter' whose heatmap is the gray level: exact on images of unit-peak Gaussian blobs."""
+    inp = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(1, 1, use_bias=False)
+    model = keras.Model(inp, conv(inp))
+    conv.kernel.assign(np.full((1, 1, 3, 1), 1 / 3, np.float32))
+    return model
+
+
+CENTRES = [(12, 14), (40, 10), (70, 20), (100, 15), (20, 60), (55, 50), (90, 64), (30, 100), (80, 105)]
+
+
+def test_count_synthetic_image_with_known_number_of_blobs():
+    sigma = 3.0
+    img = gaussian_blobs(120, 120, CENTRES, sigma)
+    res = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma)
+    assert res["count"] == len(CENTRES)
+    assert res["mass"] == pytest.approx(len(CENTRES), abs=0.05)
+    found = np.array(res["centres"])
+    for x, y in CENTRES:
+        assert np.min(np.hypot(found[:, 0] - x, found[:, 1] - y)) <= 1.0
+
+
+def test_count_rescales_to_the_window():
+    """The same blobs at twice the size, counted with a window of 64 (-> 32): same count, centres in
+    full-resolution pixels."""
+    sigma = 3.0
+    img = gaussian_blobs(240, 240, [(2 * x, 2 * y) for x, y in CENTRES], 2 * sigma)
+    res = counting.count_image(oracle_counter(), img, window=64, resolution=32, sigma=sigma)
+    assert res["count"] == len(CENTRES)
+    found = np.array(res["centres"])
+    for x, y in CENTRES:
+        assert np.min(np.hypot(found[:, 0] - 2 * x, found[:, 1] - 2 * y)) <= 2.0
+
+
+def test_peaks_strongest_first():
+    heat = np.zeros((20, 20))
+    heat[5, 5], heat[15, 12], heat[5, 6] = 0.9, 0.6, 0.8
+    p = counting.peaks(heat, sigma=1.0, threshold=0.3)
+    assert p[:, :2].tolist() == [[5, 5], [12, 15]]
+
+
+class _FixedGAN:
+    """generate() output of two opaque 2x2 blocks, the second covering the first or not."""
+
+    def __init__(self, overlap):
+        m = np.zeros((1, 2, 16, 16), np.float32)
+        m[0, 0, 4:6, 4:6] = 1
+        m[0, 1, 4:6, 4:6] = 1
+        shifts = np.array([[[0, 0], [0, 0] if overlap else [6, 2]]], np.int32)
+        warped = np.zeros_like(m)
+        warped[0, 0, 4:6, 4:6] = 1
+        warped[0, 1, 4 + shifts[0, 1, 1]:6 + shifts[0, 1, 1], 4 + shifts[0, 1, 0]:6 + shifts[0, 1, 0]] = 1
+        vis = warped.copy()
+        vis[0, 0] *= 1 - warped[0, 1]
+        rgba = np.concatenate([np.ones(m.shape + (3,), np.float32), m[..., None]], -1)
+        wrgba = np.concatenate([np.ones(m.shape + (3,), np.float32), warped[..., None]], -1)
+        self.out = dict(layers=tf.constant(rgba), warped=tf.constant(wrgba), shifts=tf.constant(shifts),
+                        visibility=tf.constant(vis[..., None]))
+
+
+def test_centre_targets_from_layers_and_visibility():
+    heat, centres, weights = counting.centre_targets(_FixedGAN(overlap=False).out, sigma=1.0)
+    np.testing.assert_allclose(centres[0].numpy(), [[4.5, 4.5], [10.5, 6.5]], atol=1e-4)
+    np.testing.assert_allclose(weights[0].numpy(), [1, 1])
+    assert heat.shape == (1, 16, 16, 1)
+    assert float(tf.reduce_sum(heat)) == pytest.approx(2 * 2 * math.pi, rel=0.05)
+    # fully hidden under the top layer: the bottom instance does not count
+    _, _, weights = counting.centre_targets(_FixedGAN(overlap=True).out, sigma=1.0)
+    np.testing.assert_allclose(weights[0].numpy(), [0, 1])
+
+
+def test_save_load_round_trip(tmp_path):
+    c = counting.build_counter(4)
+    counting.save_counter(tmp_path / "counter", c, {"window": 20, "resolution": 16, "sigma": 2.0})
+    c2, meta = counting.load_counter(tmp_path)  # a model dir holding counter/
+    x = np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(c(x), c2(x), atol=1e-6)
+    assert meta["window"] == 20
+    with pytest.raises(FileNotFoundError, match="no counter found"):
+        counting.load_counter(tmp_path / "nothing")
+
+
+def test_mask_statistics_components_and_area_units():
+    m = np.zeros((3, 10, 10), np.float32)
+    m[0, 2:5, 2:5] = 1                       # one blob of 9 px
+    m[1, 0:3, 0:3] = 1
+    m[1, 6:9, 6:9] = 1                       # two equal blobs: not one dominant component
+    st = mask_statistics(m, pixel_scale=4.0)  # m[2] is empty
+    assert st["one_object_fraction"] == pytest.approx(1 / 3)
+    assert st["empty_fraction"] == pytest.approx(1 / 3)
+    assert st["median_area"] == pytest.approx(36.0)  # 9 px x 4 full-resolution px each
