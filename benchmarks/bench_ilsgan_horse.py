@@ -78,11 +78,19 @@ def baselines(gt):
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
         cx, cy, ax, ay = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
         ell[i, ..., 0] = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+    sweep = {}
+    for frac in (0.2, 0.25, 0.3, 1 / 3, 0.35, 0.4, 0.45):
+        d = (((xx - c) ** 2 + (yy - c) ** 2) <= (r * frac) ** 2).astype(np.float32)
+        sweep[round(frac, 3)] = iou(np.broadcast_to(d[None, ..., None], gt.shape), gt)
+    best = max(sweep, key=sweep.get)
     return {"centred_disc_r_third": {"iou": iou(disc, gt), "dice": dice(disc, gt), "uses_box": False},
+            "centred_disc_best_radius_tuned_on_gt": {"radius_fraction": best, "iou": sweep[best],
+                                                     "sweep": sweep, "uses_box": False},
             "ellipse_in_box": {"iou": iou(ell, gt), "dice": dice(ell, gt), "uses_box": True}}
 
 
 def evaluate_segmenter(model_dir, crops, gt):
+    import indep_seg.networks.unet  # noqa: F401  (registers UNet for keras.models.load_model)
     from indep_seg.segmenter import Segmenter
 
     seg = Segmenter.load(model_dir)

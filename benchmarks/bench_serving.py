@@ -61,6 +61,19 @@ def latency(fn, n, warmup=5):
     return _stats(out)
 
 
+def batched_throughput(fn, batch, seconds, warmup=2):
+    """Images/s of `fn` (one call = `batch` images) run back to back for `seconds`."""
+    for _ in range(warmup):
+        fn()
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or calls < 3:
+        fn()
+        calls += 1
+    elapsed = time.perf_counter() - t0
+    return {"batch": batch, "calls": calls, "seconds": round(elapsed, 2),
+            "images_per_s": round(calls * batch / elapsed, 2)}
+
+
 def concurrent_throughput(make_call, clients, seconds, warmup_s=2.0):
     """`clients` threads calling their own `make_call()` function in a loop; images/s + latency."""
     stop = threading.Event()
@@ -180,15 +193,13 @@ def main():
     sm = loaded.signatures["serving_default"]
     results["b_saved_model"] = latency(lambda: sm(image=tf.constant(batch1))["mask"].numpy(), args.n)
     print("in process", results["a_keras_network_only"], results["b_saved_model"], flush=True)
-    t_batch = latency(lambda: sm(image=tf.constant(batchc))["mask"].numpy(), max(5, args.n // 10), warmup=2)
-    results["b_saved_model_batched"] = {**t_batch, "batch": args.clients,
-                                        "images_per_s": round(args.clients * 1e3 / t_batch["mean_ms"], 2)}
+    results["b_saved_model_batched"] = batched_throughput(
+        lambda: sm(image=tf.constant(batchc))["mask"].numpy(), args.clients, args.seconds)
     # (c) onnxruntime
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     results["c_onnxruntime"] = latency(lambda: sess.run(None, {"image": batch1}), args.n)
-    t_batch = latency(lambda: sess.run(None, {"image": batchc}), max(5, args.n // 10), warmup=2)
-    results["c_onnxruntime_batched"] = {**t_batch, "batch": args.clients,
-                                        "images_per_s": round(args.clients * 1e3 / t_batch["mean_ms"], 2)}
+    results["c_onnxruntime_batched"] = batched_throughput(
+        lambda: sess.run(None, {"image": batchc}), args.clients, args.seconds)
     print("onnx", results["c_onnxruntime"], flush=True)
     del loaded, sm, sess
 

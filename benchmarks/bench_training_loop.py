@@ -8,8 +8,8 @@ Measures on the `toy` experiment (so it isolates the loop from any application's
   checkpoint every `--checkpoint-every` steps: the loop's overhead;
 - the time of one checkpoint save and one restore (median of `--repeats`);
 - steps/s with MirroredStrategy over 2 logical CPUs vs one device, same global batch (in a
-  subprocess, as logical devices must be set before TensorFlow starts). On a 2-core CPU this
-  shows the cost of the replica machinery, not a speed-up.
+  subprocess, as logical devices must be set before TensorFlow starts; not in --quick). On a
+  2-core CPU this shows the cost of the replica machinery, not a speed-up.
 Writes `training_loop.json` (a `table` of the figures) into the results folder.
 """
 from __future__ import annotations
@@ -55,8 +55,9 @@ def measure_local(steps, checkpoint_every, repeats, batch_size):
         ctx = TrainContext(model_dir=Path(d) / "bare", extra={"verbose": False})
         model = _toy(ctx, batch_size)
         ds = toy_dataset(batch_size, 8, 0)
-        model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0)  # trace
-        bare = max(_steps_per_s(lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0), steps)
+        model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)  # trace
+        bare = max(_steps_per_s(lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False),
+                                steps)
                    for _ in range(repeats))
         rows.append({"what": "bare model.fit (no callbacks)", "steps_per_s": round(bare, 1)})
 
@@ -104,10 +105,10 @@ for name, strategy in [("one device", tf.distribute.get_strategy()),
     keras.utils.set_random_seed(0)
     model = build_toy(ToyConfig(batch_size=batch), TrainContext(model_dir="/tmp/unused", strategy=strategy))
     ds = toy_dataset(batch, 8, 0)
-    model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0)
+    model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)
     best = 0.0
     for _ in range(repeats):
-        t = time.perf_counter(); model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+        t = time.perf_counter(); model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
         best = max(best, steps / (time.perf_counter() - t))
     out[name] = best
 print("RESULT " + json.dumps(out))
@@ -135,7 +136,8 @@ def main(argv=None):
         args.steps, args.repeats, args.checkpoint_every = 20, 1, 10
     t = time.time()
     rows = measure_local(args.steps, args.checkpoint_every, args.repeats, args.batch_size)
-    rows += measure_mirrored(args.steps, args.repeats, args.batch_size)
+    if not args.quick:  # a second TensorFlow process: too slow for the runner's quick test
+        rows += measure_mirrored(args.steps, args.repeats, args.batch_size)
     result = {"table": rows, "steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
               "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "seconds": round(time.time() - t, 1),

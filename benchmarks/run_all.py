@@ -65,7 +65,9 @@ def run_script(script: Path, results: Path, quick: bool, timeout: float, extra_a
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, str(script)] + (["--quick"] if quick else []) + list(extra_args)
-    before = {p: p.stat().st_mtime_ns for p in _result_jsons(results)}
+    # scripts that ignore $INDEP_SEG_BENCH_RESULTS write into benchmarks/results: look there too
+    dirs = [results] + ([BENCH_DIR / "results"] if (BENCH_DIR / "results").resolve() != results.resolve() else [])
+    before = {p: p.stat().st_mtime_ns for d in dirs for p in _result_jsons(d)}
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     timed_out = threading.Event()
@@ -101,7 +103,7 @@ def run_script(script: Path, results: Path, quick: bool, timeout: float, extra_a
         "log": str(log_path),
         "results": {},
     }
-    for p in _result_jsons(results):
+    for p in [p for d in dirs for p in _result_jsons(d)]:
         if before.get(p) == p.stat().st_mtime_ns or p.stat().st_mtime_ns < start_ns:
             continue
         try:
@@ -168,7 +170,7 @@ def render_markdown(summary):
             table = res.get("table")
             if isinstance(table, list) and table and all(isinstance(r, dict) for r in table):
                 out.append(markdown_table(table))
-        if b["status"] != "ok":
+        if b["status"] not in ("ok", "skipped"):
             out += ["", f"**{b['script']}: {b['status']}** (exit {b['returncode']}); log `{b['log']}`:", "```"]
             out += b.get("log_tail", []) + ["```"]
     return "\n".join(out) + "\n"
@@ -197,6 +199,13 @@ def main(argv=None):
         "benchmarks": [],
     }
     for script in scripts:
+        if args.quick and "--quick" not in script.read_text():
+            rec = {"script": script.name, "command": "", "returncode": None, "status": "skipped",
+                   "wall_s": 0.0, "peak_rss_mb": None, "results": {},
+                   "note": "has no --quick mode (not run by run_all --quick)"}
+            print(f"[run_all] {script.name}: skipped (no --quick mode)", flush=True)
+            summary["benchmarks"].append(rec)
+            continue
         print(f"[run_all] {script.name} ...", flush=True)
         rec = run_script(script, results, args.quick, args.timeout)
         print(f"[run_all] {script.name}: {rec['status']} in {rec['wall_s']} s, peak RSS {rec['peak_rss_mb']} MB, "
@@ -208,7 +217,7 @@ def main(argv=None):
     write_json_atomic(results / "summary.json", summary)
     write_text_atomic(results / "SUMMARY.md", render_markdown(summary))
     print(f"[run_all] wrote {results / 'summary.json'} and {results / 'SUMMARY.md'}")
-    return 0 if all(b["status"] == "ok" for b in summary["benchmarks"]) else 1
+    return 0 if all(b["status"] in ("ok", "skipped") for b in summary["benchmarks"]) else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ Model FLOP per step (forward FLOP counted from the networks' layers at their rea
 - box_seg / box_seg_paper (`ForegroundSegGAN.train_step`): one UNet forward serves both updates
   (3U), D on real + detached fake with weight gradients (2 x 3D), D on the fake again for the
   UNet's loss (3D): B x (3U + 9D).
+- ilsgan / ilsgan_paper (`ILSGAN.train_step`): generator with gradient (3G), D on the perturbed
+  composite for G (3D), D on real + fake with weight gradients (6D): B x (3G + 9D); the lazy R1
+  step every `r1_interval` steps is not counted (forward FLOP of these StyleGAN2 networks come
+  from the traced graph: their modulated convolutions call tf.nn.conv2d, not Keras Conv2D).
 - hoc / hoc_paper (`HocGAN.train_step`): generator on B x N latents without gradient for the D
   step (N G), D on real + fake (6D), generator again with gradient (3 N G), D on the composite
   (3D), Q head on the B x N layers (3 N Q): B x (4 N G + 9 D + 3 N Q).
@@ -57,7 +61,7 @@ def box_seg(preset, jit_compile=False, batch_size=None):
     rd = r // cfg.d_downsample
     d = analytic_forward_flops(disc, tf.zeros((1, rd, rd, 3)), training=True)
     step = tf.function(gan.train_step, jit_compile=jit_compile, reduce_retracing=True)
-    return StepHandle(step=lambda batch: step(batch), batch=(batch,), batch_size=b,
+    return StepHandle(step=step, batch=(batch,), batch_size=b,
                       flops={"unet_forward_per_image": u, "disc_forward_per_image": d, "rule": "B(3U+9D)",
                              "per_step": int(b * (3 * u + 9 * d))},
                       impl="ForegroundSegGAN", config=dataclasses.asdict(cfg))
@@ -94,14 +98,35 @@ def hoc(preset, jit_compile=False, batch_size=None):
     df = analytic_forward_flops(model.discriminator, tf.zeros((1, res, res, 3)), training=True)
     qf = analytic_forward_flops(model.q_head, tf.zeros((1, res, res, 4))) if model.q_head is not None else 0
     step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
-    return StepHandle(step=lambda batch: step(batch), batch=(batch,), batch_size=b,
+    return StepHandle(step=step, batch=(batch,), batch_size=b,
                       flops={"generator_forward_per_layer": gf, "disc_forward_per_image": df,
                              "q_forward_per_layer": qf, "num_layers": n, "rule": "B(4NG+9D+3NQ)",
                              "per_step": int(b * (4 * n * gf + 9 * df + 3 * n * qf))},
                       impl="HocGAN", config={k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))})
 
 
-ADAPTERS = {"box_seg": box_seg, "box_seg_paper": box_seg, "hoc": hoc, "hoc_paper": hoc}
+def ilsgan(preset, jit_compile=False, batch_size=None):
+    from benchmarks.flops import forward_graph_flops
+    from training.experiments.ilsgan import build_model
+
+    cfg = dataclasses.replace(_experiment(preset).default_config)
+    b = int(batch_size or cfg.batch_size)
+    r = cfg.resolution
+    model = build_model(cfg, global_batch_size=b)
+    real = tf.random.Generator.from_seed(0).uniform((b, r, r, 3))
+    # StyleGAN2 layers call tf.nn.conv2d directly: count their forward from the traced graph
+    gf = forward_graph_flops(model.generator, tf.zeros((1, model.generator.z_dim)), training=True)
+    df = forward_graph_flops(model.discriminator, tf.zeros((1, r, r, 3)), training=True)
+    step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
+    return StepHandle(step=step, batch=(real,), batch_size=b,
+                      flops={"generator_forward_per_image": gf, "disc_forward_per_image": df,
+                             "rule": "B(3G+9D), lazy R1 (every r1_interval steps) not counted",
+                             "per_step": int(b * (3 * gf + 9 * df))},
+                      impl="ILSGAN", config=dataclasses.asdict(cfg))
+
+
+ADAPTERS = {"box_seg": box_seg, "box_seg_paper": box_seg, "hoc": hoc, "hoc_paper": hoc,
+            "ilsgan": ilsgan, "ilsgan_paper": ilsgan}
 
 
 def registered(preset) -> str | None:

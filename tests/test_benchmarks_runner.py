@@ -27,6 +27,7 @@ def test_runner_collects_results_memory_and_failures(tmp_path):
     scripts.mkdir()
     results = tmp_path / "results"
     common = """
+        # accepts --quick
         import json, os, sys
         from pathlib import Path
         out = Path(os.environ["INDEP_SEG_BENCH_RESULTS"])
@@ -41,10 +42,13 @@ def test_runner_collects_results_memory_and_failures(tmp_path):
     _script(scripts, "bench_small.py", common + """
         (out / "small.json").write_text(json.dumps({"count_error": 3}))
     """)
+    _script(scripts, "bench_noquick.py", "raise SystemExit('a script without a quick mode must not run')\n")
     _script(scripts, "bench_broken.py", """
+        # --quick
         raise RuntimeError("this benchmark is broken on purpose")
     """)
     _script(scripts, "bench_slow.py", """
+        # --quick
         import time
         time.sleep(60)
     """)
@@ -53,7 +57,8 @@ def test_runner_collects_results_memory_and_failures(tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr  # two benchmarks failed
     summary = json.loads((results / "summary.json").read_text())
     by = {b["script"]: b for b in summary["benchmarks"]}
-    assert sorted(by) == ["bench_big.py", "bench_broken.py", "bench_slow.py", "bench_small.py"]
+    assert sorted(by) == ["bench_big.py", "bench_broken.py", "bench_noquick.py", "bench_slow.py", "bench_small.py"]
+    assert by["bench_noquick.py"]["status"] == "skipped"
     assert by["bench_big.py"]["status"] == "ok"
     assert by["bench_big.py"]["results"]["big.json"]["quick"] is True  # --quick was passed
     assert by["bench_small.py"]["results"] == {"small.json": {"count_error": 3}}

@@ -126,3 +126,28 @@ def test_bad_arguments(kwargs, message):
         box_crop_pipeline(read_synthetic(2, size=40), **kwargs)
     with pytest.raises(ValueError, match="missing keys"):
         box_crop_pipeline(tf.data.Dataset.range(3), 16)
+
+
+def test_background_crops_avoid_the_boxes_and_keep_the_box_window_size():
+    from indep_seg.data import background_crop_pipeline
+
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[..., 2] = 255
+    image[20:40, 30:50] = (255, 0, 0)  # the object, inside its box
+    mask = np.zeros((60, 80, 1), np.uint8)
+    mask[20:40, 30:50] = 1
+    ds = tf.data.Dataset.from_tensors(_element(image, mask, [[30, 20, 50, 40]]))
+    els = list(background_crop_pipeline(ds, 10, repeat=12, seed=0).as_numpy_iterator())
+    assert len(els) == 12
+    windows = np.array([e["window"] for e in els])
+    np.testing.assert_allclose(windows[:, 2] - windows[:, 0], 20, atol=1e-4)
+    np.testing.assert_allclose(windows[:, 3] - windows[:, 1], 20, atol=1e-4)
+    for e in els:
+        x0, y0, x1, y1 = e["window"]
+        assert x1 <= 30 + 1e-4 or x0 >= 50 - 1e-4 or y1 <= 20 + 1e-4 or y0 >= 40 - 1e-4
+        assert 0 <= x0 and x1 <= 80 + 1e-4 and 0 <= y0 and y1 <= 60 + 1e-4
+        np.testing.assert_allclose(e["image"][..., 2], 1.0)  # only background
+    assert len({tuple(np.round(w)) for w in windows}) > 4  # new places every epoch
+    # A box too large to leave room for a background window: dropped, not faked.
+    big = tf.data.Dataset.from_tensors(_element(image, mask, [[5, 5, 75, 55]]))
+    assert list(background_crop_pipeline(big, 8)) == []

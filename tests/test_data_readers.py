@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from indep_seg.data import DataError, read_dataset, read_image_folder, read_tfrecords
-from indep_seg.data import decode, readers
+from indep_seg.data import decode
 
 WEIZMANN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse")
 

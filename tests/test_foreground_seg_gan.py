@@ -97,3 +97,20 @@ def test_image_grid_rows_and_bad_args():
         ForegroundSegGAN(unet_preset("tiny"), sn_discriminator_preset("tiny"), area_a=1.5)
     with pytest.raises(ValueError, match="area_mode"):
         ForegroundSegGAN(unet_preset("tiny"), sn_discriminator_preset("tiny"), area_mode="below")
+
+
+def test_box_priors_hand_computed():
+    from indep_seg.models.foreground_seg_gan import box_projection_loss, pairwise_colour_loss
+    m = np.zeros((1, 4, 4, 1), "float32")
+    m[0, 1, :, 0] = 1.0            # one full row: every column has a 1, rows 0, 2, 3 have none
+    assert box_projection_loss(m).numpy() == pytest.approx(0.0 + 3 / 4)
+    m = np.full((1, 4, 4, 1), 1.0, "float32")
+    # margin 0.5: the box is the middle half of the crop, so the outer two positions should be 0
+    assert box_projection_loss(m, margin=0.5).numpy() == pytest.approx(0.5 + 0.5)
+    img = np.zeros((1, 4, 4, 3), "float32")
+    img[:, :, 2:] = 1.0            # two flat colour regions, left and right
+    labels = np.zeros((1, 4, 4, 1), "float32")
+    labels[:, :, 2:] = 1.0
+    assert pairwise_colour_loss(labels, img).numpy() == pytest.approx(-np.log(1 + 1e-5), abs=1e-6)
+    half = np.full((1, 4, 4, 1), 0.5, "float32")
+    assert pairwise_colour_loss(half, img).numpy() == pytest.approx(-np.log(0.5 + 1e-5), rel=1e-5)

@@ -210,3 +210,28 @@ def test_a_diverged_step_is_never_checkpointed(tmp_path):
     assert result["diverged"] is True and result["step"] == 6 and result["last_checkpoint"] == 3
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
     assert "non-finite d_loss, g_loss at step 6" in (tmp_path / "log.txt").read_text()
+
+
+def test_wrapper_without_call_is_marked_built_and_unbuilt_layers_are_named(tmp_path):
+    class Unflagged(ToyGAN):
+        def __init__(self, *args, extra_layer=False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.built = False  # as a wrapper that forgot the flag
+            if extra_layer:
+                self.head = keras.layers.Dense(3, name="never_built_head")
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # any tf.distribute strategy triggers the build
+    for extra in (False, True):
+        keras.utils.set_random_seed(0)
+        ctx = TrainContext(model_dir=tmp_path / str(extra), strategy=strategy, extra={"verbose": False})
+        with strategy.scope():
+            model = Unflagged(ToyConfig(), extra_layer=extra)
+            model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+            model.build_optimizers()
+        fit = lambda: run_fit(model, lambda s: toy_dataset(8, 8, 0, s), ctx, total_steps=2,  # noqa: E731
+                              checkpoint_every=2, image_every=0, verbose=False)
+        if extra:
+            with pytest.raises(ValueError, match="layers not built before training: never_built_head"):
+                fit()
+        else:
+            assert fit()["step"] == 2

@@ -88,3 +88,16 @@ def test_information_term_decreases_when_q_can_recover_z():
     z = tf.random.stateless_uniform((1024, d), [9, 9], -1, 1)
     chance = float(losses.infogan_information_loss(z, q2(tf.zeros((1024, 8, 8, 4)))))
     assert chance == pytest.approx(1 / 3, abs=0.06)
+
+
+def test_border_taper_zeroes_the_canvas_border_only_in_alpha():
+    g = RGBAGenerator(latent_dim=2, resolution=16, initial_size=4, widths=(8, 8, 8), upsample="upsample",
+                      border_taper=3, alpha_bias=5.0)
+    out = g(tf.random.uniform((3, 2), -1, 1)).numpy()
+    alpha = out[..., 3]
+    assert np.all(alpha[:, 0, :] == 0) and np.all(alpha[:, :, -1] == 0)
+    # one pixel in: at most 1/3 of the untapered alpha; 3 pixels in: untouched (alpha ~ sigmoid(5))
+    assert alpha[:, 1, 8].max() <= 1 / 3 + 1e-6
+    assert alpha[:, 8, 8].min() > 0.9
+    assert out[..., :3].min() > 0  # RGB is not tapered
+    assert RGBAGenerator.from_config(g.get_config()).border_taper == 3

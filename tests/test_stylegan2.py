@@ -120,3 +120,14 @@ def test_layered_generator_layers_and_separate_mappings():
         mask_sum = tf.reduce_sum(lg(z)["mask"])
     grads = tape.gradient(mask_sum, lg.G_b.trainable_variables)
     assert all(gr is None for gr in grads)  # G_b has no influence on the mask
+
+
+def test_mask_center_prior_option():
+    lg = LayeredGenerator(16, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4,
+                          mask_center_prior=2.0)
+    prior = lg.mask_prior.numpy()[0, ..., 0]
+    assert prior[8, 8] > 1.9 and prior[0, 0] < -5  # centre vs corner
+    assert abs((prior > 0).mean() - 0.30) < 0.05  # a centred disc of ~30 % of the image
+    plain = LayeredGenerator(16, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4)
+    assert not plain.mask_prior.numpy().any()  # off by default (the paper)
+    assert lg.get_config()["mask_center_prior"] == 2.0

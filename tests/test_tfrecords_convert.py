@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from indep_seg.data import DataError, read_dataset, read_image_folder, read_tfrecords
+from indep_seg.data import DataError, read_dataset, read_tfrecords
 from tfrecords_tools import convert_folder, convert_masks, convert_patches, inspect_tfrecords, patch_windows
 
 
@@ -149,6 +149,7 @@ def test_patches_cover_the_image_and_keep_pixels(tmp_path):
         e = els[f"big.png#y={y},x={x}".encode()]
         np.testing.assert_array_equal(e["image"], image[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(e["mask"][..., 0], (labels[y:y + 32, x:x + 32] > 0).astype(np.uint8))
+        np.testing.assert_allclose(e["boxes"], [[0, 0, 32, 32]])
     with pytest.raises(DataError, match="window"):
         convert_patches(tmp_path / "big.png", tmp_path / "q" / "p", 64, 8, progress=False)
 
@@ -187,3 +188,27 @@ def test_weizmann_photos_round_trip_through_tfrecords(tmp_path):
         np.testing.assert_array_equal(e["image"], ref[k]["image"])
         np.testing.assert_array_equal(e["mask"], ref[k]["mask"])
         np.testing.assert_allclose(e["boxes"], ref[k]["boxes"], atol=1e-3)
+
+
+def test_patch_windows_cover_every_pixel_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 60), st.integers(1, 60), st.integers(1, 60), st.integers(1, 70))
+    def check(h, w, window, stride):
+        if window > min(h, w):
+            with pytest.raises(ValueError, match="window"):
+                patch_windows(h, w, window, stride)
+            return
+        covered = np.zeros((h, w), bool)
+        corners = patch_windows(h, w, window, stride)
+        assert len(set(corners)) == len(corners)
+        for y, x in corners:
+            assert 0 <= y <= h - window and 0 <= x <= w - window
+            covered[y:y + window, x:x + window] = True
+        # Every pixel is covered when windows overlap or touch (stride > window samples sparsely,
+        # but the last window still reaches the far edges).
+        assert covered.all() if stride <= window else (covered[-1, -1] and covered[0, 0])
+
+    check()

@@ -114,7 +114,8 @@ def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=
             label > 0 for 16/32-bit label maps and 0/1 masks, > 127 for 8-bit 0..255 masks).
         skip_empty: leave out patches whose mask is empty (needs `mask_path`).
 
-    Each record's `image/source_id` is `NAME#y=Y,x=X` and `image/patch/y|x` hold the offset.
+    Each record's `image/source_id` is `NAME#y=Y,x=X`, `image/patch/y|x` hold the offset and its
+    one box is the whole patch.
     """
     image_path = os.fspath(image_path)
     image = _load_array(image_path, "image")
@@ -155,8 +156,11 @@ def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=
         mask_png = None
         if mask is not None:
             mask_png = _encode_png(np.ascontiguousarray(mask[y:y + window, x:x + window]))
+        # The box of a patch is the whole patch (not its mask's box): the dense-cluster
+        # application trains on whole windows.
         return make_example(_encode_png(patch), "png", window, window, f"{name}#y={y},x={x}",
-                            mask_png=mask_png, patch_offset=(y, x)).SerializeToString()
+                            mask_png=mask_png, boxes=[[0, 0, window, window]],
+                            patch_offset=(y, x)).SerializeToString()
 
     if num_shards is None:
         num_shards = auto_num_shards(len(corners) * window * window * 2, len(corners))

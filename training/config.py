@@ -84,14 +84,13 @@ def _coerce(value, tp, key: str):
             if type(None) in args:
                 return None
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got None")
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):

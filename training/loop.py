@@ -520,6 +520,21 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
         raise ValueError(f"model: {type(model).__name__} is not compiled; call model.compile(...) inside "
                          f"strategy.scope() first")
 
+    # A GAN wrapper has no call(): under tf.distribute, fit builds any unbuilt layer by calling the
+    # model ("Unable to automatically build the model", DESIGN.md section 4). So the wrapper is
+    # marked built here, and every sub-layer must already be built (variables created in scope).
+    if not model.built:
+        model.built = True
+    unbuilt = [getattr(layer, "path", None) or layer.name for layer in model._flatten_layers(include_self=False)
+               if not layer.built]
+    if unbuilt:
+        message = (f"model: layers not built before training: {', '.join(unbuilt[:8])}"
+                   f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. net.build(input_shape) "
+                   f"or call it once) inside strategy.scope() - under tf.distribute fit cannot build a "
+                   f"model without call()")
+        if ctx.strategy is not tf.distribute.get_strategy() or ctx.strategy.num_replicas_in_sync > 1:
+            raise ValueError(message)
+        print(f"warning: {message}", file=sys.stderr)
     ckpt = Checkpointer(model, ctx.model_dir, ctx.strategy, keep_checkpoints=keep_checkpoints)
     run = _Run(model, ctx, ckpt, total_steps, checkpoint_every, log_every, image_every, metric_every,
                metric_fns, preview_batch, budget_check_every or log_every, verbose)

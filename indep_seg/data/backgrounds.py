@@ -47,8 +47,10 @@ def _one_background(image, box, resolution, margin, min_strip, rng):
     if h2 * w2 > 4096 * 4096:
         return None
     scaled = _resize(image, h2, w2)
-    bx0, by0, bx1, by1 = (int(round(box[0] * sx)), int(round(box[1] * sy)),
-                          int(round(box[2] * sx)), int(round(box[3] * sy)))
+    # The box in scaled pixels, grown by one pixel: resampling blends the box's edge into
+    # its neighbours, and no foreground pixel may reach a background.
+    bx0, by0 = int(np.floor(box[0] * sx)) - 1, int(np.floor(box[1] * sy)) - 1
+    bx1, by1 = int(np.ceil(box[2] * sx)) + 1, int(np.ceil(box[3] * sy)) + 1
     bx0, bx1 = np.clip([bx0, bx1], 0, w2)
     by0, by1 = np.clip([by0, by1], 0, h2)
     horizontal = np.concatenate([scaled[:, :bx0], scaled[:, bx1:]], axis=1)  # [h2, n, 3]

@@ -62,9 +62,7 @@ def decode_photo_to_size(contents, height, width, dct_scaling: bool = True):
         shape = tf.io.extract_jpeg_shape(contents)
         factor = tf.minimum(shape[0] // height, shape[1] // width)
         # Branch index 0..3 <-> ratio 1, 2, 4, 8 (ratio is an op attribute, not a tensor).
-        index = tf.cast(tf.clip_by_value(
-            tf.math.floor(tf.math.log(tf.cast(tf.maximum(factor, 1), tf.float32)) / tf.math.log(2.0)),
-            0.0, 3.0), tf.int32)
+        index = tf.add_n([tf.cast(factor >= f, tf.int32) for f in (2, 4, 8)])
         branches = [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r) for r in (1, 2, 4, 8)]
         return tf.switch_case(index, branches)
 

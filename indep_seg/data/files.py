@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -263,7 +262,3 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4), height=h, width=w,
             photo_size=(ph, pw), source_id=name))
     return FolderPlan(items=items, problems=problems)
-
-
-def relative_to(path, root) -> str:
-    return str(Path(path).relative_to(root))

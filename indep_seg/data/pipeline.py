@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from indep_seg import box_crop
 
-__all__ = ["box_crop_pipeline", "crop_boxes"]
+__all__ = ["box_crop_pipeline", "background_crop_pipeline", "crop_boxes"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -169,6 +169,75 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
         out = out.enumerate().map(stage_augment, num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         out = out.enumerate().map(augment_one, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if prefetch:
+        out = out.prefetch(AUTOTUNE)
+    return out
+
+
+def background_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = False, *,
+                             max_overlap: float = 0.0, tries: int = 16, batch_size: int | None = None,
+                             drop_remainder: bool = False, shuffle_buffer: int = 0, seed: int = 0,
+                             repeat=False, supersample: int = 2, prefetch: bool = True):
+    """Background crops at the same scale as the box crops (Dai et al. 2019's background source).
+
+    For every box of every image, a window of the same pixel size as the box's crop window
+    (`box_window(box, margin, square)`) is placed at random inside the same image where it
+    overlaps that image's boxes by at most `max_overlap` of its area (up to `tries` random
+    places; boxes where none fits are dropped), and cropped with the same `crop_to_window`
+    resampling as `box_crop_pipeline`, so real crops and backgrounds share scale and sharpness
+    (DESIGN.md §7). With `repeat`, each epoch draws new places (stateless randomness seeded by
+    `(seed, image index)`).
+
+    Yields `{"image": float32 [R, R, 3] in [0, 1], "window": float32 [4], "source_id": string}`.
+    """
+    if not (isinstance(resolution, int) and resolution >= 4):
+        raise ValueError(f"resolution: expected an integer >= 4, got {resolution!r}")
+    if not (isinstance(max_overlap, (int, float)) and 0 <= max_overlap <= 1):
+        raise ValueError(f"max_overlap: expected a number in [0, 1], got {max_overlap!r}")
+    if not (isinstance(tries, int) and tries >= 1):
+        raise ValueError(f"tries: expected a positive integer, got {tries!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
+
+    def place(index, e):
+        boxes = tf.reshape(tf.cast(e["boxes"], tf.float32), [-1, 4])
+        windows = box_crop.box_window(boxes, margin=margin, square=square)
+        shape = tf.shape(e["image"])
+        h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+        ww = windows[:, 2] - windows[:, 0]
+        wh = windows[:, 3] - windows[:, 1]
+        k = tf.shape(boxes)[0]
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+        u = tf.random.stateless_uniform(tf.stack([k, tries, 2]), key)
+        x0 = u[..., 0] * tf.maximum(w - ww, 0.0)[:, None]
+        y0 = u[..., 1] * tf.maximum(h - wh, 0.0)[:, None]
+        cand = tf.stack([x0, y0, x0 + ww[:, None], y0 + wh[:, None]], axis=-1)  # [K, T, 4]
+        ix = tf.maximum(0.0, tf.minimum(cand[..., None, 2], boxes[:, 2]) - tf.maximum(cand[..., None, 0], boxes[:, 0]))
+        iy = tf.maximum(0.0, tf.minimum(cand[..., None, 3], boxes[:, 3]) - tf.maximum(cand[..., None, 1], boxes[:, 1]))
+        overlap = tf.reduce_sum(ix * iy, axis=-1) / (ww * wh)[:, None]  # sum over boxes >= union
+        fits = tf.logical_and(ww <= w, wh <= h)[:, None]
+        valid = tf.logical_and(overlap <= max_overlap, fits)
+        first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
+        chosen = tf.gather(cand, first, batch_dims=1)
+        images = tf.repeat(tf.cast(e["image"], tf.float32)[tf.newaxis], k, axis=0)
+        crops = box_crop.crop_to_window(images, chosen, resolution, supersample=supersample)
+        crops = tf.clip_by_value(tf.round(crops), 0.0, 255.0) / 255.0
+        return {"image": crops, "window": chosen, "valid": tf.reduce_any(valid, axis=1),
+                "source_id": tf.fill([k], e["source_id"])}
+
+    out = ds
+    if repeat is True:
+        out = out.repeat()
+    elif repeat:
+        out = out.repeat(int(repeat))
+    out = out.enumerate().map(place, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    out = out.filter(lambda e: e["valid"]).map(
+        lambda e: {"image": tf.ensure_shape(e["image"], [resolution, resolution, 3]), "window": e["window"],
+                   "source_id": e["source_id"]}, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if shuffle_buffer:
+        out = out.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if batch_size:
+        out = out.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         out = out.prefetch(AUTOTUNE)
     return out

@@ -124,6 +124,8 @@ class ForegroundSegGAN(keras.Model):
         box_prior_weight: weight of `box_projection_loss` added to eq. (7) (0 = the paper).
         box_margin: the crop margin (where the box lies in the crop) for that prior.
         pairwise_weight: weight of `pairwise_colour_loss` added to eq. (7) (0 = the paper).
+        adversarial_weight: weight of the adversarial term of eq. (7) (1 = the paper; 0 is an
+            ablation: the priors alone).
         seed: seed of the model's `SeedGenerator`.
 
     Example:
@@ -135,7 +137,7 @@ class ForegroundSegGAN(keras.Model):
 
     def __init__(self, segmenter, discriminator, area_lambda=1000.0, area_a=0.25,
                  area_mode="two_sided", d_downsample=1, box_prior_weight=0.0, box_margin=0.0,
-                 pairwise_weight=0.0, seed=0, **kwargs):
+                 pairwise_weight=0.0, adversarial_weight=1.0, seed=0, **kwargs):
         super().__init__(**kwargs)
         checks.check_positive_number(area_lambda, "area_lambda", allow_zero=True)
         checks.check_fraction(area_a, "area_a")
@@ -152,6 +154,8 @@ class ForegroundSegGAN(keras.Model):
         self.box_margin = float(box_margin)
         checks.check_positive_number(pairwise_weight, "pairwise_weight", allow_zero=True)
         self.pairwise_weight = float(pairwise_weight)
+        checks.check_positive_number(adversarial_weight, "adversarial_weight", allow_zero=True)
+        self.adversarial_weight = float(adversarial_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
@@ -213,7 +217,7 @@ class ForegroundSegGAN(keras.Model):
             fake_logits_g = self.discriminator(self._d_input(fake), training=True)
             g_adv = generator_loss_ns(fake_logits_g)
             area = area_penalty(mask, self.area_a, self.area_mode)
-            g_loss = g_adv + self.area_lambda * area
+            g_loss = self.adversarial_weight * g_adv + self.area_lambda * area
             if self.box_prior_weight > 0:
                 g_loss += self.box_prior_weight * box_projection_loss(mask, self.box_margin)
             if self.pairwise_weight > 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from indep_seg.checks import check_int
@@ -171,16 +172,25 @@ class LayeredGenerator(keras.Model):
     Call with z `[N, z_dim]` -> dict `foreground [N,R,R,3]`, `mask [N,R,R,1]`, `background [N,R,R,3]`.
 
     Args: as `StyleGAN2Generator` (shared by both generators), plus
-        mask_bias: initial offset added to the mask logit.
+        mask_bias: constant offset added to the mask logit.
+        mask_center_prior: 0 (paper) or a, adding the fixed logit map `a (1 - (d / 0.62)^2)` (d: distance
+            from the centre in half-widths; > 0 on a centred disc of 30 % of the image). Not in the paper:
+            an option of the small preset (object-centred photos), which the networks can override.
     """
 
     def __init__(self, resolution=64, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768,
-                 channel_max=512, use_noise=True, mapping_lr_multiplier=0.01, mask_bias=0.0, **kwargs):
+                 channel_max=512, use_noise=True, mapping_lr_multiplier=0.01, mask_bias=0.0,
+                 mask_center_prior=0.0, **kwargs):
         super().__init__(**kwargs)
         common = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
                       channel_base=channel_base, channel_max=channel_max, use_noise=use_noise,
                       mapping_lr_multiplier=mapping_lr_multiplier)
-        self.config_ = dict(common, mask_bias=float(mask_bias))
+        self.config_ = dict(common, mask_bias=float(mask_bias), mask_center_prior=float(mask_center_prior))
+        self.mask_center_prior = float(mask_center_prior)
+        c = (np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0
+        d2 = c[None, :] ** 2 + c[:, None] ** 2
+        prior = self.mask_center_prior * (1.0 - d2 / 0.62 ** 2)
+        self.mask_prior = tf.constant(prior[None, :, :, None].astype(np.float32))
         self.resolution = resolution
         self.z_dim = z_dim
         self.mask_bias = float(mask_bias)
@@ -192,7 +202,7 @@ class LayeredGenerator(keras.Model):
         fm = self.G_f(z)
         b = self.G_b(z)
         return {"foreground": 0.5 + 0.5 * fm[..., :3],
-                "mask": tf.sigmoid(fm[..., 3:4] + self.mask_bias),
+                "mask": tf.sigmoid(fm[..., 3:4] + self.mask_bias + self.mask_prior),
                 "background": 0.5 + 0.5 * b}
 
     def get_config(self):

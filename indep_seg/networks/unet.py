@@ -25,7 +25,7 @@ UNET_PRESETS = {
                   encoder_kernels=(4, 4, 4, 4, 4, 2), upsampling="transpose", bn_momentum=0.9),
     # The small preset of the `box_seg` experiment (2 CPU cores).
     "small": dict(resolution=64, encoder_filters=(32, 64, 128, 256, 256),
-                  encoder_kernels=(4, 4, 4, 4, 4), upsampling="bilinear", bn_momentum=0.9),
+                  encoder_kernels=(4, 4, 4, 4, 4), upsampling="conv_bilinear", bn_momentum=0.9),
     # Tests.
     "tiny": dict(resolution=16, encoder_filters=(4, 8, 8), encoder_kernels=(4, 4, 2),
                  upsampling="bilinear", bn_momentum=0.9),

@@ -45,21 +45,22 @@ class BoxSegConfig:
     margin: float = 0.0             # crop = box grown by margin x size on each side (paper: 0)
     unet: str = "small"             # UNET_PRESETS name
     unet_filters: str = ""          # "32,64,128,256,256" overrides the preset's widths
-    upsampling: str = "bilinear"    # "transpose" (paper) or "bilinear" (no checkerboards)
+    upsampling: str = "conv_bilinear"   # "transpose" (paper), "bilinear", "conv_bilinear"
     bn_momentum: float = 0.9
     discriminator: str = "small"    # SN_DISCRIMINATOR_PRESETS name
     d_head: str = "dense"           # "conv" (Table 1) or "dense"
-    d_downsample: int = 1
+    d_downsample: int = 2           # D judges 2x average-pooled images (real and fake alike)
     area_lambda: float = 1000.0     # Table 3
     area_a: float = 0.35            # a for a crop equal to the box; scaled by 1/(1+2 margin)^2
     area_mode: str = "two_sided"    # eq. 7 as printed, or "above"
-    box_prior_weight: float = 0.0   # box tightness prior (BoxInst), not in the paper
-    pairwise_weight: float = 0.0    # colour-affinity smoothness prior (BoxInst), not in the paper
+    box_prior_weight: float = 0.5   # box tightness prior (BoxInst), not in the paper
+    pairwise_weight: float = 1.0    # colour-affinity smoothness prior (BoxInst), not in the paper
+    adversarial_weight: float = 1.0  # 0: ablation without the adversarial term
     batch_size: int = 32
-    d_learning_rate: float = 2e-4
-    g_learning_rate: float = 4e-4
+    d_learning_rate: float = 6e-4   # paper: 2e-4 (with 4e-4 for G the small D stayed near chance)
+    g_learning_rate: float = 2e-4   # paper: 4e-4
     steps: int = 3000               # adversarial + distillation steps (when --steps is not given)
-    adversarial_fraction: float = 0.7   # share of the steps / time budget for phase 1
+    adversarial_fraction: float = 0.8   # share of the steps / time budget for phase 1
     distill_learning_rate: float = 2e-4
     distill_label: str = "composite"    # teacher(composite) (paper) or "carve" (teacher(x))
     distill_real_fraction: float = 0.0
@@ -76,8 +77,9 @@ class BoxSegConfig:
 def paper_config() -> BoxSegConfig:
     """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box)."""
     return BoxSegConfig(resolution=128, margin=0.0, unet="paper", upsampling="transpose",
-                        discriminator="paper", d_head="conv", area_a=0.25, batch_size=32,
-                        steps=20000, snapshot_every=500)
+                        discriminator="paper", d_head="conv", d_downsample=1, area_a=0.25,
+                        box_prior_weight=0.0, pairwise_weight=0.0, d_learning_rate=2e-4,
+                        g_learning_rate=4e-4, batch_size=32, steps=20000, snapshot_every=500)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -343,6 +345,7 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                                area_a=effective_a(cfg), area_mode=cfg.area_mode,
                                d_downsample=cfg.d_downsample, box_prior_weight=cfg.box_prior_weight,
                                box_margin=cfg.margin, pairwise_weight=cfg.pairwise_weight,
+                               adversarial_weight=cfg.adversarial_weight,
                                seed=ctx.seed)
         gan.compile(d_optimizer=keras.optimizers.Adam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
                     g_optimizer=keras.optimizers.Adam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
