@@ -17,10 +17,11 @@ INSTALL_REQUIRES = [
     "pyyaml>=6,<7",
     "tqdm>=4.66,<5",
     "psutil>=5.9,<8",
+    "importlib_resources>=6",  # tfds download_and_prepare, even for local builders
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "opencv-python-headless>=4.9"],
+    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "opencv-python-headless>=4.9", "dill>=0.3"],
 }
 EXTRAS["dev"] = EXTRAS["test"] + ["ruff"]
 

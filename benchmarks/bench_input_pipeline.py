@@ -155,6 +155,17 @@ def main(argv=None):
         n = _take(it, 10 if args.quick else 200)
     record("synthetic, cached", clock, n, f"{n_syn} images of {R}px, steady state")
     result["table"] = rows
+    per_cpu = {r["variant"]: r["images_per_cpu_s"] for r in rows}
+
+    def ratio(a, b):
+        return round(per_cpu[a] / per_cpu[b], 2) if a in per_cpu and b in per_cpu else None
+
+    # Speed-ups measured per CPU-second (robust to the shared machine's load).
+    result["speedups_per_cpu_s"] = {
+        "dct_scaling_vs_full_jpeg_decode": ratio("folder, DCT scaling", "folder, full decode"),
+        "tfrecords_vs_folder_jpeg": ratio("tfrecords, no cache", "folder, DCT scaling"),
+        "cache_vs_no_cache": ratio("tfrecords, cached", "tfrecords, no cache"),
+    }
     result["loadavg_at_end"] = list(os.getloadavg())
     path = write_json_atomic(results_dir() / "input_pipeline.json", result)
     print(f"wrote {path}")

@@ -61,6 +61,23 @@ def latency(fn, n, warmup=5):
     return _stats(out)
 
 
+def paired_latency(fn_a, fn_b, n, warmup=5):
+    """Alternating calls of `fn_a` and `fn_b` (order flipped every pair), so that both see the
+    same machine load; the overhead of b over a is the median of the paired differences."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for i in range(n):
+        for which in ((0, 1) if i % 2 else (1, 0)):
+            t = time.perf_counter()
+            (fn_a if which == 0 else fn_b)()
+            (ta if which == 0 else tb).append(time.perf_counter() - t)
+    diff = (np.asarray(tb) - np.asarray(ta)) * 1e3
+    return {"a": _stats(ta), "b": _stats(tb), "overhead_p50_ms": round(float(np.median(diff)), 3),
+            "overhead_mean_ms": round(float(diff.mean()), 3)}
+
+
 def batched_throughput(fn, batch, seconds, warmup=2):
     """Images/s of `fn` (one call = `batch` images) run back to back for `seconds`."""
     for _ in range(warmup):
@@ -164,6 +181,7 @@ def main():
     from indep_seg.networks.unet import unet_preset
     from indep_seg.segmenter import Segmenter
     from serving.export import export_onnx, export_segmenter
+    from serving.tensors import to_ndarray  # the project client's fast float_val reader
 
     r = args.resolution
     net = unet_preset(args.unet, resolution=r)
@@ -201,7 +219,8 @@ def main():
     results["c_onnxruntime_batched"] = batched_throughput(
         lambda: sess.run(None, {"image": batchc}), args.clients, args.seconds)
     print("onnx", results["c_onnxruntime"], flush=True)
-    del loaded, sm, sess
+    sm_paired = sm
+    del sess
 
     def grpc_latency(port):
         ch = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -212,7 +231,7 @@ def main():
             req.model_spec.name = "seg"
             req.inputs["image"].CopyFrom(tf.make_tensor_proto(batch1))
             resp = stub.Predict(req, timeout=120)
-            return tf.make_ndarray(resp.outputs["mask"])
+            return to_ndarray(resp.outputs["mask"])
 
         out = call()
         np.testing.assert_allclose(out[0, ..., 0], seg.predict([image])[0], atol=1e-4)
@@ -252,9 +271,41 @@ def main():
                              "batch_timeout_micros { value: 0 }\n"
                              "num_batch_threads { value: 1 }\n"
                              "max_enqueued_batches { value: 100 }\n")
+    def grpc_call(port):
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+        def call():
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "seg"
+            req.inputs["image"].CopyFrom(tf.make_tensor_proto(batch1))
+            return to_ndarray(stub.Predict(req, timeout=120).outputs["mask"])
+        return call
+
+    inproc_call = (lambda: sm_paired(image=tf.constant(batch1))["mask"].numpy())
+    inproc_batched = (lambda: sm_paired(image=tf.constant(batchc))["mask"].numpy())
     for label, bfile in (("no_batching", None), ("batching", batching_file)):
         server = ServerProcess(work / "base", bfile)
         try:
+            paired = paired_latency(inproc_call, grpc_call(server.port), args.n)
+            results[f"paired_saved_model_vs_grpc_{label}"] = paired
+            print(label, "paired", paired, flush=True)
+            if bfile is not None:
+                # Alternating windows: in-process batches of `clients` images vs the batching
+                # server under `clients` concurrent batch-1 clients.
+                windows = {"in_process": [], "server": []}
+                for _ in range(3):
+                    windows["in_process"].append(batched_throughput(inproc_batched, args.clients,
+                                                                    args.seconds / 3))
+                    windows["server"].append(concurrent_throughput(make_grpc_call(server.port), args.clients,
+                                                                   args.seconds / 3, warmup_s=1.0))
+                ip = sum(w["calls"] * w["batch"] for w in windows["in_process"]) / sum(
+                    w["seconds"] for w in windows["in_process"])
+                sv = float(np.mean([w["throughput_per_s"] for w in windows["server"]]))
+                results["paired_throughput_batching"] = {
+                    "in_process_images_per_s": round(ip, 2), "server_images_per_s": round(sv, 2),
+                    "ratio": round(sv / ip, 3), "windows": windows}
+                print("paired throughput", results["paired_throughput_batching"]["ratio"], flush=True)
             results[f"d_grpc_{label}"] = grpc_latency(server.port)
             print(label, "grpc", results[f"d_grpc_{label}"], flush=True)
             results[f"d_rest_{label}"] = rest_latency(server.rest_port)
@@ -274,6 +325,13 @@ def main():
     inproc_batched = results["b_saved_model_batched"]["images_per_s"]
     served = results[f"d_grpc_batching_{args.clients}_clients"]["throughput_per_s"]
     results["summary"] = {
+        "paired_grpc_overhead_p50_ms": results["paired_saved_model_vs_grpc_no_batching"]["overhead_p50_ms"],
+        "paired_grpc_overhead_p50_ms_with_batching":
+            results["paired_saved_model_vs_grpc_batching"]["overhead_p50_ms"],
+        "paired_batched_throughput_ratio": results["paired_throughput_batching"]["ratio"],
+        "goal_paired_overhead_under_2ms": bool(
+            results["paired_saved_model_vs_grpc_no_batching"]["overhead_p50_ms"] < 2.0),
+        "goal_paired_ratio_at_least_0.9": bool(results["paired_throughput_batching"]["ratio"] >= 0.9),
         "grpc_overhead_p50_ms_vs_saved_model": round(results["d_grpc_no_batching"]["p50_ms"] - base_p50, 3),
         "grpc_overhead_p50_ms_vs_keras_network": round(
             results["d_grpc_no_batching"]["p50_ms"] - results["a_keras_network_only"]["p50_ms"], 3),

@@ -4,10 +4,14 @@
     .venv/bin/python benchmarks/bench_train_step.py --presets box_seg_paper --variants baseline,xla
     .venv/bin/python benchmarks/bench_train_step.py --quick         # seconds, for the runner's test
 
-Each (preset, variant) runs in its own subprocess (environment variables such as
-TF_ENABLE_ONEDNN_OPTS and thread settings only act before TensorFlow starts), builds the
-step, compiles it with two warm-up steps, then times `--repeats` short bursts of `--steps`
-steps (the CPU is shared: the best burst is the figure, the spread is recorded).
+Variants that need another environment (TF_ENABLE_ONEDNN_OPTS, TF_XLA_FLAGS), thread settings
+or precision policy run in their own worker subprocess (those act only before TensorFlow
+starts); the others of a preset share one worker (up to --max-group), are all built and
+compiled (two warm-up steps each), and are then timed in interleaved bursts A B C A B C ...,
+`--repeats` bursts of `--steps` steps each, so that variants compared with each other saw the
+same share of the shared CPU. The best burst is the figure; the spread is recorded, and so is
+the TensorFlow 2048^3 matmul rate measured inside the worker around its bursts
+(`local_peak_gflops`: how much of the CPU the worker really had).
 
 FLOP counting (see benchmarks/flops.py): the model FLOP of a step is counted from the
 networks' layers (Conv2D / Conv2DTranspose / Dense multiply-adds), 3x the forward FLOP for
@@ -65,97 +69,115 @@ VARIANTS = {
 }
 
 
-def _worker(preset, variant, steps, repeats):
-    env, opts, threads = VARIANTS[variant]
-    import tensorflow as tf
-
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
-        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
-    import keras
-    import numpy as np
-
-    opts = dict(opts)
-    policy = opts.pop("policy", None)
-    if policy:
-        keras.mixed_precision.set_global_policy(policy)
+def _build(preset, variant, opts):
+    """(callable step, batch tuple, batch size, model FLOP dict, impl, sizes, tf.function)."""
     from benchmarks import train_step_adapters as adapters
 
     why_not = adapters.registered(preset) if preset in APP_PRESETS else "reference"
     if why_not is None:
         if variant in REFERENCE_ONLY:
             raise SystemExit(f"variant {variant} applies to the reference step only")
-        handle = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")))
-        impl, sizes = handle.impl, handle.config
-        fn, batch, batch_size, flops = handle.step, handle.batch, handle.batch_size, handle.flops
-        traced = handle.step
-    elif preset in REFERENCE_PRESETS:
+        h = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")))
+        return h.step, h.batch, h.batch_size, h.flops, h.impl, h.config, h.step
+    if preset in REFERENCE_PRESETS:
         from benchmarks.table1 import Table1Step
 
         sizes = REFERENCE_PRESETS[preset]
         impl = "table1_reference" + ("" if why_not == "reference" else f" ({why_not})")
         ref = Table1Step(**sizes, **opts)
-        fn, batch, batch_size, flops = ref.step, ref.batch(), ref.batch_size, ref.model_flops()
-        traced = ref.step
-    else:
-        raise SystemExit(f"{preset}: {why_not}")
+        return ref.step, ref.batch(), ref.batch_size, ref.model_flops(), impl, sizes, ref.step
+    raise SystemExit(f"{preset}: {why_not}")
 
-    def first_value(out):
-        leaf = tf.nest.flatten(out)[0]
-        return float(tf.reshape(leaf, [-1])[0])
+
+def _worker(preset, variants, steps, repeats):
+    """Builds every variant (they share environment, threads and precision policy), then times
+    them in interleaved bursts (A B C A B C ...) so that all see the same share of the CPU."""
+    env, _, threads = VARIANTS[variants[0]]
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+    import resource
+
+    import keras
+    import numpy as np
 
     from benchmarks.common import matmul_peak
 
-    local_peak = [matmul_peak(repeats=5, use_tf=True)["tf_gflops_best"]]
-    t0 = time.perf_counter()
-    out = fn(*batch)
-    first_value(out)
-    first_step_s = time.perf_counter() - t0
-    first_value(fn(*batch))
-    bursts = []
+    policy = VARIANTS[variants[0]][1].get("policy")
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
+
+    def first_value(out):
+        leaf = tf.nest.flatten(out)[0]
+        return float(tf.reshape(tf.cast(leaf, tf.float32), [-1])[0])
+
+    built = {}
+    for v in variants:
+        opts = {k: val for k, val in VARIANTS[v][1].items() if k != "policy"}
+        fn, batch, batch_size, flops, impl, sizes, traced = _build(preset, v, opts)
+        t0 = time.perf_counter()
+        first_value(fn(*batch))
+        first_step_s = time.perf_counter() - t0
+        first_value(fn(*batch))
+        built[v] = dict(fn=fn, batch=batch, batch_size=batch_size, flops=flops, impl=impl, sizes=sizes,
+                        traced=traced, opts=opts, first_step_s=first_step_s, bursts=[], out=None)
+    local_peak = [matmul_peak(repeats=5)["tf_gflops_best"]]
     for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            out = fn(*batch)
-        first_value(out)
-        bursts.append((time.perf_counter() - t) / steps)
-    local_peak.append(matmul_peak(repeats=5, use_tf=True)["tf_gflops_best"])
-    g = {"error": "not traced"}
-    if traced is not None:
+        for v, b in built.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                out = b["fn"](*b["batch"])
+            first_value(out)
+            b["bursts"].append((time.perf_counter() - t) / steps)
+            b["out"] = out
+    local_peak.append(matmul_peak(repeats=5)["tf_gflops_best"])
+    results = []
+    for v, b in built.items():
+        g = {"error": "not traced"}
         try:
             from benchmarks.flops import graph_flops
 
-            g = graph_flops(traced.get_concrete_function(*batch))
+            g = graph_flops(b["traced"].get_concrete_function(*b["batch"]))
         except Exception as e:  # counting must never hide the timing
             g = {"error": f"{type(e).__name__}: {e}"}
-    import resource
+        results.append({
+            "preset": preset, "variant": v, "impl": b["impl"], "sizes": b["sizes"],
+            "env": env, "step_options": b["opts"], "policy": policy, "threads": threads,
+            "interleaved_with": [w for w in variants if w != v],
+            "first_step_s": b["first_step_s"], "step_s_all": b["bursts"], "local_peak_gflops": max(local_peak),
+            "step_s_best": min(b["bursts"]), "step_s_median": sorted(b["bursts"])[len(b["bursts"]) // 2],
+            "batch_size": b["batch_size"], "model_flops": b["flops"], "graph_flops": g,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "loss_finite": bool(all(np.isfinite(np.asarray(tf.cast(x, tf.float32))).all()
+                                    for x in tf.nest.flatten(b["out"]))),
+        })
+    return results
 
-    return {
-        "preset": preset, "variant": variant, "impl": impl, "sizes": sizes,
-        "env": env, "step_options": opts, "policy": policy, "threads": threads,
-        "first_step_s": first_step_s, "step_s_all": bursts, "local_peak_gflops": max(local_peak),
-        "step_s_best": min(bursts), "step_s_median": sorted(bursts)[len(bursts) // 2],
-        "batch_size": batch_size, "model_flops": flops, "graph_flops": g,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "loss_finite": bool(all(np.isfinite(np.asarray(v)).all() for v in tf.nest.flatten(out))),
-    }
+
+def _group_key(variant):
+    env, opts, threads = VARIANTS[variant]
+    return (tuple(sorted(env.items())), threads, opts.get("policy"), opts.get("data_format", "channels_last"))
 
 
-def _run_one(preset, variant, steps, repeats, timeout):
+def _run_group(preset, variants, steps, repeats, timeout):
+    """One worker subprocess for variants that share environment / threads / policy."""
     env = dict(os.environ)
-    env.update(VARIANTS[variant][0])
+    env.update(VARIANTS[variants[0]][0])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", preset, "--variants", variant,
-           "--steps", str(steps), "--repeats", str(repeats)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", preset, "--variants",
+           ",".join(variants), "--steps", str(steps), "--repeats", str(repeats)]
     try:
         p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"preset": preset, "variant": variant, "error": f"timed out after {timeout} s"}
+        return [{"preset": preset, "variant": v, "error": f"timed out after {timeout} s"} for v in variants]
     for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
+        if line.startswith("["):
             return json.loads(line)
     tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-    return {"preset": preset, "variant": variant, "error": f"exit {p.returncode}: " + " | ".join(tail)[-600:]}
+    return [{"preset": preset, "variant": v, "error": f"exit {p.returncode}: " + " | ".join(tail)[-600:]}
+            for v in variants]
 
 
 def _row(r, peak):
@@ -193,7 +215,9 @@ def main(argv=None):
                          f"{','.join(APP_VARIANTS)} for the applications)")
     ap.add_argument("--steps", type=int, default=3, help="steps per timed burst")
     ap.add_argument("--repeats", type=int, default=3, help="timed bursts per run")
-    ap.add_argument("--timeout", type=float, default=600, help="seconds per (preset, variant) run")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per worker subprocess")
+    ap.add_argument("--max-group", type=int, default=4,
+                    help="at most this many variants built in one worker and timed interleaved")
     ap.add_argument("--out", default=None, help="JSON path (default RESULTS/train_step.json)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -207,7 +231,7 @@ def main(argv=None):
         if p not in known:
             ap.error(f"--presets: unknown preset {p!r}; expected some of {', '.join(sorted(known))}")
     if args.worker:
-        print(json.dumps(_worker(presets[0], variants[0], args.steps, args.repeats)))
+        print(json.dumps(_worker(presets[0], variants, args.steps, args.repeats)))
         return 0
     if args.quick:
         presets, variants, args.steps, args.repeats = ["tiny"], ["baseline"], 1, 1
@@ -220,12 +244,17 @@ def main(argv=None):
         if p in APP_PRESETS and not app and p not in REFERENCE_PRESETS:
             runs.append({"preset": p, "variant": "-", "error": f"skipped: {adapters.registered(p)}"})
             continue
-        for v in variants or (APP_VARIANTS if app else list(VARIANTS)):
-            if app and v in REFERENCE_ONLY:
-                continue
-            r = _run_one(p, v, args.steps, args.repeats, args.timeout)
-            runs.append(r)
-            print(json.dumps({k: r.get(k) for k in ("preset", "variant", "step_s_best", "error")}), flush=True)
+        chosen = [v for v in (variants or (APP_VARIANTS if app else list(VARIANTS)))
+                  if not (app and v in REFERENCE_ONLY)]
+        groups = {}
+        for v in chosen:
+            groups.setdefault(_group_key(v), []).append(v)
+        for group in groups.values():
+            for i in range(0, len(group), args.max_group):
+                for r in _run_group(p, group[i:i + args.max_group], args.steps, args.repeats, args.timeout):
+                    runs.append(r)
+                    print(json.dumps({k: r.get(k) for k in ("preset", "variant", "step_s_best", "error")}),
+                          flush=True)
     peak_after = matmul_peak(repeats=3 if args.quick else 10)
     peak = max(peak_before["peak_gflops"], peak_after["peak_gflops"])
     table = [_row(r, peak) for r in runs]

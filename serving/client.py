@@ -128,7 +128,9 @@ class SegmentationClient:
             resp = self._predict.Predict(req, timeout=self.timeout)
         except grpc.RpcError as e:
             raise ClientError(e.code().name, e.details()) from None
-        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+        from serving.tensors import to_ndarray
+
+        return {k: to_ndarray(v) for k, v in resp.outputs.items()}
 
     # ------------------------------------------------------------------ high level
     def segment(self, images, box=None):

@@ -73,7 +73,54 @@ def to_ndarray(proto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
         if num * itemsize > max_bytes:
             raise ValueError(f"tensor_shape: {[d.size for d in proto.tensor_shape.dim]} claims "
                              f"{num * itemsize} bytes, more than the limit of {max_bytes}")
+        fast = _FAST_FIELDS.get(proto.dtype)
+        if fast is not None and not proto.tensor_content and num > 1:
+            # Float / double typed fields straight from the packed wire bytes: tf.make_ndarray
+            # iterates them element by element (~0.6 ms for a 128x128 mask).
+            field, wire, dtype = fast
+            n_vals = len(proto.float_val) if field == 5 else len(proto.double_val)
+            if n_vals == num:
+                payload = _packed_field(proto.SerializeToString(), field)
+                if payload is not None and len(payload) == num * np.dtype(wire).itemsize:
+                    return np.frombuffer(payload, dtype=wire).astype(dtype).reshape(
+                        [d.size for d in proto.tensor_shape.dim])
     return tf.make_ndarray(proto)
+
+
+_FAST_FIELDS = {types_pb2.DT_FLOAT: (5, "<f4", np.float32), types_pb2.DT_DOUBLE: (6, "<f8", np.float64)}
+
+
+def _read_varint(buf, pos):
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _packed_field(buf: bytes, field: int):
+    """Payload of a packed repeated field in a serialised message (None if absent / unpacked)."""
+    pos, n = 0, len(buf)
+    while pos < n:
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            if number == field:
+                return buf[pos:pos + length]
+            pos += length
+        else:
+            return None
+    return None
 
 
 def dtype_name(dtype) -> str:

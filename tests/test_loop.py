@@ -217,6 +217,7 @@ def test_wrapper_without_call_is_marked_built_and_unbuilt_layers_are_named(tmp_p
         def __init__(self, *args, extra_layer=False, **kwargs):
             super().__init__(*args, **kwargs)
             self.built = False  # as a wrapper that forgot the flag
+            self.stateless = keras.layers.Activation("relu", name="stateless")  # no build(): marked built
             if extra_layer:
                 self.head = keras.layers.Dense(3, name="never_built_head")
 
@@ -235,3 +236,4 @@ def test_wrapper_without_call_is_marked_built_and_unbuilt_layers_are_named(tmp_p
                 fit()
         else:
             assert fit()["step"] == 2
+            assert model.stateless.built

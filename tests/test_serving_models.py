@@ -186,3 +186,42 @@ def test_config_file_with_two_models_and_polling(exported, tmp_path):
             np.testing.assert_allclose(out_b[0, ..., 0], exported["seg_b"].predict([img[0]])[0], atol=1e-5)
     finally:
         server.stop()
+
+
+def test_serve_command_end_to_end(exported, tmp_path):
+    """`indep-seg serve` as users run it: a separate process, TF Serving's flags, SIGTERM to stop."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests._serving_helpers import free_port
+
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 4 }\nbatch_timeout_micros { value: 1000 }\n")
+    ready = tmp_path / "ready"
+    rest_port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indep_seg.cli", "serve", "--port", "0", "--rest_api_port", str(rest_port),
+         "--model_name", "horse", "--model_base_path", str(exported["a"].parent),
+         "--batching_parameters_file", str(batching), "--ready_file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=180), "server did not start"
+        assert proc.poll() is None, proc.stderr.read()
+        grpc_port, got_rest = map(int, ready.read_text().split())
+        assert got_rest == rest_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/horse", timeout=30) as r:
+            assert json.loads(r.read())["model_version_status"][0]["state"] == "AVAILABLE"
+        img = np.random.default_rng(4).random((1, 10, 12, 3), dtype=np.float32)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+            version, out = _predict(prediction_service_pb2_grpc.PredictionServiceStub(ch), img, "horse")
+        assert version == 1
+        np.testing.assert_allclose(out[0, ..., 0], exported["seg_a"].predict([img[0]])[0], atol=1e-5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "serving gRPC on 127.0.0.1:" in out and "server stopped" in err
+    assert "Traceback" not in err

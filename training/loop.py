@@ -525,8 +525,14 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
     # marked built here, and every sub-layer must already be built (variables created in scope).
     if not model.built:
         model.built = True
-    unbuilt = [getattr(layer, "path", None) or layer.name for layer in model._flatten_layers(include_self=False)
-               if not layer.built]
+    unbuilt = []
+    for layer in model._flatten_layers(include_self=False):
+        if layer.built:
+            continue
+        if type(layer).build is keras.layers.Layer.build:
+            layer.built = True  # no build() of its own: it has no state to create (e.g. minibatch-std)
+        else:
+            unbuilt.append(getattr(layer, "path", None) or layer.name)
     if unbuilt:
         message = (f"model: layers not built before training: {', '.join(unbuilt[:8])}"
                    f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. net.build(input_shape) "
