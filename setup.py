@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "keras==3.15.1",
+    "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
     "tensorflow-serving-api==2.21.0",
     "grpcio==1.85.1",
