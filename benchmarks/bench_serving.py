@@ -170,6 +170,8 @@ def main():
     ap.add_argument("--n", type=int, default=100, help="latency samples per configuration")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=20.0, help="measuring time per throughput run")
+    ap.add_argument("--tensor-content-run", action="store_true",
+                    help="also time a server answering in tensor_content")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serving.json"))
     args = ap.parse_args()
 
@@ -315,11 +317,12 @@ def main():
             print(label, "concurrent", results[f"d_grpc_{label}_{args.clients}_clients"], flush=True)
         finally:
             server.stop()
-    server = ServerProcess(work / "base", None, tensor_content=True)
-    try:
-        results["d_grpc_no_batching_tensor_content"] = grpc_latency(server.port)
-    finally:
-        server.stop()
+    if args.tensor_content_run:
+        server = ServerProcess(work / "base", None, tensor_content=True)
+        try:
+            results["d_grpc_no_batching_tensor_content"] = grpc_latency(server.port)
+        finally:
+            server.stop()
 
     base_p50 = results["b_saved_model"]["p50_ms"]
     inproc_batched = results["b_saved_model_batched"]["images_per_s"]

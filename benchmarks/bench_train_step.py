@@ -123,16 +123,29 @@ def _worker(preset, variants, steps, repeats):
         first_value(fn(*batch))
         built[v] = dict(fn=fn, batch=batch, batch_size=batch_size, flops=flops, impl=impl, sizes=sizes,
                         traced=traced, opts=opts, first_step_s=first_step_s, bursts=[], out=None)
+    def matmul_cpu_rate(n=2048, reps=5):
+        """TF matmul GFLOP per CPU-second of this process (insensitive to waiting for the CPU)."""
+        a = tf.random.uniform((n, n))
+        f = tf.function(lambda: tf.matmul(a, a))
+        f().numpy()
+        c = time.process_time()
+        for _ in range(reps):
+            f().numpy()
+        return 2.0 * n ** 3 * reps / (time.process_time() - c) / 1e9
+
     local_peak = [matmul_peak(repeats=5)["tf_gflops_best"]]
+    cpu_rates = [matmul_cpu_rate()]
     for _ in range(repeats):
         for v, b in built.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 out = b["fn"](*b["batch"])
             first_value(out)
             b["bursts"].append((time.perf_counter() - t) / steps)
+            b.setdefault("cpu", []).append((time.process_time() - c) / steps)
             b["out"] = out
     local_peak.append(matmul_peak(repeats=5)["tf_gflops_best"])
+    cpu_rates.append(matmul_cpu_rate())
     results = []
     for v, b in built.items():
         g = {"error": "not traced"}
@@ -147,6 +160,7 @@ def _worker(preset, variants, steps, repeats):
             "env": env, "step_options": b["opts"], "policy": policy, "threads": threads,
             "interleaved_with": [w for w in variants if w != v],
             "first_step_s": b["first_step_s"], "step_s_all": b["bursts"], "local_peak_gflops": max(local_peak),
+            "cpu_s_per_step_all": b["cpu"], "matmul_gflop_per_cpu_s": max(cpu_rates),
             "step_s_best": min(b["bursts"]), "step_s_median": sorted(b["bursts"])[len(b["bursts"]) // 2],
             "batch_size": b["batch_size"], "model_flops": b["flops"], "graph_flops": g,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -200,6 +214,11 @@ def _row(r, peak):
         # the same matmul measured inside the worker just before and after its bursts
         # (tracks how much of the shared CPU the run actually had)
         "efficiency_vs_local_peak_pct": round(100 * gflops / r["local_peak_gflops"], 1),
+        # FLOP per CPU-second of the step / of the matmul, both in the worker: a utilisation
+        # figure that waiting for a shared CPU does not change (busy-waiting threads count)
+        "cpu_s_per_step": round(min(r["cpu_s_per_step_all"]), 3),
+        "efficiency_per_cpu_s_pct": round(100 * (f / min(r["cpu_s_per_step_all"]) / 1e9)
+                                          / r["matmul_gflop_per_cpu_s"], 1),
         "first_step_s": round(r["first_step_s"], 1),
         "maxrss_mb": round(r["maxrss_mb"]),
     }

@@ -36,6 +36,16 @@ def test_bilinear_decoder_and_range():
     assert m.shape == (3, 16, 16, 1) and m.min() >= 0 and m.max() <= 1
 
 
+def test_conv_bilinear_decoder_convolves_before_upsampling():
+    net = unet_preset("tiny", upsampling="conv_bilinear")
+    assert not _layers(net, keras.layers.Conv2DTranspose)
+    # every decoder conv but the mask's runs at the lower size; the mask conv at full size
+    assert net.get_layer("dec0_conv").output.shape[1] == 4
+    assert net.get_layer("dec0_conv_up").output.shape[1] == 8
+    assert net.get_layer("mask_conv").output.shape[1:] == (16, 16, 1)
+    assert net(np.zeros((1, 16, 16, 3), "float32")).shape == (1, 16, 16, 1)
+
+
 def test_bad_arguments_name_the_argument():
     with pytest.raises(ValueError, match="resolution"):
         UNet(resolution=20, encoder_filters=(4, 8, 8), encoder_kernels=(4, 4, 4))

@@ -17,6 +17,16 @@ from indep_seg.models.foreground_seg_gan import _replica_scale, to_grid
 __all__ = ["Distiller", "smooth_l1"]
 
 
+def _global_batch_draw(draw, local_batch):
+    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
+    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
+    try:
+        from training.strategy import global_batch_draw
+    except ImportError:  # the library does not need the training package
+        return draw(local_batch)
+    return global_batch_draw(draw, local_batch)
+
+
 def smooth_l1(x):
     """Dai et al. 2019, eq. (8): 4 x^2 if |x| < 0.25 else |x| (per element)."""
     ax = tf.abs(x)
@@ -74,11 +84,12 @@ class Distiller(keras.Model):
         m_t = self.teacher(image, training=False)
         comp = m_t * image + (1.0 - m_t) * background
         n = tf.shape(image)[0]
-        flip = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < 0.5
+        flip = _global_batch_draw(lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < 0.5
         comp = tf.where(flip, tf.reverse(comp, [2]), comp)
         carve = tf.where(flip, tf.reverse(m_t, [2]), m_t)
         if self.real_fraction > 0:
-            use_real = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator) < self.real_fraction
+            use_real = _global_batch_draw(
+                lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < self.real_fraction
             real = tf.where(flip, tf.reverse(image, [2]), image)
             comp = tf.where(use_real, real, comp)
         if self.label == "composite":

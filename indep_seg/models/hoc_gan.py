@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg import checks, losses
+from indep_seg import _random, checks, losses
 from indep_seg.composition import composite_layers
-from indep_seg.layout import pad_and_random_crop
+from indep_seg.layout import integer_translate
 from indep_seg.providers import GeneratorProvider
 
 __all__ = ["HocGAN"]
@@ -32,6 +32,16 @@ def _scale_loss(loss):
     once, here; the unscaled value is what gets logged (DESIGN.md section 4)."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / tf.cast(replicas, loss.dtype)
+
+
+def _global_batch_draw(draw, local_batch):
+    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
+    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
+    try:
+        from training.strategy import global_batch_draw
+    except ImportError:  # the library does not need the training package
+        return draw(local_batch)
+    return global_batch_draw(draw, local_batch)
 
 
 def _step_outputs(logs):
@@ -118,11 +128,16 @@ class HocGAN(keras.Model):
         ``layers [B, N, R, R, 4]`` (before layout), ``warped`` (after layout), ``shifts [B, N, 2]``
         (dx, dy), ``composite`` and eq. (5)'s ``partial`` / ``carved`` / ``visibility``.
         """
-        layers, z = self.provider.generate(batch_size, training=training)
+        # = provider.generate + layout.pad_and_random_crop, with the draws made for the global batch
+        z = _global_batch_draw(lambda n: self.provider.sample_latents(n), batch_size)
+        layers = self.provider(z, training=training)
         r = self.generator.resolution
         layers = tf.reshape(layers, [-1, self.num_layers, r, r, 4])
         z = tf.reshape(z, [-1, self.num_layers, self.latent_dim])
-        warped, shifts = pad_and_random_crop(layers, self.padding, seed=self.layout_seed, return_shifts=True)
+        shifts = _global_batch_draw(lambda n: _random.randint(
+            tf.stack([tf.cast(n, tf.int32), self.num_layers, 2]), -self.padding, self.padding,
+            seed=self.layout_seed), batch_size)
+        warped = integer_translate(layers, shifts)
         composite, extras = composite_layers(warped, background=background, return_layers=True)
         if not return_all:
             return composite

@@ -38,6 +38,16 @@ __all__ = [
 ]
 
 
+def _global_batch_draw(draw, local_batch):
+    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
+    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
+    try:
+        from training.strategy import global_batch_draw
+    except ImportError:  # the library does not need the training package
+        return draw(local_batch)
+    return global_batch_draw(draw, local_batch)
+
+
 # ----------------------------------------------------------------------------- paper's functions
 def random_shift_perturbation(foreground, mask, max_fraction=0.125, seed=None):
     """ILSGAN's T (eq. 3): shift foreground and mask together by random integers (dx, dy), each
@@ -63,8 +73,8 @@ def random_shift_perturbation(foreground, mask, max_fraction=0.125, seed=None):
         shifts = tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32) if isinstance(s, int) else \
             tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32)
     else:
-        shifts = tf.cast(tf.floor(keras.random.uniform([n, 2], seed=seed) * tf.cast(2 * s + 1, tf.float32)),
-                         tf.int32) - s
+        u = _global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=seed), n)
+        shifts = tf.cast(tf.floor(u * tf.cast(2 * s + 1, tf.float32)), tf.int32) - s
         shifts = tf.clip_by_value(shifts, -s, s)
     both = tf.concat([foreground, tf.cast(mask, foreground.dtype)], axis=-1)
     padded = tf.pad(both, [[0, 0], [s, s], [s, s], [0, 0]])
@@ -310,7 +320,7 @@ class ILSGAN(keras.Model):
         gamma = self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / global_batch
 
         # ---- generator step: eq. (5), second line
-        z = self.sample_z(n)
+        z = _global_batch_draw(self.sample_z, n)
         shuffle_index = keras.random.randint([n], 0, n, seed=self.seed_generator)
         w_ils = self.ils_weight()
         with tf.GradientTape() as g_tape:

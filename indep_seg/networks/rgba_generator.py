@@ -35,6 +35,12 @@ class RGBAGenerator(keras.Model):
         upsample: ``"deconv"`` (Table 2: 4x4 transposed conv, stride 2) or ``"upsample"``
             (nearest x2 then 3x3 conv).
         bn_momentum: BatchNorm momentum (Keras' 0.99 lags early in training; 0.9 default).
+        bn_synchronized: BatchNorm statistics over the global batch under tf.distribute
+            (``synchronized=True``); needed for N replicas to train exactly as one device.
+        bias_before_bn: give the layers that feed a BatchNorm a bias (Keras' default). Such a bias
+            has a zero gradient in exact arithmetic (BN subtracts the batch mean), so Adam moves it
+            by about +-lr per step on the sign of rounding noise; ``False`` (tiny presets) drops it,
+            which changes nothing else (BN's beta is the bias).
         alpha_bias: initial bias of the alpha logit (e.g. ``logit(a)`` to start near area a).
         border_taper: if > 0, the alpha channel is multiplied by a fixed ramp that is 0 on the
             canvas' outermost pixels and reaches 1 after `border_taper` pixels, so an instance cannot
@@ -50,7 +56,8 @@ class RGBAGenerator(keras.Model):
     """
 
     def __init__(self, latent_dim=6, resolution=64, initial_size=8, widths=(256, 256, 128, 64),
-                 upsample="deconv", bn_momentum=0.9, alpha_bias=0.0, border_taper=0, **kwargs):
+                 upsample="deconv", bn_momentum=0.9, alpha_bias=0.0, border_taper=0, bn_synchronized=False,
+                 bias_before_bn=True, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.resolution = checks.check_int(resolution, "resolution", minimum=2)
@@ -65,6 +72,8 @@ class RGBAGenerator(keras.Model):
                              f"{self.initial_size * 2 ** n_up}, got {self.resolution}")
         self.upsample = checks.check_choice(upsample, "upsample", ("deconv", "upsample"))
         self.bn_momentum = float(bn_momentum)
+        self.bn_synchronized = bool(bn_synchronized)
+        self.bias_before_bn = bool(bias_before_bn)
         self.alpha_bias = float(alpha_bias)
         self.border_taper = checks.check_int(border_taper, "border_taper", minimum=0,
                                              maximum=self.resolution // 2)
@@ -76,24 +85,28 @@ class RGBAGenerator(keras.Model):
                                           np.minimum(ramp[:, None], ramp[None, :])[..., None]], -1)
 
         s, c0 = self.initial_size, widths[0]
-        self.project = layers.Dense(s * s * c0, name="project")  # 1x1 conv on a 1x1 z
-        self.project_bn = layers.BatchNormalization(momentum=self.bn_momentum, name="project_bn")
+        def bn(name):
+            return layers.BatchNormalization(momentum=self.bn_momentum, synchronized=self.bn_synchronized,
+                                             name=name)
+
+        bias = self.bias_before_bn
+        self.project = layers.Dense(s * s * c0, use_bias=bias, name="project")  # 1x1 conv on a 1x1 z
+        self.project_bn = bn("project_bn")
         self.reshape = layers.Reshape((s, s, c0))
         self.blocks = []
         for i in range(2):
-            self.blocks.append((layers.Conv2D(widths[1], 4, padding="same", name=f"conv{i}"),
-                                layers.BatchNormalization(momentum=self.bn_momentum, name=f"conv{i}_bn")))
+            self.blocks.append((layers.Conv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
+                                bn(f"conv{i}_bn")))
         for i, w in enumerate(widths[2:]):
-            self.blocks.append((self._up(w, f"up{i}"),
-                                layers.BatchNormalization(momentum=self.bn_momentum, name=f"up{i}_bn")))
+            self.blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
         self.to_rgba = self._up(4, "to_rgba")
         self.act = layers.LeakyReLU(0.2)
 
-    def _up(self, filters, name):
+    def _up(self, filters, name, use_bias=True):
         if self.upsample == "deconv":
-            return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=name)
+            return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
         return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
-                                 layers.Conv2D(filters, 3, padding="same")], name=name)
+                                 layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
 
     def build(self, input_shape):
         # Build every sub-layer so that weights exist before the first call (checkpoints, counts).
@@ -125,7 +138,8 @@ class RGBAGenerator(keras.Model):
         config.update(latent_dim=self.latent_dim, resolution=self.resolution,
                       initial_size=self.initial_size, widths=list(self.widths), upsample=self.upsample,
                       bn_momentum=self.bn_momentum, alpha_bias=self.alpha_bias,
-                      border_taper=self.border_taper)
+                      border_taper=self.border_taper, bn_synchronized=self.bn_synchronized,
+                      bias_before_bn=self.bias_before_bn)
         return config
 
 

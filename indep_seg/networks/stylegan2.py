@@ -21,7 +21,7 @@ import tensorflow as tf
 from indep_seg.checks import check_int
 from indep_seg.networks.stylegan2_layers import (EqualizedConv2D, EqualizedDense, MappingNetwork,
                                                  MinibatchStdDev, ModulatedConv2D, NoiseInjection,
-                                                 lrelu_gain)
+                                                 lrelu_gain, track_for_checkpoint)
 
 __all__ = ["StyleGAN2Generator", "LayeredGenerator", "StyleGAN2Discriminator", "channels_per_resolution"]
 
@@ -113,14 +113,27 @@ class StyleGAN2Generator(keras.Model):
         self.channels = channels_per_resolution(self.resolution, channel_base, channel_max)
         self.mapping = MappingNetwork(self.w_dim, self.mapping_layers, self.mapping_lr_multiplier,
                                       name="mapping")
-        self.blocks = []
+        # flat lists of layers (layers nested in tuples are invisible to tf.train.Checkpoint)
+        self.synthesis_layers = []
+        self.torgb_layers = []
+        self.layers_per_block = []
         for res, ch in self.channels.items():
-            layers = []
             if res > 4:
-                layers.append(_SynthesisLayer(ch, up=True, use_noise=self.use_noise, name=f"b{res}_conv0"))
-            layers.append(_SynthesisLayer(ch, up=False, use_noise=self.use_noise, name=f"b{res}_conv1"))
-            self.blocks.append((res, layers, _ToRGB(self.out_channels, name=f"b{res}_torgb")))
+                self.synthesis_layers.append(_SynthesisLayer(ch, up=True, use_noise=self.use_noise,
+                                                             name=f"b{res}_conv0"))
+            self.synthesis_layers.append(_SynthesisLayer(ch, up=False, use_noise=self.use_noise,
+                                                         name=f"b{res}_conv1"))
+            self.layers_per_block.append(1 if res == 4 else 2)
+            self.torgb_layers.append(_ToRGB(self.out_channels, name=f"b{res}_torgb"))
+        track_for_checkpoint(self, "synthesis", self.synthesis_layers)
+        track_for_checkpoint(self, "torgb", self.torgb_layers)
         self.build((None, self.z_dim))
+
+    def _blocks(self):
+        i = 0
+        for n, torgb in zip(self.layers_per_block, self.torgb_layers):
+            yield self.synthesis_layers[i:i + n], torgb
+            i += n
 
     def build(self, input_shape):
         c4 = self.channels[4]
@@ -129,7 +142,7 @@ class StyleGAN2Generator(keras.Model):
         self.mapping.build((None, self.z_dim))
         cin = c4
         wshape = (None, self.w_dim)
-        for res, layers, torgb in self.blocks:
+        for layers, torgb in self._blocks():
             for layer in layers:
                 layer.build(((None, None, None, cin), wshape))
                 cin = layer.filters
@@ -140,7 +153,7 @@ class StyleGAN2Generator(keras.Model):
         n = tf.shape(w)[0]
         x = tf.tile(self.const[tf.newaxis], tf.stack([n, 1, 1, 1]))
         img = None
-        for res, layers, torgb in self.blocks:
+        for layers, torgb in self._blocks():
             for layer in layers:
                 x = layer([x, w])
             y = torgb([x, w])
@@ -234,14 +247,18 @@ class StyleGAN2Discriminator(keras.Model):
         ch = channels_per_resolution(self.resolution, channel_base, channel_max)
         self.channels = ch
         self.from_rgb = EqualizedConv2D(ch[self.resolution], 1, activation="lrelu", name="fromrgb")
-        self.blocks = []
+        self.conv0_layers, self.conv1_layers, self.skip_layers = [], [], []
         res = self.resolution
         while res > 4:
-            self.blocks.append((
-                EqualizedConv2D(ch[res], 3, activation="lrelu", name=f"b{res}_conv0"),
-                EqualizedConv2D(ch[res // 2], 3, down=True, activation="lrelu", name=f"b{res}_conv1"),
-                EqualizedConv2D(ch[res // 2], 1, down=True, use_bias=False, name=f"b{res}_skip")))
+            self.conv0_layers.append(EqualizedConv2D(ch[res], 3, activation="lrelu", name=f"b{res}_conv0"))
+            self.conv1_layers.append(EqualizedConv2D(ch[res // 2], 3, down=True, activation="lrelu",
+                                                     name=f"b{res}_conv1"))
+            self.skip_layers.append(EqualizedConv2D(ch[res // 2], 1, down=True, use_bias=False,
+                                                    name=f"b{res}_skip"))
             res //= 2
+        track_for_checkpoint(self, "conv0_", self.conv0_layers)
+        track_for_checkpoint(self, "conv1_", self.conv1_layers)
+        track_for_checkpoint(self, "skip", self.skip_layers)
         self.mbstd = MinibatchStdDev(mbstd_group_size, mbstd_num_channels, name="mbstd")
         self.conv4 = EqualizedConv2D(ch[4], 3, activation="lrelu", name="b4_conv")
         self.fc = EqualizedDense(ch[4], activation="lrelu", name="b4_fc")
@@ -252,7 +269,7 @@ class StyleGAN2Discriminator(keras.Model):
         r = self.resolution
         self.from_rgb.build((None, r, r, self.in_channels))
         c = self.channels[r]
-        for conv0, conv1, skip in self.blocks:
+        for conv0, conv1, skip in zip(self.conv0_layers, self.conv1_layers, self.skip_layers):
             conv0.build((None, r, r, c))
             conv1.build((None, r, r, conv0.filters))
             skip.build((None, r, r, c))
@@ -265,7 +282,7 @@ class StyleGAN2Discriminator(keras.Model):
 
     def call(self, images, training=None):
         x = self.from_rgb(images * 2.0 - 1.0)
-        for conv0, conv1, skip in self.blocks:
+        for conv0, conv1, skip in zip(self.conv0_layers, self.conv1_layers, self.skip_layers):
             y = skip(x)
             x = conv1(conv0(x))
             x = (x + y) * math.sqrt(0.5)

@@ -30,10 +30,22 @@ __all__ = [
     "NoiseInjection",
     "MinibatchStdDev",
     "lrelu_gain",
+    "track_for_checkpoint",
     "modulated_conv_reference",
 ]
 
 SQRT2 = math.sqrt(2.0)
+
+
+def track_for_checkpoint(owner, prefix, layers):
+    """Also set each layer of a Python list as its own attribute (`prefix0`, `prefix1`, ...).
+
+    With Keras 3 on TensorFlow, `tf.train.Checkpoint` does not follow layers held in lists (Keras'
+    `TrackedList`), although `owner.weights` does: without this, checkpoints silently miss them.
+    """
+    for i, layer in enumerate(layers):
+        object.__setattr__(owner, f"_ckpt_{prefix}{i}", layer)
+        owner._track_trackable(layer, name=f"{prefix}{i}", overwrite=True)
 
 
 def lrelu_gain(x):
@@ -141,6 +153,7 @@ class MappingNetwork(keras.layers.Layer):
         self.lr_multiplier = float(check_positive_number(lr_multiplier, "lr_multiplier"))
         self.dense = [EqualizedDense(self.w_dim, lr_multiplier=self.lr_multiplier, activation="lrelu",
                                      name=f"fc{i}") for i in range(self.num_layers)]
+        track_for_checkpoint(self, "fc", self.dense)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

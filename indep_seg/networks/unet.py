@@ -58,6 +58,12 @@ class UNet(keras.Model):
         bn_momentum: BatchNorm moving-average momentum (Keras' default 0.99 left inference
             masks far behind training masks early in training; DESIGN.md section 7).
         leaky_slope: negative slope of the leaky ReLUs.
+        bn_synchronized: BatchNorm statistics over the global batch under tf.distribute
+            (``synchronized=True``); needed for N replicas to train exactly as one device.
+        bias_before_bn: give the convolutions that feed a BatchNorm a bias (Keras' default). Such
+            a bias has a zero gradient in exact arithmetic (BN subtracts the batch mean), so Adam
+            moves it by about +-lr per step on the sign of rounding noise; ``False`` (tiny presets)
+            drops it, which changes nothing else (BN's beta is the bias).
         name: model name.
 
     Example:
@@ -71,7 +77,7 @@ class UNet(keras.Model):
 
     def __init__(self, resolution=128, encoder_filters=(64, 128, 256, 512, 512, 512),
                  encoder_kernels=(4, 4, 4, 4, 4, 2), upsampling="transpose", bn_momentum=0.9,
-                 leaky_slope=0.2, name="unet", **kwargs):
+                 leaky_slope=0.2, bn_synchronized=False, bias_before_bn=True, name="unet", **kwargs):
         resolution = checks.check_int(resolution, "resolution", minimum=2)
         encoder_filters = tuple(int(f) for f in encoder_filters)
         encoder_kernels = tuple(int(k) for k in encoder_kernels)
@@ -89,26 +95,29 @@ class UNet(keras.Model):
         checks.check_fraction(bn_momentum, "bn_momentum")
 
         def bn(tag):
-            return keras.layers.BatchNormalization(momentum=bn_momentum, name=tag)
+            return keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=bool(bn_synchronized),
+                                                   name=tag)
 
         def act(tag):
             return keras.layers.LeakyReLU(negative_slope=leaky_slope, name=tag)
 
         def up(x, filters, kernel, tag, last=False):
+            use_bias = last or bool(bias_before_bn)  # every decoder layer but the last feeds a BN
             if upsampling == "transpose":
                 return keras.layers.Conv2DTranspose(filters, kernel, strides=2, padding="same",
-                                                    name=tag)(x)
+                                                    use_bias=use_bias, name=tag)(x)
             if upsampling == "conv_bilinear" and not last:
-                x = keras.layers.Conv2D(filters, 3, padding="same", name=tag)(x)
+                x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
                 return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
-            return keras.layers.Conv2D(filters, 3, padding="same", name=tag)(x)
+            return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
 
         inputs = keras.Input((resolution, resolution, 3), name="image")
         x = inputs
         skips = []
         for i, (f, k) in enumerate(zip(encoder_filters, encoder_kernels)):
-            x = keras.layers.Conv2D(f, k, strides=2, padding="same", name=f"enc{i}_conv")(x)
+            x = keras.layers.Conv2D(f, k, strides=2, padding="same", use_bias=bool(bias_before_bn),
+                                    name=f"enc{i}_conv")(x)
             x = act(f"enc{i}_act")(bn(f"enc{i}_bn")(x))
             skips.append(x)
         n = len(encoder_filters)
@@ -125,11 +134,14 @@ class UNet(keras.Model):
         self.upsampling = upsampling
         self.bn_momentum = float(bn_momentum)
         self.leaky_slope = float(leaky_slope)
+        self.bn_synchronized = bool(bn_synchronized)
+        self.bias_before_bn = bool(bias_before_bn)
 
     def get_config(self):
         return {"resolution": self.resolution, "encoder_filters": list(self.encoder_filters),
                 "encoder_kernels": list(self.encoder_kernels), "upsampling": self.upsampling,
                 "bn_momentum": self.bn_momentum, "leaky_slope": self.leaky_slope,
+                "bn_synchronized": self.bn_synchronized, "bias_before_bn": self.bias_before_bn,
                 "name": self.name}
 
     @classmethod

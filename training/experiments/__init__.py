@@ -1,7 +1,8 @@
 """Imports every application's experiment module so that its presets get registered.
 
 One module per application (`box_seg`, `ilsgan`, `hoc`) plus `toy` (a 2-layer GAN on synthetic
-data used by the training-infrastructure tests). A module that is not written yet is recorded as
+data used by the training-infrastructure tests) and `tiny` (the applications' `<app>_tiny` presets
+of the distribution tests). A module that is not written yet is recorded as
 missing, and a module that fails to import is recorded with its error and reported with a warning;
 neither stops the other experiments from working. `missing_modules()` tells which and why;
 `indep-seg train --list` and the unknown-experiment error show it.
@@ -13,7 +14,7 @@ import importlib.util
 import traceback
 import warnings
 
-APPLICATION_MODULES = ("toy", "box_seg", "ilsgan", "hoc")
+APPLICATION_MODULES = ("toy", "box_seg", "ilsgan", "hoc", "tiny")
 
 _MISSING: dict[str, str] = {}
 

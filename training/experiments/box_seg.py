@@ -47,6 +47,8 @@ class BoxSegConfig:
     unet_filters: str = ""          # "32,64,128,256,256" overrides the preset's widths
     upsampling: str = "conv_bilinear"   # "transpose" (paper), "bilinear", "conv_bilinear"
     bn_momentum: float = 0.9
+    bn_synchronized: bool = False   # UNet BN over the global batch under tf.distribute (box_seg_tiny: True)
+    bias_before_bn: bool = True     # box_seg_tiny: False (see UNet)
     discriminator: str = "small"    # SN_DISCRIMINATOR_PRESETS name
     d_head: str = "dense"           # "conv" (Table 1) or "dense"
     d_downsample: int = 2           # D judges 2x average-pooled images (real and fake alike)
@@ -236,6 +238,10 @@ def make_dataset(crops, backgrounds, batch_size, seed=0):
 def build_unet(cfg: BoxSegConfig, name="unet") -> UNet:
     kw = dict(UNET_PRESETS[cfg.unet])
     kw.update(resolution=cfg.resolution, upsampling=cfg.upsampling, bn_momentum=cfg.bn_momentum)
+    if cfg.bn_synchronized:
+        kw.update(bn_synchronized=True)
+    if not cfg.bias_before_bn:
+        kw.update(bias_before_bn=False)
     if cfg.unet_filters:
         filters = tuple(int(v) for v in cfg.unet_filters.split(","))
         kernels = tuple(kw["encoder_kernels"])

@@ -61,6 +61,8 @@ class HocConfig:
     g_widths: tuple[int, ...] = (128, 64, 32)
     g_upsample: str = "upsample"
     g_bn_momentum: float = 0.9
+    g_bn_synchronized: bool = False     # BN over the global batch under tf.distribute (hoc_tiny: True)
+    g_bias_before_bn: bool = True       # hoc_tiny: False (see RGBAGenerator)
     g_border_taper: int = 3             # alpha ramps to 0 on the canvas border (0 = paper)
     d_widths: tuple[int, ...] = (32, 64, 128)
     d_final_width: int = 0
@@ -146,6 +148,8 @@ def build_model(r: dict, seed: int = 0):
     a = float(r["a"])
     g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
                       widths=tuple(r["g_widths"]), upsample=r["g_upsample"], bn_momentum=r["g_bn_momentum"],
+                      bn_synchronized=bool(r.get("g_bn_synchronized", False)),
+                      bias_before_bn=bool(r.get("g_bias_before_bn", True)),
                       alpha_bias=float(math.log(a / (1 - a))), border_taper=r["g_border_taper"],
                       name="generator")
     d = HocDiscriminator(widths=tuple(r["d_widths"]), final_width=r["d_final_width"], head=r["d_head"],

@@ -54,6 +54,7 @@ class ILSGANConfig:
     d_channel_base: int = 1024
     d_channel_max: int = 64
     use_noise: bool = True
+    mbstd_group_size: int = 4       # minibatch-std group (StyleGAN2: 4); ilsgan_tiny: 1 (replica-independent)
     mask_bias: float = 0.0          # mask-logit offset
     mask_center_prior: float = 2.0  # small preset only (paper: 0): fixed centred logit map, see
                                     # LayeredGenerator; without it, masks went translucent / all-0 / all-1
@@ -150,7 +151,8 @@ def build_model(cfg: ILSGANConfig, global_batch_size=None):
                            cfg.g_channel_max, use_noise=cfg.use_noise, mask_bias=cfg.mask_bias,
                            mask_center_prior=cfg.mask_center_prior,
                            name="layered_generator")
-    disc = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max, name="discriminator")
+    disc = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max,
+                                  mbstd_group_size=cfg.mbstd_group_size, name="discriminator")
     model = ILSGAN(gen, disc, shift_fraction=cfg.shift_fraction, eta=cfg.eta,
                    eta_max=None if cfg.eta_max < 0 else cfg.eta_max, lambda_m=cfg.lambda_m,
                    lambda_b=cfg.lambda_b, ils=cfg.ils, lambda_ils=cfg.lambda_ils,

@@ -1,0 +1,94 @@
+"""`box_seg_tiny`, `ilsgan_tiny`, `hoc_tiny`: the three application trainers at toy size, for the
+distribution tests (`tests/test_distributed_*.py`, docs/ARCHITECTURE.md "Experiments").
+
+Each preset runs its application's own `train_fn` (both phases / post-hoc stages included) in
+seconds on a CPU, with a global batch of 4 (2 per replica on 2 devices), on data made here from the
+embedded synthetic generators (`ctx.data` is not needed), deterministically given `ctx.seed`, and
+with the settings that make N replicas train exactly as one device:
+
+- BatchNorm over the global batch (`bn_synchronized` / `g_bn_synchronized`: Keras'
+  `BatchNormalization(synchronized=True)`; 1 device uses the same E[x^2] - E[x]^2 formula);
+- ILSGAN: minibatch-std group size 1 (StyleGAN2 groups examples with a stride of batch/group, so
+  any group > 1 mixes examples that sit on different replicas), `ils="l1"` (ILS-MI is a batch-level
+  contrastive estimator whose negatives come from the local batch: it cannot be split-invariant),
+  no ADA (its augmentation draws are per replica) and no per-pixel noise (unseeded
+  `tf.random.normal` in `NoiseInjection`);
+- every random draw in the train steps goes through `training.strategy.global_batch_draw`
+  (done in the model files, unconditionally: one device draws exactly the numbers it drew before).
+
+The generated data lands in `MODEL_DIR/tiny_data/` (rewritten identically on every run).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from training.experiments.box_seg import BoxSegConfig, train_box_seg
+from training.experiments.hoc import HocConfig, train_hoc
+from training.experiments.ilsgan import ILSGANConfig, train_ilsgan
+from training.registry import register_experiment
+
+__all__ = ["box_seg_tiny_config", "ilsgan_tiny_config", "hoc_tiny_config"]
+
+
+def _data_dir(ctx) -> Path:
+    path = Path(ctx.model_dir) / "tiny_data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- box_seg_tiny
+def box_seg_tiny_config() -> BoxSegConfig:
+    return BoxSegConfig(resolution=16, unet="tiny", discriminator="tiny", d_downsample=1, batch_size=4,
+                        steps=3, adversarial_fraction=0.67, background_variants=1, snapshot_every=1000,
+                        probe_images=8, log_every=1, bn_synchronized=True, bias_before_bn=False)
+
+
+def train_box_seg_tiny(cfg: BoxSegConfig, ctx) -> dict:
+    """`train_box_seg` on 8 synthetic photos (`indep_seg.data.write_synthetic_dataset`, boxes from masks)."""
+    from indep_seg.data import write_synthetic_dataset
+
+    paths = write_synthetic_dataset(_data_dir(ctx), num_images=8, seed=int(ctx.seed), size=32)
+    if not cfg.masks:
+        cfg = dataclasses.replace(cfg, masks=paths["masks"])
+    return train_box_seg(cfg, dataclasses.replace(ctx, data=ctx.data or paths["images"]), name="box_seg_tiny")
+
+
+# ----------------------------------------------------------------------------- ilsgan_tiny
+def ilsgan_tiny_config() -> ILSGANConfig:
+    return ILSGANConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, g_channel_base=64, g_channel_max=16,
+                        d_channel_base=64, d_channel_max=16, use_noise=False, mbstd_group_size=1,
+                        mask_center_prior=0.0, batch_size=4, ada=False, ils="l1", r1_interval=2, steps=3,
+                        checkpoint_every=1000, log_every=1, eval_every=1000, eval_samples=16,
+                        collapse_policy="report", posthoc_pairs=16, posthoc_epochs=1, posthoc_zoom_out=1.0,
+                        posthoc_widths="4,8", max_images=16)
+
+
+def train_ilsgan_tiny(cfg: ILSGANConfig, ctx) -> dict:
+    """`train_ilsgan` on 16 photos of the embedded synthetic dataset (`synthetic:16`)."""
+    return train_ilsgan(cfg, dataclasses.replace(ctx, data=ctx.data or "synthetic:16"))
+
+
+# ----------------------------------------------------------------------------- hoc_tiny
+def hoc_tiny_config() -> HocConfig:
+    return HocConfig(resolution=16, window=16, num_layers=2, padding=4, a=0.15, background="disk",
+                     flips=True, latent_dim=3, g_initial_size=4, g_widths=(16, 8, 8), g_bn_synchronized=True,
+                     g_bias_before_bn=False,
+                     d_widths=(8, 16), q_widths=(8, 8), batch_size=4, steps=3, checkpoint_every=1000,
+                     image_every=0, log_every=1, counter_steps=2, counter_width=8, counter_sigma=2.0)
+
+
+def train_hoc_tiny(cfg: HocConfig, ctx) -> dict:
+    """`train_hoc` on one synthetic 64x64 cluster image (`indep_seg.data.write_cluster_image`)."""
+    from indep_seg.data import write_cluster_image
+
+    paths = write_cluster_image(_data_dir(ctx), size=64, num_objects=24, radius=4.0, seed=int(ctx.seed))
+    return train_hoc(cfg, dataclasses.replace(ctx, data=ctx.data or paths["image"]))
+
+
+register_experiment("box_seg_tiny", box_seg_tiny_config(), train_box_seg_tiny,
+                    "box_seg at toy size on synthetic data (distribution tests; seconds on a CPU)")
+register_experiment("ilsgan_tiny", ilsgan_tiny_config(), train_ilsgan_tiny,
+                    "ilsgan at toy size on synthetic data (distribution tests; seconds on a CPU)")
+register_experiment("hoc_tiny", hoc_tiny_config(), train_hoc_tiny,
+                    "hoc at toy size on a synthetic cluster image (distribution tests; seconds on a CPU)")
