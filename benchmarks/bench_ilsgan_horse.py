@@ -142,6 +142,7 @@ def main(argv=None):
     ap.add_argument("--mine-steps", type=int, default=600)
     ap.add_argument("--kid-samples", type=int, default=1000)
     ap.add_argument("--out", default=str(RESULTS / "ilsgan_horse.json"))
+    ap.add_argument("--note", default="", help="free text stored in the JSON (how the runs were made)")
     args = ap.parse_args(argv)
 
     from training.context import TrainContext
@@ -161,7 +162,7 @@ def main(argv=None):
     results = {"dataset": str(DATA), "eval_images": len(crops), "protocol": "datasets/README.md: square "
                "crop half-side 0.75 max(w,h) around the GT box, black outside, 128x128, threshold 0.5",
                "baselines": base, "budget_minutes_per_variant": args.budget_minutes,
-               "cpu_cores": os.cpu_count(), "variants": {}}
+               "cpu_cores": os.cpu_count(), "note": args.note, "variants": {}}
     ext, ext_name, _ = None, None, None
     figure_rows = []
     for v in variants:

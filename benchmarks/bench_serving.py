@@ -200,7 +200,8 @@ def main():
                "image": f"{r}x{r}x3 float32", "clients": args.clients,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "loadavg_start": os.getloadavg()},
-               "tf_version": tf.__version__, "ort_version": ort.__version__}
+               "tf_version": tf.__version__, "ort_version": ort.__version__,
+               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     print(json.dumps({k: results[k] for k in ("unet", "resolution", "params")}), flush=True)
 
     # (a) in process
@@ -335,15 +336,12 @@ def main():
         "goal_paired_overhead_under_2ms": bool(
             results["paired_saved_model_vs_grpc_no_batching"]["overhead_p50_ms"] < 2.0),
         "goal_paired_ratio_at_least_0.9": bool(results["paired_throughput_batching"]["ratio"] >= 0.9),
-        "grpc_overhead_p50_ms_vs_saved_model": round(results["d_grpc_no_batching"]["p50_ms"] - base_p50, 3),
-        "grpc_overhead_p50_ms_vs_keras_network": round(
-            results["d_grpc_no_batching"]["p50_ms"] - results["a_keras_network_only"]["p50_ms"], 3),
-        "rest_overhead_p50_ms_vs_saved_model": round(results["d_rest_no_batching"]["p50_ms"] - base_p50, 3),
-        "goal_overhead_under_2ms": bool(results["d_grpc_no_batching"]["p50_ms"] - base_p50 < 2.0),
-        "batched_server_throughput_per_s": served,
-        "in_process_batched_throughput_per_s": inproc_batched,
-        "batched_throughput_ratio": round(served / inproc_batched, 3),
-        "goal_ratio_at_least_0.9": bool(served / inproc_batched >= 0.9),
+        # Unpaired numbers (separate runs minutes apart): on a shared machine they mostly measure
+        # how the neighbours' load changed in between, so no goal is judged on them.
+        "unpaired_grpc_p50_minus_saved_model_p50_ms": round(results["d_grpc_no_batching"]["p50_ms"] - base_p50, 3),
+        "unpaired_rest_p50_minus_saved_model_p50_ms": round(results["d_rest_no_batching"]["p50_ms"] - base_p50, 3),
+        "unpaired_batched_server_throughput_per_s": served,
+        "unpaired_in_process_batched_throughput_per_s": inproc_batched,
     }
     results["machine"]["loadavg_end"] = os.getloadavg()
     out = Path(args.out)

@@ -118,3 +118,32 @@ def test_tiny_end_to_end(tmp_path):
     masks = seg.predict([np.zeros((32, 40, 3), np.uint8)], [[10, 8, 30, 24]])
     assert np.asarray(masks[0]).shape[:2] == (32, 40)
     assert np.asarray(masks[0])[:8].max() == 0.0   # nothing outside the box
+
+
+class _StubNet:
+    """predict() returns the masks set by the test; weights are one array tagged by the step."""
+
+    def __init__(self):
+        self.masks, self.tag = None, 0
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.masks
+
+    def get_weights(self):
+        return [np.array([self.tag])]
+
+
+def test_snapshot_selector_prefers_confident_stable_snapshots():
+    from training.experiments.box_seg import SnapshotSelector
+
+    net, sel = _StubNet(), SnapshotSelector(np.zeros((2, 4, 4, 3)), a=0.5)
+    base = np.zeros((2, 4, 4, 1), "float32")
+    base[:, :2] = 1.0                                   # half the crop: area 0.5 = a
+    for step, (masks) in enumerate([base * 0.6 + 0.2,   # unsure (confidence 0.6)
+                                    base * 0.8 + 0.1,   # same binary masks, more confident
+                                    base * 0.7 + 0.15,  # stable but less confident
+                                    np.ones_like(base)], start=1):   # collapsed to full
+        net.masks, net.tag = masks, step
+        sel(net, step)
+    assert sel.best_step == 2 and sel.best_weights[0][0] == 2
+    assert [r["eligible"] for r in sel.history] == [False, True, True, False]

@@ -141,7 +141,10 @@ def load_training_images(spec, resolution, max_images=0, log=print):
 
 def make_dataset(images, batch_size, seed=0):
     ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).repeat()
-    ds = ds.map(lambda x: tf.image.random_flip_left_right(x), num_parallel_calls=tf.data.AUTOTUNE)
+    # stateless flip keyed by (seed, position in the stream): the unseeded stateful flip under a parallel
+    # map gave each run other flips (no exact resume, N replicas != 1 device)
+    ds = ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(
+        x, seed=tf.stack([tf.cast(seed, tf.int64), i])), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 

@@ -60,7 +60,7 @@ def ilsgan_tiny_config() -> ILSGANConfig:
                         d_channel_base=64, d_channel_max=16, use_noise=False, mbstd_group_size=1,
                         mask_center_prior=0.0, batch_size=4, ada=False, ils="l1", r1_interval=2, steps=3,
                         checkpoint_every=1000, log_every=1, eval_every=1000, eval_samples=16,
-                        collapse_policy="report", posthoc_pairs=16, posthoc_epochs=1, posthoc_zoom_out=1.0,
+                        collapse_policy="report", posthoc_pairs=40, posthoc_epochs=1, posthoc_zoom_out=1.0,
                         posthoc_widths="4,8", max_images=16)
 
 
