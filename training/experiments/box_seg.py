@@ -230,7 +230,9 @@ def make_dataset(crops, backgrounds, batch_size, seed=0):
     """Infinite stream of `{"image", "background"}` batches, both shuffled and flipped at random."""
     def stream(array, s):
         ds = tf.data.Dataset.from_tensor_slices(array).repeat()
-        ds = ds.shuffle(min(len(array), 2048), seed=s)
+        # reshuffle_each_iteration=False: every iterator (preview, fit under any strategy) sees the same
+        # stream; the shuffle follows repeat(), so there are no epochs it could reshuffle
+        ds = ds.shuffle(min(len(array), 2048), seed=s, reshuffle_each_iteration=False)
         # stateless flip keyed by (seed, position in the stream): a stateful one under a parallel map
         # gives each run other flips (no exact resume, N replicas != 1 device)
         return ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(

@@ -140,7 +140,14 @@ def load_training_images(spec, resolution, max_images=0, log=print):
 
 
 def make_dataset(images, batch_size, seed=0):
-    ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).repeat()
+    # epoch e = the permutation drawn with the stateless seed (seed, e): a new order every epoch as with
+    # shuffle().repeat(), but the same stream for every iterator (the preview batch, fit under any
+    # strategy, a resumed run); a stateful shuffle gave fit under MirroredStrategy another order
+    n = len(images)
+    images = tf.constant(images)
+    order = tf.data.Dataset.range(2 ** 62).flat_map(lambda e: tf.data.Dataset.from_tensor_slices(tf.argsort(
+        tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), e])))))
+    ds = order.map(lambda i: tf.gather(images, i))
     # stateless flip keyed by (seed, position in the stream): the unseeded stateful flip under a parallel
     # map gave each run other flips (no exact resume, N replicas != 1 device)
     ds = ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(
