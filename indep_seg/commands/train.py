@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from indep_seg.cli import CommandError
+from indep_seg.data.files import DataError
 
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 
@@ -130,7 +131,10 @@ def run(args) -> int:
                     "command": " ".join(["indep-seg"] + sys.argv[1:])},
             "config": to_dict(config),
         }, model_dir / "config.yaml")
-    result = exp.train_fn(config, ctx) or {}
+    try:
+        result = exp.train_fn(config, ctx) or {}
+    except (DataError, FileNotFoundError) as e:  # bad --data: a clear message naming the file
+        raise CommandError(str(e)) from None
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, type(None)))},
                      sort_keys=True))
     return 0

@@ -93,12 +93,16 @@ class RGBAGenerator(keras.Model):
         self.project = layers.Dense(s * s * c0, use_bias=bias, name="project")  # 1x1 conv on a 1x1 z
         self.project_bn = bn("project_bn")
         self.reshape = layers.Reshape((s, s, c0))
-        self.blocks = []
+        blocks = []
         for i in range(2):
-            self.blocks.append((layers.Conv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
+            blocks.append((layers.Conv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
                                 bn(f"conv{i}_bn")))
         for i, w in enumerate(widths[2:]):
-            self.blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
+            blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
+        # Two flat lists (not a list of tuples): tf.train.Checkpoint tracks list items, but not layers
+        # inside tuples, so a list of (conv, bn) pairs would be left out of checkpoints.
+        self.block_convs = [c for c, _ in blocks]
+        self.block_bns = [b for _, b in blocks]
         self.to_rgba = self._up(4, "to_rgba")
         self.act = layers.LeakyReLU(0.2)
 
@@ -107,6 +111,11 @@ class RGBAGenerator(keras.Model):
             return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
         return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
                                  layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
+
+    @property
+    def blocks(self):
+        """``[(conv, batch_norm), ...]`` in call order."""
+        return list(zip(self.block_convs, self.block_bns))
 
     def build(self, input_shape):
         # Build every sub-layer so that weights exist before the first call (checkpoints, counts).

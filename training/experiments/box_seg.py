@@ -10,7 +10,8 @@ truth is never used. The run ends with
 `Segmenter(student).save(model_dir / "segmenter")`.
 
 Data (`--data`): an image folder with `boxes.csv` (`filename,x0,y0,x1,y1`, several rows per file
-allowed), an image folder with masks (`--override masks=MASK_DIR` or `ctx.extra["masks"]`; boxes
+allowed; names relative to the folder or to its `images/` subfolder), none (the embedded synthetic
+dataset of `indep_seg.data.synthetic` is written into the run directory), an image folder with masks (`--override masks=MASK_DIR` or `ctx.extra["masks"]`; boxes
 are taken from the masks, the pixel labels are never used), or TFRecords read through
 `indep_seg.data.read_dataset` when the data module provides it.
 """
@@ -29,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg.box_crop import box_window, crop_to_window
+from indep_seg.data.files import DataError
 from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
 from indep_seg.models.distiller import Distiller
 from indep_seg.models.foreground_seg_gan import ForegroundSegGAN, to_grid
@@ -88,7 +90,7 @@ def paper_config() -> BoxSegConfig:
 
 
 # ------------------------------------------------------------------------------------- data
-class BoxSegDataError(ValueError):
+class BoxSegDataError(DataError):
     """Bad user data: the message names the file (and row)."""
 
 
@@ -108,6 +110,26 @@ def _box_of_mask(mask: np.ndarray):
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
+def _load_box_data_via_data_layer(spec: str, max_images: int = 0):
+    """`(name, uint8 image, box)` items from `indep_seg.data.read_dataset(spec)` (boxes only)."""
+    from indep_seg.data import DataError, read_dataset
+
+    try:
+        ds = read_dataset(spec)
+        items = []
+        for element in ds.as_numpy_iterator():
+            name = element["source_id"].decode("utf-8", "replace")
+            for k, box in enumerate(element["boxes"]):
+                items.append((f"{name}#{k}", element["image"], [float(v) for v in box]))
+            if max_images and len(items) >= max_images:
+                break
+    except (DataError, ValueError, tf.errors.OpError) as e:
+        raise BoxSegDataError(f"--data {spec}: {e}") from None
+    if not items:
+        raise BoxSegDataError(f"--data: no usable image/box pair in {spec}")
+    return items[:max_images] if max_images else items
+
+
 def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     """Reads photos and boxes: returns a list of `(name, uint8 image [H, W, 3], box [4])`.
 
@@ -115,7 +137,18 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     with `masks` (a folder with one mask per photo, same stem; boxes from the masks, a photo is
     resized to its mask's size). Errors name the file and row; with `skip_bad` they are
     warnings and the item is skipped.
+
+    Any other `--data` spec of `indep_seg.data.read_dataset` (a dataset folder with `images/`
+    and `boxes.csv` or `masks/`, TFRecords from `indep-seg tfrecords`, `tfds:NAME`,
+    `synthetic:N`) goes through the data layer; its masks, if any, are never used here.
     """
+    from indep_seg.data.files import IMAGE_DIR_NAMES
+
+    folder = Path(str(data))
+    flat_csv_folder = (folder.is_dir() and (folder / "boxes.csv").is_file()
+                       and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES))
+    if not masks and not flat_csv_folder:
+        return _load_box_data_via_data_layer(str(data), max_images)
     data = Path(data)
     if not data.is_dir():
         raise BoxSegDataError(f"--data: {data} is not a directory")
@@ -178,6 +211,8 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                     problem(f"{where}: box values must be numbers, got {row[1:]}")
                     continue
                 path = data / row[0].strip()
+                if not path.is_file() and (data / "images" / row[0].strip()).is_file():
+                    path = data / "images" / row[0].strip()   # indep_seg.data.synthetic layout
                 if not path.is_file():
                     problem(f"{where}: image {path} not found")
                     continue
@@ -349,9 +384,14 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     extra = ctx.extra or {}
     log = extra.get("log", print)
     study = extra.get("study_fn")  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
-    if ctx.data is None:
-        raise BoxSegDataError("--data: box_seg needs a data folder (images + boxes.csv, or + masks)")
-    items = load_box_data(ctx.data, masks=extra.get("masks") or cfg.masks or None,
+    data = ctx.data
+    if data is None:  # the embedded synthetic dataset (objects on textured backgrounds, boxes.csv)
+        from indep_seg.data.synthetic import write_synthetic_dataset
+        data = model_dir / "default_data"
+        if not (data / "boxes.csv").is_file():
+            write_synthetic_dataset(data, num_images=200, seed=ctx.seed)
+        log(f"{name}: no --data given; training on the embedded synthetic dataset in {data}")
+    items = load_box_data(data, masks=extra.get("masks") or cfg.masks or None,
                           max_images=cfg.max_images, skip_bad=bool(extra.get("skip_bad")), log=log)
     crops = make_crops(items, cfg.resolution, cfg.margin)
     backgrounds = make_backgrounds(items, cfg, seed=ctx.seed)

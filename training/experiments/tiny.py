@@ -8,13 +8,17 @@ with the settings that make N replicas train exactly as one device:
 
 - BatchNorm over the global batch (`bn_synchronized` / `g_bn_synchronized`: Keras'
   `BatchNormalization(synchronized=True)`; 1 device uses the same E[x^2] - E[x]^2 formula);
+- no bias in the layers that feed a BatchNorm (`bias_before_bn` / `g_bias_before_bn` = False): that
+  bias has a zero gradient in exact arithmetic, so Adam moves it by +-lr on the sign of rounding
+  noise, differently on 1 and 2 devices (BN's beta plays its role; nothing else changes);
 - ILSGAN: minibatch-std group size 1 (StyleGAN2 groups examples with a stride of batch/group, so
   any group > 1 mixes examples that sit on different replicas), `ils="l1"` (ILS-MI is a batch-level
   contrastive estimator whose negatives come from the local batch: it cannot be split-invariant),
   no ADA (its augmentation draws are per replica) and no per-pixel noise (unseeded
   `tf.random.normal` in `NoiseInjection`);
-- every random draw in the train steps goes through `training.strategy.global_batch_draw`
-  (done in the model files, unconditionally: one device draws exactly the numbers it drew before).
+- every other random draw in the train steps goes through `training.strategy.global_batch_draw`
+  (done in the model files, unconditionally: one device draws exactly the numbers it drew before),
+  and the input pipelines are pure functions of the seed (stateless flips, no reshuffling state).
 
 The generated data lands in `MODEL_DIR/tiny_data/` (rewritten identically on every run).
 """
