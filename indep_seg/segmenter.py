@@ -96,6 +96,8 @@ class Segmenter:
     def load(cls, path) -> "Segmenter":
         import keras
 
+        import indep_seg.networks  # noqa: F401  registers the project's layers with Keras
+
         folder = cls.find(path)
         meta = json.loads((folder / META_FILE).read_text())
         model = keras.models.load_model(folder / MODEL_FILE, compile=False)
