@@ -46,13 +46,17 @@ def build_counter(width: int = 32, name: str = "centre_counter") -> keras.Model:
     return keras.Model(inp, out, name=name)
 
 
-def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float = 1.0):
+def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float = 1.0, background=None,
+                   min_contrast: float = 0.0):
     """Heatmap targets from one `HocGAN.generate(..., return_all=True)` output.
 
     Instance i of an example counts with weight ``clip((v_i - 0.25) / 0.5, 0, 1)`` where ``v_i`` is the
     visible fraction of its in-window mask (eq. 5's visibility over the warped mask), so a layer
     hidden under others does not count; layers with mask mass below `min_mass` pixels are empty.
-    `min_visible` is where the weight reaches 0.5 (default 0.5).
+    `min_visible` is where the weight reaches 0.5 (default 0.5). With `background` (x_0, ``[B, R, R, 3]``)
+    and ``min_contrast > 0``, an instance also needs its mean visible difference from the background
+    beneath, ``|I_i - x_0|``, to reach `min_contrast` (weight ramps from 0 at half of it): a layer
+    that paints background-coloured pixels is invisible in the composite and must not count.
 
     Returns ``(heatmap [B, R, R, 1], centres [B, N, 2] (x, y), weights [B, N])``.
     """
@@ -71,6 +75,11 @@ def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float 
     frac = vis / (inwin + 1e-6)
     weight = tf.clip_by_value((frac - (min_visible - 0.25)) / 0.5, 0.0, 1.0)
     weight *= tf.cast(mass > min_mass, tf.float32) * tf.cast(inwin > 0.25 * mass, tf.float32)
+    if background is not None and min_contrast > 0:
+        diff = tf.reduce_mean(tf.abs(out["warped"][..., :3] - background[:, None]), axis=-1)  # [B, N, R, R]
+        vis_m = out["visibility"][..., 0]
+        contrast = tf.reduce_sum(vis_m * diff, axis=[-2, -1]) / (vis + 1e-6)
+        weight *= tf.clip_by_value((contrast - 0.5 * min_contrast) / (0.5 * min_contrast), 0.0, 1.0)
     dx2 = tf.square(grid[None, None, None, :] - cx[..., None, None])
     dy2 = tf.square(grid[None, None, :, None] - cy[..., None, None])
     g = tf.exp(-(dx2 + dy2) / (2.0 * sigma * sigma))        # [B, N, R, R]
@@ -79,7 +88,7 @@ def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float 
 
 
 def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning_rate=1e-3,
-                  time_limit_s: float | None = None, log_every: int = 200, log=print):
+                  time_limit_s: float | None = None, log_every: int = 200, log=print, min_contrast: float = 0.0):
     """Train the centre counter on the (frozen) generator's composites over the dataset's backgrounds.
 
     Returns ``(counter, history)`` where history is a list of ``(step, loss)``.
@@ -94,7 +103,7 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
     def step_fn(batch):
         out = gan.generate(tf.shape(batch["background"])[0], background=batch["background"],
                            training=False, return_all=True)
-        target, _, _ = centre_targets(out, sigma)
+        target, _, _ = centre_targets(out, sigma, background=batch["background"], min_contrast=min_contrast)
         x = out["composite"]
         with tf.GradientTape() as tape:
             pred = counter(x, training=True)

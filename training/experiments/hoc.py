@@ -258,11 +258,18 @@ def train_hoc(config: HocConfig, ctx) -> dict:
 
     # Counter phase: learned from the generator's own composites only.
     limit = None if budget is None else max(10.0, budget * 60 - (time.time() - t_start) - 20)
+    # An instance counts only if it is visible against the background beneath it: a quarter of the
+    # image's own Otsu foreground/background contrast (see counting.centre_targets).
+    from indep_seg.hoc.estimate import otsu_threshold
+    gray = image.mean(-1)
+    t_otsu = otsu_threshold(gray)
+    min_contrast = 0.25 * float(gray[gray > t_otsu].mean() - gray[gray <= t_otsu].mean()) \
+        if (gray > t_otsu).any() and (gray <= t_otsu).any() else 0.0
     counter, history = counting.train_counter(model, ds, r["counter_steps"], r["counter_sigma"],
                                               counter=counting.build_counter(r["counter_width"]),
-                                              time_limit_s=limit)
+                                              time_limit_s=limit, min_contrast=min_contrast)
     counting.save_counter(model_dir / "counter", counter, dict(
-        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc",
+        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc", min_contrast=min_contrast,
         steps=history[-1][0] + 1 if history else 0))
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
