@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from indep_seg import checks
 
-__all__ = ["scale_loss", "num_replicas_in_sync"]
+__all__ = ["scale_loss", "num_replicas_in_sync", "global_batch_draw", "replica_position"]
 
 
 def num_replicas_in_sync() -> int:
@@ -96,3 +96,28 @@ def scale_loss(loss, global_batch_size=None, local_batch_size=None):
     if rank > 1:
         per_example = tf.reduce_mean(tf.reshape(loss, tf.stack([tf.shape(loss)[0], -1])), axis=1)
     return tf.reduce_sum(per_example) / tf.cast(global_batch_size, loss.dtype)
+
+
+def replica_position():
+    """(replica index, number of replicas) of the current replica context; (0, 1) outside one."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def global_batch_draw(draw, local_batch_size):
+    """Random values for the *global* batch, of which this replica keeps its own slice.
+
+    `draw(n)` makes `n` rows of random values (e.g. latent codes from the model's SeedGenerator).
+    Every replica draws all `local_batch_size * num_replicas` rows from the same (mirrored) RNG state
+    and keeps rows `[i * local, (i + 1) * local)`, so a run on N replicas uses exactly the numbers a
+    single device uses for the same global batch, and the RNG state advances identically. Needs
+    equal local batches (global batch divisible by the replicas, `drop_remainder=True`).
+    """
+    i, n = replica_position()
+    values = draw(local_batch_size * n)
+    if isinstance(n, int) and n == 1:
+        return values
+    start = tf.cast(i, tf.int32) * tf.cast(local_batch_size, tf.int32)
+    return values[start:start + tf.cast(local_batch_size, tf.int32)]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from indep_seg.distribute import global_batch_draw, replica_position  # noqa: F401  (re-exported)
+
 __all__ = ["STRATEGIES", "make_strategy", "parse_tf_config", "is_chief", "task_info",
            "worker_dir", "is_multi_worker", "global_batch_draw", "replica_position"]
 
@@ -108,28 +110,3 @@ def worker_dir(model_dir, strategy) -> Path:
         return model_dir
     task_type, task_id = task_info(strategy)
     return model_dir / ".workers" / f"{task_type}-{task_id}"
-
-
-def replica_position():
-    """(replica index, number of replicas) of the current replica context; (0, 1) outside one."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None:
-        return 0, 1
-    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-
-
-def global_batch_draw(draw, local_batch_size):
-    """Random values for the *global* batch, of which this replica keeps its own slice.
-
-    `draw(n)` makes `n` rows of random values (e.g. latent codes from the model's SeedGenerator).
-    Every replica draws all `local_batch_size * num_replicas` rows from the same (mirrored) RNG state
-    and keeps rows `[i * local, (i + 1) * local)`, so a run on N replicas uses exactly the numbers a
-    single device uses for the same global batch, and the RNG state advances identically. Needs
-    equal local batches (global batch divisible by the replicas, `drop_remainder=True`).
-    """
-    i, n = replica_position()
-    values = draw(local_batch_size * n)
-    if isinstance(n, int) and n == 1:
-        return values
-    start = tf.cast(i, tf.int32) * tf.cast(local_batch_size, tf.int32)
-    return values[start:start + tf.cast(local_batch_size, tf.int32)]

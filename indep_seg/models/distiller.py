@@ -11,20 +11,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from indep_seg.distribute import global_batch_draw, scale_loss
+
 from indep_seg import checks
-from indep_seg.models.foreground_seg_gan import _replica_scale, to_grid
+from indep_seg.models.foreground_seg_gan import to_grid
 
 __all__ = ["Distiller", "smooth_l1"]
 
 
-def _global_batch_draw(draw, local_batch):
-    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
-    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
-    try:
-        from training.strategy import global_batch_draw
-    except ImportError:  # the library does not need the training package
-        return draw(local_batch)
-    return global_batch_draw(draw, local_batch)
 
 
 def smooth_l1(x):
@@ -84,11 +78,11 @@ class Distiller(keras.Model):
         m_t = self.teacher(image, training=False)
         comp = m_t * image + (1.0 - m_t) * background
         n = tf.shape(image)[0]
-        flip = _global_batch_draw(lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < 0.5
+        flip = global_batch_draw(lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < 0.5
         comp = tf.where(flip, tf.reverse(comp, [2]), comp)
         carve = tf.where(flip, tf.reverse(m_t, [2]), m_t)
         if self.real_fraction > 0:
-            use_real = _global_batch_draw(
+            use_real = global_batch_draw(
                 lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < self.real_fraction
             real = tf.where(flip, tf.reverse(image, [2]), image)
             comp = tf.where(use_real, real, comp)
@@ -107,7 +101,7 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             pred = self.student(inputs, training=True)
             loss = tf.reduce_mean(smooth_l1(pred - labels))
-            scaled = _replica_scale(loss)
+            scaled = scale_loss(loss)
         grads = tape.gradient(scaled, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
         self.loss_tracker.update_state(loss)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks
+from indep_seg.distribute import scale_loss
 
 __all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss", "discriminator_loss", "generator_loss_ns",
            "to_grid"]
@@ -84,9 +85,6 @@ def generator_loss_ns(fake_logits):
     return tf.reduce_mean(tf.nn.softplus(-fake_logits))
 
 
-def _replica_scale(loss):
-    """Hand-written losses are per-replica means: divide by the replica count once."""
-    return loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
 
 
 def to_grid(rows, border=2):
@@ -210,7 +208,7 @@ class ForegroundSegGAN(keras.Model):
                         self._d_input(tf.concat([image, tf.stop_gradient(fake)], 0)), training=True)
                     real_logits, fake_logits = tf.split(both, 2, axis=0)
                     d_loss = discriminator_loss(real_logits, fake_logits)
-                    d_scaled = _replica_scale(d_loss)
+                    d_scaled = scale_loss(d_loss)
                 grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
                 self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
             # Segmentation network, eq. (7), against the updated discriminator.
@@ -222,7 +220,7 @@ class ForegroundSegGAN(keras.Model):
                 g_loss += self.box_prior_weight * box_projection_loss(mask, self.box_margin)
             if self.pairwise_weight > 0:
                 g_loss += self.pairwise_weight * pairwise_colour_loss(mask, image)
-            g_scaled = _replica_scale(g_loss)
+            g_scaled = scale_loss(g_loss)
         grads = g_tape.gradient(g_scaled, self.segmenter.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.segmenter.trainable_variables))
 

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from indep_seg.distribute import global_batch_draw, scale_loss
+
 from indep_seg import _random, checks, losses
 from indep_seg.composition import composite_layers
 from indep_seg.layout import integer_translate
@@ -27,21 +29,8 @@ from indep_seg.providers import GeneratorProvider
 __all__ = ["HocGAN"]
 
 
-def _scale_loss(loss):
-    """Scale a batch-averaged hand-written loss for tf.distribute (divide by the replicas in sync),
-    once, here; the unscaled value is what gets logged (DESIGN.md section 4)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss / tf.cast(replicas, loss.dtype)
 
 
-def _global_batch_draw(draw, local_batch):
-    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
-    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
-    try:
-        from training.strategy import global_batch_draw
-    except ImportError:  # the library does not need the training package
-        return draw(local_batch)
-    return global_batch_draw(draw, local_batch)
 
 
 def _step_outputs(logs):
@@ -129,12 +118,12 @@ class HocGAN(keras.Model):
         (dx, dy), ``composite`` and eq. (5)'s ``partial`` / ``carved`` / ``visibility``.
         """
         # = provider.generate + layout.pad_and_random_crop, with the draws made for the global batch
-        z = _global_batch_draw(lambda n: self.provider.sample_latents(n), batch_size)
+        z = global_batch_draw(lambda n: self.provider.sample_latents(n), batch_size)
         layers = self.provider(z, training=training)
         r = self.generator.resolution
         layers = tf.reshape(layers, [-1, self.num_layers, r, r, 4])
         z = tf.reshape(z, [-1, self.num_layers, self.latent_dim])
-        shifts = _global_batch_draw(lambda n: _random.randint(
+        shifts = global_batch_draw(lambda n: _random.randint(
             tf.stack([tf.cast(n, tf.int32), self.num_layers, 2]), -self.padding, self.padding,
             seed=self.layout_seed), batch_size)
         warped = integer_translate(layers, shifts)
@@ -154,7 +143,7 @@ class HocGAN(keras.Model):
             real_logits = self.discriminator(real, training=True)
             fake_logits = self.discriminator(tf.stop_gradient(fake), training=True)
             d_loss = losses.discriminator_loss(real_logits, fake_logits)
-            d_scaled = _scale_loss(d_loss)
+            d_scaled = scale_loss(d_loss)
         grads = tape.gradient(d_scaled, self.discriminator.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
 
@@ -177,7 +166,7 @@ class HocGAN(keras.Model):
             binar = losses.binarization_loss(masks)
             if self.binarization_weight > 0:
                 g_loss += self.binarization_weight * binar
-            g_scaled = _scale_loss(g_loss)
+            g_scaled = scale_loss(g_loss)
         grads = tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
 

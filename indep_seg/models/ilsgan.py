@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from indep_seg.distribute import global_batch_draw
+
 from indep_seg import checks
 from indep_seg.augment import AdaptiveAugment, augment
 
@@ -38,14 +40,6 @@ __all__ = [
 ]
 
 
-def _global_batch_draw(draw, local_batch):
-    """`training.strategy.global_batch_draw`: each replica draws the global batch's values and keeps
-    its slice, so N replicas train exactly as one device (plain `draw(local_batch)` without it)."""
-    try:
-        from training.strategy import global_batch_draw
-    except ImportError:  # the library does not need the training package
-        return draw(local_batch)
-    return global_batch_draw(draw, local_batch)
 
 
 # ----------------------------------------------------------------------------- paper's functions
@@ -73,7 +67,7 @@ def random_shift_perturbation(foreground, mask, max_fraction=0.125, seed=None):
         shifts = tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32) if isinstance(s, int) else \
             tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32)
     else:
-        u = _global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=seed), n)
+        u = global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=seed), n)
         shifts = tf.cast(tf.floor(u * tf.cast(2 * s + 1, tf.float32)), tf.int32) - s
         shifts = tf.clip_by_value(shifts, -s, s)
     both = tf.concat([foreground, tf.cast(mask, foreground.dtype)], axis=-1)
@@ -320,7 +314,7 @@ class ILSGAN(keras.Model):
         gamma = self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / global_batch
 
         # ---- generator step: eq. (5), second line
-        z = _global_batch_draw(self.sample_z, n)
+        z = global_batch_draw(self.sample_z, n)
         shuffle_index = keras.random.randint([n], 0, n, seed=self.seed_generator)
         w_ils = self.ils_weight()
         with tf.GradientTape() as g_tape:
