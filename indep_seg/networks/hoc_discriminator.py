@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from indep_seg import checks
+from indep_seg.networks.stylegan2_layers import track_for_checkpoint
 
 __all__ = ["HocDiscriminator"]
 
@@ -46,6 +47,7 @@ class HocDiscriminator(keras.Model):
         if self.final_width:
             self.convs.append(sn(layers.Conv2D(self.final_width, 3, strides=1, padding="same"),
                                  name="sn_conv_final"))
+        track_for_checkpoint(self, "conv", self.convs)  # lists are not followed by tf.train.Checkpoint
         self.act = layers.LeakyReLU(0.2)
         if self.head == "conv1x1":
             self.out = sn(layers.Conv2D(1, 1), name="sn_head_1x1")

@@ -17,6 +17,7 @@ import numpy as np
 from keras import layers
 
 from indep_seg import checks
+from indep_seg.networks.stylegan2_layers import track_for_checkpoint
 
 __all__ = ["RGBAGenerator", "InfoGANQHead"]
 
@@ -99,10 +100,12 @@ class RGBAGenerator(keras.Model):
                                 bn(f"conv{i}_bn")))
         for i, w in enumerate(widths[2:]):
             blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
-        # Two flat lists (not a list of tuples): tf.train.Checkpoint tracks list items, but not layers
-        # inside tuples, so a list of (conv, bn) pairs would be left out of checkpoints.
         self.block_convs = [c for c, _ in blocks]
         self.block_bns = [b for _, b in blocks]
+        # tf.train.Checkpoint does not follow layers held in Python lists (Keras 3 on TF):
+        # register each one as its own attribute, or resumed runs lose the BN statistics.
+        track_for_checkpoint(self, "block_conv", self.block_convs)
+        track_for_checkpoint(self, "block_bn", self.block_bns)
         self.to_rgba = self._up(4, "to_rgba")
         self.act = layers.LeakyReLU(0.2)
 
@@ -171,6 +174,7 @@ class InfoGANQHead(keras.Model):
         self.widths = tuple(int(w) for w in widths)
         self.convs = [layers.Conv2D(w, 3, strides=2, padding="same", name=f"q_conv{i}")
                       for i, w in enumerate(self.widths)]
+        track_for_checkpoint(self, "conv", self.convs)
         self.act = layers.LeakyReLU(0.2)
         self.pool = layers.Flatten()
         self.out = layers.Dense(self.latent_dim, name="q_z")
