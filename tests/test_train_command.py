@@ -34,6 +34,7 @@ def test_list_shows_experiments_and_missing_modules(capsys, monkeypatch):
     (["train", "-e", "toy", "--model-dir", "{d}", "--budget-minutes", "0"], "--budget-minutes: expected a positive"),
     (["train", "-e", "toy", "--model-dir", "{d}/file.txt"], "exists and is not a directory"),
     (["train", "-e", "toy", "--model-dir", "{d}", "--strategy", "multi_worker"], "TF_CONFIG"),
+    (["train", "-e", "box_seg", "--model-dir", "{d}", "--masks", "{d}/no_such_dir"], "--masks: "),
 ])
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.delenv("TF_CONFIG", raising=False)

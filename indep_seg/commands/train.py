@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="set one option, dotted keys for nested configs (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--masks", default=None,
+                        help="box-level experiments: a mask folder to take boxes from (pixels never used)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip (and count) unreadable images and bad boxes instead of stopping")
     parser.add_argument("--list", action="store_true", help="list the registered experiments and exit")
 
 
@@ -119,8 +123,15 @@ def run(args) -> int:
         raise CommandError(str(e)) from None
 
     keras.utils.set_random_seed(seed)
+    extra = {}
+    if args.masks:
+        if not Path(args.masks).is_dir():
+            raise CommandError(f"--masks: {args.masks} is not a directory")
+        extra["masks"] = str(args.masks)
+    if args.skip_bad:
+        extra["skip_bad"] = True
     ctx = TrainContext(model_dir=model_dir, data=data, steps=steps, budget_minutes=args.budget_minutes,
-                       strategy=strategy, seed=seed)
+                       strategy=strategy, seed=seed, extra=extra)
     if is_chief(strategy):
         model_dir.mkdir(parents=True, exist_ok=True)
         save_yaml({
