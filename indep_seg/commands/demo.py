@@ -108,7 +108,7 @@ def run(args) -> int:
     buf = io.StringIO()
     with redirect_stdout(buf):
         _cli("evaluate", "--model", model_dir, "--images", unseen_dir / "images",
-             "--masks", unseen_dir / "masks", "--resolution", 128)
+             "--masks", unseen_dir / "masks", "--resolution", 128, "--grid", out / "evaluation_grid.png")
     text = buf.getvalue()
     print(text, end="")
     start = text.rfind("\n{")
