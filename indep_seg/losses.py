@@ -216,6 +216,21 @@ def _club_terms(x, y, permutation, distribution, pixel_reduction):
     return -positive + negative
 
 
+def _check_layers(fg, bg, mask):
+    """Validated float tensors `fg, bg [B, H, W, C]` and `mask [B, H, W, 1]` in [0, 1]."""
+    fg = checks.to_float_tensor(fg, "fg")
+    bg = checks.to_float_tensor(bg, "bg", dtype=fg.dtype)
+    mask = checks.to_float_tensor(mask, "mask", dtype=fg.dtype)
+    checks.check_rank(fg, "fg", 4, "[B, H, W, C]")
+    checks.check_rank(bg, "bg", 4, "[B, H, W, C]")
+    checks.check_rank(mask, "mask", 4, "[B, H, W, 1]")
+    checks.check_same_shape(fg, bg, "fg", "bg")
+    checks.check_channels(mask, "mask", 1, what="1 channel in the last dimension")
+    checks.check_same_shape(fg, mask, "fg", "mask", axes=(0, 1, 2))
+    checks.check_range(mask, "mask", 0.0, 1.0)
+    return fg, bg, mask
+
+
 def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = True,
                 optimize_mask: bool = True, distribution: str = "laplace", seed=None,
                 pixel_reduction: str = "mean", permutation=None, reduction: str = "mean",
@@ -262,16 +277,7 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
     masks vary across the batch (the mask itself is shared by b_inv and f_vis, so it is a
     dependence the estimator sees); it is ~0 for independent layers with a common mask.
     """
-    fg = checks.to_float_tensor(fg, "fg")
-    bg = checks.to_float_tensor(bg, "bg", dtype=fg.dtype)
-    mask = checks.to_float_tensor(mask, "mask", dtype=fg.dtype)
-    checks.check_rank(fg, "fg", 4, "[B, H, W, C]")
-    checks.check_rank(bg, "bg", 4, "[B, H, W, C]")
-    checks.check_rank(mask, "mask", 4, "[B, H, W, 1]")
-    checks.check_same_shape(fg, bg, "fg", "bg")
-    checks.check_channels(mask, "mask", 1, what="1 channel in the last dimension")
-    checks.check_same_shape(fg, mask, "fg", "mask", axes=(0, 1, 2))
-    checks.check_range(mask, "mask", 0.0, 1.0)
+    fg, bg, mask = _check_layers(fg, bg, mask)
     checks.check_finite(fg, "fg")
     checks.check_finite(bg, "bg")
     for flag, flag_name in ((separate, "separate"), (optimize_visible, "optimize_visible"),
@@ -327,16 +333,7 @@ def ils_l1_loss(fg, bg, mask, pixel_reduction: str = "mean", optimize_visible: b
     the invisible parts (``b`` under the mask, ``f`` outside it) are pushed away from what
     is visible there.
     """
-    fg = checks.to_float_tensor(fg, "fg")
-    bg = checks.to_float_tensor(bg, "bg", dtype=fg.dtype)
-    mask = checks.to_float_tensor(mask, "mask", dtype=fg.dtype)
-    checks.check_rank(fg, "fg", 4, "[B, H, W, C]")
-    checks.check_rank(bg, "bg", 4, "[B, H, W, C]")
-    checks.check_rank(mask, "mask", 4, "[B, H, W, 1]")
-    checks.check_same_shape(fg, bg, "fg", "bg")
-    checks.check_channels(mask, "mask", 1, what="1 channel in the last dimension")
-    checks.check_same_shape(fg, mask, "fg", "mask", axes=(0, 1, 2))
-    checks.check_range(mask, "mask", 0.0, 1.0)
+    fg, bg, mask = _check_layers(fg, bg, mask)
     checks.check_choice(pixel_reduction, "pixel_reduction", ("mean", "sum"))
     checks.check_bool(optimize_visible, "optimize_visible")
     m = mask if optimize_visible else tf.stop_gradient(mask)

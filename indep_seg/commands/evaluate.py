@@ -138,8 +138,8 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
 
 def run(args) -> int:
     from indep_seg.cli import CommandError
+    from indep_seg.commands.segment import predictor_for
     from serving.imageio import image_grid, write_png
-    from serving.predictor import RemotePredictor, load_predictor
 
     if args.resolution < 8:
         raise CommandError(f"--resolution: expected an integer >= 8, got {args.resolution}")
@@ -151,13 +151,7 @@ def run(args) -> int:
         raise CommandError(f"--masks {args.masks}: folder holds no mask image")
     if args.limit is not None:
         pairs = pairs[:max(args.limit, 0)]
-    if args.server:
-        predictor = RemotePredictor(args.server, model_name=args.model_name)
-    else:
-        try:
-            predictor = load_predictor(args.model)
-        except ValueError as e:
-            raise CommandError(str(e)) from None
+    predictor = predictor_for(args)
     summary, tiles = evaluate_predictor(
         predictor, pairs, args.resolution, args.mask_threshold, args.skip_bad, args.grid_rows,
         warn=lambda m: print(f"indep-seg evaluate: warning: {m} (skipped)", file=sys.stderr))

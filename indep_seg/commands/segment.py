@@ -51,6 +51,19 @@ def parse_box(text: str, what: str = "--box"):
     return box
 
 
+def predictor_for(args):
+    """The predictor behind `--model PATH` or `--server HOST:PORT` (segment and evaluate)."""
+    from indep_seg.cli import CommandError
+    from serving.predictor import RemotePredictor, load_predictor
+
+    if args.server:
+        return RemotePredictor(args.server, model_name=args.model_name)
+    try:
+        return load_predictor(args.model)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+
+
 def read_boxes_csv(path) -> dict[str, list[tuple[int, list[float]]]]:
     """`{filename: [(row number, box), ...]}` from a `filename,x0,y0,x1,y1` CSV."""
     from indep_seg.cli import CommandError
@@ -88,7 +101,6 @@ def _clip_box(box, w, h, where):
 def run(args) -> int:
     from indep_seg.cli import CommandError
     from serving.imageio import list_images, read_image, write_png
-    from serving.predictor import RemotePredictor, load_predictor
 
     try:
         files = list_images(args.inputs)
@@ -102,13 +114,7 @@ def run(args) -> int:
         stems[f.stem] = f
     fixed_box = parse_box(args.box) if args.box else None
     csv_boxes = read_boxes_csv(args.boxes) if args.boxes else None
-    if args.server:
-        predictor = RemotePredictor(args.server, model_name=args.model_name)
-    else:
-        try:
-            predictor = load_predictor(args.model)
-        except ValueError as e:
-            raise CommandError(str(e)) from None
+    predictor = predictor_for(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
