@@ -226,16 +226,23 @@ def check_broadcastable_batch(a, b, name_a: str, name_b: str):
             raise ValueError(f"{name_b}: expected batch size {da} (as {name_a}) or 1, got {db}")
 
 
-def check_positive_number(value, name: str, allow_zero: bool = False):
-    """A Python / NumPy real number > 0 (or >= 0). Tensors are accepted when eager."""
+def _real_scalar(value, name: str, expected: str):
+    """`float(value)` for a real scalar (eager tensors included); None for a symbolic tensor."""
     if isinstance(value, (tf.Tensor, tf.Variable)):
         if not is_eager(value):
-            return value
+            return None
         value = value.numpy()
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number, np.ndarray)) \
             or np.ndim(value) != 0:
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    v = float(value)
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    return float(value)
+
+
+def check_positive_number(value, name: str, allow_zero: bool = False):
+    """A Python / NumPy real number > 0 (or >= 0). Tensors are accepted when eager."""
+    v = _real_scalar(value, name, "a real number")
+    if v is None:
+        return value
     if not np.isfinite(v) or (v < 0 if allow_zero else v <= 0):
         raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {v}")
     return value
@@ -243,14 +250,9 @@ def check_positive_number(value, name: str, allow_zero: bool = False):
 
 def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0):
     """A real number in [low, high]."""
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        if not is_eager(value):
-            return value
-        value = value.numpy()
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number, np.ndarray)) \
-            or np.ndim(value) != 0:
-        raise TypeError(f"{name}: expected a real number in [{low}, {high}], got {type(value).__name__}")
-    v = float(value)
+    v = _real_scalar(value, name, f"a real number in [{low}, {high}]")
+    if v is None:
+        return value
     if not (low <= v <= high):
         raise ValueError(f"{name}: expected a number in [{_fmt(low)}, {_fmt(high)}], got {_fmt(v)}")
     return value
