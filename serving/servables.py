@@ -129,8 +129,43 @@ def _stamp(path: Path):
         return None
 
 
-def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str) -> dict:
-    """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch).
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Rejects encoded images (a DT_STRING batch) whose header declares more than `max_pixels`
+    pixels, before anything is decoded: a few kilobytes of PNG can declare gigabytes of pixels
+    (a decompression bomb), which the message-size cap cannot see. Only headers are read (PIL);
+    bytes that PIL cannot identify are left to the signature's decoder, which answers
+    INVALID_ARGUMENT for them."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    for i, data in enumerate(np.asarray(arr).reshape(-1)):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(bytes(data))) as im:
+                    w, h = im.size
+        except Image.DecompressionBombError:
+            w = h = None
+        except Exception:
+            continue
+        if w is None or w * h > max_pixels:
+            size = "more than 2 x PIL's limit" if w is None else f"{w}x{h} = {w * h:,}"
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{alias}[{i}]: the image declares {size} pixels, over this server's cap of "
+                               f"{max_pixels:,} (--max_image_pixels)")
+
+
+def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
+                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
+    """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch, and the
+    declared pixel count of encoded images, `check_encoded_image_sizes`).
 
     Returns the inputs converted to NumPy of the signature's dtype where the conversion
     is exact (e.g. float64 JSON numbers to float32); raises INVALID_ARGUMENT otherwise.
@@ -188,6 +223,8 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str) -> d
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
                                    "x0, y0, x1, y1 with x1 > x0 and y1 > y0)")
+        if want == tf.string:
+            check_encoded_image_sizes(alias, arr, max_image_pixels)
         if want == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values")
         out[alias] = arr

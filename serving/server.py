@@ -30,7 +30,7 @@ from serving.batching import BatchScheduler
 from serving.config import (BatchingOptions, ConfigError, model_server_config_from_flags,
                             read_model_server_config)
 from serving.errors import ServingError
-from serving.servables import ModelManager, Poller, Servable, validate_spec_inputs
+from serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
 from serving.tensors import to_ndarray, to_tensor_proto
 
 log = logging.getLogger("indep_seg.serving")
@@ -53,10 +53,11 @@ class ServingCore:
     """Request handling shared by the gRPC and REST front ends."""
 
     def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
-                 tensor_content: bool = False):
+                 tensor_content: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.manager = manager
         self.batcher = batcher
         self.tensor_content = tensor_content
+        self.max_image_pixels = int(max_image_pixels)
 
     def resolve(self, name, version=None, label=None, signature_name=""):
         if not name:
@@ -65,7 +66,7 @@ class ServingCore:
         return servable, servable.signature(signature_name)
 
     def predict(self, servable: Servable, sig, inputs: dict, output_filter=()) -> dict:
-        inputs = validate_spec_inputs(sig, inputs, servable.name)
+        inputs = validate_spec_inputs(sig, inputs, servable.name, self.max_image_pixels)
         for alias in output_filter:
             if alias not in sig.outputs:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -204,13 +205,15 @@ class ModelServer:
         tensor_content: answer with `tensor_content` instead of typed fields (`float_val`).
         grpc_max_threads: gRPC worker threads (concurrent requests).
         model_config_file: path re-read every `model_config_file_poll_wait_seconds` (> 0).
+        max_image_pixels: cap on the pixels an encoded image (`segment_bytes`) may declare.
     """
 
     def __init__(self, config, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int | None = None,
                  batching: BatchingOptions | None = None, file_system_poll_wait_seconds: float = 1.0,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, tensor_content: bool = False,
                  grpc_max_threads: int = 32, model_config_file=None,
-                 model_config_file_poll_wait_seconds: float = 0.0):
+                 model_config_file_poll_wait_seconds: float = 0.0,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.host = host
         self.requested_port = int(port)
         self.requested_rest_port = rest_api_port
@@ -219,7 +222,7 @@ class ModelServer:
         self.manager = ModelManager()
         self.manager.reload_config(config)
         self.batcher = BatchScheduler(batching) if batching is not None else None
-        self.core = ServingCore(self.manager, self.batcher, tensor_content)
+        self.core = ServingCore(self.manager, self.batcher, tensor_content, max_image_pixels)
         self.model_config_file = Path(model_config_file) if model_config_file else None
         self._config_text = self.model_config_file.read_text() if self.model_config_file else None
         self._poller = Poller(self.manager, file_system_poll_wait_seconds)

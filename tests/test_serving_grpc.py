@@ -45,6 +45,20 @@ def _request(model="seg", signature="", version=None, label=None, **inputs):
     return req
 
 
+def png_header(width, height):
+    """A PNG of a few dozen bytes whose valid header declares width x height pixels (a decompression
+    bomb's first chunk)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        chunk(b"IEND", b"")
+
+
 def _code(fn, *args):
     with pytest.raises(grpc.RpcError) as info:
         fn(*args, timeout=30)
@@ -155,6 +169,11 @@ def test_error_codes_and_messages(env):
         (_request(signature="segment_bytes", image_bytes=np.array([b"\x89PNG garbage"], dtype=object)),
          grpc.StatusCode.INVALID_ARGUMENT, "Unknown image file format"),
         (_request(image=np.zeros((1, 600, 600, 3), np.float32)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        (_request(signature="segment_bytes", image_bytes=np.array([png_header(9000, 9000)], dtype=object)),
+         grpc.StatusCode.INVALID_ARGUMENT, "image_bytes[0]: the image declares 9000x9000 = 81,000,000 pixels, "
+         "over this server's cap of 67,108,864"),
+        (_request(signature="segment_bytes", image_bytes=np.array([png_header(10 ** 5, 10 ** 5)], dtype=object)),
+         grpc.StatusCode.INVALID_ARGUMENT, "image_bytes[0]: the image declares more than"),
     ]
     for req, code, message in cases:
         got_code, details = _code(p, req)

@@ -212,3 +212,44 @@ def test_patch_windows_cover_every_pixel_property():
         assert covered.all() if stride <= window else (covered[-1, -1] and covered[0, 0])
 
     check()
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from tfrecords_tools.writer import write_sharded
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"s-00000-of-00002.tfrecord.tmp-{dead.pid}"
+    live = tmp_path / f"s-00001-of-00002.tfrecord.tmp-{os.getppid()}"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"writing")
+    summary = write_sharded([("a", lambda: b"a"), ("b", lambda: b"b")], tmp_path / "s", 2, progress=False)
+    assert not stale.exists() and live.exists()
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name] + [os.path.basename(s) for s in summary.shards])
+
+
+def test_overwrite_removes_the_old_set_before_renaming(tmp_path, monkeypatch):
+    """A kill between two renames of an overwrite must leave an incomplete set, never a complete
+    mix of old and new shards: simulated by failing the second rename."""
+    from tfrecords_tools import writer
+
+    tasks = [("a", lambda: b"a"), ("b", lambda: b"b")]
+    writer.write_sharded(tasks, tmp_path / "s", 2, progress=False)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies here
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(writer.os, "replace", replace)
+    new = [("x", lambda: b"x"), ("y", lambda: b"y")]
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_sharded(new, tmp_path / "s", 2, overwrite=True, progress=False)
+    monkeypatch.setattr(writer.os, "replace", real_replace)
+    with pytest.raises(DataError, match="incomplete shard set"):
+        read_tfrecords(str(tmp_path / "s-*.tfrecord"))

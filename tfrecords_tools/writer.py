@@ -5,7 +5,9 @@ GIL), in input order, at most `4 x workers` ahead of the writer, so memory stays
 Every shard is written as `NAME.tmp-<pid>`; when all records are done the shards are renamed
 to their final names (`os.replace`, atomic). A failed or interrupted run removes its temporary
 files, so no file that looks like a valid shard (or a complete `-of-NN` set) is ever left
-behind by a run that did not finish. With `skip_bad`, a record whose builder raises
+behind by a run that did not finish; a run killed outright (SIGKILL) leaves its `.tmp-<pid>` files,
+which the next run with the same prefix removes. With `overwrite`, the old set is removed before
+the renames, so a kill between two renames leaves an incomplete set that readers reject. With `skip_bad`, a record whose builder raises
 `DataError` is skipped and counted with its reason instead.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from indep_seg.data.files import DataError
 
-__all__ = ["ConversionSummary", "write_sharded", "shard_names", "existing_shards"]
+__all__ = ["ConversionSummary", "write_sharded", "shard_names", "existing_shards", "remove_stale_temporaries"]
 
 TARGET_SHARD_BYTES = 100 * 2 ** 20
 
@@ -64,6 +66,31 @@ def existing_shards(prefix) -> list[str]:
     return sorted(glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(prefix) -> list[str]:
+    """Removes `PREFIX-*.tfrecord.tmp-<pid>` files left by a killed run (its pid no longer alive);
+    returns their paths. A live writer's temporaries are left alone."""
+    removed = []
+    for t in glob.glob(glob.escape(os.fspath(prefix)) + "-*.tfrecord.tmp-*"):
+        pid = t.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.remove(t)
+                removed.append(t)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def auto_num_shards(total_input_bytes: int, num_records: int) -> int:
     """About 100 MiB per shard (the tf.data guidance), at least 1, at most one per record."""
     return max(1, min(num_records, -(-int(total_input_bytes) // TARGET_SHARD_BYTES)))
@@ -96,6 +123,7 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
     prefix = os.fspath(prefix)
     out_dir = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temporaries(prefix)
     old = existing_shards(prefix)
     if old and not overwrite:
         raise DataError(f"{old[0]}: output shards with prefix {prefix} already exist (use --overwrite)")
@@ -159,11 +187,13 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
         if s not in writers:
             with tf.io.TFRecordWriter(temps[s]):
                 pass
+    # The old set goes first, so that a kill between the renames below leaves an incomplete
+    # `-of-NN` set (which every reader rejects), never a complete-looking mix of old and new shards.
+    for f in old:
+        if os.path.exists(f):
+            os.remove(f)
     for t, f in zip(temps, finals):
         os.replace(t, f)
-    for f in old:
-        if f not in finals and os.path.exists(f):
-            os.remove(f)
     summary.shards = finals
     summary.bytes = sum(os.path.getsize(f) for f in finals)
     summary.seconds = time.time() - start

@@ -41,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--grpc_max_message_size", type=int, default=64 * 1024 * 1024,
                         help="cap on one request / response in bytes, gRPC and REST (default 64 MiB)")
     parser.add_argument("--grpc_max_threads", type=int, default=32, help="concurrent gRPC requests")
+    parser.add_argument("--max_image_pixels", type=int, default=8192 * 8192,
+                        help="cap on the pixels an encoded image sent to segment_bytes may declare "
+                             "(checked from its header before decoding; default 8192 x 8192)")
     parser.add_argument("--tensor_content", action="store_true",
                         help="answer in tensor_content instead of the typed fields (float_val)")
     parser.add_argument("--ready_file", default=None,
@@ -57,6 +60,8 @@ def run(args) -> int:
         raise CommandError("give exactly one of --model_base_path (with --model_name) or --model_config_file")
     if args.grpc_max_message_size < 1024:
         raise CommandError(f"--grpc_max_message_size: expected at least 1024 bytes, got {args.grpc_max_message_size}")
+    if args.max_image_pixels < 1:
+        raise CommandError(f"--max_image_pixels: expected a positive number of pixels, got {args.max_image_pixels}")
     batching = None
     try:
         if args.batching_parameters_file:
@@ -67,7 +72,7 @@ def run(args) -> int:
                       rest_api_port=args.rest_api_port if args.rest_api_port > 0 else None,
                       batching=batching, file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
                       max_message_size=args.grpc_max_message_size, tensor_content=args.tensor_content,
-                      grpc_max_threads=args.grpc_max_threads)
+                      grpc_max_threads=args.grpc_max_threads, max_image_pixels=args.max_image_pixels)
         if args.model_config_file:
             server = ModelServer.from_config_file(
                 args.model_config_file,
