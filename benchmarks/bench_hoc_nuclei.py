@@ -87,11 +87,14 @@ def evaluate(model_dir: Path, image_path: Path, n_masks: int = 512):
     g.load_weights(str(model_dir / "generator.weights.h5"))
     z = tf.random.stateless_uniform([n_masks, r["latent_dim"]], [7, 7], -1.0, 1.0)
     layers = np.asarray(g(z, training=False))
+    if r.get("grayscale"):  # HocGAN(grayscale=True) shows and composites the layers' luminance
+        layers[..., :3] = layers[..., :3].mean(-1, keepdims=True)
     pixel_scale = (r["window"] / r["resolution"]) ** 2
     st = mask_statistics(layers[..., 3], pixel_scale=pixel_scale)
     counter, meta = counting.load_counter(model_dir)
     t = time.time()
-    res = counting.count_image(counter, image, meta["window"], meta["resolution"], meta["sigma"])
+    res = counting.count_image(counter, image, meta["window"], meta["resolution"], meta["sigma"],
+                               grayscale=bool(meta.get("grayscale", False)))
     count_s = time.time() - t
     out = {"one_object_fraction": round(st["one_object_fraction"], 4),
            "empty_mask_fraction": round(st["empty_fraction"], 4),

@@ -110,3 +110,32 @@ def test_mask_statistics_components_and_area_units():
     assert st["one_object_fraction"] == pytest.approx(1 / 3)
     assert st["empty_fraction"] == pytest.approx(1 / 3)
     assert st["median_area"] == pytest.approx(36.0)  # 9 px x 4 full-resolution px each
+
+
+def test_jitter_instance_gain_scales_each_instance_and_keeps_masks():
+    from indep_seg.composition import composite_layers
+
+    r = 8
+    warped = np.zeros((1, 2, r, r, 4), np.float32)
+    warped[0, 0, :, :4, :3], warped[0, 0, :, :4, 3] = 0.5, 1.0   # instance 0: left half
+    warped[0, 1, :, 4:, :3], warped[0, 1, :, 4:, 3] = 0.4, 1.0   # instance 1: right half
+    bg = np.full((1, r, r, 3), 0.1, np.float32)
+    comp, extras = composite_layers(warped, background=bg, return_layers=True)
+    out = dict(warped=tf.constant(warped), composite=comp, **extras)
+    same = counting.jitter_instance_gain(out, bg, 0.0)
+    np.testing.assert_allclose(same["composite"], comp, atol=1e-6)
+    got = counting.jitter_instance_gain(out, bg, 0.7, seed=tf.constant([3, 4]))
+    np.testing.assert_allclose(got["visibility"], extras["visibility"])
+    np.testing.assert_allclose(got["warped"][..., 3], warped[..., 3])
+    g0 = float(got["composite"][0, 0, 0, 0]) / 0.5
+    g1 = float(got["composite"][0, 0, 7, 0]) / 0.4
+    for g in (g0, g1):
+        assert math.exp(-0.7) - 1e-6 <= g <= math.exp(0.7) + 1e-6
+    assert abs(g0 - g1) > 1e-3                                       # one gain per instance
+    np.testing.assert_allclose(got["composite"][0, :, :4], 0.5 * g0, atol=1e-6)   # uniform over it
+    np.testing.assert_allclose(got["composite"][0, :, 4:], 0.4 * g1, atol=1e-6)
+
+
+def test_to_gray_replicates_the_channel_mean():
+    x = tf.constant([[[0.3, 0.6, 0.9]]])
+    np.testing.assert_allclose(counting.to_gray(x), [[[0.6, 0.6, 0.6]]], atol=1e-6)

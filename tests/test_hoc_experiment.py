@@ -46,6 +46,11 @@ def test_auto_setting_follows_the_image_and_overrides_win():
     assert r["num_layers"] >= 2 and r["padding"] >= 0.4 * r["resolution"]
     r2 = resolve(HocConfig(window=40, num_layers=3, a=0.2, background="disk"), img)
     assert (r2["window"], r2["num_layers"], r2["a"], r2["background"]) == (40, 3, 0.2, "disk")
+    gray = np.repeat(np.asarray(img, np.float32).mean(-1, keepdims=True), 3, -1)
+    tinted = gray * np.array([1.0, 0.9, 0.8], np.float32)
+    assert resolve(HocConfig(), gray)["grayscale"] is True
+    assert resolve(HocConfig(), tinted)["grayscale"] is False
+    assert resolve(HocConfig(grayscale=False), gray)["grayscale"] is False
 
 
 def test_window_larger_than_image_is_a_clear_error():

@@ -57,13 +57,13 @@ def test_layout_keeps_shapes_and_composition_is_eq5():
     assert np.all(comp[(warped[..., 3].max(axis=1) == 0)] == 0)
 
 
-def _tiny_gan(info_weight=50.0):
+def _tiny_gan(info_weight=50.0, grayscale=False):
     g = RGBAGenerator(latent_dim=2, resolution=R, initial_size=4, widths=(8, 8, 4), upsample="upsample",
                       alpha_bias=-2.0)
     d = HocDiscriminator(widths=(8, 16), final_width=0, head="dense")
     q = InfoGANQHead(2, widths=(4, 8)) if info_weight else None
     gan = HocGAN(g, d, q, latent_dim=2, num_layers=2, padding=6, a=0.1, info_weight=info_weight,
-                 binarization_weight=1.0, seed=0)
+                 binarization_weight=1.0, grayscale=grayscale, seed=0)
     gan.build_networks(R)
     gan.compile()
     return gan
@@ -94,3 +94,17 @@ def test_tile_rows_enlarges_small_cells():
     g = tile_rows([np.zeros((3, 16, 16, 3)), np.ones((3, 16, 16, 3))], gap=2, min_cell=32)
     assert g.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
     assert g[2 + 34 + 5, 2 + 5, 0] == 255 and g[2 + 5, 2 + 5, 0] == 0
+
+
+def test_grayscale_layers_are_luminance_and_colour_layers_are_not():
+    bg = tf.fill((3, R, R, 3), 0.2)
+    colour = _tiny_gan().generate(3, background=bg, return_all=True)
+    gray = _tiny_gan(grayscale=True).generate(3, background=bg, return_all=True)
+    rgb = colour["layers"][..., :3]
+    assert float(tf.reduce_max(tf.abs(rgb - tf.reduce_mean(rgb, -1, keepdims=True)))) > 1e-3
+    for key in ("layers", "warped"):
+        x = gray[key][..., :3]
+        np.testing.assert_allclose(x[..., 0], x[..., 1], atol=1e-6)
+        np.testing.assert_allclose(x[..., 0], x[..., 2], atol=1e-6)
+    c = gray["composite"]
+    np.testing.assert_allclose(c[..., 0], c[..., 2], atol=1e-6)

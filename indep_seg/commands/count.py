@@ -54,7 +54,7 @@ def run(args) -> int:
     if not 0 <= args.threshold <= 1:
         raise CommandError(f"--threshold: expected a number in [0, 1], got {args.threshold}")
     result = counting.count_image(counter, image, window, int(meta["resolution"]), float(meta["sigma"]),
-                                  threshold=args.threshold)
+                                  threshold=args.threshold, grayscale=bool(meta.get("grayscale", False)))
     overlay = Path(args.overlay) if args.overlay else Path(Path(args.image).stem + "_count.png")
     from PIL import Image
 

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from indep_seg import checks
 
-__all__ = ["build_counter", "centre_targets", "train_counter", "predict_heatmap", "count_image",
+__all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "train_counter", "predict_heatmap", "count_image",
            "peaks", "save_counter", "load_counter", "draw_overlay"]
 
 
@@ -87,15 +87,46 @@ def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float 
     return heat, tf.stack([cx, cy], -1), weight
 
 
+def to_gray(images):
+    """Luminance (channel mean) replicated to 3 channels: ``[..., 3] -> [..., 3]``."""
+    return tf.repeat(tf.reduce_mean(images, axis=-1, keepdims=True), 3, axis=-1)
+
+
+def jitter_instance_gain(out, background, gain_jitter: float, seed=None):
+    """Re-composite `out` (a `HocGAN.generate(..., return_all=True)` dict) with every warped
+    layer's appearance scaled by its own gain ``exp(U(-gain_jitter, gain_jitter))`` (clipped to
+    [0, 1]); masks, layout and eq. (5)'s visibility are unchanged.
+
+    Real clusters hold instances of many brightnesses (stained nuclei: mean intensity 0.14 to 0.9
+    on the DSB image) while a generator trained for minutes covers fewer; the counter must count an
+    instance whatever its brightness, so it is shown the same generated instances at other gains.
+    """
+    from indep_seg.composition import composite_layers
+
+    warped = out["warped"]
+    shape = tf.concat([tf.shape(warped)[:2], [1, 1, 1]], 0)
+    u = (tf.random.uniform(shape, -1.0, 1.0, seed=seed) if seed is None or isinstance(seed, int)
+         else tf.random.stateless_uniform(shape, seed, -1.0, 1.0))
+    gain = tf.exp(gain_jitter * u)
+    rgb = tf.clip_by_value(warped[..., :-1] * gain, 0.0, 1.0)
+    warped = tf.concat([rgb, warped[..., -1:]], axis=-1)
+    composite, extras = composite_layers(warped, background=background, return_layers=True)
+    return dict(out, warped=warped, composite=composite, **extras)
+
+
 def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning_rate=1e-3,
-                  time_limit_s: float | None = None, log_every: int = 200, log=print, min_contrast: float = 0.0):
+                  time_limit_s: float | None = None, log_every: int = 200, log=print, min_contrast: float = 0.0,
+                  gain_jitter: float = 0.0, grayscale: bool = False):
     """Train the centre counter on the (frozen) generator's composites over the dataset's backgrounds.
 
-    Returns ``(counter, history)`` where history is a list of ``(step, loss)``.
+    `gain_jitter` > 0 re-composites each batch with per-instance gains (`jitter_instance_gain`);
+    `grayscale` trains on luminance only (`to_gray`), for gray images, whose counter then never sees
+    the colours a generator may paint. Returns ``(counter, history)``, history a list of ``(step, loss)``.
     """
     import time
 
     steps = checks.check_int(steps, "steps", minimum=0)
+    gain_jitter = float(checks.check_positive_number(gain_jitter, "gain_jitter", allow_zero=True))
     counter = counter or build_counter()
     opt = keras.optimizers.Adam(learning_rate)
 
@@ -103,8 +134,10 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
     def step_fn(batch):
         out = gan.generate(tf.shape(batch["background"])[0], background=batch["background"],
                            training=False, return_all=True)
+        if gain_jitter > 0:
+            out = jitter_instance_gain(out, batch["background"], gain_jitter)
         target, _, _ = centre_targets(out, sigma, background=batch["background"], min_contrast=min_contrast)
-        x = out["composite"]
+        x = to_gray(out["composite"]) if grayscale else out["composite"]
         with tf.GradientTape() as tape:
             pred = counter(x, training=True)
             loss = tf.reduce_mean(tf.square(pred - target)) * 100.0
@@ -149,8 +182,10 @@ def peaks(heat, sigma: float, threshold: float = 0.3):
         np.zeros((0, 3))
 
 
-def count_image(counter, image, window: int, resolution: int, sigma: float, threshold: float = 0.3):
-    """Count instances in a full image (float ``[H, W, 3]`` in [0, 1]).
+def count_image(counter, image, window: int, resolution: int, sigma: float, threshold: float = 0.3,
+                grayscale: bool = False):
+    """Count instances in a full image (float ``[H, W, 3]`` in [0, 1]); `grayscale`: the counter was
+    trained on luminance (`train_counter(grayscale=True)`), so it sees the image's luminance.
 
     Returns dict ``count`` (int: heatmap mass / (2 pi sigma^2), rounded), ``centres`` (``[[x, y], ...]``
     full-resolution pixels, the `count` strongest heatmap peaks), ``mass`` (float count) and
@@ -159,6 +194,8 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
     from indep_seg.hoc.patches import rescale_image
 
     a = np.asarray(image, np.float32)
+    if grayscale:
+        a = np.repeat(a.mean(-1, keepdims=True), 3, -1)
     h, w = a.shape[:2]
     scaled = rescale_image(a, window, resolution)
     heat = predict_heatmap(counter, scaled)

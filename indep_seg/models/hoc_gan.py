@@ -56,14 +56,19 @@ class HocGAN(keras.Model):
         area_weight: lambda (1000).
         info_weight: beta (50).
         binarization_weight: weight of ``mean(min(m, 1 - m))`` on the layer masks (0 = paper).
+        grayscale: the image is gray: each layer's RGB is replaced by its channel mean, so the
+            generator spends nothing on colours the image does not have (not in the paper, whose
+            images are colour).
         seed: int seed of the model's `keras.random.SeedGenerator`s.
 
     `train_step(batch)` takes ``{"real": [B, R, R, 3], "background": [B, R, R, 3]}``.
     """
 
     def __init__(self, generator, discriminator, q_head=None, latent_dim=6, num_layers=8, padding=30,
-                 a=0.1, area_weight=1000.0, info_weight=50.0, binarization_weight=0.0, seed=0, **kwargs):
+                 a=0.1, area_weight=1000.0, info_weight=50.0, binarization_weight=0.0, grayscale=False, seed=0,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.grayscale = bool(grayscale)
         self.generator = generator
         self.discriminator = discriminator
         self.q_head = q_head
@@ -120,6 +125,9 @@ class HocGAN(keras.Model):
         # = provider.generate + layout.pad_and_random_crop, with the draws made for the global batch
         z = global_batch_draw(lambda n: self.provider.sample_latents(n), batch_size)
         layers = self.provider(z, training=training)
+        if self.grayscale:  # a gray image: the layers' appearance is luminance only
+            gray = tf.reduce_mean(layers[..., :3], axis=-1, keepdims=True)
+            layers = tf.concat([tf.repeat(gray, 3, axis=-1), layers[..., 3:]], axis=-1)
         r = self.generator.resolution
         layers = tf.reshape(layers, [-1, self.num_layers, r, r, 4])
         z = tf.reshape(z, [-1, self.num_layers, self.latent_dim])

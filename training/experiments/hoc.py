@@ -51,6 +51,8 @@ class HocConfig:
     padding: int | None = None
     a: float | None = None
     background: str = "auto"            # auto | disk | inpaint | black
+    grayscale: bool | None = None       # None: True when the image is gray (R = G = B)
+    counter_gain_jitter: float = 0.7    # per-instance gain exp(U(-j, j)) in the counter's training
     disk_radius: float | None = None    # default 20/64 * resolution
     flips: bool | None = None
     latent_dim: int | None = None
@@ -133,6 +135,9 @@ def resolve(config: HocConfig, image) -> dict:
     if r["counter_sigma"] is None:
         inst_w = est["instance_width"] if est else window / 1.5
         r["counter_sigma"] = max(1.0, inst_w * scale / 5.0)
+    if r["grayscale"] is None:
+        rgb = np.asarray(image, np.float32)
+        r["grayscale"] = bool(rgb.ndim == 3 and np.abs(rgb - rgb.mean(-1, keepdims=True)).max() < 1.0 / 255)
     r["density"] = density
     r["scale"] = scale
     return r
@@ -157,7 +162,8 @@ def build_model(r: dict, seed: int = 0):
     q = InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head") if r["info_weight"] > 0 else None
     model = HocGAN(g, d, q, latent_dim=r["latent_dim"], num_layers=r["num_layers"], padding=r["padding"], a=a,
                    area_weight=r["area_weight"], info_weight=r["info_weight"],
-                   binarization_weight=r["binarization_weight"], seed=seed)
+                   binarization_weight=r["binarization_weight"], grayscale=bool(r.get("grayscale", False)),
+                   seed=seed)
     model.build_networks(r["resolution"])
     model.compile(d_optimizer=keras.optimizers.Adam(r["d_lr"], beta_1=0.5, beta_2=0.999),
                   g_optimizer=keras.optimizers.Adam(r["g_lr"], beta_1=0.5, beta_2=0.999),
@@ -267,15 +273,17 @@ def train_hoc(config: HocConfig, ctx) -> dict:
         if (gray > t_otsu).any() and (gray <= t_otsu).any() else 0.0
     counter, history = counting.train_counter(model, ds, r["counter_steps"], r["counter_sigma"],
                                               counter=counting.build_counter(r["counter_width"]),
-                                              time_limit_s=limit, min_contrast=min_contrast)
+                                              time_limit_s=limit, min_contrast=min_contrast,
+                                              gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"])
     counting.save_counter(model_dir / "counter", counter, dict(
         window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc", min_contrast=min_contrast,
-        steps=history[-1][0] + 1 if history else 0))
+        gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"], steps=history[-1][0] + 1 if history else 0))
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
     stats = mask_metric(r)(model)
-    count = counting.count_image(counter, image, r["window"], r["resolution"], r["counter_sigma"])
+    count = counting.count_image(counter, image, r["window"], r["resolution"], r["counter_sigma"],
+                                 grayscale=r["grayscale"])
     final = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
     final.update({f"masks_{k}": float(v) for k, v in stats.items()})
     final["count"] = float(count["count"])
