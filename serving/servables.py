@@ -276,6 +276,7 @@ class ModelManager:
         validate_model_server_config(config, "model_server_config")
         with self._load_lock:
             with self._lock:
+                old_labels = {n: dict(m.config.version_labels) for n, m in self._models.items()}
                 new = {}
                 for mc in config.model_config_list.config:
                     old = self._models.get(mc.name)
@@ -287,6 +288,24 @@ class ModelManager:
                 self._models = new
                 self._config = config
             self._poll_locked()
+            self._check_labels(old_labels)
+
+    def _check_labels(self, old_labels):
+        """TF Serving assigns a version label only to a version that is available for inference
+        (ServerCore::UpdateModelVersionLabelMap): otherwise the reload fails with
+        FAILED_PRECONDITION and the labels stay as they were (the models themselves are loaded)."""
+        with self._lock:
+            bad = [(name, label, v) for name, m in sorted(self._models.items())
+                   for label, v in sorted(m.config.version_labels.items()) if v not in m.available]
+            if not bad:
+                return
+            for name, m in self._models.items():
+                m.config.version_labels.clear()
+                m.config.version_labels.update(old_labels.get(name, {}))
+        name, label, v = bad[0]
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"Request to assign label to version {v} of model {name}, which is not currently "
+                           f"available for inference (label {label!r})")
 
     # ----------------------------------------------------------------- polling
     def poll(self):

@@ -188,6 +188,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             self.server.reload_config(request.config)
         except ConfigError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ServingError as e:
+            context.abort(e.code, e.message)
         return response
 
 
@@ -339,7 +341,10 @@ class _ConfigFilePoller(threading.Thread):
                 self.server._config_text = text
                 continue
             self.server._config_text = text
-            self.server.reload_config(config)
+            try:
+                self.server.reload_config(config)
+            except ServingError as e:
+                log.warning("%s: %s; the previous version labels stay", self.server.model_config_file, e.message)
             log.info("reloaded %s", self.server.model_config_file)
 
     def stop(self):

@@ -214,3 +214,13 @@ def test_reload_config_rejects_bad_and_applies_good(env, tmp_path):
     b = env["predict"].Predict(_request(model="seg2", image=img), timeout=30)
     assert a.model_spec.version.value == 1
     np.testing.assert_array_equal(tf.make_ndarray(a.outputs["mask"]), tf.make_ndarray(b.outputs["mask"]))
+    # A label naming a version that is not loaded: TF Serving's FAILED_PRECONDITION, labels kept.
+    bad = parse_model_server_config(f'''model_config_list {{
+        config {{ name: "seg" base_path: "{env['base']}"
+                 version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 9 }} }} }}''')
+    code, details = _code(env["models"].HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest(config=bad))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Request to assign label to version 9 of model seg, which is not currently available" in details
+    a = env["predict"].Predict(_request(label="stable", image=img), timeout=30)
+    assert a.model_spec.version.value == 1
+    assert _code(env["predict"].Predict, _request(label="canary", image=img))[0] == grpc.StatusCode.INVALID_ARGUMENT

@@ -15,6 +15,7 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from serving.config import ConfigError, parse_model_server_config
 from serving.export import export_segmenter
 from serving.server import ModelServer
+from serving.errors import ServingError
 from serving.servables import ModelManager, wait_for
 from tests._serving_helpers import conv_model, segmenter
 
@@ -47,16 +48,18 @@ def test_version_policies_and_labels(exported, tmp_path):
              "model_version_policy { all {} }": [1, 2, 3],
              "model_version_policy { specific { versions: 1 versions: 3 } }": [1, 3]}
     for policy, expected in cases.items():
-        m = ModelManager(_config(f'model_config_list {{ config {{ name: "m" base_path: "{base}" {policy} '
-                                 'version_labels { key: "stable" value: 1 } } }'))
+        text = f'model_config_list {{ config {{ name: "m" base_path: "{base}" {policy} '
+        m = ModelManager(_config(text + '} }'))
         available = [s.version for s in m.status("m") if s.state == "AVAILABLE"]
         assert available == expected, policy
         assert m.get("m").version == expected[-1]
+        labelled = _config(text + 'version_labels { key: "stable" value: 1 } } }')
         if 1 in expected:
-            assert m.get("m", label="stable").version == 1
-        else:
-            with pytest.raises(Exception, match=r"Specific\(m, 1\)"):
-                m.get("m", label="stable")
+            assert ModelManager(labelled).get("m", label="stable").version == 1
+        else:  # TF Serving labels only available versions
+            with pytest.raises(ServingError, match="label to version 1 of model m, which is not currently") as e:
+                ModelManager(labelled)
+            assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_symlink_outside_base_is_never_loaded(exported, tmp_path, caplog):

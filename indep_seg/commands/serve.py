@@ -53,6 +53,7 @@ def add_arguments(parser):
 def run(args) -> int:
     from indep_seg.cli import CommandError
     from serving.config import BatchingOptions, ConfigError, read_batching_parameters
+    from serving.errors import ServingError
     from serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -82,6 +83,8 @@ def run(args) -> int:
         server.start()
     except ConfigError as e:
         raise CommandError(str(e)) from None
+    except ServingError as e:  # e.g. a version label naming a version that cannot be loaded
+        raise CommandError(f"{args.model_config_file or args.model_base_path}: {e.message}") from None
     except (OSError, RuntimeError) as e:
         raise CommandError(f"cannot start the server: {e}") from None
     print(f"serving gRPC on {args.host}:{server.port}"
