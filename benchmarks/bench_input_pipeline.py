@@ -9,7 +9,8 @@ reported as wall-clock images/s and as images per CPU-second of this process (al
 the machine is shared, and under contention the wall rate says more about the neighbours
 than about the pipeline; `projected_2_cores_images_per_s` = images per CPU-second x 2. Targets (data
 issue): >= 1500 images/s at 128x128 on 2 cores, and >= 10x what the trainers consume
-(`trainer_images_per_s` is filled in by the trainers' benchmark; null here).
+(`trainer_images_per_s`: the fastest of the `--trainers`' own compiled training steps, measured
+in the same run after the pipeline; `pipeline_over_fastest_trainer` is the ratio).
 
 Variants measured (all batch 32, resolution 128, paper crop `margin=0`, augmentation on:
 window jitter 0.05 + horizontal flip):
@@ -76,6 +77,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny configuration (synthetic data only)")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trainers", default="box_seg,box_seg_paper",
+                        help="box-crop trainers whose step rate is measured beside the pipeline ('' = none)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -166,6 +169,32 @@ def main(argv=None):
         "tfrecords_vs_folder_jpeg": ratio("tfrecords, no cache", "folder, DCT scaling"),
         "cache_vs_no_cache": ratio("tfrecords, cached", "tfrecords, no cache"),
     }
+    # What the trainers consume: images/s of their own compiled training step, same process.
+    trainers = {}
+    for preset in [t for t in args.trainers.split(",") if t.strip()] if not args.quick else []:
+        from benchmarks.train_step_adapters import box_seg as box_seg_step
+
+        h = box_seg_step(preset.strip())
+        for _ in range(2):
+            h.step(*h.batch)
+        steps = 6 if preset == "box_seg" else 2
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = h.step(*h.batch)
+        tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, out)  # wait for it
+        rate = steps * h.batch_size / (time.perf_counter() - t)
+        trainers[preset] = {"images_per_s": round(rate, 1), "batch": h.batch_size,
+                            "resolution": h.config["resolution"]}
+        print(f"trainer {preset:20s} {rate:8.1f} images/s (batch {h.batch_size}, {h.config['resolution']} px)",
+              flush=True)
+    if trainers:
+        fastest = max(v["images_per_s"] for v in trainers.values())
+        result["trainers"] = trainers
+        result["trainer_images_per_s"] = fastest
+        if "weizmann_tfrecords_cached_images_per_s" in result:
+            result["pipeline_over_fastest_trainer"] = round(result["weizmann_tfrecords_cached_images_per_s"] / fastest, 1)
+            result["meets_10x_trainer"] = bool(result["pipeline_over_fastest_trainer"] >= 10)
+            print(f"pipeline (cached) / fastest trainer = {result['pipeline_over_fastest_trainer']}x", flush=True)
     result["loadavg_at_end"] = list(os.getloadavg())
     path = write_json_atomic(results_dir() / "input_pipeline.json", result)
     print(f"wrote {path}")
