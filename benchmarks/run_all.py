@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run_all.py            # everything (tens of minutes)
     .venv/bin/python benchmarks/run_all.py --quick    # tiny configurations (the test uses this)
     .venv/bin/python benchmarks/run_all.py --only train_step,serving
+    .venv/bin/python benchmarks/run_all.py --collect  # no run: tables from the JSON already there
 
 Every `benchmarks/bench_*.py` runs as its own subprocess (with `--quick` when given), with
 `INDEP_SEG_BENCH_RESULTS` pointing at the results folder; the JSON files it writes there
@@ -10,7 +11,8 @@ while it runs are attributed to it. Its peak resident memory is read from the ke
 accounting of that child (`os.wait4` rusage `ru_maxrss`: the largest single process of the
 benchmark's process tree, workers included). Writes `summary.json` and `SUMMARY.md`
 (Markdown tables) into the results folder; a failing or timed-out benchmark is recorded as
-such and does not stop the others (exit code 1 if any failed).
+such and does not stop the others (exit code 1 if any failed). `SUMMARY.md` opens with the
+headline figures of every benchmark beside the issues' targets (`HEADLINES`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,57 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import BENCH_DIR, REPO, write_json_atomic, write_text_atomic  # noqa: E402
 
 SUMMARY_FILES = ("summary.json",)
+
+# (result file, dotted path into its JSON, what it is, the target it is held against)
+HEADLINES = [
+    ("box_seg_horse_run2.json", "distilled.iou", "box_seg on real horses: mean IoU after distillation", ">= 0.70"),
+    ("box_seg_horse_run2.json", "raw.iou", "box_seg on real horses: mean IoU, adversarial phase", ""),
+    ("ilsgan_horse.json", "variants.mi.iou", "ilsgan + post-hoc UNet on real horses: mean IoU", ">= 0.55"),
+    ("ilsgan_horse.json", "baselines.centred_disc_r_third.iou", "centred disc (box-free baseline): mean IoU", ""),
+    ("ilsgan_horse.json", "variants.mi.mi", "MINE MI between regions, with ILS-MI", "< without"),
+    ("ilsgan_horse.json", "variants.none.mi", "MINE MI between regions, without ILS-MI", ""),
+    ("hoc_nuclei.json", "one_object_fraction", "hoc: layer masks with one dominant component", ">= 0.90"),
+    ("hoc_nuclei.json", "median_area_error", "hoc: median mask area, relative error", "<= 0.25"),
+    ("hoc_nuclei.json", "count", "hoc: `indep-seg count` on the nuclei image (125)", "113-137"),
+    ("hoc_nuclei.json", "otsu_cc_count_min10px", "Otsu + connected components count", ""),
+    ("input_pipeline.json", "weizmann_tfrecords_cached_images_per_s", "input pipeline, TFRecords, 128 px: images/s",
+     ">= 1500"),
+    ("input_pipeline.json", "pipeline_over_fastest_trainer", "input pipeline / fastest trainer's consumption",
+     ">= 10"),
+    ("serving.json", "summary.paired_grpc_overhead_p50_ms", "gRPC server overhead over in-process, p50 ms",
+     "< 2"),
+    ("serving.json", "summary.paired_batched_throughput_ratio",
+     "server batching (16 clients) / in-process batched throughput", ">= 0.90"),
+]
+
+
+def _dig(obj, path):
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def headline_rows(results_by_file):
+    """The HEADLINES present in `results_by_file` ({file name: parsed JSON}), plus the best
+    training-step efficiency per preset of train_step.json."""
+    rows = []
+    for name, path, what, target in HEADLINES:
+        value = _dig(results_by_file.get(name), path)
+        if value is not None:
+            rows.append({"figure": what, "value": value, "target": target, "source": f"{name}: {path}"})
+    table = _dig(results_by_file.get("train_step.json"), "table") or []
+    best = {}
+    for r in table:
+        if isinstance(r, dict) and isinstance(r.get("efficiency_pct"), (int, float)):
+            if r["preset"] not in best or r["efficiency_pct"] > best[r["preset"]]["efficiency_pct"]:
+                best[r["preset"]] = r
+    for preset, r in best.items():
+        rows.append({"figure": f"train step {preset}: model FLOP/s / fp32 matmul FLOP/s, % ({r['variant']})",
+                     "value": r["efficiency_pct"], "target": ">= 75" if preset == "box_seg_paper" else "",
+                     "source": "train_step.json: table"})
+    return rows
 
 
 def discover(scripts_dir: Path, only=None):
@@ -118,6 +171,21 @@ def run_script(script: Path, results: Path, quick: bool, timeout: float, extra_a
     return record
 
 
+def collected_records(results: Path):
+    """One record per result JSON already in `results` (`--collect`): nothing is run, so the
+    wall time is unknown and the peak memory is the one the benchmark recorded itself, if any."""
+    records = []
+    for p in _result_jsons(results):
+        try:
+            res = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            res = {"error": f"unreadable JSON: {e}"}
+        rss = _dig(res, "maxrss_mb") or _dig(res, "peak_rss_mb")
+        records.append({"script": p.name, "command": "", "returncode": None, "status": "collected",
+                        "wall_s": None, "peak_rss_mb": rss, "results": {p.name: res}})
+    return records
+
+
 def _result_jsons(results: Path):
     return sorted(p for p in results.glob("*.json") if p.name not in SUMMARY_FILES and ".tmp-" not in p.name)
 
@@ -152,6 +220,9 @@ def render_markdown(summary):
     out = [f"# Benchmark summary ({summary['time_utc']}{', quick' if summary['quick'] else ''})", "",
            f"Machine: {summary['machine']['cpu']}, {summary['machine']['cpus']} CPUs; "
            f"load average at start {_fmt(summary['machine']['load_avg_start'])}.", ""]
+    heads = headline_rows({n: r for b in summary["benchmarks"] for n, r in b["results"].items()})
+    if heads:
+        out += ["## Headline figures", "", markdown_table(heads), ""]
     out.append(markdown_table([
         {"benchmark": b["script"], "status": b["status"], "wall s": b["wall_s"],
          "peak RSS MB": b["peak_rss_mb"], "results": ", ".join(b["results"]) or "-"}
@@ -170,7 +241,7 @@ def render_markdown(summary):
             table = res.get("table")
             if isinstance(table, list) and table and all(isinstance(r, dict) for r in table):
                 out.append(markdown_table(table))
-        if b["status"] not in ("ok", "skipped"):
+        if b["status"] not in ("ok", "skipped", "collected"):
             out += ["", f"**{b['script']}: {b['status']}** (exit {b['returncode']}); log `{b['log']}`:", "```"]
             out += b.get("log_tail", []) + ["```"]
     return "\n".join(out) + "\n"
@@ -183,6 +254,8 @@ def main(argv=None):
     ap.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     ap.add_argument("--scripts-dir", default=str(BENCH_DIR), help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark (killed after)")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: write summary.json and SUMMARY.md from the result JSON already there")
     args = ap.parse_args(argv)
     if args.timeout <= 0:
         ap.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
@@ -198,6 +271,9 @@ def main(argv=None):
                     "python": platform.python_version()},
         "benchmarks": [],
     }
+    if args.collect:
+        summary["benchmarks"] = collected_records(results)
+        scripts = []
     for script in scripts:
         if args.quick and "--quick" not in script.read_text():
             rec = {"script": script.name, "command": "", "returncode": None, "status": "skipped",
@@ -217,7 +293,7 @@ def main(argv=None):
     write_json_atomic(results / "summary.json", summary)
     write_text_atomic(results / "SUMMARY.md", render_markdown(summary))
     print(f"[run_all] wrote {results / 'summary.json'} and {results / 'SUMMARY.md'}")
-    return 0 if all(b["status"] in ("ok", "skipped") for b in summary["benchmarks"]) else 1
+    return 0 if all(b["status"] in ("ok", "skipped", "collected") for b in summary["benchmarks"]) else 1
 
 
 if __name__ == "__main__":

@@ -92,3 +92,29 @@ def test_runner_runs_the_real_train_step_benchmark_quick(tmp_path):
     assert row["images_per_s"] > 0 and row["model_gflop_per_step"] > 0
     assert res["peak_gflops"] > 0
     assert "train_step.json" in (tmp_path / "SUMMARY.md").read_text()
+
+
+def test_collect_tables_the_json_already_there_without_running(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    _script(scripts, "bench_boom.py", "raise SystemExit('--collect must not run anything')\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "hoc_nuclei.json").write_text(json.dumps({"count": 117, "one_object_fraction": 0.97}))
+    (results / "train_step.json").write_text(json.dumps({"table": [
+        {"preset": "box_seg_paper", "variant": "baseline", "efficiency_pct": 30.0},
+        {"preset": "box_seg_paper", "variant": "xla", "efficiency_pct": 41.5}], "maxrss_mb": 812}))
+    (results / "broken.json").write_text("{not json")
+    p = _run(["--collect", "--scripts-dir", str(scripts), "--results-dir", str(results)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads((results / "summary.json").read_text())
+    by = {b["script"]: b for b in summary["benchmarks"]}
+    assert sorted(by) == ["broken.json", "hoc_nuclei.json", "train_step.json"]
+    assert {b["status"] for b in by.values()} == {"collected"}
+    assert by["train_step.json"]["peak_rss_mb"] == 812
+    assert "unreadable JSON" in by["broken.json"]["results"]["broken.json"]["error"]
+    md = (results / "SUMMARY.md").read_text()
+    headline = md.split("## Headline figures", 1)[1].split("\n## ", 1)[0]
+    assert "| hoc: `indep-seg count` on the nuclei image (125) | 117 | 113-137 |" in headline
+    # the best variant of each preset, not the first
+    assert "| 41.5 | >= 75 |" in headline and "(xla)" in headline and "| 30 |" not in headline
