@@ -111,6 +111,23 @@ def load_generator(model_dir, cfg):
     return model
 
 
+def redo_posthoc(model_dir, cfg, budget_minutes):
+    """The post-hoc stage of `train_ilsgan` again on a finished run (its selected generator), with
+    the post-hoc share of the budget; the run's summary records the new stage."""
+    from training.experiments.ilsgan import posthoc_stage
+
+    model_dir = Path(model_dir)
+    path = model_dir / "ilsgan_summary.json"
+    summary = json.loads(path.read_text())
+    model = load_generator(model_dir, cfg)
+    budget = budget_minutes * 60.0 * cfg.posthoc_budget_fraction - 20.0
+    hist = posthoc_stage(model, cfg, model_dir, summary["selected"], summary["selection_metric"], budget)
+    summary.update(posthoc=hist, posthoc_redone=True, total_seconds=summary["gan_seconds"] + hist["seconds"])
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    os.replace(tmp, path)
+
+
 def generated_layers(model, n, seed=4321, batch=128):
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, model.generator.z_dim)).astype(np.float32)
@@ -138,6 +155,9 @@ def main(argv=None):
     ap.add_argument("--run-dir", action="append", default=[],
                     help="VARIANT=DIR: use this run directory for a variant")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--redo-posthoc", action="store_true",
+                    help="with --skip-train: run the post-hoc stage again (the preset's current settings, its "
+                         "share of --budget-minutes) on the selected generator of each run directory")
     ap.add_argument("--mine-samples", type=int, default=2000)
     ap.add_argument("--mine-steps", type=int, default=400)
     ap.add_argument("--kid-samples", type=int, default=1000)
@@ -172,6 +192,8 @@ def main(argv=None):
         train_metrics = None
         if not args.skip_train:
             train_metrics = train_ilsgan(cfg, TrainContext(model_dir=d, budget_minutes=args.budget_minutes))
+        if args.redo_posthoc:
+            redo_posthoc(d, cfg, args.budget_minutes)
         summary = json.loads((d / "ilsgan_summary.json").read_text())
         pred, seg_scores = evaluate_segmenter(d, crops, gt)
         model = load_generator(d, cfg)

@@ -76,9 +76,9 @@ def headline_rows(results_by_file):
     table = _dig(results_by_file.get("train_step.json"), "table") or []
     best = {}
     for r in table:
-        if isinstance(r, dict) and isinstance(r.get("efficiency_pct"), (int, float)):
-            if r["preset"] not in best or r["efficiency_pct"] > best[r["preset"]]["efficiency_pct"]:
-                best[r["preset"]] = r
+        eff = r.get("efficiency_pct") if isinstance(r, dict) else None
+        if isinstance(eff, (int, float)) and eff > best.get(r["preset"], {}).get("efficiency_pct", -1.0):
+            best[r["preset"]] = r
     for preset, r in best.items():
         rows.append({"figure": f"train step {preset}: model FLOP/s / fp32 matmul FLOP/s, % ({r['variant']})",
                      "value": r["efficiency_pct"], "target": ">= 75" if preset == "box_seg_paper" else "",
