@@ -5,7 +5,7 @@ from PIL import Image
 
 from indep_seg.hoc import (disk_background, estimate_from_image, extract_patches, inpaint_background,
                            load_image, otsu_threshold, rescale_image)
-from indep_seg.hoc.estimate import layers_and_padding
+from indep_seg.hoc.estimate import foreground_components, half_maximum_areas, layers_and_padding
 from indep_seg.hoc.patches import disk_mask, random_patch_dataset
 
 
@@ -95,6 +95,8 @@ def test_otsu_and_estimates():
     assert est.median_area == pytest.approx(np.pi * 36, rel=0.2)
     assert est.coverage == pytest.approx(3 * np.pi * 36 / 96 ** 2, rel=0.2)
     assert est.a == pytest.approx(est.median_area / est.window ** 2)
+    # a flat disk's half-maximum extent is the disk itself, as Otsu's is
+    assert est.median_area == pytest.approx(est.otsu_median_area, rel=0.2)
     assert est.background == "inpaint" and not est.dense
 
 
@@ -160,3 +162,22 @@ def test_load_image_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match="broken.png"):
         load_image(bad)
+
+
+def test_half_maximum_areas_do_not_depend_on_brightness():
+    """Mesas I = bg + P clip(2 (R - r) / R, 0, 1) (a plateau of radius R/2, a linear rim to R): the
+    half-maximum contour is r = 3R/4 whatever P (area 9 pi R^2 / 16), while one global Otsu
+    threshold t keeps r < R (1 - t / 2P): a dim instance loses its rim."""
+    h = w = 120
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w), 0.05, np.float32)
+    R = 16
+    for (x, y), p in zip(((30, 30), (90, 30), (30, 90), (90, 90)), (0.9, 0.8, 0.35, 0.3)):
+        r = np.hypot(xx - x, yy - y)
+        img += (p * np.clip(2 * (R - r) / R, 0, 1)).astype(np.float32)
+    _, labels, otsu_areas, _ = foreground_components(img, smooth_sigma=0.0)
+    assert len(otsu_areas) == 4
+    half = half_maximum_areas(img, labels, smooth_sigma=0.0, reach=8)
+    assert half == pytest.approx(np.full(4, 9 * np.pi * R * R / 16), rel=0.05)
+    assert otsu_areas.max() / otsu_areas.min() > 1.3       # Otsu: the dim mesas shrink
+    assert half_maximum_areas(img, np.zeros_like(labels)).shape == (0,)

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from indep_seg import checks
 
-__all__ = ["ImageEstimate", "otsu_threshold", "foreground_components", "estimate_from_image",
+__all__ = ["ImageEstimate", "otsu_threshold", "foreground_components", "half_maximum_areas", "estimate_from_image",
            "layers_and_padding"]
 
 
@@ -73,6 +73,42 @@ def foreground_components(image, smooth_sigma: float = 1.0, min_area: int = 9):
     return binary, labels, areas[keep], widths[keep]
 
 
+def half_maximum_areas(image, labels, smooth_sigma: float = 1.0, reach: int = 6):
+    """Each component's area at half its height above the background (the full width at half
+    maximum of an intensity profile, in 2-D).
+
+    A global Otsu threshold cuts every instance at one level, so a dim instance loses its rim (on
+    the DSB2018 nuclei image the Otsu median area is 351 px against 440 in the ground truth; the
+    half-maximum median is 428). Here each component k of `labels` grows, within `reach` pixels of
+    itself, to the pixels above ``bg + 0.5 (peak_k - bg)``: bg is the median of the pixels at least
+    3 px from every component, peak_k the 90th percentile of the component's own pixels.
+
+    Returns ``areas [K]`` (pixels), in label order.
+    """
+    gray = _gray(image)
+    if smooth_sigma > 0:
+        gray = ndimage.gaussian_filter(gray, smooth_sigma)
+    labels = np.asarray(labels)
+    k = int(labels.max()) if labels.size else 0
+    if k == 0:
+        return np.zeros(0, np.int64)
+    far = ~ndimage.binary_dilation(labels > 0, iterations=3)
+    bg = float(np.median(gray[far])) if far.any() else float(gray.min())
+    areas = np.zeros(k, np.int64)
+    for i, sl in enumerate(ndimage.find_objects(labels)):
+        if sl is None:
+            continue
+        box = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in sl)
+        comp = labels[box] == i + 1
+        g = gray[box]
+        peak = float(np.percentile(g[comp], 90))
+        grown = (g > bg + 0.5 * (peak - bg)) & ndimage.binary_dilation(comp, iterations=reach)
+        parts, _ = ndimage.label(grown, structure=np.ones((3, 3), bool))
+        ids = np.unique(parts[comp])
+        areas[i] = int(np.isin(parts, ids[ids > 0]).sum())
+    return areas
+
+
 def layers_and_padding(density: float, resolution: int, num_layers: int | None = None):
     """Number of layers N and padding p so that a window holds `density` instances on average.
 
@@ -101,7 +137,8 @@ class ImageEstimate:
     threshold: float
     num_components: int
     instance_width: float      # the widest single instance (95th percentile of single-like blobs)
-    median_area: float         # median single-instance area in pixels
+    median_area: float         # median single-instance area in pixels, at half maximum
+    otsu_median_area: float    # the same at the Otsu threshold (density's unit)
     coverage: float            # foreground fraction of the image
     window: int                # patch window: 1.5 x instance_width, clipped to the image
     density: float             # instances per window
@@ -129,17 +166,20 @@ def estimate_from_image(image, window_factor: float = 1.5, smooth_sigma: float =
     single = (areas >= 0.3 * med) & (areas <= 1.8 * med)
     if single.sum() < 3:
         single = np.ones_like(areas, dtype=bool)
-    median_area = float(np.median(areas[single]))
+    otsu_median_area = float(np.median(areas[single]))
     inst_w = float(np.percentile(widths[single], 95))
     window = int(round(window_factor * inst_w))
     window = int(max(4, min(window, h, w)))
     coverage = float(binary.mean())
-    density = coverage * window * window / max(median_area, 1.0)
+    density = coverage * window * window / max(otsu_median_area, 1.0)  # Otsu coverage / Otsu area
+    # a (eq. 7) is the area the layers' masks are pulled to: the instances' extent at half maximum
+    reach = max(2, int(round(0.15 * inst_w)))
+    median_area = float(np.median(half_maximum_areas(gray, labels, smooth_sigma, reach)[single]))
     a = float(min(0.9, median_area / (window * window)))
     dense = coverage > 0.5
     return ImageEstimate(
         height=int(h), width=int(w), threshold=float(otsu_threshold(
             ndimage.gaussian_filter(gray, smooth_sigma) if smooth_sigma > 0 else gray)),
-        num_components=int(areas.size), instance_width=inst_w, median_area=median_area,
+        num_components=int(areas.size), instance_width=inst_w, median_area=median_area, otsu_median_area=otsu_median_area,
         coverage=coverage, window=window, density=float(density), a=a, dense=bool(dense),
         background="disk" if dense else "inpaint")
