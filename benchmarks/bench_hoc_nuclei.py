@@ -86,7 +86,7 @@ def evaluate(model_dir: Path, image_path: Path, n_masks: int = 512):
     g(tf.zeros((1, r["latent_dim"])))
     g.load_weights(str(model_dir / "generator.weights.h5"))
     z = tf.random.stateless_uniform([n_masks, r["latent_dim"]], [7, 7], -1.0, 1.0)
-    layers = np.asarray(g(z, training=False))
+    layers = np.array(g(z, training=False))  # a writable copy
     if r.get("grayscale"):  # HocGAN(grayscale=True) shows and composites the layers' luminance
         layers[..., :3] = layers[..., :3].mean(-1, keepdims=True)
     pixel_scale = (r["window"] / r["resolution"]) ** 2
