@@ -100,6 +100,12 @@ def concurrent_throughput(make_call, clients, seconds, warmup_s=2.0):
 
     def worker():
         call = make_call()
+        try:
+            loop(call)
+        finally:
+            getattr(call, "close", lambda: None)()
+
+    def loop(call):
         while not stop.is_set():
             t = time.perf_counter()
             try:
@@ -270,7 +276,9 @@ def main():
         def make():
             ch = grpc.insecure_channel(f"127.0.0.1:{port}")
             call = ch.unary_unary("/tensorflow.serving.PredictionService/Predict")
-            return lambda: call(raw, timeout=300)
+            fn = lambda: call(raw, timeout=300)  # noqa: E731
+            fn.close = ch.close  # the worker closes its channel: open ones slowed later windows
+            return fn
         return make
 
     batching_file = work / "batching.config"

@@ -139,3 +139,25 @@ def test_jitter_instance_gain_scales_each_instance_and_keeps_masks():
 def test_to_gray_replicates_the_channel_mean():
     x = tf.constant([[[0.3, 0.6, 0.9]]])
     np.testing.assert_allclose(counting.to_gray(x), [[[0.6, 0.6, 0.6]]], atol=1e-6)
+
+
+def test_dihedral_augment_moves_images_and_targets_together():
+    """Each example gets one of the 8 symmetries of the square, the same for its image and its
+    target: a bright pixel and its Gaussian stay at the same place; over many draws all 8 occur."""
+    from indep_seg.hoc.counting import dihedral_augment
+
+    n, r = 256, 16
+    x = np.zeros((n, r, r, 3), np.float32)
+    x[:, 3, 11] = 1.0                      # an off-centre instance, asymmetric in every way
+    yy, xx = np.mgrid[:r, :r]
+    heat = np.exp(-((xx - 11) ** 2 + (yy - 3) ** 2) / 2.0)[None, ..., None].repeat(n, 0).astype(np.float32)
+    ax, ah = dihedral_augment(tf.constant(x), tf.constant(heat), seed=3)
+    ax, ah = ax.numpy(), ah.numpy()
+    assert ax.shape == x.shape and ah.shape == heat.shape
+    pos_x = [np.unravel_index(np.argmax(a[..., 0]), (r, r)) for a in ax]
+    pos_h = [np.unravel_index(np.argmax(h[..., 0]), (r, r)) for h in ah]
+    assert pos_x == pos_h
+    # the 8 images of (y, x) = (3, 11) under the symmetries of the square
+    images = {(3, 11), (3, 4), (12, 11), (12, 4), (11, 3), (4, 3), (11, 12), (4, 12)}
+    assert set(pos_x) == images
+    np.testing.assert_allclose(np.sort(ah.reshape(n, -1), 1), np.sort(heat.reshape(n, -1), 1), atol=1e-30)  # TF flushes denormals

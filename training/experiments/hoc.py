@@ -53,6 +53,7 @@ class HocConfig:
     background: str = "auto"            # auto | disk | inpaint | black
     grayscale: bool | None = None       # None: True when the image is gray (R = G = B)
     counter_gain_jitter: float = 0.7    # per-instance gain exp(U(-j, j)) in the counter's training
+    counter_dihedral: bool = True       # composites and targets in random flips / transposes
     disk_radius: float | None = None    # default 20/64 * resolution
     flips: bool | None = None
     latent_dim: int | None = None
@@ -274,7 +275,8 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     counter, history = counting.train_counter(model, ds, r["counter_steps"], r["counter_sigma"],
                                               counter=counting.build_counter(r["counter_width"]),
                                               time_limit_s=limit, min_contrast=min_contrast,
-                                              gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"])
+                                              gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"],
+                                              dihedral=r["counter_dihedral"])
     counting.save_counter(model_dir / "counter", counter, dict(
         window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc", min_contrast=min_contrast,
         gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"], steps=history[-1][0] + 1 if history else 0))
