@@ -279,7 +279,8 @@ def train_hoc(config: HocConfig, ctx) -> dict:
                                               dihedral=r["counter_dihedral"])
     counting.save_counter(model_dir / "counter", counter, dict(
         window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc", min_contrast=min_contrast,
-        gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"], steps=history[-1][0] + 1 if history else 0))
+        gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"], dihedral=r["counter_dihedral"],
+        steps=history[-1][0] + 1 if history else 0))
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
