@@ -49,7 +49,7 @@ REFERENCE_PRESETS = {
 }
 APP_PRESETS = ["box_seg_paper", "box_seg", "ilsgan_paper", "ilsgan", "hoc_paper", "hoc"]
 # variants that only the reference step has (its step structure / layout are ours to change)
-REFERENCE_ONLY = {"fused", "xla_fused", "xla_fused_onednn_off", "nchw_xla_fused", "nchw", "bf16_mixed_xla_fused"}
+REFERENCE_ONLY = {"fused", "fused_split2_intra1_inter2", "fused_split2", "xla_fused", "xla_fused_onednn_off", "nchw_xla_fused", "nchw", "bf16_mixed_xla_fused"}
 APP_VARIANTS = ["baseline", "onednn_off", "threads_intra2_inter1", "xla", "xla_auto_jit"]
 
 # variant -> (environment, step options, threading)
@@ -60,6 +60,8 @@ VARIANTS = {
     "threads_intra1_inter2": ({}, {}, (1, 2)),
     "fused": ({}, {"fused": True}, None),
     "xla": ({}, {"jit_compile": True}, None),
+    "fused_split2": ({}, {"fused": True, "split": 2}, None),
+    "fused_split2_intra1_inter2": ({}, {"fused": True, "split": 2}, (1, 2)),
     "xla_fused": ({}, {"jit_compile": True, "fused": True}, None),
     "xla_fused_onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {"jit_compile": True, "fused": True}, None),
     "xla_auto_jit": ({"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}, {}, None),

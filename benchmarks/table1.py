@@ -83,10 +83,16 @@ class Table1Step:
             (4U + 9D: the D step runs U forward again).
         jit_compile: XLA-compile the step.
         data_format: "channels_last" (NHWC) or "channels_first" (NCHW).
+        split: with `fused`, run the step as this many independent sub-batches in one graph
+            (each its own forward and backward, the gradients averaged before one update), so
+            that TensorFlow's inter-op pool can run them side by side: with one intra-op thread
+            and `split` inter-op threads each core works on its own sub-batch, like replicas of
+            a data-parallel strategy (BatchNorm statistics per sub-batch, as unsynchronised
+            replicas have them).
     """
 
     def __init__(self, resolution=128, width_mult=1.0, batch_size=16, fused=False, jit_compile=False,
-                 data_format="channels_last", lam=1000.0, area=0.25):
+                 data_format="channels_last", lam=1000.0, area=0.25, split=1):
         self.resolution = resolution
         self.batch_size = batch_size
         self.fused = fused
@@ -99,7 +105,12 @@ class Table1Step:
         self.d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
         self.g_opt.build(self.unet.trainable_variables)
         self.d_opt.build(self.disc.trainable_variables)
-        self.step = tf.function(self._fused_step if fused else self._two_step, jit_compile=jit_compile)
+        if split > 1 and (not fused or batch_size % split):
+            raise ValueError(f"split: {split} needs fused=True and a batch size divisible by it "
+                             f"(batch_size {batch_size})")
+        self.split = split
+        step = self._split_fused_step if split > 1 else self._fused_step if fused else self._two_step
+        self.step = tf.function(step, jit_compile=jit_compile)
 
     def batch(self, seed=0):
         r = self.resolution
@@ -143,6 +154,27 @@ class Table1Step:
         self.d_opt.apply_gradients(zip(d_grads, self.disc.trainable_variables))
         self.g_opt.apply_gradients(zip(g_grads, self.unet.trainable_variables))
         return d_loss, g_loss
+
+    def _split_fused_step(self, crops, backgrounds, reals):
+        parts = [tf.split(t, self.split) for t in (crops, backgrounds, reals)]
+        d_grads, g_grads, d_losses, g_losses = [], [], [], []
+        for c, b, r in zip(*parts):
+            with tf.GradientTape(persistent=True) as tape:
+                m = self.unet(c, training=True)
+                fake = m * c + (1.0 - m) * b
+                d_out = self.disc(tf.concat([fake, r], 0), training=True)
+                d_fake, d_real = tf.split(d_out, 2)
+                d_loss = self._losses_d(d_real, d_fake)
+                g_loss = self._loss_g(d_fake, m)
+            d_grads.append(tape.gradient(d_loss, self.disc.trainable_variables))
+            g_grads.append(tape.gradient(g_loss, self.unet.trainable_variables))
+            d_losses.append(d_loss)
+            g_losses.append(g_loss)
+            del tape
+        mean = lambda gs: [tf.add_n(list(g)) / float(self.split) for g in zip(*gs)]  # noqa: E731
+        self.d_opt.apply_gradients(zip(mean(d_grads), self.disc.trainable_variables))
+        self.g_opt.apply_gradients(zip(mean(g_grads), self.unet.trainable_variables))
+        return tf.add_n(d_losses) / float(self.split), tf.add_n(g_losses) / float(self.split)
 
     def model_flops(self):
         """Model FLOP of one step by the 3x rule (see benchmarks/flops.py)."""

@@ -161,3 +161,61 @@ def test_dihedral_augment_moves_images_and_targets_together():
     images = {(3, 11), (3, 4), (12, 11), (12, 4), (11, 3), (4, 3), (11, 12), (4, 12)}
     assert set(pos_x) == images
     np.testing.assert_allclose(np.sort(ah.reshape(n, -1), 1), np.sort(heat.reshape(n, -1), 1), atol=1e-30)  # TF flushes denormals
+
+
+def test_match_instance_contrast_sets_each_contrast_keeps_texture_and_holes():
+    """Instance contrasts land in [low, high] (log-uniform), the texture's relative shape and the
+    masks stay; a layer darker than the background (a generator's hole) is left as it was."""
+    from indep_seg.composition import composite_layers
+
+    r, bgv = 8, 0.1
+    warped = np.zeros((64, 3, r, r, 4), np.float32)
+    warped[:, 0, :, :3, 0] = 0.5
+    warped[:, 0, :, :3, 0][:, :, 0] = 0.3          # textured: two levels, contrasts 0.4 and 0.2
+    warped[:, 0, :, :3, 3] = 1.0
+    warped[:, 1, :, 3:6, 0], warped[:, 1, :, 3:6, 3] = 0.9, 1.0
+    warped[:, 2, :, 6:, 0], warped[:, 2, :, 6:, 3] = 0.02, 1.0     # darker than the background
+    warped[..., 1] = warped[..., 2] = warped[..., 0]
+    bg = np.full((64, r, r, 3), bgv, np.float32)
+    comp, extras = composite_layers(warped, background=bg, return_layers=True)
+    out = dict(warped=tf.constant(warped), composite=comp, **extras)
+    lo, hi = 0.05, 0.5
+    got = counting.match_instance_contrast(out, tf.constant(bg), lo, hi, seed=tf.constant([1, 2]))
+    c = got["composite"].numpy()[..., 0]
+    np.testing.assert_allclose(got["visibility"], extras["visibility"])
+    c0 = c[:, :, :3].mean(axis=(1, 2)) - bgv           # mask-weighted mean contrast of layer 0
+    c1 = c[:, :, 3:6].mean(axis=(1, 2)) - bgv
+    for cc in (c0, c1):
+        assert cc.min() >= lo - 1e-5 and cc.max() <= hi + 1e-5
+        # log-uniform: about half below the geometric mean of the bounds
+        assert 0.3 < np.mean(cc < math.sqrt(lo * hi)) < 0.7
+    assert np.corrcoef(c0, c1)[0, 1] < 0.5                          # one draw per instance
+    ratio = (c[:, :, 0] - bgv).mean(1) / (c[:, :, 1] - bgv).mean(1)  # texture: 0.2 / 0.4
+    np.testing.assert_allclose(ratio, 0.5, atol=1e-4)
+    np.testing.assert_allclose(c[:, :, 6:], 0.02, atol=1e-6)         # the hole is untouched
+    with pytest.raises(ValueError, match="low, high"):
+        counting.match_instance_contrast(out, tf.constant(bg), 0.5, 0.1)
+
+
+def test_gaussian_blur_matches_scipy_per_example():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 12, 15, 2)).astype(np.float32)
+    sig = np.array([0.5, 1.0, 2.0], np.float32)
+    radius = 6
+    got = counting.gaussian_blur(tf.constant(x), tf.constant(sig), radius).numpy()
+    for b in range(3):
+        for ch in range(2):
+            ref = ndimage.gaussian_filter(x[b, ..., ch].astype(np.float64), float(sig[b]), mode="reflect",
+                                          truncate=radius / float(sig[b]))
+            np.testing.assert_allclose(got[b, ..., ch], ref, atol=1e-5)
+
+
+def test_blur_augment_identity_without_blur_or_noise_and_keeps_range():
+    x = tf.random.stateless_uniform((4, 8, 8, 3), [0, 1])
+    np.testing.assert_allclose(counting.blur_augment(x, 0.0, 0.0), x)
+    y = counting.blur_augment(x, 1.5, 0.3, seed=5).numpy()
+    assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
+    flat = counting.blur_augment(tf.fill((2, 8, 8, 3), 0.4), 2.0, 0.0).numpy()
+    np.testing.assert_allclose(flat, 0.4, atol=1e-6)                 # blur keeps a flat image

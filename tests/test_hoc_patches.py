@@ -181,3 +181,49 @@ def test_half_maximum_areas_do_not_depend_on_brightness():
     assert half == pytest.approx(np.full(4, 9 * np.pi * R * R / 16), rel=0.05)
     assert otsu_areas.max() / otsu_areas.min() > 1.3       # Otsu: the dim mesas shrink
     assert half_maximum_areas(img, np.zeros_like(labels)).shape == (0,)
+
+
+def _noisy_bright_and_dim(seed=0):
+    """Background 0.07 + noise 0.02, three bright discs (0.8) and three dim ones (0.2)."""
+    rng = np.random.default_rng(seed)
+    bright = _blobs(h=128, w=128, centres=((20, 20), (60, 30), (100, 100)), r=7, level=0.8, bg=0.0)
+    dim = _blobs(h=128, w=128, centres=((30, 90), (90, 40), (64, 64)), r=7, level=0.2, bg=0.0)
+    img = 0.07 + np.maximum(bright, dim) + rng.normal(0, 0.02, (128, 128, 1)).astype(np.float32)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def test_significant_foreground_finds_dim_instances_otsu_misses():
+    from indep_seg.hoc.estimate import significant_foreground
+
+    img = _noisy_bright_and_dim()
+    fg = significant_foreground(img)
+    otsu = foreground_components(img)[0]
+    for x, y in ((30, 90), (90, 40), (64, 64)):                       # the dim discs
+        assert fg[y, x] and not otsu[y, x]
+    assert fg[20, 20] and fg[100, 100]
+    assert fg[5:12, 40:50].mean() < 0.05                               # background stays background
+
+
+def test_inpaint_background_removes_dim_instances_too():
+    img = _noisy_bright_and_dim()
+    out = inpaint_background(img, seed=0)
+    for x, y in ((30, 90), (90, 40), (64, 64), (20, 20)):
+        assert abs(float(out[y - 3:y + 4, x - 3:x + 4].mean()) - 0.07) < 0.02   # filled at background level
+
+
+def test_instance_contrast_range_spans_dim_to_bright():
+    from indep_seg.hoc.estimate import instance_contrast_range
+
+    rng = np.random.default_rng(1)
+    levels = [0.5, 0.6, 0.7]
+    img = np.full((64, 200, 3), 0.1, np.float32)
+    for i, lv in enumerate(levels):
+        img[26:38, 10 + 40 * i:22 + 40 * i] = lv
+    img = np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    low, high = instance_contrast_range(img, smooth_sigma=0.0, upper_percentile=100)
+    assert high == pytest.approx(0.6, abs=0.01)                          # brightest minus background
+    assert otsu_threshold(img[..., 0]) < 0.45                          # every square above Otsu
+    fg_mean = np.mean(levels)
+    assert low == pytest.approx(0.25 * (fg_mean - 0.1), abs=0.01)
+    with pytest.raises(ValueError, match="constant"):
+        instance_contrast_range(np.full((8, 8, 3), 0.5, np.float32))

@@ -24,7 +24,8 @@ from scipy import ndimage
 
 from indep_seg import checks
 
-__all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "dihedral_augment", "train_counter", "predict_heatmap", "count_image",
+__all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
+           "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "count_image",
            "peaks", "save_counter", "load_counter", "draw_overlay"]
 
 
@@ -114,6 +115,79 @@ def jitter_instance_gain(out, background, gain_jitter: float, seed=None):
     return dict(out, warped=warped, composite=composite, **extras)
 
 
+def match_instance_contrast(out, background, low: float, high: float, seed=None):
+    """Re-composite `out` (a `HocGAN.generate(..., return_all=True)` dict) with every instance's
+    contrast to the background beneath it drawn log-uniformly from ``[low, high]``.
+
+    Layer i's contrast is its mask-weighted mean difference from x_0, ``c_i = sum m_i (I_i - x_0) /
+    sum m_i``; its appearance becomes ``x_0 + (c / c_i) (I_i - x_0)`` (clipped to [0, 1]), which keeps
+    its texture, mask, layout and eq. (5)'s visibility. Layers darker than the background (c_i <= 0,
+    a generator's "holes") are left as they are. A generator trained for minutes paints instances at
+    the brightnesses it found easiest (on the DSB nuclei image twice the real median contrast), while
+    a counter must count every instance that stands out of the background, from the faintest one that
+    still counts (`centre_targets`' ``min_contrast``) to the brightest; `low` and `high` come from the
+    image (`instance_contrast_range`).
+    """
+    from indep_seg.composition import composite_layers
+
+    low, high = float(low), float(high)
+    if not (0 < low <= high):
+        raise ValueError(f"low, high: expected 0 < low <= high, got {low}, {high}")
+    warped = out["warped"]
+    rgb, m = warped[..., :-1], warped[..., -1:]
+    x0 = background[:, None]
+    diff = tf.reduce_mean(rgb - x0, axis=-1, keepdims=True)
+    c_i = tf.reduce_sum(m * diff, axis=[2, 3, 4], keepdims=True) / (tf.reduce_sum(m, axis=[2, 3, 4], keepdims=True) + 1e-6)
+    shape = tf.shape(c_i)
+    u = (tf.random.uniform(shape, seed=seed) if seed is None or isinstance(seed, int)
+         else tf.random.stateless_uniform(shape, seed))
+    target = tf.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    k = tf.where(c_i > 0.02, target / tf.maximum(c_i, 0.02), tf.ones_like(c_i))
+    rgb = tf.clip_by_value(x0 + k * (rgb - x0), 0.0, 1.0)
+    warped = tf.concat([rgb, m], axis=-1)
+    composite, extras = composite_layers(warped, background=background, return_layers=True)
+    return dict(out, warped=warped, composite=composite, **extras)
+
+
+def gaussian_blur(images, sigma, radius: int):
+    """Each example ``images[b]`` (``[B, H, W, C]``) blurred by its own Gaussian of standard deviation
+    ``sigma[b]`` px, truncated at `radius` px, borders mirrored (scipy's ``mode="reflect"``)."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    b, c = tf.shape(images)[0], images.shape[-1]
+    t = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
+    sig = tf.reshape(tf.convert_to_tensor(sigma, tf.float32), [-1, 1])
+    k = tf.exp(-tf.square(t) / (2.0 * tf.square(sig)))
+    k = k / tf.reduce_sum(k, axis=1, keepdims=True)                 # [B, K]
+    # one depthwise pass per axis over the (example, channel) pairs stacked as channels
+    xt = tf.transpose(images, [1, 2, 0, 3])                          # [H, W, B, C]
+    h, w = tf.shape(xt)[0], tf.shape(xt)[1]
+    xt = tf.reshape(xt, [1, h, w, -1])
+    kk = tf.transpose(tf.repeat(k, c, axis=0))                       # [K, B*C]
+    xt = tf.pad(xt, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    xt = tf.nn.depthwise_conv2d(xt, kk[None, :, :, None], [1, 1, 1, 1], "VALID")
+    xt = tf.nn.depthwise_conv2d(xt, kk[:, None, :, None], [1, 1, 1, 1], "VALID")
+    return tf.transpose(tf.reshape(xt, [h, w, b, c]), [2, 0, 1, 3])
+
+
+def blur_augment(images, max_sigma: float, noise: float = 0.0, seed=None):
+    """Gaussian blur of a random width in ``[0, max_sigma]`` px per example (`gaussian_blur`), plus
+    Gaussian noise of a random standard deviation in ``[0, noise]``, clipped to [0, 1].
+
+    A real image reaches the counter through an area-resampling shrink (`rescale_image`), so its
+    instances have soft rims; a small generator's instances have hard, sometimes blocky ones. A
+    counter that relied on the hard rim would put its peaks on the real instances' edges.
+    """
+    x = images
+    b = tf.shape(images)[0]
+    if max_sigma > 0:
+        sig = tf.random.uniform([b], 1e-3, max_sigma, seed=seed)
+        x = gaussian_blur(x, sig, int(math.ceil(3 * max_sigma)))
+    if noise > 0:
+        sd = tf.random.uniform([b, 1, 1, 1], 0.0, noise, seed=None if seed is None else seed + 1)
+        x = x + sd * tf.random.normal(tf.shape(x), seed=None if seed is None else seed + 2)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
 def dihedral_augment(images, heatmaps, seed=None):
     """The same random flip / transpose (one of the 8 symmetries of the square) of every image and
     its target heatmap, drawn per example.
@@ -135,13 +209,16 @@ def dihedral_augment(images, heatmaps, seed=None):
 
 def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning_rate=1e-3,
                   time_limit_s: float | None = None, log_every: int = 200, log=print, min_contrast: float = 0.0,
-                  gain_jitter: float = 0.0, grayscale: bool = False, dihedral: bool = False):
+                  gain_jitter: float = 0.0, grayscale: bool = False, dihedral: bool = False,
+                  contrast_range=None, blur_sigma: float = 0.0, noise: float = 0.0):
     """Train the centre counter on the (frozen) generator's composites over the dataset's backgrounds.
 
     `gain_jitter` > 0 re-composites each batch with per-instance gains (`jitter_instance_gain`);
     `grayscale` trains on luminance only (`to_gray`), for gray images, whose counter then never sees
     the colours a generator may paint; `dihedral` shows every composite and its target in a random
-    one of the square's 8 orientations (`dihedral_augment`). Returns ``(counter, history)``, history a list of ``(step, loss)``.
+    one of the square's 8 orientations (`dihedral_augment`); `contrast_range` ``(low, high)`` draws
+    every instance's contrast from that range (`match_instance_contrast`, after any gain jitter);
+    `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). Returns ``(counter, history)``, history a list of ``(step, loss)``.
     """
     import time
 
@@ -156,8 +233,12 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
                            training=False, return_all=True)
         if gain_jitter > 0:
             out = jitter_instance_gain(out, batch["background"], gain_jitter)
+        if contrast_range is not None:
+            out = match_instance_contrast(out, batch["background"], *contrast_range)
         target, _, _ = centre_targets(out, sigma, background=batch["background"], min_contrast=min_contrast)
         x = to_gray(out["composite"]) if grayscale else out["composite"]
+        if blur_sigma > 0 or noise > 0:
+            x = blur_augment(x, blur_sigma, noise)
         if dihedral:
             x, target = dihedral_augment(x, target)
         with tf.GradientTape() as tape:

@@ -17,7 +17,8 @@ from scipy import ndimage
 
 from indep_seg import checks
 
-__all__ = ["ImageEstimate", "otsu_threshold", "foreground_components", "half_maximum_areas", "estimate_from_image",
+__all__ = ["ImageEstimate", "otsu_threshold", "foreground_components", "significant_foreground", "instance_contrast_range",
+           "half_maximum_areas", "estimate_from_image",
            "layers_and_padding"]
 
 
@@ -71,6 +72,53 @@ def foreground_components(image, smooth_sigma: float = 1.0, min_area: int = 9):
     labels = remap[labels]
     binary = labels > 0
     return binary, labels, areas[keep], widths[keep]
+
+
+def significant_foreground(image, k: float = 3.0, smooth_sigma: float = 1.0) -> np.ndarray:
+    """Every pixel that stands out of the background noise: ``g > median_bg + k sd_bg`` on the
+    lightly smoothed gray image, united with Otsu's foreground. [H, W] bool.
+
+    median_bg and sd_bg (the MAD of the pixels below Otsu's threshold, x 1.4826) describe the
+    background. Otsu's threshold alone sits between the background and the *typical* instance, so
+    dim instances and every instance's rim fall below it (on the DSB nuclei image it covers 81 % of
+    the nuclei pixels; k = 3 covers 99 %): a background made by filling in only Otsu's foreground
+    keeps all of them as ghosts.
+    """
+    gray = _gray(image)
+    if smooth_sigma > 0:
+        gray = ndimage.gaussian_filter(gray, smooth_sigma)
+    t = otsu_threshold(gray)
+    below = gray[gray <= t]
+    if below.size == 0:
+        return np.ones(gray.shape, bool)
+    med = float(np.median(below))
+    sd = 1.4826 * float(np.median(np.abs(below - med)))
+    return (gray > med + float(k) * sd) | (gray > t)
+
+
+def instance_contrast_range(image, smooth_sigma: float = 1.0, upper_percentile: float = 99.0):
+    """``(low, high)``: the contrast to the background of the faintest instance that should count
+    and of the brightest ones, from the image alone.
+
+    With Otsu's threshold t on the lightly smoothed gray image, ``low`` is a quarter of the gap
+    between the mean foreground and mean background level (what `centre_targets` calls
+    ``min_contrast``) and ``high`` the `upper_percentile` of the Otsu components' mean level minus the
+    background median. On the DSB nuclei image: (0.060, 0.47); the nuclei's true contrasts run
+    from 0.12 (5th percentile) to 0.70 (95th).
+    """
+    gray = _gray(image)
+    if smooth_sigma > 0:
+        gray = ndimage.gaussian_filter(gray, smooth_sigma)
+    t = otsu_threshold(gray)
+    fg, bg = gray[gray > t], gray[gray <= t]
+    if fg.size == 0 or bg.size == 0:
+        raise ValueError("image: constant image, no instance contrast to measure")
+    low = 0.25 * float(fg.mean() - bg.mean())
+    _, labels, _, _ = foreground_components(gray, smooth_sigma=0.0)
+    k = int(labels.max())
+    means = ndimage.mean(gray, labels, np.arange(1, k + 1)) if k else np.array([fg.mean()])
+    high = float(np.percentile(np.asarray(means) - np.median(bg), upper_percentile))
+    return low, max(high, 2.0 * low)
 
 
 def half_maximum_areas(image, labels, smooth_sigma: float = 1.0, reach: int = 6):

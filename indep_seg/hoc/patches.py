@@ -113,18 +113,19 @@ def disk_background(patches, radius: float | None = None):
     return patches * tf.constant(keep[None], dtype=patches.dtype)
 
 
-def inpaint_background(image, foreground=None, seed: int = 0, dilate: int = 2) -> np.ndarray:
+def inpaint_background(image, foreground=None, seed: int = 0, dilate: int = 4) -> np.ndarray:
     """"Real patches with missing regions": the foreground filled with background.
 
-    Each foreground pixel (Otsu + opening by default, dilated by `dilate` px) gets the local
+    Each foreground pixel (by default every pixel that stands out of the background noise,
+    `estimate.significant_foreground`, dilated by `dilate` px) gets the local
     background level (normalised convolution of the background pixels at growing scales) plus a
     residual drawn from the background's own fine texture, so the result keeps the real noise.
     """
-    from indep_seg.hoc.estimate import foreground_components
+    from indep_seg.hoc.estimate import significant_foreground
 
     a = _check_image(image)
     if foreground is None:
-        foreground = foreground_components(a)[0]
+        foreground = significant_foreground(a)
     fg = np.asarray(foreground, bool)
     if fg.shape != a.shape[:2]:
         raise ValueError(f"foreground: expected shape {a.shape[:2]}, got {fg.shape}")
@@ -137,7 +138,7 @@ def inpaint_background(image, foreground=None, seed: int = 0, dilate: int = 2) -
     rng = np.random.default_rng(seed)
     level = np.zeros_like(a)
     filled = np.zeros(a.shape[:2], bool)
-    for sigma in (2, 4, 8, 16, 32, 64, 128):
+    for sigma in (16, 32, 64, 128):
         wsum = ndimage.gaussian_filter(bgm, sigma)
         ok = (wsum > 1e-3) & ~filled
         for c in range(3):

@@ -54,6 +54,9 @@ class HocConfig:
     grayscale: bool | None = None       # None: True when the image is gray (R = G = B)
     counter_gain_jitter: float = 0.7    # per-instance gain exp(U(-j, j)) in the counter's training
     counter_dihedral: bool = True       # composites and targets in random flips / transposes
+    counter_contrast: bool = True       # instance contrasts drawn from the image's range
+    counter_blur_sigma: float = 1.0     # composites blurred by U(0, s) px (soft rims, as after rescaling)
+    counter_noise: float = 0.02         # and noised by N(0, U(0, n))
     disk_radius: float | None = None    # default 20/64 * resolution
     flips: bool | None = None
     latent_dim: int | None = None
@@ -184,6 +187,36 @@ def make_dataset(image, r: dict, seed: int = 0):
                                 seed=seed)
 
 
+def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=print):
+    """Train the centre counter on the frozen generator's composites and save it to
+    ``model_dir/counter`` (`indep_seg.hoc.counting`). Returns ``(counter, history)``.
+
+    An instance counts when it stands out of the background beneath it by at least a quarter of
+    the image's Otsu foreground/background contrast (``min_contrast``, `counting.centre_targets`);
+    with `counter_contrast` every instance's contrast is drawn from the image's range
+    (`estimate.instance_contrast_range`) instead of the generator's own, otherwise its gain is
+    jittered by exp(U(-j, j)).
+    """
+    from indep_seg.hoc import counting
+    from indep_seg.hoc.estimate import instance_contrast_range
+
+    min_contrast, high = instance_contrast_range(image)
+    contrast_range = (min_contrast, high) if r.get("counter_contrast") else None
+    counter, history = counting.train_counter(
+        model, ds, r["counter_steps"], r["counter_sigma"], counter=counting.build_counter(r["counter_width"]),
+        time_limit_s=time_limit_s, min_contrast=min_contrast, log=log,
+        gain_jitter=0.0 if contrast_range else r["counter_gain_jitter"], grayscale=r["grayscale"],
+        dihedral=r["counter_dihedral"], contrast_range=contrast_range,
+        blur_sigma=r.get("counter_blur_sigma", 0.0), noise=r.get("counter_noise", 0.0))
+    counting.save_counter(Path(model_dir) / "counter", counter, dict(
+        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc",
+        min_contrast=min_contrast, contrast_range=list(contrast_range) if contrast_range else None,
+        gain_jitter=0.0 if contrast_range else r["counter_gain_jitter"], grayscale=r["grayscale"],
+        dihedral=r["counter_dihedral"], blur_sigma=r.get("counter_blur_sigma", 0.0),
+        noise=r.get("counter_noise", 0.0), steps=history[-1][0] + 1 if history else 0))
+    return counter, history
+
+
 def sample_masks(model, n: int = 256, seed: int = 123):
     """n generator layers ``[n, R, R, 4]`` (inference mode) for figures and statistics."""
     import tensorflow as tf
@@ -265,22 +298,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
 
     # Counter phase: learned from the generator's own composites only.
     limit = None if budget is None else max(10.0, budget * 60 - (time.time() - t_start) - 20)
-    # An instance counts only if it is visible against the background beneath it: a quarter of the
-    # image's own Otsu foreground/background contrast (see counting.centre_targets).
-    from indep_seg.hoc.estimate import otsu_threshold
-    gray = image.mean(-1)
-    t_otsu = otsu_threshold(gray)
-    min_contrast = 0.25 * float(gray[gray > t_otsu].mean() - gray[gray <= t_otsu].mean()) \
-        if (gray > t_otsu).any() and (gray <= t_otsu).any() else 0.0
-    counter, history = counting.train_counter(model, ds, r["counter_steps"], r["counter_sigma"],
-                                              counter=counting.build_counter(r["counter_width"]),
-                                              time_limit_s=limit, min_contrast=min_contrast,
-                                              gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"],
-                                              dihedral=r["counter_dihedral"])
-    counting.save_counter(model_dir / "counter", counter, dict(
-        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc", min_contrast=min_contrast,
-        gain_jitter=r["counter_gain_jitter"], grayscale=r["grayscale"], dihedral=r["counter_dihedral"],
-        steps=history[-1][0] + 1 if history else 0))
+    counter, history = counter_stage(model, ds, image, r, model_dir, time_limit_s=limit)
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
