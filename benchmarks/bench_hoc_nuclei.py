@@ -100,7 +100,9 @@ def evaluate(model_dir: Path, image_path: Path, n_masks: int = 512):
            "empty_mask_fraction": round(st["empty_fraction"], 4),
            "median_mask_area_px": round(st["median_area"], 1),
            "mean_soft_mask_area_px": round(st["mean_soft_area"], 1),
-           "count": res["count"], "count_mass": res["mass"], "count_seconds": round(count_s, 2),
+           "count": res["count"], "count_mass": res["mass"], "count_raw": res["count_raw"],
+           "count_calibration": res["calibration"], "count_calibration_instances": res["calibration_instances"],
+           "count_seconds": round(count_s, 2),
            "window": r["window"], "resolution": r["resolution"], "num_layers": r["num_layers"],
            "padding": r["padding"], "a": r["a"], "background": r["background"],
            "estimated_median_area_px": r["estimate"]["median_area"] if r.get("estimate") else None}
@@ -136,6 +138,51 @@ def figure(model_dir: Path, image, res, layers, path: Path):
     os.replace(tmp, path)
 
 
+def redo_counter(model_dir: Path, overrides=()):
+    """Train the counter of a finished run again (`training.experiments.hoc.counter_stage`, the
+    run's own steps cap and its share of the budget), replacing ``counter/``: the counter recipe
+    can change without training the GAN again. `overrides`: ``key=value`` for hoc.json's counter_*."""
+    import tensorflow as tf
+    import yaml
+
+    from indep_seg.hoc.image_io import load_image
+    from training.experiments.hoc import build_model, counter_stage, make_dataset
+
+    import dataclasses
+
+    from training.experiments.hoc import HocConfig
+
+    r = json.loads((model_dir / "hoc.json").read_text())
+    for k, v in dataclasses.asdict(HocConfig()).items():    # runs older than a counter_* setting
+        if k.startswith("counter_"):
+            r.setdefault(k, v)
+    for kv in overrides:
+        k, v = kv.split("=", 1)
+        if not k.startswith("counter_"):
+            raise SystemExit(f"--override {kv}: only counter_* settings can change with --redo-counter")
+        r[k] = yaml.safe_load(v)
+    image = load_image(r["data"])
+    model = build_model(r)
+    ds = make_dataset(image, r)
+    model.generate(2, background=next(iter(ds))["background"][:2])
+    model.generator.load_weights(str(model_dir / "generator.weights.h5"))
+    budget_s = None
+    cfg = model_dir / "config.yaml"
+    if cfg.exists():
+        minutes = (yaml.safe_load(cfg.read_text()).get("run") or {}).get("budget_minutes")
+        budget_s = None if minutes is None else minutes * 60 * r["counter_fraction"]
+    tf.keras.utils.set_random_seed(0)
+    t = time.time()
+    _, hist = counter_stage(model, ds, image, r, model_dir, time_limit_s=budget_s)
+    info = {"counter_redone": True, "counter_seconds": round(time.time() - t, 1),
+            "counter_steps_done": hist[-1][0] + 1 if hist else 0,
+            "counter_overrides": list(overrides)}
+    tmp = model_dir / "hoc.json.tmp"
+    tmp.write_text(json.dumps(r, indent=2, default=float))
+    os.replace(tmp, model_dir / "hoc.json")
+    return info
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, default=None)
@@ -143,6 +190,9 @@ def main(argv=None):
     p.add_argument("--budget-minutes", type=float, default=60.0)
     p.add_argument("--quick", action="store_true", help="a few steps at 16x16: checks the script only")
     p.add_argument("--override", nargs="*", default=[])
+    p.add_argument("--redo-counter", action="store_true",
+                   help="train the counter of --model-dir again (its share of the run's budget; --override "
+                        "counter_*=...) before evaluating")
     args = p.parse_args(argv)
     image_path = DATA / "image.png"
     if not image_path.exists():
@@ -166,6 +216,10 @@ def main(argv=None):
         t = time.time()
         subprocess.run(cmd, check=True, cwd=REPO)
         train_info = {"train_wall_minutes": round((time.time() - t) / 60, 2), "train_command": " ".join(cmd[1:])}
+    if args.redo_counter:
+        if args.model_dir is None:
+            p.error("--redo-counter needs --model-dir")
+        train_info.update(redo_counter(model_dir, args.override))
     out, res, layers, image, r = evaluate(model_dir, image_path, n_masks=64 if args.quick else 512)
     lab, ids, areas = gt_instances()
     inside, one = centre_match(res["centres"], lab)

@@ -68,3 +68,17 @@ def test_missing_model(tmp_path, capsys):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(path)
     assert main(["count", "--model", str(tmp_path / "nope"), str(path)]) == 2
     assert "no counter found" in capsys.readouterr().err
+
+
+def test_count_reports_calibration_and_can_skip_it(model_dir, tmp_path, capsys):
+    """Blobs broader than the counter's Gaussian weigh 2 each: 2N raw, N calibrated (--no-calibrate: 2N)."""
+    path = tmp_path / "broad.png"
+    _write(path, gaussian_blobs(120, 120, CENTRES, 3.0 * 2 ** 0.5), "gray16")
+    assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(tmp_path / "o.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == len(CENTRES) and out["calibration"] == pytest.approx(2.0, rel=0.05)
+    assert out["calibration_instances"] == len(CENTRES)
+    assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(tmp_path / "o.png"),
+                 "--no-calibrate"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == 2 * len(CENTRES) and out["calibration"] is None

@@ -219,3 +219,31 @@ def test_blur_augment_identity_without_blur_or_noise_and_keeps_range():
     assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
     flat = counting.blur_augment(tf.fill((2, 8, 8, 3), 0.4), 2.0, 0.0).numpy()
     np.testing.assert_allclose(flat, 0.4, atol=1e-6)                 # blur keeps a flat image
+
+
+def test_count_calibrates_by_the_mass_of_one_single_instance():
+    """A counter that answers every instance with twice the mass of one target Gaussian (broader
+    blobs: sigma sqrt(2) x the counter's) counts 2N raw; calibrated on the image's own single
+    instances it counts N. A response outside the limits is not 'corrected'."""
+    sigma = 3.0
+    img = gaussian_blobs(120, 120, CENTRES, sigma * math.sqrt(2))
+    res = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma)
+    assert res["count_raw"] == pytest.approx(2 * len(CENTRES), rel=0.03)
+    assert res["calibration"] == pytest.approx(2.0, rel=0.05)
+    assert res["calibration_instances"] == len(CENTRES)
+    assert res["count"] == len(CENTRES)
+    raw = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma, calibrate=False)
+    assert raw["count"] == 2 * len(CENTRES) and raw["calibration"] is None
+    capped = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma,
+                                  calibration_limits=(0.5, 1.5))
+    assert capped["count"] == 2 * len(CENTRES) and capped["calibration"] is None
+
+
+def test_single_instance_mass_needs_enough_single_instances():
+    sigma = 3.0
+    img = gaussian_blobs(120, 120, CENTRES[:3], sigma)
+    heat = img[..., 0]
+    cal, n = counting.single_instance_mass(heat, img, sigma)
+    assert cal is None and n == 3
+    cal, n = counting.single_instance_mass(heat, img, sigma, min_singles=3)
+    assert cal == pytest.approx(1.0, rel=0.03) and n == 3

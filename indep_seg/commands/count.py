@@ -26,6 +26,9 @@ def add_arguments(parser):
                              "(default: the training run's window)")
     parser.add_argument("--threshold", type=float, default=0.3,
                         help="minimum heatmap peak value of a centre (default 0.3)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="report the raw heatmap mass, without dividing it by the mass the counter gives "
+                             "one clear single instance of this image (counting.single_instance_mass)")
     parser.add_argument("--json-out", default=None, help="also write the JSON to this file")
 
 
@@ -54,7 +57,8 @@ def run(args) -> int:
     if not 0 <= args.threshold <= 1:
         raise CommandError(f"--threshold: expected a number in [0, 1], got {args.threshold}")
     result = counting.count_image(counter, image, window, int(meta["resolution"]), float(meta["sigma"]),
-                                  threshold=args.threshold, grayscale=bool(meta.get("grayscale", False)))
+                                  threshold=args.threshold, grayscale=bool(meta.get("grayscale", False)),
+                                  calibrate=not args.no_calibrate)
     overlay = Path(args.overlay) if args.overlay else Path(Path(args.image).stem + "_count.png")
     from PIL import Image
 
@@ -66,6 +70,8 @@ def run(args) -> int:
     except OSError as e:
         raise CommandError(f"--overlay: cannot write {overlay} ({e})") from None
     out = {"count": result["count"], "centres": result["centres"], "mass": result["mass"],
+           "count_raw": result["count_raw"], "calibration": result["calibration"],
+           "calibration_instances": result["calibration_instances"],
            "num_peaks": result["num_peaks"], "window": window, "overlay": str(overlay)}
     text = json.dumps(out)
     if args.json_out:

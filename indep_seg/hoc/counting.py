@@ -25,7 +25,8 @@ from scipy import ndimage
 from indep_seg import checks
 
 __all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
-           "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "count_image",
+           "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "single_instance_mass",
+           "count_image",
            "peaks", "save_counter", "load_counter", "draw_overlay"]
 
 
@@ -285,14 +286,59 @@ def peaks(heat, sigma: float, threshold: float = 0.3):
         np.zeros((0, 3))
 
 
+def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles: int = 5):
+    """How much heatmap mass the counter gives one instance *of this image*, in units of one
+    target Gaussian (2 pi sigma^2): ``(mass, number of instances it was measured on)``, or
+    ``(None, n)`` when fewer than `min_singles` instances qualify.
+
+    Measured on the image's own clear single instances, found without labels: the classical
+    components (`estimate.foreground_components`: Otsu, opening) whose area is within `band` of
+    their median area. Every heatmap pixel belongs to the nearest component (a Voronoi partition),
+    so each component's mass is what the counter put on it and around it; the median over the
+    single ones is returned. On generated composites the counter gives an instance mass 1; on real
+    instances, which look somewhat unlike the generator's, it may give them a broader, heavier
+    (or a lighter) response, by a factor that is nearly the same for every instance of the image
+    (docs/counting.md).
+    """
+    from PIL import Image
+
+    from indep_seg.hoc.estimate import foreground_components
+
+    heat = np.clip(np.asarray(heat, np.float64), 0, None)
+    _, labels, areas, _ = foreground_components(image)
+    if areas.size == 0:
+        return None, 0
+    med = float(np.median(areas))
+    single = (areas >= band[0] * med) & (areas <= band[1] * med)
+    if int(single.sum()) < min_singles:
+        return None, int(single.sum())
+    small = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((heat.shape[1], heat.shape[0]), Image.NEAREST))
+    if not (small > 0).any():
+        return None, 0
+    _, (iy, ix) = ndimage.distance_transform_edt(small == 0, return_indices=True)
+    owner = small[iy, ix]
+    mass = ndimage.sum(heat, owner, np.arange(1, int(labels.max()) + 1)) / (2.0 * math.pi * sigma * sigma)
+    present = np.isin(np.arange(1, int(labels.max()) + 1), np.unique(small))
+    chosen = single & present
+    if int(chosen.sum()) < min_singles:
+        return None, int(chosen.sum())
+    return float(np.median(mass[chosen])), int(chosen.sum())
+
+
 def count_image(counter, image, window: int, resolution: int, sigma: float, threshold: float = 0.3,
-                grayscale: bool = False):
+                grayscale: bool = False, calibrate: bool = True, calibration_limits=(1 / 3, 3.0)):
     """Count instances in a full image (float ``[H, W, 3]`` in [0, 1]); `grayscale`: the counter was
     trained on luminance (`train_counter(grayscale=True)`), so it sees the image's luminance.
 
-    Returns dict ``count`` (int: heatmap mass / (2 pi sigma^2), rounded), ``centres`` (``[[x, y], ...]``
-    full-resolution pixels, the `count` strongest heatmap peaks), ``mass`` (float count) and
-    ``num_peaks``.
+    The raw count is the heatmap's mass over one Gaussian's, 2 pi sigma^2. With `calibrate` it is
+    divided by `single_instance_mass` (the mass the counter gives one clear single instance of
+    this image), unless that could not be measured or falls outside `calibration_limits` (then a
+    counter that misses most instances would be inflated rather than corrected): the raw count
+    stands and ``calibration`` is None.
+
+    Returns dict ``count`` (int), ``count_raw`` (float), ``calibration`` (float or None),
+    ``calibration_instances``, ``centres`` (``[[x, y], ...]`` full-resolution pixels, the `count`
+    strongest heatmap peaks), ``mass`` (float count), ``num_peaks`` and ``heatmap``.
     """
     from indep_seg.hoc.patches import rescale_image
 
@@ -302,15 +348,20 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
     h, w = a.shape[:2]
     scaled = rescale_image(a, window, resolution)
     heat = predict_heatmap(counter, scaled)
-    mass = float(np.clip(heat, 0, None).sum() / (2.0 * math.pi * sigma * sigma))
+    raw = float(np.clip(heat, 0, None).sum() / (2.0 * math.pi * sigma * sigma))
+    cal, n_single = single_instance_mass(heat, a, sigma) if calibrate else (None, 0)
+    if cal is not None and not calibration_limits[0] <= cal <= calibration_limits[1]:
+        cal = None
+    mass = raw / cal if cal else raw
     pk = peaks(heat, sigma, threshold)
     n = int(round(mass))
     chosen = pk[:n]
     sy, sx = h / scaled.shape[0], w / scaled.shape[1]
     centres = [[round(float((x + 0.5) * sx - 0.5), 1), round(float((y + 0.5) * sy - 0.5), 1)]
                for x, y, _ in chosen]
-    return {"count": n, "centres": centres, "mass": round(mass, 3), "num_peaks": int(len(pk)),
-            "heatmap": heat}
+    return {"count": n, "centres": centres, "mass": round(mass, 3), "count_raw": round(raw, 3),
+            "calibration": None if cal is None else round(cal, 4), "calibration_instances": n_single,
+            "num_peaks": int(len(pk)), "heatmap": heat}
 
 
 def save_counter(directory, counter, meta: dict):
