@@ -190,6 +190,9 @@ def main(argv=None):
     p.add_argument("--budget-minutes", type=float, default=60.0)
     p.add_argument("--quick", action="store_true", help="a few steps at 16x16: checks the script only")
     p.add_argument("--override", nargs="*", default=[])
+    p.add_argument("--seed", type=int, default=None, help="training seed (indep-seg train --seed)")
+    p.add_argument("--name", default=None,
+                   help="result file stem in benchmarks/results (default hoc_nuclei; e.g. hoc_nuclei_seed1)")
     p.add_argument("--redo-counter", action="store_true",
                    help="train the counter of --model-dir again (its share of the run's budget; --override "
                         "counter_*=...) before evaluating")
@@ -198,7 +201,7 @@ def main(argv=None):
     if not image_path.exists():
         print(f"bench_hoc_nuclei: {image_path} is absent; nothing to measure", file=sys.stderr)
         return 0
-    name = "hoc_nuclei_quick" if args.quick else "hoc_nuclei"
+    name = args.name or ("hoc_nuclei_quick" if args.quick else "hoc_nuclei")
     if args.model_dir is None and not args.train and not args.quick:
         p.error("give --model-dir RUN (a finished hoc run), or --train")
     model_dir = args.model_dir or Path(tempfile.mkdtemp(prefix=f"{name}_run_"))
@@ -211,6 +214,8 @@ def main(argv=None):
                     "checkpoint_every=10", "image_every=10", "log_every=5"]
         else:
             cmd += ["--budget-minutes", str(args.budget_minutes)]
+            if args.seed is not None:
+                cmd += ["--seed", str(args.seed)]
             if args.override:
                 cmd += ["--override", *args.override]
         t = time.time()

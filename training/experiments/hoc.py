@@ -200,8 +200,11 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
     from indep_seg.hoc import counting
     from indep_seg.hoc.estimate import instance_contrast_range
 
-    min_contrast, high = instance_contrast_range(image)
-    contrast_range = (min_contrast, high) if r.get("counter_contrast") else None
+    try:
+        min_contrast, high = instance_contrast_range(image)
+    except ValueError:                  # a constant image (window and a were given by hand)
+        min_contrast, high = 0.0, None
+    contrast_range = (min_contrast, high) if r.get("counter_contrast") and high else None
     counter, history = counting.train_counter(
         model, ds, r["counter_steps"], r["counter_sigma"], counter=counting.build_counter(r["counter_width"]),
         time_limit_s=time_limit_s, min_contrast=min_contrast, log=log,
