@@ -117,9 +117,11 @@ def inpaint_background(image, foreground=None, seed: int = 0, dilate: int = 4) -
     """"Real patches with missing regions": the foreground filled with background.
 
     Each foreground pixel (by default every pixel that stands out of the background noise,
-    `estimate.significant_foreground`, dilated by `dilate` px) gets the local
-    background level (normalised convolution of the background pixels at growing scales) plus a
-    residual drawn from the background's own fine texture, so the result keeps the real noise.
+    `estimate.significant_foreground`, dilated by `dilate` px) gets the large-scale background
+    level (normalised convolution of the background pixels, from 16 px up until every pixel is
+    reached: at smaller scales the level next to an instance still carries its halo, and each
+    filled instance would stay as a brighter ghost) plus a residual drawn from the background's
+    own fine texture, so the result keeps the real noise.
     """
     from indep_seg.hoc.estimate import significant_foreground
 
