@@ -142,15 +142,13 @@ def redo_counter(model_dir: Path, overrides=()):
     """Train the counter of a finished run again (`training.experiments.hoc.counter_stage`, the
     run's own steps cap and its share of the budget), replacing ``counter/``: the counter recipe
     can change without training the GAN again. `overrides`: ``key=value`` for hoc.json's counter_*."""
+    import dataclasses
+
     import tensorflow as tf
     import yaml
 
     from indep_seg.hoc.image_io import load_image
-    from training.experiments.hoc import build_model, counter_stage, make_dataset
-
-    import dataclasses
-
-    from training.experiments.hoc import HocConfig
+    from training.experiments.hoc import HocConfig, build_model, counter_stage, make_dataset
 
     r = json.loads((model_dir / "hoc.json").read_text())
     for k, v in dataclasses.asdict(HocConfig()).items():    # runs older than a counter_* setting

@@ -310,8 +310,6 @@ def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles
         return None, 0
     med = float(np.median(areas))
     single = (areas >= band[0] * med) & (areas <= band[1] * med)
-    if int(single.sum()) < min_singles:
-        return None, int(single.sum())
     small = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((heat.shape[1], heat.shape[0]), Image.NEAREST))
     if not (small > 0).any():
         return None, 0

@@ -205,16 +205,17 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
     except ValueError:                  # a constant image (window and a were given by hand)
         min_contrast, high = 0.0, None
     contrast_range = (min_contrast, high) if r.get("counter_contrast") and high else None
+    gain_jitter = 0.0 if contrast_range else r["counter_gain_jitter"]
     counter, history = counting.train_counter(
         model, ds, r["counter_steps"], r["counter_sigma"], counter=counting.build_counter(r["counter_width"]),
         time_limit_s=time_limit_s, min_contrast=min_contrast, log=log,
-        gain_jitter=0.0 if contrast_range else r["counter_gain_jitter"], grayscale=r["grayscale"],
+        gain_jitter=gain_jitter, grayscale=r["grayscale"],
         dihedral=r["counter_dihedral"], contrast_range=contrast_range,
         blur_sigma=r.get("counter_blur_sigma", 0.0), noise=r.get("counter_noise", 0.0))
     counting.save_counter(Path(model_dir) / "counter", counter, dict(
         window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc",
         min_contrast=min_contrast, contrast_range=list(contrast_range) if contrast_range else None,
-        gain_jitter=0.0 if contrast_range else r["counter_gain_jitter"], grayscale=r["grayscale"],
+        gain_jitter=gain_jitter, grayscale=r["grayscale"],
         dihedral=r["counter_dihedral"], blur_sigma=r.get("counter_blur_sigma", 0.0),
         noise=r.get("counter_noise", 0.0), steps=history[-1][0] + 1 if history else 0))
     return counter, history
