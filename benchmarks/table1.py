@@ -25,8 +25,24 @@ def _width(c, width_mult):
     return max(1, int(round(c * width_mult)))
 
 
-def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", name="unet"):
-    """Dai et al. 2019, Table 1 (right): the UNet mask generator."""
+def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", name="unet", bn="keras",
+                deconv="keras"):
+    """Dai et al. 2019, Table 1 (right): the UNet mask generator.
+
+    `bn="fused"` builds the BatchNorms as `indep_seg.networks.fused_batch_norm.FusedBatchNormalization`,
+    `deconv="gemm"` the transposed convolutions as `indep_seg.networks.gemm_conv_transpose.
+    GemmConv2DTranspose` (same weights and results; "keras" is plain Keras).
+    """
+    if bn not in ("keras", "fused") or deconv not in ("keras", "gemm"):
+        raise ValueError(f"bn / deconv: expected 'keras'/'fused' and 'keras'/'gemm', got {bn!r}, {deconv!r}")
+    if bn == "fused":
+        from indep_seg.networks.fused_batch_norm import FusedBatchNormalization as BatchNorm
+    else:
+        BatchNorm = keras.layers.BatchNormalization  # noqa: N806
+    if deconv == "gemm":
+        from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose as Deconv
+    else:
+        Deconv = keras.layers.Conv2DTranspose  # noqa: N806
     if resolution % 64:
         raise ValueError(f"resolution: expected a multiple of 64, got {resolution}")
     cf = data_format == "channels_first"
@@ -39,19 +55,19 @@ def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", nam
     for i, (c, k) in enumerate(enc):
         x = keras.layers.Conv2D(_width(c, width_mult), k, strides=2, padding="same", use_bias=False,
                                 data_format=data_format, name=f"enc{i}")(x)
-        x = keras.layers.BatchNormalization(axis=axis, name=f"enc{i}_bn")(x)
+        x = BatchNorm(axis=axis, name=f"enc{i}_bn")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
         skips.append(x)
     dec = [(512, 2), (512, 4), (256, 4), (128, 4), (64, 4)]
     for i, (c, k) in enumerate(dec):
         if i > 0:
             x = keras.layers.Concatenate(axis=axis)([x, skips[-1 - i]])
-        x = keras.layers.Conv2DTranspose(_width(c, width_mult), k, strides=2, padding="same", use_bias=False,
-                                         data_format=data_format, name=f"dec{i}")(x)
-        x = keras.layers.BatchNormalization(axis=axis, name=f"dec{i}_bn")(x)
+        x = Deconv(_width(c, width_mult), k, strides=2, padding="same", use_bias=False,
+                   data_format=data_format, name=f"dec{i}")(x)
+        x = BatchNorm(axis=axis, name=f"dec{i}_bn")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
     x = keras.layers.Concatenate(axis=axis)([x, skips[0]])
-    x = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", data_format=data_format, name="mask")(x)
+    x = Deconv(1, 4, strides=2, padding="same", data_format=data_format, name="mask")(x)
     out = keras.layers.Activation("sigmoid", dtype="float32")(x)
     return keras.Model(inp, out, name=name)
 
@@ -89,20 +105,31 @@ class Table1Step:
             and `split` inter-op threads each core works on its own sub-batch, like replicas of
             a data-parallel strategy (BatchNorm statistics per sub-batch, as unsynchronised
             replicas have them).
+        adam: "keras" (`keras.optimizers.Adam`, the straightforward step) or "fused"
+            (`indep_seg.optimizers.FusedAdam`: the same update as one fused kernel per variable).
+        bn, deconv: the UNet's BatchNorm ("keras" / "fused") and transposed convolutions
+            ("keras" / "gemm"), see `table1_unet`.
     """
 
     def __init__(self, resolution=128, width_mult=1.0, batch_size=16, fused=False, jit_compile=False,
-                 data_format="channels_last", lam=1000.0, area=0.25, split=1):
+                 data_format="channels_last", lam=1000.0, area=0.25, split=1, adam="keras",
+                 bn="keras", deconv="keras"):
         self.resolution = resolution
         self.batch_size = batch_size
         self.fused = fused
         self.data_format = data_format
         self.lam = lam
         self.area = area
-        self.unet = table1_unet(resolution, width_mult, data_format)
+        self.unet = table1_unet(resolution, width_mult, data_format, bn=bn, deconv=deconv)
         self.disc = table1_discriminator(resolution, width_mult, data_format)
-        self.g_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
-        self.d_opt = keras.optimizers.Adam(2e-4, beta_1=0.5)
+        if adam not in ("keras", "fused"):
+            raise ValueError(f"adam: expected 'keras' or 'fused', got {adam!r}")
+        if adam == "fused":
+            from indep_seg.optimizers import FusedAdam as Adam
+        else:
+            Adam = keras.optimizers.Adam  # noqa: N806
+        self.g_opt = Adam(2e-4, beta_1=0.5)
+        self.d_opt = Adam(2e-4, beta_1=0.5)
         self.g_opt.build(self.unet.trainable_variables)
         self.d_opt.build(self.disc.trainable_variables)
         if split > 1 and (not fused or batch_size % split):

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks
+from indep_seg.optimizers import FusedAdam
 
 __all__ = [
     "InceptionWeightsUnavailable", "inception_feature_extractor", "find_inception_weights",
@@ -223,7 +224,7 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
                             keras.layers.Dense(hidden, activation="elu", kernel_initializer=init(1)),
                             keras.layers.Dense(1, kernel_initializer=init(2))])
     net.build((None, x.shape[1] + y.shape[1]))
-    opt = keras.optimizers.Adam(learning_rate)
+    opt = FusedAdam(learning_rate)
     ema = tf.Variable(1.0)
 
     @tf.function

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks
+from indep_seg.optimizers import FusedAdam
 
 __all__ = ["generate_pairs", "zoom_out_pairs", "train_posthoc_unet", "save_posthoc_segmenter",
            "small_unet"]
@@ -100,7 +101,7 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
     n_val = max(1, int(round(val_fraction * n)))
     val, train = perm[:n_val], perm[n_val:]
     unet = unet if unet is not None else small_unet(images.shape[1])
-    opt = keras.optimizers.Adam(learning_rate)
+    opt = FusedAdam(learning_rate)
     bce = keras.losses.BinaryCrossentropy()
 
     @tf.function

@@ -23,6 +23,7 @@ from keras import layers
 from scipy import ndimage
 
 from indep_seg import checks
+from indep_seg.optimizers import FusedAdam
 
 __all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
            "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "single_instance_mass",
@@ -226,7 +227,7 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
     steps = checks.check_int(steps, "steps", minimum=0)
     gain_jitter = float(checks.check_positive_number(gain_jitter, "gain_jitter", allow_zero=True))
     counter = counter or build_counter()
-    opt = keras.optimizers.Adam(learning_rate)
+    opt = FusedAdam(learning_rate)
 
     @tf.function
     def step_fn(batch):

@@ -15,6 +15,7 @@ from indep_seg.distribute import global_batch_draw, scale_loss
 
 from indep_seg import checks
 from indep_seg.models.foreground_seg_gan import to_grid
+from indep_seg.optimizers import FusedAdam
 
 __all__ = ["Distiller", "smooth_l1"]
 
@@ -63,7 +64,7 @@ class Distiller(keras.Model):
         return [self.loss_tracker]
 
     def compile(self, optimizer=None, **kwargs):
-        super().compile(optimizer=optimizer or keras.optimizers.Adam(4e-4, beta_1=0.5,
+        super().compile(optimizer=optimizer or FusedAdam(4e-4, beta_1=0.5,
                                                                      beta_2=0.999), **kwargs)
         self.optimizer.build(self.student.trainable_variables)
 

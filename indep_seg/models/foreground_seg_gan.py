@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from indep_seg import checks
 from indep_seg.distribute import scale_loss
+from indep_seg.optimizers import FusedAdam
 
 __all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss", "discriminator_loss", "generator_loss_ns",
            "to_grid"]
@@ -171,8 +172,8 @@ class ForegroundSegGAN(keras.Model):
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         """Adam(beta1 0.5, beta2 0.999), lr 2e-4 for D and 4e-4 for G (Dai et al.) by default."""
         super().compile(**kwargs)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999)
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(4e-4, beta_1=0.5, beta_2=0.999)
+        self.d_optimizer = d_optimizer or FusedAdam(2e-4, beta_1=0.5, beta_2=0.999)
+        self.g_optimizer = g_optimizer or FusedAdam(4e-4, beta_1=0.5, beta_2=0.999)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.segmenter.trainable_variables)
 

@@ -24,6 +24,7 @@ from indep_seg.distribute import global_batch_draw, scale_loss
 from indep_seg import _random, checks, losses
 from indep_seg.composition import composite_layers
 from indep_seg.layout import integer_translate
+from indep_seg.optimizers import FusedAdam
 from indep_seg.providers import GeneratorProvider
 
 __all__ = ["HocGAN"]
@@ -96,8 +97,8 @@ class HocGAN(keras.Model):
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         super().compile(**kwargs)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999)
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(4e-4, beta_1=0.5, beta_2=0.999)
+        self.d_optimizer = d_optimizer or FusedAdam(2e-4, beta_1=0.5, beta_2=0.999)
+        self.g_optimizer = g_optimizer or FusedAdam(4e-4, beta_1=0.5, beta_2=0.999)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self._g_variables())
 

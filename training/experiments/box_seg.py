@@ -36,6 +36,7 @@ from indep_seg.models.distiller import Distiller
 from indep_seg.models.foreground_seg_gan import ForegroundSegGAN, to_grid
 from indep_seg.networks.sn_discriminator import SN_DISCRIMINATOR_PRESETS, SNDiscriminator
 from indep_seg.networks.unet import UNET_PRESETS, UNet
+from indep_seg.optimizers import FusedAdam
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -416,8 +417,8 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                                box_margin=cfg.margin, pairwise_weight=cfg.pairwise_weight,
                                adversarial_weight=cfg.adversarial_weight,
                                seed=ctx.seed)
-        gan.compile(d_optimizer=keras.optimizers.Adam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
-                    g_optimizer=keras.optimizers.Adam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
+        gan.compile(d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
+                    g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
     selector = SnapshotSelector(probe, model_dir / "adversarial_selected.weights.h5",
                                 a=effective_a(cfg))
     study_log = []
@@ -467,7 +468,7 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                 student.set_weights(unet.get_weights())
             distiller = Distiller(teacher, student, label=cfg.distill_label,
                                   real_fraction=cfg.distill_real_fraction, seed=ctx.seed)
-            distiller.compile(keras.optimizers.Adam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
+            distiller.compile(FusedAdam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
         dctx = dataclasses.replace(ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes())
         dist = run_fit(distiller, make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed + 7), dctx,
                        total_steps=distill_steps, checkpoint_every=max(cfg.snapshot_every, 500),

@@ -148,11 +148,10 @@ def resolve(config: HocConfig, image) -> dict:
 
 
 def build_model(r: dict, seed: int = 0):
-    import keras
-
     from indep_seg.models.hoc_gan import HocGAN
     from indep_seg.networks.hoc_discriminator import HocDiscriminator
     from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
+    from indep_seg.optimizers import FusedAdam
 
     a = float(r["a"])
     g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
@@ -169,8 +168,8 @@ def build_model(r: dict, seed: int = 0):
                    binarization_weight=r["binarization_weight"], grayscale=bool(r.get("grayscale", False)),
                    seed=seed)
     model.build_networks(r["resolution"])
-    model.compile(d_optimizer=keras.optimizers.Adam(r["d_lr"], beta_1=0.5, beta_2=0.999),
-                  g_optimizer=keras.optimizers.Adam(r["g_lr"], beta_1=0.5, beta_2=0.999),
+    model.compile(d_optimizer=FusedAdam(r["d_lr"], beta_1=0.5, beta_2=0.999),
+                  g_optimizer=FusedAdam(r["g_lr"], beta_1=0.5, beta_2=0.999),
                   jit_compile=bool(r["jit_compile"]))
     return model
 

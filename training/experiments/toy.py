@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg.distribute import scale_loss
+from indep_seg.optimizers import FusedAdam
 from training.loop import image_grid, run_fit, step_outputs
 from training.registry import register_experiment
 from training.strategy import global_batch_draw
@@ -138,8 +139,8 @@ class ToyGAN(keras.Model):
 def build_toy(config: ToyConfig, ctx) -> ToyGAN:
     with ctx.strategy.scope():
         model = ToyGAN(config, seed=ctx.seed)
-        model.compile(d_optimizer=keras.optimizers.Adam(config.d_learning_rate, beta_1=0.5),
-                      g_optimizer=keras.optimizers.Adam(config.g_learning_rate, beta_1=0.5))
+        model.compile(d_optimizer=FusedAdam(config.d_learning_rate, beta_1=0.5),
+                      g_optimizer=FusedAdam(config.g_learning_rate, beta_1=0.5))
         model.build_optimizers()
     return model
 
