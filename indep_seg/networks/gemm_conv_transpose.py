@@ -58,7 +58,7 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
         if t > 1:
             phase = tf.pad(phase, [[0, 0], [a, t - 1 - a], [b, t - 1 - b], [0, 0]])
         z = phase if z is None else z + phase
-    full = tf.nn.depth_to_space(z, s)  # [B, s(H-1) + k, s(W-1) + k, F]
+    full = tf.nn.depth_to_space(z, s) if s > 1 else z  # [B, s(H-1) + k, s(W-1) + k, F]
     if padding.lower() == "same":
         top, left = _same_crop(h, kh, s), _same_crop(w, kw, s)
         full = full[:, top:top + h * s, left:left + w * s, :]

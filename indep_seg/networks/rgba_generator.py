@@ -17,6 +17,8 @@ import numpy as np
 from keras import layers
 
 from indep_seg import checks
+from indep_seg.networks.fused_batch_norm import FusedBatchNormalization
+from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose
 from indep_seg.networks.stylegan2_layers import track_for_checkpoint
 
 __all__ = ["RGBAGenerator", "InfoGANQHead"]
@@ -87,8 +89,8 @@ class RGBAGenerator(keras.Model):
 
         s, c0 = self.initial_size, widths[0]
         def bn(name):
-            return layers.BatchNormalization(momentum=self.bn_momentum, synchronized=self.bn_synchronized,
-                                             name=name)
+            return FusedBatchNormalization(momentum=self.bn_momentum, synchronized=self.bn_synchronized,
+                                           name=name)
 
         bias = self.bias_before_bn
         self.project = layers.Dense(s * s * c0, use_bias=bias, name="project")  # 1x1 conv on a 1x1 z
@@ -111,7 +113,7 @@ class RGBAGenerator(keras.Model):
 
     def _up(self, filters, name, use_bias=True):
         if self.upsample == "deconv":
-            return layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
+            return GemmConv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
         return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
                                  layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
 

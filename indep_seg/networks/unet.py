@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 
 from indep_seg import checks
+from indep_seg.networks.fused_batch_norm import FusedBatchNormalization
+from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS"]
 
@@ -95,8 +97,7 @@ class UNet(keras.Model):
         checks.check_fraction(bn_momentum, "bn_momentum")
 
         def bn(tag):
-            return keras.layers.BatchNormalization(momentum=bn_momentum, synchronized=bool(bn_synchronized),
-                                                   name=tag)
+            return FusedBatchNormalization(momentum=bn_momentum, synchronized=bool(bn_synchronized), name=tag)
 
         def act(tag):
             return keras.layers.LeakyReLU(negative_slope=leaky_slope, name=tag)
@@ -104,8 +105,8 @@ class UNet(keras.Model):
         def up(x, filters, kernel, tag, last=False):
             use_bias = last or bool(bias_before_bn)  # every decoder layer but the last feeds a BN
             if upsampling == "transpose":
-                return keras.layers.Conv2DTranspose(filters, kernel, strides=2, padding="same",
-                                                    use_bias=use_bias, name=tag)(x)
+                return GemmConv2DTranspose(filters, kernel, strides=2, padding="same", use_bias=use_bias,
+                                           name=tag)(x)
             if upsampling == "conv_bilinear" and not last:
                 x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
                 return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
