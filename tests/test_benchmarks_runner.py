@@ -118,3 +118,16 @@ def test_collect_tables_the_json_already_there_without_running(tmp_path):
     assert "| hoc: `indep-seg count` on the nuclei image (125) | 117 | 113-137 |" in headline
     # the best variant of each preset, not the first
     assert "| 41.5 | >= 75 |" in headline and "(xla)" in headline and "| 30 |" not in headline
+
+
+def test_profile_train_step_quick_names_the_convolutions(tmp_path):
+    out = tmp_path / "profile.json"
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_train_step.py"), "--quick", "--json",
+                        str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(out.read_text())
+    assert res["step_s"] > 0 and res["model_gflop_per_step"] > 0
+    kinds = [k for k, _ in res["by_op_type_ms"]]
+    assert any("Conv2D" in k for k in kinds), kinds
+    assert all(ms >= 0 for _, ms in res["by_node_ms"])
+    assert "ms per step by op type" in p.stdout
