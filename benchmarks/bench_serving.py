@@ -223,6 +223,13 @@ def main():
     loaded = tf.saved_model.load(str(saved))
     sm = loaded.signatures["serving_default"]
     results["b_saved_model"] = latency(lambda: sm(image=tf.constant(batch1))["mask"].numpy(), args.n)
+    # The server's own runtime in process: the `serve` meta graph as a session callable
+    # (serving.servables.Servable, what tensorflow_model_server does with Session::Run).
+    from serving.servables import Servable
+
+    session_sig = Servable("seg", int(Path(saved).name), Path(saved)).signature("serving_default")
+    session_call = (lambda: session_sig.fn(image=batch1)["mask"])
+    results["b_session_callable"] = latency(session_call, args.n)
     print("in process", results["a_keras_network_only"], results["b_saved_model"], flush=True)
     results["b_saved_model_batched"] = batched_throughput(
         lambda: sm(image=tf.constant(batchc))["mask"].numpy(), args.clients, args.seconds)
@@ -305,6 +312,10 @@ def main():
             paired = paired_latency(inproc_call, grpc_call(server.port), args.n)
             results[f"paired_saved_model_vs_grpc_{label}"] = paired
             print(label, "paired", paired, flush=True)
+            if bfile is None:  # like for like: the same session runtime in process and in the server
+                paired = paired_latency(session_call, grpc_call(server.port), args.n)
+                results["paired_session_callable_vs_grpc_no_batching"] = paired
+                print(label, "paired vs session callable", paired, flush=True)
             if bfile is not None:
                 # Alternating windows: in-process batches of `clients` images vs the batching
                 # server under `clients` concurrent batch-1 clients.
@@ -342,6 +353,10 @@ def main():
     served = results[f"d_grpc_batching_{args.clients}_clients"]["throughput_per_s"]
     results["summary"] = {
         "paired_grpc_overhead_p50_ms": results["paired_saved_model_vs_grpc_no_batching"]["overhead_p50_ms"],
+        # over the server's own runtime (session callable) run in process: transport and
+        # request handling only
+        "paired_grpc_overhead_over_session_callable_p50_ms":
+            results["paired_session_callable_vs_grpc_no_batching"]["overhead_p50_ms"],
         "paired_grpc_overhead_p50_ms_with_batching":
             results["paired_saved_model_vs_grpc_batching"]["overhead_p50_ms"],
         "paired_batched_throughput_ratio": results["paired_throughput_batching"]["ratio"],
