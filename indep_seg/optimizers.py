@@ -9,7 +9,7 @@ over the variable's memory. `tf.raw_ops.ResourceApplyAdam` computes the same upd
 
 (Kingma & Ba 2015, Algorithm 1 with the "efficient" bias correction of section 2, which is
 Keras' formula too) in one multi-threaded pass. On the Table-1 training step (23 M + 1.6 M
-parameters, batch 16, 2 CPU cores) this took 3 % off the step time (docs/performance.md); the
+parameters, batch 16, 2 CPU cores) this took 2-3 % off the step time (docs/performance.md); the
 weights after a step equal Keras' to float32 rounding (tests/test_optimizers.py).
 """
 from __future__ import annotations

@@ -64,8 +64,7 @@ class Distiller(keras.Model):
         return [self.loss_tracker]
 
     def compile(self, optimizer=None, **kwargs):
-        super().compile(optimizer=optimizer or FusedAdam(4e-4, beta_1=0.5,
-                                                                     beta_2=0.999), **kwargs)
+        super().compile(optimizer=optimizer or FusedAdam(4e-4, beta_1=0.5, beta_2=0.999), **kwargs)
         self.optimizer.build(self.student.trainable_variables)
 
     def checkpoint_items(self):

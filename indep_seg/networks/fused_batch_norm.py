@@ -7,7 +7,7 @@ their gradients op by op, each a pass over the activations. `tf.nn.fused_batch_n
 batch normalisation on CPU) does the forward in one kernel and the backward in another. The result
 is the same normalisation; the moving statistics are updated exactly as Keras updates them (with
 the biased batch variance; TensorFlow's kernel returns the unbiased one, which is converted back).
-On the Table-1 step it took another 2 % off the step time (docs/performance.md).
+On the Table-1 step it took another 3 % off the step time (docs/performance.md).
 
 Only the plain case takes the fused kernel: training, float32, rank-4 input normalised over its
 channel axis, no mask, no renorm, not `synchronized` (the cross-replica statistics are Keras').

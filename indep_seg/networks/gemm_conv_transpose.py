@@ -68,7 +68,8 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
 @keras.saving.register_keras_serializable(package="indep_seg")
 class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
     """`keras.layers.Conv2DTranspose` that runs as one GEMM on tiny maps
-    (`conv2d_transpose_as_matmul`): same weights, config and outputs.
+    (`conv2d_transpose_as_matmul`): same weights and outputs (the config adds
+    `gemm_max_input_pixels`).
 
     The GEMM form applies to channels_last inputs of static size with at most
     `gemm_max_input_pixels` positions, square kernels whose side is a multiple of the (equal)

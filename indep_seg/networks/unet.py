@@ -10,6 +10,10 @@ Configurable: resolution, widths, kernels (hence depth), BatchNorm momentum, and
 of the decoder (`"transpose"` as in the paper, or `"bilinear"`: bilinear upsampling then a
 convolution, which avoids the checkerboard masks a transposed-convolution decoder gave on the
 horse photos, DESIGN.md section 7).
+
+The BatchNorms are `FusedBatchNormalization` and the transposed convolutions
+`GemmConv2DTranspose`: Keras' layers (same weights and results) with faster training
+kernels on CPU (fused batch norm; one GEMM on 4x4 maps), docs/performance.md.
 """
 from __future__ import annotations
 

@@ -177,10 +177,9 @@ def build_model(cfg: ILSGANConfig, global_batch_size=None):
     # StyleGAN2 lazy regularisation: the D optimizer's lr and betas are adjusted by c = k / (k + 1).
     c = cfg.r1_interval / (cfg.r1_interval + 1.0) if cfg.r1_interval > 0 else 1.0
     model.compile(
-        d_optimizer=FusedAdam(cfg.learning_rate * c, beta_1=cfg.beta_1 ** c,
-                                          beta_2=cfg.beta_2 ** c, epsilon=1e-8),
-        g_optimizer=FusedAdam(cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2,
-                                          epsilon=1e-8))
+        d_optimizer=FusedAdam(cfg.learning_rate * c, beta_1=cfg.beta_1 ** c, beta_2=cfg.beta_2 ** c,
+                              epsilon=1e-8),
+        g_optimizer=FusedAdam(cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=1e-8))
     return model
 
 
