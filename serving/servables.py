@@ -86,7 +86,9 @@ class Servable:
         # deprecation.silence(): the TF1 loader's "use tf.saved_model.load instead" notice, meant for
         # training code, would be printed by every server start.
         with self.graph.as_default(), deprecation.silence():
-            self.session = tf.compat.v1.Session(graph=self.graph)
+            # soft placement: a graph traced on one machine may name a device another lacks
+            self.session = tf.compat.v1.Session(
+                graph=self.graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=True))
             meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
         self.signatures = {}
         for key, sd in meta.signature_def.items():
