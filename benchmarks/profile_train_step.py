@@ -30,7 +30,7 @@ def _step(preset, variant, batch_size):
     from benchmarks.bench_train_step import APP_PRESETS, REFERENCE_PRESETS, VARIANTS
 
     opts = {k: v for k, v in VARIANTS[variant][1].items() if k != "policy"}
-    if preset in REFERENCE_PRESETS and (preset == "table1_reference" or preset == "tiny"):
+    if preset in ("table1_reference", "tiny"):
         from benchmarks.table1 import Table1Step
 
         sizes = dict(REFERENCE_PRESETS[preset])
@@ -41,8 +41,7 @@ def _step(preset, variant, batch_size):
     if preset in APP_PRESETS:
         from benchmarks import train_step_adapters as adapters
 
-        h = adapters.ADAPTERS[preset if not preset.startswith("ilsgan") else "ilsgan"](
-            preset, jit_compile=bool(opts.get("jit_compile")), batch_size=batch_size)
+        h = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")), batch_size=batch_size)
         return h.step, h.batch, h.flops["per_step"]
     raise SystemExit(f"--preset: expected table1_reference, tiny or one of {APP_PRESETS}, got {preset!r}")
 
