@@ -1,6 +1,6 @@
 """`GemmConv2DTranspose` / `conv2d_transpose_as_matmul` equal Keras' transposed convolution:
 outputs and gradients, "same" and "valid", k = s and k = 2s, odd sizes, bias and activation;
-the Keras path where the GEMM form does not apply; config round trip; ONNX-free export path."""
+which path each option takes; config round trip; unknown sizes keep Keras' kernel."""
 import itertools
 
 import keras
@@ -61,7 +61,7 @@ def test_layer_equals_keras_layer_with_bias_and_activation():
     (dict(strides=1), (2, 4, 4, 4)),                          # k = 3, stride 1: 3 % 1 == 0 -> GEMM
     (dict(strides=2, data_format="channels_first"), (2, 4, 4, 4)),
 ])
-def test_falls_back_to_keras_where_the_gemm_form_does_not_apply(kwargs, shape):
+def test_path_choice_and_equality_with_keras(kwargs, shape):
     k = 3 if kwargs.get("strides") == 1 else 4
     ref = keras.layers.Conv2DTranspose(5, k, padding="same", **kwargs)
     got = GemmConv2DTranspose(5, k, padding="same", **kwargs)

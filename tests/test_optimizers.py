@@ -7,6 +7,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from indep_seg.optimizers import FusedAdam
@@ -61,9 +62,11 @@ def test_matches_keras_adam_over_steps():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
-def test_amsgrad_and_clipping_fall_back_to_keras():
-    ref, _ = _train(keras.optimizers.Adam(1e-2, amsgrad=True, clipnorm=0.1))
-    got, _ = _train(FusedAdam(1e-2, amsgrad=True, clipnorm=0.1))
+@pytest.mark.parametrize("options", [dict(amsgrad=True), dict(clipnorm=0.1), dict(weight_decay=0.05)])
+def test_amsgrad_clipping_and_weight_decay_as_in_keras(options):
+    """AMSGrad is Keras' own update; clipping and weight decay act around the fused update."""
+    ref, _ = _train(keras.optimizers.Adam(1e-2, **options))
+    got, _ = _train(FusedAdam(1e-2, **options))
     for a, b in zip(got.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
