@@ -1,6 +1,7 @@
 """`GemmConv2DTranspose` / `conv2d_transpose_as_matmul` equal Keras' transposed convolution:
 outputs and gradients, "same" and "valid", k = s and k = 2s, odd sizes, bias and activation;
-which path each option takes; config round trip; unknown sizes keep Keras' kernel."""
+which path each option takes (tiny maps, few filters); config round trip; unknown sizes keep
+Keras' kernel."""
 import itertools
 
 import keras
@@ -74,13 +75,35 @@ def test_path_choice_and_equality_with_keras(kwargs, shape):
     np.testing.assert_allclose(got(x).numpy(), ref(x).numpy(), atol=1e-4)
 
 
-def test_threshold_zero_never_uses_gemm_and_config_round_trip():
-    layer = GemmConv2DTranspose(2, 4, strides=2, padding="same", gemm_max_input_pixels=0)
+def test_thresholds_zero_never_use_gemm_and_config_round_trip():
+    layer = GemmConv2DTranspose(2, 4, strides=2, padding="same", gemm_max_input_pixels=0, gemm_max_filters=0)
     assert not layer._gemm_applies(tf.zeros((1, 1, 1, 3)))
     back = GemmConv2DTranspose.from_config(layer.get_config())
-    assert back.gemm_max_input_pixels == 0 and back.filters == 2
+    assert back.gemm_max_input_pixels == 0 and back.gemm_max_filters == 0 and back.filters == 2
+    by_filters = GemmConv2DTranspose(2, 4, strides=2, padding="same", gemm_max_input_pixels=0)
+    assert by_filters._gemm_applies(tf.zeros((1, 1, 1, 3)))  # 2 filters <= the default 4
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is GemmConv2DTranspose
+
+
+@pytest.mark.parametrize("filters,expected_gemm", [(1, True), (4, True), (5, False)])
+def test_few_filters_use_gemm_on_large_maps_with_keras_results(filters, expected_gemm):
+    """The mask layer's case: 1-4 output channels take the GEMM form on a 16x16 map (256 > 16
+    positions), with Keras' outputs and gradients; 5 filters keep oneDNN's kernel."""
+    x = tf.random.stateless_normal((2, 16, 16, 6), seed=(7, 8))
+    ref = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="sigmoid")
+    got = GemmConv2DTranspose(filters, 4, strides=2, padding="same", activation="sigmoid")
+    ref.build(x.shape)
+    got.build(x.shape)
+    got.set_weights(ref.get_weights())
+    assert got._gemm_applies(x) is expected_gemm
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        yr, yg = ref(x), got(x)
+        lr, lg = tf.reduce_sum(yr ** 2), tf.reduce_sum(yg ** 2)
+    np.testing.assert_allclose(yg.numpy(), yr.numpy(), atol=1e-5)
+    for a, b in zip(tape.gradient(lg, [x, *got.trainable_variables]), tape.gradient(lr, [x, *ref.trainable_variables])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-5)
 
 
 def test_bad_kernel_names_it():

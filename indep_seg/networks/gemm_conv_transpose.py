@@ -5,8 +5,9 @@ channels. With batch 16 a 4x4 map is only 256 positions, and oneDNN's direct ker
 one at 35-40 % of the machine's matmul rate, forward and backward (docs/performance.md). Written
 as a GEMM the same arithmetic runs 1.3-1.6x faster:
 
-1. ``y = x @ K``: every input position's whole k x k x F contribution at once, with the kernel's
-   columns ordered (a, b, p, q, f) for tap (s a + p, s b + q), k = s t;
+1. ``y = x @ K^T`` with K the kernel reshaped to (k k F) x C: every input position's whole
+   k x k x F contribution at once, for tap (s a + p, s b + q), k = s t; y's columns are then
+   regrouped from (a, p, b, q, f) to (a, b, p, q, f);
 2. overlap-add (col2im) as sub-pixel convolution: the t*t column blocks are phase images, each
    shifted by its (a, b) and summed, then depth-to-space interleaves the s*s phases;
 3. the "same" crop.
@@ -14,17 +15,22 @@ as a GEMM the same arithmetic runs 1.3-1.6x faster:
 TensorFlow differentiates it into the same kind of graph (two GEMMs, slices, space-to-depth), so
 the backward pass gains too: 90 -> 57 ms for that layer's forward + backward at batch 16.
 On maps of 8x8 and more oneDNN's kernels are as fast or faster, so the GEMM form is used only up to
-`gemm_max_input_pixels` (16: 4x4) and `GemmConv2DTranspose` is `keras.layers.Conv2DTranspose`
-everywhere else.
+`gemm_max_input_pixels` (16: 4x4), except for layers with at most `gemm_max_filters` (4) output
+channels, such as the UNet's mask layer: oneDNN's kernels for a 1-channel output are slow, and the
+GEMM form ran the 64x64 -> 128x128 mask layer (128 -> 1 channels, batch 16) 1.9x faster forward
++ backward (14.9 -> 7.9 ms; 3 channels 1.2x; equal at 4; 2x slower at 64). Everywhere else
+`GemmConv2DTranspose` is `keras.layers.Conv2DTranspose`.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-__all__ = ["GemmConv2DTranspose", "conv2d_transpose_as_matmul", "DEFAULT_GEMM_MAX_INPUT_PIXELS"]
+__all__ = ["GemmConv2DTranspose", "conv2d_transpose_as_matmul", "DEFAULT_GEMM_MAX_INPUT_PIXELS",
+           "DEFAULT_GEMM_MAX_FILTERS"]
 
 DEFAULT_GEMM_MAX_INPUT_PIXELS = 16  # 4x4 maps and smaller (benchmarks: 8x8 is faster in oneDNN)
+DEFAULT_GEMM_MAX_FILTERS = 4        # any map size for outputs of at most 4 channels (masks, RGB(A))
 
 
 def _same_crop(size_in, kernel, stride):
@@ -49,9 +55,13 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
                          f"got {kh}x{kw}")
     h, w = x.shape[1], x.shape[2]
     t = kh // s
-    k = tf.reshape(tf.transpose(tf.reshape(kernel, [t, s, t, s, f, c]), [5, 0, 2, 1, 3, 4]),
-                   [c, t * t * s * s * f])
-    y = tf.reshape(tf.matmul(tf.reshape(x, [-1, c]), k), [-1, h, w, t * t * s * s * f])
+    # y's columns in the kernel's own order (a, p, b, q, f): the kernel is only reshaped (a
+    # transpose of the multi-megabyte kernel cost more than this step's transpose of y, whose
+    # innermost s*f values move as contiguous blocks)
+    y = tf.matmul(tf.reshape(x, [-1, c]), tf.reshape(kernel, [kh * kw * f, c]), transpose_b=True)
+    if t > 1:
+        y = tf.transpose(tf.reshape(y, [-1, h, w, t, s, t, s * f]), [0, 1, 2, 3, 5, 4, 6])
+    y = tf.reshape(y, [-1, h, w, t * t * s * s * f])  # columns (a, b, p, q, f)
     z = None
     for index, phase in enumerate(tf.split(y, t * t, axis=-1) if t > 1 else [y]):
         a, b = divmod(index, t)
@@ -72,23 +82,29 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
     `gemm_max_input_pixels`).
 
     The GEMM form applies to channels_last inputs of static size with at most
-    `gemm_max_input_pixels` positions, square kernels whose side is a multiple of the (equal)
-    strides, no dilation and no output_padding; anything else is the parent's kernel.
+    `gemm_max_input_pixels` positions or at most `gemm_max_filters` output channels, square
+    kernels whose side is a multiple of the (equal) strides, no dilation and no output_padding;
+    anything else is the parent's kernel.
 
     Args:
-        gemm_max_input_pixels: largest input H * W run as a GEMM (0: never).
+        gemm_max_input_pixels: largest input H * W run as a GEMM (0: never by size).
+        gemm_max_filters: layers with at most this many filters run as a GEMM on any map size
+            (0: never by filters).
         *args, **kwargs: `keras.layers.Conv2DTranspose`'s.
     """
 
-    def __init__(self, *args, gemm_max_input_pixels=DEFAULT_GEMM_MAX_INPUT_PIXELS, **kwargs):
+    def __init__(self, *args, gemm_max_input_pixels=DEFAULT_GEMM_MAX_INPUT_PIXELS,
+                 gemm_max_filters=DEFAULT_GEMM_MAX_FILTERS, **kwargs):
         super().__init__(*args, **kwargs)
         self.gemm_max_input_pixels = int(gemm_max_input_pixels)
+        self.gemm_max_filters = int(gemm_max_filters)
 
     def _gemm_applies(self, inputs):
         shape = inputs.shape
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        return (len(shape) == 4 and None not in shape[1:] and shape[1] * shape[2] <= self.gemm_max_input_pixels
-                and self.data_format == "channels_last" and tuple(self.dilation_rate) == (1, 1)
+        small = len(shape) == 4 and None not in shape[1:] and (
+            shape[1] * shape[2] <= self.gemm_max_input_pixels or self.filters <= self.gemm_max_filters)
+        return (small and self.data_format == "channels_last" and tuple(self.dilation_rate) == (1, 1)
                 and self.output_padding is None and sh == sw and kh == kw and kh % sh == 0)
 
     def call(self, inputs):
@@ -102,4 +118,5 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), "gemm_max_input_pixels": self.gemm_max_input_pixels}
+        return {**super().get_config(), "gemm_max_input_pixels": self.gemm_max_input_pixels,
+                "gemm_max_filters": self.gemm_max_filters}
