@@ -75,27 +75,30 @@ VARIANTS = {
 }
 
 
-def _build(preset, variant, opts):
-    """(callable step, batch tuple, batch size, model FLOP dict, impl, sizes, tf.function)."""
+def _build(preset, variant, opts, batch_size=None):
+    """(callable step, batch tuple, batch size, model FLOP dict, impl, sizes, tf.function);
+    `batch_size` overrides the preset's."""
     from benchmarks import train_step_adapters as adapters
 
     why_not = adapters.registered(preset) if preset in APP_PRESETS else "reference"
     if why_not is None:
         if variant in REFERENCE_ONLY:
             raise SystemExit(f"variant {variant} applies to the reference step only")
-        h = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")))
+        h = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")), batch_size=batch_size)
         return h.step, h.batch, h.batch_size, h.flops, h.impl, h.config, h.step
     if preset in REFERENCE_PRESETS:
         from benchmarks.table1 import Table1Step
 
-        sizes = REFERENCE_PRESETS[preset]
+        sizes = dict(REFERENCE_PRESETS[preset])
+        if batch_size:
+            sizes["batch_size"] = int(batch_size)
         impl = "table1_reference" + ("" if why_not == "reference" else f" ({why_not})")
         ref = Table1Step(**sizes, **opts)
         return ref.step, ref.batch(), ref.batch_size, ref.model_flops(), impl, sizes, ref.step
     raise SystemExit(f"{preset}: {why_not}")
 
 
-def _worker(preset, variants, steps, repeats):
+def _worker(preset, variants, steps, repeats, batch_size=None):
     """Builds every variant (they share environment, threads and precision policy), then times
     them in interleaved bursts (A B C A B C ...) so that all see the same share of the CPU."""
     env, _, threads = VARIANTS[variants[0]]
@@ -122,12 +125,12 @@ def _worker(preset, variants, steps, repeats):
     built = {}
     for v in variants:
         opts = {k: val for k, val in VARIANTS[v][1].items() if k != "policy"}
-        fn, batch, batch_size, flops, impl, sizes, traced = _build(preset, v, opts)
+        fn, batch, b_size, flops, impl, sizes, traced = _build(preset, v, opts, batch_size)
         t0 = time.perf_counter()
         first_value(fn(*batch))
         first_step_s = time.perf_counter() - t0
         first_value(fn(*batch))
-        built[v] = dict(fn=fn, batch=batch, batch_size=batch_size, flops=flops, impl=impl, sizes=sizes,
+        built[v] = dict(fn=fn, batch=batch, batch_size=b_size, flops=flops, impl=impl, sizes=sizes,
                         traced=traced, opts=opts, first_step_s=first_step_s, bursts=[], out=None)
     def matmul_cpu_rate(n=2048, reps=5):
         """TF matmul GFLOP per CPU-second of this process (insensitive to waiting for the CPU)."""
@@ -181,13 +184,15 @@ def _group_key(variant):
     return (tuple(sorted(env.items())), threads, opts.get("policy"), opts.get("data_format", "channels_last"))
 
 
-def _run_group(preset, variants, steps, repeats, timeout):
+def _run_group(preset, variants, steps, repeats, timeout, batch_size=None):
     """One worker subprocess for variants that share environment / threads / policy."""
     env = dict(os.environ)
     env.update(VARIANTS[variants[0]][0])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", preset, "--variants",
            ",".join(variants), "--steps", str(steps), "--repeats", str(repeats)]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
     try:
         p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -255,6 +260,9 @@ def main(argv=None):
                          f"{','.join(APP_VARIANTS)} for the applications)")
     ap.add_argument("--steps", type=int, default=3, help="steps per timed burst")
     ap.add_argument("--repeats", type=int, default=3, help="timed bursts per run")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="batch size of every preset (default: each preset's own; the issue's box_seg_paper "
+                         "figure is at 16, the preset trains at 32)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per worker subprocess")
     ap.add_argument("--max-group", type=int, default=4,
                     help="at most this many variants built in one worker and timed interleaved")
@@ -268,6 +276,8 @@ def main(argv=None):
     for v in variants or []:
         if v not in VARIANTS:
             ap.error(f"--variants: unknown variant {v!r}; expected some of {', '.join(VARIANTS)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        ap.error(f"--batch-size: expected a positive int, got {args.batch_size}")
     known = set(REFERENCE_PRESETS) | set(APP_PRESETS)
     for p in presets:
         if p not in known:
@@ -275,7 +285,7 @@ def main(argv=None):
     if args.merge:
         return _merge(args.merge, Path(args.out) if args.out else results_dir() / "train_step.json")
     if args.worker:
-        print(json.dumps(_worker(presets[0], variants, args.steps, args.repeats)))
+        print(json.dumps(_worker(presets[0], variants, args.steps, args.repeats, args.batch_size)))
         return 0
     if args.quick:
         presets, variants, args.steps, args.repeats = ["tiny"], ["baseline"], 1, 1
@@ -295,7 +305,8 @@ def main(argv=None):
             groups.setdefault(_group_key(v), []).append(v)
         for group in groups.values():
             for i in range(0, len(group), args.max_group):
-                for r in _run_group(p, group[i:i + args.max_group], args.steps, args.repeats, args.timeout):
+                for r in _run_group(p, group[i:i + args.max_group], args.steps, args.repeats, args.timeout,
+                                    args.batch_size):
                     runs.append(r)
                     print(json.dumps({k: r.get(k) for k in ("preset", "variant", "step_s_best", "error")}),
                           flush=True)

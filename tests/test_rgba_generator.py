@@ -15,7 +15,7 @@ def test_paper_preset_is_table_2():
     assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 1
     assert g.project.units == 8 * 8 * 256
     kinds = [(type(c).__name__, c.filters, c.kernel_size, c.strides) for c, _ in g.blocks]
-    assert kinds == [("Conv2D", 256, (4, 4), (1, 1)), ("Conv2D", 256, (4, 4), (1, 1)),
+    assert kinds == [("UnfusedBiasConv2D", 256, (4, 4), (1, 1)), ("UnfusedBiasConv2D", 256, (4, 4), (1, 1)),
                      ("GemmConv2DTranspose", 128, (4, 4), (2, 2)), ("GemmConv2DTranspose", 64, (4, 4), (2, 2))]
     assert (g.to_rgba.filters, g.to_rgba.kernel_size, g.to_rgba.strides) == (4, (4, 4), (2, 2))
 

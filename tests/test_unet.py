@@ -23,9 +23,10 @@ def test_paper_preset_is_table_1():
     assert all(d.strides == (2, 2) for d in deconvs)
     # BN after every conv / deconv except the last; sigmoid mask; skip connections.
     assert len(_layers(net, keras.layers.BatchNormalization)) == 11
-    # Keras' layers with the faster training kernels (indep_seg.networks.fused_batch_norm / gemm_conv_transpose)
+    # Keras' layers with the faster training kernels (fused_batch_norm / gemm_conv_transpose / unfused_bias_conv)
     assert all(type(b).__name__ == "FusedBatchNormalization" for b in _layers(net, keras.layers.BatchNormalization))
     assert all(type(d).__name__ == "GemmConv2DTranspose" for d in deconvs)
+    assert all(type(c).__name__ == "UnfusedBiasConv2D" for c in _layers(net, keras.layers.Conv2D))
     assert len(_layers(net, keras.layers.Concatenate)) == 5
     assert net.get_layer("mask").activation is keras.activations.sigmoid
 

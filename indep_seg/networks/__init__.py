@@ -12,4 +12,5 @@ from indep_seg.networks import (  # noqa: F401  (registration side effects)
     stylegan2,
     stylegan2_layers,
     unet,
+    unfused_bias_conv,
 )

@@ -17,6 +17,7 @@ from keras import layers
 
 from indep_seg import checks
 from indep_seg.networks.stylegan2_layers import track_for_checkpoint
+from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
 __all__ = ["HocDiscriminator"]
 
@@ -42,15 +43,15 @@ class HocDiscriminator(keras.Model):
         self.final_width = checks.check_int(final_width, "final_width", minimum=0)
         self.head = checks.check_choice(head, "head", ("conv1x1", "dense"))
         sn = layers.SpectralNormalization
-        self.convs = [sn(layers.Conv2D(w, 3, strides=2, padding="same"), name=f"sn_conv{i}")
+        self.convs = [sn(UnfusedBiasConv2D(w, 3, strides=2, padding="same"), name=f"sn_conv{i}")
                       for i, w in enumerate(self.widths)]
         if self.final_width:
-            self.convs.append(sn(layers.Conv2D(self.final_width, 3, strides=1, padding="same"),
+            self.convs.append(sn(UnfusedBiasConv2D(self.final_width, 3, strides=1, padding="same"),
                                  name="sn_conv_final"))
         track_for_checkpoint(self, "conv", self.convs)  # lists are not followed by tf.train.Checkpoint
         self.act = layers.LeakyReLU(0.2)
         if self.head == "conv1x1":
-            self.out = sn(layers.Conv2D(1, 1), name="sn_head_1x1")
+            self.out = sn(UnfusedBiasConv2D(1, 1), name="sn_head_1x1")
         else:
             self.flatten = layers.Flatten()
             self.out = sn(layers.Dense(1), name="sn_head_dense")

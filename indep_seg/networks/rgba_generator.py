@@ -20,6 +20,7 @@ from indep_seg import checks
 from indep_seg.networks.fused_batch_norm import FusedBatchNormalization
 from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose
 from indep_seg.networks.stylegan2_layers import track_for_checkpoint
+from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
 __all__ = ["RGBAGenerator", "InfoGANQHead"]
 
@@ -98,7 +99,7 @@ class RGBAGenerator(keras.Model):
         self.reshape = layers.Reshape((s, s, c0))
         blocks = []
         for i in range(2):
-            blocks.append((layers.Conv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
+            blocks.append((UnfusedBiasConv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
                                 bn(f"conv{i}_bn")))
         for i, w in enumerate(widths[2:]):
             blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
@@ -115,7 +116,7 @@ class RGBAGenerator(keras.Model):
         if self.upsample == "deconv":
             return GemmConv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
         return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
-                                 layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
+                                 UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
 
     @property
     def blocks(self):
@@ -174,7 +175,7 @@ class InfoGANQHead(keras.Model):
         super().__init__(**kwargs)
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.widths = tuple(int(w) for w in widths)
-        self.convs = [layers.Conv2D(w, 3, strides=2, padding="same", name=f"q_conv{i}")
+        self.convs = [UnfusedBiasConv2D(w, 3, strides=2, padding="same", name=f"q_conv{i}")
                       for i, w in enumerate(self.widths)]
         track_for_checkpoint(self, "conv", self.convs)
         self.act = layers.LeakyReLU(0.2)

@@ -9,13 +9,15 @@ dense layer on the flattened features: DESIGN.md section 7 found the averaged 1x
 discriminator almost no signal.
 
 `keras.layers.SpectralNormalization` normalises only when called with `training=True`: call
-the discriminator with `training=True` in every train step (DESIGN.md section 4).
+the discriminator with `training=True` in every train step (DESIGN.md section 4). The
+convolutions are `UnfusedBiasConv2D` (Keras' Conv2D, faster filter gradients on CPU).
 """
 from __future__ import annotations
 
 import keras
 
 from indep_seg import checks
+from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
 __all__ = ["SNDiscriminator", "sn_discriminator_preset", "SN_DISCRIMINATOR_PRESETS"]
 
@@ -74,12 +76,12 @@ class SNDiscriminator(keras.Model):
         inputs = keras.Input((resolution, resolution, 3), name="image")
         x = inputs
         for i, f in enumerate(filters):
-            x = sn(keras.layers.Conv2D(f, 3, strides=2, padding="same", name=f"conv{i}"))(x)
+            x = sn(UnfusedBiasConv2D(f, 3, strides=2, padding="same", name=f"conv{i}"))(x)
             x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"act{i}")(x)
-        x = sn(keras.layers.Conv2D(last_filters, 3, strides=1, padding="same", name="conv_last"))(x)
+        x = sn(UnfusedBiasConv2D(last_filters, 3, strides=1, padding="same", name="conv_last"))(x)
         x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name="act_last")(x)
         if head == "conv":
-            x = sn(keras.layers.Conv2D(1, 1, name="logit_conv"))(x)
+            x = sn(UnfusedBiasConv2D(1, 1, name="logit_conv"))(x)
             logit = keras.layers.GlobalAveragePooling2D(name="logit")(x)
         else:
             x = keras.layers.Flatten(name="flatten")(x)

@@ -11,9 +11,10 @@ of the decoder (`"transpose"` as in the paper, or `"bilinear"`: bilinear upsampl
 convolution, which avoids the checkerboard masks a transposed-convolution decoder gave on the
 horse photos, DESIGN.md section 7).
 
-The BatchNorms are `FusedBatchNormalization` and the transposed convolutions
-`GemmConv2DTranspose`: Keras' layers (same weights and results) with faster training
-kernels on CPU (fused batch norm; one GEMM on 4x4 maps), docs/performance.md.
+The BatchNorms are `FusedBatchNormalization`, the transposed convolutions
+`GemmConv2DTranspose` and the convolutions `UnfusedBiasConv2D`: Keras' layers (same weights and
+results) with faster training kernels on CPU (fused batch norm; one GEMM on 4x4 maps and for the
+1-channel mask layer; oneDNN's plain filter gradient), docs/performance.md.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import keras
 from indep_seg import checks
 from indep_seg.networks.fused_batch_norm import FusedBatchNormalization
 from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose
+from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
 __all__ = ["UNet", "unet_preset", "UNET_PRESETS"]
 
@@ -112,16 +114,16 @@ class UNet(keras.Model):
                 return GemmConv2DTranspose(filters, kernel, strides=2, padding="same", use_bias=use_bias,
                                            name=tag)(x)
             if upsampling == "conv_bilinear" and not last:
-                x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
+                x = UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
                 return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
-            return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
+            return UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
 
         inputs = keras.Input((resolution, resolution, 3), name="image")
         x = inputs
         skips = []
         for i, (f, k) in enumerate(zip(encoder_filters, encoder_kernels)):
-            x = keras.layers.Conv2D(f, k, strides=2, padding="same", use_bias=bool(bias_before_bn),
+            x = UnfusedBiasConv2D(f, k, strides=2, padding="same", use_bias=bool(bias_before_bn),
                                     name=f"enc{i}_conv")(x)
             x = act(f"enc{i}_act")(bn(f"enc{i}_bn")(x))
             skips.append(x)
