@@ -49,7 +49,8 @@ REFERENCE_PRESETS = {
 }
 APP_PRESETS = ["box_seg_paper", "box_seg", "ilsgan_paper", "ilsgan", "hoc_paper", "hoc"]
 # variants that only the reference step has (its step structure / layout are ours to change)
-REFERENCE_ONLY = {"fused", "fused_fusedadam", "fused_fusedadam_fusedbn", "fused_fastlayers", "fused_split2_intra1_inter2", "fused_split2", "xla_fused", "xla_fused_onednn_off", "nchw_xla_fused", "nchw", "bf16_mixed_xla_fused"}
+REFERENCE_ONLY = {"fused", "fused_fusedadam", "fused_fusedadam_fusedbn", "fused_fastlayers",
+                  "fused_fastlayers_unfusedbias", "fused_split2_intra1_inter2", "fused_split2", "xla_fused", "xla_fused_onednn_off", "nchw_xla_fused", "nchw", "bf16_mixed_xla_fused"}
 APP_VARIANTS = ["baseline", "onednn_off", "threads_intra2_inter1", "xla", "xla_auto_jit"]
 
 # variant -> (environment, step options, threading)
@@ -63,6 +64,9 @@ VARIANTS = {
     "fused_fusedadam_fusedbn": ({}, {"fused": True, "adam": "fused", "bn": "fused"}, None),
     # what the library's trainers now use: FusedAdam, FusedBatchNormalization, GemmConv2DTranspose
     "fused_fastlayers": ({}, {"fused": True, "adam": "fused", "bn": "fused", "deconv": "gemm"}, None),
+    # + UnfusedBiasConv2D in the discriminator (session 6: the library's layers since then)
+    "fused_fastlayers_unfusedbias": ({}, {"fused": True, "adam": "fused", "bn": "fused", "deconv": "gemm",
+                                          "conv": "unfused_bias"}, None),
     "xla": ({}, {"jit_compile": True}, None),
     "fused_split2": ({}, {"fused": True, "split": 2}, None),
     "fused_split2_intra1_inter2": ({}, {"fused": True, "split": 2}, (1, 2)),

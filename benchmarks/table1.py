@@ -72,19 +72,30 @@ def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", nam
     return keras.Model(inp, out, name=name)
 
 
-def table1_discriminator(resolution=128, width_mult=1.0, data_format="channels_last", name="discriminator"):
-    """Dai et al. 2019, Table 1 (left): the spectrally normalised discriminator (logits out)."""
+def table1_discriminator(resolution=128, width_mult=1.0, data_format="channels_last", name="discriminator",
+                         conv="keras"):
+    """Dai et al. 2019, Table 1 (left): the spectrally normalised discriminator (logits out).
+
+    `conv="unfused_bias"` builds the convolutions as `indep_seg.networks.unfused_bias_conv.
+    UnfusedBiasConv2D` (same weights and results; "keras" is plain Keras).
+    """
+    if conv not in ("keras", "unfused_bias"):
+        raise ValueError(f"conv: expected 'keras' or 'unfused_bias', got {conv!r}")
+    if conv == "unfused_bias":
+        from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D as Conv
+    else:
+        Conv = keras.layers.Conv2D  # noqa: N806
     cf = data_format == "channels_first"
     shape = (3, resolution, resolution) if cf else (resolution, resolution, 3)
     inp = keras.Input(shape, name="image")
     x = inp
     for i, (c, s) in enumerate([(64, 2), (128, 2), (256, 2), (512, 2), (256, 1)]):
         x = keras.layers.SpectralNormalization(
-            keras.layers.Conv2D(_width(c, width_mult), 3, strides=s, padding="same", data_format=data_format),
+            Conv(_width(c, width_mult), 3, strides=s, padding="same", data_format=data_format),
             name=f"sn_conv{i}",
         )(x)
         x = keras.layers.LeakyReLU(0.2)(x)
-    x = keras.layers.SpectralNormalization(keras.layers.Conv2D(1, 1, data_format=data_format), name="sn_out")(x)
+    x = keras.layers.SpectralNormalization(Conv(1, 1, data_format=data_format), name="sn_out")(x)
     out = keras.layers.Activation("linear", dtype="float32")(x)
     return keras.Model(inp, out, name=name)
 
@@ -109,11 +120,13 @@ class Table1Step:
             (`indep_seg.optimizers.FusedAdam`: the same update as one fused kernel per variable).
         bn, deconv: the UNet's BatchNorm ("keras" / "fused") and transposed convolutions
             ("keras" / "gemm"), see `table1_unet`.
+        conv: the discriminator's convolutions ("keras" / "unfused_bias"), see
+            `table1_discriminator`.
     """
 
     def __init__(self, resolution=128, width_mult=1.0, batch_size=16, fused=False, jit_compile=False,
                  data_format="channels_last", lam=1000.0, area=0.25, split=1, adam="keras",
-                 bn="keras", deconv="keras"):
+                 bn="keras", deconv="keras", conv="keras"):
         self.resolution = resolution
         self.batch_size = batch_size
         self.fused = fused
@@ -121,7 +134,7 @@ class Table1Step:
         self.lam = lam
         self.area = area
         self.unet = table1_unet(resolution, width_mult, data_format, bn=bn, deconv=deconv)
-        self.disc = table1_discriminator(resolution, width_mult, data_format)
+        self.disc = table1_discriminator(resolution, width_mult, data_format, conv=conv)
         if adam not in ("keras", "fused"):
             raise ValueError(f"adam: expected 'keras' or 'fused', got {adam!r}")
         if adam == "fused":

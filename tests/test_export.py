@@ -129,3 +129,25 @@ def test_resolver_accepts_the_three_forms(exported, tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         resolve_model(tmp_path / "missing")
     json.dumps(str(r.path))
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "conv_bilinear"])
+def test_library_unet_exports_and_onnx_equals_savedmodel(tmp_path, upsampling):
+    """The library's own UNet (FusedBatchNormalization, GemmConv2DTranspose on tiny maps and for
+    the mask, GemmConv2D for the 1-channel mask, UnfusedBiasConv2D) through SavedModel and ONNX:
+    both equal the in-process segmenter."""
+    import onnxruntime as ort
+
+    from indep_seg.networks.unet import unet_preset
+
+    net = unet_preset("tiny", upsampling=upsampling)
+    net(np.zeros((2, 16, 16, 3), np.float32), training=True)  # moving statistics away from init
+    seg = segmenter(net, resolution=16)
+    path = export_segmenter(seg, tmp_path / "unet")
+    loaded = tf.saved_model.load(str(path))
+    sess = ort.InferenceSession(str(export_onnx(path, tmp_path / "unet.onnx")), providers=["CPUExecutionProvider"])
+    img = np.random.default_rng(3).random((2, 16, 16, 3), dtype=np.float32)
+    ref = np.stack(seg.predict(list(img)))[..., None]
+    saved = loaded.signatures["serving_default"](image=tf.constant(img))["mask"].numpy()
+    np.testing.assert_allclose(saved, ref, atol=1e-5)
+    np.testing.assert_allclose(sess.run(None, {"image": img})[0], ref, atol=1e-4)

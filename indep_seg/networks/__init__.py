@@ -5,6 +5,7 @@ package first, so a saved UNet or generator loads without the caller importing i
 """
 from indep_seg.networks import (  # noqa: F401  (registration side effects)
     fused_batch_norm,
+    gemm_conv,
     gemm_conv_transpose,
     hoc_discriminator,
     rgba_generator,

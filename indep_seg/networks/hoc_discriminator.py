@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from indep_seg import checks
+from indep_seg.networks.gemm_conv import GemmConv2D
 from indep_seg.networks.stylegan2_layers import track_for_checkpoint
 from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
@@ -51,7 +52,7 @@ class HocDiscriminator(keras.Model):
         track_for_checkpoint(self, "conv", self.convs)  # lists are not followed by tf.train.Checkpoint
         self.act = layers.LeakyReLU(0.2)
         if self.head == "conv1x1":
-            self.out = sn(UnfusedBiasConv2D(1, 1), name="sn_head_1x1")
+            self.out = sn(GemmConv2D(1, 1), name="sn_head_1x1")
         else:
             self.flatten = layers.Flatten()
             self.out = sn(layers.Dense(1), name="sn_head_dense")

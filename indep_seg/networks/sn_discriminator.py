@@ -10,13 +10,15 @@ discriminator almost no signal.
 
 `keras.layers.SpectralNormalization` normalises only when called with `training=True`: call
 the discriminator with `training=True` in every train step (DESIGN.md section 4). The
-convolutions are `UnfusedBiasConv2D` (Keras' Conv2D, faster filter gradients on CPU).
+convolutions are `UnfusedBiasConv2D` and the 1x1 logit convolution `GemmConv2D` (Keras' Conv2D
+with faster training kernels on CPU).
 """
 from __future__ import annotations
 
 import keras
 
 from indep_seg import checks
+from indep_seg.networks.gemm_conv import GemmConv2D
 from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
 __all__ = ["SNDiscriminator", "sn_discriminator_preset", "SN_DISCRIMINATOR_PRESETS"]
@@ -81,7 +83,7 @@ class SNDiscriminator(keras.Model):
         x = sn(UnfusedBiasConv2D(last_filters, 3, strides=1, padding="same", name="conv_last"))(x)
         x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name="act_last")(x)
         if head == "conv":
-            x = sn(UnfusedBiasConv2D(1, 1, name="logit_conv"))(x)
+            x = sn(GemmConv2D(1, 1, name="logit_conv"))(x)
             logit = keras.layers.GlobalAveragePooling2D(name="logit")(x)
         else:
             x = keras.layers.Flatten(name="flatten")(x)

@@ -12,9 +12,10 @@ convolution, which avoids the checkerboard masks a transposed-convolution decode
 horse photos, DESIGN.md section 7).
 
 The BatchNorms are `FusedBatchNormalization`, the transposed convolutions
-`GemmConv2DTranspose` and the convolutions `UnfusedBiasConv2D`: Keras' layers (same weights and
-results) with faster training kernels on CPU (fused batch norm; one GEMM on 4x4 maps and for the
-1-channel mask layer; oneDNN's plain filter gradient), docs/performance.md.
+`GemmConv2DTranspose` and the convolutions `UnfusedBiasConv2D` (`GemmConv2D` for a 1-channel
+mask layer): Keras' layers (same weights and results) with faster training kernels on CPU (fused
+batch norm; one GEMM on 4x4 maps and for 1-channel outputs; oneDNN's plain filter gradient),
+docs/performance.md.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import keras
 
 from indep_seg import checks
 from indep_seg.networks.fused_batch_norm import FusedBatchNormalization
+from indep_seg.networks.gemm_conv import GemmConv2D
 from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose
 from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
 
@@ -117,7 +119,7 @@ class UNet(keras.Model):
                 x = UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
                 return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
-            return UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
+            return GemmConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)  # GEMM for the mask
 
         inputs = keras.Input((resolution, resolution, 3), name="image")
         x = inputs
