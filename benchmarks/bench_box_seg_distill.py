@@ -46,7 +46,6 @@ def main(argv=None):
     cfg = apply_overrides(BoxSegConfig(), args.override) if args.override else BoxSegConfig()
     items, gts = load_horses()
     ev = Evaluator(items, gts)
-    t0 = time.time()
     crops = make_crops(items, cfg.resolution, cfg.margin)
     bgs = make_backgrounds(items, cfg)
     src = Segmenter.load(args.teacher)

@@ -1,7 +1,6 @@
 """`indep-seg count`: JSON count + centres and an overlay PNG; bad input gives one clear line."""
 import json
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image

@@ -8,7 +8,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from indep_seg.distribute import num_replicas_in_sync, scale_loss
 

@@ -144,6 +144,5 @@ def test_checkpoints_hold_every_variable(tmp_path):
         assert len(saved) == len(model.weights)
     g2 = LayeredGenerator(8, z_dim=4, w_dim=4, mapping_layers=2, channel_base=32, channel_max=4)
     tf.train.Checkpoint(model=g2).read(str(tmp_path / "g" / "ckpt")).assert_consumed()
-    z = tf.random.normal([2, 4])
     for a, b in zip(g.weights, g2.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

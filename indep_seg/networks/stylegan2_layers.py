@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from indep_seg.checks import check_int, check_positive_number

@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from indep_seg.box_crop import box_window, crop_to_window
 from indep_seg.data.files import DataError
 from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
 from indep_seg.models.distiller import Distiller
-from indep_seg.models.foreground_seg_gan import ForegroundSegGAN, to_grid
+from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
 from indep_seg.networks.sn_discriminator import SN_DISCRIMINATOR_PRESETS, SNDiscriminator
 from indep_seg.networks.unet import UNET_PRESETS, UNet
 from indep_seg.optimizers import FusedAdam

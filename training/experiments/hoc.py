@@ -263,7 +263,6 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
 
 
 def train_hoc(config: HocConfig, ctx) -> dict:
-    import tensorflow as tf
 
     from indep_seg.hoc import counting
     from indep_seg.hoc.image_io import load_image
