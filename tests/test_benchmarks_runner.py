@@ -131,3 +131,24 @@ def test_profile_train_step_quick_names_the_convolutions(tmp_path):
     assert any("Conv2D" in k for k in kinds), kinds
     assert all(ms >= 0 for _, ms in res["by_node_ms"])
     assert "ms per step by op type" in p.stdout
+
+
+def test_bench_layers_quick_pairs_every_library_layer_with_keras(tmp_path):
+    out = tmp_path / "layers.json"
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_layers.py"), "--quick", "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(out.read_text())
+    assert res["quick"] is True
+    libs = {row["library_layer"] for row in res["table"]}
+    assert libs == {"UnfusedBiasConv2D", "GemmConv2DTranspose", "GemmConv2D", "FusedBatchNormalization"}
+    for row in res["table"]:
+        assert row["keras_ms"] > 0 and row["library_ms"] > 0
+        assert row["max_abs_output_difference"] < 1e-3, row  # same layer, same weights
+
+
+def test_bench_train_step_rejects_a_bad_batch_size(tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train_step.py"), "--batch-size", "0",
+                        "--out", str(tmp_path / "x.json")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "--batch-size" in p.stderr
+    assert not (tmp_path / "x.json").exists()
