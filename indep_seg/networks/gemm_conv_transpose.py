@@ -1,9 +1,10 @@
-"""Transposed convolutions on tiny maps computed as one matrix product (same weights, same result).
+"""Transposed convolutions on tiny maps or to few channels computed as one matrix product (same
+weights, same result).
 
 The innermost decoder layers of Dai et al.'s Table-1 UNet upsample 2x2 and 4x4 maps with 512-1024
 channels. With batch 16 a 4x4 map is only 256 positions, and oneDNN's direct kernels ran the 4x4
 one at 35-40 % of the machine's matmul rate, forward and backward (docs/performance.md). Written
-as a GEMM the same arithmetic runs 1.3-1.6x faster:
+as a GEMM the same arithmetic runs 1.3-2.1x faster:
 
 1. ``y = x @ K^T`` with K the kernel reshaped to (k k F) x C: every input position's whole
    k x k x F contribution at once, for tap (s a + p, s b + q), k = s t; y's columns are then
@@ -13,7 +14,8 @@ as a GEMM the same arithmetic runs 1.3-1.6x faster:
 3. the "same" crop.
 
 TensorFlow differentiates it into the same kind of graph (two GEMMs, slices, space-to-depth), so
-the backward pass gains too: 90 -> 57 ms for that layer's forward + backward at batch 16.
+the backward pass gains too: 90 -> 42 ms for that layer's forward + backward at batch 16
+(`benchmarks/bench_layers.py`).
 On maps of 8x8 and more oneDNN's kernels are as fast or faster, so the GEMM form is used only up to
 `gemm_max_input_pixels` (16: 4x4), except for layers with at most `gemm_max_filters` (4) output
 channels, such as the UNet's mask layer: oneDNN's kernels for a 1-channel output are slow, and the
@@ -77,9 +79,9 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
 
 @keras.saving.register_keras_serializable(package="indep_seg")
 class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
-    """`keras.layers.Conv2DTranspose` that runs as one GEMM on tiny maps
-    (`conv2d_transpose_as_matmul`): same weights and outputs (the config adds
-    `gemm_max_input_pixels`).
+    """`keras.layers.Conv2DTranspose` that runs as one GEMM on tiny maps and for few output
+    channels (`conv2d_transpose_as_matmul`): same weights and outputs (the config adds
+    `gemm_max_input_pixels` and `gemm_max_filters`).
 
     The GEMM form applies to channels_last inputs of static size with at most
     `gemm_max_input_pixels` positions or at most `gemm_max_filters` output channels, square

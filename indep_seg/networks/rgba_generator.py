@@ -100,7 +100,7 @@ class RGBAGenerator(keras.Model):
         blocks = []
         for i in range(2):
             blocks.append((UnfusedBiasConv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
-                                bn(f"conv{i}_bn")))
+                           bn(f"conv{i}_bn")))
         for i, w in enumerate(widths[2:]):
             blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
         self.block_convs = [c for c, _ in blocks]

@@ -126,7 +126,7 @@ class UNet(keras.Model):
         skips = []
         for i, (f, k) in enumerate(zip(encoder_filters, encoder_kernels)):
             x = UnfusedBiasConv2D(f, k, strides=2, padding="same", use_bias=bool(bias_before_bn),
-                                    name=f"enc{i}_conv")(x)
+                                  name=f"enc{i}_conv")(x)
             x = act(f"enc{i}_act")(bn(f"enc{i}_bn")(x))
             skips.append(x)
         n = len(encoder_filters)
