@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D
+from indep_seg.networks.unfused_bias_conv import UnfusedBiasConv2D, add_bias_and_activate
 
 __all__ = ["GemmConv2D", "conv2d_as_matmul", "DEFAULT_GEMM_MAX_FILTERS"]
 
@@ -127,11 +127,7 @@ class GemmConv2D(UnfusedBiasConv2D):
         if not self._gemm_applies(inputs):
             return super().call(inputs)
         outputs = conv2d_as_matmul(inputs, self.kernel, self.padding, custom_gradient=bool(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return add_bias_and_activate(self, outputs)
 
     def get_config(self):
         return {**super().get_config(), "gemm_max_filters": self.gemm_max_filters}

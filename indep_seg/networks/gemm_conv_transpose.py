@@ -28,6 +28,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from indep_seg.networks.unfused_bias_conv import add_bias_and_activate
+
 __all__ = ["GemmConv2DTranspose", "conv2d_transpose_as_matmul", "DEFAULT_GEMM_MAX_INPUT_PIXELS",
            "DEFAULT_GEMM_MAX_FILTERS"]
 
@@ -113,11 +115,7 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
         if not self._gemm_applies(inputs):
             return super().call(inputs)
         outputs = conv2d_transpose_as_matmul(inputs, self.kernel, self.strides[0], self.padding)
-        if self.use_bias:
-            outputs = outputs + self.bias
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return add_bias_and_activate(self, outputs)
 
     def get_config(self):
         return {**super().get_config(), "gemm_max_input_pixels": self.gemm_max_input_pixels,

@@ -15,7 +15,17 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["UnfusedBiasConv2D"]
+__all__ = ["UnfusedBiasConv2D", "add_bias_and_activate"]
+
+
+def add_bias_and_activate(layer, outputs):
+    """`layer`'s bias added as a rank-1 broadcast (channels_last), then its activation: the
+    epilogue of `UnfusedBiasConv2D` and of the GEMM forms of `GemmConv2D` / `GemmConv2DTranspose`."""
+    if layer.use_bias:
+        outputs = outputs + layer.bias
+    if layer.activation is not None:
+        return layer.activation(outputs)
+    return outputs
 
 
 @keras.saving.register_keras_serializable(package="indep_seg")
@@ -34,7 +44,4 @@ class UnfusedBiasConv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if not self.use_bias or self.data_format != "channels_last":
             return super().call(inputs)
-        outputs = self.convolution_op(inputs, self.kernel) + self.bias
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return add_bias_and_activate(self, self.convolution_op(inputs, self.kernel))
