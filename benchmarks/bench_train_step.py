@@ -62,7 +62,7 @@ VARIANTS = {
     "fused": ({}, {"fused": True}, None),
     "fused_fusedadam": ({}, {"fused": True, "adam": "fused"}, None),
     "fused_fusedadam_fusedbn": ({}, {"fused": True, "adam": "fused", "bn": "fused"}, None),
-    # what the library's trainers now use: FusedAdam, FusedBatchNormalization, GemmConv2DTranspose
+    # session 5's library layers: FusedAdam, FusedBatchNormalization, GemmConv2DTranspose
     "fused_fastlayers": ({}, {"fused": True, "adam": "fused", "bn": "fused", "deconv": "gemm"}, None),
     # + UnfusedBiasConv2D in the discriminator (session 6: the library's layers since then)
     "fused_fastlayers_unfusedbias": ({}, {"fused": True, "adam": "fused", "bn": "fused", "deconv": "gemm",
