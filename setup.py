@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "tensorflow-serving-api==2.21.0",
     "grpcio==1.85.1",
     "grpcio-health-checking==1.85.1",
+    "h11>=0.16,<1",  # the REST server's HTTP/1.1 framing (serving/rest.py)
     "tf2onnx==1.17.0",
     "onnx==1.23.2",
     "onnxruntime==1.31.1",

@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import grpc
 
-__all__ = ["ServingError", "http_status", "not_found_latest", "not_found_specific"]
+__all__ = ["ServingError", "http_status", "not_found_latest", "not_found_specific", "clip",
+           "MAX_NAME_CHARS", "MAX_MESSAGE_CHARS"]
+
+#: Longest client-given name (model, signature, label, alias) echoed into an error message.
+MAX_NAME_CHARS = 256
+#: Longest error message sent back: a 16 KiB name echoed into a gRPC status exceeded gRPC's
+#: metadata limit, and the client saw RESOURCE_EXHAUSTED instead of the real error (issue 23).
+MAX_MESSAGE_CHARS = 4096
+
+
+def clip(name, limit: int = MAX_NAME_CHARS) -> str:
+    """`name` as echoed in an error message: at most `limit` characters, then how long it was."""
+    name = str(name)
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit]}... ({len(name)} characters)"
 
 
 class ServingError(Exception):
-    """An error answered to a client: `code` is a `grpc.StatusCode`, `message` its text."""
+    """An error answered to a client: `code` is a `grpc.StatusCode`, `message` its text
+    (bounded to `MAX_MESSAGE_CHARS`)."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -50,9 +67,9 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 def not_found_latest(name: str) -> ServingError:
-    return ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+    return ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({clip(name)})")
 
 
 def not_found_specific(name: str, version: int) -> ServingError:
     return ServingError(grpc.StatusCode.NOT_FOUND,
-                        f"Servable not found for request: Specific({name}, {version})")
+                        f"Servable not found for request: Specific({clip(name)}, {version})")

@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import deprecation  # silence(): no public equivalent
 
-from serving.errors import ServingError, not_found_latest, not_found_specific
+from serving.errors import ServingError, clip, not_found_latest, not_found_specific
+from serving.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits, check_encoded_images
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -103,7 +104,7 @@ class Servable:
         sig = self.signatures.get(key)
         if sig is None:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'Serving signature key "{key}" not found.')
+                               f'Serving signature key "{clip(key)}" not found.')
         return sig
 
     def run(self, sig: SignatureInfo, inputs: dict) -> dict:
@@ -162,52 +163,30 @@ def _stamp(path: Path):
         return None
 
 
-DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
-
-
 def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
-    """Rejects encoded images (a DT_STRING batch) whose header declares more than `max_pixels`
-    pixels, before anything is decoded: a few kilobytes of PNG can declare gigabytes of pixels
-    (a decompression bomb), which the message-size cap cannot see. Only headers are read (PIL);
-    bytes that PIL cannot identify are left to the signature's decoder, which answers
-    INVALID_ARGUMENT for them."""
-    import io
-    import warnings
-
-    from PIL import Image
-
-    for i, data in enumerate(np.asarray(arr).reshape(-1)):
-        if isinstance(data, str):
-            data = data.encode("latin-1")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(io.BytesIO(bytes(data))) as im:
-                    w, h = im.size
-        except Image.DecompressionBombError:
-            w = h = None
-        except Exception:
-            continue
-        if w is None or w * h > max_pixels:
-            size = "more than 2 x PIL's limit" if w is None else f"{w}x{h} = {w * h:,}"
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{alias}[{i}]: the image declares {size} pixels, over this server's cap of "
-                               f"{max_pixels:,} (--max_image_pixels)")
+    """Rejects encoded images (a DT_STRING batch) whose header cannot be read or declares more
+    than `max_pixels` pixels, before anything is decoded (`serving.limits.check_encoded_images`)."""
+    check_encoded_images(alias, np.asarray(arr).reshape(-1),
+                         RequestLimits(max_image_pixels=max_pixels, max_request_pixels=2 ** 62))
 
 
 def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
-                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
-    """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch, and the
-    declared pixel count of encoded images, `check_encoded_image_sizes`).
+                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                         limits: RequestLimits | None = None) -> dict:
+    """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch, the
+    number of strings, and the headers and declared pixel counts of encoded images,
+    `serving.limits.check_encoded_images`), before anything runs.
 
     Returns the inputs converted to NumPy of the signature's dtype where the conversion
     is exact (e.g. float64 JSON numbers to float32); raises INVALID_ARGUMENT otherwise.
     """
+    if limits is None:
+        limits = RequestLimits(max_image_pixels=max_image_pixels, max_request_pixels=max_image_pixels)
     expected = set(sig.inputs)
     sent = set(inputs)
     for alias in sorted(sent - expected):
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
+                           f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
                            f"the set {{{','.join(sorted(expected))}}}.")
     missing = sorted(expected - sent)
     if missing:
@@ -216,6 +195,12 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
                            f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}.")
     out = {}
     batch = None
+    strings = sum(inputs[a].size for a in expected if sig.inputs[a].dtype == tf.string)
+    if strings > limits.max_string_elements:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"the request holds {strings} strings, more than this server's limit of "
+                           f"{limits.max_string_elements} per request")
+    pixels = [0]
     for alias in sorted(expected):
         spec = sig.inputs[alias]
         arr = inputs[alias]
@@ -257,7 +242,7 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
                                    f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
                                    "x0, y0, x1, y1 with x1 > x0 and y1 > y0)")
         if want == tf.string:
-            check_encoded_image_sizes(alias, arr, max_image_pixels)
+            check_encoded_images(alias, arr.reshape(-1), limits, pixels)
         if want == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values")
         out[alias] = arr
@@ -286,10 +271,13 @@ class ModelManager:
 
     Args:
         config: a `ModelServerConfig` (see `serving.config`).
-        on_change: optional callback after each change (tests, logging).
+        base_path_prefix: if set, every model's base path must resolve (symlinks followed) inside
+            this folder, in every config given and at every poll (`--model_base_path_prefix`);
+            otherwise a config is refused with PERMISSION_DENIED.
     """
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, base_path_prefix=None):
+        self.base_path_prefix = Path(base_path_prefix).resolve() if base_path_prefix else None
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()  # one poll / reload at a time
         self._models: dict[str, _Model] = {}
@@ -307,6 +295,11 @@ class ModelManager:
         from serving.config import validate_model_server_config
 
         validate_model_server_config(config, "model_server_config")
+        for mc in config.model_config_list.config:
+            if not self._allowed(mc.base_path):
+                raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                                   f"model {clip(mc.name)}: base_path {clip(mc.base_path)} is not inside "
+                                   f"{self.base_path_prefix} (--model_base_path_prefix)")
         with self._load_lock:
             with self._lock:
                 old_labels = {n: dict(m.config.version_labels) for n, m in self._models.items()}
@@ -322,6 +315,15 @@ class ModelManager:
                 self._config = config
             self._poll_locked()
             self._check_labels(old_labels)
+
+    def _allowed(self, base_path) -> bool:
+        if self.base_path_prefix is None:
+            return True
+        try:
+            real = Path(base_path).resolve()
+        except (OSError, RuntimeError):
+            return False
+        return real == self.base_path_prefix or self.base_path_prefix in real.parents
 
     def _check_labels(self, old_labels):
         """TF Serving assigns a version label only to a version that is available for inference
@@ -361,6 +363,10 @@ class ModelManager:
             base_real = base.resolve(strict=True)
         except (OSError, RuntimeError):
             log.warning("model %s: base path %s does not exist (yet)", mc.name, base)
+            return {}
+        if not self._allowed(base_real):
+            log.warning("model %s: base path %s resolves to %s, outside --model_base_path_prefix %s; "
+                        "not loading from it", mc.name, base, base_real, self.base_path_prefix)
             return {}
         out = {}
         for child in base_real.iterdir():
@@ -441,12 +447,12 @@ class ModelManager:
         """The servable for a request's ModelSpec, or TF Serving's error."""
         with self._lock:
             model = self._models.get(name)
-            if label:
+            if label is not None:  # "" too: TF Serving answers it as an unknown label
                 if model is None:
                     raise not_found_latest(name)
                 if label not in model.config.version_labels:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"Unrecognized servable version label: {label}")
+                                       f"Unrecognized servable version label: {clip(label)}")
                 version = int(model.config.version_labels[label])
             if version is None:
                 if model is None or not model.available:
@@ -462,10 +468,10 @@ class ModelManager:
             if version is not None:
                 if model is None or version not in model.states:
                     raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                       f"Could not find version {version} of model {name}")
+                                       f"Could not find version {version} of model {clip(name)}")
                 return [model.states[version]]
             if model is None or not model.states:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {clip(name)}")
             return [model.states[v] for v in sorted(model.states)]
 
 

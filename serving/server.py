@@ -16,12 +16,14 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 from google.protobuf import any_pb2
+from tensorflow.core.framework import types_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
@@ -29,7 +31,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from serving.batching import BatchScheduler
 from serving.config import (BatchingOptions, ConfigError, model_server_config_from_flags,
                             read_model_server_config)
-from serving.errors import ServingError
+from serving.errors import ServingError, clip
+from serving.limits import DEFAULT_MAX_STRING_ELEMENTS, RequestLimits, declared_string_bytes, declared_tensor_size
 from serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
 from serving.tensors import tensor_proto_bytes, to_ndarray
 
@@ -53,11 +56,49 @@ class ServingCore:
     """Request handling shared by the gRPC and REST front ends."""
 
     def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
-                 tensor_content: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 tensor_content: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 limits: RequestLimits | None = None):
         self.manager = manager
         self.batcher = batcher
         self.tensor_content = tensor_content
-        self.max_image_pixels = int(max_image_pixels)
+        if limits is None:
+            limits = RequestLimits(max_image_pixels=int(max_image_pixels),
+                                   max_request_pixels=int(max_image_pixels))
+        self.limits = limits
+        self.max_image_pixels = limits.max_image_pixels
+
+    def check_tensor_protos(self, protos: dict):
+        """Refuses a request whose `TensorProto`s declare, from their shapes alone, more than the
+        request budget (`limits.max_tensor_bytes` in all, `limits.max_string_elements` strings,
+        strings of more than `limits.max_tensor_bytes` bytes), before any array is built."""
+        total_bytes = 0
+        strings = 0
+        string_bytes = 0
+        for alias, proto in protos.items():
+            try:
+                elements, nbytes = declared_tensor_size(proto)
+            except ValueError as e:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"tensor parsing error: {clip(alias)}: {e}") from None
+            total_bytes += nbytes
+            if total_bytes > self.limits.max_tensor_bytes:
+                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"{clip(alias)}: the input tensors of this request declare "
+                                   f"{total_bytes:,}+ bytes (shape {[d.size for d in proto.tensor_shape.dim]}), "
+                                   f"more than this server's budget of {self.limits.max_tensor_bytes:,} per "
+                                   "request")
+            if proto.dtype == types_pb2.DT_STRING:
+                strings += max(elements, len(proto.string_val))
+                if strings > self.limits.max_string_elements:
+                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"{clip(alias)}: the request holds {strings}+ strings, more than this "
+                                       f"server's limit of {self.limits.max_string_elements} per request")
+                string_bytes += declared_string_bytes(proto, elements)
+                if string_bytes > self.limits.max_tensor_bytes:
+                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"{clip(alias)}: the strings of this request declare {string_bytes:,}+ "
+                                       f"bytes, more than this server's budget of "
+                                       f"{self.limits.max_tensor_bytes:,} per request")
 
     def resolve(self, name, version=None, label=None, signature_name=""):
         if not name:
@@ -66,11 +107,11 @@ class ServingCore:
         return servable, servable.signature(signature_name)
 
     def predict(self, servable: Servable, sig, inputs: dict, output_filter=()) -> dict:
-        inputs = validate_spec_inputs(sig, inputs, servable.name, self.max_image_pixels)
+        inputs = validate_spec_inputs(sig, inputs, servable.name, limits=self.limits)
         for alias in output_filter:
             if alias not in sig.outputs:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"output tensor alias not found in signature: {alias} Outputs expected to "
+                                   f"output tensor alias not found in signature: {clip(alias)} Outputs expected to "
                                    f"be in the set {{{','.join(sorted(sig.outputs))}}}.")
         if self.batcher is not None:
             outputs = self.batcher.run(servable, sig, inputs)
@@ -101,13 +142,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             name, version, label = _model_spec(request.model_spec)
             servable, sig = self.core.resolve(name, version, label, request.model_spec.signature_name)
+            self.core.check_tensor_protos(request.inputs)
             inputs = {}
             for alias, proto in request.inputs.items():
                 try:
-                    inputs[alias] = to_ndarray(proto)
+                    inputs[alias] = to_ndarray(proto, self.core.limits.max_tensor_bytes)
                 except Exception:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"tensor parsing error: {alias}") from None
+                                       f"tensor parsing error: {clip(alias)}") from None
             outputs = self.core.predict(servable, sig, inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name
@@ -129,7 +171,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                                    "GetModelMetadataRequest must specify at least one metadata_field")
             for f in fields:
                 if f != "signature_def":
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {f} is not supported")
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Metadata field {clip(f)} is not supported")
             name, version, label = _model_spec(request.model_spec)
             if not name:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
@@ -170,7 +213,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if not request.HasField("model_spec"):
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
             name, version, label = _model_spec(request.model_spec)
-            if label:
+            if label is not None:
                 version = self.core.manager.get(name, None, label).version
             response = get_model_status_pb2.GetModelStatusResponse()
             for st in self.core.manager.status(name, version):
@@ -185,10 +228,18 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
+        # As model_service_impl.cc: only a config whose oneof is model_config_list (an empty list
+        # included, which unloads every model) is applied; an empty ModelServerConfig or a
+        # custom_model_config is refused and nothing changes.
+        if request.config.WhichOneof("config") != "model_config_list":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "ServerConfig type not supported by HandleReloadConfigRequest. Only "
+                          "ModelConfigList is currently supported")
         try:
             self.server.reload_config(request.config)
         except ConfigError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            e = ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            context.abort(e.code, e.message)
         except ServingError as e:
             context.abort(e.code, e.message)
         return response
@@ -209,6 +260,19 @@ class ModelServer:
         grpc_max_threads: gRPC worker threads (concurrent requests).
         model_config_file: path re-read every `model_config_file_poll_wait_seconds` (> 0).
         max_image_pixels: cap on the pixels an encoded image (`segment_bytes`) may declare.
+        max_request_pixels: cap on the pixels all encoded images of one request declare together
+            (default `max_image_pixels`).
+        max_string_elements: cap on the strings (encoded images) of one request.
+        max_tensor_bytes: cap on the bytes the input tensors of one request declare by their shapes
+            (default `max_message_size`: a TensorProto repeats its last value up to its shape, so
+            without it a tiny message could claim any size).
+        model_base_path_prefix: reloads (and the start config) may only name base paths inside this
+            folder; None (default) allows any, as TF Serving does. The environment variable
+            INDEP_SEG_MODEL_BASE_PATH_PREFIX sets it when the argument is not given.
+        rest_read_timeout: seconds a REST client has to send one whole request (head and body) once
+            it has started; slower ones get 408 and are disconnected (slowloris).
+        rest_idle_timeout: seconds a REST keep-alive connection may wait for its next request.
+        rest_max_connections: open REST connections at most; more are answered 503 and closed.
     """
 
     def __init__(self, config, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int | None = None,
@@ -216,16 +280,28 @@ class ModelServer:
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, tensor_content: bool = False,
                  grpc_max_threads: int = 32, model_config_file=None,
                  model_config_file_poll_wait_seconds: float = 0.0,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_request_pixels: int | None = None,
+                 max_string_elements: int = DEFAULT_MAX_STRING_ELEMENTS, max_tensor_bytes: int | None = None,
+                 model_base_path_prefix=None, rest_read_timeout: float = 30.0,
+                 rest_idle_timeout: float = 60.0, rest_max_connections: int = 64):
         self.host = host
         self.requested_port = int(port)
         self.requested_rest_port = rest_api_port
         self.max_message_size = int(max_message_size)
         self.grpc_max_threads = int(grpc_max_threads)
-        self.manager = ModelManager()
+        self.rest_options = dict(read_timeout=float(rest_read_timeout), idle_timeout=float(rest_idle_timeout),
+                                 max_connections=int(rest_max_connections))
+        if model_base_path_prefix is None:
+            model_base_path_prefix = os.environ.get("INDEP_SEG_MODEL_BASE_PATH_PREFIX") or None
+        self.manager = ModelManager(base_path_prefix=model_base_path_prefix)
         self.manager.reload_config(config)
         self.batcher = BatchScheduler(batching) if batching is not None else None
-        self.core = ServingCore(self.manager, self.batcher, tensor_content, max_image_pixels)
+        limits = RequestLimits(
+            max_image_pixels=int(max_image_pixels),
+            max_request_pixels=int(max_request_pixels if max_request_pixels is not None else max_image_pixels),
+            max_tensor_bytes=int(max_tensor_bytes if max_tensor_bytes is not None else max_message_size),
+            max_string_elements=int(max_string_elements))
+        self.core = ServingCore(self.manager, self.batcher, tensor_content, limits=limits)
         self.model_config_file = Path(model_config_file) if model_config_file else None
         self._config_text = self.model_config_file.read_text() if self.model_config_file else None
         self._poller = Poller(self.manager, file_system_poll_wait_seconds)
@@ -278,7 +354,8 @@ class ModelServer:
         if self.requested_rest_port is not None:
             from serving.rest import make_rest_server
 
-            self._rest = make_rest_server(self.core, self.host, self.requested_rest_port, self.max_message_size)
+            self._rest = make_rest_server(self.core, self.host, self.requested_rest_port, self.max_message_size,
+                                          **self.rest_options)
             self.rest_api_port = self._rest.server_address[1]
             self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
