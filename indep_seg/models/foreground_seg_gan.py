@@ -16,13 +16,16 @@ from indep_seg import checks
 from indep_seg.distribute import scale_loss
 from indep_seg.optimizers import FusedAdam
 
-__all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss", "discriminator_loss", "generator_loss_ns",
-           "to_grid"]
+__all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss",
+           "prior_consistency_loss", "discriminator_loss", "generator_loss_ns", "to_grid"]
 
 
 # --- losses (local versions; the core teammate's indep_seg.losses is the project's home) ----
 def area_penalty(mask, a, mode="two_sided"):
     """Dai et al. 2019, eq. (7): L_area = E_m[(||m||_1 / A - a)^2].
+
+    `a` is a number, or one target per image (`[B]`, estimated per photo from its box without
+    masks: `indep_seg.box_prior`).
 
     `mode="two_sided"` is eq. (7) as printed; `mode="above"` penalises only masks larger than
     a ("a is an empirical constant for the smallest mask area"): max(0, ||m||_1/A - a)^2.
@@ -76,6 +79,16 @@ def _shifted(x, axis, d, n):
     return x[:, :, d:], x[:, :, :n - d]
 
 
+def prior_consistency_loss(mask, prior):
+    """Per-image box prior term (NOT in Dai et al.): binary cross-entropy between the mask and
+    a per-image prior mask from the box alone (`indep_seg.box_prior.box_prior`: GrabCut from the
+    box, the ellipse where it degenerates). It anchors which side of the carving is the object,
+    which the adversarial term cannot tell from a crop equal to the box (a frame of background
+    composites as well as the object does)."""
+    m = tf.clip_by_value(mask, 1e-4, 1.0 - 1e-4)
+    return -tf.reduce_mean(prior * tf.math.log(m) + (1.0 - prior) * tf.math.log(1.0 - m))
+
+
 def discriminator_loss(real_logits, fake_logits):
     """Dai et al. 2019, eq. (6) as a minimised cross-entropy: -log D(x) - log(1 - D(x_g))."""
     return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(tf.nn.softplus(fake_logits))
@@ -125,6 +138,9 @@ class ForegroundSegGAN(keras.Model):
         pairwise_weight: weight of `pairwise_colour_loss` added to eq. (7) (0 = the paper).
         adversarial_weight: weight of the adversarial term of eq. (7) (1 = the paper; 0 is an
             ablation: the priors alone).
+        prior_weight: weight of `prior_consistency_loss` (0 = the paper). Batches then carry
+            `"prior"` `[B, R, R, 1]`; a batch's `"area"` `[B]`, when present, replaces `area_a`
+            with a per-image target.
         seed: seed of the model's `SeedGenerator`.
 
     Example:
@@ -136,7 +152,7 @@ class ForegroundSegGAN(keras.Model):
 
     def __init__(self, segmenter, discriminator, area_lambda=1000.0, area_a=0.25,
                  area_mode="two_sided", d_downsample=1, box_prior_weight=0.0, box_margin=0.0,
-                 pairwise_weight=0.0, adversarial_weight=1.0, seed=0, **kwargs):
+                 pairwise_weight=0.0, adversarial_weight=1.0, prior_weight=0.0, seed=0, **kwargs):
         super().__init__(**kwargs)
         checks.check_positive_number(area_lambda, "area_lambda", allow_zero=True)
         checks.check_fraction(area_a, "area_a")
@@ -155,6 +171,8 @@ class ForegroundSegGAN(keras.Model):
         self.pairwise_weight = float(pairwise_weight)
         checks.check_positive_number(adversarial_weight, "adversarial_weight", allow_zero=True)
         self.adversarial_weight = float(adversarial_weight)
+        checks.check_positive_number(prior_weight, "prior_weight", allow_zero=True)
+        self.prior_weight = float(prior_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
@@ -215,12 +233,16 @@ class ForegroundSegGAN(keras.Model):
             # Segmentation network, eq. (7), against the updated discriminator.
             fake_logits_g = self.discriminator(self._d_input(fake), training=True)
             g_adv = generator_loss_ns(fake_logits_g)
-            area = area_penalty(mask, self.area_a, self.area_mode)
+            area_a = tf.cast(data["area"], tf.float32) if "area" in data else self.area_a
+            area = area_penalty(mask, area_a, self.area_mode)
             g_loss = self.adversarial_weight * g_adv + self.area_lambda * area
             if self.box_prior_weight > 0:
                 g_loss += self.box_prior_weight * box_projection_loss(mask, self.box_margin)
             if self.pairwise_weight > 0:
                 g_loss += self.pairwise_weight * pairwise_colour_loss(mask, image)
+            if self.prior_weight > 0:
+                g_loss += self.prior_weight * prior_consistency_loss(
+                    mask, tf.cast(data["prior"], tf.float32))
             g_scaled = scale_loss(g_loss)
         grads = g_tape.gradient(g_scaled, self.segmenter.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.segmenter.trainable_variables))

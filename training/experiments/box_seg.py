@@ -38,6 +38,7 @@ from indep_seg.networks.unet import UNET_PRESETS, UNet
 from indep_seg.optimizers import FusedAdam
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+UNBOUNDED_STEPS = 10 ** 9   # a time budget alone bounds the run
 
 
 @dataclasses.dataclass
@@ -61,6 +62,10 @@ class BoxSegConfig:
     box_prior_weight: float = 0.5   # box tightness prior (BoxInst), not in the paper
     pairwise_weight: float = 1.0    # colour-affinity smoothness prior (BoxInst), not in the paper
     adversarial_weight: float = 1.0  # 0: ablation without the adversarial term
+    prior: str = "grabcut"          # per-image box prior (indep_seg.box_prior), "none": the paper
+    prior_weight: float = 1.0       # weight of the prior consistency term in eq. (7)
+    area_from_prior: bool = True    # a of eq. (7) per image: the prior's share of its box
+    area_clip: str = "0.1,0.95"     # range of the per-image a
     batch_size: int = 32
     d_learning_rate: float = 6e-4   # paper: 2e-4 (with 4e-4 for G the small D stayed near chance)
     g_learning_rate: float = 2e-4   # paper: 4e-4
@@ -84,7 +89,8 @@ def paper_config() -> BoxSegConfig:
     """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box)."""
     return BoxSegConfig(resolution=128, margin=0.0, unet="paper", upsampling="transpose",
                         discriminator="paper", d_head="conv", d_downsample=1, area_a=0.25,
-                        box_prior_weight=0.0, pairwise_weight=0.0, d_learning_rate=2e-4,
+                        box_prior_weight=0.0, pairwise_weight=0.0, prior="none", prior_weight=0.0,
+                        area_from_prior=False, d_learning_rate=2e-4,
                         g_learning_rate=4e-4, distill_label="composite", distill_learning_rate=2e-4,
                         batch_size=32, steps=20000, snapshot_every=500)
 
@@ -261,8 +267,30 @@ def make_backgrounds(items, cfg: BoxSegConfig, seed=0):
     return folder_backgrounds(cfg.background, cfg.resolution, seed=seed)
 
 
-def make_dataset(crops, backgrounds, batch_size, seed=0):
-    """Infinite stream of `{"image", "background"}` batches, both shuffled and flipped at random."""
+def make_priors(items, cfg: BoxSegConfig, log=print):
+    """Per-image priors `[N, R, R, 1]` and area targets a `[N]` (None, None without a prior)."""
+    if cfg.prior == "none":
+        return None, None
+    if cfg.prior != "grabcut":
+        raise ValueError(f"prior: expected 'grabcut' or 'none', got {cfg.prior!r}")
+    from indep_seg.box_prior import box_priors
+
+    t = time.time()
+    priors = box_priors(items, cfg.resolution, cfg.margin)
+    lo, hi = (float(v) for v in cfg.area_clip.split(","))
+    inner = priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2   # share of the box
+    areas = np.clip(inner, lo, hi) / (1.0 + 2.0 * cfg.margin) ** 2
+    log(f"box prior (GrabCut from each box): {len(priors)} priors in {time.time() - t:.1f} s; "
+        f"object share of its box {np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / "
+        f"{np.percentile(inner, 90):.2f} (10th / 50th / 90th percentile)")
+    return priors, areas.astype(np.float32)
+
+
+def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None):
+    """Infinite stream of `{"image", "background"}` batches, both shuffled and flipped at random.
+
+    With `priors` (`[N, R, R, 1]`) the image batches also carry `"prior"` (flipped with its crop)
+    and, with `areas` (`[N]`), `"area"`: the per-image a of eq. (7)."""
     def stream(array, s):
         ds = tf.data.Dataset.from_tensor_slices(array).repeat()
         # reshuffle_each_iteration=False: every iterator (preview, fit under any strategy) sees the same
@@ -272,7 +300,25 @@ def make_dataset(crops, backgrounds, batch_size, seed=0):
         # gives each run other flips (no exact resume, N replicas != 1 device)
         return ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(
             x, seed=tf.stack([tf.cast(s, tf.int64), i])), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = tf.data.Dataset.zip({"image": stream(crops, seed), "background": stream(backgrounds, seed + 1)})
+    if priors is None:
+        ds = tf.data.Dataset.zip({"image": stream(crops, seed), "background": stream(backgrounds, seed + 1)})
+        return ds.batch(batch_size, drop_remainder=True).prefetch(4)
+    stacked = np.concatenate([crops, priors], axis=-1)   # one flip for the crop and its prior
+    has_area = areas is not None
+    if not has_area:
+        areas = np.zeros(len(crops), np.float32)
+    planes = stacked.shape[-1]
+    area_plane = np.broadcast_to(np.asarray(areas, np.float32)[:, None, None, None],
+                                 stacked.shape[:3] + (1,))
+    stacked = np.concatenate([stacked, area_plane], axis=-1)
+
+    def split(x, bg):
+        out = {"image": x[..., :3], "prior": x[..., 3:planes], "background": bg}
+        out["area"] = x[0, 0, planes]
+        return out
+    ds = tf.data.Dataset.zip((stream(stacked, seed), stream(backgrounds, seed + 1))).map(split)
+    if not has_area:
+        ds = ds.map(lambda d: {k: v for k, v in d.items() if k != "area"})
     return ds.batch(batch_size, drop_remainder=True).prefetch(4)
 
 
@@ -395,11 +441,18 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                           max_images=cfg.max_images, skip_bad=bool(extra.get("skip_bad")), log=log)
     crops = make_crops(items, cfg.resolution, cfg.margin)
     backgrounds = make_backgrounds(items, cfg, seed=ctx.seed)
+    priors, areas = make_priors(items, cfg, log=log)
+    if not cfg.area_from_prior:
+        areas = None
     probe = crops[np.random.default_rng(ctx.seed).permutation(len(crops))[:cfg.probe_images]]
+    a_text = (f"a = {effective_a(cfg):.3f}" if areas is None else
+              f"a per image {areas.min():.2f}-{areas.max():.2f} (mean {areas.mean():.2f})")
     log(f"{name}: {len(crops)} crops, {len(backgrounds)} backgrounds at {cfg.resolution}px, "
-        f"a = {effective_a(cfg):.3f}, prepared in {time.time() - t_start:.1f} s")
+        f"{a_text}, prepared in {time.time() - t_start:.1f} s")
 
-    total_steps = ctx.resolve_steps(cfg.steps)
+    # --budget-minutes without --steps: the phases share the budget, however many steps fit
+    total_steps = (UNBOUNDED_STEPS if ctx.steps is None and ctx.budget_minutes is not None
+                   else ctx.resolve_steps(cfg.steps))
     adv_steps = int(round(total_steps * cfg.adversarial_fraction))
     distill_steps = total_steps - adv_steps
     budget = ctx.budget_minutes
@@ -415,11 +468,12 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                                d_downsample=cfg.d_downsample, box_prior_weight=cfg.box_prior_weight,
                                box_margin=cfg.margin, pairwise_weight=cfg.pairwise_weight,
                                adversarial_weight=cfg.adversarial_weight,
+                               prior_weight=cfg.prior_weight if priors is not None else 0.0,
                                seed=ctx.seed)
         gan.compile(d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
                     g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
     selector = SnapshotSelector(probe, model_dir / "adversarial_selected.weights.h5",
-                                a=effective_a(cfg))
+                                a=effective_a(cfg) if areas is None else float(np.mean(areas)))
     study_log = []
 
     def on_snapshot(step, phase, net):
@@ -436,7 +490,7 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     adv_ctx = dataclasses.replace(
         ctx, model_dir=model_dir / "adversarial",
         budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction)
-    ds = make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed)
+    ds = make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed, priors=priors, areas=areas)
     adv = run_fit(gan, ds, adv_ctx, total_steps=adv_steps, checkpoint_every=max(cfg.snapshot_every, 500),
                   log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
                   callbacks=[_SnapshotCallback(cfg.snapshot_every,

@@ -1,0 +1,206 @@
+"""Per-image evidence from a box, without any mask: what lies outside a box is background.
+
+Used where the box-level method needs a quantity that differs from photo to photo (the
+object's share of its box, the area target a of Dai et al. 2019 eq. 7), to warm-start the
+foreground provider, and to check a learned mask without ground truth.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degenerate", "box_prior",
+           "box_priors", "colour_contrast", "PRIOR_CONTEXT", "PRIOR_RESOLUTION"]
+
+#: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
+#: box (the evaluation protocol's window), sampled at PRIOR_RESOLUTION pixels a side.
+PRIOR_CONTEXT = 0.25
+PRIOR_RESOLUTION = 128
+
+
+def box_mask(shape, box):
+    """Boolean `[H, W]` mask of the pixels whose centres lie in the box `x0, y0, x1, y1`."""
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    x0, y0, x1, y1 = box
+    return (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
+
+
+def ellipse_mask(shape, box, scale=1.0):
+    """Boolean `[H, W]` ellipse inscribed in the box (semi-axes scaled by `scale`)."""
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = max((x1 - x0) / 2 * scale, 0.5), max((y1 - y0) / 2 * scale, 0.5)
+    return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+
+
+def _int_box(box, shape):
+    h, w = shape[:2]
+    x0, y0 = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
+    x1, y1 = min(int(round(box[2])), w), min(int(round(box[3])), h)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def grabcut(image, box, iterations=5, init="rect", inner_scale=0.5):
+    """OpenCV GrabCut (Rother et al. 2004) from a box: boolean `[H, W]` foreground.
+
+    `init="rect"`: outside the box is background, inside probably foreground (OpenCV's
+    GC_INIT_WITH_RECT). `init="ellipse"`: in addition the box's corners outside the inscribed
+    ellipse start as probable background and the inner ellipse (`inner_scale`) as probable
+    foreground.
+    """
+    import cv2
+
+    img = np.ascontiguousarray(np.asarray(image, np.uint8)[..., ::-1])
+    x0, y0, x1, y1 = _int_box(box, img.shape)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        if init == "rect":
+            cv2.grabCut(img, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
+                        cv2.GC_INIT_WITH_RECT)
+        else:
+            inside = box_mask(img.shape, (x0, y0, x1, y1))
+            mask[inside] = cv2.GC_PR_FGD
+            mask[inside & ~ellipse_mask(img.shape, box)] = cv2.GC_PR_BGD
+            cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return np.zeros(img.shape[:2], bool)
+    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+
+
+def mask_diagnostics(mask, box):
+    """Unsupervised shape checks of one mask against its box.
+
+    Returns a dict: `fill` (share of the box covered), `outside` (share of the mask outside the
+    box), `frame` (mean of the mask on the box's outer band of 1/8 of its size) and `core` (mean
+    on the inner half-size ellipse). A mask that carves the background inside the box has
+    frame > core.
+    """
+    m = np.asarray(mask, np.float32)
+    inside = box_mask(m.shape, box)
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    inner = box_mask(m.shape, (x0 + bw / 8, y0 + bh / 8, x1 - bw / 8, y1 - bh / 8))
+    band = inside & ~inner
+    core = ellipse_mask(m.shape, box, 0.5)
+    total = m.sum()
+    return {"fill": float(m[inside].mean()) if inside.any() else 0.0,
+            "outside": float(m[~inside].sum() / total) if total > 0 else 0.0,
+            "frame": float(m[band].mean()) if band.any() else 0.0,
+            "core": float(m[core].mean()) if core.any() else 0.0}
+
+
+def is_degenerate(mask, box, min_fill=0.1, max_fill=0.97, frame_excess=0.2) -> bool:
+    """True for a mask that no object mask looks like: (nearly) empty or full in its box, or a
+    frame (its box's outer band filled more than its core: the background carved inside the
+    box). Needs no ground truth."""
+    d = mask_diagnostics(mask, box)
+    return d["fill"] < min_fill or d["fill"] > max_fill or d["frame"] > d["core"] + frame_excess
+
+
+def box_prior(image, box, iterations=5):
+    """The per-image prior of one box: GrabCut from the box, or the inscribed ellipse where
+    GrabCut's mask is degenerate (`is_degenerate`). Boolean `[H, W]` in the image's pixels."""
+    mask = grabcut(image, box, iterations)
+    if is_degenerate(mask, box):
+        return ellipse_mask(mask.shape, box)
+    return mask
+
+
+def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
+    """Priors of a data set's boxes, in the experiment's crops.
+
+    Each photo is cut to the context window (`PRIOR_CONTEXT`) at `PRIOR_RESOLUTION`, `box_prior`
+    runs there, and its mask is resampled into the crop window `box_window(box, margin, square)`
+    at `resolution`.
+
+    Args:
+        items: sequence of `(name, uint8 image [H, W, 3], box)`.
+
+    Returns:
+        `[N, resolution, resolution, 1]` float32 in [0, 1].
+    """
+    import tensorflow as tf
+
+    from indep_seg.box_crop import box_window, crop_to_window
+
+    out = []
+    for _, image, box in items:
+        box = np.asarray(box, np.float32)
+        ctx_win = box_window(box[None], PRIOR_CONTEXT, True).numpy()
+        crop = crop_to_window(tf.convert_to_tensor(np.asarray(image, np.float32)[None] / 255.0),
+                              ctx_win, PRIOR_RESOLUTION).numpy()[0]
+        crop8 = (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8)
+        s = PRIOR_RESOLUTION / float(ctx_win[0, 2] - ctx_win[0, 0])
+        cbox = (box - np.tile(ctx_win[0, :2], 2)) * s
+        prior = box_prior(crop8, cbox, iterations).astype(np.float32)
+        train_win = box_window(box[None], margin, square).numpy()
+        inner = (train_win - np.tile(ctx_win[0, :2], 2)) * s
+        out.append(crop_to_window(tf.convert_to_tensor(prior[None, :, :, None]), inner.astype(np.float32),
+                                  resolution).numpy()[0])
+    return np.stack(out).astype(np.float32)
+
+
+def colour_contrast(image, mask, box, bins=8):
+    """How unlike the known background a mask's pixels are: 1 - Bhattacharyya coefficient of the
+    colour histograms (`bins`^3 RGB bins) of the mask's pixels in the box and of the pixels
+    outside the box. In [0, 1]; higher is a mask that picked out what the background is not.
+    `image` is uint8 `[H, W, 3]` around the box (with context outside it)."""
+    img = np.asarray(image, np.uint8)
+    q = (img.astype(np.int32) * bins // 256)
+    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    inside = box_mask(img.shape, box)
+    m = np.asarray(mask, np.float32) * inside
+    outside = (~inside).astype(np.float32)
+    if m.sum() < 1 or outside.sum() < 1:
+        return 0.0
+    hf = np.bincount(idx.ravel(), m.ravel(), bins ** 3)
+    hb = np.bincount(idx.ravel(), outside.ravel(), bins ** 3)
+    bc = np.sum(np.sqrt(hf / hf.sum() * hb / hb.sum()))
+    return float(1.0 - bc)
+
+
+def refine_with_grabcut(image, mask, box, iterations=3):
+    """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
+
+    GrabCut starts from the mask (inside the box: probably foreground where `mask > 0.5`,
+    probably background elsewhere; outside the box: background) and moves the outline to the
+    photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) the mask is
+    kept. Returns float32 `[H, W]` in [0, 1], zero outside the box.
+    """
+    import cv2
+
+    img = np.ascontiguousarray(np.asarray(image, np.uint8)[..., ::-1])
+    m = np.asarray(mask, np.float32)
+    inside = box_mask(img.shape, box)
+    if not inside.any():
+        return m * inside
+    gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
+    gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+    if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
+        return (m * inside).astype(np.float32)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return (m * inside).astype(np.float32)
+    out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
+    if is_degenerate(out, box):
+        return (m * inside).astype(np.float32)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- study only
+def _fallback(mask, box):
+    return ellipse_mask(mask.shape, box) if is_degenerate(mask, box) else mask
+
+
+STUDY_METHODS = {
+    "gc_rect5": lambda im, b: grabcut(im, b),
+    "gc_rect5_fb": lambda im, b: _fallback(grabcut(im, b), b),
+    "gc_ell5": lambda im, b: grabcut(im, b, init="ellipse"),
+    "gc_ell5_fb": lambda im, b: _fallback(grabcut(im, b, init="ellipse"), b),
+    "gc_rect10_fb": lambda im, b: _fallback(grabcut(im, b, 10), b),
+}

@@ -1,0 +1,75 @@
+"""Titled picture grids of masks: one row per case, columns photo | mask (cut-out) | [reference].
+
+Used for the galleries of best, median and worst cases that a run writes into its directory
+(ranked without ground truth) and that the benchmarks write beside their figures (ranked by IoU).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["gallery_image", "save_gallery"]
+
+
+def _rgb(x):
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        x = (np.clip(np.asarray(x, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, -1)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, -1)
+    return x
+
+
+def gallery_image(images, masks, references=None, captions=None, title="", cell=128):
+    """A uint8 `[H, W, 3]` grid: column titles, one row per image with its caption.
+
+    Columns: the photo, the photo with the mask's outside dimmed and its outline in red
+    ("mask"), the binarised mask, and the reference mask when `references` is given.
+    """
+    from PIL import Image, ImageDraw
+
+    headers = ["photo", "mask on photo", "mask > 0.5"] + (["ground truth"] if references is not None else [])
+    n, cols = len(images), len(headers)
+    pad, head, cap = 4, 18, 14
+    top = head + (16 if title else 0)
+    w = cols * (cell + pad) + pad
+    h = top + n * (cell + cap + pad) + pad
+    canvas = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill=(0, 0, 0))
+    for c, name in enumerate(headers):
+        draw.text((pad + c * (cell + pad), top - head + 3), name, fill=(0, 0, 0))
+    for r in range(n):
+        img = _rgb(images[r])
+        m = np.asarray(masks[r], np.float32).reshape(img.shape[:2])
+        b = m > 0.5
+        over = (img.astype(np.float32) * (0.35 + 0.65 * b[..., None])).astype(np.uint8)
+        edge = b ^ np.pad(b, 1, mode="edge")[1:-1, 2:] | b ^ np.pad(b, 1, mode="edge")[2:, 1:-1]
+        over[edge] = (255, 0, 0)
+        tiles = [img, over, _rgb(b.astype(np.float32))]
+        if references is not None:
+            tiles.append(_rgb(np.asarray(references[r], np.float32).reshape(img.shape[:2])))
+        y = top + r * (cell + cap + pad)
+        for c, t in enumerate(tiles):
+            tile = Image.fromarray(t).resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (pad + c * (cell + pad), y))
+        if captions is not None:
+            draw.text((pad, y + cell + 1), str(captions[r])[:120], fill=(60, 60, 60))
+    return np.asarray(canvas)
+
+
+def save_gallery(path, images, masks, references=None, captions=None, title=""):
+    """Writes `gallery_image(...)` as a PNG (temporary name, then renamed)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    Image.fromarray(gallery_image(images, masks, references, captions, title)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
