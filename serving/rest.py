@@ -381,6 +381,7 @@ class _Connection:
         if method == "GET":
             if te or (length or 0) > 0:
                 raise _Reject(400, "Malformed request: a GET request has no body")
+            self._read_body(0)  # h11's EndOfMessage, so that the next request can follow
             try:
                 status, payload = handle_get(self.server.core, target)
             except ServingError as e:

@@ -223,3 +223,58 @@ def saved_model_masks(version_dir, images):
 
     loaded = tf.saved_model.load(str(version_dir))
     return loaded.signatures["serving_default"](image=tf.constant(images, tf.float32))["mask"].numpy()
+
+
+_KWARGS_SERVER = r"""
+import json, os, sys
+from serving.server import ModelServer
+name, base, port_file, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+s = ModelServer.from_base_path(name, base, port=0, host="127.0.0.1", **kwargs).start()
+tmp = port_file + ".tmp"
+open(tmp, "w").write(f"{s.port} {s.rest_api_port or 0}")
+os.replace(tmp, port_file)
+s.wait()
+"""
+
+
+class ModelServerProcess(ServerProcess):
+    """`serving.server.ModelServer` with keyword arguments that `indep-seg serve` has no flag for
+    (REST timeouts, limits, `model_base_path_prefix`), in its own process group with the same
+    address-space cap as `ServerProcess`; `.rest_port` is its REST port when `rest_api_port=0`."""
+
+    def __init__(self, name, base, workdir: Path, address_space_gb=10.0, **server_kwargs):
+        super().__init__(name, base, workdir, poll=server_kwargs.get("file_system_poll_wait_seconds", 0),
+                         address_space_gb=address_space_gb)
+        self.server_kwargs = server_kwargs
+        self.rest_port = None
+        self.via_cli = False
+
+    def start(self, timeout=120):
+        import json
+
+        import grpc
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")
+        port_file = self.workdir / "ports"
+        cmd = [PY, "-c", _KWARGS_SERVER, self.name, str(self.base), str(port_file), json.dumps(self.server_kwargs)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, preexec_fn=self._limits)
+        deadline = time.time() + timeout
+        while not port_file.exists():
+            self._check_alive()
+            if time.time() > deadline:
+                raise TimeoutError(f"server did not start in {timeout} s; log: {self.log()}")
+            time.sleep(0.1)
+        self.port, self.rest_port = map(int, port_file.read_text().split())
+        with grpc.insecure_channel(self.address) as ch:
+            grpc.channel_ready_future(ch).result(timeout=max(1.0, deadline - time.time()))
+        self.wait_available(1, timeout=max(1.0, deadline - time.time()))
+        return self
+
+    def rss_mb(self) -> float:
+        """VmRSS of the server process (resident memory now)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
