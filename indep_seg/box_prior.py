@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degenerate", "box_prior",
-           "box_priors", "colour_contrast", "PRIOR_CONTEXT", "PRIOR_RESOLUTION"]
+           "box_priors", "colour_contrast", "context_crop", "refine_with_grabcut", "refine_full_mask",
+           "mask_evidence",
+           "PRIOR_CONTEXT", "PRIOR_RESOLUTION"]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
 #: box (the evaluation protocol's window), sampled at PRIOR_RESOLUTION pixels a side.
@@ -109,12 +111,38 @@ def box_prior(image, box, iterations=5):
     return mask
 
 
+def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
+    """The box's context window (`PRIOR_CONTEXT`) of a photo at `resolution`.
+
+    Args:
+        image: `[H, W, 3]` uint8 (or float in [0, 1]) photo.
+        box: `x0, y0, x1, y1` in the photo's pixels.
+        extra: optional `[H, W]` float map (a mask) cropped alongside.
+
+    Returns:
+        `(uint8 crop [r, r, 3], box in crop pixels [4], window [4] in photo pixels, extra crop or None)`.
+    """
+    import tensorflow as tf
+
+    from indep_seg.box_crop import box_window, crop_to_window
+
+    box = np.asarray(box, np.float32)
+    img = np.asarray(image)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    planes = img if extra is None else np.concatenate([img, np.asarray(extra, np.float32)[..., None]], -1)
+    win = box_window(box[None], PRIOR_CONTEXT, True).numpy()
+    crop = crop_to_window(tf.convert_to_tensor(planes[None]), win, resolution).numpy()[0]
+    s = resolution / float(win[0, 2] - win[0, 0])
+    cbox = (box - np.tile(win[0, :2], 2)) * s
+    crop8 = (np.clip(crop[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
+    return crop8, cbox, win[0], (None if extra is None else crop[..., 3])
+
+
 def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
     """Priors of a data set's boxes, in the experiment's crops.
 
-    Each photo is cut to the context window (`PRIOR_CONTEXT`) at `PRIOR_RESOLUTION`, `box_prior`
-    runs there, and its mask is resampled into the crop window `box_window(box, margin, square)`
-    at `resolution`.
+    Each photo is cut to the box's context window (`context_crop`), `box_prior` runs there, and
+    its mask is resampled into the crop window `box_window(box, margin, square)` at `resolution`.
 
     Args:
         items: sequence of `(name, uint8 image [H, W, 3], box)`.
@@ -128,17 +156,12 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
 
     out = []
     for _, image, box in items:
-        box = np.asarray(box, np.float32)
-        ctx_win = box_window(box[None], PRIOR_CONTEXT, True).numpy()
-        crop = crop_to_window(tf.convert_to_tensor(np.asarray(image, np.float32)[None] / 255.0),
-                              ctx_win, PRIOR_RESOLUTION).numpy()[0]
-        crop8 = (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8)
-        s = PRIOR_RESOLUTION / float(ctx_win[0, 2] - ctx_win[0, 0])
-        cbox = (box - np.tile(ctx_win[0, :2], 2)) * s
+        crop8, cbox, win, _ = context_crop(image, box)
         prior = box_prior(crop8, cbox, iterations).astype(np.float32)
-        train_win = box_window(box[None], margin, square).numpy()
-        inner = (train_win - np.tile(ctx_win[0, :2], 2)) * s
-        out.append(crop_to_window(tf.convert_to_tensor(prior[None, :, :, None]), inner.astype(np.float32),
+        s = PRIOR_RESOLUTION / float(win[2] - win[0])
+        train_win = box_window(np.asarray(box, np.float32)[None], margin, square).numpy()
+        inner = ((train_win - np.tile(win[:2], 2)) * s).astype(np.float32)
+        out.append(crop_to_window(tf.convert_to_tensor(prior[None, :, :, None]), inner,
                                   resolution).numpy()[0])
     return np.stack(out).astype(np.float32)
 
@@ -190,6 +213,42 @@ def refine_with_grabcut(image, mask, box, iterations=3):
     if is_degenerate(out, box):
         return (m * inside).astype(np.float32)
     return out.astype(np.float32)
+
+
+def refine_full_mask(image, mask, box):
+    """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
+    (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
+
+    Args:
+        image: `[H, W, 3]` uint8 or float in [0, 1].
+        mask: `[H, W]` soft mask in [0, 1] (from any model or server).
+        box: `x0, y0, x1, y1` in the photo's pixels.
+    """
+    import tensorflow as tf
+
+    from indep_seg.box_crop import paste_back
+
+    mask = np.asarray(mask, np.float32)
+    box = np.asarray(box, np.float32)
+    img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
+    refined = refine_with_grabcut(img8, crop_mask, cbox)
+    back = paste_back(tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape).numpy()[0, :, :, 0]
+    return np.clip(np.where(box_mask(mask.shape, box), back, 0.0), 0.0, 1.0).astype(np.float32)
+
+
+def mask_evidence(image, mask, box):
+    """Unsupervised evidence on one full-size mask of a boxed photo (no ground truth).
+
+    In the box's context window: the colour contrast (`colour_contrast`) of the mask, of the
+    inscribed ellipse and of the filled box, and whether the mask is degenerate.
+    """
+    crop8, cbox, _, m = context_crop(image, box, extra=mask)
+    ell = ellipse_mask(crop8.shape, cbox)
+    return {"contrast": colour_contrast(crop8, m > 0.5, cbox),
+            "contrast_ellipse": colour_contrast(crop8, ell, cbox),
+            "contrast_box": colour_contrast(crop8, box_mask(crop8.shape, cbox), cbox),
+            "degenerate": bool(is_degenerate(m > 0.5, cbox)),
+            "crop": crop8, "crop_mask": m}
 
 
 # ----------------------------------------------------------------------------- study only

@@ -127,8 +127,8 @@ class Segmenter:
             images: sequence of `[H, W, 3]` arrays (uint8, or float in [0, 1]).
             boxes: None (whole image), or one `x0, y0, x1, y1` box (or None) per image.
             refine: None, or "grabcut": the mask of each boxed image is refined on the photo's
-                colour edges (`indep_seg.box_prior.refine_with_grabcut`, in the box's context
-                window); images without a box are not refined.
+                colour edges (`indep_seg.box_prior.refine_full_mask`); images without a box are
+                not refined.
         """
         if refine not in (None, "none", "grabcut"):
             raise ValueError(f"refine: expected None or 'grabcut', got {refine!r}")
@@ -148,26 +148,7 @@ class Segmenter:
             full = paste_back(mask, window, image.shape[:2])
             full = np.clip(full.numpy()[0, :, :, 0], 0.0, 1.0)
             if refine == "grabcut" and box is not None:
-                full = self._refine(image, full, box)
+                from indep_seg.box_prior import refine_full_mask
+                full = refine_full_mask(image, full, box)
             out.append(full)
         return out
-
-    @staticmethod
-    def _refine(image, full, box):
-        """GrabCut refinement in the box's context window (`box_prior.PRIOR_CONTEXT`)."""
-        from indep_seg.box_prior import PRIOR_CONTEXT, PRIOR_RESOLUTION, refine_with_grabcut
-
-        box = np.asarray(box, np.float32)
-        win = box_window(box[None], PRIOR_CONTEXT, True)
-        both = np.concatenate([image, full[..., None]], -1)[None].astype(np.float32)
-        crop = crop_to_window(tf.convert_to_tensor(both), win, PRIOR_RESOLUTION).numpy()[0]
-        w = win.numpy()[0]
-        s = PRIOR_RESOLUTION / float(w[2] - w[0])
-        cbox = (box - np.tile(w[:2], 2)) * s
-        img8 = (np.clip(crop[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-        refined = refine_with_grabcut(img8, crop[..., 3], cbox)
-        back = paste_back(refined[None, :, :, None], win, full.shape).numpy()[0, :, :, 0]
-        h, wd = full.shape
-        yy, xx = np.mgrid[0:h, 0:wd] + 0.5
-        inside = (xx >= box[0]) & (xx < box[2]) & (yy >= box[1]) & (yy < box[3])
-        return np.clip(np.where(inside, back, 0.0), 0.0, 1.0).astype(np.float32)

@@ -147,3 +147,22 @@ def test_snapshot_selector_prefers_confident_stable_snapshots():
         sel(net, step)
     assert sel.best_step == 2 and sel.best_weights[0][0] == 2
     assert [r["eligible"] for r in sel.history] == [False, True, True, False]
+
+
+def test_snapshot_selector_refuses_frames_of_background():
+    """A snapshot whose masks carve the background inside the box (a frame) is never eligible."""
+    from training.experiments.box_seg import SnapshotSelector
+
+    r = 16
+    yy, xx = np.mgrid[0:r, 0:r] + 0.5
+    blob = (((xx - 8) / 6) ** 2 + ((yy - 8) / 6) ** 2 <= 1).astype("float32")
+    frame = 1.0 - (((xx - 8) / 5) ** 2 + ((yy - 8) / 5) ** 2 <= 1).astype("float32")
+    assert SnapshotSelector.degenerate_share(np.stack([frame, frame])[..., None] > 0.5) == 1.0
+    assert SnapshotSelector.degenerate_share(np.stack([blob, frame])[..., None] > 0.5) == 0.5
+    net, sel = _StubNet(), SnapshotSelector(np.zeros((4, r, r, 3)), a=None)
+    for step, m in enumerate([blob, blob, frame, frame], start=1):
+        net.masks, net.tag = np.stack([m * 0.98 + 0.01] * 4)[..., None], step
+        sel(net, step)
+    assert [h["degenerate"] for h in sel.history] == [0.0, 0.0, 1.0, 1.0]
+    assert [h["eligible"] for h in sel.history] == [False, True, False, False]
+    assert sel.best_step == 2          # the frames are as confident and stable, but degenerate

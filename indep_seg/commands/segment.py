@@ -28,6 +28,9 @@ def add_arguments(parser):
     boxes = parser.add_mutually_exclusive_group()
     boxes.add_argument("--box", default=None, help="x0,y0,x1,y1 in pixels, for every input")
     boxes.add_argument("--boxes", default=None, help="CSV filename,x0,y0,x1,y1 (header optional)")
+    parser.add_argument("--refine", choices=("grabcut", "none"), default="grabcut",
+                        help="boxed inputs: move each mask's outline to the photo's colour edges "
+                             "(GrabCut started from the mask; default grabcut)")
     parser.add_argument("--cutout", action="store_true", help="also write RGBA cut-outs")
     parser.add_argument("--binary", action="store_true", help="write 0/255 masks (threshold 0.5)")
     parser.add_argument("--skip-bad", action="store_true",
@@ -151,6 +154,9 @@ def run(args) -> int:
             masks = predictor.predict([image] * len(boxes), boxes)
         except ClientError as e:
             raise CommandError(f"{f}: the server answered {e}") from None
+        if args.refine == "grabcut":
+            from indep_seg.box_prior import refine_full_mask
+            masks = [m if b is None else refine_full_mask(image, m, b) for m, b in zip(masks, boxes)]
         mask = np.max(np.stack(masks), axis=0)
         if args.binary:
             mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class BoxSegConfig:
     masks: str = ""                  # mask folder: boxes from masks
     max_images: int = 0              # 0 = all
     log_every: int = 50
+    evidence_images: int = 200       # photos of the end-of-run unsupervised report (0: none)
 
 
 def paper_config() -> BoxSegConfig:
@@ -314,11 +316,10 @@ def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None
 
     def split(x, bg):
         out = {"image": x[..., :3], "prior": x[..., 3:planes], "background": bg}
-        out["area"] = x[0, 0, planes]
+        if has_area:
+            out["area"] = x[0, 0, planes]
         return out
     ds = tf.data.Dataset.zip((stream(stacked, seed), stream(backgrounds, seed + 1))).map(split)
-    if not has_area:
-        ds = ds.map(lambda d: {k: v for k, v in d.items() if k != "area"})
     return ds.batch(batch_size, drop_remainder=True).prefetch(4)
 
 
@@ -367,12 +368,14 @@ class SnapshotSelector:
     to pick the last step, 3163). See docs/box_seg_notes.md.
     """
 
-    def __init__(self, probe, path=None, a=None, min_stability=0.9, area_tolerance=0.1):
+    def __init__(self, probe, path=None, a=None, min_stability=0.9, area_tolerance=0.1,
+                 max_degenerate=0.25):
         self.probe = probe
         self.prev = None
         self.a = a
         self.min_stability = float(min_stability)
         self.area_tolerance = float(area_tolerance)
+        self.max_degenerate = float(max_degenerate)
         self.best_key = None
         self.best_score = -1.0
         self.best_step = None
@@ -392,12 +395,14 @@ class SnapshotSelector:
             stability = float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
         self.prev = b
         area = float(m.mean())
-        eligible = stability >= self.min_stability and (
-            self.a is None or abs(area - self.a) <= self.area_tolerance)
+        degenerate = self.degenerate_share(b)
+        eligible = (stability >= self.min_stability and degenerate <= self.max_degenerate
+                    and (self.a is None or abs(area - self.a) <= self.area_tolerance))
         score = confidence if eligible else confidence * stability
         key = (int(eligible), score)
         rec = {"step": int(step), "confidence": confidence, "stability": stability,
-               "eligible": bool(eligible), "score": score, "mask_mean": area}
+               "eligible": bool(eligible), "score": score, "mask_mean": area,
+               "degenerate": degenerate}
         self.history.append(rec)
         if self.best_key is None or key >= self.best_key:
             self.best_key, self.best_score, self.best_step = key, score, int(step)
@@ -405,6 +410,16 @@ class SnapshotSelector:
             if self.path is not None:
                 segmenter.save_weights(str(self.path))
         return rec
+
+
+    @staticmethod
+    def degenerate_share(binary_masks):
+        """Share of masks `[N, R, R, 1]` (crops of their boxes) that no object mask looks like:
+        empty, full, or a frame of background carved inside the box (`box_prior.is_degenerate`)."""
+        from indep_seg.box_prior import is_degenerate
+
+        r_h, r_w = binary_masks.shape[1:3]
+        return float(np.mean([is_degenerate(m[..., 0], (0, 0, r_w, r_h)) for m in binary_masks]))
 
 
 class _SnapshotCallback(keras.callbacks.Callback):
@@ -533,13 +548,61 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
         write_png(model_dir / "distill.png", distiller.image_grid(sample))
         result["distill_steps"] = int(dist["step"])
         final_net, phase = student, "distill"
-    Segmenter(final_net.as_functional(), cfg.resolution, cfg.margin, False, name,
-              {"phase": phase, "selected_step": chosen}).save(model_dir / "segmenter")
+    final = Segmenter(final_net.as_functional(), cfg.resolution, cfg.margin, False, name,
+                      {"phase": phase, "selected_step": chosen})
+    final.save(model_dir / "segmenter")
+    if cfg.evidence_images > 0:
+        result["evidence"] = evidence_report(final, items, model_dir, max_images=cfg.evidence_images,
+                                             seed=ctx.seed, log=log)
     result["seconds"] = round(time.time() - t_start, 1)
     result["phase"] = phase
     extra["study_log"] = study_log
     extra["last_adversarial_weights"] = last_weights
     return result
+
+
+def evidence_report(segmenter, items, model_dir, refine=None, max_images=200, seed=0, log=print):
+    """What a run can say about its own masks without ground truth; writes `evidence.json` and
+    `gallery.png` (best, median and worst masks by colour contrast) into `model_dir`.
+
+    On up to `max_images` photos: the share of degenerate masks (`box_prior.is_degenerate`) and
+    the mean colour contrast with the known background outside the box
+    (`box_prior.colour_contrast`) of the masks, of the inscribed ellipse and of the filled box.
+    Masks that separate from the background no better than the ellipse did not learn the
+    objects: the report says so (`"beats_ellipse": false`) and the log warns.
+    """
+    from indep_seg.box_prior import mask_evidence
+    from indep_seg.gallery import save_gallery
+
+    model_dir = Path(model_dir)
+    idx = np.random.default_rng(seed).permutation(len(items))[:max_images]
+    masks = segmenter.predict([items[i][1] for i in idx], [items[i][2] for i in idx], refine=refine)
+    ev = [mask_evidence(items[i][1], m, items[i][2]) for i, m in zip(idx, masks)]
+    c = np.asarray([e["contrast"] for e in ev])
+    report = {"images": int(len(ev)), "refine": refine,
+              "contrast": round(float(c.mean()), 4),
+              "contrast_ellipse": round(float(np.mean([e["contrast_ellipse"] for e in ev])), 4),
+              "contrast_box": round(float(np.mean([e["contrast_box"] for e in ev])), 4),
+              "degenerate_share": round(float(np.mean([e["degenerate"] for e in ev])), 4)}
+    report["beats_ellipse"] = bool(report["contrast"] > report["contrast_ellipse"])
+    tmp = model_dir / f".evidence.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, model_dir / "evidence.json")
+    order = np.argsort(c)
+    n = len(order)
+    pick = list(order[::-1][:4]) + list(order[max(0, n // 2 - 2):n // 2 + 2]) + list(order[:4])
+    labels = ["highest"] * 4 + ["median"] * 4 + ["lowest"] * 4
+    save_gallery(model_dir / "gallery.png", [ev[i]["crop"] for i in pick], [ev[i]["crop_mask"] for i in pick],
+                 captions=[f"{lab} contrast {c[i]:.2f} {items[idx[i]][0]}" for lab, i in zip(labels, pick)],
+                 title="masks ranked by colour contrast with the background outside the box (no labels)")
+    log(f"unsupervised evidence on {len(ev)} photos: colour contrast of the masks {report['contrast']:.3f} "
+        f"(ellipse {report['contrast_ellipse']:.3f}, box {report['contrast_box']:.3f}), "
+        f"degenerate masks {100 * report['degenerate_share']:.0f} %; gallery: {model_dir / 'gallery.png'}")
+    if not report["beats_ellipse"]:
+        log("WARNING: the masks separate from the background outside the boxes no better than the "
+            "ellipse inscribed in each box: this run did not learn the objects; use "
+            "`indep-seg segment --refine grabcut`, more time, or check the boxes")
+    return report
 
 
 def train_box_seg_paper(cfg, ctx):

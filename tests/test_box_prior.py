@@ -1,0 +1,146 @@
+"""Per-image box evidence (`indep_seg.box_prior`), the GAN's prior terms and the titled galleries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from indep_seg import box_prior as bp
+
+
+def _disc_photo(h=96, w=112, centre=(56, 48), radius=22, seed=0):
+    """A red disc on a textured green/blue background: (uint8 photo, bool disc, tight box)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius ** 2
+    photo = np.zeros((h, w, 3), np.float32)
+    photo[..., 1] = 0.45 + 0.15 * np.sin(xx / 5.0)
+    photo[..., 2] = 0.55 + 0.15 * np.cos(yy / 7.0)
+    photo[disc] = (0.85, 0.15, 0.1)
+    photo += rng.normal(0, 0.03, photo.shape)
+    ys, xs = np.nonzero(disc)
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    return (np.clip(photo, 0, 1) * 255).astype(np.uint8), disc, box
+
+
+def _iou(a, b):
+    return np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1)
+
+
+def test_box_and_ellipse_masks_by_hand():
+    m = bp.box_mask((4, 6), (1, 1, 4, 3))
+    assert m.sum() == 6 and m[1:3, 1:4].all()
+    e = bp.ellipse_mask((10, 10), (0, 0, 10, 10))
+    assert e[5, 5] and not e[0, 0] and not e[0, 9]
+    assert abs(e.sum() - np.pi * 25) < 8          # area of a radius-5 disc
+
+
+def test_mask_diagnostics_and_degenerate_shapes():
+    shape, box = (64, 64), (8, 8, 56, 56)
+    ellipse = bp.ellipse_mask(shape, box)
+    frame = bp.box_mask(shape, box) & ~bp.ellipse_mask(shape, box, 0.7)
+    d = bp.mask_diagnostics(ellipse, box)
+    assert d["core"] == 1.0 and d["outside"] == 0.0 and 0.75 < d["fill"] < 0.82
+    assert not bp.is_degenerate(ellipse, box)
+    fd = bp.mask_diagnostics(frame, box)
+    assert fd["frame"] > 0.5 and fd["core"] == 0.0
+    assert bp.is_degenerate(frame, box)                        # background carved inside the box
+    assert bp.is_degenerate(np.zeros(shape, bool), box)         # empty
+    assert bp.is_degenerate(bp.box_mask(shape, box), box)       # the whole box
+
+
+def test_grabcut_finds_the_object_and_prior_falls_back_to_the_ellipse():
+    photo, disc, box = _disc_photo()
+    assert _iou(bp.grabcut(photo, box), disc) > 0.85
+    assert _iou(bp.box_prior(photo, box), disc) > 0.85
+    flat = np.full((64, 64, 3), 128, np.uint8)                  # nothing to separate: degenerate
+    prior = bp.box_prior(flat, (16, 16, 48, 48))
+    assert np.array_equal(prior, bp.ellipse_mask(flat.shape, (16, 16, 48, 48)))
+
+
+def test_colour_contrast_prefers_the_object_mask():
+    photo, disc, box = _disc_photo()
+    c_obj = bp.colour_contrast(photo, disc, box)
+    c_box = bp.colour_contrast(photo, bp.box_mask(photo.shape, box), box)
+    frame = bp.box_mask(photo.shape, box) & ~disc
+    c_frame = bp.colour_contrast(photo, frame, box)
+    assert c_obj > 0.8 and c_obj > c_box > c_frame
+    # the same colour inside and outside the box: nothing to tell apart
+    flat = np.full((32, 32, 3), 77, np.uint8)
+    assert bp.colour_contrast(flat, bp.box_mask(flat.shape, (8, 8, 24, 24)), (8, 8, 24, 24)) == pytest.approx(0.0)
+
+
+def test_refine_with_grabcut_moves_a_blob_to_the_outline():
+    photo, disc, box = _disc_photo()
+    blob = bp.ellipse_mask(photo.shape, box, 1.0).astype(np.float32) * 0.8 + 0.1
+    blob[bp.box_mask(photo.shape, box) & ~bp.ellipse_mask(photo.shape, box, 1.0)] = 0.6  # too big
+    refined = bp.refine_with_grabcut(photo, blob, box)
+    assert refined.dtype == np.float32
+    assert _iou(refined > 0.5, disc) > max(_iou(blob > 0.5, disc), 0.85)
+    assert refined[~bp.box_mask(photo.shape, box)].max() == 0.0
+    # a degenerate result keeps the mask it was given
+    empty = np.zeros(photo.shape[:2], np.float32)
+    assert np.array_equal(bp.refine_with_grabcut(photo, empty, box), empty)
+
+
+def test_box_priors_in_training_crops_and_mask_evidence():
+    items = [(f"p{i}", *(_disc_photo(seed=i)[0::2])) for i in range(3)]
+    priors = bp.box_priors(items, 32, margin=0.0)
+    assert priors.shape == (3, 32, 32, 1) and priors.dtype == np.float32
+    # crop = box: the disc fills pi/4 of its box, corners are background
+    assert np.all(np.abs(priors.mean(axis=(1, 2, 3)) - np.pi / 4) < 0.08)
+    assert priors[:, 0, 0, 0].max() < 0.5 and priors[:, 16, 16, 0].min() > 0.5
+    photo, disc, box = _disc_photo()
+    ev = bp.mask_evidence(photo, disc.astype(np.float32), box)
+    assert ev["contrast"] > ev["contrast_box"] > 0 and not ev["degenerate"]
+    assert ev["crop"].shape == (bp.PRIOR_RESOLUTION, bp.PRIOR_RESOLUTION, 3)
+
+
+def test_area_penalty_per_image_target_by_hand():
+    from indep_seg.models.foreground_seg_gan import area_penalty
+    mask = tf.constant(np.stack([np.full((4, 4, 1), 0.5), np.full((4, 4, 1), 0.25)]), tf.float32)
+    got = area_penalty(mask, tf.constant([0.3, 0.25])).numpy()
+    assert got == pytest.approx(((0.5 - 0.3) ** 2 + 0.0) / 2)
+    assert area_penalty(mask, 0.25).numpy() == pytest.approx((0.25 ** 2 + 0) / 2)
+
+
+def test_prior_consistency_loss_is_binary_cross_entropy():
+    from indep_seg.models.foreground_seg_gan import prior_consistency_loss
+    m = np.array([0.9, 0.2, 0.6, 0.5], np.float32).reshape(1, 2, 2, 1)
+    p = np.array([1.0, 0.0, 0.0, 1.0], np.float32).reshape(1, 2, 2, 1)
+    want = -np.mean(p * np.log(m) + (1 - p) * np.log(1 - m))
+    assert prior_consistency_loss(tf.constant(m), tf.constant(p)).numpy() == pytest.approx(want, rel=1e-5)
+    ref = keras_bce = tf.keras.losses.binary_crossentropy(p.reshape(1, -1), m.reshape(1, -1)).numpy()[0]
+    assert ref == pytest.approx(want, rel=1e-3) and keras_bce == ref
+
+
+def test_dataset_flips_prior_with_its_crop_and_carries_area():
+    from training.experiments.box_seg import make_dataset
+    rng = np.random.default_rng(0)
+    crops = rng.random((6, 8, 8, 3)).astype(np.float32)
+    priors = (crops[..., :1] > 0.5).astype(np.float32)   # a function of the crop's pixels
+    areas = np.arange(6, dtype=np.float32) / 10
+    batch = next(iter(make_dataset(crops, crops[::-1].copy(), 6, seed=1, priors=priors, areas=areas)))
+    img, pri = batch["image"].numpy(), batch["prior"].numpy()
+    assert np.array_equal(pri, (img[..., :1] > 0.5).astype(np.float32))
+    for i in range(6):   # each element's area is its own crop's
+        k = [j for j in range(6) if np.allclose(crops[j], img[i]) or np.allclose(crops[j][:, ::-1], img[i])]
+        assert len(k) == 1 and batch["area"].numpy()[i] == pytest.approx(areas[k[0]])
+    no_area = next(iter(make_dataset(crops, crops, 2, priors=priors)))
+    assert set(no_area) == {"image", "prior", "background"}
+
+
+def test_gallery_has_titled_columns_and_one_row_per_case(tmp_path):
+    from PIL import Image
+
+    from indep_seg.gallery import gallery_image, save_gallery
+    photo, disc, _ = _disc_photo()
+    g = gallery_image([photo, photo], [disc, ~disc], [disc, disc], ["a", "b"], title="t", cell=64)
+    blank = gallery_image([photo, photo], [disc, ~disc], [disc, disc], None, title="t", cell=64)
+    assert g.dtype == np.uint8 and g.shape[1] == 4 * (64 + 4) + 4
+    header = g[:30]
+    assert (header < 128).any()                        # titles are drawn
+    assert not np.array_equal(g, blank)                # captions are drawn
+    path = save_gallery(tmp_path / "g.png", [photo], [disc])
+    assert Image.open(path).size[0] == 3 * (128 + 4) + 4
+    assert not list(tmp_path.glob(".*tmp*"))
