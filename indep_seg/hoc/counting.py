@@ -27,7 +27,7 @@ from indep_seg.optimizers import FusedAdam
 
 __all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
            "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "single_instance_mass",
-           "count_image",
+           "count_image", "count_instances", "check_counting_image",
            "peaks", "save_counter", "load_counter", "draw_overlay"]
 
 
@@ -265,14 +265,34 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
     return counter, history
 
 
-def predict_heatmap(counter, image_scaled) -> np.ndarray:
-    """Heatmap ``[h, w]`` of a rescaled image ``[h, w, 3]`` (padded to even size, cropped back)."""
+def predict_heatmap(counter, image_scaled, margin: int = 16) -> np.ndarray:
+    """Heatmap ``[h, w]`` of a rescaled image ``[h, w, 3]``.
+
+    The image is reflect-padded by `margin` px (and up to a multiple of 4) before the network runs
+    and the output cropped back: with zero padding the network saw a dark frame around every image,
+    and on a dark-field image's edges it answered with false centres (issue 19); a reflected border
+    looks like the image's middle. Images larger than 2048 px a side run in overlapping tiles.
+    """
     a = np.asarray(image_scaled, np.float32)
     h, w = a.shape[:2]
-    ph, pw = (-h) % 4, (-w) % 4
-    a = np.pad(a, ((0, ph), (0, pw), (0, 0)))
-    heat = np.asarray(counter(a[None], training=False))[0, :h, :w, 0]
-    return heat
+    m = int(max(0, min(margin, h - 1, w - 1)))
+    ph, pw = (-(h + 2 * m)) % 4, (-(w + 2 * m)) % 4
+    a = np.pad(a, ((m, m + ph), (m, m + pw), (0, 0)), mode="reflect" if m or ph or pw else "constant")
+    tile = 2048
+    H, W = a.shape[:2]
+    if H <= tile and W <= tile:
+        heat = np.asarray(counter(a[None], training=False))[0, :, :, 0]
+    else:
+        heat = np.zeros((H, W), np.float32)
+        step = tile - 2 * 64
+        for y0 in range(0, H, step):
+            for x0 in range(0, W, step):
+                ys, xs = max(0, min(y0, H - tile)), max(0, min(x0, W - tile))
+                ys, xs = ys - ys % 4, xs - xs % 4
+                part = np.asarray(counter(a[None, ys:ys + tile, xs:xs + tile], training=False))[0, :, :, 0]
+                ty, tx = (64 if ys > 0 else 0), (64 if xs > 0 else 0)
+                heat[ys + ty:ys + part.shape[0], xs + tx:xs + part.shape[1]] = part[ty:, tx:]
+    return heat[m:m + h, m:m + w]
 
 
 def peaks(heat, sigma: float, threshold: float = 0.3):
@@ -361,6 +381,84 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
     return {"count": n, "centres": centres, "mass": round(mass, 3), "count_raw": round(raw, 3),
             "calibration": None if cal is None else round(cal, 4), "calibration_instances": n_single,
             "num_peaks": int(len(pk)), "heatmap": heat}
+
+
+MAX_COUNT_PIXELS = 64_000_000     # 8000 x 8000: larger images are refused (memory), see docs/counting.md
+
+
+def check_counting_image(image, name: str = "image"):
+    """Clear errors for images that cannot be counted: too large (over `MAX_COUNT_PIXELS`), too small
+    (under 16 px a side), constant. Returns the image as float32."""
+    a = np.asarray(image, np.float32)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"{name}: expected [H, W, 3], got shape {a.shape}")
+    h, w = a.shape[:2]
+    if h * w > MAX_COUNT_PIXELS:
+        raise ValueError(f"{name}: {w}x{h} pixels is more than the {MAX_COUNT_PIXELS // 1_000_000} megapixels one "
+                         f"count handles; cut it into tiles and add the counts")
+    if min(h, w) < 16:
+        raise ValueError(f"{name}: {w}x{h} pixels is too small to count (at least 16 px a side)")
+    return a
+
+
+def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrate: bool = True,
+                    window: int | None = None, centres_from: str | None = None) -> dict:
+    """The whole counting pipeline on one image (float ``[H, W, 3]`` in [0, 1]), the Python API of
+    `indep-seg count`.
+
+    1. With a normalising model (``meta["normalise"]``, the default since issue 19) the image becomes
+       its nucleus signal (`instances.nucleus_signal`: polarity and stain from its own histogram)
+       and its window follows its own LoG scale (`instances.estimate_scale`), ``window_per_sigma x
+       sigma``, so the counter sees nuclei at the size it was trained on whatever the magnification.
+    2. The learned counter (`count_image`) gives the heatmap, the calibrated count and its centres.
+    3. The classical detector (`instances.log_centres`) gives the LoG centres on the same signal.
+    4. The instance label map: a watershed seeded at the chosen centres (`instances.watershed_instances`).
+
+    `centres_from`: "learned", "log" or None (``meta.get("centres_from", "learned")``) picks which
+    centres are the answer (``count``: the learned calibrated count, whose centres are its strongest
+    peaks, or the number of LoG centres). Both counts are always returned.
+    A constant image gives count 0 and an empty label map (``note`` says why).
+    Returns dict: ``count``, ``centres``, ``labels`` ([H, W] int32), ``count_learned``,
+    ``count_log``, ``count_raw``, ``calibration``, ``window``, ``sigma``, ``polarity``, ``kind``,
+    ``kind_mismatch`` (the training images were of another polarity / colour), ``heatmap``.
+    """
+    from indep_seg.hoc import instances as inst
+
+    a = check_counting_image(image)
+    h, w = a.shape[:2]
+    centres_from = centres_from or meta.get("centres_from", "learned")
+    checks.check_choice(centres_from, "centres_from", ("learned", "log"))
+    try:
+        ns = inst.nucleus_signal(a)
+        sc = inst.estimate_scale(ns.signal)
+    except inst.ImageKindError as e:
+        return {"count": 0, "centres": [], "labels": np.zeros((h, w), np.int32), "count_learned": 0,
+                "count_log": 0, "count_raw": 0.0, "calibration": None, "window": None, "sigma": None,
+                "polarity": None, "kind": None, "kind_mismatch": False, "heatmap": None, "note": str(e)}
+    kind = inst.describe_kind(ns.meta())
+    trained = [(i.get("polarity"), i.get("colour")) for i in (meta.get("images") or []) if i.get("polarity")]
+    mismatch = bool(trained) and (ns.polarity, ns.colour) not in trained
+    if meta.get("normalise"):
+        x = np.repeat(ns.signal[..., None], 3, -1)
+        win = window or int(round(float(meta["window_per_sigma"]) * sc["sigma"]))
+    else:
+        x = a
+        win = window or int(meta["window"])
+    win = int(max(4, min(win, h, w)))
+    learned = count_image(counter, x, win, int(meta["resolution"]), float(meta["sigma"]), threshold=threshold,
+                          grayscale=bool(meta.get("grayscale", False)), calibrate=calibrate)
+    log = inst.log_centres(ns.signal, sc["sigma"])
+    log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
+    centres = learned["centres"] if centres_from == "learned" else log_xy
+    seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)
+    labels = inst.watershed_instances(ns.signal, seeds, sc["sigma"])
+    count = learned["count"] if centres_from == "learned" else len(log_xy)
+    return {"count": count, "centres": centres, "labels": labels,
+            "count_learned": learned["count"], "count_log": len(log_xy), "count_raw": learned["count_raw"],
+            "calibration": learned["calibration"], "calibration_instances": learned["calibration_instances"],
+            "num_peaks": learned["num_peaks"], "mass": learned["mass"], "window": win,
+            "sigma": round(float(sc["sigma"]), 3), "polarity": ns.polarity, "kind": kind,
+            "kind_mismatch": mismatch, "centres_from": centres_from, "heatmap": learned["heatmap"]}
 
 
 def save_counter(directory, counter, meta: dict):

@@ -86,6 +86,43 @@ class HocConfig:
     counter_width: int = 32
     counter_sigma: float | None = None  # heatmap Gaussian sigma (px at resolution); default width/5
     jit_compile: bool = False
+    normalise: bool = True              # polarity, stain and scale estimated from each image (hoc.instances)
+    window_per_sigma: float = 4.25      # window = this x the image's LoG scale (1.5 x a nucleus' width)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def data_paths(data) -> list[str]:
+    """`--data`: one image, a folder (its images, sorted; label maps ``*_instances*``, ``*_labels*``,
+    ``*_count*`` skipped) or several images separated by commas. Raises ValueError when none is found."""
+    items = [x.strip() for x in str(data).split(",") if x.strip()]
+    out = []
+    for it in items:
+        if os.path.isdir(it):
+            for name in sorted(os.listdir(it)):
+                low = name.lower()
+                if low.endswith(IMAGE_SUFFIXES) and not any(k in low for k in ("_instances", "_labels", "_count")):
+                    out.append(os.path.join(it, name))
+        else:
+            out.append(it)
+    if not out:
+        raise ValueError(f"data: no image found in {data!r} (a file, a folder of images, or files separated by commas)")
+    return out
+
+
+def prepare_image(image, window_per_sigma: float = 4.25):
+    """The image as the model sees it: the one-channel nucleus signal (`instances.nucleus_signal`:
+    polarity and stain from the image's histogram) as gray RGB, its LoG scale and its window
+    (``window_per_sigma`` x sigma). Returns ``(signal [H, W, 3], info dict)``."""
+    from indep_seg.hoc.instances import estimate_scale, nucleus_signal
+
+    ns = nucleus_signal(image)
+    sc = estimate_scale(ns.signal)
+    h, w = ns.signal.shape
+    window = int(max(4, min(round(window_per_sigma * sc["sigma"]), h, w)))
+    info = dict(ns.meta(), sigma=sc["sigma"], radius=sc["radius"], area=sc["area"], window=window)
+    return np.repeat(ns.signal[..., None], 3, -1), info
 
 
 def hoc_paper_config() -> HocConfig:
@@ -174,6 +211,17 @@ def build_model(r: dict, seed: int = 0):
     return model
 
 
+def make_dataset_multi(images, windows, r: dict, seed: int = 0):
+    """Batches from several images of one kind, each rescaled by its own window, taken in turn."""
+    import tensorflow as tf
+
+    if len(images) == 1:
+        return make_dataset(images[0], dict(r, window=windows[0]), seed=seed)
+    dss = [make_dataset(im, dict(r, window=w), seed=seed + 7919 * i) for i, (im, w) in enumerate(zip(images, windows))]
+    order = tf.data.Dataset.range(len(dss)).repeat()
+    return tf.data.Dataset.choose_from_datasets(dss, order)
+
+
 def make_dataset(image, r: dict, seed: int = 0):
     from indep_seg.hoc.patches import inpaint_background, random_patch_dataset, rescale_image
 
@@ -216,7 +264,9 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
         min_contrast=min_contrast, contrast_range=list(contrast_range) if contrast_range else None,
         gain_jitter=gain_jitter, grayscale=r["grayscale"],
         dihedral=r["counter_dihedral"], blur_sigma=r.get("counter_blur_sigma", 0.0),
-        noise=r.get("counter_noise", 0.0), steps=history[-1][0] + 1 if history else 0))
+        noise=r.get("counter_noise", 0.0), steps=history[-1][0] + 1 if history else 0,
+        normalise=bool(r.get("normalise", False)), window_per_sigma=r.get("window_per_sigma"),
+        images=r.get("images")))
     return counter, history
 
 
@@ -271,10 +321,33 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     t_start = time.time()
     data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)
     if data is None:
-        raise ValueError("data: expected --data IMAGE (one image of a dense homogeneous cluster)")
-    image = load_image(data)
+        raise ValueError("data: expected --data IMAGE (one image of a dense homogeneous cluster), a folder "
+                         "or several images of one kind separated by commas")
+    paths = data_paths(data)
+    raw = [load_image(p) for p in paths]
+    if config.normalise:
+        prepared = [prepare_image(im, config.window_per_sigma) for im in raw]
+        images = [p[0] for p in prepared]
+        infos = [p[1] for p in prepared]
+        kinds = {(i["polarity"], i["colour"]) for i in infos}
+        if len(kinds) > 1:
+            print(f"hoc: warning: the images are not of one kind (polarity, colour: {sorted(kinds)}); "
+                  f"each is normalised to bright nuclei on a dark background", flush=True)
+        windows = [i["window"] for i in infos]
+        if config.window is None:
+            config = dataclasses.replace(config, window=windows[0])
+        else:   # a given window is the first image's; the others follow their own scale
+            windows = [max(4, int(round(config.window * i["sigma"] / infos[0]["sigma"]))) for i in infos]
+    else:
+        images, infos = raw, [{} for _ in raw]
+        windows = [config.window] * len(raw)
+    image = images[0]
     r = resolve(config, image)
+    if not config.normalise:
+        windows = [r["window"]] * len(images)
     r["data"] = str(data)
+    r["images"] = [dict(path=str(p), **i) for p, i in zip(paths, infos)]
+    r["windows"] = windows
     model_dir = Path(ctx.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f"hoc.json.tmp-{os.getpid()}"
@@ -286,7 +359,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
 
     with ctx.strategy.scope():
         model = build_model(r, seed=ctx.seed)
-    ds = make_dataset(image, r, seed=ctx.seed)
+    ds = make_dataset_multi(images, windows, r, seed=ctx.seed)
     budget = ctx.budget_minutes
     gan_ctx = ctx
     if budget is not None:
@@ -306,7 +379,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
     stats = mask_metric(r)(model)
     count = counting.count_image(counter, image, r["window"], r["resolution"], r["counter_sigma"],
-                                 grayscale=r["grayscale"])
+                                 grayscale=r["grayscale"])   # the first image, already normalised
     final = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
     final.update({f"masks_{k}": float(v) for k, v in stats.items()})
     final["count"] = float(count["count"])
