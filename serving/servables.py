@@ -278,6 +278,7 @@ class ModelManager:
 
     def __init__(self, config=None, base_path_prefix=None):
         self.base_path_prefix = Path(base_path_prefix).resolve() if base_path_prefix else None
+        self.generation = 0  # +1 at each version loaded or unloaded (read by the server's malloc trimmer)
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()  # one poll / reload at a time
         self._models: dict[str, _Model] = {}
@@ -426,6 +427,7 @@ class ModelManager:
                 with self._lock:
                     model.available[v] = servable
                     model.states[v] = VersionState(v, "AVAILABLE")
+                    self.generation += 1
                 log.info("model %s: version %d available (%s)", name, v, found[v])
             if not failed_now:
                 break
@@ -436,6 +438,7 @@ class ModelManager:
                 if v not in wanted:
                     del model.available[v]
                     model.states[v] = VersionState(v, "END")
+                    self.generation += 1
                     log.info("model %s: version %d unloaded", name, v)
 
     # ----------------------------------------------------------------- lookup

@@ -38,7 +38,41 @@ from serving.tensors import tensor_proto_bytes, to_ndarray
 
 log = logging.getLogger("indep_seg.serving")
 
-__all__ = ["ServingCore", "ModelServer", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = ["ServingCore", "ModelServer", "DEFAULT_MAX_MESSAGE_SIZE", "lean_malloc"]
+
+_MALLOC = {"done": False, "trim": None}
+
+
+def lean_malloc():
+    """Keeps glibc's malloc from holding memory the server no longer uses (docs/serving.md,
+    "Resident memory"): at most 2 malloc arenas (glibc's default is 8 per core, and each of the
+    gRPC / REST / TensorFlow threads that allocates at the same time as another gets its own, whose
+    freed pages are rarely given back), unless MALLOC_ARENA_MAX is set; returns `malloc_trim`
+    (called after model loads and after bursts of requests), or None where there is no glibc.
+    INDEP_SEG_SERVING_MALLOC=default leaves malloc as it is (for comparisons)."""
+    if _MALLOC["done"]:
+        return _MALLOC["trim"]
+    _MALLOC["done"] = True
+    if os.environ.get("INDEP_SEG_SERVING_MALLOC") == "default":
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            libc.mallopt(-8, 2)  # M_ARENA_MAX
+        trim = libc.malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        _MALLOC["trim"] = trim
+    except (OSError, AttributeError):  # not glibc
+        pass
+    return _MALLOC["trim"]
+
+
+def trim_malloc():
+    trim = _MALLOC["trim"]
+    if trim is not None:
+        trim(0)
 
 #: Default cap on one request or response (bytes), gRPC and REST.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
@@ -66,6 +100,7 @@ class ServingCore:
                                    max_request_pixels=int(max_image_pixels))
         self.limits = limits
         self.max_image_pixels = limits.max_image_pixels
+        self.requests = 0  # Predicts run (read by the malloc trimmer)
 
     def check_tensor_protos(self, protos: dict):
         """Refuses a request whose `TensorProto`s declare, from their shapes alone, more than the
@@ -107,6 +142,7 @@ class ServingCore:
         return servable, servable.signature(signature_name)
 
     def predict(self, servable: Servable, sig, inputs: dict, output_filter=()) -> dict:
+        self.requests += 1
         inputs = validate_spec_inputs(sig, inputs, servable.name, limits=self.limits)
         for alias in output_filter:
             if alias not in sig.outputs:
@@ -284,6 +320,7 @@ class ModelServer:
                  max_string_elements: int = DEFAULT_MAX_STRING_ELEMENTS, max_tensor_bytes: int | None = None,
                  model_base_path_prefix=None, rest_read_timeout: float = 30.0,
                  rest_idle_timeout: float = 60.0, rest_max_connections: int = 64):
+        lean_malloc()
         self.host = host
         self.requested_port = int(port)
         self.requested_rest_port = rest_api_port
@@ -324,7 +361,10 @@ class ModelServer:
         return cls(read_model_server_config(path), model_config_file=path, **kwargs)
 
     def reload_config(self, config):
-        self.manager.reload_config(config)
+        try:
+            self.manager.reload_config(config)
+        finally:
+            trim_malloc()  # a load's temporary graphs, an unloaded version
         self._set_health()
 
     def _set_health(self):
@@ -360,7 +400,10 @@ class ModelServer:
             self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
         self._set_health()
+        trim_malloc()
         self._poller.start()
+        self._trimmer = _Trimmer(self.core)
+        self._trimmer.start()
         if self._config_poller is not None:
             self._config_poller.start()
         log.info("serving %s on gRPC %s:%s%s", ", ".join(self.manager.model_names()), self.host, self.port,
@@ -370,6 +413,8 @@ class ModelServer:
     def stop(self, grace: float | None = 1.0):
         self.health.enter_graceful_shutdown()
         self._poller.stop()
+        if getattr(self, "_trimmer", None) is not None:
+            self._trimmer.stop()
         if self._config_poller is not None:
             self._config_poller.stop()
         if self._rest is not None:
@@ -389,6 +434,35 @@ class ModelServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class _Trimmer(threading.Thread):
+    """Gives freed heap back to the system (`malloc_trim`) once requests have stopped for a
+    moment: a burst of large requests otherwise leaves its peak resident for good."""
+
+    def __init__(self, core: ServingCore, interval: float = 2.0):
+        super().__init__(name="malloc-trim", daemon=True)
+        self.core = core
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self):
+        if _MALLOC["trim"] is None:
+            return
+        def work():
+            return self.core.requests, self.core.manager.generation
+
+        seen = trimmed = work()
+        while not self._stop_event.wait(self.interval):
+            now = work()
+            if now == seen and now != trimmed:  # quiet for one interval after some work or a (un)load
+                trim_malloc()
+                trimmed = now
+            seen = now
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(timeout=5)
 
 
 class _ConfigFilePoller(threading.Thread):
