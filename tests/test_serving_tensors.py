@@ -37,3 +37,19 @@ def test_merge_into_a_response_entry_equals_copy_from():
     b.outputs["mask"].CopyFrom(tf.make_tensor_proto(mask))
     np.testing.assert_array_equal(to_ndarray(a.outputs["mask"]), to_ndarray(b.outputs["mask"]))
     assert a.outputs["mask"].dtype == b.outputs["mask"].dtype
+
+
+def test_to_ndarray_bounds_the_declared_shape_whatever_unknown_rank_says():
+    """tf.make_ndarray builds the array of the dims even with unknown_rank (512 MiB from 48 bytes)."""
+    t = tensor_pb2.TensorProto(dtype=1)  # DT_FLOAT
+    for d in (1, 8192, 8192, 2):
+        t.tensor_shape.dim.add(size=d)
+    t.float_val.append(0.5)
+    t.tensor_shape.unknown_rank = True
+    with pytest.raises(ValueError, match="unknown_rank"):
+        to_ndarray(t)
+    t.tensor_shape.unknown_rank = False
+    with pytest.raises(ValueError, match="more than the limit of 1048576"):
+        to_ndarray(t, max_bytes=2 ** 20)
+    small = to_tensor_proto(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(to_ndarray(small, max_bytes=24), np.ones((2, 3), np.float32))
