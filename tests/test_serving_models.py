@@ -228,3 +228,32 @@ def test_serve_command_end_to_end(exported, tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert "serving gRPC on 127.0.0.1:" in out and "server stopped" in err
     assert "Traceback" not in err
+
+
+def test_base_path_prefix_confines_configs_and_polls(exported, tmp_path, monkeypatch):
+    """`model_base_path_prefix` (or INDEP_SEG_MODEL_BASE_PATH_PREFIX): a config naming a base path
+    outside the root is refused, and a base path swapped for a symlink leading outside is no longer
+    loaded from at the next poll."""
+    from serving.config import model_server_config_from_flags
+
+    root = tmp_path / "root"
+    root.mkdir()
+    base = _base_with(root, exported["a"], [1])
+    outside = _base_with(tmp_path, exported["b"], [1], name="outside")
+    monkeypatch.setenv("INDEP_SEG_MODEL_BASE_PATH_PREFIX", str(root))
+    with pytest.raises(ServingError) as e:
+        ModelServer.from_base_path("m", outside, port=0)
+    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED and "--model_base_path_prefix" in e.value.message
+    with pytest.raises(ServingError):
+        ModelServer.from_base_path("m", root / ".." / "outside", port=0)
+    monkeypatch.delenv("INDEP_SEG_MODEL_BASE_PATH_PREFIX")
+    manager = ModelManager(model_server_config_from_flags("m", str(base)), base_path_prefix=root)
+    assert manager.get("m").version == 1
+    shutil.rmtree(base)
+    base.symlink_to(outside, target_is_directory=True)
+    manager.poll()
+    with pytest.raises(ServingError) as e:
+        manager.get("m")
+    assert e.value.code == grpc.StatusCode.NOT_FOUND
+    unconfined = ModelManager(model_server_config_from_flags("m", str(base)))
+    assert unconfined.get("m").version == 1  # without the option, as TF Serving: any folder
