@@ -303,7 +303,7 @@ def declared_tensor_size(proto) -> tuple[int, int]:
             import tensorflow as tf
 
             itemsize = max(1, np.dtype(tf.as_dtype(proto.dtype).as_numpy_dtype).itemsize)
-        except (TypeError, ValueError):
+        except Exception:  # an unknown enum value, DT_RESOURCE / DT_VARIANT (KeyError): refused later
             itemsize = 1
     return num, num * itemsize
 

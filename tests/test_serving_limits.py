@@ -172,3 +172,11 @@ def test_declared_tensor_size_ignores_nothing():
     neg.tensor_shape.dim.add(size=-3)
     with pytest.raises(ValueError, match="negative"):
         declared_tensor_size(neg)
+
+
+@pytest.mark.parametrize("dtype", [types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, 47, 1000, 2 ** 31 - 1])
+def test_declared_tensor_size_of_odd_dtypes(dtype):
+    """DT_RESOURCE made tf.as_dtype(...).as_numpy_dtype raise KeyError (UNKNOWN in the fuzz run)."""
+    t = tensor_pb2.TensorProto(dtype=dtype)
+    t.tensor_shape.dim.add(size=3)
+    assert declared_tensor_size(t) == (3, 3)
