@@ -154,13 +154,14 @@ def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = Non
             "response": float(np.median(resp[keep])), "downsample": f}
 
 
-def log_centres(signal, sigma: float, rel_threshold: float = 0.15, scale_range: float = 1.6, num: int = 5,
+def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: float = 1.25, num: int = 5,
                 min_dist: float = 1.0, border: float = 0.0):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
     The maximum over `num` scales in ``[sigma / scale_range, sigma * scale_range]`` of the
     scale-normalised LoG; local maxima within ``min_dist * sigma`` px and above ``rel_threshold`` x
-    the median response of the strong blobs (at least 0.03) count. Reflect padding, so edge nuclei
+    the 95th percentile of all the maxima (at least 0.03, and at least 8 robust sd of the response
+    on the background pixels) count. Reflect padding, so edge nuclei
     count like middle ones; `border` > 0 drops centres that close (in px) to the edge.
     """
     s = np.asarray(signal, np.float32)
@@ -169,7 +170,12 @@ def log_centres(signal, sigma: float, rel_threshold: float = 0.15, scale_range: 
     size = 2 * int(math.ceil(min_dist * sigma)) + 1
     mx = ndimage.maximum_filter(m, size=size, mode="reflect")
     strong = np.percentile(m[m >= mx], 95) if (m >= mx).any() else 0.0
-    t = max(0.03, rel_threshold * float(strong))
+    # noise floor: 8 robust sd of the response over the background pixels (an image with few nuclei
+    # has mostly noise maxima, so the percentile alone would let noise count)
+    bg, sd, _ = foreground_threshold(s)
+    back = m[ndimage.gaussian_filter(s, 1.0) <= bg + 1.5 * sd]
+    noise = 1.4826 * float(np.median(np.abs(back - np.median(back)))) if back.size > 100 else 0.0
+    t = max(0.03, rel_threshold * float(strong), 8.0 * noise)
     ys, xs = np.nonzero((m >= mx) & (m > t))
     if border > 0:
         h, w = s.shape

@@ -1,0 +1,222 @@
+"""indep_seg.hoc.instances: polarity / stain / scale from the image, LoG centres, watershed label maps,
+AP at IoU 0.5; training data from several images; counting many images (issue 19)."""
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indep_seg.hoc import counting
+from indep_seg.hoc import instances as inst
+
+
+def disks(h, w, centres, r, fg=0.8, bg=0.1, noise=0.0, seed=0):
+    """Gray image of disks of radius r, and its instance label map."""
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w), bg, np.float32)
+    lab = np.zeros((h, w), np.int32)
+    for i, (x, y) in enumerate(centres):
+        m = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+        img[m] = fg
+        lab[m] = i + 1
+    if noise:
+        img = img + np.random.default_rng(seed).normal(0, noise, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1), lab
+
+
+def grid_centres(h, w, step, margin):
+    return [(x, y) for y in range(margin, h - margin + 1, step) for x in range(margin, w - margin + 1, step)]
+
+
+CEN = grid_centres(160, 200, 30, 15)     # 6 x 5 = 30 disks, including ones touching the border margin
+
+
+def rgb(g):
+    return np.repeat(g[..., None], 3, -1)
+
+
+def test_polarity_and_stain_from_the_histogram():
+    g, _ = disks(160, 200, CEN, 7)
+    bright = inst.nucleus_signal(rgb(g))
+    dark = inst.nucleus_signal(rgb(1.0 - g))
+    assert bright.polarity == "bright" and dark.polarity == "dark"
+    assert not bright.colour
+    # both give the same signal: nuclei ~1, background ~0
+    np.testing.assert_allclose(bright.signal, dark.signal, atol=0.02)
+    assert bright.signal[15, 15] > 0.9 and bright.signal[0, 30] < 0.05
+    # a purple stain on a pink-white background (H&E-like): the stain direction is found
+    bg = np.array([0.95, 0.85, 0.92], np.float32)
+    nuc = np.array([0.35, 0.2, 0.6], np.float32)
+    m = g > 0.5
+    col = np.where(m[..., None], nuc, bg).astype(np.float32)
+    s = inst.nucleus_signal(col)
+    assert s.polarity == "dark" and s.colour
+    assert np.dot(s.stain, (nuc - bg) / np.linalg.norm(nuc - bg)) > 0.99
+    assert s.signal[m].mean() > 0.9 and s.signal[~m].mean() < 0.05
+
+
+def test_constant_image_is_a_clear_kind_error():
+    with pytest.raises(inst.ImageKindError, match="constant"):
+        inst.nucleus_signal(np.full((64, 64, 3), 0.5, np.float32))
+
+
+@pytest.mark.parametrize("r", [4, 7, 11])
+def test_scale_follows_the_nucleus_size(r):
+    h, w = 12 * r * 5, 12 * r * 6
+    g, _ = disks(h, w, grid_centres(h, w, 4 * r, 2 * r), r, noise=0.03)
+    sc = inst.estimate_scale(inst.nucleus_signal(rgb(g)).signal)
+    assert sc["radius"] == pytest.approx(r, rel=0.25)
+
+
+def test_log_centres_count_touching_and_border_disks():
+    g, lab = disks(160, 200, CEN, 7, noise=0.03)
+    ns = inst.nucleus_signal(rgb(g))
+    sc = inst.estimate_scale(ns.signal)
+    c = inst.log_centres(ns.signal, sc["sigma"])
+    assert len(c) == len(CEN)
+    # disks cut by the image edge count like the middle ones (reflect padding)
+    h2, _ = disks(160, 200, [(x - 15, y) for x, y in CEN], 7, noise=0.03)
+    c2 = inst.log_centres(inst.nucleus_signal(rgb(h2)).signal, sc["sigma"])
+    assert len(c2) == len(CEN)
+    # no false centres on the empty border
+    g3, _ = disks(160, 200, [(100, 80)], 7, noise=0.03)
+    c3 = inst.log_centres(inst.nucleus_signal(rgb(g3)).signal, sc["sigma"])
+    assert len(c3) == 1
+
+
+def test_watershed_instances_split_touching_disks_and_score_perfectly():
+    cen = [(30, 30), (43, 30), (80, 60), (80, 73), (120, 30)]    # two touching pairs
+    g, truth = disks(100, 150, cen, 7)
+    ns = inst.nucleus_signal(rgb(g))
+    sc = inst.estimate_scale(ns.signal)
+    seeds = np.array([[x, y, 1.0] for x, y in cen])
+    labels = inst.watershed_instances(ns.signal, seeds, sc["sigma"])
+    m = inst.match_instances(labels, truth)
+    assert m["tp"] == 5 and m["ap"] == 1.0 and m["mean_iou"] > 0.8
+    # the baseline also runs and finds the isolated disk
+    ows, _ = inst.otsu_watershed(ns.signal)
+    assert inst.match_instances(ows, truth)["tp"] >= 1
+
+
+def test_seeded_watershed_follows_the_ridge():
+    yy, xx = np.mgrid[:40, :60]
+    s = np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 50) + np.exp(-((xx - 40) ** 2 + (yy - 20) ** 2) / 50)
+    m = np.zeros(s.shape, np.int32)
+    m[20, 15], m[20, 40] = 1, 2
+    ws = inst.seeded_watershed(-s, m, np.ones(s.shape, bool))
+    assert (ws[:, :27] == 1).all() and (ws[:, 29:] == 2).all()
+
+
+def test_match_instances_counts_fp_fn():
+    a = np.zeros((20, 20), np.int32)
+    a[2:8, 2:8], a[10:16, 10:16] = 1, 2
+    b = np.zeros_like(a)
+    b[2:8, 2:8], b[0:2, 15:20] = 7, 9          # one match, one false positive, one miss
+    m = inst.match_instances(b, a)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
+    assert m["ap"] == pytest.approx(1 / 3) and m["mean_iou"] == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        inst.match_instances(a[:5], a)
+
+
+def test_label_png_is_16_bit(tmp_path):
+    lab = np.zeros((10, 10), np.int32)
+    lab[2:4, 2:4] = 300
+    inst.save_label_png(tmp_path / "l.png", lab)
+    back = np.asarray(Image.open(tmp_path / "l.png"))
+    assert back.dtype == np.uint16 and back[3, 3] == 300
+    lab[0, 0] = 70000
+    with pytest.raises(ValueError, match="16-bit"):
+        inst.save_label_png(tmp_path / "m.png", lab)
+
+
+def oracle():
+    from test_hoc_counting import oracle_counter
+    return oracle_counter()
+
+
+def test_count_instances_normalised_scale_and_polarity():
+    """A normalising model counts dark-on-light and bright-on-dark disks of any size alike."""
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5, "grayscale": True}
+    for r, dark in ((5, False), (9, True)):
+        h, w = 14 * r * 4, 14 * r * 5
+        cen = grid_centres(h, w, 5 * r, 3 * r)
+        g, truth = disks(h, w, cen, r, noise=0.02)
+        img = rgb(1 - g if dark else g)
+        res = counting.count_instances(oracle(), meta, img, centres_from="log")
+        assert res["count"] == len(cen)
+        assert res["polarity"] == ("dark" if dark else "bright")
+        assert res["window"] == pytest.approx(4.25 * r / math.sqrt(2), rel=0.3)
+        assert inst.match_instances(res["labels"], truth)["ap"] > 0.9
+
+
+def test_count_instances_bad_input():
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5}
+    res = counting.count_instances(oracle(), meta, np.full((64, 64, 3), 0.3, np.float32))
+    assert res["count"] == 0 and "constant" in res["note"] and not res["labels"].any()
+    with pytest.raises(ValueError, match="too small"):
+        counting.count_instances(oracle(), meta, np.zeros((8, 64, 3), np.float32))
+    big = np.lib.stride_tricks.as_strided(np.zeros(3, np.float32), (9000, 9000, 3), (0, 0, 4))
+    with pytest.raises(ValueError, match="megapixels"):
+        counting.count_instances(oracle(), meta, big)
+
+
+def test_predict_heatmap_has_no_border_artefact():
+    """A counter with a bias answers a flat image with a flat heatmap, edges included (reflect padding)."""
+    import keras
+    inp = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(1, 5, padding="same")
+    model = keras.Model(inp, conv(inp))
+    conv.kernel.assign(np.full((5, 5, 3, 1), 0.1, np.float32))
+    heat = counting.predict_heatmap(model, np.full((37, 50, 3), 0.5, np.float32))
+    assert heat.shape == (37, 50)
+    np.testing.assert_allclose(heat, heat[18, 25], rtol=1e-5)
+
+
+def test_data_paths_folder_and_list(tmp_path):
+    from training.experiments.hoc import data_paths
+    for n in ("a.png", "b.tif", "a_instances.png", "notes.txt"):
+        (tmp_path / n).write_bytes(b"x")
+    assert [p.split("/")[-1] for p in data_paths(str(tmp_path))] == ["a.png", "b.tif"]
+    assert data_paths("x.png, y.png") == ["x.png", "y.png"]
+    with pytest.raises(ValueError, match="no image"):
+        data_paths(",")
+
+
+def test_count_command_many_images_one_line_each(tmp_path, capsys):
+    from indep_seg.cli import main
+    counting.save_counter(tmp_path / "run" / "counter", oracle(),
+                          {"window": 32, "resolution": 32, "sigma": 2.5, "experiment": "hoc", "normalise": True,
+                           "window_per_sigma": 4.25, "grayscale": True,
+                           "images": [{"polarity": "bright", "colour": False}]})
+    paths = []
+    for i, r in enumerate((5, 7)):
+        g, _ = disks(200, 240, grid_centres(200, 240, 5 * r, 3 * r), r, noise=0.02)
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray((g * 255).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    g16 = (np.full((64, 64), 1000, np.uint16))
+    Image.fromarray(g16).save(tmp_path / "flat16.tif")
+    paths.append(str(tmp_path / "flat16.tif"))
+    paths.append(str(tmp_path / "missing.png"))
+    out_dir = tmp_path / "out"
+    assert main(["count", "--model", str(tmp_path / "run"), *paths, "--out-dir", str(out_dir), "--centres", "log"]) == 2
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["image"] for x in lines] == paths
+    assert lines[0]["count"] == len(grid_centres(200, 240, 25, 15))
+    assert lines[1]["count"] == len(grid_centres(200, 240, 35, 21))
+    assert lines[2]["count"] == 0 and "constant" in lines[2]["note"]
+    assert "error" in lines[3] and "missing.png" in lines[3]["error"]
+    lab = np.asarray(Image.open(out_dir / "img0_labels.png"))
+    assert lab.dtype == np.uint16 and len(np.unique(lab)) - 1 == lines[0]["instances"]
+    # a dark-on-light image is flagged as another kind than the bright training images
+    p = tmp_path / "dark.png"
+    g, _ = disks(200, 240, grid_centres(200, 240, 25, 15), 5, noise=0.02)
+    Image.fromarray(((1 - g) * 255).astype(np.uint8)).save(p)
+    assert main(["count", "--model", str(tmp_path / "run"), str(p), "--overlay", str(tmp_path / "o.png"),
+                 "--centres", "log"]) == 0
+    cap = capsys.readouterr()
+    one = json.loads(cap.out)
+    assert one["kind_mismatch"] and "not like the images" in cap.err
+    assert "centres" in one and (tmp_path / "dark_labels.png").is_file()
