@@ -118,11 +118,33 @@ def _box_of_mask(mask: np.ndarray):
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def _load_box_data_via_data_layer(spec: str, max_images: int = 0):
+BOXES_CSV_HELP = ("boxes.csv rows are filename,x0,y0,x1,y1 in pixels of the photo (x1, y1 exclusive; "
+                  "filename as in the folder, e.g. cat1.jpg,40,30,210,180; several rows per photo "
+                  "for several objects)")
+
+
+def _describe_data_spec(spec: str) -> tuple[str, str]:
+    """`(layout, where the boxes come from)` of a `read_dataset` spec, for the train log."""
+    from indep_seg.data.files import find_folder_layout
+
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return "embedded synthetic dataset", "the generator"
+    if spec.startswith("tfds:"):
+        return "TensorFlow Datasets " + spec[5:], "the dataset's boxes (or its masks)"
+    if os.path.isdir(spec) and not list(Path(spec).glob("*.tfrecord")):
+        images_dir, masks_dir, boxes_csv = find_folder_layout(spec)
+        layout = ("flat folder of photos" if os.path.samefile(images_dir, spec)
+                  else f"{Path(images_dir).name}/ photos") + (f" + {Path(masks_dir).name}/ masks" if masks_dir else "")
+        return layout, (boxes_csv if boxes_csv else f"the masks in {masks_dir}")
+    return "TFRecords", "the records' boxes (or their masks)"
+
+
+def _load_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
     """`(name, uint8 image, box)` items from `indep_seg.data.read_dataset(spec)` (boxes only)."""
     from indep_seg.data import DataError, read_dataset
 
     try:
+        layout, source = _describe_data_spec(spec)
         ds = read_dataset(spec)
         items = []
         for element in ds.as_numpy_iterator():
@@ -135,7 +157,11 @@ def _load_box_data_via_data_layer(spec: str, max_images: int = 0):
         raise BoxSegDataError(f"--data {spec}: {e}") from None
     if not items:
         raise BoxSegDataError(f"--data: no usable image/box pair in {spec}")
-    return items[:max_images] if max_images else items
+    items = items[:max_images] if max_images else items
+    if log is not None:
+        photos = len({n.rsplit("#", 1)[0] for n, _, _ in items})
+        log(f"--data {spec}: layout {layout}; {photos} photos, {len(items)} boxes from {source}")
+    return items
 
 
 def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
@@ -152,11 +178,22 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     """
     from indep_seg.data.files import IMAGE_DIR_NAMES
 
+    from indep_seg.data.files import MASK_DIR_NAMES, find_folder_layout
+
     folder = Path(str(data))
     flat_csv_folder = (folder.is_dir() and (folder / "boxes.csv").is_file()
                        and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES))
+    if (not masks and folder.is_dir() and not flat_csv_folder and not list(folder.glob("*.tfrecord"))
+            and not any((folder / n).is_dir() for n in MASK_DIR_NAMES)
+            and find_folder_layout(folder)[2] is None):
+        images_dir = find_folder_layout(folder)[0]
+        photos = [p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        raise BoxSegDataError(
+            f"--data {folder}: no boxes: box_seg needs a box around each object, and {images_dir} holds "
+            f"{len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} ({BOXES_CSV_HELP}), "
+            f"or pass --masks MASK_DIR (one mask per photo with the same file stem; only their boxes are used)")
     if not masks and not flat_csv_folder:
-        return _load_box_data_via_data_layer(str(data), max_images)
+        return _load_box_data_via_data_layer(str(data), max_images, log=log)
     data = Path(data)
     if not data.is_dir():
         raise BoxSegDataError(f"--data: {data} is not a directory")
@@ -202,8 +239,8 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     else:
         csv_path = data / "boxes.csv"
         if not csv_path.is_file():
-            raise BoxSegDataError(f"--data: {data} has no boxes.csv (filename,x0,y0,x1,y1); "
-                                  "pass --override masks=MASK_DIR to take boxes from masks")
+            raise BoxSegDataError(f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
+                                  "or pass --masks MASK_DIR to take the boxes from masks")
         cache = {}
         with open(csv_path, newline="") as fh:
             for row_no, row in enumerate(csv.reader(fh), start=1):
@@ -237,7 +274,9 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                     problem(f"{where}: empty box {box} (expected x1 > x0 and y1 > y0)")
                     continue
                 if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                    problem(f"{where}: box {box} leaves the image {path.name} ({w}x{h})")
+                    problem(f"{where}: box {box} leaves the image {path.name} ({w}x{h}): boxes are "
+                            f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
+                            "fix or remove the row")
                     continue
                 items.append((f"{path.name}#{row_no}", image, box))
     if max_images:
@@ -247,6 +286,15 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                               + (f" ({bad} bad item(s) skipped)" if bad else ""))
     if bad:
         log(f"{bad} bad item(s) skipped")
+    photos = len({n.rsplit("#", 1)[0] for n, _, _ in items})
+    if masks:
+        log(f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(items)} boxes "
+            f"from the masks (one box per mask; the mask pixels are never used)")
+    else:
+        unused = len({p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+                     - {n.rsplit("#", 1)[0] for n, _, _ in items})
+        log(f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, {len(items)} boxes "
+            f"from {data / 'boxes.csv'}" + (f" ({unused} photo(s) without a row are not used)" if unused else ""))
     return items
 
 
