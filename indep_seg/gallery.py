@@ -1,4 +1,5 @@
-"""Titled picture grids of masks: one row per case, columns photo | mask (cut-out) | [reference].
+"""Titled picture grids of masks: one row per case, columns photo | mask (cut-out) | [reference];
+`titled_grid` puts column titles over any rows of tiles.
 
 Used for the galleries of best, median and worst cases that a run writes into its directory
 (ranked without ground truth) and that the benchmarks write beside their figures (ranked by IoU).
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["gallery_image", "save_gallery"]
+__all__ = ["gallery_image", "save_gallery", "titled_grid"]
 
 
 def _rgb(x):
@@ -73,3 +74,25 @@ def save_gallery(path, images, masks, references=None, captions=None, title=""):
     Image.fromarray(gallery_image(images, masks, references, captions, title)).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def titled_grid(rows, headers, pad: int = 2, head: int = 16) -> np.ndarray:
+    """Rows of equally sized tiles (uint8 `[H, W, 3]` / `[H, W]`, or floats in [0, 1]) under a
+    band of column titles -> one uint8 `[H', W', 3]` image with white gutters.
+
+    Used wherever a picture shows columns side by side (the demo's panel, `indep-seg evaluate`'s
+    grid), so that the picture says what each column is.
+    """
+    from PIL import Image, ImageDraw
+
+    rows = [[_rgb(t)[..., :3] for t in r] for r in rows]
+    h, w = rows[0][0].shape[:2]
+    ncol = max(len(headers), max(len(r) for r in rows))
+    canvas = Image.new("RGB", (ncol * (w + pad) + pad, head + len(rows) * (h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(headers):
+        draw.text((pad + c * (w + pad) + 2, 3), str(name), fill=(0, 0, 0))
+    for i, r in enumerate(rows):
+        for j, tile in enumerate(r):
+            canvas.paste(Image.fromarray(tile), (pad + j * (w + pad), head + pad + i * (h + pad)))
+    return np.asarray(canvas)

@@ -51,7 +51,26 @@ def test_perfect_model_scores_near_one(data, capsys):
     assert res["iou"] > 0.93 and res["dice"] > 0.96
     assert len(res["per_image"]) == 3
     grid = np.asarray(Image.open(data / "red.png"))
-    assert grid.shape == (3 * 66 + 2, 3 * 66 + 2, 3)
+    assert grid.shape == (16 + 3 * 66 + 2, 3 * 66 + 2, 3)   # a 16-pixel band of column titles on top
+    band = grid[:16]
+    for c in range(3):   # every column has a title: dark text pixels above it
+        assert (band[:, 2 + c * 66: 2 + (c + 1) * 66 - 2] < 100).any(), c
+
+
+def test_grid_goes_to_the_model_dir_or_out_never_the_cwd(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--model", str(data / "red"), "--images", str(data / "images"),
+            "--masks", str(data / "masks"), "--resolution", "64"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["grid"] == str(data / "red" / "evaluate_grid.png")
+    assert (data / "red" / "evaluate_grid.png").is_file()
+    assert "1/3 images" in out.err and "3/3 images" in out.err   # a progress line as it works
+    assert main(argv + ["--out", str(tmp_path / "ev")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["grid"] == str(tmp_path / "ev" / "evaluate_grid.png") and (tmp_path / "ev" / "evaluate_grid.png").is_file()
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["images"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]   # nothing in the current folder
 
 
 def test_filled_box_scores_ellipse_area_ratio(data, capsys):

@@ -7,8 +7,10 @@ the mask, give it to the model (box-level models segment inside a box) and paste
 prediction back at full size; then cut the square of half-side 0.75 x max(w, h) around
 the box (`box_window(margin=0.25, square=True)`, black outside the image) from image,
 prediction and ground truth, resize to `--resolution`, binarise at 0.5 and compute IoU
-and DICE per image; report their means. Prints JSON; writes a PNG grid
-(image | prediction | ground truth) to `--grid`.
+and DICE per image; report their means. Prints JSON; writes a PNG grid with titled columns
+(photo | prediction > 0.5 | ground truth) to `--grid`, else into `--out DIR` (with
+`evaluation.json`), else into the `--model` folder; never into the current folder unasked.
+A progress line per tenth of the images goes to standard error.
 """
 from __future__ import annotations
 
@@ -31,8 +33,11 @@ def add_arguments(parser):
     parser.add_argument("--resolution", type=int, default=128, help="evaluation resolution (default 128)")
     parser.add_argument("--mask-threshold", type=int, default=127,
                         help="ground-truth masks: foreground where grey > this (default 127)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write evaluate_grid.png and evaluation.json here (default: the --model folder)")
     parser.add_argument("--grid", default=None,
-                        help="PNG grid image | prediction | ground truth (default ./evaluate_grid.png)")
+                        help="PNG grid photo | prediction | ground truth, titled columns "
+                             "(default: OUT/evaluate_grid.png, else MODEL/evaluate_grid.png)")
     parser.add_argument("--grid-rows", type=int, default=8, help="rows in the grid (default 8)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
     parser.add_argument("--per-image", action="store_true", help="include per-image scores in the JSON")
@@ -74,8 +79,11 @@ def protocol_crops(image, pred, gt, box, resolution):
     return crop[..., :3], crop[..., 3], crop[..., 4]
 
 
+GRID_HEADERS = ("photo (eval crop)", "prediction > 0.5", "ground truth")
+
+
 def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, skip_bad=False,
-                       grid_rows=8, warn=None):
+                       grid_rows=8, warn=None, progress=None):
     """Runs the protocol over `(image path, mask path)` pairs; returns (summary, grid rows)."""
     from PIL import Image
 
@@ -91,7 +99,12 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
         (warn or (lambda m: None))(msg)
         skipped.append(msg)
 
-    for image_path, mask_path in pairs:
+    import time
+
+    t0, every = time.time(), max(1, len(pairs) // 10)
+    for index, (image_path, mask_path) in enumerate(pairs, start=1):
+        if progress is not None and (index % every == 0 or index == len(pairs)):
+            progress(f"{index}/{len(pairs)} images ({time.time() - t0:.1f} s)")
         if image_path is None:
             bad(f"{mask_path}: no image with the stem {mask_path.stem!r} in --images")
             continue
@@ -139,7 +152,8 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
 def run(args) -> int:
     from indep_seg.cli import CommandError
     from indep_seg.commands.segment import predictor_for
-    from serving.imageio import image_grid, write_png
+    from indep_seg.gallery import titled_grid
+    from serving.imageio import write_png
 
     if args.resolution < 8:
         raise CommandError(f"--resolution: expected an integer >= 8, got {args.resolution}")
@@ -151,16 +165,38 @@ def run(args) -> int:
         raise CommandError(f"--masks {args.masks}: folder holds no mask image")
     if args.limit is not None:
         pairs = pairs[:max(args.limit, 0)]
+    def say(msg):
+        print(f"indep-seg evaluate: {msg}", file=sys.stderr, flush=True)
+
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out}: exists and is not a folder")
+    if args.grid:
+        grid_path = Path(args.grid)
+    elif args.out:
+        grid_path = Path(args.out) / "evaluate_grid.png"
+    elif args.model and Path(args.model).is_dir():
+        grid_path = Path(args.model) / "evaluate_grid.png"
+    else:
+        grid_path = None   # --server without --out / --grid: no picture rather than one in the cwd
+    say(f"loading {args.model or args.server}")
     predictor = predictor_for(args)
+    say(f"evaluating {len(pairs)} image / mask pairs at {args.resolution} px")
     summary, tiles = evaluate_predictor(
         predictor, pairs, args.resolution, args.mask_threshold, args.skip_bad, args.grid_rows,
-        warn=lambda m: print(f"indep-seg evaluate: warning: {m} (skipped)", file=sys.stderr))
+        warn=lambda m: print(f"indep-seg evaluate: warning: {m} (skipped)", file=sys.stderr),
+        progress=say)
     summary["model"] = getattr(predictor, "description", "")
-    grid_path = Path(args.grid) if args.grid else Path("evaluate_grid.png")
-    if tiles:
-        write_png(grid_path, image_grid(tiles))
+    if tiles and grid_path is not None:
+        write_png(grid_path, titled_grid(tiles, GRID_HEADERS))
         summary["grid"] = str(grid_path)
+    elif tiles:
+        say("no grid written (give --out DIR or --grid FILE.png)")
     if not args.per_image:
         summary.pop("per_image")
+    if args.out:
+        out_json = Path(args.out) / "evaluation.json"
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(summary, indent=2))
+        summary["json"] = str(out_json)
     print(json.dumps(summary, indent=2))
     return 0

@@ -118,8 +118,12 @@ def scale_matched_backgrounds(images, boxes, resolution: int, margin: float = 0.
             out.append(bg)
             src.append(i)
     if not out:
-        raise ValueError("images: no photo has enough pixels outside its box for a background "
-                         f"(min_strip={min_strip}); pass a background folder instead")
+        from indep_seg.data.files import DataError
+
+        raise DataError("images: no photo has enough pixels outside its box for a background "
+                        f"(min_strip={min_strip}): the boxes cover (almost) the whole photos; give boxes "
+                        "around the objects only, or pass a background folder instead "
+                        "(--override background=FOLDER, photos of the scenes without the objects)")
     return np.stack(out), np.asarray(src, np.int64)
 
 
