@@ -3,7 +3,11 @@
 Each subcommand lives in `indep_seg/commands/<name>.py` and exposes
 `add_arguments(parser)` and `run(args) -> int`; the module is imported only when its
 subcommand runs, so `indep-seg --help` stays fast and one broken subcommand cannot
-break the others.
+break the others. Nothing here imports TensorFlow: `indep-seg --help` and
+`indep-seg SUBCOMMAND --help` answer at once.
+
+Quiet by default: TensorFlow's C++ and Python start-up logs are hidden (`indep_seg.quiet`)
+unless `--verbose` is given, before or after the subcommand.
 """
 from __future__ import annotations
 
@@ -33,13 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="indep-seg",
         description="Segmentation masks without pixel labels, from composites of independent layers.",
     )
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show TensorFlow's start-up and C++ log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    argv = sys.argv[1:]
+    chosen = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                       help="show TensorFlow's start-up and C++ log lines (hidden by default)")
         # Only the chosen subcommand's module is imported (its arguments are needed for parsing).
-        if name in argv[:1]:
+        if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_module=module)
@@ -49,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
+    from indep_seg import quiet
+
+    # Before any subcommand module (and so TensorFlow) is imported.
+    quiet.configure(verbose=any(a in ("--verbose", "-v") for a in sys.argv[1:]))
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:])
     try:

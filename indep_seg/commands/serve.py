@@ -7,7 +7,8 @@ Flags are named as tensorflow_model_server's::
     indep-seg serve --model_config_file models.config --enable_batching \\
         --batching_parameters_file batching.config
 
-`--rest_api_port 0` (the default) disables REST, as in TF Serving. The server listens on
+`--rest_api_port 0` (the default) disables REST, as in TF Serving. `--model_base_path_prefix ROOT`
+(or the environment variable `INDEP_SEG_MODEL_BASE_PATH_PREFIX`) confines every base path to ROOT. The server listens on
 127.0.0.1 unless `--host` says otherwise, and runs until interrupted (Ctrl-C / SIGTERM).
 """
 from __future__ import annotations
@@ -46,6 +47,10 @@ def add_arguments(parser):
                              "(checked from its header before decoding; default 8192 x 8192)")
     parser.add_argument("--tensor_content", action="store_true",
                         help="answer in tensor_content instead of the typed fields (float_val)")
+    parser.add_argument("--model_base_path_prefix", default=None, metavar="ROOT",
+                        help="refuse every model base path (at start, on reload and at each poll) that "
+                             "does not resolve inside ROOT, symlinks and '..' followed (default: the "
+                             "environment variable INDEP_SEG_MODEL_BASE_PATH_PREFIX, else no check)")
     parser.add_argument("--ready_file", default=None,
                         help="write 'GRPC_PORT REST_PORT' here once serving (for scripts using port 0)")
 
@@ -73,7 +78,8 @@ def run(args) -> int:
                       rest_api_port=args.rest_api_port if args.rest_api_port > 0 else None,
                       batching=batching, file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
                       max_message_size=args.grpc_max_message_size, tensor_content=args.tensor_content,
-                      grpc_max_threads=args.grpc_max_threads, max_image_pixels=args.max_image_pixels)
+                      grpc_max_threads=args.grpc_max_threads, max_image_pixels=args.max_image_pixels,
+                      model_base_path_prefix=args.model_base_path_prefix or None)
         if args.model_config_file:
             server = ModelServer.from_config_file(
                 args.model_config_file,

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from indep_seg.cli import CommandError
-from indep_seg.data.files import DataError
 
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 
@@ -142,6 +141,8 @@ def run(args) -> int:
                     "command": " ".join(["indep-seg"] + sys.argv[1:])},
             "config": to_dict(config),
         }, model_dir / "config.yaml")
+    from indep_seg.data.files import DataError  # (the indep_seg.data package imports TensorFlow)
+
     try:
         result = exp.train_fn(config, ctx) or {}
     except (DataError, FileNotFoundError) as e:  # bad --data: a clear message naming the file

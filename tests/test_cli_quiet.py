@@ -1,0 +1,73 @@
+"""`indep-seg` as a user calls it: --help without TensorFlow, quiet start-up logs unless --verbose,
+one clear line (no traceback) for photos without boxes."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indep_seg.cli import SUBCOMMANDS
+from indep_seg.quiet import is_noise
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*argv, env=None, timeout=300):
+    e = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "indep_seg", *argv], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+_NO_TF = ("import sys\nfrom indep_seg import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+          "except SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules, sorted(\n"
+          "    m for m in sys.modules if m.startswith(('tensorflow', 'keras')))[:5]\nprint('NO-TF')\n")
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in SUBCOMMANDS]
+                         + [["--verbose", "train", "--help"]])
+def test_help_answers_without_importing_tensorflow(argv):
+    r = subprocess.run([sys.executable, "-c", _NO_TF, *argv], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "NO-TF" in r.stdout and "usage: indep-seg" in r.stdout
+
+
+def test_verbose_flag_is_listed_in_help():
+    r = _run("train", "--help")
+    assert "--verbose" in r.stdout
+
+
+def test_is_noise_matches_tensorflow_start_up_lines_only():
+    assert is_noise("I0000 00:00:1796393584.716753   11772 cudart_stub.cc:31] Could not find cuda drivers")
+    assert is_noise("E0000 00:00:1796393392.009656   11357 cuda_platform.cc:52] failed call to cuInit: "
+                    "INTERNAL: CUDA error")
+    assert is_noise("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert not is_noise("indep-seg train: error: --data x: no boxes")
+    assert not is_noise("F0000 00:00:1796393392.009656   11357 x.cc:52] fatal")
+
+
+@pytest.fixture(scope="module")
+def photos_without_boxes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(3):
+        Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(folder / f"im{i}.jpg")
+    return folder
+
+
+def test_train_on_photos_without_boxes_is_one_clear_line_and_quiet(photos_without_boxes, tmp_path):
+    r = _run("train", "--experiment", "box_seg", "--data", str(photos_without_boxes),
+             "--model-dir", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[0].startswith(f"indep-seg train: error: --data {photos_without_boxes}: no boxes")
+    assert "filename,x0,y0,x1,y1" in lines[0] and "--masks" in lines[0]
+    # and with --verbose, TensorFlow's start-up lines are shown again (so the filter is what hides them)
+    r = _run("train", "--experiment", "box_seg", "--data", str(photos_without_boxes),
+             "--model-dir", str(tmp_path / "run"), "--verbose")
+    assert r.returncode == 2
+    assert any(is_noise(line) for line in r.stderr.splitlines()), r.stderr
