@@ -120,3 +120,11 @@ def test_segment_through_the_server(setup, tmp_path, capsys):
         assert code == 2 and "NOT_FOUND" in out.err and "Latest(nope)" in out.err
     finally:
         server.stop()
+
+
+def test_a_folder_gets_one_progress_line_per_image(setup, tmp_path, capsys):
+    code, out = _run(["segment", "--model", str(setup / "run"), str(setup / "imgs"), "--out", str(tmp_path),
+                      "--refine", "none"], capsys)
+    assert code == 0, out.err
+    assert "[1/2] a.png" in out.err and "[2/2] b.jpg" in out.err
+    json.loads(out.out)   # stdout stays one JSON document

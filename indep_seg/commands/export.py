@@ -3,11 +3,13 @@
 Writes `BASE/<version>/` (a SavedModel with the `serving_default`, `segment_in_box` and
 `segment_bytes` signatures of DESIGN.md §3) atomically, the version defaulting to one
 more than the largest existing one, and optionally converts it to ONNX. Prints a JSON
-summary.
+summary; a line per stage (load, SavedModel, ONNX) with its time goes to standard error.
 """
 from __future__ import annotations
 
 import json
+import sys
+import time
 
 
 def add_arguments(parser):
@@ -30,10 +32,17 @@ def run(args) -> int:
 
     if args.version is not None and args.version < 1:
         raise CommandError(f"--version: expected a positive integer, got {args.version}")
+    t0 = time.time()
+
+    def stage(msg):
+        print(f"indep-seg export: [{time.time() - t0:5.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    stage(f"loading the model from {args.model_dir}")
     try:
         segmenter = Segmenter.load(args.model_dir)
     except FileNotFoundError as e:
         raise CommandError(f"--model-dir {e}") from None
+    stage(f"writing the SavedModel (3 signatures) under {args.export_base}")
     try:
         path = export_segmenter(segmenter, args.export_base, args.version)
     except ValueError as e:
@@ -41,9 +50,12 @@ def run(args) -> int:
     summary = {"saved_model": str(path), "version": int(path.name),
                "signatures": ["serving_default", "segment_in_box", "segment_bytes"],
                "resolution": segmenter.resolution, "margin": segmenter.margin, "square": segmenter.square}
+    stage(f"wrote {path}")
     if args.onnx:
+        stage(f"converting {args.onnx_signature} to ONNX: {args.onnx}")
         onnx_path = export_onnx(path, args.onnx, signature=args.onnx_signature, opset=args.opset)
         summary["onnx"] = str(onnx_path)
         summary["onnx_signature"] = args.onnx_signature
+        stage(f"wrote {onnx_path}")
     print(json.dumps(summary, indent=2))
     return 0

@@ -129,8 +129,13 @@ def run(args) -> int:
         skipped.append(msg)
 
     from serving.client import ClientError
+    import time
 
-    for f in files:
+    t0 = time.time()
+    for index, f in enumerate(files, start=1):
+        if len(files) > 1:   # a folder or several images: one progress line per image
+            print(f"indep-seg segment: [{index}/{len(files)}] {f.name} ({time.time() - t0:.1f} s)",
+                  file=sys.stderr, flush=True)
         try:
             image = read_image(f)
         except ValueError as e:
