@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degenerate", "box_prior",
-           "box_priors", "colour_contrast", "context_crop", "refine_with_grabcut", "refine_full_mask",
+           "box_priors", "colour_contrast", "context_crop", "is_inverted_or_degenerate",
+           "refine_with_grabcut", "refine_full_mask",
            "mask_evidence",
            "PRIOR_CONTEXT", "PRIOR_RESOLUTION"]
 
@@ -185,8 +186,21 @@ def colour_contrast(image, mask, box, bins=8):
     return float(1.0 - bc)
 
 
-def refine_with_grabcut(image, mask, box, iterations=3):
+def is_inverted_or_degenerate(image, mask, box, margin=0.05) -> bool:
+    """True when a boolean mask is degenerate (`is_degenerate`) or looks inverted: the rest of
+    the box (box and not mask) differs more from the background outside the box, by colour
+    (`colour_contrast`), than the mask does (the background carved instead of the object)."""
+    if is_degenerate(mask, box):
+        return True
+    rest = box_mask(mask.shape, box) & ~mask
+    return colour_contrast(image, rest, box) > colour_contrast(image, mask, box) + margin
+
+
+def refine_with_grabcut(image, mask, box, iterations=3, guard=True):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
+
+    With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
+    replaced by the box's own prior (`box_prior`) instead of refined.
 
     GrabCut starts from the mask (inside the box: probably foreground where `mask > 0.5`,
     probably background elsewhere; outside the box: background) and moves the outline to the
@@ -200,6 +214,8 @@ def refine_with_grabcut(image, mask, box, iterations=3):
     inside = box_mask(img.shape, box)
     if not inside.any():
         return m * inside
+    if guard and is_inverted_or_degenerate(image, m > 0.5, box):
+        return box_prior(image, box).astype(np.float32)
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
     gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():

@@ -78,9 +78,15 @@ def test_refine_with_grabcut_moves_a_blob_to_the_outline():
     assert refined.dtype == np.float32
     assert _iou(refined > 0.5, disc) > max(_iou(blob > 0.5, disc), 0.85)
     assert refined[~bp.box_mask(photo.shape, box)].max() == 0.0
-    # a degenerate result keeps the mask it was given
+    # unguarded, a mask GrabCut cannot start from is kept as it is
     empty = np.zeros(photo.shape[:2], np.float32)
-    assert np.array_equal(bp.refine_with_grabcut(photo, empty, box), empty)
+    assert np.array_equal(bp.refine_with_grabcut(photo, empty, box, guard=False), empty)
+    # guarded, an empty or inverted mask (the background inside the box) gives way to the prior
+    frame = (bp.box_mask(photo.shape, box) & ~disc).astype(np.float32)
+    assert bp.is_inverted_or_degenerate(photo, frame > 0.5, box)
+    assert not bp.is_inverted_or_degenerate(photo, disc, box)
+    for bad in (empty, frame):
+        assert _iou(bp.refine_with_grabcut(photo, bad, box) > 0.5, disc) > 0.85
 
 
 def test_box_priors_in_training_crops_and_mask_evidence():
