@@ -9,6 +9,10 @@
 
 Every step runs the same subcommand a user would run, so the demo doubles as a smoke test of
 the whole path. Everything lands in `DIR` (see the summary printed at the end).
+
+What it is not: its model knows only the embedded procedural shapes. On one's own photos it
+gives smeared blobs; the summary ends with the commands that train on one's own photos with
+boxes and segment them (`NEXT_STEPS`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+ABOUT = ("this demo's model knows only the embedded procedural shapes (coloured objects on textured "
+         "backgrounds); on your own photos it gives smeared blobs: train a model on your photos first")
+
+NEXT_STEPS = """\
+What next: your own photos, with a box around each object
+  1. put the photos in a folder PHOTOS with PHOTOS/boxes.csv, one row per object:
+       filename,x0,y0,x1,y1
+       cat1.jpg,40,30,210,180
+     (filename as in PHOTOS; pixels of the photo, x1/y1 exclusive; several rows per photo allowed)
+     or, instead of boxes.csv, a folder MASKS of one mask per photo (same file stem): add --masks MASKS
+  2. indep-seg train --experiment box_seg --data PHOTOS --model-dir RUN --budget-minutes 30
+  3. indep-seg segment --model RUN --boxes PHOTOS/boxes.csv PHOTOS --out OUT
+     (without --boxes or --box the whole photo is the box: fine only when the object fills the photo)
+See the README, section "Your own data" for every --data layout."""
 
 
 def add_arguments(parser):
@@ -50,12 +70,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PANEL_HEADERS = ("unseen photo", "predicted mask", "cut-out (mask as alpha)")
+
+
 def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Path:
-    """image | mask | cut-out (on a checkerboard), one row per unseen image."""
+    """image | mask | cut-out (on a checkerboard), one row per unseen image, titled columns."""
     from PIL import Image
 
+    from indep_seg.gallery import titled_grid
+
     names = sorted(p.name for p in (unseen_dir / "images").iterdir())
-    sheet = Image.new("RGB", (3 * tile + 8, len(names) * (tile + 4)), (255, 255, 255))
+    rows = []
     yy, xx = np.mgrid[0:tile, 0:tile]
     checker = np.where(((yy // 8) + (xx // 8)) % 2 == 0, 200, 255).astype(np.uint8)[..., None]
     for row, name in enumerate(names):
@@ -63,10 +88,8 @@ def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Pa
         mask = Image.open(masks_dir / name).convert("L").resize((tile, tile))
         a = np.asarray(mask, np.float32)[..., None] / 255.0
         cut = (np.asarray(image, np.float32) * a + checker * (1 - a)).astype(np.uint8)
-        y = row * (tile + 4)
-        sheet.paste(image, (0, y))
-        sheet.paste(mask.convert("RGB"), (tile + 4, y))
-        sheet.paste(Image.fromarray(cut), (2 * tile + 8, y))
+        rows.append([np.asarray(image), np.asarray(mask.convert("RGB")), cut])
+    sheet = Image.fromarray(titled_grid(rows, PANEL_HEADERS, pad=4))
     tmp = path.with_suffix(".tmp.png")
     sheet.save(tmp)
     os.replace(tmp, path)
@@ -82,6 +105,7 @@ def run(args) -> int:
     train_dir, unseen_dir = out / "data" / "train", out / "data" / "unseen"
     model_dir = out / "model"
 
+    print(f"indep-seg demo: {ABOUT}.", flush=True)
     # 1. data
     write_synthetic_dataset(train_dir, num_images=args.num_images, seed=0)
     write_synthetic_dataset(unseen_dir, num_images=args.num_unseen, seed=2024)
@@ -115,7 +139,8 @@ def run(args) -> int:
     scores = json.loads(text[start + 1 if start >= 0 else text.find("{"):])
     eval_json.write_text(json.dumps(scores, indent=2))
 
-    summary = {"preview": str(out / "preview.png"), "panel": str(panel), "model_dir": str(model_dir),
+    summary = {"about": ABOUT, "preview": str(out / "preview.png"), "panel": str(panel),
+               "model_dir": str(model_dir),
                "unseen_iou": scores.get("iou"), "unseen_dice": scores.get("dice")}
 
     # 5. export, serve, query, stop
@@ -159,6 +184,9 @@ def run(args) -> int:
         summary["onnx"] = str(out / "model.onnx")
 
     summary["minutes"] = round((time.time() - t0) / 60, 2)
+    summary["next"] = NEXT_STEPS.splitlines()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n" + json.dumps(summary, indent=2))
+    print("\n" + json.dumps({k: v for k, v in summary.items() if k != "next"}, indent=2))
+    print("\nThe demo's model knows only the embedded procedural shapes: on your own photos it gives "
+          "smeared blobs.\n" + NEXT_STEPS, flush=True)
     return 0
