@@ -54,3 +54,20 @@ def test_bad_input_exits_2_naming_the_file(tmp_path, capsys):
     assert rc == 2 and "nothing: not a directory" in capsys.readouterr().err
     rc = cli.main(["tfrecords", "inspect", str(tmp_path / "none-*.tfrecord")])
     assert rc == 2 and "no TFRecord files match" in capsys.readouterr().err
+
+
+def test_writing_shows_progress_by_default(tmp_path, capsys):
+    paths = write_synthetic_dataset(tmp_path / "syn", num_images=4, size=40)
+    rc = cli.main(["tfrecords", "masks", paths["images"], paths["masks"], "--out", str(tmp_path / "r" / "syn")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "4/4" in err and "masks" in err   # tqdm's bar on stderr: description and count
+
+
+def test_inspect_preview_has_column_titles(tmp_path, capsys):
+    paths = write_synthetic_dataset(tmp_path / "syn", num_images=2, size=40)
+    assert cli.main(["tfrecords", "masks", paths["images"], paths["masks"], "--out", str(tmp_path / "r" / "s"),
+                     "--no-progress"]) == 0
+    assert cli.main(["tfrecords", "inspect", str(tmp_path / "r"), "--png", str(tmp_path / "p.png")]) == 0
+    pic = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    band = pic[:14]
+    assert (band[:, 2:150] < 100).any() and (band[:, 162:310] < 100).any()   # a title over each column

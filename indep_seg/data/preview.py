@@ -8,6 +8,8 @@ import numpy as np
 
 __all__ = ["preview_tiles", "save_preview"]
 
+COLUMN_TITLES = ("photo + boxes", "mask overlay (red)")
+
 
 def _fit(image, tile):
     from PIL import Image
@@ -49,7 +51,10 @@ def preview_tiles(element, tile: int = 160):
 
 
 def save_preview(elements, path, tile: int = 160, columns: int = 4, title_key: str = "source_id") -> str:
-    """Writes a PNG grid of `(image + boxes, mask overlay)` pairs, `columns` pairs per row (atomic)."""
+    """Writes a PNG grid of `(image + boxes, mask overlay)` pairs, `columns` pairs per row (atomic).
+
+    A band of column titles on top ("photo + boxes", "mask overlay") says what each column is;
+    each pair is captioned with its `title_key` (the file name)."""
     from PIL import Image, ImageDraw
 
     elements = list(elements)
@@ -57,14 +62,17 @@ def save_preview(elements, path, tile: int = 160, columns: int = 4, title_key: s
         raise ValueError("elements: expected at least one element to preview, got none")
     columns = max(1, min(int(columns), len(elements)))
     rows = (len(elements) + columns - 1) // columns
-    label_h = 14
+    label_h, head_h = 14, 16
     cell_w, cell_h = 2 * tile + 6, tile + label_h + 6
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), (255, 255, 255))
+    sheet = Image.new("RGB", (columns * cell_w, head_h + rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    for c in range(columns):
+        draw.text((c * cell_w + 2, 2), COLUMN_TITLES[0], fill=(0, 0, 0))
+        draw.text((c * cell_w + tile + 2, 2), COLUMN_TITLES[1], fill=(0, 0, 0))
     for i, e in enumerate(elements):
         r, c = divmod(i, columns)
         left, right = preview_tiles(e, tile)
-        x, y = c * cell_w, r * cell_h
+        x, y = c * cell_w, head_h + r * cell_h
         sheet.paste(left, (x, y + label_h))
         sheet.paste(right, (x + tile, y + label_h))
         name = e.get(title_key, "")
