@@ -60,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     from indep_seg import quiet
 
     # Before any subcommand module (and so TensorFlow) is imported.
-    quiet.configure(verbose=any(a in ("--verbose", "-v") for a in sys.argv[1:]))
+    verbose_flags = ("--verbose", "-v")
+    quiet.configure(verbose=any(a in verbose_flags for a in sys.argv[1:]))
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:])
+    # --verbose is read above; taken out here so that it is accepted anywhere on the line
+    # (nested subcommands such as `tfrecords folder` included). Kept for --help's listing.
+    argv = [a for a in sys.argv[1:] if a not in verbose_flags or "--help" in sys.argv or "-h" in sys.argv]
+    args = parser.parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except CommandError as e:

@@ -71,3 +71,10 @@ def test_train_on_photos_without_boxes_is_one_clear_line_and_quiet(photos_withou
              "--model-dir", str(tmp_path / "run"), "--verbose")
     assert r.returncode == 2
     assert any(is_noise(line) for line in r.stderr.splitlines()), r.stderr
+
+
+def test_verbose_is_accepted_anywhere_even_after_a_nested_subcommand(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom indep_seg import cli\n"
+                        "sys.exit(cli.main(sys.argv[1:]))", "tfrecords", "inspect", str(tmp_path / "none-*.tfrecord"),
+                        "--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "unrecognized arguments" not in r.stderr and "indep-seg tfrecords: error:" in r.stderr, r.stderr[-1500:]
