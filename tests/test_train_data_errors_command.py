@@ -38,3 +38,12 @@ def test_boxes_covering_whole_photos_say_how_to_pass_backgrounds(tmp_path, capsy
     assert len(lines) == 1 and "Traceback" not in out.err, out.err
     assert "no photo has enough pixels outside its box" in lines[0]
     assert "--override background=FOLDER" in lines[0]
+
+
+def test_missing_background_folder_is_one_line(tmp_path, capsys):
+    folder = _photos(tmp_path / "photos", [f"im{i}.png,4,4,30,24" for i in range(3)])
+    code = main(["train", "--experiment", "box_seg", "--data", str(folder), "--model-dir", str(tmp_path / "run"),
+                 "--steps", "1", "--override", f"background={tmp_path / 'no_such_folder'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert f"background folder (--override background=...): {tmp_path / 'no_such_folder'} is not a directory" in err

@@ -135,19 +135,21 @@ def folder_backgrounds(folder, resolution: int, per_image: int = 4, seed: int = 
     """
     from PIL import Image
 
+    from indep_seg.data.files import DataError   # a ValueError: bad user data, named
+
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"background folder: {folder} is not a directory")
+        raise DataError(f"background folder (--override background=...): {folder} is not a directory")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"background folder: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"background folder: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
     rng = np.random.default_rng(seed)
     out = []
     for f in files:
         try:
             image = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0
         except Exception as e:  # noqa: BLE001 - re-raised with the file name
-            raise ValueError(f"background folder: cannot read {f}: {e}") from e
+            raise DataError(f"background folder: cannot read {f}: {e}") from e
         h, w = image.shape[:2]
         for _ in range(per_image):
             side = int(rng.integers(max(1, min(h, w) // 2), min(h, w) + 1))
