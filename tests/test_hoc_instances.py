@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from indep_seg.hoc import counting
 from indep_seg.hoc import instances as inst
@@ -20,6 +21,7 @@ def disks(h, w, centres, r, fg=0.8, bg=0.1, noise=0.0, seed=0):
         m = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
         img[m] = fg
         lab[m] = i + 1
+    img = ndimage.gaussian_filter(img, 1.0)      # a microscope's image is band-limited (soft rims)
     if noise:
         img = img + np.random.default_rng(seed).normal(0, noise, img.shape).astype(np.float32)
     return np.clip(img, 0, 1), lab

@@ -129,16 +129,15 @@ def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = Non
 
     3-D maxima (3 scales x 3x3 px) above 0.05 are blobs; the strong ones (response at least `strong`
     x the 99th percentile of all blob responses) vote, and their median sigma is the scale (weaker
-    maxima are mostly texture: bacteria, grain, noise, which would pull the scale down).
+    maxima are mostly texture: bacteria, grain, noise, which would pull the scale down). The image
+    is assumed band-limited, as a microscope's is: hard, pixelated edges (a binary mask) answer the
+    smallest scales and pull the scale down.
     Returns ``sigma`` (px), ``radius`` (sqrt(2) sigma), ``area`` (pi radius^2), ``num_blobs``,
     ``response`` (median response of the strong blobs). Large images are averaged down first
     (side <= 1024), the scale is given in full-resolution pixels. Raises ImageKindError when no
     blob is found.
     """
     s, f = _shrink(np.asarray(signal, np.float32), 1024)
-    # a light pre-smoothing (1 px): hard, pixelated edges answer the smallest scales more strongly
-    # than the blobs they bound; the scale is then corrected back, sqrt(sigma^2 - 1)
-    s = ndimage.gaussian_filter(s, 1.0)
     h, w = s.shape
     max_sigma = max_sigma or max(min_sigma * 1.5, min(h, w) / 10.0)
     sigmas = np.geomspace(min_sigma, max_sigma, num)
@@ -151,7 +150,7 @@ def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = Non
         raise ImageKindError("image: no blob-like structure in scale space (not a nuclei image, or empty)")
     resp = st[si, ys, xs]
     keep = resp >= strong * np.percentile(resp, 99)
-    sigma = float(np.sqrt(max(np.median(sigmas[si[keep]]) ** 2 - 1.0, 0.25))) * f
+    sigma = float(np.median(sigmas[si[keep]])) * f
     radius = sigma * math.sqrt(2.0)
     return {"sigma": sigma, "radius": radius, "area": math.pi * radius * radius, "num_blobs": int(keep.sum()),
             "response": float(np.median(resp[keep])), "downsample": f}
