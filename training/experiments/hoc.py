@@ -372,7 +372,10 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     write_figures(model, batch, model_dir)
 
     # Counter phase: learned from the generator's own composites only.
-    limit = None if budget is None else max(10.0, budget * 60 - (time.time() - t_start) - 20)
+    # the counter keeps its share even when the GAN phase overran (start-up, figures, a loaded
+    # machine): until issue 19 it could be left 10 s, i.e. one step, on a busy 2-core machine
+    limit = None if budget is None else max(r["counter_fraction"] * budget * 60,
+                                            budget * 60 - (time.time() - t_start) - 20)
     counter, history = counter_stage(model, ds, image, r, model_dir, time_limit_s=limit)
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
