@@ -64,8 +64,12 @@ def _install_stderr_filter() -> None:
                 if not chunk:
                     break
                 pending += chunk
-                *lines, pending = pending.split(b"\n")
-                out = b"".join(line + b"\n" for line in lines if not is_noise(line))
+                # Lines end in \n, or in \r for progress bars redrawn in place (tqdm): both pass at once.
+                pieces = re.split(rb"(?<=[\r\n])", pending)
+                pending = pieces.pop()
+                out = b"".join(x for x in pieces if not is_noise(x.rstrip(b"\r\n")))
+                if pending and pending[:1] not in b"IWET":   # cannot start a noise line: no need to wait
+                    out, pending = out + pending, b""
                 if out:
                     os.write(saved, out)
             if pending and not is_noise(pending):

@@ -78,3 +78,16 @@ def test_verbose_is_accepted_anywhere_even_after_a_nested_subcommand(tmp_path):
                         "sys.exit(cli.main(sys.argv[1:]))", "tfrecords", "inspect", str(tmp_path / "none-*.tfrecord"),
                         "--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "unrecognized arguments" not in r.stderr and "indep-seg tfrecords: error:" in r.stderr, r.stderr[-1500:]
+
+
+def test_stderr_filter_drops_noise_and_passes_everything_else():
+    script = ("import os, sys, time\nfrom indep_seg import quiet\nquiet.configure(verbose=False)\n"
+              "os.write(2, b'I0000 00:00:1796393584.716753   11772 cudart_stub.cc:31] Could not find cuda\\n')\n"
+              "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+              "os.write(2, b'  3%|bar| 1/30\\r')\n"
+              "print('a real warning', file=sys.stderr)\n"
+              "os.write(2, b'E0000 00:00:1796393392.009656   11357 cuda_platform.cc:52] failed call to cuInit\\n')\n"
+              "os.write(2, b'no newline at the end')\n")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b"  3%|bar| 1/30\ra real warning\nno newline at the end", r.stderr
