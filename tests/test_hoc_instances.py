@@ -222,3 +222,29 @@ def test_count_command_many_images_one_line_each(tmp_path, capsys):
     one = json.loads(cap.out)
     assert one["kind_mismatch"] and "not like the images" in cap.err
     assert "centres" in one and (tmp_path / "dark_labels.png").is_file()
+
+
+@pytest.mark.slow
+def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
+    """`--data FOLDER`: every image normalised and rescaled by its own LoG scale; the counter knows it."""
+    from training.context import TrainContext
+    from training.experiments.hoc import HocConfig
+    from training.registry import get_experiment
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, r in enumerate((5, 9)):
+        h, w = 14 * r * 3, 14 * r * 3
+        g, lab = disks(h, w, grid_centres(h, w, 4 * r, 2 * r), r, noise=0.02, seed=i)
+        img = 1 - g if i == 1 else g            # one dark-on-light: normalised to bright-on-dark
+        Image.fromarray((img * 255).astype(np.uint8)).save(data / f"img{i}.png")
+        inst.save_label_png(data / f"img{i}_instances.png", lab)      # skipped as a label map
+    cfg = HocConfig(resolution=16, g_initial_size=4, g_widths=(16, 8, 8), d_widths=(8, 16), q_widths=(4, 8),
+                    counter_steps=2, counter_width=4, checkpoint_every=2, image_every=2, log_every=1, batch_size=4)
+    ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), steps=2)
+    get_experiment("hoc").train_fn(cfg, ctx)
+    meta = json.loads((tmp_path / "run" / "counter" / "counter.json").read_text())
+    assert meta["normalise"] and [i["path"].split("/")[-1] for i in meta["images"]] == ["img0.png", "img1.png"]
+    assert [i["polarity"] for i in meta["images"]] == ["bright", "dark"]
+    w0, w1 = (i["window"] for i in meta["images"])
+    assert w1 / w0 == pytest.approx(9 / 5, rel=0.3)
