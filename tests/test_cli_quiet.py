@@ -91,3 +91,18 @@ def test_stderr_filter_drops_noise_and_passes_everything_else():
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stderr == b"  3%|bar| 1/30\ra real warning\nno newline at the end", r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve"],
+    ["export", "--model-dir", "/no/such/run", "--export-base", "/tmp/x"],
+    ["segment", "/no/such/photo.jpg", "--model", "/no/model", "--out", "/tmp/x"],
+    ["evaluate", "--model", "/x", "--images", "/no/such", "--masks", "/no/such"],
+    ["train", "--experiment", "box_seg"],
+])
+def test_plain_mistakes_answer_without_importing_tensorflow(argv):
+    script = ("import sys\nfrom indep_seg import cli\nrc = cli.main(sys.argv[1:])\n"
+              "assert rc == 2, rc\nassert 'tensorflow' not in sys.modules\nprint('NO-TF')\n")
+    r = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "NO-TF" in r.stdout, r.stderr[-1500:]
+    assert f"indep-seg {argv[0]}: error:" in r.stderr

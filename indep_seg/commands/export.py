@@ -26,12 +26,19 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from indep_seg.cli import CommandError
+
+    # The user's mistakes first, before TensorFlow is imported (seconds).
+    if args.version is not None and args.version < 1:
+        raise CommandError(f"--version: expected a positive integer, got {args.version}")
+    if not Path(args.model_dir).is_dir():
+        raise CommandError(f"--model-dir {args.model_dir}: no such folder (give the training run's "
+                           "--model-dir, or its segmenter/ folder)")
     from indep_seg.segmenter import Segmenter
     from serving.export import export_onnx, export_segmenter
 
-    if args.version is not None and args.version < 1:
-        raise CommandError(f"--version: expected a positive integer, got {args.version}")
     t0 = time.time()
 
     def stage(msg):

@@ -57,17 +57,19 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from indep_seg.cli import CommandError
-    from serving.config import BatchingOptions, ConfigError, read_batching_parameters
-    from serving.errors import ServingError
-    from serving.server import ModelServer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The user's mistakes first, before TensorFlow is imported (seconds).
     if bool(args.model_config_file) == bool(args.model_base_path):
         raise CommandError("give exactly one of --model_base_path (with --model_name) or --model_config_file")
     if args.grpc_max_message_size < 1024:
         raise CommandError(f"--grpc_max_message_size: expected at least 1024 bytes, got {args.grpc_max_message_size}")
     if args.max_image_pixels < 1:
         raise CommandError(f"--max_image_pixels: expected a positive number of pixels, got {args.max_image_pixels}")
+    from serving.config import BatchingOptions, ConfigError, read_batching_parameters
+    from serving.errors import ServingError
+    from serving.server import ModelServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     batching = None
     try:
         if args.batching_parameters_file:
