@@ -173,10 +173,12 @@ def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: f
     mx = ndimage.maximum_filter(m, size=size, mode="reflect")
     strong = np.percentile(m[m >= mx], 95) if (m >= mx).any() else 0.0
     # noise floor: 8 robust sd of the response over the background pixels (an image with few nuclei
-    # has mostly noise maxima, so the percentile alone would let noise count)
+    # has mostly noise maxima, so the percentile alone would let noise count), measured at least
+    # 2 sigma away from any foreground: near a nucleus the LoG's negative ring inflates the spread
     bg, sd, _ = foreground_threshold(s)
-    back = m[ndimage.gaussian_filter(s, 1.0) <= bg + 1.5 * sd]
-    noise = 1.4826 * float(np.median(np.abs(back - np.median(back)))) if back.size > 100 else 0.0
+    fgm = ndimage.gaussian_filter(s, 1.0) > bg + 1.5 * sd
+    back = m[~ndimage.binary_dilation(fgm, iterations=int(math.ceil(2 * sigma)))]
+    noise = 1.4826 * float(np.median(np.abs(back - np.median(back)))) if back.size > 1000 else 0.0
     t = max(0.03, rel_threshold * float(strong), 8.0 * noise)
     ys, xs = np.nonzero((m >= mx) & (m > t))
     if border > 0:
