@@ -248,3 +248,12 @@ def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
     assert [i["polarity"] for i in meta["images"]] == ["bright", "dark"]
     w0, w1 = (i["window"] for i in meta["images"])
     assert w1 / w0 == pytest.approx(9 / 5, rel=0.3)
+
+
+def test_an_undertrained_counter_falls_back_to_the_log_centres():
+    g, _ = disks(200, 240, grid_centres(200, 240, 25, 15), 5, noise=0.02)
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5, "steps": 1}
+    res = counting.count_instances(oracle(), meta, rgb(g))
+    assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(grid_centres(200, 240, 25, 15))
+    meta["steps"] = counting.MIN_COUNTER_STEPS
+    assert counting.count_instances(oracle(), meta, rgb(g))["centres_from"] == "learned"

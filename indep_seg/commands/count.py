@@ -39,8 +39,9 @@ def add_arguments(parser):
                         help="window in pixels of IMAGE that matches one training patch "
                              "(default: from the image's own LoG scale, or the training run's window)")
     parser.add_argument("--centres", choices=("learned", "log"), default=None,
-                        help="which centres are the answer: the learned counter's (default) or the "
-                             "scale-normalised LoG detector's; both counts are printed")
+                        help="which centres are the answer: the learned counter's (default, unless it "
+                             "trained fewer than 500 steps) or the scale-normalised LoG detector's; both "
+                             "counts are printed")
     parser.add_argument("--threshold", type=float, default=0.3,
                         help="minimum heatmap peak value of a centre (default 0.3)")
     parser.add_argument("--no-calibrate", action="store_true",

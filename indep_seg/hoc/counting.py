@@ -383,6 +383,7 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
             "num_peaks": int(len(pk)), "heatmap": heat}
 
 
+MIN_COUNTER_STEPS = 500           # a counter trained less is not trusted by default (count_instances)
 MAX_COUNT_PIXELS = 64_000_000     # 8000 x 8000: larger images are refused (memory), see docs/counting.md
 
 
@@ -414,7 +415,8 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
     3. The classical detector (`instances.log_centres`) gives the LoG centres on the same signal.
     4. The instance label map: a watershed seeded at the chosen centres (`instances.watershed_instances`).
 
-    `centres_from`: "learned", "log" or None (``meta.get("centres_from", "learned")``) picks which
+    `centres_from`: "learned", "log" or None (the model's ``centres_from``, else "learned" unless the
+    counter trained fewer than `MIN_COUNTER_STEPS` steps: then "log") picks which
     centres are the answer (``count``: the learned calibrated count, whose centres are its strongest
     peaks, or the number of LoG centres). Both counts are always returned.
     A constant image gives count 0 and an empty label map (``note`` says why).
@@ -426,7 +428,10 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
 
     a = check_counting_image(image)
     h, w = a.shape[:2]
-    centres_from = centres_from or meta.get("centres_from", "learned")
+    if centres_from is None:
+        trained = meta.get("steps")
+        centres_from = meta.get("centres_from") or (
+            "log" if trained is not None and int(trained) < MIN_COUNTER_STEPS else "learned")
     checks.check_choice(centres_from, "centres_from", ("learned", "log"))
     try:
         ns = inst.nucleus_signal(a)
