@@ -196,16 +196,16 @@ def is_inverted_or_degenerate(image, mask, box, margin=0.05) -> bool:
     return colour_contrast(image, rest, box) > colour_contrast(image, mask, box) + margin
 
 
-def refine_with_grabcut(image, mask, box, iterations=3, guard=True):
+def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=0.0):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
-
-    With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
-    replaced by the box's own prior (`box_prior`) instead of refined.
 
     GrabCut starts from the mask (inside the box: probably foreground where `mask > 0.5`,
     probably background elsewhere; outside the box: background) and moves the outline to the
     photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) the mask is
-    kept. Returns float32 `[H, W]` in [0, 1], zero outside the box.
+    kept. With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
+    replaced by the box's own prior (`box_prior`) instead of refined. With `prior_blend` w > 0
+    GrabCut starts from `(1 - w) mask + w prior`. Returns float32 `[H, W]` in [0, 1], zero
+    outside the box.
     """
     import cv2
 
@@ -216,6 +216,8 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True):
         return m * inside
     if guard and is_inverted_or_degenerate(image, m > 0.5, box):
         return box_prior(image, box).astype(np.float32)
+    if prior_blend > 0:
+        m = (1.0 - prior_blend) * m + prior_blend * box_prior(image, box)
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
     gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
@@ -231,7 +233,7 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True):
     return out.astype(np.float32)
 
 
-def refine_full_mask(image, mask, box):
+def refine_full_mask(image, mask, box, prior_blend=0.0):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
     (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
 
@@ -247,7 +249,7 @@ def refine_full_mask(image, mask, box):
     mask = np.asarray(mask, np.float32)
     box = np.asarray(box, np.float32)
     img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
-    refined = refine_with_grabcut(img8, crop_mask, cbox)
+    refined = refine_with_grabcut(img8, crop_mask, cbox, prior_blend=prior_blend)
     back = paste_back(tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape).numpy()[0, :, :, 0]
     return np.clip(np.where(box_mask(mask.shape, box), back, 0.0), 0.0, 1.0).astype(np.float32)
 

@@ -56,7 +56,7 @@ def test_masks_at_input_size_for_every_model_form(setup, tmp_path, capsys, model
 
 def test_box_limits_the_mask_and_csv_boxes_union(setup, tmp_path, capsys):
     code, out = _run(["segment", "--model", str(setup / "run"), str(setup / "imgs" / "a.png"), "--out",
-                      str(tmp_path / "one"), "--box", "10,8,20,28", "--binary"], capsys)
+                      str(tmp_path / "one"), "--box", "10,8,20,28", "--binary", "--refine", "none"], capsys)
     assert code == 0, out.err
     m = np.asarray(Image.open(tmp_path / "one" / "a.png"))
     assert set(np.unique(m)) <= {0, 255}
@@ -64,10 +64,16 @@ def test_box_limits_the_mask_and_csv_boxes_union(setup, tmp_path, capsys):
     csv = tmp_path / "boxes.csv"
     csv.write_text("filename,x0,y0,x1,y1\na.png,10,8,20,28\na.png,20,8,30,28\n")
     code, out = _run(["segment", "--model", str(setup / "run"), str(setup / "imgs" / "a.png"), "--out",
-                      str(tmp_path / "two"), "--boxes", str(csv), "--binary"], capsys)
+                      str(tmp_path / "two"), "--boxes", str(csv), "--binary", "--refine", "none"], capsys)
     assert code == 0, out.err
     m = np.asarray(Image.open(tmp_path / "two" / "a.png"))
     assert m[9:27, 11:29].min() == 255 and m[:, 32:].max() == 0
+    # the default GrabCut refinement moves outlines inside the boxes, never past them
+    code, out = _run(["segment", "--model", str(setup / "run"), str(setup / "imgs" / "a.png"), "--out",
+                      str(tmp_path / "three"), "--boxes", str(csv), "--binary"], capsys)
+    assert code == 0, out.err
+    m = np.asarray(Image.open(tmp_path / "three" / "a.png"))
+    assert m.max() == 255 and m[:, 32:].max() == 0 and m[:, :9].max() == 0 and m[:7].max() == 0
 
 
 def test_bad_input_is_named(setup, tmp_path, capsys):
