@@ -12,12 +12,16 @@ __all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degene
            "box_priors", "colour_contrast", "context_crop", "is_inverted_or_degenerate",
            "refine_with_grabcut", "refine_full_mask",
            "mask_evidence",
-           "PRIOR_CONTEXT", "PRIOR_RESOLUTION"]
+           "PRIOR_CONTEXT", "PRIOR_RESOLUTION", "REFINE_PRIOR_BLEND"]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
 #: box (the evaluation protocol's window), sampled at PRIOR_RESOLUTION pixels a side.
 PRIOR_CONTEXT = 0.25
 PRIOR_RESOLUTION = 128
+#: Weight of the box's prior in the mask that refinement starts from (`refine_full_mask`, the
+#: default of `indep-seg segment --refine grabcut`); chosen on the tuning halves (horse001-164,
+#: ECSSD 0001-0500) among 0 and 0.5: docs/box_seg_notes.md, session 7.
+REFINE_PRIOR_BLEND = 0.5
 
 
 def box_mask(shape, box):
@@ -233,7 +237,7 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=
     return out.astype(np.float32)
 
 
-def refine_full_mask(image, mask, box, prior_blend=0.0):
+def refine_full_mask(image, mask, box, prior_blend=REFINE_PRIOR_BLEND):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
     (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
 
@@ -241,6 +245,7 @@ def refine_full_mask(image, mask, box, prior_blend=0.0):
         image: `[H, W, 3]` uint8 or float in [0, 1].
         mask: `[H, W]` soft mask in [0, 1] (from any model or server).
         box: `x0, y0, x1, y1` in the photo's pixels.
+        prior_blend: weight of the box's prior in the starting mask (`refine_with_grabcut`).
     """
     import tensorflow as tf
 

@@ -6,7 +6,9 @@ with `--cutout` an RGBA cut-out `OUT/<stem>_cutout.png` (alpha = mask). Without 
 the whole image is the box. `--boxes` is a CSV `filename,x0,y0,x1,y1` (pixels of the
 original image; several rows per file give the union of their masks). `--model` takes an
 exported SavedModel, a version base dir or a training model dir; `--server HOST:PORT`
-(or `http://HOST:PORT`) asks a running `indep-seg serve` instead.
+(or `http://HOST:PORT`) asks a running `indep-seg serve` instead. Boxed masks are refined on
+the photo by default (`--refine grabcut`: `indep_seg.box_prior.refine_full_mask`, binary masks
+that follow the photo's edges, 0 outside the object); `--refine none` writes the model's own.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def add_arguments(parser):
     boxes.add_argument("--boxes", default=None, help="CSV filename,x0,y0,x1,y1 (header optional)")
     parser.add_argument("--refine", choices=("grabcut", "none"), default="grabcut",
                         help="boxed inputs: move each mask's outline to the photo's colour edges "
-                             "(GrabCut started from the mask; default grabcut)")
+                             "(GrabCut started from the mask blended with the box's own prior; a "
+                             "degenerate or inverted mask gives way to that prior; default grabcut)")
     parser.add_argument("--cutout", action="store_true", help="also write RGBA cut-outs")
     parser.add_argument("--binary", action="store_true", help="write 0/255 masks (threshold 0.5)")
     parser.add_argument("--skip-bad", action="store_true",
