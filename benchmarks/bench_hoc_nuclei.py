@@ -93,8 +93,11 @@ def evaluate(model_dir: Path, image_path: Path, n_masks: int = 512):
     st = mask_statistics(layers[..., 3], pixel_scale=pixel_scale)
     counter, meta = counting.load_counter(model_dir)
     t = time.time()
-    res = counting.count_image(counter, image, meta["window"], meta["resolution"], meta["sigma"],
-                               grayscale=bool(meta.get("grayscale", False)))
+    if meta.get("normalise"):   # issue-19 runs: the image's own polarity / stain / scale
+        res = counting.count_instances(counter, meta, image, centres_from="learned")
+    else:
+        res = counting.count_image(counter, image, meta["window"], meta["resolution"], meta["sigma"],
+                                   grayscale=bool(meta.get("grayscale", False)))
     count_s = time.time() - t
     out = {"one_object_fraction": round(st["one_object_fraction"], 4),
            "empty_mask_fraction": round(st["empty_fraction"], 4),
@@ -159,7 +162,10 @@ def redo_counter(model_dir: Path, overrides=()):
         if not k.startswith("counter_"):
             raise SystemExit(f"--override {kv}: only counter_* settings can change with --redo-counter")
         r[k] = yaml.safe_load(v)
-    image = load_image(r["data"])
+    image = load_image(r["data"].split(",")[0])
+    if r.get("normalise"):
+        from training.experiments.hoc import prepare_image
+        image = prepare_image(image, r["window_per_sigma"])[0]
     model = build_model(r)
     ds = make_dataset(image, r)
     model.generate(2, background=next(iter(ds))["background"][:2])
