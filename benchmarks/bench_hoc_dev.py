@@ -58,7 +58,6 @@ def err_pct(n, truth):
 
 def evaluate_image(name, kind, models, centres_from):
     from PIL import Image
-    from scipy import ndimage
 
     from indep_seg.hoc import counting
     from indep_seg.hoc import instances as inst

@@ -161,7 +161,8 @@ def resolve(config: HocConfig, image) -> dict:
         if r[key] is None and paper is not None:
             r[key] = paper[key] if key != "padding" else int(round(paper[key] * config.resolution / 64))
     if r["a"] is None:
-        r["a"] = float(est["median_area"] / (window * window))
+        # capped: a LoG window smaller than the Otsu size (hard-edged, pixelated blobs) gave a > 1
+        r["a"] = float(min(0.9, est["median_area"] / (window * window)))
     density = est["density"] * (window / est["window"]) ** 2 if est else 1.0
     if r["num_layers"] is None or r["padding"] is None:
         n, p = layers_and_padding(density, config.resolution, r["num_layers"])
