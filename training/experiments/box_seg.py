@@ -176,9 +176,7 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     and `boxes.csv` or `masks/`, TFRecords from `indep-seg tfrecords`, `tfds:NAME`,
     `synthetic:N`) goes through the data layer; its masks, if any, are never used here.
     """
-    from indep_seg.data.files import IMAGE_DIR_NAMES
-
-    from indep_seg.data.files import MASK_DIR_NAMES, find_folder_layout
+    from indep_seg.data.files import IMAGE_DIR_NAMES, MASK_DIR_NAMES, find_folder_layout
 
     folder = Path(str(data))
     flat_csv_folder = (folder.is_dir() and (folder / "boxes.csv").is_file()
