@@ -1,6 +1,9 @@
 """Study: per-image box priors (GrabCut variants, fallbacks) on a TUNING half only.
 
     .venv/bin/python benchmarks/study_box_prior.py --data horse --half tune
+
+Chose `indep_seg.box_prior.box_prior` (GrabCut from the box, 5 iterations, the ellipse where the
+mask is degenerate); figures in docs/box_seg_notes.md, session 7.
 """
 from __future__ import annotations
 
@@ -16,6 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _fallback(mask, box):
+    from indep_seg.box_prior import ellipse_mask, is_degenerate
+    return ellipse_mask(mask.shape, box) if is_degenerate(mask, box) else mask
+
+
+def _methods():
+    from indep_seg.box_prior import grabcut
+    return {
+        "gc_rect5": lambda im, b: grabcut(im, b),
+        "gc_rect5_fb": lambda im, b: _fallback(grabcut(im, b), b),   # = box_prior, the default
+        "gc_ell5": lambda im, b: grabcut(im, b, init="ellipse"),
+        "gc_ell5_fb": lambda im, b: _fallback(grabcut(im, b, init="ellipse"), b),
+        "gc_rect10_fb": lambda im, b: _fallback(grabcut(im, b, 10), b),
+    }
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="horse")
@@ -23,9 +42,7 @@ def main(argv=None):
     p.add_argument("--methods", default="")
     p.add_argument("--res", type=int, default=128)
     args = p.parse_args(argv)
-    from benchmarks.box_seg_eval import load_dataset, Evaluator, eval_crops, baseline_masks
-    from indep_seg import box_prior as bp
-
+    from benchmarks.box_seg_eval import Evaluator, baseline_masks, eval_crops, load_dataset
     items, gts = load_dataset(args.data, args.half)
     ev = Evaluator(items, gts)
     imgs, boxes = eval_crops(ev, args.res)
@@ -33,10 +50,11 @@ def main(argv=None):
     for k, v in baseline_masks(ev).items():
         out[k] = ev.scores(v)["iou"]
         print(k, round(out[k], 4), flush=True)
-    methods = args.methods.split(",") if args.methods else list(bp.STUDY_METHODS)
+    study = _methods()
+    methods = args.methods.split(",") if args.methods else list(study)
     for m in methods:
         t = time.time()
-        masks = np.stack([bp.STUDY_METHODS[m](imgs[i], boxes[i]) for i in range(len(imgs))])
+        masks = np.stack([study[m](imgs[i], boxes[i]) for i in range(len(imgs))])
         if masks.shape[1] != 128:
             import cv2
             masks = np.stack([cv2.resize(x.astype(np.float32), (128, 128), interpolation=cv2.INTER_LINEAR)

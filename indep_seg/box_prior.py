@@ -1,8 +1,9 @@
 """Per-image evidence from a box, without any mask: what lies outside a box is background.
 
 Used where the box-level method needs a quantity that differs from photo to photo (the
-object's share of its box, the area target a of Dai et al. 2019 eq. 7), to warm-start the
-foreground provider, and to check a learned mask without ground truth.
+object's share of its box, the area target a of Dai et al. 2019 eq. 7), as a per-image prior
+that the foreground provider is held to (`prior_consistency_loss`), to refine masks on the
+photo's edges, and to check a learned mask without ground truth.
 """
 from __future__ import annotations
 
@@ -49,13 +50,12 @@ def _int_box(box, shape):
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def grabcut(image, box, iterations=5, init="rect", inner_scale=0.5):
+def grabcut(image, box, iterations=5, init="rect"):
     """OpenCV GrabCut (Rother et al. 2004) from a box: boolean `[H, W]` foreground.
 
     `init="rect"`: outside the box is background, inside probably foreground (OpenCV's
-    GC_INIT_WITH_RECT). `init="ellipse"`: in addition the box's corners outside the inscribed
-    ellipse start as probable background and the inner ellipse (`inner_scale`) as probable
-    foreground.
+    GC_INIT_WITH_RECT). `init="ellipse"`: the inscribed ellipse starts as probable foreground
+    and the box's corners outside it as probable background.
     """
     import cv2
 
@@ -63,6 +63,7 @@ def grabcut(image, box, iterations=5, init="rect", inner_scale=0.5):
     x0, y0, x1, y1 = _int_box(box, img.shape)
     mask = np.zeros(img.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)   # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     try:
         if init == "rect":
             cv2.grabCut(img, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
@@ -227,6 +228,7 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
         return (m * inside).astype(np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)   # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     try:
         cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
@@ -272,17 +274,3 @@ def mask_evidence(image, mask, box):
             "contrast_box": colour_contrast(crop8, box_mask(crop8.shape, cbox), cbox),
             "degenerate": bool(is_degenerate(m > 0.5, cbox)),
             "crop": crop8, "crop_mask": m}
-
-
-# ----------------------------------------------------------------------------- study only
-def _fallback(mask, box):
-    return ellipse_mask(mask.shape, box) if is_degenerate(mask, box) else mask
-
-
-STUDY_METHODS = {
-    "gc_rect5": lambda im, b: grabcut(im, b),
-    "gc_rect5_fb": lambda im, b: _fallback(grabcut(im, b), b),
-    "gc_ell5": lambda im, b: grabcut(im, b, init="ellipse"),
-    "gc_ell5_fb": lambda im, b: _fallback(grabcut(im, b, init="ellipse"), b),
-    "gc_rect10_fb": lambda im, b: _fallback(grabcut(im, b, 10), b),
-}
