@@ -382,14 +382,7 @@ class _Connection:
             if te or (length or 0) > 0:
                 raise _Reject(400, "Malformed request: a GET request has no body")
             self._read_body(0)  # h11's EndOfMessage, so that the next request can follow
-            try:
-                status, payload = handle_get(self.server.core, target)
-            except ServingError as e:
-                status, payload = http_status(e.code), {"error": e.message}
-            except Exception as e:  # pragma: no cover - a server fault
-                log.warning("REST GET %s: %s: %s", clip(target), type(e).__name__, e)
-                status, payload = 500, {"error": f"{type(e).__name__}: {clip(str(e))}"}
-            return status, payload, status >= 400
+            return self._answer("GET", target, handle_get, self.server.core, target)
         if not te and length is None:
             raise _Reject(411, "Malformed request: a POST needs Content-Length or Transfer-Encoding: chunked")
         limit = self.server.max_body
@@ -404,12 +397,17 @@ class _Connection:
         if self.conn.they_are_waiting_for_100_continue:
             self._write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         body = self._read_body(limit)
+        return self._answer("POST", target, handle_post, self.server.core, target, body)
+
+    @staticmethod
+    def _answer(method, target, handler, *args):
+        """`(status, payload, close)` of a handler: TF Serving's error body for its errors."""
         try:
-            status, payload = handle_post(self.server.core, target, body)
+            status, payload = handler(*args)
         except ServingError as e:
             status, payload = http_status(e.code), {"error": e.message}
         except Exception as e:  # pragma: no cover - a server fault
-            log.warning("REST POST %s: %s: %s", clip(target), type(e).__name__, e)
+            log.warning("REST %s %s: %s: %s", method, clip(target), type(e).__name__, e)
             status, payload = 500, {"error": f"{type(e).__name__}: {clip(str(e))}"}
         return status, payload, status >= 400
 
