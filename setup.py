@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     "importlib_resources>=6",  # tfds download_and_prepare, even for local builders
 ]
 
+# Layers above the core, kept as top-level folders of the repository (see docs/ARCHITECTURE.md).
+LAYERS = ("training", "serving", "tfrecords_tools")
+
 EXTRAS = {
     "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "opencv-python-headless>=4.9", "dill>=0.3"],
 }
@@ -38,8 +41,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["indep_seg*", "training*", "serving*", "tfrecords_tools*"]),
-    package_data={"training": ["configs/*.yaml"]},
+    # The repository keeps the layers as top-level folders; installed, they live under `indep_seg`
+    # (indep_seg.training, indep_seg.serving, indep_seg.tfrecords_tools), so nothing generic lands in
+    # site-packages.
+    packages=find_packages(include=["indep_seg", "indep_seg.*"]) + [
+        f"indep_seg.{layer}{sub}" for layer in LAYERS for sub in [""] + [
+            "." + p for p in find_packages(where=layer)]],
+    package_dir={f"indep_seg.{layer}": layer for layer in LAYERS},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["indep-seg=indep_seg.cli:main"]},

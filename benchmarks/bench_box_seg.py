@@ -90,9 +90,9 @@ def main(argv=None):
         return 0
 
     import keras
-    from training.config import apply_overrides
-    from training.context import TrainContext
-    from training.experiments.box_seg import BoxSegConfig, train_box_seg
+    from indep_seg.training.config import apply_overrides
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
 
     keras.utils.set_random_seed(args.seed)
     cfg = apply_overrides(BoxSegConfig(), args.override) if args.override else BoxSegConfig()

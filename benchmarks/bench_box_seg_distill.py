@@ -35,8 +35,8 @@ def main(argv=None):
     from bench_box_seg_horse import DATA, Evaluator, _atomic_write, evaluate_segmenter, load_horses
     from indep_seg.models.distiller import Distiller
     from indep_seg.segmenter import Segmenter
-    from training.config import apply_overrides
-    from training.experiments.box_seg import (BoxSegConfig, build_unet, make_backgrounds, make_crops,
+    from indep_seg.training.config import apply_overrides
+    from indep_seg.training.experiments.box_seg import (BoxSegConfig, build_unet, make_backgrounds, make_crops,
                                               make_dataset)
 
     if not DATA.is_dir():

@@ -49,7 +49,7 @@ def _atomic_write(path: Path, data: bytes):
 def load_horses(data=DATA, max_images=0):
     """(items [(name, uint8 image, box)], gt masks [full size bool]) with boxes from the masks."""
     from PIL import Image
-    from training.experiments.box_seg import load_box_data
+    from indep_seg.training.experiments.box_seg import load_box_data
 
     items = load_box_data(data / "rgb", masks=data / "figure_ground", max_images=max_images)
     gts = []
@@ -169,9 +169,9 @@ def main(argv=None):
         return 0
 
     import keras
-    from training.config import apply_overrides
-    from training.context import TrainContext
-    from training.experiments.box_seg import BoxSegConfig, train_box_seg
+    from indep_seg.training.config import apply_overrides
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
 
     keras.utils.set_random_seed(args.seed)
     cfg = apply_overrides(BoxSegConfig(), args.override) if args.override else BoxSegConfig()
@@ -187,7 +187,7 @@ def main(argv=None):
 
     from indep_seg.box_crop import box_window
     crop_windows = box_window(ev.boxes, cfg.margin, False).numpy()
-    from training.experiments.box_seg import make_crops
+    from indep_seg.training.experiments.box_seg import make_crops
     crops = make_crops(items, cfg.resolution, cfg.margin) if args.study else None
 
     def study(net, phase, step):

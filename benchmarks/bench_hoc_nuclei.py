@@ -142,7 +142,7 @@ def figure(model_dir: Path, image, res, layers, path: Path):
 
 
 def redo_counter(model_dir: Path, overrides=()):
-    """Train the counter of a finished run again (`training.experiments.hoc.counter_stage`, the
+    """Train the counter of a finished run again (`indep_seg.training.experiments.hoc.counter_stage`, the
     run's own steps cap and its share of the budget), replacing ``counter/``: the counter recipe
     can change without training the GAN again. `overrides`: ``key=value`` for hoc.json's counter_*."""
     import dataclasses
@@ -151,7 +151,7 @@ def redo_counter(model_dir: Path, overrides=()):
     import yaml
 
     from indep_seg.hoc.image_io import load_image
-    from training.experiments.hoc import HocConfig, build_model, counter_stage, make_dataset
+    from indep_seg.training.experiments.hoc import HocConfig, build_model, counter_stage, make_dataset
 
     r = json.loads((model_dir / "hoc.json").read_text())
     for k, v in dataclasses.asdict(HocConfig()).items():    # runs older than a counter_* setting
@@ -164,7 +164,7 @@ def redo_counter(model_dir: Path, overrides=()):
         r[k] = yaml.safe_load(v)
     image = load_image(r["data"].split(",")[0])
     if r.get("normalise"):
-        from training.experiments.hoc import prepare_image
+        from indep_seg.training.experiments.hoc import prepare_image
         image = prepare_image(image, r["window_per_sigma"])[0]
     model = build_model(r)
     ds = make_dataset(image, r)

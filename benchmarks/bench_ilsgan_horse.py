@@ -103,7 +103,7 @@ def evaluate_segmenter(model_dir, crops, gt):
 
 
 def load_generator(model_dir, cfg):
-    from training.experiments.ilsgan import build_model
+    from indep_seg.training.experiments.ilsgan import build_model
 
     model = build_model(cfg)
     best = Path(model_dir) / "best" / "ckpt"
@@ -114,7 +114,7 @@ def load_generator(model_dir, cfg):
 def redo_posthoc(model_dir, cfg, budget_minutes):
     """The post-hoc stage of `train_ilsgan` again on a finished run (its selected generator), with
     the post-hoc share of the budget; the run's summary records the new stage."""
-    from training.experiments.ilsgan import posthoc_stage
+    from indep_seg.training.experiments.ilsgan import posthoc_stage
 
     model_dir = Path(model_dir)
     path = model_dir / "ilsgan_summary.json"
@@ -165,8 +165,8 @@ def main(argv=None):
     ap.add_argument("--note", default="", help="free text stored in the JSON (how the runs were made)")
     args = ap.parse_args(argv)
 
-    from training.context import TrainContext
-    from training.experiments.ilsgan import ILSGANConfig, load_training_images, train_ilsgan
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.ilsgan import ILSGANConfig, load_training_images, train_ilsgan
 
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
@@ -199,7 +199,7 @@ def main(argv=None):
         model = load_generator(d, cfg)
         layers = generated_layers(model, max(args.mine_samples, args.kid_samples))
         if ext is None:
-            from training.experiments.ilsgan import feature_extractor
+            from indep_seg.training.experiments.ilsgan import feature_extractor
             ext, ext_name, _ = feature_extractor(cfg)
             reals = load_training_images(str(DATA), cfg.resolution)
             real_feats = metrics_gan.compute_features(reals, ext)

@@ -85,7 +85,7 @@ def main(argv=None):
 
     from indep_seg.data import box_crop_pipeline, read_image_folder, read_synthetic, read_tfrecords
     from indep_seg.data import decode as decode_mod
-    from tfrecords_tools import convert_masks
+    from indep_seg.tfrecords_tools import convert_masks
 
     R, B = args.resolution, args.batch_size
     kw = dict(augment=True, batch_size=B, seed=0, repeat=True, shuffle_buffer=256)

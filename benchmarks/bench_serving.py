@@ -192,8 +192,8 @@ def main():
 
     from indep_seg.networks.unet import unet_preset
     from indep_seg.segmenter import Segmenter
-    from serving.export import export_onnx, export_segmenter
-    from serving.tensors import to_ndarray  # the project client's fast float_val reader
+    from indep_seg.serving.export import export_onnx, export_segmenter
+    from indep_seg.serving.tensors import to_ndarray  # the project client's fast float_val reader
 
     r = args.resolution
     net = unet_preset(args.unet, resolution=r)
@@ -224,8 +224,8 @@ def main():
     sm = loaded.signatures["serving_default"]
     results["b_saved_model"] = latency(lambda: sm(image=tf.constant(batch1))["mask"].numpy(), args.n)
     # The server's own runtime in process: the `serve` meta graph as a session callable
-    # (serving.servables.Servable, what tensorflow_model_server does with Session::Run).
-    from serving.servables import Servable
+    # (indep_seg.serving.servables.Servable, what tensorflow_model_server does with Session::Run).
+    from indep_seg.serving.servables import Servable
 
     session_sig = Servable("seg", int(Path(saved).name), Path(saved)).signature("serving_default")
     session_call = (lambda: session_sig.fn(image=batch1)["mask"])

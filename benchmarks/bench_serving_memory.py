@@ -17,7 +17,7 @@ with extra environment variables (e.g. `--env INDEP_SEG_SERVING_MALLOC=default` 
 malloc as it is, without the server's 2 arenas and trimming), to compare configurations.
 
 A second part (`--breakdown`) measures one fresh process step by step: Python alone, `import
-tensorflow`, `import serving.server`, the model loaded, the first Predict.
+tensorflow`, `import indep_seg.serving.server`, the model loaded, the first Predict.
 
     .venv/bin/python benchmarks/bench_serving_memory.py --out benchmarks/results/serving_memory.json
 
@@ -66,7 +66,7 @@ def _free_port():
 def export_model(preset, resolution, folder):
     from indep_seg.networks.unet import unet_preset
     from indep_seg.segmenter import Segmenter
-    from serving.export import export_segmenter
+    from indep_seg.serving.export import export_segmenter
 
     net = unet_preset(preset, resolution=resolution)
     seg = Segmenter(net, resolution=resolution, margin=0.0, square=False, experiment=f"bench-mem-{preset}")
@@ -121,7 +121,7 @@ def load(port, rest, resolution, requests, threads=16, base=None):
     from PIL import Image
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serving.tensors import to_tensor_proto
+    from indep_seg.serving.tensors import to_tensor_proto
 
     rng = np.random.default_rng(0)
     image = rng.random((1, resolution, resolution, 3), dtype=np.float32)
@@ -201,9 +201,9 @@ steps = {"python": rss()}
 import numpy as np
 import tensorflow as tf
 steps["import tensorflow"] = rss()
-import serving.server
-steps["import serving.server"] = rss()
-from serving.servables import Servable
+import indep_seg.serving.server
+steps["import indep_seg.serving.server"] = rss()
+from indep_seg.serving.servables import Servable
 s = Servable("m", 1, sys.argv[1])
 steps["model loaded (Servable)"] = rss()
 sig = s.signature("serving_default")

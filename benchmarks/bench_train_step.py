@@ -20,7 +20,7 @@ the traced step graph (TensorFlow's registry, what the step really executes, inc
 power iterations of spectral norm) is recorded next to it. Efficiency = model FLOP/s /
 the best fp32 2048x2048 matmul GFLOP/s of numpy and TensorFlow measured in the same run.
 
-Presets: the application's own networks when `training.experiments` registers the preset
+Presets: the application's own networks when `indep_seg.training.experiments` registers the preset
 and its model is importable (column `impl`); otherwise the Table-1 reference step of
 `benchmarks/table1.py` with the preset's sizes (`impl = table1_reference`).
 """

@@ -31,7 +31,7 @@ from benchmarks.common import REPO, results_dir, write_json_atomic  # noqa: E402
 
 
 def _toy(ctx, batch_size):
-    from training.experiments.toy import ToyConfig, build_toy
+    from indep_seg.training.experiments.toy import ToyConfig, build_toy
 
     return build_toy(ToyConfig(batch_size=batch_size), ctx)
 
@@ -45,9 +45,9 @@ def _steps_per_s(fn, steps):
 def measure_local(steps, checkpoint_every, repeats, batch_size):
     import keras
 
-    from training.context import TrainContext
-    from training.experiments.toy import toy_dataset
-    from training.loop import Checkpointer, run_fit
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.toy import toy_dataset
+    from indep_seg.training.loop import Checkpointer, run_fit
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -96,8 +96,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
 import keras
-from training.experiments.toy import ToyConfig, build_toy, toy_dataset
-from training.context import TrainContext
+from indep_seg.training.experiments.toy import ToyConfig, build_toy, toy_dataset
+from indep_seg.training.context import TrainContext
 steps, repeats, batch = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 out = {}
 for name, strategy in [("one device", tf.distribute.get_strategy()),

@@ -38,15 +38,15 @@ class StepHandle:
 
 
 def _experiment(preset):
-    import training.experiments  # noqa: F401  (registers the presets)
-    from training.registry import get_experiment
+    import indep_seg.training.experiments  # noqa: F401  (registers the presets)
+    from indep_seg.training.registry import get_experiment
 
     return get_experiment(preset)
 
 
 def box_seg(preset, jit_compile=False, batch_size=None):
     from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
-    from training.experiments.box_seg import build_discriminator, build_unet, effective_a
+    from indep_seg.training.experiments.box_seg import build_discriminator, build_unet, effective_a
 
     cfg = dataclasses.replace(_experiment(preset).default_config)
     b = int(batch_size or cfg.batch_size)
@@ -83,7 +83,7 @@ def _hoc_image():
 
 
 def hoc(preset, jit_compile=False, batch_size=None):
-    from training.experiments.hoc import build_model, resolve
+    from indep_seg.training.experiments.hoc import build_model, resolve
 
     cfg = dataclasses.replace(_experiment(preset).default_config)
     r = resolve(cfg, _hoc_image())
@@ -107,7 +107,7 @@ def hoc(preset, jit_compile=False, batch_size=None):
 
 def ilsgan(preset, jit_compile=False, batch_size=None):
     from benchmarks.flops import forward_graph_flops
-    from training.experiments.ilsgan import build_model
+    from indep_seg.training.experiments.ilsgan import build_model
 
     cfg = dataclasses.replace(_experiment(preset).default_config)
     b = int(batch_size or cfg.batch_size)
@@ -134,10 +134,10 @@ def registered(preset) -> str | None:
     if preset not in ADAPTERS and not preset.startswith("ilsgan"):
         return f"no adapter for {preset}"
     try:
-        import training.experiments  # noqa: F401
-        from training.registry import list_experiments
+        import indep_seg.training.experiments  # noqa: F401
+        from indep_seg.training.registry import list_experiments
     except Exception as e:  # noqa: BLE001
-        return f"training.experiments cannot be imported ({type(e).__name__}: {e})"
+        return f"indep_seg.training.experiments cannot be imported ({type(e).__name__}: {e})"
     names = {e.name for e in list_experiments()}
     if preset not in names:
         return f"{preset} is not registered in training/experiments"

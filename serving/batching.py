@@ -19,8 +19,8 @@ from collections import deque
 import grpc
 import numpy as np
 
-from serving.config import BatchingOptions
-from serving.errors import ServingError
+from indep_seg.serving.config import BatchingOptions
+from indep_seg.serving.errors import ServingError
 
 __all__ = ["BatchScheduler"]
 

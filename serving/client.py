@@ -128,7 +128,7 @@ class SegmentationClient:
             resp = self._predict.Predict(req, timeout=self.timeout)
         except grpc.RpcError as e:
             raise ClientError(e.code().name, e.details()) from None
-        from serving.tensors import to_ndarray
+        from indep_seg.serving.tensors import to_ndarray
 
         return {k: to_ndarray(v) for k, v in resp.outputs.items()}
 

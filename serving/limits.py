@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving.errors import ServingError
+from indep_seg.serving.errors import ServingError
 
 __all__ = ["ImageHeader", "image_header", "check_encoded_images", "declared_tensor_size", "RequestLimits",
            "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_STRING_ELEMENTS", "MAX_JPEG_SCANS", "MAX_GIF_FRAMES"]
@@ -253,7 +253,7 @@ def check_encoded_images(alias: str, values, limits: RequestLimits, spent: list 
     request together at most `limits.max_request_pixels` (else RESOURCE_EXHAUSTED).
     `spent` ([pixels]) carries the running total across the inputs of one request.
     """
-    from serving.errors import clip
+    from indep_seg.serving.errors import clip
 
     total = spent if spent is not None else [0]
     for i, data in enumerate(values):

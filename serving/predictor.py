@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.export import is_saved_model_dir, list_versions
+from indep_seg.serving.export import is_saved_model_dir, list_versions
 
 __all__ = ["resolve_model", "load_predictor", "ResolvedModel", "SegmenterPredictor",
            "SavedModelPredictor", "RemotePredictor"]
@@ -111,10 +111,10 @@ class SavedModelPredictor:
 
 
 class RemotePredictor:
-    """A model served by `indep-seg serve` (or tensorflow_model_server) via `serving.client`."""
+    """A model served by `indep-seg serve` (or tensorflow_model_server) via `indep_seg.serving.client`."""
 
     def __init__(self, target, model_name="default", version=None):
-        from serving.client import SegmentationClient
+        from indep_seg.serving.client import SegmentationClient
 
         self.client = SegmentationClient(target, model_name=model_name, version=version)
         self.description = f"{target} model {model_name}"

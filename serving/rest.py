@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
-from serving.errors import ServingError, clip, http_status
+from indep_seg.serving.errors import ServingError, clip, http_status
 
 log = logging.getLogger("indep_seg.serving")
 

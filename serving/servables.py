@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import deprecation  # silence(): no public equivalent
 
-from serving.errors import ServingError, clip, not_found_latest, not_found_specific
-from serving.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits, check_encoded_images
+from indep_seg.serving.errors import ServingError, clip, not_found_latest, not_found_specific
+from indep_seg.serving.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits, check_encoded_images
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -165,7 +165,7 @@ def _stamp(path: Path):
 
 def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """Rejects encoded images (a DT_STRING batch) whose header cannot be read or declares more
-    than `max_pixels` pixels, before anything is decoded (`serving.limits.check_encoded_images`)."""
+    than `max_pixels` pixels, before anything is decoded (`indep_seg.serving.limits.check_encoded_images`)."""
     check_encoded_images(alias, np.asarray(arr).reshape(-1),
                          RequestLimits(max_image_pixels=max_pixels, max_request_pixels=2 ** 62))
 
@@ -175,7 +175,7 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
                          limits: RequestLimits | None = None) -> dict:
     """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch, the
     number of strings, and the headers and declared pixel counts of encoded images,
-    `serving.limits.check_encoded_images`), before anything runs.
+    `indep_seg.serving.limits.check_encoded_images`), before anything runs.
 
     Returns the inputs converted to NumPy of the signature's dtype where the conversion
     is exact (e.g. float64 JSON numbers to float32); raises INVALID_ARGUMENT otherwise.
@@ -254,7 +254,7 @@ def _shape_str(shape) -> str:
 
 
 def _tf_name(dtype) -> str:
-    from serving.tensors import dtype_name
+    from indep_seg.serving.tensors import dtype_name
 
     return dtype_name(dtype)
 
@@ -270,7 +270,7 @@ class ModelManager:
     """The set of served models and versions; thread-safe.
 
     Args:
-        config: a `ModelServerConfig` (see `serving.config`).
+        config: a `ModelServerConfig` (see `indep_seg.serving.config`).
         base_path_prefix: if set, every model's base path must resolve (symlinks followed) inside
             this folder, in every config given and at every poll (`--model_base_path_prefix`);
             otherwise a config is refused with PERMISSION_DENIED.
@@ -293,7 +293,7 @@ class ModelManager:
 
     def reload_config(self, config):
         """Replaces the model set (TF Serving's HandleReloadConfigRequest) and loads it now."""
-        from serving.config import validate_model_server_config
+        from indep_seg.serving.config import validate_model_server_config
 
         validate_model_server_config(config, "model_server_config")
         for mc in config.model_config_list.config:

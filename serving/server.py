@@ -28,13 +28,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from serving.batching import BatchScheduler
-from serving.config import (BatchingOptions, ConfigError, model_server_config_from_flags,
+from indep_seg.serving.batching import BatchScheduler
+from indep_seg.serving.config import (BatchingOptions, ConfigError, model_server_config_from_flags,
                             read_model_server_config)
-from serving.errors import ServingError, clip
-from serving.limits import DEFAULT_MAX_STRING_ELEMENTS, RequestLimits, declared_string_bytes, declared_tensor_size
-from serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
-from serving.tensors import tensor_proto_bytes, to_ndarray
+from indep_seg.serving.errors import ServingError, clip
+from indep_seg.serving.limits import DEFAULT_MAX_STRING_ELEMENTS, RequestLimits, declared_string_bytes, declared_tensor_size
+from indep_seg.serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
+from indep_seg.serving.tensors import tensor_proto_bytes, to_ndarray
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -392,7 +392,7 @@ class ModelServer:
             raise OSError(f"--port {self.requested_port}: cannot listen on {self.host}:{self.requested_port}")
         self._grpc.start()
         if self.requested_rest_port is not None:
-            from serving.rest import make_rest_server
+            from indep_seg.serving.rest import make_rest_server
 
             self._rest = make_rest_server(self.core, self.host, self.requested_rest_port, self.max_message_size,
                                           **self.rest_options)
@@ -484,7 +484,7 @@ class _ConfigFilePoller(threading.Thread):
                 continue
             if text == self.server._config_text:
                 continue
-            from serving.config import parse_model_server_config
+            from indep_seg.serving.config import parse_model_server_config
 
             try:
                 config = parse_model_server_config(text, str(self.server.model_config_file))

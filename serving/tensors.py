@@ -68,9 +68,9 @@ def to_ndarray(proto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
     Raises:
         ValueError: `unknown_rank` is set (tf.make_ndarray would build the array of the dims anyway:
             512 MiB from a 48-byte message), the shape has a negative dimension, or claims more
-            than `max_bytes` (`serving.limits.declared_tensor_size`).
+            than `max_bytes` (`indep_seg.serving.limits.declared_tensor_size`).
     """
-    from serving.limits import declared_tensor_size
+    from indep_seg.serving.limits import declared_tensor_size
 
     num, nbytes = declared_tensor_size(proto)
     if nbytes > max_bytes:

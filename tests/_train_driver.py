@@ -41,9 +41,9 @@ def main() -> int:
 
     import keras
 
-    from training.config import apply_overrides
-    from training.context import TrainContext
-    from training.registry import UnknownExperimentError, get_experiment
+    from indep_seg.training.config import apply_overrides
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.registry import UnknownExperimentError, get_experiment
 
     try:
         exp = get_experiment(args.experiment)

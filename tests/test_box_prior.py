@@ -122,7 +122,7 @@ def test_prior_consistency_loss_is_binary_cross_entropy():
 
 
 def test_dataset_flips_prior_with_its_crop_and_carries_area():
-    from training.experiments.box_seg import make_dataset
+    from indep_seg.training.experiments.box_seg import make_dataset
     rng = np.random.default_rng(0)
     crops = rng.random((6, 8, 8, 3)).astype(np.float32)
     priors = (crops[..., :1] > 0.5).astype(np.float32)   # a function of the crop's pixels

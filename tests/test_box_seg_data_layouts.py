@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.experiments.box_seg import BoxSegDataError, load_box_data
+from indep_seg.training.experiments.box_seg import BoxSegDataError, load_box_data
 
 
 def _photos(folder, n=2, size=(40, 32)):

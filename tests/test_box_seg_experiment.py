@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from indep_seg.data.backgrounds import scale_matched_backgrounds
-from training.context import TrainContext
-from training.experiments.box_seg import (BoxSegConfig, BoxSegDataError, effective_a, load_box_data,
+from indep_seg.training.context import TrainContext
+from indep_seg.training.experiments.box_seg import (BoxSegConfig, BoxSegDataError, effective_a, load_box_data,
                                           paper_config)
 
 
@@ -96,7 +96,7 @@ def test_presets():
     assert (paper.resolution, paper.unet, paper.discriminator, paper.area_a, paper.area_lambda,
             paper.margin, paper.upsampling) == (128, "paper", "paper", 0.25, 1000.0, 0.0, "transpose")
     assert effective_a(dataclasses.replace(paper, margin=0.25)) == pytest.approx(0.25 / 2.25)
-    from training.registry import get_experiment
+    from indep_seg.training.registry import get_experiment
     assert get_experiment("box_seg").default_config == BoxSegConfig()
     assert get_experiment("box_seg_paper").default_config == paper
 
@@ -108,7 +108,7 @@ def test_tiny_end_to_end(tmp_path):
     cfg = BoxSegConfig(resolution=16, unet="tiny", discriminator="tiny", batch_size=4, steps=10, adversarial_fraction=0.8,
                        snapshot_every=2, probe_images=4, log_every=2)
     ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), extra={"verbose": False, "log": lambda m: None})
-    result = __import__("training.experiments.box_seg", fromlist=["x"]).train_box_seg(cfg, ctx)
+    result = __import__("indep_seg.training.experiments.box_seg", fromlist=["x"]).train_box_seg(cfg, ctx)
     assert result["phase"] == "distill" and result["adversarial_steps"] == 8 and result["distill_steps"] == 2
     assert result["selected_step"] in (2, 4, 6, 8)
     for png in ("adversarial_selected.png", "distill.png", "adversarial/reals.png"):
@@ -134,7 +134,7 @@ class _StubNet:
 
 
 def test_snapshot_selector_prefers_confident_stable_snapshots():
-    from training.experiments.box_seg import SnapshotSelector
+    from indep_seg.training.experiments.box_seg import SnapshotSelector
 
     net, sel = _StubNet(), SnapshotSelector(np.zeros((2, 4, 4, 3)), a=0.5)
     base = np.zeros((2, 4, 4, 1), "float32")
@@ -151,7 +151,7 @@ def test_snapshot_selector_prefers_confident_stable_snapshots():
 
 def test_snapshot_selector_refuses_frames_of_background():
     """A snapshot whose masks carve the background inside the box (a frame) is never eligible."""
-    from training.experiments.box_seg import SnapshotSelector
+    from indep_seg.training.experiments.box_seg import SnapshotSelector
 
     r = 16
     yy, xx = np.mgrid[0:r, 0:r] + 0.5

@@ -1,4 +1,4 @@
-"""training.config: dataclass presets, YAML files, --override with type coercion and clear errors."""
+"""indep_seg.training.config: dataclass presets, YAML files, --override with type coercion and clear errors."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,7 @@ from typing import Optional
 import pytest
 import yaml
 
-from training.config import (ConfigError, apply_overrides, from_dict, load_yaml, parse_override,
+from indep_seg.training.config import (ConfigError, apply_overrides, from_dict, load_yaml, parse_override,
                              resolve_config, save_yaml, to_dict)
 
 

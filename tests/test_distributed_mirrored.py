@@ -44,7 +44,7 @@ def test_toy_two_devices_match_one_device(tmp_path):
 
 @pytest.fixture(scope="module")
 def registered():
-    from training.registry import list_experiments
+    from indep_seg.training.registry import list_experiments
 
     return {e.name for e in list_experiments()}
 

@@ -89,8 +89,8 @@ def test_two_workers_train_and_checkpoint(tmp_path):
                                                  f"checkpoint_every={steps}", "log_every=2", "image_every=0"])
     try:
         # meanwhile, the single-device reference with the same seed and global batch, in process
-        from training.context import TrainContext
-        from training.experiments.toy import ToyConfig, train_toy
+        from indep_seg.training.context import TrainContext
+        from indep_seg.training.experiments.toy import ToyConfig, train_toy
 
         keras.utils.set_random_seed(5)
         ref = train_toy(ToyConfig(checkpoint_every=steps, log_every=2, image_every=0),

@@ -93,8 +93,8 @@ def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert steps == list(range(5, total + 1, 5)) + ([total] if total % 5 else [])
 
     # the uninterrupted run, in process, from the same seed
-    from training.context import TrainContext
-    from training.experiments.toy import ToyConfig, train_toy
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.toy import ToyConfig, train_toy
 
     keras.utils.set_random_seed(2)
     train_toy(ToyConfig(checkpoint_every=every, log_every=5, image_every=0),

@@ -1,12 +1,12 @@
-"""`serving.export`: SavedModel signatures, versions, atomic layout, ONNX parity, the --model resolver."""
+"""`indep_seg.serving.export`: SavedModel signatures, versions, atomic layout, ONNX parity, the --model resolver."""
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.export import export_onnx, export_segmenter, list_versions, next_version
-from serving.predictor import load_predictor, resolve_model
+from indep_seg.serving.export import export_onnx, export_segmenter, list_versions, next_version
+from indep_seg.serving.predictor import load_predictor, resolve_model
 from tests._serving_helpers import conv_model, png_bytes, segmenter
 
 

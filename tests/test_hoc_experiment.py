@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from training.experiments.hoc import PAPER_SETTINGS, HocConfig, hoc_paper_config, resolve
-from training.registry import get_experiment
+from indep_seg.training.experiments.hoc import PAPER_SETTINGS, HocConfig, hoc_paper_config, resolve
+from indep_seg.training.registry import get_experiment
 
 
 def _blob_image(n=12, size=128, r=5, seed=0):
@@ -62,7 +62,7 @@ def test_window_larger_than_image_is_a_clear_error():
 def test_tiny_run_writes_model_counter_and_figures(tmp_path):
     from PIL import Image
 
-    from training.context import TrainContext
+    from indep_seg.training.context import TrainContext
 
     path = tmp_path / "blobs.png"
     Image.fromarray((_blob_image(size=96)[..., 0] * 255).astype(np.uint8)).save(path)

@@ -177,7 +177,7 @@ def test_predict_heatmap_has_no_border_artefact():
 
 
 def test_data_paths_folder_and_list(tmp_path):
-    from training.experiments.hoc import data_paths
+    from indep_seg.training.experiments.hoc import data_paths
     for n in ("a.png", "b.tif", "a_instances.png", "notes.txt"):
         (tmp_path / n).write_bytes(b"x")
     assert [p.split("/")[-1] for p in data_paths(str(tmp_path))] == ["a.png", "b.tif"]
@@ -227,9 +227,9 @@ def test_count_command_many_images_one_line_each(tmp_path, capsys):
 @pytest.mark.slow
 def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
     """`--data FOLDER`: every image normalised and rescaled by its own LoG scale; the counter knows it."""
-    from training.context import TrainContext
-    from training.experiments.hoc import HocConfig
-    from training.registry import get_experiment
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.experiments.hoc import HocConfig
+    from indep_seg.training.registry import get_experiment
 
     data = tmp_path / "data"
     data.mkdir()

@@ -263,7 +263,7 @@ def test_image_grid_rows_and_checkpoint_items():
     np.testing.assert_allclose(grid[16:24, :8] / 255.0, comp[0], atol=1 / 255 + 1e-6)
     items = model.checkpoint_items()
     assert {"generator", "discriminator", "g_optimizer", "d_optimizer", "ada_p", "seed_generator"} <= set(items)
-    assert "step" not in items and "rng" not in items  # reserved by training.loop
+    assert "step" not in items and "rng" not in items  # reserved by indep_seg.training.loop
 
 
 def test_constructor_validation():
@@ -278,8 +278,8 @@ def test_constructor_validation():
 
 
 def test_paper_preset_is_the_paper():
-    from training.experiments.ilsgan import ILSGANConfig, paper_config
-    from training.registry import get_experiment
+    from indep_seg.training.experiments.ilsgan import ILSGANConfig, paper_config
+    from indep_seg.training.registry import get_experiment
 
     p = paper_config()
     assert (p.resolution, p.z_dim, p.w_dim, p.mapping_layers, p.g_channel_max) == (64, 512, 512, 8, 512)

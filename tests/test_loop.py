@@ -1,4 +1,4 @@
-"""training.loop on the toy GAN (default strategy, in process): run directory, resume, crash safety."""
+"""indep_seg.training.loop on the toy GAN (default strategy, in process): run directory, resume, crash safety."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from training.context import TrainContext
-from training.experiments.toy import ToyConfig, ToyGAN, build_toy, toy_dataset, train_toy
-from training.loop import (Checkpointer, collect_seed_generators, image_grid, read_jsonl, run_fit,
+from indep_seg.training.context import TrainContext
+from indep_seg.training.experiments.toy import ToyConfig, ToyGAN, build_toy, toy_dataset, train_toy
+from indep_seg.training.loop import (Checkpointer, collect_seed_generators, image_grid, read_jsonl, run_fit,
                            step_outputs, write_png)
 
 TINY = dict(steps=12, checkpoint_every=4, keep_checkpoints=2, log_every=2, image_every=6)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.export import export_segmenter
+from indep_seg.serving.export import export_segmenter
 from tests._serving_helpers import free_port, red_model, segmenter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,11 @@
-"""training.registry and training.experiments: named presets, unknown names, missing modules."""
+"""indep_seg.training.registry and indep_seg.training.experiments: named presets, unknown names, missing modules."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from training.registry import (UnknownExperimentError, get_experiment, list_experiments, register_experiment,
+from indep_seg.training.registry import (UnknownExperimentError, get_experiment, list_experiments, register_experiment,
                                unregister_experiment)
 
 
@@ -65,7 +65,7 @@ def test_duplicate_and_invalid_registrations(scratch_name):
 
 
 def test_missing_application_modules_are_reported_not_silent(monkeypatch):
-    import training.experiments as exps
+    import indep_seg.training.experiments as exps
 
     monkeypatch.setattr(exps, "_MISSING", {"ilsgan": "training/experiments/ilsgan.py is not written yet"})
     with pytest.raises(UnknownExperimentError, match=r"not loaded: ilsgan \(training/experiments/ilsgan.py"):
@@ -75,7 +75,7 @@ def test_missing_application_modules_are_reported_not_silent(monkeypatch):
 def test_broken_module_warns_and_is_recorded(monkeypatch, tmp_path):
     import sys
 
-    import training.experiments as exps
+    import indep_seg.training.experiments as exps
 
     pkg = tmp_path / "fakepkg"
     pkg.mkdir()

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from indep_seg.cli import main
-from serving.export import export_segmenter
+from indep_seg.serving.export import export_segmenter
 from tests._serving_helpers import red_model, segmenter
 
 
@@ -105,7 +105,7 @@ def test_bad_input_is_named(setup, tmp_path, capsys):
 
 
 def test_segment_through_the_server(setup, tmp_path, capsys):
-    from serving.server import ModelServer
+    from indep_seg.serving.server import ModelServer
 
     server = ModelServer.from_base_path("horse", setup / "export", port=0, rest_api_port=0,
                                         file_system_poll_wait_seconds=0).start()

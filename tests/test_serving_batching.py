@@ -1,4 +1,4 @@
-"""Server-side batching (`serving.batching`) and the text-format configuration files."""
+"""Server-side batching (`indep_seg.serving.batching`) and the text-format configuration files."""
 import threading
 import time
 
@@ -6,10 +6,10 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions, ConfigError, parse_batching_parameters, parse_model_server_config
-from serving.errors import ServingError
-from serving.servables import SignatureInfo
+from indep_seg.serving.batching import BatchScheduler
+from indep_seg.serving.config import BatchingOptions, ConfigError, parse_batching_parameters, parse_model_server_config
+from indep_seg.serving.errors import ServingError
+from indep_seg.serving.servables import SignatureInfo
 
 
 class FakeServable:

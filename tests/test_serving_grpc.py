@@ -9,8 +9,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from serving.export import export_segmenter
-from serving.server import ModelServer
+from indep_seg.serving.export import export_segmenter
+from indep_seg.serving.server import ModelServer
 from tests._serving_helpers import conv_model, png_bytes, segmenter
 
 MAX_MESSAGE = 2 * 1024 * 1024
@@ -194,7 +194,7 @@ def test_unimplemented_methods(env):
 
 
 def test_reload_config_rejects_bad_and_applies_good(env, tmp_path):
-    from serving.config import parse_model_server_config
+    from indep_seg.serving.config import parse_model_server_config
 
     req = model_management_pb2.ReloadConfigRequest()
     mc = req.config.model_config_list.config.add()

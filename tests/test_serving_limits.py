@@ -1,4 +1,4 @@
-"""serving.limits: image headers read as TensorFlow's decoders read them, request budgets."""
+"""indep_seg.serving.limits: image headers read as TensorFlow's decoders read them, request budgets."""
 import io
 import struct
 import zlib
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.errors import ServingError
-from serving.limits import (HeaderError, RequestLimits, check_encoded_images, declared_string_bytes,
+from indep_seg.serving.errors import ServingError
+from indep_seg.serving.limits import (HeaderError, RequestLimits, check_encoded_images, declared_string_bytes,
                             declared_tensor_size, image_header)
 
 

@@ -12,11 +12,11 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
     prediction_service_pb2_grpc
 
-from serving.config import ConfigError, parse_model_server_config
-from serving.export import export_segmenter
-from serving.server import ModelServer
-from serving.errors import ServingError
-from serving.servables import ModelManager, wait_for
+from indep_seg.serving.config import ConfigError, parse_model_server_config
+from indep_seg.serving.export import export_segmenter
+from indep_seg.serving.server import ModelServer
+from indep_seg.serving.errors import ServingError
+from indep_seg.serving.servables import ModelManager, wait_for
 from tests._serving_helpers import conv_model, segmenter
 
 
@@ -106,7 +106,7 @@ def _predict(stub, image, name="m"):
 
 @pytest.mark.parametrize("batching", [False, True])
 def test_hot_load_new_version_while_requests_in_flight(exported, tmp_path, batching):
-    from serving.config import BatchingOptions
+    from indep_seg.serving.config import BatchingOptions
 
     base = _base_with(tmp_path, exported["a"], [1])
     server = ModelServer.from_base_path("m", base, port=0, file_system_poll_wait_seconds=0.05,
@@ -234,7 +234,7 @@ def test_base_path_prefix_confines_configs_and_polls(exported, tmp_path, monkeyp
     """`model_base_path_prefix` (or INDEP_SEG_MODEL_BASE_PATH_PREFIX): a config naming a base path
     outside the root is refused, and a base path swapped for a symlink leading outside is no longer
     loaded from at the next poll."""
-    from serving.config import model_server_config_from_flags
+    from indep_seg.serving.config import model_server_config_from_flags
 
     root = tmp_path / "root"
     root.mkdir()

@@ -7,8 +7,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from serving.export import export_segmenter
-from serving.server import ModelServer
+from indep_seg.serving.export import export_segmenter
+from indep_seg.serving.server import ModelServer
 from tests._serving_helpers import conv_model, png_bytes, segmenter
 
 

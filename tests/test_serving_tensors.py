@@ -1,11 +1,11 @@
-"""`serving.tensors`: the hand-written TensorProto bytes equal what protobuf / TensorFlow build."""
+"""`indep_seg.serving.tensors`: the hand-written TensorProto bytes equal what protobuf / TensorFlow build."""
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from serving.tensors import tensor_proto_bytes, to_ndarray, to_tensor_proto
+from indep_seg.serving.tensors import tensor_proto_bytes, to_ndarray, to_tensor_proto
 
 
 @pytest.mark.parametrize("array", [

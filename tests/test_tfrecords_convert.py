@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from indep_seg.data import DataError, read_dataset, read_tfrecords
-from tfrecords_tools import convert_folder, convert_masks, convert_patches, inspect_tfrecords, patch_windows
+from indep_seg.tfrecords_tools import convert_folder, convert_masks, convert_patches, inspect_tfrecords, patch_windows
 
 
 def _save(path, array, **kw):
@@ -115,7 +115,7 @@ def test_failure_leaves_no_shard_and_skip_bad_counts(tmp_path):
 
 
 def test_a_record_that_fails_mid_run_removes_the_temporary_shards(tmp_path):
-    from tfrecords_tools.writer import write_sharded
+    from indep_seg.tfrecords_tools.writer import write_sharded
 
     def bad():
         raise DataError("z.png: does not decode")
@@ -218,7 +218,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
     import subprocess
     import sys
 
-    from tfrecords_tools.writer import write_sharded
+    from indep_seg.tfrecords_tools.writer import write_sharded
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -234,7 +234,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
 def test_overwrite_removes_the_old_set_before_renaming(tmp_path, monkeypatch):
     """A kill between two renames of an overwrite must leave an incomplete set, never a complete
     mix of old and new shards: simulated by failing the second rename."""
-    from tfrecords_tools import writer
+    from indep_seg.tfrecords_tools import writer
 
     tasks = [("a", lambda: b"a"), ("b", lambda: b"b")]
     writer.write_sharded(tasks, tmp_path / "s", 2, progress=False)

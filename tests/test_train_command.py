@@ -14,7 +14,7 @@ def _last_json(out: str) -> dict:
 
 
 def test_list_shows_experiments_and_missing_modules(capsys, monkeypatch):
-    import training.experiments as exps
+    import indep_seg.training.experiments as exps
 
     monkeypatch.setattr(exps, "_MISSING", {"ilsgan": "training/experiments/ilsgan.py is not written yet"})
     assert main(["train", "--list"]) == 0

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from indep_seg.data.files import DataError, plan_folder, probe_image
-from tfrecords_tools.writer import auto_num_shards, write_sharded
+from indep_seg.tfrecords_tools.writer import auto_num_shards, write_sharded
 
 __all__ = ["convert_folder", "convert_masks", "convert_patches", "folder_record", "patch_windows"]
 

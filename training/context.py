@@ -50,7 +50,7 @@ class TrainContext:
     @property
     def is_chief(self) -> bool:
         """True on the worker that writes logs, PNGs and the real checkpoints."""
-        from training.strategy import is_chief
+        from indep_seg.training.strategy import is_chief
 
         return is_chief(self.strategy)
 

@@ -55,7 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.strategy import is_chief, is_multi_worker, worker_dir
+from indep_seg.training.strategy import is_chief, is_multi_worker, worker_dir
 
 __all__ = ["run_fit", "step_outputs", "Checkpointer", "collect_seed_generators", "image_grid",
            "write_png", "RunCallback", "read_jsonl"]
@@ -490,7 +490,7 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
         model: a compiled keras.Model whose optimizers are built (see the module docstring).
         dataset: an infinite `tf.data.Dataset` of global batches, or `dataset_fn(start_step)`
             returning one that starts at that step (exact continuation after a resume).
-        ctx: `training.context.TrainContext` (model_dir, budget, strategy).
+        ctx: `indep_seg.training.context.TrainContext` (model_dir, budget, strategy).
         total_steps: steps of the whole run; a resumed run trains `total_steps - restored_step`.
         checkpoint_every: steps between checkpoints (also saved when the run stops).
         keep_checkpoints: how many checkpoints to keep (tf.train.CheckpointManager max_to_keep).

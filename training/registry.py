@@ -2,12 +2,12 @@
 
 Each application registers its presets in `training/experiments/<app>.py`:
 
-    from training.registry import register_experiment
+    from indep_seg.training.registry import register_experiment
     register_experiment("box_seg", BoxSegConfig(), train_box_seg, "box-level masks (Dai et al. 2019, Sec. 3.1)")
 
 `train_fn(config, ctx) -> dict` gets the resolved dataclass config and a
-`training.context.TrainContext`, and returns the final metrics (JSON-serialisable floats).
-`get_experiment(name)` imports `training.experiments` first, so every registered module is loaded.
+`indep_seg.training.context.TrainContext`, and returns the final metrics (JSON-serialisable floats).
+`get_experiment(name)` imports `indep_seg.training.experiments` first, so every registered module is loaded.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def _load_all() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        import training.experiments  # noqa: F401  (registers every application's presets)
+        import indep_seg.training.experiments  # noqa: F401  (registers every application's presets)
 
 
 def list_experiments() -> list[Experiment]:
@@ -91,7 +91,7 @@ def get_experiment(name: str) -> Experiment:
     _load_all()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        from training.experiments import missing_modules
+        from indep_seg.training.experiments import missing_modules
         missing = missing_modules()
         hint = ""
         if missing:

@@ -153,7 +153,7 @@ def run(args) -> int:
              "--model_name", "demo", "--model_base_path", str(export_base.resolve())],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            from serving.client import SegmentationClient
+            from indep_seg.serving.client import SegmentationClient
 
             deadline = time.time() + 120
             while True:

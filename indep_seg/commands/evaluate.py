@@ -55,7 +55,7 @@ def mask_box(mask: np.ndarray):
 
 def pair_files(images_dir, masks_dir):
     """[(image path or None, mask path)] matched by stem, in mask-name order."""
-    from serving.imageio import IMAGE_SUFFIXES
+    from indep_seg.serving.imageio import IMAGE_SUFFIXES
 
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     images = {}
@@ -89,7 +89,7 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
 
     from indep_seg import metrics
     from indep_seg.cli import CommandError
-    from serving.imageio import read_image, read_mask
+    from indep_seg.serving.imageio import read_image, read_mask
 
     preds, gts, names, tiles, skipped = [], [], [], [], []
 
@@ -153,7 +153,7 @@ def run(args) -> int:
     from indep_seg.cli import CommandError
     from indep_seg.commands.segment import predictor_for
     from indep_seg.gallery import titled_grid
-    from serving.imageio import write_png
+    from indep_seg.serving.imageio import write_png
 
     if args.resolution < 8:
         raise CommandError(f"--resolution: expected an integer >= 8, got {args.resolution}")

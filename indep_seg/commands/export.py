@@ -37,7 +37,7 @@ def run(args) -> int:
         raise CommandError(f"--model-dir {args.model_dir}: no such folder (give the training run's "
                            "--model-dir, or its segmenter/ folder)")
     from indep_seg.segmenter import Segmenter
-    from serving.export import export_onnx, export_segmenter
+    from indep_seg.serving.export import export_onnx, export_segmenter
 
     t0 = time.time()
 

@@ -60,7 +60,7 @@ def parse_box(text: str, what: str = "--box"):
 def predictor_for(args):
     """The predictor behind `--model PATH` or `--server HOST:PORT` (segment and evaluate)."""
     from indep_seg.cli import CommandError
-    from serving.predictor import RemotePredictor, load_predictor
+    from indep_seg.serving.predictor import RemotePredictor, load_predictor
 
     if args.server:
         return RemotePredictor(args.server, model_name=args.model_name)
@@ -106,7 +106,7 @@ def _clip_box(box, w, h, where):
 
 def run(args) -> int:
     from indep_seg.cli import CommandError
-    from serving.imageio import list_images, read_image, write_png
+    from indep_seg.serving.imageio import list_images, read_image, write_png
 
     try:
         files = list_images(args.inputs)
@@ -131,7 +131,7 @@ def run(args) -> int:
         print(f"indep-seg segment: warning: {msg} (skipped)", file=sys.stderr)
         skipped.append(msg)
 
-    from serving.client import ClientError
+    from indep_seg.serving.client import ClientError
     import time
 
     t0 = time.time()

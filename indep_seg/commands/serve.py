@@ -65,9 +65,9 @@ def run(args) -> int:
         raise CommandError(f"--grpc_max_message_size: expected at least 1024 bytes, got {args.grpc_max_message_size}")
     if args.max_image_pixels < 1:
         raise CommandError(f"--max_image_pixels: expected a positive number of pixels, got {args.max_image_pixels}")
-    from serving.config import BatchingOptions, ConfigError, read_batching_parameters
-    from serving.errors import ServingError
-    from serving.server import ModelServer
+    from indep_seg.serving.config import BatchingOptions, ConfigError, read_batching_parameters
+    from indep_seg.serving.errors import ServingError
+    from indep_seg.serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     batching = None

@@ -73,14 +73,14 @@ def run(args) -> int:
     action = args.tfrecords_command
     try:
         if action == "inspect":
-            from tfrecords_tools.inspect import format_report, inspect_tfrecords
+            from indep_seg.tfrecords_tools.inspect import format_report, inspect_tfrecords
 
             if args.num < 0:
                 raise CommandError(f"--num: expected an integer >= 0, got {args.num}")
             report = inspect_tfrecords(args.pattern, png_path=args.png, num_preview=args.num)
             print(json.dumps(report, indent=2) if args.json else format_report(report))
             return 0
-        from tfrecords_tools import converters
+        from indep_seg.tfrecords_tools import converters
 
         if args.num_shards is not None and args.num_shards < 1:
             raise CommandError(f"--num-shards: expected an integer >= 1, got {args.num_shards}")

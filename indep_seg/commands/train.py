@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> int:
-    from training.experiments import missing_modules
-    from training.registry import list_experiments
+    from indep_seg.training.experiments import missing_modules
+    from indep_seg.training.registry import list_experiments
 
     for exp in list_experiments():
         print(f"{exp.name:20s} {exp.description}")
@@ -94,7 +94,7 @@ def run(args) -> int:
     steps = args.steps if args.steps is not None else stored_run.get("steps")
 
     # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
-    from training.strategy import is_chief, make_strategy
+    from indep_seg.training.strategy import is_chief, make_strategy
 
     try:
         strategy = make_strategy(strategy_name)
@@ -103,9 +103,9 @@ def run(args) -> int:
 
     import keras
 
-    from training.config import ConfigError, apply_overrides, resolve_config, save_yaml, to_dict
-    from training.context import TrainContext
-    from training.registry import UnknownExperimentError, get_experiment
+    from indep_seg.training.config import ConfigError, apply_overrides, resolve_config, save_yaml, to_dict
+    from indep_seg.training.context import TrainContext
+    from indep_seg.training.registry import UnknownExperimentError, get_experiment
 
     try:
         exp = get_experiment(args.experiment)

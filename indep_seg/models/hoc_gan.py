@@ -35,9 +35,9 @@ __all__ = ["HocGAN"]
 
 
 def _step_outputs(logs):
-    """Shape-[1] values (training.loop.step_outputs; MultiWorkerMirroredStrategy, DESIGN.md 4)."""
+    """Shape-[1] values (indep_seg.training.loop.step_outputs; MultiWorkerMirroredStrategy, DESIGN.md 4)."""
     try:
-        from training.loop import step_outputs
+        from indep_seg.training.loop import step_outputs
     except ImportError:  # the library does not need the training package
         return logs
     return step_outputs(logs)

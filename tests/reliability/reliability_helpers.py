@@ -80,14 +80,14 @@ def tiny_segmenter(resolution=16, bias=0.0, seed=0):
 
 
 def export_version(segmenter, base, version):
-    from serving.export import export_segmenter
+    from indep_seg.serving.export import export_segmenter
 
     return export_segmenter(segmenter, base, version=version)
 
 
 _FALLBACK_SERVER = r"""
 import os, sys
-from serving.server import ModelServer
+from indep_seg.serving.server import ModelServer
 name, base, port_file, poll = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 s = ModelServer.from_base_path(name, base, port=0, host="127.0.0.1",
                                file_system_poll_wait_seconds=poll).start()
@@ -99,7 +99,7 @@ s.wait()
 
 
 class ServerProcess:
-    """`indep-seg serve` (or, while that command is a placeholder, `serving.server.ModelServer`
+    """`indep-seg serve` (or, while that command is a placeholder, `indep_seg.serving.server.ModelServer`
     run the same way) in its own process group, with an address-space cap so that a request
     that makes it allocate without bound fails there instead of exhausting the shared machine."""
 
@@ -208,7 +208,7 @@ class ServerProcess:
 def image_request(name, images, signature="serving_default"):
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.tensors import to_tensor_proto
+    from indep_seg.serving.tensors import to_tensor_proto
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = name
@@ -227,7 +227,7 @@ def saved_model_masks(version_dir, images):
 
 _KWARGS_SERVER = r"""
 import json, os, sys
-from serving.server import ModelServer
+from indep_seg.serving.server import ModelServer
 name, base, port_file, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 s = ModelServer.from_base_path(name, base, port=0, host="127.0.0.1", **kwargs).start()
 tmp = port_file + ".tmp"
@@ -238,7 +238,7 @@ s.wait()
 
 
 class ModelServerProcess(ServerProcess):
-    """`serving.server.ModelServer` with keyword arguments that `indep-seg serve` has no flag for
+    """`indep_seg.serving.server.ModelServer` with keyword arguments that `indep-seg serve` has no flag for
     (REST timeouts, limits, `model_base_path_prefix`), in its own process group with the same
     address-space cap as `ServerProcess`; `.rest_port` is its REST port when `rest_api_port=0`."""
 

@@ -5,7 +5,7 @@ then nothing half-written may be taken as valid, and the restarted command must 
   trainer uses the same loop and checkpointer) with a checkpoint every few steps, killed twice
   at random moments; every checkpoint the state file lists must be complete and readable, and
   the same command then resumes and finishes at the requested step.
-- export: `indep-seg export` when implemented, else `serving.export.export_segmenter` (what the
+- export: `indep-seg export` when implemented, else `indep_seg.serving.export.export_segmenter` (what the
   command calls) exporting versions in a loop, killed mid-write; every integer version folder
   must load and answer, and the export must then complete.
 - TFRecords: `indep-seg tfrecords folder`, killed once shard files are being written; either no
@@ -122,7 +122,7 @@ _EXPORT_LOOP = r"""
 import sys, keras, numpy as np
 sys.path.insert(0, sys.argv[2])
 from reliability_helpers import tiny_segmenter
-from serving.export import export_segmenter
+from indep_seg.serving.export import export_segmenter
 seg = tiny_segmenter()
 for v in range(1, 1000):
     export_segmenter(seg, sys.argv[1], version=None)
@@ -133,7 +133,7 @@ for v in range(1, 1000):
 def _assert_versions_valid(base, images):
     import tensorflow as tf
 
-    from serving.export import is_saved_model_dir, list_versions
+    from indep_seg.serving.export import is_saved_model_dir, list_versions
 
     versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
     for v in versions:
@@ -172,7 +172,7 @@ def test_sigkill_during_export_then_export_again(tmp_path):
         p = subprocess.run([PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
     else:
         code = ("import sys; sys.path.insert(0, sys.argv[2]); from reliability_helpers import tiny_segmenter; "
-                "from serving.export import export_segmenter; print(export_segmenter(tiny_segmenter(), sys.argv[1]))")
+                "from indep_seg.serving.export import export_segmenter; print(export_segmenter(tiny_segmenter(), sys.argv[1]))")
         p = subprocess.run([PY, "-c", code, str(base), str(REPO / "tests" / "reliability")], cwd=REPO,
                            env=child_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]

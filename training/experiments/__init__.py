@@ -28,7 +28,7 @@ def _load(name: str) -> None:
         importlib.import_module(full)
     except Exception as e:  # one broken application must not break the others
         _MISSING[name] = f"import failed: {type(e).__name__}: {e}"
-        warnings.warn(f"training.experiments: could not import {full}; its experiments are unavailable:\n"
+        warnings.warn(f"indep_seg.training.experiments: could not import {full}; its experiments are unavailable:\n"
                       + traceback.format_exc(), RuntimeWarning, stacklevel=2)
 
 

@@ -483,7 +483,7 @@ class _SnapshotCallback(keras.callbacks.Callback):
 def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     """Both phases (adversarial, then distillation); ends with the Segmenter artifact."""
     from indep_seg.segmenter import Segmenter
-    from training.loop import run_fit, write_png
+    from indep_seg.training.loop import run_fit, write_png
 
     t_start = time.time()
     model_dir = Path(ctx.model_dir)
@@ -656,7 +656,7 @@ def train_box_seg_paper(cfg, ctx):
 
 
 try:
-    from training.registry import register_experiment
+    from indep_seg.training.registry import register_experiment
 
     register_experiment("box_seg", BoxSegConfig(), train_box_seg,
                         "box-level foreground masks, independence prior + distillation "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.registry import register_experiment
+from indep_seg.training.registry import register_experiment
 
 # Dai et al. 2019, Table 4 (+ the padding of "Layout Details" and the flips of "Data Preparation").
 PAPER_SETTINGS = {
@@ -295,7 +295,7 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
     import tensorflow as tf
 
     from indep_seg.models.hoc_gan import tile_rows
-    from training.loop import write_png
+    from indep_seg.training.loop import write_png
 
     lay = sample_masks(model, n)
     write_png(model_dir / "instances.png", tile_rows([lay[..., :3]]))
@@ -317,7 +317,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
 
     from indep_seg.hoc import counting
     from indep_seg.hoc.image_io import load_image
-    from training.loop import run_fit
+    from indep_seg.training.loop import run_fit
 
     t_start = time.time()
     data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)

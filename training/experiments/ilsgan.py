@@ -3,7 +3,7 @@
 One `train_fn` runs the paper's whole pipeline:
 1. GAN training of `ILSGAN` (layered StyleGAN2-style generator, residual discriminator, perturbed
    composition, L_m, L_b, ILS-MI, lazy R1, ADA) on square centre crops of the photos, with
-   `training.loop.run_fit` (checkpoints, resume, PNG grids rows background / foreground / composite /
+   `indep_seg.training.loop.run_fit` (checkpoints, resume, PNG grids rows background / foreground / composite /
    mask, TensorBoard, time budget);
 2. every `eval_every` steps: the selection metric and the mask-collapse check. The paper keeps the
    checkpoint with the lowest FID. FID/KID use InceptionV3 when its weights are on this machine
@@ -37,7 +37,7 @@ from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminato
 from indep_seg.optimizers import FusedAdam
 from indep_seg.posthoc import (generate_pairs, save_posthoc_segmenter, small_unet, train_posthoc_unet,
                                zoom_out_pairs)
-from training.registry import register_experiment
+from indep_seg.training.registry import register_experiment
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "weizmann_horse")
 
@@ -301,7 +301,7 @@ def posthoc_stage(model, cfg: ILSGANConfig, model_dir, chosen, selection_metric,
 
 def train_ilsgan(cfg: ILSGANConfig, ctx):
     """train_fn of `ilsgan` / `ilsgan_paper` (see the module docstring)."""
-    from training.loop import run_fit
+    from indep_seg.training.loop import run_fit
 
     t_start = time.time()
     model_dir = Path(ctx.model_dir)
@@ -342,7 +342,7 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     else:
         chosen = {"kid": float("nan"), "step": int(model.step_counter.numpy())}
         log("no healthy checkpoint was evaluated; using the final generator")
-    from training.loop import write_png
+    from indep_seg.training.loop import write_png
     write_png(model_dir / "selected.png", model.image_grid())
 
     # ---- post-hoc UNet

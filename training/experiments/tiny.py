@@ -16,7 +16,7 @@ with the settings that make N replicas train exactly as one device:
   contrastive estimator whose negatives come from the local batch: it cannot be split-invariant),
   no ADA (its augmentation draws are per replica) and no per-pixel noise (unseeded
   `tf.random.normal` in `NoiseInjection`);
-- every other random draw in the train steps goes through `training.strategy.global_batch_draw`
+- every other random draw in the train steps goes through `indep_seg.training.strategy.global_batch_draw`
   (done in the model files, unconditionally: one device draws exactly the numbers it drew before),
   and the input pipelines are pure functions of the seed (stateless flips, no reshuffling state).
 
@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from training.experiments.box_seg import BoxSegConfig, train_box_seg
-from training.experiments.hoc import HocConfig, train_hoc
-from training.experiments.ilsgan import ILSGANConfig, train_ilsgan
-from training.registry import register_experiment
+from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
+from indep_seg.training.experiments.hoc import HocConfig, train_hoc
+from indep_seg.training.experiments.ilsgan import ILSGANConfig, train_ilsgan
+from indep_seg.training.registry import register_experiment
 
 __all__ = ["box_seg_tiny_config", "ilsgan_tiny_config", "hoc_tiny_config"]
 

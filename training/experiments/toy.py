@@ -4,7 +4,7 @@ It exercises everything the application trainers rely on, in seconds on a CPU: a
 without `call()` (`self.built = True`), two optimizers built in scope, a spectrally normalised
 discriminator (its `u` vectors are checkpointed state), a `keras.random.SeedGenerator` for the
 latent codes (checkpointed RNG state), hand-written losses scaled with
-`indep_seg.distribute.scale_loss`, shape-[1] step outputs (`training.loop.step_outputs`), and a
+`indep_seg.distribute.scale_loss`, shape-[1] step outputs (`indep_seg.training.loop.step_outputs`), and a
 data stream that is a pure function of the example index (`dataset_fn(start_step)`), so a resumed
 run repeats an uninterrupted one exactly, and 1 or N replicas give the same updates.
 """
@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from indep_seg.distribute import scale_loss
 from indep_seg.optimizers import FusedAdam
-from training.loop import image_grid, run_fit, step_outputs
-from training.registry import register_experiment
-from training.strategy import global_batch_draw
+from indep_seg.training.loop import image_grid, run_fit, step_outputs
+from indep_seg.training.registry import register_experiment
+from indep_seg.training.strategy import global_batch_draw
 
 
 @dataclasses.dataclass
