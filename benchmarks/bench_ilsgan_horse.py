@@ -19,6 +19,7 @@ Results: benchmarks/results/ilsgan_horse.json and the figure benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -41,11 +42,23 @@ DATA = REPO.parent / "shared" / "datasets" / "weizmann_horse"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def load_eval_set(data=DATA, resolution=128):
-    """(crops [N, R, R, 3], gt [N, R, R, 1], names) with the protocol of datasets/README.md."""
+HALVES = {"tune": (1, 164), "test": (165, 328), "all": (1, 10**6)}  # datasets/README.md: tune / report
+
+
+def in_half(name, half):
+    """True when photo `horseNNN.jpg` belongs to `half` ("tune": 001-164, "test": 165-328, "all")."""
+    lo, hi = HALVES[half]
+    return lo <= int("".join(c for c in Path(name).stem if c.isdigit())) <= hi
+
+
+def load_eval_set(data=DATA, resolution=128, half="all"):
+    """(crops [N, R, R, 3], gt [N, R, R, 1], names) with the protocol of datasets/README.md, for the photos
+    of `half`."""
     rgb_dir, mask_dir = Path(data) / "rgb", Path(data) / "figure_ground"
     crops, gts, names = [], [], []
     for p in sorted(rgb_dir.iterdir()):
+        if not in_half(p.name, half):
+            continue
         mp = mask_dir / p.name
         if not mp.exists():
             continue
@@ -102,12 +115,55 @@ def evaluate_segmenter(model_dir, crops, gt):
                   "iou_per_image": iou(pred, gt, per_image=True)}
 
 
+def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
+    """The README's route: the crops written as 8-bit PNGs, `indep-seg segment --model RUN crops --out masks`,
+    the 8-bit masks read back and thresholded at 0.5 (IoU / DICE as `evaluate_segmenter`)."""
+    import subprocess
+
+    work_dir = Path(work_dir)
+    src, out = work_dir / "crops", work_dir / "masks"
+    src.mkdir(parents=True, exist_ok=True)
+    for c, name in zip(crops, names):
+        Image.fromarray((np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)).save(src / (Path(name).stem + ".png"))
+    exe = Path(sys.executable).with_name("indep-seg")
+    cmd = [str(exe), "segment", "--model", str(model_dir), str(src), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+    pred = []
+    for name in names:
+        cand = sorted(out.glob(Path(name).stem + ".*"))
+        if not cand:
+            raise FileNotFoundError(f"indep-seg segment wrote no mask for {name} in {out}")
+        pred.append(np.asarray(Image.open(cand[0]).convert("L"), np.float32)[..., None] / 255.0)
+    pred = np.stack(pred)
+    if pred.shape[1:3] != gt.shape[1:3]:
+        raise ValueError(f"masks of {pred.shape[1:3]} for crops of {gt.shape[1:3]}")
+    return pred, {"iou": iou(pred, gt), "dice": dice(pred, gt), "iou_per_image": iou(pred, gt, per_image=True)}
+
+
+def mine_summary(runs):
+    """MINE over seeds: per seed the mean of the held-out evaluations of the second half of its training
+    (`metrics_gan.mine_mutual_information(reduce="mean")`); the figure is the mean over seeds, with the
+    spread (standard deviation and range) of the per-evaluation sums b_inv;f_vis + b_vis;f_inv."""
+    per_seed = [r["mi"] for r in runs]
+    late_sums = []
+    for r in runs:
+        ea, ec = r["evaluations_binv_fvis"], r["evaluations_bvis_finv"]
+        steps = ea[-1][0]
+        late_sums += [a + c for (s, a), (_, c) in zip(ea, ec) if s > steps / 2]
+    return {"mi": float(np.mean(per_seed)), "mi_per_seed": per_seed,
+            "mi_binv_fvis": float(np.mean([r["mi_binv_fvis"] for r in runs])),
+            "mi_bvis_finv": float(np.mean([r["mi_bvis_finv"] for r in runs])),
+            "mi_eval_std": float(np.std(late_sums)), "mi_eval_min": float(np.min(late_sums)),
+            "mi_eval_max": float(np.max(late_sums)), "mi_evaluations": len(late_sums),
+            "mi_reduce": "mean of held-out evaluations, second half of MINE training"}
+
+
 def load_generator(model_dir, cfg):
     from indep_seg.training.experiments.ilsgan import build_model
 
     model = build_model(cfg)
     best = Path(model_dir) / "best" / "ckpt"
-    tf.train.Checkpoint(generator=model.generator).read(str(best)).expect_partial()
+    tf.train.Checkpoint(generator=model.sampling_generator).read(str(best)).expect_partial()
     return model
 
 
@@ -147,10 +203,28 @@ def tile(rows, scale=2):
     return np.kron(grid, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else grid
 
 
+def parse_variant(spec):
+    """`NAME` (a value of the config's `ils`) or `NAME:key=value,key=value` (overrides of ILSGANConfig)."""
+    from indep_seg.training.experiments.ilsgan import ILSGANConfig
+
+    name, _, rest = spec.partition(":")
+    fields = {f.name: f for f in dataclasses.fields(ILSGANConfig)}
+    overrides = {} if rest else {"ils": name}
+    for kv in filter(None, rest.split(",")):
+        k, v = kv.split("=", 1)
+        if k not in fields:
+            raise SystemExit(f"--variant {spec}: ILSGANConfig has no field {k!r}")
+        typ = type(getattr(ILSGANConfig(), k))
+        overrides[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
+    return name, overrides
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget-minutes", type=float, default=30.0, help="per variant (GAN + post-hoc UNet)")
     ap.add_argument("--variants", default="mi,none", help="comma-separated values of the config's `ils`")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:key=value,key=value (ILSGANConfig overrides), e.g. no_center:mask_center_prior=0")
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "bench_ilsgan_horse"))
     ap.add_argument("--run-dir", action="append", default=[],
                     help="VARIANT=DIR: use this run directory for a variant")
@@ -158,9 +232,13 @@ def main(argv=None):
     ap.add_argument("--redo-posthoc", action="store_true",
                     help="with --skip-train: run the post-hoc stage again (the preset's current settings, its "
                          "share of --budget-minutes) on the selected generator of each run directory")
+    ap.add_argument("--cli", action="store_true",
+                    help="score the masks that `indep-seg segment --model RUN` writes for the crops (the README's "
+                         "route) instead of calling the segmenter in-process")
     ap.add_argument("--mine-samples", type=int, default=2000)
     ap.add_argument("--mine-steps", type=int, default=400)
     ap.add_argument("--kid-samples", type=int, default=1000)
+    ap.add_argument("--skip-gan-metrics", action="store_true", help="IoU / DICE only (no KID, no MINE)")
     ap.add_argument("--out", default=str(RESULTS / "ilsgan_horse.json"))
     ap.add_argument("--note", default="", help="free text stored in the JSON (how the runs were made)")
     args = ap.parse_args(argv)
@@ -171,22 +249,33 @@ def main(argv=None):
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
         return 0
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = {}
+    for v in (v.strip() for v in args.variants.split(",")):
+        if v:
+            variants[v] = {"ils": v}
+    for spec in args.variant:
+        name, ov = parse_variant(spec)
+        variants[name] = ov
     dirs = {v: Path(args.runs_dir) / f"ils_{v}" for v in variants}
     for spec in args.run_dir:
         k, d = spec.split("=", 1)
         dirs[k] = Path(d)
-    crops, gt, names = load_eval_set()
-    base = baselines(gt)
-    print(f"eval set: {len(crops)} horse crops; baselines: " + json.dumps(base))
-    results = {"dataset": str(DATA), "eval_images": len(crops), "protocol": "datasets/README.md: square "
-               "crop half-side 0.75 max(w,h) around the GT box, black outside, 128x128, threshold 0.5",
-               "baselines": base, "budget_minutes_per_variant": args.budget_minutes,
-               "cpu_cores": os.cpu_count(), "note": args.note, "variants": {}}
-    ext, ext_name, _ = None, None, None
+    halves = {h: load_eval_set(half=h) for h in ("tune", "test")}
+    base = {h: baselines(gt) for h, (_, gt, _) in halves.items()}
+    print("baselines: " + json.dumps({h: b["centred_disc_r_third"] for h, b in base.items()}))
+    results = {"dataset": str(DATA), "eval_images": {h: len(c) for h, (c, _, _) in halves.items()},
+               "halves": {"tune": "horse001-horse164 (settings are chosen here)",
+                          "test": "horse165-horse328 (reported; never tuned on)"},
+               "protocol": "datasets/README.md: square crop half-side 0.75 max(w,h) around the GT box, black "
+                           "outside, 128x128, threshold 0.5", "baselines": base,
+               "budget_minutes_per_variant": args.budget_minutes, "cpu_cores": os.cpu_count(),
+               "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "route": "indep-seg segment (CLI)" if args.cli else "Segmenter.predict_crops (in-process)",
+               "note": args.note, "variants": {}}
+    ext, ext_name = None, None
     figure_rows = []
-    for v in variants:
-        cfg = ILSGANConfig(ils=v)
+    for v, overrides in variants.items():
+        cfg = dataclasses.replace(ILSGANConfig(), **overrides)
         d = dirs[v]
         t0 = time.time()
         train_metrics = None
@@ -195,47 +284,51 @@ def main(argv=None):
         if args.redo_posthoc:
             redo_posthoc(d, cfg, args.budget_minutes)
         summary = json.loads((d / "ilsgan_summary.json").read_text())
-        pred, seg_scores = evaluate_segmenter(d, crops, gt)
+        entry = {"overrides": overrides}
+        for h, (crops, gt, names) in halves.items():
+            if args.cli:
+                pred, sc = evaluate_with_cli(d, crops, gt, names, d / f"cli_eval_{h}")
+            else:
+                pred, sc = evaluate_segmenter(d, crops, gt)
+            entry[h] = {"iou": sc["iou"], "dice": sc["dice"]}
+            if h == "test":
+                pred_test, iou_test = pred, sc["iou_per_image"]
+        entry.update({"selected_step": summary["selected"]["step"], "steps": summary["fit"]["step"],
+                      "gan_seconds": summary["gan_seconds"], "total_seconds": summary["total_seconds"],
+                      "posthoc_val_iou": summary["posthoc"]["best_val_iou"], "restarts": summary["restarts"],
+                      "collapse_events": len(summary["collapse_events"]), "run_dir": str(d)})
         model = load_generator(d, cfg)
-        layers = generated_layers(model, max(args.mine_samples, args.kid_samples))
-        if ext is None:
-            from indep_seg.training.experiments.ilsgan import feature_extractor
-            ext, ext_name, _ = feature_extractor(cfg)
-            reals = load_training_images(str(DATA), cfg.resolution)
-            real_feats = metrics_gan.compute_features(reals, ext)
-        feats = metrics_gan.compute_features(np.clip(layers["composite"][:args.kid_samples], 0, 1), ext)
-        kid_mean, kid_std = metrics_gan.kid_from_features(feats, real_feats, num_subsets=50,
-                                                          subset_size=min(300, len(real_feats)))
-        n = args.mine_samples
-        runs = [metrics_gan.layer_mutual_information(layers["foreground"][:n], layers["background"][:n],
-                                                     layers["mask"][:n], downsample=8, hidden=128,
-                                                     steps=args.mine_steps, seed=s) for s in (0, 1, 2)]
-        mi = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-        mi["mi_per_seed"] = [r["mi"] for r in runs]
-        entry = {"iou": seg_scores["iou"], "dice": seg_scores["dice"], "kid": kid_mean, "kid_std": kid_std,
-                 "kid_features": ext_name, **mi, "mask_coverage": float((layers["mask"] > 0.5).mean()),
-                 "selected_step": summary["selected"]["step"], "steps": summary["fit"]["step"],
-                 "gan_seconds": summary["gan_seconds"], "total_seconds": summary["total_seconds"],
-                 "posthoc_val_iou": summary["posthoc"]["best_val_iou"], "restarts": summary["restarts"],
-                 "collapse_events": len(summary["collapse_events"]), "run_dir": str(d),
-                 "eval_seconds": time.time() - t0 - (train_metrics or {}).get("seconds", 0.0)}
+        layers = generated_layers(model, max(args.mine_samples, args.kid_samples, 8))
+        entry["mask_coverage"] = float((layers["mask"] > 0.5).mean())
+        if not args.skip_gan_metrics:
+            if ext is None:
+                from indep_seg.training.experiments.ilsgan import feature_extractor
+                ext, ext_name, _ = feature_extractor(cfg)
+                reals = load_training_images(str(DATA), cfg.resolution)
+                real_feats = metrics_gan.compute_features(reals, ext)
+            feats = metrics_gan.compute_features(np.clip(layers["composite"][:args.kid_samples], 0, 1), ext)
+            kid_mean, kid_std = metrics_gan.kid_from_features(feats, real_feats, num_subsets=50,
+                                                              subset_size=min(300, len(real_feats)))
+            n = args.mine_samples
+            runs = [metrics_gan.layer_mutual_information(
+                layers["foreground"][:n], layers["background"][:n], layers["mask"][:n], downsample=8, hidden=128,
+                steps=args.mine_steps, seed=s, reduce="mean", return_evaluations=True) for s in (0, 1, 2)]
+            entry.update({"kid": kid_mean, "kid_std": kid_std, "kid_features": ext_name, **mine_summary(runs)})
+        entry["eval_seconds"] = time.time() - t0 - (train_metrics or {}).get("seconds", 0.0)
         results["variants"][v] = entry
-        print(f"{v}: " + json.dumps({k: entry[k] for k in ("iou", "dice", "kid", "mi", "steps")}))
+        print(f"{v}: " + json.dumps({k: entry.get(k) for k in ("test", "tune", "kid", "mi", "steps")}))
         g = layers
-        order = np.argsort(seg_scores["iou_per_image"])
+        crops, gt, _ = halves["test"]
+        order = np.argsort(iou_test)
         pick = order[np.linspace(0, len(order) - 1, 8).astype(int)]
         figure_rows.append((v, tile([g["background"][:8], g["foreground"][:8], g["composite"][:8],
                                      g["mask"][:8]], scale=4),
-                            tile([crops[pick], gt[pick], (pred[pick] > 0.5).astype(np.float32)], scale=1)))
-    if "mi" in results["variants"] and "none" in results["variants"]:
-        a, b = results["variants"]["mi"], results["variants"]["none"]
-        results["mi_lower_with_ils_mi"] = bool(a["mi"] < b["mi"])
-        results["iou_ge_0_55_with_ils_mi"] = bool(a["iou"] >= 0.55)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(f".json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2, default=float))
-    os.replace(tmp, args.out)
-    # figure: per variant, generated layers (rows bg / fg / composite / mask) and real crops / GT / prediction
+                            tile([crops[pick], gt[pick], (pred_test[pick] > 0.5).astype(np.float32)], scale=1)))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(f".json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(results, indent=2, default=float))
+        os.replace(tmp, args.out)
+    # figure: per variant, generated layers (rows bg / fg / composite / mask) and test-half crops / GT / prediction
     panels = []
     for v, gen, real in figure_rows:
         w = max(gen.shape[1], real.shape[1])

@@ -19,7 +19,7 @@ from indep_seg import checks
 __all__ = ["composite", "composite_layers", "split_rgba"]
 
 
-def composite(fg, mask, bg):
+def composite(fg, mask, bg, unit_range: bool = True):
     """Two-layer alpha composition, ILSGAN (Zou et al. 2023) eq. (1): ``x = m f + (1 - m) b``.
 
     Args:
@@ -27,6 +27,8 @@ def composite(fg, mask, bg):
         mask: foreground mask ``m``, float ``[B, H, W, 1]`` (or ``[H, W, 1]``) in [0, 1];
             a mask with C channels is also accepted (per-channel alpha).
         bg: background ``b``, float with the same shape as `fg`.
+        unit_range: check (eager inputs) that `fg` and `bg` lie in [0, 1]; False for generators
+            whose linear RGB outputs may leave it (ILSGAN's StyleGAN2 layers are not clipped).
 
     Returns:
         The composite ``x``, same shape and dtype as `fg`.
@@ -47,8 +49,9 @@ def composite(fg, mask, bg):
     checks.check_channels(mask, "mask", (1,) if c in (None, 1) else (1, c),
                           what=f"1 (or {c}) channel(s) in the last dimension" if c else None)
     checks.check_range(mask, "mask", 0.0, 1.0)
-    checks.check_range(fg, "fg", 0.0, 1.0)
-    checks.check_range(bg, "bg", 0.0, 1.0)
+    if unit_range:
+        checks.check_range(fg, "fg", 0.0, 1.0)
+        checks.check_range(bg, "bg", 0.0, 1.0)
     return mask * fg + (1.0 - mask) * bg
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "spatial_transformer",
     "integer_translate",
     "pad_and_random_crop",
+    "shifts_from_uniform",
     "random_shift_perturbation",
     "perturbed_composite",
 ]
@@ -219,6 +220,20 @@ def _max_shift(max_fraction, size):
     return tf.cast(tf.round(tf.cast(max_fraction, tf.float32) * tf.cast(size, tf.float32)), tf.int32)
 
 
+def shifts_from_uniform(u, height, width, max_fraction: float = 0.125):
+    """The integer shifts of ILSGAN's T (Zou et al. 2023, eq. 3) from uniform draws `u` in [0, 1).
+
+    ``u`` is float ``[B, 2]``; returns int32 ``[B, 2]`` ``(dx, dy)`` with dx uniform in
+    ``[-s_x, s_x]``, ``s_x = round(max_fraction W)`` (dy likewise with H). A model under
+    `tf.distribute` draws `u` for the global batch (`indep_seg.distribute.global_batch_draw`)
+    and passes its replica's rows here, so the shifts do not depend on the number of replicas.
+    """
+    sx, sy = _max_shift(max_fraction, width), _max_shift(max_fraction, height)
+    span = tf.cast(tf.stack([2 * sx + 1, 2 * sy + 1]), tf.float32)
+    k = tf.minimum(tf.floor(tf.cast(u, tf.float32) * span), span - 1.0)
+    return tf.cast(k, tf.int32) - tf.stack([sx, sy])[None, :]
+
+
 def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
                               return_shifts: bool = False, shifts=None):
     """The perturbation T of ILSGAN (Zou et al. 2023, eq. 3; Bielski & Favaro 2019).
@@ -252,11 +267,7 @@ def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
     b = tf.shape(fg)[0]
     h, w = tf.shape(fg)[1], tf.shape(fg)[2]
     if shifts is None:
-        sx, sy = _max_shift(max_fraction, w), _max_shift(max_fraction, h)
-        u = _random.uniform(tf.stack([b, 2]), seed=seed)
-        span = tf.cast(tf.stack([2 * sx + 1, 2 * sy + 1]), tf.float32)
-        k = tf.minimum(tf.floor(u * span), span - 1.0)
-        shifts = tf.cast(k, tf.int32) - tf.stack([sx, sy])[None, :]
+        shifts = shifts_from_uniform(_random.uniform(tf.stack([b, 2]), seed=seed), h, w, max_fraction)
     both = integer_translate(tf.concat([fg, mask], axis=-1), shifts)
     fg_t, mask_t = both[..., :-1], both[..., -1:]
     if return_shifts:
@@ -265,12 +276,14 @@ def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
 
 
 def perturbed_composite(fg, mask, bg, max_fraction: float = 0.125, seed=None,
-                        return_layers: bool = False):
+                        return_layers: bool = False, shifts=None, unit_range: bool = True):
     """ILSGAN (Zou et al. 2023) eq. (3): ``x = T(m) T(f) + (1 - T(m)) b``.
 
+    `shifts` (optional int ``[B, 2]``) fixes T's shifts (see `random_shift_perturbation`);
+    `unit_range` as in `indep_seg.composition.composite`.
     Returns ``x`` or, with ``return_layers=True``, ``(x, T(f), T(m))``.
     """
     bg = checks.to_float_tensor(bg, "bg")
-    fg_t, mask_t = random_shift_perturbation(fg, mask, max_fraction=max_fraction, seed=seed)
-    x = composite(fg_t, mask_t, bg)
+    fg_t, mask_t = random_shift_perturbation(fg, mask, max_fraction=max_fraction, seed=seed, shifts=shifts)
+    x = composite(fg_t, mask_t, bg, unit_range=unit_range)
     return (x, fg_t, mask_t) if return_layers else x

@@ -22,6 +22,7 @@ __all__ = [
     "mask_hinge_loss",
     "binarization_loss",
     "r1_penalty",
+    "separate_regions",
     "ils_mi_loss",
     "ils_l1_loss",
     "infogan_information_loss",
@@ -231,6 +232,22 @@ def _check_layers(fg, bg, mask):
     return fg, bg, mask
 
 
+def separate_regions(fg, bg, mask, optimize_visible: bool = True, optimize_mask: bool = True):
+    """ILSGAN (Zou et al. 2023) eq. (10): the visible and invisible regions of the two layers,
+    ``f_vis = f m``, ``f_inv = f (1 - m)``, ``b_vis = b (1 - m)``, ``b_inv = b m``.
+
+    Returns ``(f_vis, f_inv, b_vis, b_inv)``. Table 3 switches: ``optimize_mask=False`` stops
+    the gradient to ``m`` (row D); ``optimize_visible=False`` stops it through ``f_vis`` and
+    ``b_vis`` (row C).
+    """
+    m = mask if optimize_mask else tf.stop_gradient(mask)
+    f_vis, f_inv = fg * m, fg * (1.0 - m)
+    b_vis, b_inv = bg * (1.0 - m), bg * m
+    if not optimize_visible:
+        f_vis, b_vis = tf.stop_gradient(f_vis), tf.stop_gradient(b_vis)
+    return f_vis, f_inv, b_vis, b_inv
+
+
 def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = True,
                 optimize_mask: bool = True, distribution: str = "laplace", seed=None,
                 pixel_reduction: str = "mean", permutation=None, reduction: str = "mean",
@@ -297,11 +314,7 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
         checks.check_rank(permutation, "permutation", 1, "[B]")
         checks.check_same_shape(fg, permutation, "fg", "permutation", axes=(0,))
     if separate:
-        m = mask if optimize_mask else tf.stop_gradient(mask)
-        f_vis, f_inv = fg * m, fg * (1.0 - m)  # eq. (10)
-        b_vis, b_inv = bg * (1.0 - m), bg * m
-        if not optimize_visible:
-            f_vis, b_vis = tf.stop_gradient(f_vis), tf.stop_gradient(b_vis)
+        f_vis, f_inv, b_vis, b_inv = separate_regions(fg, bg, mask, optimize_visible, optimize_mask)
         inv_vis = _club_terms(b_inv, f_vis, permutation, distribution, pixel_reduction)
         vis_inv = _club_terms(b_vis, f_inv, permutation, distribution, pixel_reduction)
         # eq. (12) permutes the background part in both terms (b_inv^(k_i), b_vis^(k_j));
@@ -318,7 +331,7 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
 
 
 def ils_l1_loss(fg, bg, mask, pixel_reduction: str = "mean", optimize_visible: bool = True,
-                reduction: str = "mean"):
+                reduction: str = "mean", optimize_mask=None):
     """ILS-L1 loss of ILSGAN (Zou et al. 2023), eq. (13):
     ``L = -||b_inv - f_vis||_1 - ||b_vis - f_inv||_1`` (with the regions of eq. 10).
 
@@ -331,16 +344,15 @@ def ils_l1_loss(fg, bg, mask, pixel_reduction: str = "mean", optimize_visible: b
     the mask* (unlike ILS-MI). ``optimize_visible=False`` is the ILSGAN code's
     ``estimator='l1_distance'`` variant: ``f_vis``, ``b_vis`` and the mask are constants, so only
     the invisible parts (``b`` under the mask, ``f`` outside it) are pushed away from what
-    is visible there.
+    is visible there. ``optimize_mask`` (default: the value of ``optimize_visible``) stops the
+    gradient to the mask on its own (the Table 3 switches of `separate_regions`).
     """
     fg, bg, mask = _check_layers(fg, bg, mask)
     checks.check_choice(pixel_reduction, "pixel_reduction", ("mean", "sum"))
     checks.check_bool(optimize_visible, "optimize_visible")
-    m = mask if optimize_visible else tf.stop_gradient(mask)
-    f_vis, f_inv = fg * m, fg * (1.0 - m)  # eq. (10)
-    b_vis, b_inv = bg * (1.0 - m), bg * m
-    if not optimize_visible:
-        f_vis, b_vis = tf.stop_gradient(f_vis), tf.stop_gradient(b_vis)
+    optimize_mask = optimize_visible if optimize_mask is None else checks.check_bool(optimize_mask,
+                                                                                      "optimize_mask")
+    f_vis, f_inv, b_vis, b_inv = separate_regions(fg, bg, mask, optimize_visible, optimize_mask)
     red = _per_example_mean if pixel_reduction == "mean" else _per_example_sum
     per_example = -red(tf.abs(b_inv - f_vis)) - red(tf.abs(b_vis - f_inv))
     return _reduce(per_example, reduction)

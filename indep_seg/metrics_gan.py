@@ -190,7 +190,8 @@ def _flatten(x, name):
 
 
 def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learning_rate=1e-3,
-                            holdout=0.2, ema_decay=0.99, eval_every=50, seed=0):
+                            holdout=0.2, ema_decay=0.99, eval_every=50, seed=0, reduce="max",
+                            return_evaluations=False):
     """MINE estimate (nats) of I(X; Y) from paired samples (Belghazi et al. 2018).
 
     A statistics network `T(x, y)` (MLP, two hidden layers) is trained to maximise the
@@ -201,9 +202,14 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
     from being rewarded, and the maximum over time is early stopping: late, over-fitted T can make the
     held-out bound collapse to large negative values).
 
+    `reduce="mean"` returns instead the mean of the held-out evaluations of the second half of the
+    training (T past its first half of steps), which does not pick the luckiest evaluation; with
+    `return_evaluations=True` the function returns `(value, [(step, held-out bound), ...])`.
+
     Args:
         x, y: `[N, ...]` paired samples (flattened).
     """
+    checks.check_choice(reduce, "reduce", ("max", "mean"))
     x, y = _flatten(x, "x"), _flatten(y, "y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"y: expected {x.shape[0]} samples as x, got {y.shape[0]}")
@@ -252,14 +258,19 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
         return float(np.mean(t_joint) - np.mean(vals))
 
     bs = min(batch_size, len(train))
-    best = -np.inf
+    evaluations = []
     for i in range(steps):
         idx = rng.choice(train, bs, replace=False)
         idm = rng.choice(train, bs, replace=False)
         step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(y[idm]))
         if (i + 1) % eval_every == 0 or i + 1 == steps:
-            best = max(best, heldout_bound())
-    return best
+            evaluations.append((i + 1, heldout_bound()))
+    if reduce == "max":
+        value = max(v for _, v in evaluations)
+    else:
+        late = [v for s, v in evaluations if s > steps / 2] or [evaluations[-1][1]]
+        value = float(np.mean(late))
+    return (value, evaluations) if return_evaluations else value
 
 
 def layer_mutual_information(foreground, background, mask, downsample=8, **mine_kwargs):
@@ -276,6 +287,11 @@ def layer_mutual_information(foreground, background, mask, downsample=8, **mine_
 
     f_vis, f_inv = pool(f * m), pool(f * (1 - m))
     b_vis, b_inv = pool(b * (1 - m)), pool(b * m)
+    if mine_kwargs.get("return_evaluations"):
+        a, ea = mine_mutual_information(b_inv, f_vis, **mine_kwargs)
+        c, ec = mine_mutual_information(b_vis, f_inv, **mine_kwargs)
+        return {"mi_binv_fvis": a, "mi_bvis_finv": c, "mi": a + c,
+                "evaluations_binv_fvis": ea, "evaluations_bvis_finv": ec}
     a = mine_mutual_information(b_inv, f_vis, **mine_kwargs)
     c = mine_mutual_information(b_vis, f_inv, **mine_kwargs)
     return {"mi_binv_fvis": a, "mi_bvis_finv": c, "mi": a + c}

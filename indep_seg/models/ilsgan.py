@@ -14,6 +14,25 @@ default (StyleGAN2-ADA's heuristic). Both D inputs go through ADA (`indep_seg.au
 The generator and discriminator steps share one batch of generated layers per iteration (the D step
 uses the G step's fakes, detached), which halves generator forward passes on CPU.
 
+StyleGAN2 parts (Karras et al. 2020b; the authors' code builds on stylegan2-ada), each an option:
+- EMA generator weights (`ema_kimg`, `ema_rampup`): `G_ema = G + beta (G_ema - G)` after every G
+  step, `beta = 0.5 ** (global_batch / max(ema_nimg, 1e-8))`, `ema_nimg = min(1000 ema_kimg,
+  images_seen ema_rampup)` (images before this step); non-trainable weights are copied. `generate`
+  (sampling, KID, the post-hoc pairs, the grids) uses the EMA copy when it is on.
+- Style mixing (`style_mixing_prob`): with that probability per step and per generator (G_f and G_b
+  separately, the authors' `mixing='orig'`), the per-layer latents from the crossover layer
+  `cutoff ~ U{1 .. num_ws - 1}` on come from a second z.
+- Lazy path-length regularisation (`pl_weight`, every `pl_interval` steps, scaled by the interval) on
+  half the batch (`pl_batch_shrink`): `a = || J_w^T y ||_2` per example with `y ~ N(0, I) / sqrt(HW)`
+  on the composite in StyleGAN2's [-1, 1] units, the gradient taken with respect to the per-layer
+  latents of both generators (concatenated over layers, squared, summed over channels, averaged
+  over layers), penalty `(a - a_mean)^2` with `a_mean` a running mean (decay `pl_decay`). The
+  authors' code disables it (their loss.py raises NotImplementedError: "when Gpl is enabled, the
+  layers fail to emerge").
+
+The paper's equations live in one place each: T and eq. (3) in `indep_seg.layout`, L_m, L_b, eq. (10),
+ILS-MI, ILS-L1 and R1 in `indep_seg.losses`.
+
 Losses are averaged per example and scaled for tf.distribute once (sum over the replica's examples
 divided by the global batch), so a single replica computes plain means.
 """
@@ -23,72 +42,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.distribute import global_batch_draw
-
-from indep_seg import checks
+from indep_seg import checks, losses
 from indep_seg.augment import AdaptiveAugment, augment
+from indep_seg.composition import composite
+from indep_seg.distribute import global_batch_draw
+from indep_seg.layout import perturbed_composite, shifts_from_uniform
 
-__all__ = [
-    "ILSGAN",
-    "random_shift_perturbation",
-    "perturbed_composite",
-    "mask_hinge_loss",
-    "binarization_loss",
-    "ils_mi_loss",
-    "ils_l1_loss",
-    "separate_regions",
-]
-
-
-
-
-# ----------------------------------------------------------------------------- paper's functions
-def random_shift_perturbation(foreground, mask, max_fraction=0.125, seed=None):
-    """ILSGAN's T (eq. 3): shift foreground and mask together by random integers (dx, dy), each
-    uniform in [-s, s] with s = floor(max_fraction * width), filling with zeros.
-
-    Returns `(T(f), T(m), shifts)` with `shifts` int32 `[N, 2]` = (dx, dy): output pixel (y, x) holds
-    input pixel (y - dy, x - dx).
-    """
-    checks.check_rank(foreground, "foreground", 4, "[N, H, W, C]")
-    checks.check_rank(mask, "mask", 4, "[N, H, W, 1]")
-    checks.check_fraction(max_fraction, "max_fraction", 0.0, 1.0)
-    foreground = tf.convert_to_tensor(foreground)
-    mask = tf.convert_to_tensor(mask)
-    width = foreground.shape[2] if foreground.shape[2] is not None else tf.shape(foreground)[2]
-    h = tf.shape(foreground)[1]
-    w = tf.shape(foreground)[2]
-    n = tf.shape(foreground)[0]
-    if isinstance(width, int):
-        s = int(np.floor(max_fraction * width))
-    else:
-        s = tf.cast(tf.floor(max_fraction * tf.cast(width, tf.float32)), tf.int32)
-    if seed is None:
-        shifts = tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32) if isinstance(s, int) else \
-            tf.random.uniform([n, 2], -s, s + 1, dtype=tf.int32)
-    else:
-        u = global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=seed), n)
-        shifts = tf.cast(tf.floor(u * tf.cast(2 * s + 1, tf.float32)), tf.int32) - s
-        shifts = tf.clip_by_value(shifts, -s, s)
-    both = tf.concat([foreground, tf.cast(mask, foreground.dtype)], axis=-1)
-    padded = tf.pad(both, [[0, 0], [s, s], [s, s], [0, 0]])
-    rows = tf.range(h)[tf.newaxis] + s - shifts[:, 1:2]  # [N, H]
-    cols = tf.range(w)[tf.newaxis] + s - shifts[:, 0:1]  # [N, W]
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    out = tf.gather(out, cols, axis=2, batch_dims=1)
-    c = foreground.shape[-1]
-    return out[..., :c], out[..., c:], shifts
-
-
-def perturbed_composite(foreground, mask, background, max_fraction=0.125, seed=None):
-    """Eq. (3): `x = T(m) * T(f) + (1 - T(m)) * b`. Returns `(x, shifts)`."""
-    tf_, tm, shifts = random_shift_perturbation(foreground, mask, max_fraction, seed)
-    return tm * tf_ + (1.0 - tm) * background, shifts
-
-
-def mask_hinge_loss(mask, eta=0.25):
-    """Eq. (4), L_m per example: `max(0, eta - |m|_1 / HW)`. Returns `[N]`."""
-    return tf.nn.relu(eta - tf.reduce_mean(mask, axis=[1, 2, 3]))
+__all__ = ["ILSGAN", "mask_max_area_loss", "ema_beta", "mix_at_cutoff", "path_length_penalty"]
 
 
 def mask_max_area_loss(mask, eta_max):
@@ -97,71 +57,45 @@ def mask_max_area_loss(mask, eta_max):
     return tf.nn.relu(tf.reduce_mean(mask, axis=[1, 2, 3]) - eta_max)
 
 
-def binarization_loss(mask):
-    """Eq. (4), L_b per example: `(1/HW) sum_u min(m_u, 1 - m_u)`. Returns `[N]`."""
-    return tf.reduce_mean(tf.minimum(mask, 1.0 - mask), axis=[1, 2, 3])
+def ema_beta(batch, images_seen, ema_kimg, ema_rampup=None):
+    """StyleGAN2-ADA's EMA decay for one step: `0.5 ** (batch / max(ema_nimg, 1e-8))` with
+    `ema_nimg = 1000 ema_kimg`, or `min(ema_nimg, images_seen * ema_rampup)` with a ramp-up."""
+    ema_nimg = tf.cast(ema_kimg * 1000.0, tf.float32)
+    if ema_rampup is not None:
+        ema_nimg = tf.minimum(ema_nimg, tf.cast(images_seen, tf.float32) * float(ema_rampup))
+    return tf.pow(0.5, tf.cast(batch, tf.float32) / tf.maximum(ema_nimg, 1e-8))
 
 
-def separate_regions(foreground, background, mask, opt_visible=True, opt_mask=True):
-    """Eq. (10): f_vis = f m, f_inv = f (1 - m), b_vis = b (1 - m), b_inv = b m.
+def mix_at_cutoff(ws, ws_mix, cutoff):
+    """StyleGAN2's style mixing: per-layer latents `[N, L, w_dim]` equal to `ws` before layer
+    `cutoff` and to `ws_mix` from it on (`cutoff = L`: no mixing)."""
+    layer = tf.range(tf.shape(ws)[1])[tf.newaxis, :, tf.newaxis]
+    return tf.where(layer < tf.cast(cutoff, tf.int32), ws, ws_mix)
 
-    `opt_visible=False` stops the gradient to f_vis and b_vis; `opt_mask=False` stops the gradient to
-    the mask (Table 3, rows C and D).
+
+def path_length_penalty(synthesis, ws, noise, pl_mean, pl_decay=0.01):
+    """StyleGAN2's path-length regulariser (Karras et al. 2020b, eq. 4; stylegan2-ada loss.py).
+
+    `synthesis(ws) -> image [N, H, W, C]` in StyleGAN2's [-1, 1] units; `ws` a dict (or one tensor)
+    of per-layer latents `[N, L, w_dim]`; `noise` `[N, H, W, C]` ~ N(0, 1) / sqrt(H W).
+    Returns `(penalty [N], lengths [N], new_pl_mean)`: lengths
+    `a = sqrt(mean_layers(sum_channels(g^2)))`, `g = d sum(image * noise) / d ws` (the layers of
+    every entry of `ws` concatenated), new mean `pl_mean + pl_decay (mean(a) - pl_mean)`, penalty
+    `(a - new_mean)^2` (as in stylegan2-ada, the gradient also flows through `new_mean`).
     """
-    m = mask if opt_mask else tf.stop_gradient(mask)
-    f_vis, f_inv = foreground * m, foreground * (1.0 - m)
-    b_vis, b_inv = background * (1.0 - m), background * m
-    if not opt_visible:
-        f_vis, b_vis = tf.stop_gradient(f_vis), tf.stop_gradient(b_vis)
-    return f_vis, f_inv, b_vis, b_inv
-
-
-def _neg_log_q(b, f, distribution):
-    """-log q(b|f) up to a constant, per example, averaged over elements: Laplace `|b - f|` (the
-    paper's choice) or Gaussian `(b - f)^2 / 2` (Table 3 row F)."""
-    d = b - f
-    if distribution == "laplace":
-        e = tf.abs(d)
-    else:
-        e = 0.5 * tf.square(d)
-    return tf.reduce_mean(e, axis=[1, 2, 3])
-
-
-def club_estimate(b, f, shuffle_index, distribution="laplace"):
-    """Eq. (9) per example: `-|b_i - f_i| + |b_{k_i} - f_i|` (Laplace q; per-element mean)."""
-    return -_neg_log_q(b, f, distribution) + _neg_log_q(tf.gather(b, shuffle_index), f, distribution)
-
-
-def ils_mi_loss(foreground, background, mask, shuffle_index, separate=True, opt_visible=True,
-                opt_mask=True, distribution="laplace"):
-    """ILS-MI, eq. (12), per example `[N]`:
-    `I_VC(b_inv; f_vis) + I_VC(b_vis; f_inv)`, each by the CLUB N-sample estimate of eq. (9) with
-    `k_i = shuffle_index[i]` uniform in {0..N-1}. With `separate=False`: `I_VC(b; f)` (Table 3 row E).
-    The L1 norms are averaged over elements (a fixed rescaling of the Laplace q)."""
-    checks.check_choice(distribution, "distribution", ("laplace", "gaussian"))
-    if not separate:
-        return club_estimate(background, foreground, shuffle_index, distribution)
-    f_vis, f_inv, b_vis, b_inv = separate_regions(foreground, background, mask, opt_visible, opt_mask)
-    return (club_estimate(b_inv, f_vis, shuffle_index, distribution)
-            + club_estimate(b_vis, f_inv, shuffle_index, distribution))
-
-
-def ils_l1_loss(foreground, background, mask, opt_visible=True, opt_mask=True):
-    """ILS-L1, eq. (13), per example: `-|b_inv - f_vis|_1 - |b_vis - f_inv|_1` (element means)."""
-    f_vis, f_inv, b_vis, b_inv = separate_regions(foreground, background, mask, opt_visible, opt_mask)
-    return -(tf.reduce_mean(tf.abs(b_inv - f_vis), axis=[1, 2, 3])
-             + tf.reduce_mean(tf.abs(b_vis - f_inv), axis=[1, 2, 3]))
-
-
-def r1_penalty_per_example(discriminator, images, augment_fn=None):
-    """R1 (Mescheder et al. 2018): `|grad_x D(x)|^2` per real example `[N]` (through ADA if given)."""
-    images = tf.identity(images)  # a tensor of this graph (the caller may be inside tf.cond)
+    items = ws if isinstance(ws, dict) else {"w": ws}
+    keys = sorted(items)
     with tf.GradientTape() as tape:
-        tape.watch(images)
-        x = augment_fn(images) if augment_fn is not None else images
-        total = tf.reduce_sum(discriminator(x, training=True))
-    g = tape.gradient(total, images)
-    return tf.reduce_sum(tf.square(g), axis=[1, 2, 3])
+        for k in keys:
+            tape.watch(items[k])
+        img = synthesis(ws)
+        total = tf.reduce_sum(img * noise)
+    grads = tape.gradient(total, [items[k] for k in keys])
+    g = tf.concat(grads, axis=1)
+    lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(g), axis=2), axis=1))
+    new_mean = pl_mean + pl_decay * (tf.reduce_mean(lengths) - pl_mean)
+    penalty = tf.square(lengths - new_mean)
+    return penalty, lengths, new_mean
 
 
 # ----------------------------------------------------------------------------- model
@@ -186,6 +120,11 @@ class ILSGAN(keras.Model):
         r1_interval: lazy regularisation interval (16).
         ada: enable adaptive discriminator augmentation; ada_target (0.6), ada_interval (4),
             ada_kimg (500).
+        ema_kimg: EMA half-life in thousands of images (None or 0: no EMA copy); ema_rampup: None or
+            the ramp-up factor (stylegan2-ada: 0.05).
+        style_mixing_prob: probability of style mixing per step and generator (0: off; StyleGAN2 0.9).
+        pl_weight: path-length weight (0: off; StyleGAN2 2); pl_interval (4), pl_batch_shrink (2),
+            pl_decay (0.01).
         global_batch_size: used for loss scaling and the R1 heuristic (None: the batch seen).
         seed: int seed of the model's SeedGenerator.
 
@@ -200,7 +139,9 @@ class ILSGAN(keras.Model):
                  lambda_b=2.0, ils="mi", lambda_ils=1.0, lambda_ils_warmup=0.2,
                  ils_warmup_images=400_000, ils_separate=True, ils_opt_visible=True, ils_opt_mask=True,
                  ils_distribution="laplace", r1_gamma=None, r1_interval=16, ada=True, ada_target=0.6,
-                 ada_interval=4, ada_kimg=500.0, global_batch_size=None, seed=0, **kwargs):
+                 ada_interval=4, ada_kimg=500.0, ema_kimg=None, ema_rampup=None, style_mixing_prob=0.0,
+                 pl_weight=0.0, pl_interval=4, pl_batch_shrink=2, pl_decay=0.01, global_batch_size=None,
+                 seed=0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -225,6 +166,24 @@ class ILSGAN(keras.Model):
         self.r1_interval = checks.check_int(r1_interval, "r1_interval", minimum=0)
         self.use_ada = checks.check_bool(ada, "ada")
         self.ada = AdaptiveAugment(ada_target, ada_interval, ada_kimg)
+        self.ema_kimg = float(checks.check_positive_number(ema_kimg or 0.0, "ema_kimg", allow_zero=True))
+        self.ema_rampup = None if ema_rampup is None else float(
+            checks.check_positive_number(ema_rampup, "ema_rampup"))
+        self.style_mixing_prob = float(checks.check_fraction(style_mixing_prob, "style_mixing_prob"))
+        self.pl_weight = float(checks.check_positive_number(pl_weight, "pl_weight", allow_zero=True))
+        self.pl_interval = checks.check_int(pl_interval, "pl_interval", minimum=1)
+        self.pl_batch_shrink = checks.check_int(pl_batch_shrink, "pl_batch_shrink", minimum=1)
+        self.pl_decay = float(checks.check_fraction(pl_decay, "pl_decay"))
+        self.pl_mean = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="pl_mean")
+        self.generator_ema = None
+        if self.ema_kimg > 0:
+            self.generator_ema = generator.__class__.from_config(generator.get_config())
+            self.generator_ema.build((None, generator.z_dim))
+            src, dst = generator.weights, self.generator_ema.weights
+            if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
+                raise ValueError("generator: its copy from get_config() has other weights; EMA needs an exact copy")
+            for d, v in zip(dst, src):
+                d.assign(v)
         self.global_batch_size = global_batch_size
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
@@ -233,6 +192,8 @@ class ILSGAN(keras.Model):
         self.images_seen = tf.Variable(0, trainable=False, dtype=tf.int64, name="images_seen")
         self._tracker_names = ["d_loss", "g_loss", "g_adv", "mask_hinge", "binarization", "ils",
                                "ils_weight", "r1", "ada_p", "r_t", "mask_mean", "real_logit", "fake_logit"]
+        if self.pl_weight > 0:
+            self._tracker_names += ["pl_penalty", "pl_mean"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self._tracker_names}
         self.built = True
 
@@ -254,20 +215,30 @@ class ILSGAN(keras.Model):
 
     def checkpoint_items(self):
         """Everything a resumed run needs (for `tf.train.Checkpoint(**items)`)."""
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
-                "seed_generator": self.seed_generator, "ada_p": self.ada.p,
-                "ada_sign_sum": self.ada.sign_sum, "ada_count": self.ada.count, "ada_steps": self.ada.steps,
-                "train_step": self.step_counter, "images_seen": self.images_seen}
+        items = {"generator": self.generator, "discriminator": self.discriminator,
+                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
+                 "seed_generator": self.seed_generator, "ada_p": self.ada.p,
+                 "ada_sign_sum": self.ada.sign_sum, "ada_count": self.ada.count, "ada_steps": self.ada.steps,
+                 "train_step": self.step_counter, "images_seen": self.images_seen}
+        if self.generator_ema is not None:
+            items["generator_ema"] = self.generator_ema
+        if self.pl_weight > 0:
+            items["pl_mean"] = self.pl_mean
+        return items
+
+    @property
+    def sampling_generator(self):
+        """The generator that samples (KID, grids, post-hoc pairs): the EMA copy when EMA is on."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     # ------------------------------------------------------------------ generation
     def sample_z(self, n):
         return keras.random.normal([n, self.generator.z_dim], seed=self.seed_generator)
 
     def generate(self, z):
-        """Layers and the *unperturbed* composite (eq. 1) for latents `z`."""
-        out = dict(self.generator(z, training=True))
-        out["composite"] = out["mask"] * out["foreground"] + (1.0 - out["mask"]) * out["background"]
+        """Layers and the *unperturbed* composite (eq. 1) for latents `z`, from `sampling_generator`."""
+        out = dict(self.sampling_generator(z, training=True))
+        out["composite"] = composite(out["foreground"], out["mask"], out["background"], unit_range=False)
         return out
 
     def image_grid(self, batch=None, n=8):
@@ -294,13 +265,100 @@ class ILSGAN(keras.Model):
         return warm * self.lambda_ils_warmup + (1.0 - warm) * self.lambda_ils
 
     def ils_loss(self, layers, shuffle_index):
+        """L_ILS per example `[N]` on the unperturbed layers: eq. (12) or (13) (`indep_seg.losses`)."""
         f, b, m = layers["foreground"], layers["background"], layers["mask"]
         if self.ils == "mi":
-            return ils_mi_loss(f, b, m, shuffle_index, self.ils_separate, self.ils_opt_visible,
-                               self.ils_opt_mask, self.ils_distribution)
+            return losses.ils_mi_loss(f, b, m, separate=self.ils_separate, optimize_visible=self.ils_opt_visible,
+                                      optimize_mask=self.ils_opt_mask, distribution=self.ils_distribution,
+                                      permutation=shuffle_index, reduction="none")
         if self.ils == "l1":
-            return ils_l1_loss(f, b, m, self.ils_opt_visible, self.ils_opt_mask)
+            return losses.ils_l1_loss(f, b, m, optimize_visible=self.ils_opt_visible,
+                                      optimize_mask=self.ils_opt_mask, reduction="none")
         return tf.zeros([tf.shape(f)[0]])
+
+    def generator_losses(self, layers, shifts, shuffle_index, ils_weight):
+        """Eq. (5), second line, per example, for generated `layers`, T's `shifts` `[N, 2]` and the CLUB
+        negatives `shuffle_index` `[N]`: returns `(x_fake, terms)`, `terms` with `adv`, `l_m`, `l_b`,
+        `l_ils` and `total = adv + lambda_m L_m + lambda_b L_b + w_ils L_ILS`, each `[N]`."""
+        x_fake = perturbed_composite(layers["foreground"], layers["mask"], layers["background"],
+                                     self.shift_fraction, shifts=shifts, unit_range=False)
+        fake_logits = self.discriminator(self._augment(x_fake), training=True)
+        adv = losses.generator_loss_ns(fake_logits[:, 0], reduction="none")
+        l_m = losses.mask_hinge_loss(layers["mask"], self.eta, reduction="none")
+        if self.eta_max is not None:
+            l_m = l_m + mask_max_area_loss(layers["mask"], self.eta_max)
+        l_b = losses.binarization_loss(layers["mask"], reduction="none")
+        l_ils = self.ils_loss(layers, shuffle_index)
+        total = adv + self.lambda_m * l_m + self.lambda_b * l_b + ils_weight * l_ils
+        return x_fake, {"adv": adv, "l_m": l_m, "l_b": l_b, "l_ils": l_ils, "total": total}
+
+    def discriminator_losses(self, real, x_fake):
+        """Eq. (5), first line (without R1), per example: `(d_loss [N], real_logits [N], fake_logits [N])`."""
+        fake_d = self.discriminator(self._augment(x_fake), training=True)[:, 0]
+        real_d = self.discriminator(self._augment(real), training=True)[:, 0]
+        d_per_example = losses.discriminator_loss(real_d, fake_d, reduction="none")
+        return d_per_example, real_d, fake_d
+
+    def r1_per_example(self, real):
+        """`|grad_x D(A(x))|^2` per real example `[N]` (`indep_seg.losses.r1_penalty`, through ADA)."""
+        real = tf.identity(real)  # a tensor of this graph (the caller may be inside tf.cond)
+        return losses.r1_penalty(lambda x, training=True: self.discriminator(self._augment(x), training=training),
+                                 real, reduction="none")
+
+    def draw_shifts(self, n, height, width):
+        """T's integer shifts `[n, 2]`, drawn for the global batch (the same under any number of replicas)."""
+        u = global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=self.seed_generator), n)
+        return shifts_from_uniform(u, height, width, self.shift_fraction)
+
+    def mixed_latents(self, z, z_mix=None):
+        """Per-layer latents of both generators for `z`; with style mixing on, each generator's layers
+        from a random crossover layer on take the latents of `z_mix` (with probability
+        `style_mixing_prob`, one cutoff per generator and step, as the authors' `mixing='orig'`)."""
+        ws = self.generator.mapping(z)
+        if self.style_mixing_prob <= 0 or z_mix is None:
+            return ws
+        ws_mix = self.generator.mapping(z_mix)
+        out = {}
+        for key in sorted(ws):
+            num_ws = ws[key].shape[1]
+            cutoff = keras.random.randint([], 1, num_ws, seed=self.seed_generator)
+            use = keras.random.uniform([], seed=self.seed_generator) < self.style_mixing_prob
+            out[key] = mix_at_cutoff(ws[key], ws_mix[key], tf.where(use, cutoff, num_ws))
+        return out
+
+    def _generate_for_training(self, z, n):
+        if self.style_mixing_prob > 0:
+            z_mix = global_batch_draw(self.sample_z, n)
+            return self.generator.synthesis(self.mixed_latents(z, z_mix))
+        return self.generator(z, training=True)
+
+    def _update_ema(self, global_batch):
+        beta = ema_beta(global_batch, self.images_seen, self.ema_kimg, self.ema_rampup)
+        for e, p in zip(self.generator_ema.trainable_variables, self.generator.trainable_variables):
+            e.assign(p + (e - p) * beta)
+        for e, p in zip(self.generator_ema.non_trainable_variables, self.generator.non_trainable_variables):
+            e.assign(p)
+
+    def _path_length_grads(self, z, n, global_batch, g_vars):
+        """Lazy path-length step: `[penalty mean, new pl_mean] + grads` (scaled by the interval)."""
+        nb = tf.maximum(n // self.pl_batch_shrink, 1)
+        z_pl = z[:nb]
+        z_mix = global_batch_draw(self.sample_z, n)[:nb] if self.style_mixing_prob > 0 else None
+        with tf.GradientTape() as tape:
+            ws = self.mixed_latents(z_pl, z_mix)
+            res = self.generator.resolution
+
+            def synth(w):
+                lay = self.generator.synthesis(w)
+                return 2.0 * composite(lay["foreground"], lay["mask"], lay["background"], unit_range=False) - 1.0
+
+            noise = keras.random.normal([nb, res, res, 3], seed=self.seed_generator) / float(res)
+            pen, _, new_mean = path_length_penalty(synth, ws, noise, self.pl_mean, self.pl_decay)
+            loss = tf.reduce_sum(pen) * self.pl_weight * float(self.pl_interval) / (
+                global_batch / float(self.pl_batch_shrink))
+        grads = tape.gradient(loss, g_vars)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, g_vars)]
+        return [tf.reduce_mean(pen), new_mean] + grads
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
@@ -317,21 +375,24 @@ class ILSGAN(keras.Model):
         z = global_batch_draw(self.sample_z, n)
         shuffle_index = keras.random.randint([n], 0, n, seed=self.seed_generator)
         w_ils = self.ils_weight()
-        with tf.GradientTape() as g_tape:
-            layers = self.generator(z, training=True)
-            x_fake, _ = perturbed_composite(layers["foreground"], layers["mask"], layers["background"],
-                                            self.shift_fraction, seed=self.seed_generator)
-            fake_logits = self.discriminator(self._augment(x_fake), training=True)
-            adv = tf.nn.softplus(-fake_logits[:, 0])
-            l_m = mask_hinge_loss(layers["mask"], self.eta)
-            if self.eta_max is not None:
-                l_m = l_m + mask_max_area_loss(layers["mask"], self.eta_max)
-            l_b = binarization_loss(layers["mask"])
-            l_ils = self.ils_loss(layers, shuffle_index)
-            per_example = adv + self.lambda_m * l_m + self.lambda_b * l_b + w_ils * l_ils
-            g_loss = self._scale(per_example, global_batch)
         g_vars = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        with tf.GradientTape() as g_tape:
+            layers = self._generate_for_training(z, n)
+            shifts = self.draw_shifts(n, tf.shape(layers["mask"])[1], tf.shape(layers["mask"])[2])
+            x_fake, terms = self.generator_losses(layers, shifts, shuffle_index, w_ils)
+            g_loss = self._scale(terms["total"], global_batch)
+        g_grads = g_tape.gradient(g_loss, g_vars)
+        if self.pl_weight > 0:
+            do_pl = tf.equal(self.step_counter % self.pl_interval, 0)
+            pl_out = tf.cond(do_pl, lambda: self._path_length_grads(z, n, global_batch, g_vars),
+                             lambda: [tf.constant(0.0), tf.identity(self.pl_mean)] +
+                             [tf.zeros_like(v) for v in g_vars])
+            pl_value, new_pl_mean, pl_g = pl_out[0], pl_out[1], pl_out[2:]
+            g_grads = [g + pg for g, pg in zip(g_grads, pl_g)]
+            self.pl_mean.assign(new_pl_mean)
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+        if self.generator_ema is not None:
+            self._update_ema(global_batch)
 
         # ---- discriminator step: eq. (5), first line, lazy R1
         x_fake = tf.stop_gradient(x_fake)
@@ -339,15 +400,13 @@ class ILSGAN(keras.Model):
         do_r1 = tf.logical_and(self.r1_interval > 0,
                                tf.equal(self.step_counter % max(self.r1_interval, 1), 0))
         with tf.GradientTape() as d_tape:
-            fake_d = self.discriminator(self._augment(x_fake), training=True)[:, 0]
-            real_d = self.discriminator(self._augment(real), training=True)[:, 0]
-            d_per_example = tf.nn.softplus(fake_d) + tf.nn.softplus(-real_d)
+            d_per_example, real_d, fake_d = self.discriminator_losses(real, x_fake)
             d_loss = self._scale(d_per_example, global_batch)
         d_grads = d_tape.gradient(d_loss, d_vars)
 
         def r1_grads():
             with tf.GradientTape() as r_tape:
-                pen = r1_penalty_per_example(self.discriminator, real, self._augment)
+                pen = self.r1_per_example(real)
                 r1_loss = self._scale(pen * (gamma / 2.0) * float(max(self.r1_interval, 1)), global_batch)
             grads = r_tape.gradient(r1_loss, d_vars)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, d_vars)]
@@ -365,11 +424,13 @@ class ILSGAN(keras.Model):
         self.step_counter.assign_add(1)
         self.images_seen.assign_add(tf.cast(n * replicas, tf.int64))
 
-        values = {"d_loss": d_loss, "g_loss": g_loss, "g_adv": tf.reduce_mean(adv),
-                  "mask_hinge": tf.reduce_mean(l_m), "binarization": tf.reduce_mean(l_b),
-                  "ils": tf.reduce_mean(l_ils), "ils_weight": w_ils, "r1": r1_value, "ada_p": self.ada.p,
-                  "r_t": r_t, "mask_mean": tf.reduce_mean(layers["mask"]),
+        values = {"d_loss": d_loss, "g_loss": g_loss, "g_adv": tf.reduce_mean(terms["adv"]),
+                  "mask_hinge": tf.reduce_mean(terms["l_m"]), "binarization": tf.reduce_mean(terms["l_b"]),
+                  "ils": tf.reduce_mean(terms["l_ils"]), "ils_weight": w_ils, "r1": r1_value,
+                  "ada_p": self.ada.p, "r_t": r_t, "mask_mean": tf.reduce_mean(layers["mask"]),
                   "real_logit": tf.reduce_mean(real_d), "fake_logit": tf.reduce_mean(fake_d)}
+        if self.pl_weight > 0:
+            values.update(pl_penalty=pl_value, pl_mean=self.pl_mean)
         for k, v in values.items():
             self.trackers[k].update_state(v)
         # shape-[1] values: fit under MultiWorkerMirroredStrategy cannot reduce scalars (DESIGN.md 4)

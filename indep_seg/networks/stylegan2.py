@@ -149,14 +149,26 @@ class StyleGAN2Generator(keras.Model):
             torgb.build(((None, None, None, cin), wshape))
         self.built = True
 
+    @property
+    def num_ws(self):
+        """Number of per-layer latents of `synthesis` (StyleGAN2: one per conv, plus the last toRGB)."""
+        return len(self.synthesis_layers) + 1
+
     def synthesis(self, w):
+        """Image from `w` `[N, w_dim]` (every layer the same w) or per-layer `ws` `[N, num_ws, w_dim]`.
+
+        With per-layer ws (StyleGAN2's indexing): conv layer i takes ws[:, i] and each block's toRGB
+        takes the w of the next block's first conv (the last toRGB takes ws[:, num_ws - 1])."""
+        per_layer = w.shape.rank == 3
         n = tf.shape(w)[0]
         x = tf.tile(self.const[tf.newaxis], tf.stack([n, 1, 1, 1]))
         img = None
+        i = 0
         for layers, torgb in self._blocks():
             for layer in layers:
-                x = layer([x, w])
-            y = torgb([x, w])
+                x = layer([x, w[:, i] if per_layer else w])
+                i += 1
+            y = torgb([x, w[:, i] if per_layer else w])
             if img is None:
                 img = y
             else:
@@ -212,11 +224,25 @@ class LayeredGenerator(keras.Model):
         self.built = True
 
     def call(self, z, training=None):
-        fm = self.G_f(z)
-        b = self.G_b(z)
+        return self._output_layers(self.G_f(z), self.G_b(z))
+
+    def _output_layers(self, fm, b):
         return {"foreground": 0.5 + 0.5 * fm[..., :3],
                 "mask": tf.sigmoid(fm[..., 3:4] + self.mask_bias + self.mask_prior),
                 "background": 0.5 + 0.5 * b}
+
+    def mapping(self, z):
+        """Per-layer latents of both generators: `{"fg": [N, num_ws_f, w_dim], "bg": [N, num_ws_b, w_dim]}`
+        (every layer the same w; `synthesis(mapping(z))` equals `call(z)`)."""
+        out = {}
+        for key, g in (("fg", self.G_f), ("bg", self.G_b)):
+            w = g.mapping(z)
+            out[key] = tf.tile(w[:, tf.newaxis], [1, g.num_ws, 1])
+        return out
+
+    def synthesis(self, ws):
+        """Layers from the per-layer latents of `mapping` (style mixing and path-length use them)."""
+        return self._output_layers(self.G_f.synthesis(ws["fg"]), self.G_b.synthesis(ws["bg"]))
 
     def get_config(self):
         return {"name": self.name, **self.config_}

@@ -70,6 +70,11 @@ class ILSGANConfig:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 100.0
+    ema_kimg: float = 10.0          # StyleGAN2-ADA: batch * 10 / 32 kimg half-life; 0 = no EMA copy
+    ema_rampup: float = 0.05        # StyleGAN2-ADA's ramp-up (< 0: none)
+    style_mixing_prob: float = 0.0  # StyleGAN2 / the authors' code: 0.9 (off here: not measured on CPU yet)
+    pl_weight: float = 0.0          # StyleGAN2: 2; the authors' code has it off (their loss.py raises)
+    pl_interval: int = 4
     shift_fraction: float = 0.125
     eta: float = 0.25
     eta_max: float = 0.5            # small preset only (paper: -1 = off): upper area hinge. On the horse
@@ -103,14 +108,15 @@ class ILSGANConfig:
 
 
 def paper_config() -> ILSGANConfig:
-    """Zou et al. 2023, Implementation Details: StyleGAN2 at 64x64 (128 for Table 1), z and w 512,
-    8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta 0.25,
-    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown."""
-    return ILSGANConfig(resolution=64, z_dim=512, w_dim=512, mapping_layers=8, g_channel_base=32768,
+    """Zou et al. 2023, Implementation Details: StyleGAN2 at 128x128 (Table 1; 64 for the ablations), z and w
+    512, 8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta 0.25,
+    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown; from the authors' code
+    (stylegan2-ada): EMA of G (10 kimg, ramp-up 0.05), style mixing 0.9, no path-length regularisation."""
+    return ILSGANConfig(resolution=128, z_dim=512, w_dim=512, mapping_layers=8, g_channel_base=32768,
                         g_channel_max=512, d_channel_base=32768, d_channel_max=512, eta_max=-1.0,
                         mask_center_prior=0.0,
                         batch_size=32,
-                        ada_kimg=500.0, ils_warmup_images=400000, steps=250000, checkpoint_every=2500,
+                        ada_kimg=500.0, style_mixing_prob=0.9, ils_warmup_images=400000, steps=250000, checkpoint_every=2500,
                         eval_every=2500, eval_samples=10000, posthoc_pairs=10000, posthoc_epochs=20,
                         posthoc_zoom_out=1.0, posthoc_budget_fraction=0.05,
                         posthoc_widths="64,128,256,512,512")
@@ -172,14 +178,19 @@ def build_model(cfg: ILSGANConfig, global_batch_size=None):
                    ils_opt_mask=cfg.ils_opt_mask, ils_distribution=cfg.ils_distribution,
                    r1_gamma=None if cfg.r1_gamma < 0 else cfg.r1_gamma, r1_interval=cfg.r1_interval,
                    ada=cfg.ada, ada_target=cfg.ada_target, ada_interval=cfg.ada_interval,
-                   ada_kimg=cfg.ada_kimg, global_batch_size=global_batch_size or cfg.batch_size,
+                   ada_kimg=cfg.ada_kimg, ema_kimg=cfg.ema_kimg,
+                   ema_rampup=None if cfg.ema_rampup < 0 else cfg.ema_rampup,
+                   style_mixing_prob=cfg.style_mixing_prob, pl_weight=cfg.pl_weight,
+                   pl_interval=cfg.pl_interval, global_batch_size=global_batch_size or cfg.batch_size,
                    seed=cfg.seed)
     # StyleGAN2 lazy regularisation: the D optimizer's lr and betas are adjusted by c = k / (k + 1).
     c = cfg.r1_interval / (cfg.r1_interval + 1.0) if cfg.r1_interval > 0 else 1.0
+    cg = cfg.pl_interval / (cfg.pl_interval + 1.0) if cfg.pl_weight > 0 else 1.0
     model.compile(
         d_optimizer=FusedAdam(cfg.learning_rate * c, beta_1=cfg.beta_1 ** c, beta_2=cfg.beta_2 ** c,
                               epsilon=1e-8),
-        g_optimizer=FusedAdam(cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=1e-8))
+        g_optimizer=FusedAdam(cfg.learning_rate * cg, beta_1=cfg.beta_1 ** cg, beta_2=cfg.beta_2 ** cg,
+                              epsilon=1e-8))
     return model
 
 
@@ -216,7 +227,7 @@ class _Selector:
             self.best = json.loads(state.read_text()).get("best", self.best)
         self.items = tf.train.Checkpoint(**{k: (v.state if isinstance(v, keras.random.SeedGenerator) else v)
                                             for k, v in model.checkpoint_items().items()})
-        self.gen_ckpt = tf.train.Checkpoint(generator=model.generator)
+        self.gen_ckpt = tf.train.Checkpoint(generator=model.sampling_generator)  # the EMA copy when on
         self.restarts = 0
 
     def _save(self, ckpt, name):
@@ -336,7 +347,7 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     # ---- selected checkpoint
     best_dir = model_dir / "best"
     if best_dir.exists():
-        tf.train.Checkpoint(generator=model.generator).read(str(best_dir / "ckpt")).expect_partial()
+        tf.train.Checkpoint(generator=model.sampling_generator).read(str(best_dir / "ckpt")).expect_partial()
         chosen = selector.best
         log(f"selected checkpoint: step {chosen['step']} ({selector.metric_name} {chosen['kid']:.5f})")
     else:
