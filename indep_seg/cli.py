@@ -15,6 +15,11 @@ import argparse
 import importlib
 import sys
 
+from indep_seg import quiet
+from indep_seg.commands import CommandError
+
+__all__ = ["SUBCOMMANDS", "CommandError", "build_parser", "main"]
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "train": ("indep_seg.commands.train", "train a named experiment (resumes from --model-dir)"),
@@ -26,10 +31,6 @@ SUBCOMMANDS = {
     "tfrecords": ("indep_seg.commands.tfrecords", "convert folders or images to sharded TFRecords"),
     "demo": ("indep_seg.commands.demo", "the README's main job on the embedded default data"),
 }
-
-
-class CommandError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
-    from indep_seg import quiet
-
     # Before any subcommand module (and so TensorFlow) is imported.
     verbose_flags = ("--verbose", "-v")
     quiet.configure(verbose=any(a in verbose_flags for a in sys.argv[1:]))

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from indep_seg import checks
 
-__all__ = ["scale_loss", "num_replicas_in_sync", "global_batch_draw", "replica_position"]
+__all__ = ["scale_loss", "step_outputs", "num_replicas_in_sync", "global_batch_draw", "replica_position"]
 
 
 def num_replicas_in_sync() -> int:
@@ -121,3 +121,21 @@ def global_batch_draw(draw, local_batch_size):
         return values
     start = tf.cast(i, tf.int32) * tf.cast(local_batch_size, tf.int32)
     return values[start:start + tf.cast(local_batch_size, tf.int32)]
+
+
+def step_outputs(logs: dict) -> dict:
+    """Each value of a train_step's dict reshaped to [1] (the helper every trainer returns through).
+
+    `fit` under MultiWorkerMirroredStrategy fails to reduce scalars ("Invalid reduction dimension
+    0"); shape-[1] values are averaged over the replicas like scalars would be. Callbacks and the
+    History see plain floats.
+    """
+    if not isinstance(logs, dict):
+        raise TypeError(f"logs: expected a dict of scalars, got {type(logs).__name__}")
+    out = {}
+    for k, v in logs.items():
+        v = tf.convert_to_tensor(v)
+        if v.shape.rank is not None and v.shape.num_elements() not in (None, 1):
+            raise ValueError(f"logs[{k!r}]: expected a scalar, got shape {v.shape}")
+        out[k] = tf.reshape(tf.cast(v, tf.float32) if not v.dtype.is_floating else v, [1])
+    return out

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 __all__ = ["gallery_image", "save_gallery", "titled_grid"]
 
@@ -31,8 +32,6 @@ def gallery_image(images, masks, references=None, captions=None, title="", cell=
     Columns: the photo, the photo with the mask's outside dimmed and its outline in red
     ("mask"), the binarised mask, and the reference mask when `references` is given.
     """
-    from PIL import Image, ImageDraw
-
     headers = ["photo", "mask on photo", "mask > 0.5"] + (["ground truth"] if references is not None else [])
     n, cols = len(images), len(headers)
     pad, head, cap = 4, 18, 14
@@ -66,8 +65,6 @@ def gallery_image(images, masks, references=None, captions=None, title="", cell=
 
 def save_gallery(path, images, masks, references=None, captions=None, title=""):
     """Writes `gallery_image(...)` as a PNG (temporary name, then renamed)."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -83,8 +80,6 @@ def titled_grid(rows, headers, pad: int = 2, head: int = 16) -> np.ndarray:
     Used wherever a picture shows columns side by side (the demo's panel, `indep-seg evaluate`'s
     grid), so that the picture says what each column is.
     """
-    from PIL import Image, ImageDraw
-
     rows = [[_rgb(t)[..., :3] for t in r] for r in rows]
     h, w = rows[0][0].shape[:2]
     ncol = max(len(headers), max(len(r) for r in rows))

@@ -24,8 +24,11 @@ import zlib
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
-from indep_seg.serving.errors import ServingError
+from indep_seg.serving.errors import ServingError, clip
 
 __all__ = ["ImageHeader", "image_header", "check_encoded_images", "declared_tensor_size", "RequestLimits",
            "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_STRING_ELEMENTS", "MAX_JPEG_SCANS", "MAX_GIF_FRAMES"]
@@ -253,8 +256,6 @@ def check_encoded_images(alias: str, values, limits: RequestLimits, spent: list 
     request together at most `limits.max_request_pixels` (else RESOURCE_EXHAUSTED).
     `spent` ([pixels]) carries the running total across the inputs of one request.
     """
-    from indep_seg.serving.errors import clip
-
     total = spent if spent is not None else [0]
     for i, data in enumerate(values):
         if isinstance(data, str):
@@ -292,16 +293,12 @@ def declared_tensor_size(proto) -> tuple[int, int]:
         if d.size < 0:
             raise ValueError(f"tensor_shape: dimension {d.size} is negative")
         num *= int(d.size)
-    from tensorflow.core.framework import types_pb2
 
     if proto.dtype == types_pb2.DT_STRING:
         return num, num * 8  # pointers; the string bytes are counted by `declared_string_bytes`
     itemsize = _ITEMSIZE.get(proto.dtype)
     if itemsize is None:
         try:
-            import numpy as np
-            import tensorflow as tf
-
             itemsize = max(1, np.dtype(tf.as_dtype(proto.dtype).as_numpy_dtype).itemsize)
         except Exception:  # an unknown enum value, DT_RESOURCE / DT_VARIANT (KeyError): refused later
             itemsize = 1

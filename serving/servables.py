@@ -13,16 +13,29 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.util import deprecation  # silence(): no public equivalent
 
-from indep_seg.serving.errors import ServingError, clip, not_found_latest, not_found_specific
-from indep_seg.serving.limits import DEFAULT_MAX_IMAGE_PIXELS, RequestLimits, check_encoded_images
+from indep_seg.serving.config import validate_model_server_config
+from indep_seg.serving.errors import (
+    ServingError,
+    clip,
+    not_found_latest,
+    not_found_specific,
+)
+from indep_seg.serving.limits import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    RequestLimits,
+    check_encoded_images,
+)
+from indep_seg.serving.tensors import dtype_name
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -64,8 +77,6 @@ class _SessionSignature:
 
 def _read_signature_defs(path: Path):
     """The `SignatureDef` map of the `serve` meta graph, straight from saved_model.pb."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
     sm = saved_model_pb2.SavedModel()
     sm.ParseFromString((path / "saved_model.pb").read_bytes())
     for mg in sm.meta_graphs:
@@ -254,8 +265,6 @@ def _shape_str(shape) -> str:
 
 
 def _tf_name(dtype) -> str:
-    from indep_seg.serving.tensors import dtype_name
-
     return dtype_name(dtype)
 
 
@@ -293,8 +302,6 @@ class ModelManager:
 
     def reload_config(self, config):
         """Replaces the model set (TF Serving's HandleReloadConfigRequest) and loads it now."""
-        from indep_seg.serving.config import validate_model_server_config
-
         validate_model_server_config(config, "model_server_config")
         for mc in config.model_config_list.config:
             if not self._allowed(mc.base_path):
@@ -511,8 +518,6 @@ class Poller:
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
     """Polls `predicate()` until true or `timeout` seconds pass (for tests and scripts)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

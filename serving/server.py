@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -23,17 +24,40 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import any_pb2
-from tensorflow.core.framework import types_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from indep_seg.serving.batching import BatchScheduler
-from indep_seg.serving.config import (BatchingOptions, ConfigError, model_server_config_from_flags,
-                            read_model_server_config)
+from indep_seg.serving.config import (
+    BatchingOptions,
+    ConfigError,
+    model_server_config_from_flags,
+    parse_model_server_config,
+    read_model_server_config,
+)
 from indep_seg.serving.errors import ServingError, clip
-from indep_seg.serving.limits import DEFAULT_MAX_STRING_ELEMENTS, RequestLimits, declared_string_bytes, declared_tensor_size
-from indep_seg.serving.servables import DEFAULT_MAX_IMAGE_PIXELS, ModelManager, Poller, Servable, validate_spec_inputs
+from indep_seg.serving.limits import (
+    DEFAULT_MAX_STRING_ELEMENTS,
+    RequestLimits,
+    declared_string_bytes,
+    declared_tensor_size,
+)
+from indep_seg.serving.rest import make_rest_server
+from indep_seg.serving.servables import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ModelManager,
+    Poller,
+    Servable,
+    validate_spec_inputs,
+)
 from indep_seg.serving.tensors import tensor_proto_bytes, to_ndarray
 
 log = logging.getLogger("indep_seg.serving")
@@ -56,8 +80,6 @@ def lean_malloc():
     if os.environ.get("INDEP_SEG_SERVING_MALLOC") == "default":
         return None
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         if not os.environ.get("MALLOC_ARENA_MAX"):
             libc.mallopt(-8, 2)  # M_ARENA_MAX
@@ -392,8 +414,6 @@ class ModelServer:
             raise OSError(f"--port {self.requested_port}: cannot listen on {self.host}:{self.requested_port}")
         self._grpc.start()
         if self.requested_rest_port is not None:
-            from indep_seg.serving.rest import make_rest_server
-
             self._rest = make_rest_server(self.core, self.host, self.requested_rest_port, self.max_message_size,
                                           **self.rest_options)
             self.rest_api_port = self._rest.server_address[1]
@@ -484,7 +504,6 @@ class _ConfigFilePoller(threading.Thread):
                 continue
             if text == self.server._config_text:
                 continue
-            from indep_seg.serving.config import parse_model_server_config
 
             try:
                 config = parse_model_server_config(text, str(self.server.model_config_file))

@@ -14,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from indep_seg.serving.limits import declared_tensor_size
+
 __all__ = ["tensor_proto_bytes", "to_tensor_proto", "to_ndarray", "dtype_name"]
 
 # numpy dtype -> (DataType enum, packed typed field number, little-endian wire dtype)
@@ -70,8 +72,6 @@ def to_ndarray(proto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
             512 MiB from a 48-byte message), the shape has a negative dimension, or claims more
             than `max_bytes` (`indep_seg.serving.limits.declared_tensor_size`).
     """
-    from indep_seg.serving.limits import declared_tensor_size
-
     num, nbytes = declared_tensor_size(proto)
     if nbytes > max_bytes:
         raise ValueError(f"tensor_shape: {[d.size for d in proto.tensor_shape.dim]} claims "

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from indep_seg.serving.export import export_onnx, export_segmenter, list_versions, next_version
-from indep_seg.serving.predictor import load_predictor, resolve_model
+from indep_seg.commands.predictor import load_predictor, resolve_model
 from tests._serving_helpers import conv_model, png_bytes, segmenter
 
 

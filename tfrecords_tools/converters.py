@@ -16,7 +16,11 @@ import functools
 import os
 
 import numpy as np
+import tensorflow as tf
+from PIL import Image
 
+from indep_seg.data.decode import load_folder_item
+from indep_seg.data.example import make_example
 from indep_seg.data.files import DataError, plan_folder, probe_image
 from indep_seg.tfrecords_tools.writer import auto_num_shards, write_sharded
 
@@ -24,16 +28,11 @@ __all__ = ["convert_folder", "convert_masks", "convert_patches", "folder_record"
 
 
 def _encode_png(array) -> bytes:
-    import tensorflow as tf
-
     return tf.io.encode_png(tf.constant(array)).numpy()
 
 
 def folder_record(item) -> bytes:
     """The serialized tf.train.Example of one `FolderItem` (raises `DataError` naming the bad file)."""
-    from indep_seg.data.decode import load_folder_item
-    from indep_seg.data.example import make_example
-
     image, mask, boxes, raw, fmt = load_folder_item(item)
     if item.needs_resize or fmt not in ("jpeg", "png"):
         encoded, fmt = _encode_png(image), "png"
@@ -97,8 +96,6 @@ def patch_windows(height: int, width: int, window: int, stride: int) -> list[tup
 
 
 def _load_array(path, what):
-    from PIL import Image
-
     probe_image(path, full=True)
     with Image.open(path) as img:
         return np.asarray(img)
@@ -150,8 +147,6 @@ def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=
     name = os.path.basename(image_path)
 
     def build(y, x):
-        from indep_seg.data.example import make_example
-
         patch = np.ascontiguousarray(image[y:y + window, x:x + window])
         mask_png = None
         if mask is not None:

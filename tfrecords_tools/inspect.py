@@ -4,7 +4,11 @@ from __future__ import annotations
 import collections
 import os
 
+import tensorflow as tf
 
+from indep_seg.data.example import decode_example, parse_example
+from indep_seg.data.preview import save_preview
+from indep_seg.data.readers import resolve_tfrecord_files
 
 __all__ = ["inspect_tfrecords"]
 
@@ -16,12 +20,6 @@ def inspect_tfrecords(pattern, png_path=None, num_preview: int = 8) -> dict:
         dict with `files`, `records` (per file and total), `with_mask`, `boxes`, `formats`,
         `height`/`width` ranges and `preview` (the PNG path or None).
     """
-    import tensorflow as tf
-
-    from indep_seg.data.example import decode_example, parse_example
-    from indep_seg.data.preview import save_preview
-    from indep_seg.data.readers import resolve_tfrecord_files
-
     files = resolve_tfrecord_files(pattern)
     per_file = {}
     formats = collections.Counter()

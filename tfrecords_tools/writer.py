@@ -20,6 +20,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import tensorflow as tf
+from tqdm import tqdm
+
 from indep_seg.data.files import DataError
 
 __all__ = ["ConversionSummary", "write_sharded", "shard_names", "existing_shards", "remove_stale_temporaries"]
@@ -110,9 +113,6 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
         overwrite: replace an existing shard set with this prefix (else an error).
         skipped: problems found before conversion (`(file, reason)`), reported in the summary.
     """
-    import tensorflow as tf
-    from tqdm import tqdm
-
     tasks = list(tasks)
     if not tasks:
         raise DataError(f"{prefix}: nothing to convert (no input records)")

@@ -7,6 +7,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from indep_seg.training.strategy import is_chief
+
 __all__ = ["TrainContext"]
 
 
@@ -50,8 +52,6 @@ class TrainContext:
     @property
     def is_chief(self) -> bool:
         """True on the worker that writes logs, PNGs and the real checkpoints."""
-        from indep_seg.training.strategy import is_chief
-
         return is_chief(self.strategy)
 
     def resolve_steps(self, config_steps: int) -> int:

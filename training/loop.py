@@ -55,6 +55,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# step_outputs lives in the core (models use it) and is re-exported here for trainers.
+from indep_seg.distribute import step_outputs
 from indep_seg.training.strategy import is_chief, is_multi_worker, worker_dir
 
 __all__ = ["run_fit", "step_outputs", "Checkpointer", "collect_seed_generators", "image_grid",
@@ -62,24 +64,6 @@ __all__ = ["run_fit", "step_outputs", "Checkpointer", "collect_seed_generators",
 
 
 # ----------------------------------------------------------------------------- helpers for trainers
-
-def step_outputs(logs: dict) -> dict:
-    """Each value of a train_step's dict reshaped to [1] (the helper every trainer returns through).
-
-    `fit` under MultiWorkerMirroredStrategy fails to reduce scalars ("Invalid reduction dimension
-    0"); shape-[1] values are averaged over the replicas like scalars would be. Callbacks and the
-    History see plain floats.
-    """
-    if not isinstance(logs, dict):
-        raise TypeError(f"logs: expected a dict of scalars, got {type(logs).__name__}")
-    out = {}
-    for k, v in logs.items():
-        v = tf.convert_to_tensor(v)
-        if v.shape.rank is not None and v.shape.num_elements() not in (None, 1):
-            raise ValueError(f"logs[{k!r}]: expected a scalar, got shape {v.shape}")
-        out[k] = tf.reshape(tf.cast(v, tf.float32) if not v.dtype.is_floating else v, [1])
-    return out
-
 
 def collect_seed_generators(model) -> dict[str, keras.random.SeedGenerator]:
     """Every `keras.random.SeedGenerator` tracked by `model` and its sub-layers, keyed by a stable

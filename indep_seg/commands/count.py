@@ -20,6 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from indep_seg.commands import CommandError
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -51,9 +56,6 @@ def add_arguments(parser):
 
 
 def _write_png(path: Path, array, what: str):
-    from indep_seg.cli import CommandError
-    from PIL import Image
-
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         Image.fromarray(array).save(tmp, format="PNG")
@@ -64,11 +66,9 @@ def _write_png(path: Path, array, what: str):
 
 def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path) -> dict:
     """Count one image; raises CommandError with a clear message on bad input."""
-    import numpy as np
-
-    from indep_seg.cli import CommandError
     from indep_seg.hoc import counting
     from indep_seg.hoc.image_io import load_image
+    from indep_seg.hoc.instances import save_label_png
 
     try:
         image = load_image(path)
@@ -90,8 +90,6 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
                                        calibrate=not args.no_calibrate, window=window, centres_from=args.centres)
     except ValueError as e:
         raise CommandError(f"{e} ({path})") from None
-    from indep_seg.hoc.instances import save_label_png
-
     win = res["window"] or 10
     _write_png(overlay, counting.draw_overlay(image, res["centres"], radius=max(3.0, win / 5.0)), "--overlay")
     try:
@@ -115,8 +113,8 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
 
 
 def run(args) -> int:
-    from indep_seg.cli import CommandError
     from indep_seg.hoc import counting
+    from indep_seg.hoc.image_io import load_image
 
     many = len(args.image) > 1
     if many and (args.overlay or args.labels):
@@ -130,7 +128,6 @@ def run(args) -> int:
         except OSError as e:
             raise CommandError(f"--out-dir: cannot create {out_dir} ({e})") from None
     if not many:   # a bad single image is named before the model loads (as before)
-        from indep_seg.hoc.image_io import load_image
         try:
             load_image(args.image[0])
         except (FileNotFoundError, ValueError, TypeError) as e:

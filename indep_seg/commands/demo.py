@@ -16,16 +16,20 @@ boxes and segment them (`NEXT_STEPS`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from indep_seg.commands import CommandError
 
 ABOUT = ("this demo's model knows only the embedded procedural shapes (coloured objects on textured "
          "backgrounds); on your own photos it gives smeared blobs: train a model on your photos first")
@@ -53,13 +57,13 @@ def add_arguments(parser):
 
 
 def _cli(*argv) -> int:
-    from indep_seg import cli
+    from indep_seg import (
+        cli,  # the CLI itself runs each step; imported here: cli imports this module
+    )
 
     print("\n$ indep-seg " + " ".join(str(a) for a in argv), flush=True)
     code = cli.main([str(a) for a in argv])
     if code:
-        from indep_seg.cli import CommandError
-
         raise CommandError(f"step 'indep-seg {argv[0]}' failed with exit code {code}")
     return code
 
@@ -75,8 +79,6 @@ PANEL_HEADERS = ("unseen photo", "predicted mask", "cut-out (mask as alpha)")
 
 def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Path:
     """image | mask | cut-out (on a checkerboard), one row per unseen image, titled columns."""
-    from PIL import Image
-
     from indep_seg.gallery import titled_grid
 
     names = sorted(p.name for p in (unseen_dir / "images").iterdir())
@@ -126,9 +128,6 @@ def run(args) -> int:
 
     # 4. evaluate against the ground truth the training never saw
     eval_json = out / "evaluation.json"
-    from contextlib import redirect_stdout
-    import io
-
     buf = io.StringIO()
     with redirect_stdout(buf):
         _cli("evaluate", "--model", model_dir, "--images", unseen_dir / "images",
@@ -169,8 +168,6 @@ def run(args) -> int:
             served_dir = out / "served_masks"
             _cli("segment", "--server", f"127.0.0.1:{port}", "--model-name", "demo", *images,
                  "--out", served_dir, "--boxes", unseen_dir / "boxes.csv")
-            from PIL import Image
-
             diffs = [np.abs(np.asarray(Image.open(served_dir / Path(p).name), np.int16)
                             - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)).max() for p in images]
             summary.update({"served_masks": str(served_dir), "server_port": port,

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from indep_seg.commands import CommandError
+from indep_seg.commands.segment import predictor_for
+from indep_seg.imageio import IMAGE_SUFFIXES, read_image, read_mask, write_png
 
 ASPECT_TOLERANCE = 0.02
 
@@ -55,8 +61,6 @@ def mask_box(mask: np.ndarray):
 
 def pair_files(images_dir, masks_dir):
     """[(image path or None, mask path)] matched by stem, in mask-name order."""
-    from indep_seg.serving.imageio import IMAGE_SUFFIXES
-
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     images = {}
     for p in sorted(images_dir.iterdir()):
@@ -85,11 +89,7 @@ GRID_HEADERS = ("photo (eval crop)", "prediction > 0.5", "ground truth")
 def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, skip_bad=False,
                        grid_rows=8, warn=None, progress=None):
     """Runs the protocol over `(image path, mask path)` pairs; returns (summary, grid rows)."""
-    from PIL import Image
-
     from indep_seg import metrics
-    from indep_seg.cli import CommandError
-    from indep_seg.serving.imageio import read_image, read_mask
 
     preds, gts, names, tiles, skipped = [], [], [], [], []
 
@@ -98,8 +98,6 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
             raise CommandError(msg)
         (warn or (lambda m: None))(msg)
         skipped.append(msg)
-
-    import time
 
     t0, every = time.time(), max(1, len(pairs) // 10)
     for index, (image_path, mask_path) in enumerate(pairs, start=1):
@@ -150,10 +148,7 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
 
 
 def run(args) -> int:
-    from indep_seg.cli import CommandError
-    from indep_seg.commands.segment import predictor_for
     from indep_seg.gallery import titled_grid
-    from indep_seg.serving.imageio import write_png
 
     if args.resolution < 8:
         raise CommandError(f"--resolution: expected an integer >= 8, got {args.resolution}")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
+
+from indep_seg.commands import CommandError
 
 
 def add_arguments(parser):
@@ -26,10 +29,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from indep_seg.cli import CommandError
-
     # The user's mistakes first, before TensorFlow is imported (seconds).
     if args.version is not None and args.version < 1:
         raise CommandError(f"--version: expected a positive integer, got {args.version}")

@@ -15,9 +15,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+
+from indep_seg.commands import CommandError
+from indep_seg.imageio import list_images, read_image, write_png
 
 
 def add_arguments(parser):
@@ -41,8 +45,6 @@ def add_arguments(parser):
 
 
 def parse_box(text: str, what: str = "--box"):
-    from indep_seg.cli import CommandError
-
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 4:
         raise CommandError(f"{what}: expected x0,y0,x1,y1 (4 numbers), got {text!r}")
@@ -59,8 +61,7 @@ def parse_box(text: str, what: str = "--box"):
 
 def predictor_for(args):
     """The predictor behind `--model PATH` or `--server HOST:PORT` (segment and evaluate)."""
-    from indep_seg.cli import CommandError
-    from indep_seg.serving.predictor import RemotePredictor, load_predictor
+    from indep_seg.commands.predictor import RemotePredictor, load_predictor
 
     if args.server:
         return RemotePredictor(args.server, model_name=args.model_name)
@@ -72,8 +73,6 @@ def predictor_for(args):
 
 def read_boxes_csv(path) -> dict[str, list[tuple[int, list[float]]]]:
     """`{filename: [(row number, box), ...]}` from a `filename,x0,y0,x1,y1` CSV."""
-    from indep_seg.cli import CommandError
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -95,8 +94,6 @@ def read_boxes_csv(path) -> dict[str, list[tuple[int, list[float]]]]:
 
 
 def _clip_box(box, w, h, where):
-    from indep_seg.cli import CommandError
-
     x0, y0, x1, y1 = box
     cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
     if cx1 <= cx0 or cy1 <= cy0:
@@ -105,8 +102,8 @@ def _clip_box(box, w, h, where):
 
 
 def run(args) -> int:
-    from indep_seg.cli import CommandError
-    from indep_seg.serving.imageio import list_images, read_image, write_png
+    from indep_seg.box_prior import refine_full_mask
+    from indep_seg.serving.client import ClientError
 
     try:
         files = list_images(args.inputs)
@@ -130,9 +127,6 @@ def run(args) -> int:
             raise CommandError(msg)
         print(f"indep-seg segment: warning: {msg} (skipped)", file=sys.stderr)
         skipped.append(msg)
-
-    from indep_seg.serving.client import ClientError
-    import time
 
     t0 = time.time()
     for index, f in enumerate(files, start=1):
@@ -163,7 +157,6 @@ def run(args) -> int:
         except ClientError as e:
             raise CommandError(f"{f}: the server answered {e}") from None
         if args.refine == "grabcut":
-            from indep_seg.box_prior import refine_full_mask
             masks = [m if b is None else refine_full_mask(image, m, b) for m, b in zip(masks, boxes)]
         mask = np.max(np.stack(masks), axis=0)
         if args.binary:

@@ -18,6 +18,9 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
+
+from indep_seg.commands import CommandError
 
 # TF's C++ warnings (grappler cost-model notes on every SavedModel load) are noise in a
 # server log; a user can still ask for them with TF_CPP_MIN_LOG_LEVEL=0.
@@ -56,8 +59,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from indep_seg.cli import CommandError
-
     # The user's mistakes first, before TensorFlow is imported (seconds).
     if bool(args.model_config_file) == bool(args.model_base_path):
         raise CommandError("give exactly one of --model_base_path (with --model_name) or --model_config_file")
@@ -65,7 +66,11 @@ def run(args) -> int:
         raise CommandError(f"--grpc_max_message_size: expected at least 1024 bytes, got {args.grpc_max_message_size}")
     if args.max_image_pixels < 1:
         raise CommandError(f"--max_image_pixels: expected a positive number of pixels, got {args.max_image_pixels}")
-    from indep_seg.serving.config import BatchingOptions, ConfigError, read_batching_parameters
+    from indep_seg.serving.config import (
+        BatchingOptions,
+        ConfigError,
+        read_batching_parameters,
+    )
     from indep_seg.serving.errors import ServingError
     from indep_seg.serving.server import ModelServer
 
@@ -98,8 +103,6 @@ def run(args) -> int:
     print(f"serving gRPC on {args.host}:{server.port}"
           + (f", REST on {args.host}:{server.rest_api_port}" if server.rest_api_port else ""), flush=True)
     if args.ready_file:
-        from pathlib import Path
-
         p = Path(args.ready_file)
         tmp = p.with_name(f"{p.name}.tmp-{os.getpid()}")
         tmp.write_text(f"{server.port} {server.rest_api_port or 0}\n")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from indep_seg.cli import CommandError
+from indep_seg.commands import CommandError
 
 
 def _common(p):
@@ -73,7 +73,10 @@ def run(args) -> int:
     action = args.tfrecords_command
     try:
         if action == "inspect":
-            from indep_seg.tfrecords_tools.inspect import format_report, inspect_tfrecords
+            from indep_seg.tfrecords_tools.inspect import (
+                format_report,
+                inspect_tfrecords,
+            )
 
             if args.num < 0:
                 raise CommandError(f"--num: expected an integer >= 0, got {args.num}")

@@ -15,14 +15,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from indep_seg import checks
+from indep_seg.composition import composite_layers
+from indep_seg.hoc import instances as inst
+from indep_seg.hoc.estimate import foreground_components
+from indep_seg.hoc.patches import rescale_image
 from indep_seg.optimizers import FusedAdam
 
 __all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
@@ -104,8 +110,6 @@ def jitter_instance_gain(out, background, gain_jitter: float, seed=None):
     on the DSB image) while a generator trained for minutes covers fewer; the counter must count an
     instance whatever its brightness, so it is shown the same generated instances at other gains.
     """
-    from indep_seg.composition import composite_layers
-
     warped = out["warped"]
     shape = tf.concat([tf.shape(warped)[:2], [1, 1, 1]], 0)
     u = (tf.random.uniform(shape, -1.0, 1.0, seed=seed) if seed is None or isinstance(seed, int)
@@ -130,8 +134,6 @@ def match_instance_contrast(out, background, low: float, high: float, seed=None)
     still counts (`centre_targets`' ``min_contrast``) to the brightest; `low` and `high` come from the
     image (`instance_contrast_range`).
     """
-    from indep_seg.composition import composite_layers
-
     low, high = float(low), float(high)
     if not (0 < low <= high):
         raise ValueError(f"low, high: expected 0 < low <= high, got {low}, {high}")
@@ -222,8 +224,6 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
     every instance's contrast from that range (`match_instance_contrast`, after any gain jitter);
     `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). Returns ``(counter, history)``, history a list of ``(step, loss)``.
     """
-    import time
-
     steps = checks.check_int(steps, "steps", minimum=0)
     gain_jitter = float(checks.check_positive_number(gain_jitter, "gain_jitter", allow_zero=True))
     counter = counter or build_counter()
@@ -321,10 +321,6 @@ def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles
     (or a lighter) response, by a factor that is nearly the same for every instance of the image
     (docs/counting.md).
     """
-    from PIL import Image
-
-    from indep_seg.hoc.estimate import foreground_components
-
     heat = np.clip(np.asarray(heat, np.float64), 0, None)
     _, labels, areas, _ = foreground_components(image)
     if areas.size == 0:
@@ -359,8 +355,6 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
     ``calibration_instances``, ``centres`` (``[[x, y], ...]`` full-resolution pixels, the `count`
     strongest heatmap peaks), ``mass`` (float count), ``num_peaks`` and ``heatmap``.
     """
-    from indep_seg.hoc.patches import rescale_image
-
     a = np.asarray(image, np.float32)
     if grayscale:
         a = np.repeat(a.mean(-1, keepdims=True), 3, -1)
@@ -424,8 +418,6 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
     ``count_log``, ``count_raw``, ``calibration``, ``window``, ``sigma``, ``polarity``, ``kind``,
     ``kind_mismatch`` (the training images were of another polarity / colour), ``heatmap``.
     """
-    from indep_seg.hoc import instances as inst
-
     a = check_counting_image(image)
     h, w = a.shape[:2]
     if centres_from is None:
@@ -493,8 +485,6 @@ def load_counter(path):
 
 def draw_overlay(image, centres, radius: float = 6.0) -> np.ndarray:
     """uint8 RGB overlay: the image with a red ring and dot at each centre."""
-    from PIL import Image, ImageDraw
-
     a = (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
     im = Image.fromarray(a).convert("RGB")
     d = ImageDraw.Draw(im)

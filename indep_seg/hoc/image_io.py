@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["load_image", "to_rgb_float"]
 
@@ -64,8 +65,6 @@ def load_image(path) -> np.ndarray:
     Raises:
         FileNotFoundError / ValueError naming the file when it is missing or unreadable.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"image: file not found: {path}")

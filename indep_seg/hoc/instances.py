@@ -23,10 +23,15 @@ Only numpy and scipy are used. Details: docs/counting.md.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
+import os
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+
+from indep_seg.hoc.estimate import otsu_threshold
 
 __all__ = ["ImageKindError", "NucleusSignal", "nucleus_signal", "estimate_scale", "log_stack", "log_centres",
            "foreground_threshold", "seeded_watershed", "watershed_instances", "otsu_watershed", "match_instances",
@@ -209,8 +214,6 @@ def seeded_watershed(cost, markers, mask) -> np.ndarray:
     (scipy's `ndimage.watershed_ift` floods a smooth basin from the wrong side: on two Gaussian blobs
     it gives one marker 56 of 2400 pixels, so it is not used.)
     """
-    import heapq
-
     cost = np.asarray(cost, np.float64)
     lab = np.asarray(markers, np.int32).copy()
     mask = np.asarray(mask, bool) | (lab > 0)
@@ -286,8 +289,6 @@ def otsu_watershed(image_signal, min_distance: float | None = None):
     """Classical baseline: Otsu threshold (smoothed signal, 3x3 opening) + distance-transform watershed
     seeded at the distance maxima at least `min_distance` px apart (default: half the median Otsu
     component's equivalent radius). Returns ``(labels [H, W] int32, seeds [K, 2] (x, y))``."""
-    from indep_seg.hoc.estimate import otsu_threshold
-
     s = ndimage.gaussian_filter(np.asarray(image_signal, np.float32), 1.0)
     t = otsu_threshold(s)
     fg = ndimage.binary_opening(s > t, structure=np.ones((3, 3), bool))
@@ -360,10 +361,6 @@ def match_instances(pred, truth, iou_threshold: float = 0.5) -> dict:
 
 def save_label_png(path, labels):
     """Write a label map as a 16-bit PNG (ids above 65535 raise ValueError), atomically."""
-    import os
-
-    from PIL import Image
-
     lab = np.asarray(labels)
     if lab.size and int(lab.max()) > 65535:
         raise ValueError(f"labels: {int(lab.max())} instances do not fit a 16-bit PNG")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from scipy import ndimage
 
 from indep_seg import checks
+from indep_seg.hoc.estimate import significant_foreground
 
 __all__ = ["rescale_image", "extract_patches", "disk_background", "disk_mask", "inpaint_background",
            "random_patch_dataset"]
@@ -41,8 +43,6 @@ def _check_window(window, image_hw, name="window"):
 
 def rescale_image(image, window: int, resolution: int) -> np.ndarray:
     """Resize the whole image by ``resolution / window`` (area resampling when shrinking)."""
-    from PIL import Image
-
     a = _check_image(image)
     window = _check_window(window, a.shape[:2])
     resolution = checks.check_int(resolution, "resolution", minimum=2)
@@ -63,8 +63,6 @@ def extract_patches(image, window: int, resolution: int, stride: int | None = No
     Returns float32 ``[K, resolution, resolution, 3]``; K = rows * cols * (4 if flips else 1), ordered
     originals first, then h-flips, v-flips, hv-flips; windows row-major.
     """
-    from PIL import Image
-
     a = _check_image(image)
     h, w = a.shape[:2]
     window = _check_window(window, (h, w))
@@ -123,8 +121,6 @@ def inpaint_background(image, foreground=None, seed: int = 0, dilate: int = 4) -
     filled instance would stay as a brighter ghost) plus a residual drawn from the background's
     own fine texture, so the result keeps the real noise.
     """
-    from indep_seg.hoc.estimate import significant_foreground
-
     a = _check_image(image)
     if foreground is None:
         foreground = significant_foreground(a)

@@ -19,28 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.distribute import global_batch_draw, scale_loss
-
 from indep_seg import _random, checks, losses
 from indep_seg.composition import composite_layers
+from indep_seg.distribute import global_batch_draw, scale_loss, step_outputs
 from indep_seg.layout import integer_translate
 from indep_seg.optimizers import FusedAdam
 from indep_seg.providers import GeneratorProvider
 
 __all__ = ["HocGAN"]
-
-
-
-
-
-
-def _step_outputs(logs):
-    """Shape-[1] values (indep_seg.training.loop.step_outputs; MultiWorkerMirroredStrategy, DESIGN.md 4)."""
-    try:
-        from indep_seg.training.loop import step_outputs
-    except ImportError:  # the library does not need the training package
-        return logs
-    return step_outputs(logs)
 
 
 class HocGAN(keras.Model):
@@ -184,7 +170,7 @@ class HocGAN(keras.Model):
                       d_fake=tf.reduce_mean(tf.sigmoid(fake_logits)))
         for k, v in values.items():
             self.trackers[k].update_state(v)
-        return _step_outputs({k: t.result() for k, t in self.trackers.items()})
+        return step_outputs({k: t.result() for k, t in self.trackers.items()})
 
     def checkpoint_items(self):
         items = dict(generator=self.generator, discriminator=self.discriminator,

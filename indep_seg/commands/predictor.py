@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from indep_seg.segmenter import Segmenter
+from indep_seg.serving.client import SegmentationClient
 from indep_seg.serving.export import is_saved_model_dir, list_versions
 
 __all__ = ["resolve_model", "load_predictor", "ResolvedModel", "SegmenterPredictor",
@@ -32,8 +35,6 @@ class ResolvedModel:
 
 def resolve_model(path) -> ResolvedModel:
     """Which model `path` names; ValueError (naming `path` and the accepted forms) otherwise."""
-    from indep_seg.segmenter import Segmenter
-
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--model {path}: no such file or folder")
@@ -84,8 +85,6 @@ class SavedModelPredictor:
     """An exported SavedModel's `segment_in_box` (or `serving_default` without boxes)."""
 
     def __init__(self, path):
-        import tensorflow as tf
-
         self.path = Path(path)
         self.description = str(path)
         self.loaded = tf.saved_model.load(str(path))
@@ -94,8 +93,6 @@ class SavedModelPredictor:
             raise ValueError(f"--model {path}: SavedModel has no serving_default signature")
 
     def predict(self, images, boxes=None):
-        import tensorflow as tf
-
         out = []
         for image, box in zip(images, _check_boxes(images, boxes)):
             x = tf.constant(_float_image(image)[None])
@@ -114,8 +111,6 @@ class RemotePredictor:
     """A model served by `indep-seg serve` (or tensorflow_model_server) via `indep_seg.serving.client`."""
 
     def __init__(self, target, model_name="default", version=None):
-        from indep_seg.serving.client import SegmentationClient
-
         self.client = SegmentationClient(target, model_name=model_name, version=version)
         self.description = f"{target} model {model_name}"
 
@@ -129,6 +124,4 @@ def load_predictor(path):
     resolved = resolve_model(path)
     if resolved.kind == "saved_model":
         return SavedModelPredictor(resolved.path)
-    from indep_seg.segmenter import Segmenter
-
     return SegmenterPredictor(Segmenter.load(resolved.path), str(resolved.path))

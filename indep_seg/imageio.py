@@ -1,10 +1,13 @@
-"""Image files for the command line: listing, reading, atomic PNG writing, grids."""
+"""Image files: listing, reading (8-bit RGB, masks), atomic PNG writing, grids.
+
+No TensorFlow here: the command line imports it before deciding whether TensorFlow is needed."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "read_mask", "write_png", "image_grid"]
 
@@ -35,8 +38,6 @@ def list_images(paths) -> list[Path]:
 
 def read_image(path) -> np.ndarray:
     """`[H, W, 3]` uint8 RGB (grey and RGBA converted); ValueError naming the file if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -47,8 +48,6 @@ def read_image(path) -> np.ndarray:
 
 def read_mask(path, threshold: int = 127) -> np.ndarray:
     """Boolean `[H, W]` mask: grey value > `threshold` (JPEG masks: 127)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -59,8 +58,6 @@ def read_mask(path, threshold: int = 127) -> np.ndarray:
 
 def write_png(path, array) -> Path:
     """Writes uint8 `[H, W]`, `[H, W, 3]` or `[H, W, 4]` as PNG atomically."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
