@@ -1,4 +1,6 @@
-"""indep_seg: segmentation masks learned without pixel labels, from composites of independent layers."""
+"""indep_seg: segmentation masks learned without pixel labels, from composites of independent
+layers."""
+
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
@@ -27,26 +29,38 @@ INSTALL_REQUIRES = [
 LAYERS = ("training", "serving", "tfrecords_tools")
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "opencv-python-headless>=4.9", "dill>=0.3"],
+    "test": [
+        "pytest>=8,<10",
+        "hypothesis>=6.100,<7",
+        "opencv-python-headless>=4.9",
+        "dill>=0.3",
+        "ruff==0.17.6",
+    ],  # `ruff check .` runs in .ci/run (configuration: pyproject.toml)
 }
-EXTRAS["dev"] = EXTRAS["test"] + ["ruff"]
+EXTRAS["dev"] = EXTRAS["test"]
 
 setup(
     name="indep_seg",
     version="0.1.0",
     description=(
         "Learning segmentation masks with the independence prior (Dai et al. 2019) and "
-        "ILSGAN (Zou et al. 2023) in TensorFlow / Keras 3, with TF-Serving-compatible serving and ONNX export."
+        "ILSGAN (Zou et al. 2023) in TensorFlow / Keras 3, with TF-Serving-compatible serving and "
+        "ONNX export."
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",  # the code; the data sets keep their own terms (docs/DATA_LICENSES.md)
+    license_files=["LICENSE"],
     python_requires=">=3.10,<3.13",
     # The repository keeps the layers as top-level folders; installed, they live under `indep_seg`
-    # (indep_seg.training, indep_seg.serving, indep_seg.tfrecords_tools), so nothing generic lands in
-    # site-packages.
-    packages=find_packages(include=["indep_seg", "indep_seg.*"]) + [
-        f"indep_seg.{layer}{sub}" for layer in LAYERS for sub in [""] + [
-            "." + p for p in find_packages(where=layer)]],
+    # (indep_seg.training, indep_seg.serving, indep_seg.tfrecords_tools), so nothing generic
+    # lands in site-packages.
+    packages=find_packages(include=["indep_seg", "indep_seg.*"])
+    + [
+        f"indep_seg.{layer}{sub}"
+        for layer in LAYERS
+        for sub in [""] + ["." + p for p in find_packages(where=layer)]
+    ],
     package_dir={f"indep_seg.{layer}": layer for layer in LAYERS},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _checkpoints import assert_same_checkpoints, latest_checkpoint_values
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,9 +25,8 @@ def _drive(tmp_path, experiment, steps, overrides=(), timeout=240):
     if overrides:
         cmd += ["--override", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode == 77:
-        pytest.skip(f"experiment {experiment!r} is not registered yet "
-                    f"({proc.stdout.strip().splitlines()[-1][:300]})")
+    assert proc.returncode != 77, (f"experiment {experiment!r} is not registered "
+                                   f"({proc.stdout.strip().splitlines()[-1][:300]})")
     assert proc.returncode == 0, f"driver failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")][-1]
     return json.loads(line[len("RESULTS "):])
@@ -53,9 +51,9 @@ def registered():
 @pytest.mark.parametrize("app", ["box_seg", "ilsgan", "hoc"])
 def test_application_trainers_two_devices_match_one_device(tmp_path, app, registered):
     """Each application's `<app>_tiny` preset (see docs/ARCHITECTURE.md, Experiments)."""
-    if f"{app}_tiny" not in registered:
-        pytest.skip(f"experiment '{app}_tiny' is not registered yet (training/experiments/{app}.py); "
-                    f"known: {', '.join(sorted(registered))}")
+    assert f"{app}_tiny" in registered, (
+        f"experiment '{app}_tiny' is not registered (training/experiments/tiny.py); "
+        f"known: {', '.join(sorted(registered))}")
     results = _drive(tmp_path, f"{app}_tiny", steps=3, timeout=420)
     assert results["mirrored"]["replicas"] == 2
     # Weights, BN statistics, SN vectors, RNG states, counters: rtol 1e-4, atol 1e-5 (as documented).

@@ -1,12 +1,19 @@
-"""indep_seg.training.registry and indep_seg.training.experiments: named presets, unknown names, missing modules."""
+"""indep_seg.training.registry and indep_seg.training.experiments: named presets, unknown names,
+an experiment module that fails to import."""
+
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from indep_seg.training.registry import (UnknownExperimentError, get_experiment, list_experiments, register_experiment,
-                               unregister_experiment)
+from indep_seg.training.registry import (
+    UnknownExperimentError,
+    get_experiment,
+    list_experiments,
+    register_experiment,
+    unregister_experiment,
+)
 
 
 @dataclasses.dataclass
@@ -50,7 +57,9 @@ def test_unknown_name_lists_the_known_ones():
 
 def test_duplicate_and_invalid_registrations(scratch_name):
     register_experiment(scratch_name, _Cfg(), _train)
-    register_experiment(scratch_name, _Cfg(steps=5), _train)  # same function re-registering: allowed
+    register_experiment(
+        scratch_name, _Cfg(steps=5), _train
+    )  # same function re-registering: allowed
     assert get_experiment(scratch_name).default_config.steps == 5
     with pytest.raises(ValueError, match="already registered"):
         register_experiment(scratch_name, _Cfg(), _other_train)
@@ -64,30 +73,43 @@ def test_duplicate_and_invalid_registrations(scratch_name):
         register_experiment("zz_x", _Cfg(), "not callable")
 
 
-def test_missing_application_modules_are_reported_not_silent(monkeypatch):
-    import indep_seg.training.experiments as exps
+def test_every_application_registers_its_presets():
+    names = {e.name for e in list_experiments()}
+    assert {
+        "toy",
+        "box_seg",
+        "box_seg_paper",
+        "box_seg_tiny",
+        "ilsgan",
+        "ilsgan_paper",
+        "ilsgan_tiny",
+        "hoc",
+        "hoc_paper",
+        "hoc_tiny",
+    } <= names, sorted(names)
 
-    monkeypatch.setattr(exps, "_MISSING", {"ilsgan": "training/experiments/ilsgan.py is not written yet"})
-    with pytest.raises(UnknownExperimentError, match=r"not loaded: ilsgan \(training/experiments/ilsgan.py"):
-        get_experiment("ilsgan_not_there")
 
-
-def test_broken_module_warns_and_is_recorded(monkeypatch, tmp_path):
+def test_a_broken_experiment_module_raises_instead_of_being_skipped(tmp_path):
+    """An import error in an experiment module is an error of
+    `import indep_seg.training.experiments`
+    (and so of `indep-seg train`), never a warning that leaves its experiments missing."""
+    import shutil
+    import subprocess
     import sys
+    from pathlib import Path
 
     import indep_seg.training.experiments as exps
 
-    pkg = tmp_path / "fakepkg"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "broken.py").write_text("raise RuntimeError('boom at import')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(exps, "__name__", "fakepkg")
-    monkeypatch.setattr(exps, "_MISSING", {})
-    with pytest.warns(RuntimeWarning, match="could not import fakepkg.broken"):
-        exps._load("broken")
-    exps._load("absent")
-    missing = exps.missing_modules()
-    assert "RuntimeError: boom at import" in missing["broken"]
-    assert "absent.py is not written yet" in missing["absent"]
-    sys.modules.pop("fakepkg", None)
+    # a copy of the package's experiments folder with one module broken, imported in a fresh process
+    src = Path(exps.__file__).parent
+    fake = tmp_path / "fakeroot" / "indep_seg" / "training" / "experiments"
+    shutil.copytree(src, fake, ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "tiny.py").write_text("raise RuntimeError('boom at import')\n")
+    script = (
+        "import indep_seg.training as t\n"
+        f"t.__path__.insert(0, {str(fake.parent)!r})\n"
+        "import indep_seg.training.experiments\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "RuntimeError: boom at import" in r.stderr and "tiny.py" in r.stderr, r.stderr[-2000:]

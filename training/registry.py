@@ -3,20 +3,29 @@
 Each application registers its presets in `training/experiments/<app>.py`:
 
     from indep_seg.training.registry import register_experiment
-    register_experiment("box_seg", BoxSegConfig(), train_box_seg, "box-level masks (Dai et al. 2019, Sec. 3.1)")
+    register_experiment("box_seg", BoxSegConfig(), train_box_seg,
+                        "box-level masks (Dai et al. 2019, Sec. 3.1)")
 
 `train_fn(config, ctx) -> dict` gets the resolved dataclass config and a
 `indep_seg.training.context.TrainContext`, and returns the final metrics (JSON-serialisable floats).
-`get_experiment(name)` imports `indep_seg.training.experiments` first, so every registered module is loaded.
+`get_experiment(name)` imports `indep_seg.training.experiments` first, so every registered module
+is loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 from typing import Any, Callable
 
-__all__ = ["Experiment", "UnknownExperimentError", "register_experiment", "get_experiment",
-           "list_experiments", "unregister_experiment"]
+__all__ = [
+    "Experiment",
+    "UnknownExperimentError",
+    "register_experiment",
+    "get_experiment",
+    "list_experiments",
+    "unregister_experiment",
+]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -42,27 +51,36 @@ _REGISTRY: dict[str, Experiment] = {}
 _LOADED = False
 
 
-def register_experiment(name: str, default_config, train_fn: Callable, description: str = "",
-                        replace: bool = False) -> Experiment:
+def register_experiment(
+    name: str, default_config, train_fn: Callable, description: str = "", replace: bool = False
+) -> Experiment:
     """Register preset `name`. Raises ValueError if `name` is taken (unless `replace=True`)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"name: expected lower-case letters, digits and '_' starting with a letter, "
-                         f"got {name!r}")
+        raise ValueError(
+            f"name: expected lower-case letters, digits and '_' starting with a letter, "
+            f"got {name!r}"
+        )
     if not dataclasses.is_dataclass(default_config) or isinstance(default_config, type):
-        raise TypeError(f"default_config: expected a dataclass instance, got "
-                        f"{type(default_config).__name__}")
+        raise TypeError(
+            f"default_config: expected a dataclass instance, got {type(default_config).__name__}"
+        )
     if not callable(train_fn):
-        raise TypeError(f"train_fn: expected a callable train_fn(config, ctx) -> dict, got "
-                        f"{type(train_fn).__name__}")
+        raise TypeError(
+            f"train_fn: expected a callable train_fn(config, ctx) -> dict, got "
+            f"{type(train_fn).__name__}"
+        )
     if not isinstance(description, str):
         raise TypeError(f"description: expected a string, got {type(description).__name__}")
     if name in _REGISTRY and not replace:
         existing = _REGISTRY[name]
         # Re-importing the same module (e.g. importlib.reload) re-registers the same function.
-        if getattr(existing.train_fn, "__qualname__", None) != getattr(train_fn, "__qualname__", 0) or \
-                getattr(existing.train_fn, "__module__", None) != getattr(train_fn, "__module__", 0):
-            raise ValueError(f"name: experiment {name!r} is already registered "
-                             f"(by {existing.train_fn.__module__}.{existing.train_fn.__qualname__})")
+        if getattr(existing.train_fn, "__qualname__", None) != getattr(
+            train_fn, "__qualname__", 0
+        ) or getattr(existing.train_fn, "__module__", None) != getattr(train_fn, "__module__", 0):
+            raise ValueError(
+                f"name: experiment {name!r} is already registered "
+                f"(by {existing.train_fn.__module__}.{existing.train_fn.__qualname__})"
+            )
     exp = Experiment(name, default_config, train_fn, description)
     _REGISTRY[name] = exp
     return exp
@@ -87,14 +105,12 @@ def list_experiments() -> list[Experiment]:
 
 
 def get_experiment(name: str) -> Experiment:
-    """The experiment registered as `name`; UnknownExperimentError listing the known names otherwise."""
+    """The experiment registered as `name`; UnknownExperimentError listing the known names
+    otherwise."""
     _load_all()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        from indep_seg.training.experiments import missing_modules
-        missing = missing_modules()
-        hint = ""
-        if missing:
-            hint = "; not loaded: " + "; ".join(f"{m} ({why})" for m, why in missing.items())
-        raise UnknownExperimentError(f"experiment: unknown name {name!r}; known experiments: {known}{hint}")
+        raise UnknownExperimentError(
+            f"experiment: unknown name {name!r}; known experiments: {known}"
+        )
     return _REGISTRY[name]

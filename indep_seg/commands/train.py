@@ -10,6 +10,7 @@ configs) and written to `MODEL_DIR/config.yaml` with the run options. Started ag
 that has a `config.yaml`, the stored options are the starting point (so the same short command
 resumes the same run) and the experiment must be the same. The final metrics are printed as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,52 +18,79 @@ import json
 import sys
 from pathlib import Path
 
-from indep_seg.cli import CommandError
+import yaml
+
+from indep_seg.commands import CommandError
 
 STRATEGY_CHOICES = ("default", "mirrored", "multi_worker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", "-e", help="registered experiment name (see --list)")
-    parser.add_argument("--model-dir", help="run directory: checkpoints, logs, PNG grids, config.yaml")
-    parser.add_argument("--data", default=None, help="data path (default: the experiment's own data)")
-    parser.add_argument("--steps", type=int, default=None, help="total steps of the run (default: the config's)")
-    parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="stop (with a checkpoint) after this many minutes of training")
-    parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default=None,
-                        help="tf.distribute strategy; multi_worker reads TF_CONFIG (default: default)")
+    parser.add_argument(
+        "--model-dir", help="run directory: checkpoints, logs, PNG grids, config.yaml"
+    )
+    parser.add_argument(
+        "--data", default=None, help="data path (default: the experiment's own data)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="total steps of the run (default: the config's)"
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="stop (with a checkpoint) after this many minutes of training",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGY_CHOICES,
+        default=None,
+        help="tf.distribute strategy; multi_worker reads TF_CONFIG (default: default)",
+    )
     parser.add_argument("--config", default=None, help="YAML file of options (a subset is fine)")
-    parser.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="set one option, dotted keys for nested configs (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one option, dotted keys for nested configs (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    parser.add_argument("--masks", default=None,
-                        help="box-level experiments: a mask folder to take boxes from (pixels never used)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip (and count) unreadable images and bad boxes instead of stopping")
-    parser.add_argument("--list", action="store_true", help="list the registered experiments and exit")
+    parser.add_argument(
+        "--masks",
+        default=None,
+        help="box-level experiments: a mask folder to take boxes from (pixels never used)",
+    )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and count) unreadable images and bad boxes instead of stopping",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the registered experiments and exit"
+    )
 
 
 def _list() -> int:
-    from indep_seg.training.experiments import missing_modules
     from indep_seg.training.registry import list_experiments
 
     for exp in list_experiments():
         print(f"{exp.name:20s} {exp.description}")
-    for name, why in missing_modules().items():
-        print(f"{'(' + name + ')':20s} not available: {why}")
     return 0
 
 
 def _stored_run(model_dir: Path) -> dict | None:
-    import yaml
-
     path = model_dir / "config.yaml"
     if not path.is_file():
         return None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CommandError(f"--model-dir: {path} is not valid YAML ({e}); remove it or use another directory") from None
+        raise CommandError(
+            f"--model-dir: {path} is not valid YAML ({e}); remove it or use another directory"
+        ) from None
     return data if isinstance(data, dict) else None
 
 
@@ -79,15 +107,19 @@ def run(args) -> int:
     if args.steps is not None and args.steps < 0:
         raise CommandError(f"--steps: expected a non-negative integer, got {args.steps}")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
-        raise CommandError(f"--budget-minutes: expected a positive number, got {args.budget_minutes}")
+        raise CommandError(
+            f"--budget-minutes: expected a positive number, got {args.budget_minutes}"
+        )
     if args.config is not None and not Path(args.config).is_file():
         raise CommandError(f"--config: file {args.config} does not exist")
 
     stored = _stored_run(model_dir)
     stored_run = (stored or {}).get("run") or {}
     if stored and stored.get("experiment") not in (None, args.experiment):
-        raise CommandError(f"--model-dir: {model_dir} holds a run of experiment {stored.get('experiment')!r}, "
-                           f"not {args.experiment!r}; use another directory")
+        raise CommandError(
+            f"--model-dir: {model_dir} holds a run of experiment {stored.get('experiment')!r}, "
+            f"not {args.experiment!r}; use another directory"
+        )
     strategy_name = args.strategy or "default"
     seed = args.seed if args.seed is not None else int(stored_run.get("seed", 0))
     data = args.data if args.data is not None else stored_run.get("data")
@@ -103,7 +135,13 @@ def run(args) -> int:
 
     import keras
 
-    from indep_seg.training.config import ConfigError, apply_overrides, resolve_config, save_yaml, to_dict
+    from indep_seg.training.config import (
+        ConfigError,
+        apply_overrides,
+        resolve_config,
+        save_yaml,
+        to_dict,
+    )
     from indep_seg.training.context import TrainContext
     from indep_seg.training.registry import UnknownExperimentError, get_experiment
 
@@ -129,24 +167,45 @@ def run(args) -> int:
         extra["masks"] = str(args.masks)
     if args.skip_bad:
         extra["skip_bad"] = True
-    ctx = TrainContext(model_dir=model_dir, data=data, steps=steps, budget_minutes=args.budget_minutes,
-                       strategy=strategy, seed=seed, extra=extra)
+    ctx = TrainContext(
+        model_dir=model_dir,
+        data=data,
+        steps=steps,
+        budget_minutes=args.budget_minutes,
+        strategy=strategy,
+        seed=seed,
+        extra=extra,
+    )
     if is_chief(strategy):
         model_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml({
-            "experiment": exp.name,
-            "run": {"data": data, "steps": steps, "budget_minutes": args.budget_minutes,
-                    "strategy": strategy_name, "seed": seed,
+        save_yaml(
+            {
+                "experiment": exp.name,
+                "run": {
+                    "data": data,
+                    "steps": steps,
+                    "budget_minutes": args.budget_minutes,
+                    "strategy": strategy_name,
+                    "seed": seed,
                     "replicas": int(strategy.num_replicas_in_sync),
-                    "command": " ".join(["indep-seg"] + sys.argv[1:])},
-            "config": to_dict(config),
-        }, model_dir / "config.yaml")
-    from indep_seg.data.files import DataError  # (the indep_seg.data package imports TensorFlow)
+                    "command": " ".join(["indep-seg"] + sys.argv[1:]),
+                },
+                "config": to_dict(config),
+            },
+            model_dir / "config.yaml",
+        )
+    from indep_seg.data.files import (
+        DataError,  # (the indep_seg.data package imports TensorFlow)
+    )
 
     try:
         result = exp.train_fn(config, ctx) or {}
     except (DataError, FileNotFoundError) as e:  # bad --data: a clear message naming the file
         raise CommandError(str(e)) from None
-    print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, type(None)))},
-                     sort_keys=True))
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            sort_keys=True,
+        )
+    )
     return 0
