@@ -23,18 +23,24 @@ GEMM form ran the 64x64 -> 128x128 mask layer (128 -> 1 channels, batch 16) 1.9x
 + backward (14.9 -> 7.9 ms; 3 channels 1.2x; equal at 4; 2x slower at 64). Everywhere else
 `GemmConv2DTranspose` is `keras.layers.Conv2DTranspose`.
 """
+
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
+from indep_seg.fast_cpu import use_fast_cpu_kernels
 from indep_seg.networks.unfused_bias_conv import add_bias_and_activate
 
-__all__ = ["GemmConv2DTranspose", "conv2d_transpose_as_matmul", "DEFAULT_GEMM_MAX_INPUT_PIXELS",
-           "DEFAULT_GEMM_MAX_FILTERS"]
+__all__ = [
+    "GemmConv2DTranspose",
+    "conv2d_transpose_as_matmul",
+    "DEFAULT_GEMM_MAX_INPUT_PIXELS",
+    "DEFAULT_GEMM_MAX_FILTERS",
+]
 
 DEFAULT_GEMM_MAX_INPUT_PIXELS = 16  # 4x4 maps and smaller (benchmarks: 8x8 is faster in oneDNN)
-DEFAULT_GEMM_MAX_FILTERS = 4        # any map size for outputs of at most 4 channels (masks, RGB(A))
+DEFAULT_GEMM_MAX_FILTERS = 4  # any map size for outputs of at most 4 channels (masks, RGB(A))
 
 
 def _same_crop(size_in, kernel, stride):
@@ -55,8 +61,10 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
     kh, kw, f, c = kernel.shape
     s = int(stride)
     if kh != kw or kh % s:
-        raise ValueError(f"kernel: expected a square kernel whose side is a multiple of the stride {s}, "
-                         f"got {kh}x{kw}")
+        raise ValueError(
+            f"kernel: expected a square kernel whose side is a multiple of the stride {s}, "
+            f"got {kh}x{kw}"
+        )
     h, w = x.shape[1], x.shape[2]
     t = kh // s
     # y's columns in the kernel's own order (a, p, b, q, f): the kernel is only reshaped (a
@@ -75,7 +83,7 @@ def conv2d_transpose_as_matmul(x, kernel, stride=2, padding="same"):
     full = tf.nn.depth_to_space(z, s) if s > 1 else z  # [B, s(H-1) + k, s(W-1) + k, F]
     if padding.lower() == "same":
         top, left = _same_crop(h, kh, s), _same_crop(w, kw, s)
-        full = full[:, top:top + h * s, left:left + w * s, :]
+        full = full[:, top : top + h * s, left : left + w * s, :]
     return full
 
 
@@ -88,7 +96,8 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
     The GEMM form applies to channels_last inputs of static size with at most
     `gemm_max_input_pixels` positions or at most `gemm_max_filters` output channels, square
     kernels whose side is a multiple of the (equal) strides, no dilation and no output_padding;
-    anything else is the parent's kernel.
+    and only where the fast CPU kernels are on (`indep_seg.fast_cpu`: not on a GPU or TPU); anything
+    else is the parent's (Keras') kernel.
 
     Args:
         gemm_max_input_pixels: largest input H * W run as a GEMM (0: never by size).
@@ -97,8 +106,13 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
         *args, **kwargs: `keras.layers.Conv2DTranspose`'s.
     """
 
-    def __init__(self, *args, gemm_max_input_pixels=DEFAULT_GEMM_MAX_INPUT_PIXELS,
-                 gemm_max_filters=DEFAULT_GEMM_MAX_FILTERS, **kwargs):
+    def __init__(
+        self,
+        *args,
+        gemm_max_input_pixels=DEFAULT_GEMM_MAX_INPUT_PIXELS,
+        gemm_max_filters=DEFAULT_GEMM_MAX_FILTERS,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.gemm_max_input_pixels = int(gemm_max_input_pixels)
         self.gemm_max_filters = int(gemm_max_filters)
@@ -106,10 +120,24 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
     def _gemm_applies(self, inputs):
         shape = inputs.shape
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        small = len(shape) == 4 and None not in shape[1:] and (
-            shape[1] * shape[2] <= self.gemm_max_input_pixels or self.filters <= self.gemm_max_filters)
-        return (small and self.data_format == "channels_last" and tuple(self.dilation_rate) == (1, 1)
-                and self.output_padding is None and sh == sw and kh == kw and kh % sh == 0)
+        small = (
+            len(shape) == 4
+            and None not in shape[1:]
+            and (
+                shape[1] * shape[2] <= self.gemm_max_input_pixels
+                or self.filters <= self.gemm_max_filters
+            )
+        )
+        return (
+            small
+            and self.data_format == "channels_last"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.output_padding is None
+            and sh == sw
+            and kh == kw
+            and kh % sh == 0
+            and use_fast_cpu_kernels()
+        )
 
     def call(self, inputs):
         if not self._gemm_applies(inputs):
@@ -118,5 +146,8 @@ class GemmConv2DTranspose(keras.layers.Conv2DTranspose):
         return add_bias_and_activate(self, outputs)
 
     def get_config(self):
-        return {**super().get_config(), "gemm_max_input_pixels": self.gemm_max_input_pixels,
-                "gemm_max_filters": self.gemm_max_filters}
+        return {
+            **super().get_config(),
+            "gemm_max_input_pixels": self.gemm_max_input_pixels,
+            "gemm_max_filters": self.gemm_max_filters,
+        }

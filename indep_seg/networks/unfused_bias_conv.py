@@ -11,16 +11,20 @@ kernel is slow: for the 3 -> 64 channel first layer of Dai et al.'s Table-1 disc
 gradient keeps oneDNN's fast kernel, and the forward pass is as fast as Keras'. Training steps
 of the box-level GAN at Table-1 size ran 7 % faster with it.
 """
+
 from __future__ import annotations
 
 import keras
+
+from indep_seg.fast_cpu import use_fast_cpu_kernels
 
 __all__ = ["UnfusedBiasConv2D", "add_bias_and_activate"]
 
 
 def add_bias_and_activate(layer, outputs):
     """`layer`'s bias added as a rank-1 broadcast (channels_last), then its activation: the
-    epilogue of `UnfusedBiasConv2D` and of the GEMM forms of `GemmConv2D` / `GemmConv2DTranspose`."""
+    epilogue of `UnfusedBiasConv2D` and of the GEMM forms of `GemmConv2D` /
+    `GemmConv2DTranspose`."""
     if layer.use_bias:
         outputs = outputs + layer.bias
     if layer.activation is not None:
@@ -33,7 +37,8 @@ class UnfusedBiasConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` with the bias added as a rank-1 broadcast (channels_last).
 
     Same arguments, weights, config and outputs as `keras.layers.Conv2D`; with
-    `data_format="channels_first"` or no bias it is Keras' own call.
+    `data_format="channels_first"`, no bias, or where the fast CPU kernels are off (a GPU or TPU,
+    `indep_seg.fast_cpu`) it is Keras' own call.
 
     Example:
         >>> conv = UnfusedBiasConv2D(8, 3, strides=2, padding="same")
@@ -42,6 +47,6 @@ class UnfusedBiasConv2D(keras.layers.Conv2D):
     """
 
     def call(self, inputs):
-        if not self.use_bias or self.data_format != "channels_last":
+        if not self.use_bias or self.data_format != "channels_last" or not use_fast_cpu_kernels():
             return super().call(inputs)
         return add_bias_and_activate(self, self.convolution_op(inputs, self.kernel))
