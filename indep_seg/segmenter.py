@@ -1,4 +1,5 @@
-"""`Segmenter`: a trained image -> mask network together with the crop rule it was trained with.
+"""`Segmenter`: a trained image -> mask network together with the crop rule it was trained with;
+`BoxSegmenter`: the same as a `keras.Model` that segments whole batches in one graph call.
 
 Every segmentation experiment (the box-level GAN of Dai et al. 2019 and its distilled
 student, ILSGAN's post-hoc UNet) ends by saving one of these. `indep-seg segment`,
@@ -8,6 +9,14 @@ On disk (`Segmenter.save(dir)`)::
 
     dir/model.keras        Keras model, [N, R, R, 3] float in [0, 1] -> [N, R, R, 1] mask
     dir/segmenter.json     {"resolution": R, "margin": m, "square": bool, "experiment": name, ...}
+
+`BoxSegmenter` maps `{"image": [N, H, W, 3], "box": [N, 4]}` (the box optional: the whole image)
+to masks `[N, H, W, 1]`: crop with the box rule, run the network, paste back, in one graph (the
+same function, `segment_in_boxes`, that the exported SavedModel's signatures run). It works with
+Keras' `predict`, `predict_on_batch`, `save` / `keras.models.load_model`, and
+`indep_seg.serving.export.export_segmenter` (TF Serving layout). GrabCut refinement
+(`refine="grabcut"`) is NumPy / OpenCV post-processing and stays outside the graph, in
+`Segmenter.predict`.
 """
 from __future__ import annotations
 
@@ -20,11 +29,24 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+import keras
+
 from indep_seg.box_crop import box_window, crop_to_window, paste_back
+
+__all__ = ["Segmenter", "BoxSegmenter", "segment_in_boxes", "whole_image_boxes"]
 
 ARTIFACT_DIR = "segmenter"
 MODEL_FILE = "model.keras"
 META_FILE = "segmenter.json"
+
+
+def _crop_rule(resolution, margin, square):
+    """(resolution, margin, square) checked: a positive integer, a number >= 0, a flag."""
+    if not (isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool) and resolution > 0):
+        raise ValueError(f"resolution: expected a positive integer, got {resolution!r}")
+    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin >= 0):
+        raise ValueError(f"margin: expected a number >= 0, got {margin!r}")
+    return int(resolution), float(margin), bool(square)
 
 
 class Segmenter:
@@ -45,16 +67,11 @@ class Segmenter:
 
     def __init__(self, model, resolution: int, margin: float = 0.0, square: bool = False,
                  experiment: str = "", extra: dict | None = None):
-        if not (isinstance(resolution, (int, np.integer)) and resolution > 0):
-            raise ValueError(f"resolution: expected a positive integer, got {resolution!r}")
-        if not (isinstance(margin, (int, float)) and margin >= 0):
-            raise ValueError(f"margin: expected a number >= 0, got {margin!r}")
         self.model = model
-        self.resolution = int(resolution)
-        self.margin = float(margin)
-        self.square = bool(square)
+        self.resolution, self.margin, self.square = _crop_rule(resolution, margin, square)
         self.experiment = experiment
         self.extra = dict(extra or {})
+        self._keras = None
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict:
@@ -120,8 +137,17 @@ class Segmenter:
         """Masks `[N, R, R, 1]` for model-resolution crops `[N, R, R, 3]`."""
         return self.model(tf.convert_to_tensor(crops, tf.float32), training=False)
 
+    def as_keras(self) -> "BoxSegmenter":
+        """This segmenter as a `BoxSegmenter` (a `keras.Model`), sharing its network."""
+        if self._keras is None:
+            self._keras = BoxSegmenter(self.model, self.resolution, self.margin, self.square)
+        return self._keras
+
     def predict(self, images, boxes=None, refine=None):
         """Full-size float masks in [0, 1], one `[H, W]` array per image.
+
+        Images of the same size go through the network together, one graph call per size
+        (`BoxSegmenter.predict_on_batch`); refinement runs afterwards, image by image.
 
         Args:
             images: sequence of `[H, W, 3]` arrays (uint8, or float in [0, 1]).
@@ -136,19 +162,141 @@ class Segmenter:
             boxes = [None] * len(images)
         if len(boxes) != len(images):
             raise ValueError(f"boxes: expected one box per image ({len(images)}), got {len(boxes)}")
-        out = []
+        arrays, groups = [], {}
         for i, (image, box) in enumerate(zip(images, boxes)):
             image = np.asarray(image)
             if image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"images[{i}]: expected [H, W, 3], got shape {image.shape}")
             if image.dtype == np.uint8:
                 image = image.astype(np.float32) / 255.0
-            crop, window = self.crop(image, box)
-            mask = self.predict_crops(crop)
-            full = paste_back(mask, window, image.shape[:2])
-            full = np.clip(full.numpy()[0, :, :, 0], 0.0, 1.0)
-            if refine == "grabcut" and box is not None:
-                from indep_seg.box_prior import refine_full_mask
-                full = refine_full_mask(image, full, box)
-            out.append(full)
+            image = image.astype(np.float32, copy=False)
+            h, w = image.shape[:2]
+            if box is None:
+                box = [0.0, 0.0, float(w), float(h)]
+            box = np.asarray(box, np.float32).reshape(-1)
+            if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"boxes[{i}]: expected x0, y0, x1, y1 with x1 > x0 and y1 > y0, "
+                                 f"got {np.asarray(boxes[i]).tolist()}")
+            arrays.append((image, box))
+            groups.setdefault(image.shape, []).append(i)
+        out = [None] * len(arrays)
+        net = self.as_keras()
+        for indices in groups.values():
+            batch = {"image": np.stack([arrays[i][0] for i in indices]),
+                     "box": np.stack([arrays[i][1] for i in indices])}
+            masks = np.asarray(net.predict_on_batch(batch))
+            for j, i in enumerate(indices):
+                out[i] = np.clip(masks[j, :, :, 0], 0.0, 1.0)
+        if refine == "grabcut":
+            from indep_seg.box_prior import refine_full_mask
+            for i, box in enumerate(boxes):
+                if box is not None:
+                    out[i] = refine_full_mask(arrays[i][0], out[i], box)
         return out
+
+
+def whole_image_boxes(images):
+    """`[N, 4]` boxes covering each whole image of a `[N, H, W, C]` batch."""
+    shape = tf.shape(images)
+    row = tf.stack([0.0, 0.0, tf.cast(shape[2], tf.float32), tf.cast(shape[1], tf.float32)])
+    return tf.tile(row[tf.newaxis], tf.stack([shape[0], 1]))
+
+
+def segment_in_boxes(network, images, boxes, resolution, margin=0.0, square=False):
+    """Graph code of box-level inference: `[N, H, W, 3]`, `[N, 4]` -> masks `[N, H, W, 1]` in [0, 1].
+
+    Crops each image to its box's window (`box_window(box, margin, square)`, resized to
+    `resolution`), runs `network` (inference mode) and pastes the masks back at full size (zero
+    outside the windows). `BoxSegmenter.call` and the exported serving signatures run this.
+    """
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    windows = box_window(boxes, margin, square)
+    crops = crop_to_window(images, windows, int(resolution))
+    masks = network(crops, training=False)
+    masks = tf.clip_by_value(tf.cast(masks, tf.float32), 0.0, 1.0)
+    return paste_back(masks, windows, (shape[1], shape[2]))
+
+
+@keras.saving.register_keras_serializable(package="indep_seg")
+class BoxSegmenter(keras.Model):
+    """Box-level segmentation as a `keras.Model`: photos and boxes in, full-size masks out.
+
+    Inputs: a dict `{"image": [N, H, W, 3], "box": [N, 4]}` (images uint8, or float in [0, 1],
+    one size per batch; boxes pixel `x0, y0, x1, y1`, x1 / y1 exclusive) or `{"image": ...}` /
+    an image tensor alone (the whole image is the box). Output: masks `[N, H, W, 1]` float32 in
+    [0, 1]. One graph call per batch (`predict`, `predict_on_batch`).
+
+    Args:
+        network: the mask network, `[N, R, R, 3]` crops in [0, 1] -> `[N, R, R, 1]` masks (a
+            `UNet`, or the `segmenter` of a trained `ForegroundSegGAN`).
+        resolution: R.
+        margin, square: the crop rule the network was trained with (`indep_seg.box_crop.box_window`).
+
+    Example:
+        >>> gan = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny")     # doctest: +SKIP
+        >>> gan.fit(batches, steps_per_epoch=10)                             # doctest: +SKIP
+        >>> seg = indep_seg.BoxSegmenter.from_gan(gan)                       # doctest: +SKIP
+        >>> masks = seg.predict({"image": photos, "box": boxes})            # doctest: +SKIP
+        >>> indep_seg.serving.export.export_segmenter(seg, "models/horses")  # doctest: +SKIP
+
+    Reference: Dai et al. 2019, "Learning Segmentation Masks with the Independence Prior".
+    """
+
+    def __init__(self, network, resolution, margin=0.0, square=False, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.resolution, self.margin, self.square = _crop_rule(resolution, margin, square)
+
+    @property
+    def model(self):
+        """The mask network (the name `Segmenter` and the serving export use)."""
+        return self.network
+
+    @classmethod
+    def from_gan(cls, gan, square=False):
+        """The segmenter of a (trained) `ForegroundSegGAN`: its segmentation network and crop rule."""
+        net = gan.segmenter
+        resolution = getattr(net, "resolution", None)
+        if resolution is None:
+            raise ValueError("gan.segmenter: has no `resolution` attribute; build BoxSegmenter(network, resolution)")
+        if hasattr(net, "as_functional"):
+            net = net.as_functional()
+        return cls(net, int(resolution), margin=float(getattr(gan, "box_margin", 0.0)), square=square)
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            if "image" not in inputs:
+                raise ValueError(f"inputs: missing key 'image' (got keys {sorted(inputs)}); BoxSegmenter takes "
+                                 "{'image': [N, H, W, 3], 'box': [N, 4]} ('box' optional)")
+            image, box = inputs["image"], inputs.get("box")
+        else:
+            image, box = inputs, None
+        image = tf.convert_to_tensor(image)
+        if image.shape.rank != 4 or image.shape[-1] != 3:
+            raise ValueError(f"inputs['image']: expected [N, H, W, 3], got shape {image.shape}")
+        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+        if box is None:
+            box = whole_image_boxes(image)
+        else:
+            box = tf.cast(tf.convert_to_tensor(box), tf.float32)
+            if box.shape.rank != 2 or box.shape[-1] != 4:
+                raise ValueError(f"inputs['box']: expected [N, 4] (one x0, y0, x1, y1 box per image), "
+                                 f"got shape {box.shape}")
+        return segment_in_boxes(self.network, image, box, self.resolution, self.margin, self.square)
+
+    def to_segmenter(self, experiment: str = "", extra: dict | None = None) -> Segmenter:
+        """The on-disk `Segmenter` artifact of this model (`.save(dir)` for `indep-seg segment --model dir`)."""
+        seg = Segmenter(self.network, self.resolution, self.margin, self.square, experiment, extra)
+        seg._keras = self
+        return seg
+
+    def get_config(self):
+        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
+                "resolution": self.resolution, "margin": self.margin, "square": self.square}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.box_crop import box_window, crop_to_window, paste_back
+from indep_seg.segmenter import segment_in_boxes, whole_image_boxes
 
 __all__ = [
     "SIGNATURES",
@@ -88,23 +88,12 @@ class _SegmenterModule(tf.Module):
         self.square = bool(segmenter.square)
 
     def segment(self, model, images, boxes):
-        """Crop with the box rule, run the model, paste back: [N,H,W,3], [N,4] -> [N,H,W,1]."""
-        images = tf.cast(images, tf.float32)
-        shape = tf.shape(images)
-        windows = box_window(boxes, self.margin, self.square)
-        crops = crop_to_window(images, windows, self.resolution)
-        masks = model(crops, training=False)
-        masks = tf.clip_by_value(tf.cast(masks, tf.float32), 0.0, 1.0)
-        return paste_back(masks, windows, (shape[1], shape[2]))
+        """Crop with the box rule, run the model, paste back: [N,H,W,3], [N,4] -> [N,H,W,1]
+        (`indep_seg.segmenter.segment_in_boxes`, the graph of `BoxSegmenter`)."""
+        return segment_in_boxes(model, images, boxes, self.resolution, self.margin, self.square)
 
 
-def _whole_image_boxes(images):
-    shape = tf.shape(images)
-    n = shape[0]
-    w = tf.cast(shape[2], tf.float32)
-    h = tf.cast(shape[1], tf.float32)
-    row = tf.stack([0.0, 0.0, w, h])
-    return tf.tile(row[tf.newaxis], tf.stack([n, 1]))
+_whole_image_boxes = whole_image_boxes
 
 
 def _decode_batch(image_bytes):
@@ -164,7 +153,8 @@ def export_segmenter(segmenter, export_base, version: int | None = None) -> Path
     """Writes `export_base/<version>/` (SavedModel) atomically and returns its path.
 
     Args:
-        segmenter: an `indep_seg.segmenter.Segmenter`.
+        segmenter: an `indep_seg.segmenter.Segmenter` or `indep_seg.BoxSegmenter` (a `keras.Model`;
+            anything with the mask network as `.model` and `resolution`, `margin`, `square`).
         export_base: the model base path a server polls.
         version: positive integer; default one more than the largest existing version.
 

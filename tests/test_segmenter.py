@@ -61,3 +61,86 @@ def test_errors_name_the_argument(tmp_path):
         seg.predict([np.zeros((4, 4))])
     with pytest.raises(ValueError, match="boxes"):
         seg.predict([np.zeros((4, 4, 3))], boxes=[None, None])
+
+
+# --------------------------------------------------------------------------- BoxSegmenter (keras.Model)
+def _reference_mask(net, image, box, r, margin=0.0, square=False):
+    """The per-image computation `Segmenter.predict` did before it batched: crop, network, paste back."""
+    from indep_seg.box_crop import box_window, crop_to_window, paste_back
+
+    window = box_window([box], margin, square)
+    mask = net(crop_to_window(image[None], window, r), training=False)
+    return np.clip(paste_back(mask, window, image.shape[:2]).numpy()[0, :, :, 0], 0.0, 1.0)
+
+
+def test_box_segmenter_is_a_keras_model_matching_the_per_image_computation():
+    from indep_seg.segmenter import BoxSegmenter
+
+    rng = np.random.default_rng(0)
+    net = _conv_model()
+    seg = BoxSegmenter(net, resolution=16, margin=0.1, square=True)
+    assert isinstance(seg, keras.Model)
+    images = rng.random((3, 30, 44, 3)).astype("float32")
+    boxes = np.array([[2, 3, 20, 25], [0, 0, 44, 30], [10.5, 4, 40, 29]], np.float32)
+    masks = seg.predict({"image": images, "box": boxes}, verbose=0)
+    assert masks.shape == (3, 30, 44, 1)
+    for i in range(3):
+        np.testing.assert_allclose(masks[i, :, :, 0], _reference_mask(net, images[i], boxes[i], 16, 0.1, True),
+                                   atol=1e-5)
+    whole = seg.predict_on_batch({"image": (images * 255).astype("uint8")})   # no box: the whole image
+    np.testing.assert_allclose(whole[1], masks[1], atol=0.02)
+
+
+def test_segmenter_predict_runs_one_graph_call_per_image_size(monkeypatch):
+    from indep_seg.segmenter import BoxSegmenter
+
+    calls = []
+    original = BoxSegmenter.predict_on_batch
+    monkeypatch.setattr(BoxSegmenter, "predict_on_batch",
+                        lambda self, x: calls.append(x["image"].shape) or original(self, x))
+    net = _conv_model()
+    seg = Segmenter(net, resolution=16, margin=0.25, square=True)
+    rng = np.random.default_rng(1)
+    images = [rng.random((24, 32, 3)).astype("float32") for _ in range(4)] + [rng.random((20, 20, 3))]
+    boxes = [[1, 2, 20, 22], None, [5, 5, 30, 23], [0, 0, 10, 10], [2, 2, 18, 18]]
+    masks = seg.predict(images, boxes)
+    assert sorted(calls) == [(1, 20, 20, 3), (4, 24, 32, 3)]
+    for image, box, mask in zip(images, boxes, masks):
+        h, w = image.shape[:2]
+        ref = _reference_mask(net, np.float32(image), box or [0, 0, w, h], 16, 0.25, True)
+        np.testing.assert_allclose(mask, ref, atol=1e-5)
+
+
+def test_box_segmenter_saves_loads_and_exports_the_same_masks(tmp_path):
+    import tensorflow as tf
+
+    from indep_seg.segmenter import BoxSegmenter
+    from indep_seg.serving.export import export_segmenter
+
+    seg = BoxSegmenter(_conv_model(), resolution=16, margin=0.25)
+    images = np.random.default_rng(2).random((2, 26, 30, 3)).astype("float32")
+    boxes = np.array([[3, 4, 20, 22], [6, 1, 29, 25]], np.float32)
+    masks = seg.predict_on_batch({"image": images, "box": boxes})
+    seg.save(tmp_path / "seg.keras")
+    loaded = keras.models.load_model(tmp_path / "seg.keras")
+    assert isinstance(loaded, BoxSegmenter) and (loaded.resolution, loaded.margin) == (16, 0.25)
+    np.testing.assert_allclose(loaded.predict_on_batch({"image": images, "box": boxes}), masks, atol=1e-6)
+    served = tf.saved_model.load(str(export_segmenter(seg, tmp_path / "export"))).signatures["segment_in_box"]
+    np.testing.assert_allclose(served(image=tf.constant(images), box=tf.constant(boxes))["mask"], masks, atol=1e-5)
+    artifact = seg.to_segmenter("t").save(tmp_path / "run" / "segmenter")
+    again = Segmenter.load(artifact).predict(list(images), list(boxes))
+    np.testing.assert_allclose(np.stack(again), masks[..., 0], atol=1e-5)
+
+
+def test_box_segmenter_errors_name_the_input():
+    from indep_seg.segmenter import BoxSegmenter
+
+    seg = BoxSegmenter(_conv_model(), resolution=16)
+    with pytest.raises(ValueError, match="missing key 'image'"):
+        seg({"photo": np.zeros((1, 8, 8, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"inputs\['box'\]: expected \[N, 4\]"):
+        seg({"image": np.zeros((1, 8, 8, 3), np.float32), "box": np.zeros((1, 3), np.float32)})
+    with pytest.raises(ValueError, match="resolution"):
+        BoxSegmenter(_conv_model(), resolution=0)
+    with pytest.raises(ValueError, match=r"boxes\[0\]"):
+        Segmenter(_conv_model(), resolution=16).predict([np.zeros((8, 8, 3))], boxes=[[5, 5, 2, 9]])

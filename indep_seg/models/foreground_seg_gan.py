@@ -13,8 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks
+from indep_seg.box_batches import prepare_box_seg_batch
 from indep_seg.distribute import scale_loss
 from indep_seg.optimizers import FusedAdam
+from indep_seg.presets import PresetMixin, build_box_seg_discriminator, build_box_seg_unet, effective_area_a
 
 __all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss",
            "prior_consistency_loss", "discriminator_loss", "generator_loss_ns", "to_grid"]
@@ -114,7 +116,7 @@ def to_grid(rows, border=2):
     return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-class ForegroundSegGAN(keras.Model):
+class ForegroundSegGAN(PresetMixin, keras.Model):
     """Adversarial training of a segmentation network with the independence prior.
 
     Dai et al. 2019, "Foreground Segmentation on Category-specific Images": crops x (the box)
@@ -124,7 +126,10 @@ class ForegroundSegGAN(keras.Model):
         L_G = -E[log D(x_g)] + lambda * L_area,  L_area = E[(||m||_1/A - a)^2]   (eq. 7).
 
     Batches are dicts ``{"image": [B, R, R, 3], "background": [B, R, R, 3]}`` in [0, 1] (the
-    background provider runs in the input pipeline, see `indep_seg.data.backgrounds`).
+    background provider runs in the input pipeline, see `indep_seg.data.backgrounds`), or photos
+    with boxes ``{"image": [B, H, W, 3], "box": [B, 4]}`` cropped in the step; optional
+    ``"prior"``, ``"area"``: `indep_seg.box_batches`. Presets: `ForegroundSegGAN.presets`,
+    `ForegroundSegGAN.from_preset("box_seg")` (`indep_seg.presets`).
 
     Args:
         segmenter: the foreground provider, image -> mask `[B, R, R, 1]` (a `UNet`).
@@ -211,11 +216,25 @@ class ForegroundSegGAN(keras.Model):
         mask = self.segmenter(image, training=training)
         return mask, mask * image + (1.0 - mask) * background
 
+    @classmethod
+    def _from_preset_options(cls, options, seed=0, **kwargs):
+        """The model of one preset's options (`indep_seg.presets.BOX_SEG_PRESETS`), compiled."""
+        prior_on = options["prior"] != "none"
+        model = cls(build_box_seg_unet(options), build_box_seg_discriminator(options),
+                    area_lambda=options["area_lambda"], area_a=effective_area_a(options),
+                    area_mode=options["area_mode"], d_downsample=options["d_downsample"],
+                    box_prior_weight=options["box_prior_weight"], box_margin=options["margin"],
+                    pairwise_weight=options["pairwise_weight"],
+                    adversarial_weight=options["adversarial_weight"],
+                    prior_weight=options["prior_weight"] if prior_on else 0.0, seed=seed, **kwargs)
+        model.compile(d_optimizer=FusedAdam(options["d_learning_rate"], beta_1=0.5, beta_2=0.999),
+                      g_optimizer=FusedAdam(options["g_learning_rate"], beta_1=0.5, beta_2=0.999))
+        return model
+
     def train_step(self, data):
-        if isinstance(data, tuple):
-            data = data[0]
-        image = tf.convert_to_tensor(data["image"], tf.float32)
-        background = tf.convert_to_tensor(data["background"], tf.float32)
+        data = prepare_box_seg_batch(data, getattr(self.segmenter, "resolution", None), self.box_margin,
+                                     self.seed_generator, needs_prior=self.prior_weight > 0)
+        image, background = data["image"], data["background"]
 
         # One forward pass of the segmentation network serves both updates.
         with tf.GradientTape() as g_tape:
@@ -253,8 +272,10 @@ class ForegroundSegGAN(keras.Model):
         self.mask_mean_tracker.update_state(tf.reduce_mean(mask))
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
-        # shape [1]: MultiWorkerMirroredStrategy cannot reduce scalars in fit (DESIGN.md 4)
-        return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
+        # shape [1] under MultiWorkerMirroredStrategy, which cannot reduce scalars in fit (DESIGN.md 4);
+        # scalars elsewhere: Keras' callbacks (TensorBoard's batch summaries) cannot take [1] with NumPy 2
+        multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        return {m.name: tf.reshape(m.result(), [1] if multi_worker else []) for m in self.metrics}
 
     def image_grid(self, batch, max_images=8):
         """uint8 grid, rows: inputs | masks | backgrounds | composites (Dai et al. Figs 6-7)."""
