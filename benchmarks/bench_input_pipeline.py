@@ -20,6 +20,13 @@ window jitter 0.05 + horizontal flip):
 - `tfrecords, no cache`: records (photos already at mask size, PNG) decoded every epoch;
 - `tfrecords, cached`: decoded-and-cropped uint8 crops cached after the first epoch: steady state;
 - `synthetic, cached`: the embedded dataset (1000 images, 128 px), steady state.
+
+And the stream the `box_seg` trainer actually reads (issue #18): the run's box shards written
+once from the same TFRecords by `box_seg.prepare_box_shards` (crops, GrabCut priors and areas,
+scale-matched backgrounds at the preset's resolution; `box_shards_seconds`, a one-time cost per
+run), then `indep_seg.data.box_seg_stream.box_seg_dataset` at the preset's batch
+(`box_seg stream`, steady state), beside the `box_seg` trainer's own step
+(`box_seg_stream_over_box_seg_trainer`, target >= 10x).
 """
 from __future__ import annotations
 
@@ -146,6 +153,26 @@ def main(argv=None):
             result["weizmann_tfrecords_cached_projected_2_cores_images_per_s"] = round(projected, 1)
             result["meets_1500_target_wall"] = bool(wall >= TARGET)
             result["meets_1500_target_projected_2_cores"] = bool(projected >= TARGET)
+
+            # The box_seg trainer's own stream: shards written once, then read by tf.data.
+            from indep_seg.data.box_seg_stream import box_seg_dataset
+            from indep_seg.training.experiments.box_seg import BoxSegConfig, prepare_box_shards
+
+            cfg = BoxSegConfig(evidence_images=0)
+            with _Clock() as clock:
+                shards = prepare_box_shards(pattern, cfg, Path(tmp) / "box_shards", seed=0, log=lambda *a: None)
+            result["box_shards_seconds"] = round(clock.wall, 2)
+            result["box_shards"] = {"boxes": shards["boxes"], "backgrounds": shards["backgrounds"],
+                                    "resolution": cfg.resolution, "prior": cfg.prior,
+                                    "images_per_s": round(shards["boxes"] / clock.wall, 1)}
+            print(f"box shards: {shards['boxes']} boxes + {shards['backgrounds']} backgrounds at "
+                  f"{cfg.resolution} px with {cfg.prior} priors in {clock.wall:.1f} s (once per run)", flush=True)
+            stream = box_seg_dataset(shards["crop_files"], shards["background_files"], cfg.batch_size,
+                                     resolution=cfg.resolution, seed=0, prior=True, area=True)
+            clock, n = _rate(stream, 300)
+            wall, projected = record("box_seg stream", clock, n, f"the box_seg trainer's input: shards -> "
+                                     f"{cfg.resolution} px crops + priors + areas + backgrounds, batch {cfg.batch_size}")
+            result["box_seg_stream_images_per_s"] = round(wall, 1)
     elif not args.quick:
         result["skipped_weizmann"] = f"{WEIZMANN} is absent"
 
@@ -195,6 +222,11 @@ def main(argv=None):
             result["pipeline_over_fastest_trainer"] = round(result["weizmann_tfrecords_cached_images_per_s"] / fastest, 1)
             result["meets_10x_trainer"] = bool(result["pipeline_over_fastest_trainer"] >= 10)
             print(f"pipeline (cached) / fastest trainer = {result['pipeline_over_fastest_trainer']}x", flush=True)
+        if "box_seg" in trainers and "box_seg_stream_images_per_s" in result:
+            result["box_seg_stream_over_box_seg_trainer"] = round(
+                result["box_seg_stream_images_per_s"] / trainers["box_seg"]["images_per_s"], 1)
+            result["box_seg_stream_meets_10x"] = bool(result["box_seg_stream_over_box_seg_trainer"] >= 10)
+            print(f"box_seg stream / box_seg trainer = {result['box_seg_stream_over_box_seg_trainer']}x", flush=True)
     result["loadavg_at_end"] = list(os.getloadavg())
     path = write_json_atomic(results_dir() / "input_pipeline.json", result)
     print(f"wrote {path}")

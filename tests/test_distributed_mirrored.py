@@ -58,11 +58,15 @@ def test_application_trainers_two_devices_match_one_device(tmp_path, app, regist
     assert results["mirrored"]["replicas"] == 2
     # Weights, BN statistics, SN vectors, RNG states, counters: rtol 1e-4, atol 1e-5 (as documented).
     n = assert_same_checkpoints(tmp_path / "one", tmp_path / "mirrored", rtol=1e-4, atol=1e-5,
-                                skip=("save_counter", _ADAM_SLOTS))
+                                skip=("save_counter", _ADAM_SLOTS), adam_sign_noise=ADAM_SIGN_NOISE)
     assert n >= 50
     _assert_optimizer_slots_close(tmp_path / "one", tmp_path / "mirrored", scale_tol=5e-3)
 
 
+# box_seg_tiny (3 steps, lr <= 6e-4): one 3x3x8x8 UNet kernel element stepped the other way on
+# 2 replicas (4e-4 = 2 x lr) while Adam's m, v of that element agreed to 0.5 %: see
+# `assert_same_checkpoints(adam_sign_noise=...)`.
+ADAM_SIGN_NOISE = 2 * 6e-4 * 3
 _ADAM_SLOTS = "optimizer/_variables/"  # Adam's m and v (and its iteration / lr variables)
 
 

@@ -49,7 +49,7 @@ def _kill(procs):
             pass
 
 
-def _start_workers(tmp_path, run, args):
+def _start_workers(tmp_path, run, args, experiment="toy"):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, logs = [], []
@@ -59,7 +59,7 @@ def _start_workers(tmp_path, run, args):
         log = open(tmp_path / f"worker{index}.log", "w")
         logs.append(log)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "indep_seg", "train", "--experiment", "toy", "--model-dir", str(run),
+            [sys.executable, "-m", "indep_seg", "train", "--experiment", experiment, "--model-dir", str(run),
              "--strategy", "multi_worker", *args],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs, logs

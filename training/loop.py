@@ -464,6 +464,49 @@ def _truncate_jsonl_after(path: Path, step: int) -> None:
 
 # ----------------------------------------------------------------------------- run_fit
 
+class _no_symbolic_build_of_built_model:
+    """Skip Keras' pre-`fit` symbolic build when the model has nothing left to build.
+
+    Keras 3.15 (`TensorFlowTrainer._maybe_symbolic_build`) takes the first distributed batch and
+    calls `strategy.reduce("MEAN", batch, axis=None)` on it before looking whether anything needs
+    building. `MultiWorkerMirroredStrategy.reduce` does not accept a nested batch (MirroredStrategy
+    maps over the nest, CollectiveAllReduce does not): a dict batch such as box_seg's
+    `{"image", "background", ...}` fails with "Attempt to convert a value ({'image': PerReplica...})
+    to a Tensor" (issue #18), and a batch holding strings could not be averaged at all. `run_fit`
+    has already checked that every layer and optimizer is built, so the build would do nothing but
+    that all-reduce of a whole data batch across the workers; it is skipped. A model with something
+    left to build (compiled Keras losses / metrics) keeps Keras' behaviour.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.patched = False
+
+    def _nothing_to_build(self) -> bool:
+        m = self.model
+        compile_loss = getattr(m, "_compile_loss", None)
+        compile_metrics = getattr(m, "_compile_metrics", None)
+        # `model.optimizer` is left out on purpose: the optimizers a GAN trains with are
+        # checkpoint items, which the Checkpointer requires built; `super().compile()` without one
+        # makes a stray RMSprop that no step uses, and building it would only allocate slots
+        # (on one device Keras does not build it either).
+        return (all(layer.built for layer in m._flatten_layers())
+                and (compile_loss is None or compile_loss.built)
+                and (compile_metrics is None or compile_metrics.built))
+
+    def __enter__(self):
+        original = getattr(self.model, "_maybe_symbolic_build", None)
+        if original is not None and self._nothing_to_build():
+            object.__setattr__(self.model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
+            self.patched = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.patched:
+            object.__delattr__(self.model, "_maybe_symbolic_build")
+        return False
+
+
 def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 500, keep_checkpoints: int = 5,
             log_every: int = 50, image_every: int | None = None, metric_every: int | None = None,
             metric_fns: dict[str, Callable] | None = None, preview_batch=None, callbacks=(),
@@ -553,8 +596,9 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
             run.write_fakes(0)
 
     t0 = time.time()
-    model.fit(ds, epochs=1, steps_per_epoch=total_steps - start, verbose=0, shuffle=False,
-              callbacks=[RunCallback(run), *callbacks])
+    with _no_symbolic_build_of_built_model(model):
+        model.fit(ds, epochs=1, steps_per_epoch=total_steps - start, verbose=0, shuffle=False,
+                  callbacks=[RunCallback(run), *callbacks])
     final = run.step
     if run.diverged:
         if run.writer is not None:

@@ -141,31 +141,70 @@ def _describe_data_spec(spec: str) -> tuple[str, str]:
 
 def _load_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
     """`(name, uint8 image, box)` items from `indep_seg.data.read_dataset(spec)` (boxes only)."""
-    from indep_seg.data import DataError, read_dataset
+    return list(_iter_box_data_via_data_layer(spec, max_images, log))
 
+
+def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
+    """`_load_box_data_via_data_layer` one item at a time (streamed: memory holds one photo)."""
+    from indep_seg.data import DataError, read_dataset
+    from indep_seg.data.readers import resolve_tfrecord_files
+
+    count, photos = 0, 0
     try:
         layout, source = _describe_data_spec(spec)
-        ds = read_dataset(spec)
-        items = []
-        for element in ds.as_numpy_iterator():
-            name = element["source_id"].decode("utf-8", "replace")
-            for k, box in enumerate(element["boxes"]):
-                items.append((f"{name}#{k}", element["image"], [float(v) for v in box]))
-            if max_images and len(items) >= max_images:
-                break
-    except (DataError, ValueError, tf.errors.OpError) as e:
+        # TFRecords are read file by file, so that a bad record is reported with its file
+        tfrecords = layout == "TFRecords" and (os.path.exists(spec) or any(c in spec for c in "*?[,"))
+        sources = resolve_tfrecord_files(spec) if tfrecords else [spec]
+    except (DataError, ValueError) as e:
         raise BoxSegDataError(f"--data {spec}: {e}") from None
-    if not items:
+    def read(source_spec):
+        if not tfrecords:
+            return read_dataset(source_spec)
+        from indep_seg.data.example import decode_example   # one file of a set checked whole above
+        return tf.data.TFRecordDataset(source_spec).map(decode_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+    for source_spec in sources:
+        try:
+            it = read(source_spec).as_numpy_iterator()
+            while not (max_images and count >= max_images):
+                try:
+                    element = next(it)
+                except StopIteration:
+                    break
+                name = element["source_id"].decode("utf-8", "replace")
+                photos += 1
+                for k, box in enumerate(element["boxes"]):
+                    if max_images and count >= max_images:
+                        break
+                    count += 1
+                    yield (f"{name}#{k}", element["image"], [float(v) for v in box])
+        except tf.errors.DataLossError as e:
+            raise BoxSegDataError(f"{source_spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})") from None
+        except tf.errors.InvalidArgumentError as e:
+            msg = e.message.strip()
+            if "is required but could not be found" in msg:
+                msg = (f"a record lacks a feature box_seg needs ({msg.split(' is required')[0]}; records "
+                       f"are read with the keys of `indep-seg tfrecords`: image/encoded, image/height, "
+                       f"image/width, image/object/bbox/* or a mask)")
+            raise BoxSegDataError(f"{source_spec}: {msg[:400]}") from None
+        except (DataError, ValueError, tf.errors.OpError) as e:
+            raise BoxSegDataError(f"--data {source_spec}: {e}") from None
+    if not count:
         raise BoxSegDataError(f"--data: no usable image/box pair in {spec}")
-    items = items[:max_images] if max_images else items
     if log is not None:
-        photos = len({n.rsplit("#", 1)[0] for n, _, _ in items})
-        log(f"--data {spec}: layout {layout}; {photos} photos, {len(items)} boxes from {source}")
-    return items
+        log(f"--data {spec}: layout {layout}; {photos} photos, {count} boxes from {source}")
 
 
 def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     """Reads photos and boxes: returns a list of `(name, uint8 image [H, W, 3], box [4])`.
+
+    The whole data set in memory: the trainer streams `iter_box_data` instead.
+    """
+    return list(iter_box_data(data, masks, max_images, skip_bad, log))
+
+
+def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
+    """Photos and boxes one `(name, uint8 image [H, W, 3], box [4])` at a time (memory: one photo).
 
     `data` is an image folder with `boxes.csv` (one row per box), or an image folder together
     with `masks` (a folder with one mask per photo, same stem; boxes from the masks, a photo is
@@ -191,11 +230,13 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
             f"{len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} ({BOXES_CSV_HELP}), "
             f"or pass --masks MASK_DIR (one mask per photo with the same file stem; only their boxes are used)")
     if not masks and not flat_csv_folder:
-        return _load_box_data_via_data_layer(str(data), max_images, log=log)
+        yield from _iter_box_data_via_data_layer(str(data), max_images, log=log)
+        return
     data = Path(data)
     if not data.is_dir():
         raise BoxSegDataError(f"--data: {data} is not a directory")
-    items, bad = [], 0
+    bad = 0
+    names = []     # item names (for the summary), not the images
 
     def problem(msg):
         nonlocal bad
@@ -212,6 +253,8 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
         by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
         files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         for f in files:
+            if max_images and len(names) >= max_images:
+                break
             if f.stem not in by_stem:
                 problem(f"{f}: no mask named {f.stem}.* in {masks}")
                 continue
@@ -233,15 +276,18 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
             if box is None:
                 problem(f"{by_stem[f.stem]}: empty mask, no box")
                 continue
-            items.append((f.name, image, box))
+            names.append(f.name)
+            yield (f.name, image, box)
     else:
         csv_path = data / "boxes.csv"
         if not csv_path.is_file():
             raise BoxSegDataError(f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
                                   "or pass --masks MASK_DIR to take the boxes from masks")
-        cache = {}
+        cache = {}   # the last photo read (rows of one photo usually follow each other)
         with open(csv_path, newline="") as fh:
             for row_no, row in enumerate(csv.reader(fh), start=1):
+                if max_images and len(names) >= max_images:
+                    break
                 if not row or (row_no == 1 and row[0].strip().lower() == "filename"):
                     continue
                 where = f"{csv_path} row {row_no}"
@@ -262,6 +308,7 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                 try:
                     image = cache.get(path)
                     if image is None:
+                        cache.clear()
                         image = cache[path] = _read_rgb(path)
                 except BoxSegDataError as e:
                     problem(f"{where}: {e}")
@@ -276,24 +323,22 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                             f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
                             "fix or remove the row")
                     continue
-                items.append((f"{path.name}#{row_no}", image, box))
-    if max_images:
-        items = items[:max_images]
-    if not items:
+                names.append(f"{path.name}#{row_no}")
+                yield (f"{path.name}#{row_no}", image, box)
+    if not names:
         raise BoxSegDataError(f"--data: no usable image/box pair in {data}"
                               + (f" ({bad} bad item(s) skipped)" if bad else ""))
     if bad:
         log(f"{bad} bad item(s) skipped")
-    photos = len({n.rsplit("#", 1)[0] for n, _, _ in items})
+    photos = len({n.rsplit("#", 1)[0] for n in names})
     if masks:
-        log(f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(items)} boxes "
+        log(f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(names)} boxes "
             f"from the masks (one box per mask; the mask pixels are never used)")
     else:
         unused = len({p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-                     - {n.rsplit("#", 1)[0] for n, _, _ in items})
-        log(f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, {len(items)} boxes "
+                     - {n.rsplit("#", 1)[0] for n in names})
+        log(f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, {len(names)} boxes "
             f"from {data / 'boxes.csv'}" + (f" ({unused} photo(s) without a row are not used)" if unused else ""))
-    return items
 
 
 def make_crops(items, resolution, margin):
@@ -367,6 +412,121 @@ def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None
         return out
     ds = tf.data.Dataset.zip((stream(stacked, seed), stream(backgrounds, seed + 1))).map(split)
     return ds.batch(batch_size, drop_remainder=True).prefetch(4)
+
+
+def _jpeg(image) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+    buf = BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
+    """What the prepared shards depend on: a run resumed with the same settings reuses them."""
+    return {"data": str(data), "masks": str(masks or ""), "resolution": cfg.resolution, "margin": cfg.margin,
+            "prior": cfg.prior, "area_clip": cfg.area_clip, "background": cfg.background,
+            "background_variants": cfg.background_variants, "max_images": cfg.max_images, "seed": int(seed),
+            "probe_images": cfg.probe_images, "evidence_images": cfg.evidence_images, "version": 1}
+
+
+def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_bad=False, seed=0,
+                       chunk_size=32, records_per_shard=None, log=print):
+    """The run's box shards (`indep_seg.data.box_seg_stream`), written once from `data`, streamed.
+
+    Photos are read one at a time (`iter_box_data`: folders, TFRecords, tfds, synthetic); every
+    `chunk_size` boxes the crops (`make_crops`), priors and areas (`make_priors`) and backgrounds
+    (`make_backgrounds`) are computed and appended to the shards, so memory holds one chunk, not the
+    data set. A uniform random sample of `evidence_images` photos (seeded, reservoir sampling) is
+    written beside them as `evidence.tfrecord` (JPEG, the data layer's record format) for the
+    end-of-run evidence report. A complete set made with the same settings is reused.
+
+    Returns the manifest of `read_box_seg_shards` (absolute file names; `"evidence_file"` or None).
+    """
+    from indep_seg.data.box_seg_stream import RECORDS_PER_SHARD, read_box_seg_shards, write_box_seg_shards
+    from indep_seg.data.example import make_example
+
+    directory = Path(directory)
+    settings = _shard_settings(cfg, data, masks, seed)
+    use_prior = cfg.prior != "none"
+    manifest = read_box_seg_shards(directory, info=settings)
+    if manifest is not None:
+        log(f"box shards: reusing {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in {directory}")
+        return manifest
+    t = time.time()
+    rng = np.random.default_rng(seed)
+    evidence, inner, areas_seen = [], [], []   # (floats: 16 bytes a box)
+
+    def chunks():
+        batch, index, seen, backgrounds, no_background = [], 0, 0, 0, None
+        items = iter_box_data(data, masks=masks, max_images=cfg.max_images, skip_bad=skip_bad, log=log)
+        while True:
+            item = next(items, None)
+            if item is not None:
+                batch.append(item)
+                seen += 1
+                if cfg.evidence_images > 0:  # Algorithm R: a uniform sample of the photos seen
+                    record = (item[0], _jpeg(item[1]), item[1].shape[:2], item[2])
+                    if len(evidence) < cfg.evidence_images:
+                        evidence.append(record)
+                    else:
+                        j = int(rng.integers(0, seen))
+                        if j < cfg.evidence_images:
+                            evidence[j] = record
+            if batch and (len(batch) == chunk_size or item is None):
+                crops = make_crops(batch, cfg.resolution, cfg.margin)
+                priors, areas = make_priors(batch, cfg, log=lambda *a: None)
+                if cfg.background != "scale_matched":  # a background folder: its crops once
+                    bgs = make_backgrounds(batch, cfg, seed=seed) if index == 0 else crops[:0]
+                else:
+                    try:
+                        bgs = make_backgrounds(batch, cfg, seed=seed + 1009 * index)
+                    except DataError as e:   # none in this chunk: a problem only if none at all
+                        bgs, no_background = crops[:0], e
+                backgrounds += len(bgs)
+                if priors is not None:
+                    inner.extend((priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2).tolist())
+                    areas_seen.extend(np.asarray(areas, np.float64).tolist())
+                yield {"crops": crops, "source_ids": [n for n, _, _ in batch], "priors": priors,
+                       "areas": areas, "backgrounds": bgs}
+                batch, index = [], index + 1
+            if item is None:
+                if not backgrounds and no_background is not None:
+                    raise no_background
+                return
+
+    def finish(folder):
+        stats = ({"area_min": min(areas_seen), "area_max": max(areas_seen),
+                  "area_mean": float(np.mean(areas_seen))} if areas_seen else {})
+        if not evidence:
+            return {"evidence_file": None, **stats}
+        tmp = folder / f"evidence.tfrecord.tmp-{os.getpid()}"
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for name, jpeg, (h, w), box in evidence:
+                writer.write(make_example(jpeg, "jpeg", h, w, name, boxes=[box]).SerializeToString())
+        os.replace(tmp, folder / "evidence.tfrecord")
+        return {"evidence_file": "evidence.tfrecord", **stats}
+
+    manifest = write_box_seg_shards(chunks(), directory, resolution=cfg.resolution, prior=use_prior,
+                                    area=use_prior, records_per_shard=records_per_shard or RECORDS_PER_SHARD,
+                                    info=settings, finish=finish)
+    if inner:
+        log(f"box prior (GrabCut from each box): {len(inner)} priors; object share of its box "
+            f"{np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / {np.percentile(inner, 90):.2f} "
+            f"(10th / 50th / 90th percentile)")
+    log(f"box shards: {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in "
+        f"{len(manifest['crop_files'])} + {len(manifest['background_files'])} file(s) in {directory}, "
+        f"written in {time.time() - t:.1f} s")
+    return read_box_seg_shards(directory, info=settings)
+
+
+def read_evidence_items(manifest) -> list:
+    """The evidence photos kept by `prepare_box_shards`: `[(name, uint8 image, box)]`."""
+    if not manifest.get("evidence_file"):
+        return []
+    path = Path(manifest["crop_files"][0]).parent / manifest["evidence_file"]
+    return [(n.rsplit("#", 1)[0], im, b) for n, im, b in _iter_box_data_via_data_layer(str(path))]
 
 
 # ------------------------------------------------------------------------------------ models
@@ -491,24 +651,41 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     extra = ctx.extra or {}
     log = extra.get("log", print)
     study = extra.get("study_fn")  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
+    from indep_seg.training.strategy import is_chief, worker_dir
+
+    # Multi-worker: every worker runs this function; only the chief writes into model_dir, the
+    # others into a scratch folder that is removed at the end (run_fit does the same for its files).
+    out_dir = worker_dir(model_dir, ctx.strategy)
+    out_dir.mkdir(parents=True, exist_ok=True)
     data = ctx.data
     if data is None:  # the embedded synthetic dataset (objects on textured backgrounds, boxes.csv)
         from indep_seg.data.synthetic import write_synthetic_dataset
-        data = model_dir / "default_data"
+        data = out_dir / "default_data"
         if not (data / "boxes.csv").is_file():
             write_synthetic_dataset(data, num_images=200, seed=ctx.seed)
         log(f"{name}: no --data given; training on the embedded synthetic dataset in {data}")
-    items = load_box_data(data, masks=extra.get("masks") or cfg.masks or None,
-                          max_images=cfg.max_images, skip_bad=bool(extra.get("skip_bad")), log=log)
-    crops = make_crops(items, cfg.resolution, cfg.margin)
-    backgrounds = make_backgrounds(items, cfg, seed=ctx.seed)
-    priors, areas = make_priors(items, cfg, log=log)
-    if not cfg.area_from_prior:
-        areas = None
-    probe = crops[np.random.default_rng(ctx.seed).permutation(len(crops))[:cfg.probe_images]]
+    # The data set is streamed: photos are read one at a time into the run's box shards (crops,
+    # priors, areas, backgrounds; once, reused on resume), which the trainers then read through
+    # tf.data (indep_seg.data.box_seg_stream). Each worker writes its own copy (no shared disk needed).
+    from indep_seg.data.box_seg_stream import box_seg_dataset, sample_box_records
+
+    shard_dir = out_dir / "box_shards"
+    shards = prepare_box_shards(data, cfg, shard_dir, masks=extra.get("masks") or cfg.masks or None,
+                                skip_bad=bool(extra.get("skip_bad")), seed=ctx.seed, log=log)
+    priors = True if shards["prior"] else None        # the records hold priors and areas
+    areas = (np.asarray([shards["area_mean"]]) if shards["prior"] and cfg.area_from_prior else None)
+    probe = sample_box_records(shards["crop_files"], cfg.resolution, cfg.probe_images, seed=ctx.seed)
+
+    def stream(seed, with_prior=True):
+        def dataset_fn(start_step=0):
+            return box_seg_dataset(shards["crop_files"], shards["background_files"], cfg.batch_size,
+                                   resolution=cfg.resolution, seed=seed, prior=with_prior and priors is not None,
+                                   area=with_prior and areas is not None, start_batch=int(start_step))
+        return dataset_fn
+
     a_text = (f"a = {effective_a(cfg):.3f}" if areas is None else
-              f"a per image {areas.min():.2f}-{areas.max():.2f} (mean {areas.mean():.2f})")
-    log(f"{name}: {len(crops)} crops, {len(backgrounds)} backgrounds at {cfg.resolution}px, "
+              f"a per image {shards['area_min']:.2f}-{shards['area_max']:.2f} (mean {shards['area_mean']:.2f})")
+    log(f"{name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at {cfg.resolution}px, "
         f"{a_text}, prepared in {time.time() - t_start:.1f} s")
 
     # --budget-minutes without --steps: the phases share the budget, however many steps fit
@@ -533,7 +710,7 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                                seed=ctx.seed)
         gan.compile(d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
                     g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
-    selector = SnapshotSelector(probe, model_dir / "adversarial_selected.weights.h5",
+    selector = SnapshotSelector(probe, out_dir / "adversarial_selected.weights.h5",
                                 a=effective_a(cfg) if areas is None else float(np.mean(areas)))
     study_log = []
 
@@ -545,13 +722,13 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
         rec["seconds"] = round(time.time() - t_start, 1)
         study_log.append(rec)
         log(json.dumps(rec))
-        with open(model_dir / "snapshots.jsonl", "a") as fh:
+        with open(out_dir / "snapshots.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
 
     adv_ctx = dataclasses.replace(
         ctx, model_dir=model_dir / "adversarial",
         budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction)
-    ds = make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed, priors=priors, areas=areas)
+    ds = stream(ctx.seed)
     adv = run_fit(gan, ds, adv_ctx, total_steps=adv_steps, checkpoint_every=max(cfg.snapshot_every, 500),
                   log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
                   callbacks=[_SnapshotCallback(cfg.snapshot_every,
@@ -566,11 +743,11 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
         f"(score {selector.best_score:.3f})")
     result = {"adversarial_steps": int(adv["step"]), "selected_step": chosen,
               "adversarial_seconds": adv.get("seconds")}
-    sample = next(iter(ds.take(1)))
-    write_png(model_dir / "adversarial_selected.png", gan.image_grid(sample))
+    sample = next(iter(ds().take(1)))
+    write_png(out_dir / "adversarial_selected.png", gan.image_grid(sample))
     final_net, phase = unet, "adversarial"
     Segmenter(unet.as_functional(), cfg.resolution, cfg.margin, False, name,
-              {"phase": "adversarial", "selected_step": chosen}).save(model_dir / "segmenter_adversarial")
+              {"phase": "adversarial", "selected_step": chosen}).save(out_dir / "segmenter_adversarial")
 
     # ---------------- phase 2: distillation
     if distill_steps > 0 and (budget is None or remaining_minutes() > 0.2):
@@ -584,26 +761,35 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
                                   real_fraction=cfg.distill_real_fraction, seed=ctx.seed)
             distiller.compile(FusedAdam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
         dctx = dataclasses.replace(ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes())
-        dist = run_fit(distiller, make_dataset(crops, backgrounds, cfg.batch_size, seed=ctx.seed + 7), dctx,
+        dist = run_fit(distiller, stream(ctx.seed + 7, with_prior=False), dctx,
                        total_steps=distill_steps, checkpoint_every=max(cfg.snapshot_every, 500),
                        log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
                        callbacks=[_SnapshotCallback(cfg.snapshot_every,
                                                     lambda s: on_snapshot(s, "distill", student))],
                        verbose=bool(extra.get("verbose", True)))
         on_snapshot(dist["step"], "distill", student)
-        write_png(model_dir / "distill.png", distiller.image_grid(sample))
+        write_png(out_dir / "distill.png", distiller.image_grid(sample))
         result["distill_steps"] = int(dist["step"])
         final_net, phase = student, "distill"
     final = Segmenter(final_net.as_functional(), cfg.resolution, cfg.margin, False, name,
                       {"phase": phase, "selected_step": chosen})
-    final.save(model_dir / "segmenter")
+    final.save(out_dir / "segmenter")
     if cfg.evidence_images > 0:
-        result["evidence"] = evidence_report(final, items, model_dir, max_images=cfg.evidence_images,
+        result["evidence"] = evidence_report(final, read_evidence_items(shards), out_dir,
+                                             max_images=cfg.evidence_images,
                                              seed=ctx.seed, log=log)
     result["seconds"] = round(time.time() - t_start, 1)
     result["phase"] = phase
     extra["study_log"] = study_log
     extra["last_adversarial_weights"] = last_weights
+    if not is_chief(ctx.strategy):
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            out_dir.parent.rmdir()   # model_dir/.workers, once every worker is done
+        except OSError:
+            pass
     return result
 
 

@@ -1,0 +1,370 @@
+"""The box-level trainer's input: per-box shards written once, streamed by tf.data.
+
+`box_seg` (Dai et al. 2019, application 1) trains on box crops, each with its per-image box prior
+and area target a (eq. 7), against scale-matched backgrounds. The expensive per-box work (crop
+resampling from the full photo, the GrabCut prior, the background fill) is done once, one photo
+at a time, and written as small records into sharded TFRecords beside the run
+(`write_box_seg_shards`); training then streams them (`box_seg_dataset`) with memory that does not
+grow with the data set:
+
+    crops-00000-of-00012.tfrecord        one record per box: crop (uint8 [R, R, 3]),
+                                          prior (uint8 [R, R, 1], optional), area, source_id
+    backgrounds-00000-of-00012.tfrecord  one record per background (uint8 [R, R, 3])
+    shards.json                           the manifest, written last: the set is complete
+
+Every shard is written under a temporary name and renamed when the whole set is done; the
+manifest is written (atomically) after the renames, so a set without `shards.json` is never read
+(`read_box_seg_shards` returns None and the caller writes it again).
+
+`box_seg_dataset(crop_files, background_files, batch_size, ...)` yields the dicts that
+`ForegroundSegGAN.train_step` and `Distiller.train_step` consume:
+`{"image": f32 [B, R, R, 3], "background": f32 [B, R, R, 3]}` plus `"prior"` (`[B, R, R, 1]`) and
+`"area"` (`[B]`) when asked for. Files are interleaved in a fixed order and auto-sharded across
+workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a bounded buffer
+(seeded), flipped with stateless randomness keyed by `(seed, position in the stream)`, batched and
+prefetched: the stream is a pure function of the files and the seed, so `start_batch` resumes it
+exactly (a run resumed at step s sees the batches an uninterrupted run saw from step s on).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from indep_seg.data.files import DataError
+from indep_seg.data.readers import MIN_FILES_FOR_FILE_SHARDING, resolve_tfrecord_files
+
+__all__ = ["ShardWriter", "box_example", "background_example", "write_box_seg_shards",
+           "read_box_seg_shards", "box_seg_dataset", "parse_box_record", "parse_background_record",
+           "sample_box_records",
+           "MANIFEST", "RECORDS_PER_SHARD"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+MANIFEST = "shards.json"
+#: Records per shard: about 12 MB of 64 px crops with priors, so 10,000 boxes make 10 shards
+#: (enough for FILE auto-sharding across workers).
+RECORDS_PER_SHARD = 1024
+
+_CROP_FEATURES = {
+    "crop/encoded": tf.io.FixedLenFeature([], tf.string),
+    "prior/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "area": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    "source_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+_BACKGROUND_FEATURES = {"background/encoded": tf.io.FixedLenFeature([], tf.string)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _to_uint8(array, name):
+    a = np.asarray(array)
+    if a.dtype == np.uint8:
+        return a
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name}: expected uint8 or float in [0, 1], got dtype {a.dtype}")
+    return (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _bytes_feature(value: bytes):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def box_example(crop, prior=None, area=None, source_id: str = "") -> bytes:
+    """One serialized box record: `crop` `[R, R, 3]`, optional `prior` `[R, R]` or `[R, R, 1]` (uint8,
+    or float in [0, 1]), optional `area` (the box's a of eq. 7)."""
+    crop = _to_uint8(crop, "crop")
+    if crop.ndim != 3 or crop.shape[-1] != 3 or crop.shape[0] != crop.shape[1]:
+        raise ValueError(f"crop: expected [R, R, 3], got shape {crop.shape}")
+    feature = {"crop/encoded": _bytes_feature(crop.tobytes()),
+               "source_id": _bytes_feature(str(source_id).encode("utf-8"))}
+    if prior is not None:
+        prior = _to_uint8(prior, "prior")
+        if prior.size != crop.shape[0] * crop.shape[1]:
+            raise ValueError(f"prior: expected [R, R(, 1)] with R = {crop.shape[0]}, got shape {prior.shape}")
+        feature["prior/encoded"] = _bytes_feature(prior.tobytes())
+    if area is not None:
+        feature["area"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(area)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def background_example(background) -> bytes:
+    """One serialized background record (`[R, R, 3]`, uint8 or float in [0, 1])."""
+    bg = _to_uint8(background, "background")
+    if bg.ndim != 3 or bg.shape[-1] != 3:
+        raise ValueError(f"background: expected [R, R, 3], got shape {bg.shape}")
+    return tf.train.Example(features=tf.train.Features(
+        feature={"background/encoded": _bytes_feature(bg.tobytes())})).SerializeToString()
+
+
+class ShardWriter:
+    """Serialized records into `DIR/PREFIX-00000-of-000NN.tfrecord`, `records_per_shard` per file.
+
+    The number of shards is known only at the end: files are written as `PREFIX-00000.tmp-<pid>`
+    and renamed by `close()`; `abort()` (or leaving a `with` block on an exception) removes them.
+    """
+
+    def __init__(self, directory, prefix: str, records_per_shard: int = RECORDS_PER_SHARD):
+        if not (isinstance(records_per_shard, int) and records_per_shard >= 1):
+            raise ValueError(f"records_per_shard: expected an int >= 1, got {records_per_shard!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.records_per_shard = records_per_shard
+        self.count = 0
+        self._temps: list[Path] = []
+        self._writer = None
+        self.files: list[str] = []
+
+    def write(self, record: bytes) -> None:
+        if self.count % self.records_per_shard == 0:
+            if self._writer is not None:
+                self._writer.close()
+            tmp = self.directory / f"{self.prefix}-{len(self._temps):05d}.tmp-{os.getpid()}"
+            self._temps.append(tmp)
+            self._writer = tf.io.TFRecordWriter(str(tmp))
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> list[str]:
+        """Rename the temporary files to their final `-of-N` names; returns the final paths."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        n = len(self._temps)
+        for old in self.directory.glob(f"{self.prefix}-*-of-*.tfrecord"):
+            old.unlink()   # a previous, other-sized set with this prefix
+        for i, tmp in enumerate(self._temps):
+            final = self.directory / f"{self.prefix}-{i:05d}-of-{n:05d}.tfrecord"
+            os.replace(tmp, final)
+            self.files.append(str(final))
+        self._temps = []
+        return self.files
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for tmp in self._temps:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        self._temps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, area: bool,
+                         records_per_shard: int = RECORDS_PER_SHARD, info: dict | None = None,
+                         finish=None) -> dict:
+    """Write the crop and background shard sets of `directory` from prepared chunks; returns the manifest.
+
+    Args:
+        chunks: iterable of dicts `{"crops": [n, R, R, 3], "source_ids": [n] str, "priors": [n, R, R, 1]
+            or None, "areas": [n] or None, "backgrounds": [k, R, R, 3]}` (uint8 or float in [0, 1]),
+            one per few photos, so that memory holds one chunk at a time.
+        directory: the shard folder (created); a previous set there is replaced only once the new
+            one is complete.
+        resolution: R.
+        prior, area: whether every chunk carries priors / areas (stored in each box record).
+        records_per_shard: records per TFRecord file.
+        info: extra JSON-able facts stored in the manifest (e.g. the config the shards were made with).
+        finish: optional `finish(directory) -> dict` run after the shards are complete and before the
+            manifest is written (e.g. to write side files); its dict is stored in the manifest.
+
+    Returns:
+        The manifest `{"resolution", "prior", "area", "boxes", "backgrounds", "crop_files",
+        "background_files", "info", "bytes"}` as `read_box_seg_shards` returns it (absolute file
+        names); it is written to `directory/shards.json` (names relative) after every shard.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest_path = directory / MANIFEST
+    if manifest_path.exists():
+        manifest_path.unlink()   # the old set is no longer complete from here on
+    crops_w = ShardWriter(directory, "crops", records_per_shard)
+    bgs_w = ShardWriter(directory, "backgrounds", records_per_shard)
+    try:
+        for chunk in chunks:
+            crops = chunk["crops"]
+            priors = chunk.get("priors") if prior else None
+            areas = chunk.get("areas") if area else None
+            if prior and priors is None:
+                raise ValueError("chunks: prior=True but a chunk has no 'priors'")
+            if area and areas is None:
+                raise ValueError("chunks: area=True but a chunk has no 'areas'")
+            for i in range(len(crops)):
+                if crops[i].shape[:2] != (resolution, resolution):
+                    raise ValueError(f"chunks: crop of shape {crops[i].shape}, expected [{resolution}, {resolution}, 3]")
+                crops_w.write(box_example(crops[i], None if priors is None else priors[i],
+                                          None if areas is None else areas[i], chunk["source_ids"][i]))
+            for bg in chunk["backgrounds"]:
+                bgs_w.write(background_example(bg))
+        if crops_w.count == 0:
+            raise DataError(f"{directory}: no box to write (the data set gave no usable image/box pair)")
+        if bgs_w.count == 0:
+            raise DataError(f"{directory}: no background to write (no photo has enough pixels outside "
+                            "its box; pass a background folder)")
+        crop_files = [Path(f).name for f in crops_w.close()]
+        bg_files = [Path(f).name for f in bgs_w.close()]
+        extra = finish(directory) if finish is not None else {}
+    except BaseException:
+        crops_w.abort()
+        bgs_w.abort()
+        raise
+    manifest = {"resolution": int(resolution), "prior": bool(prior), "area": bool(area),
+                "boxes": crops_w.count, "backgrounds": bgs_w.count, "crop_files": crop_files,
+                "background_files": bg_files, "info": info or {}, **(extra or {}),
+                "bytes": {f: (directory / f).stat().st_size for f in crop_files + bg_files}}
+    tmp = directory / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, manifest_path)
+    return read_box_seg_shards(directory)
+
+
+def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:
+    """The manifest of a complete shard set in `directory` (file names made absolute), or None when
+    there is none, a file is missing or has another size than written (truncated), or (with `info`)
+    it was made with other settings: the caller then writes the set again."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if info is not None and manifest.get("info") != json.loads(json.dumps(info)):
+        return None
+    files = manifest.get("crop_files", []) + manifest.get("background_files", [])
+    sizes = manifest.get("bytes", {})
+    if not files or not all((directory / f).is_file() and (directory / f).stat().st_size == sizes.get(f)
+                            for f in files):
+        return None
+    manifest["crop_files"] = [str(directory / f) for f in manifest["crop_files"]]
+    manifest["background_files"] = [str(directory / f) for f in manifest["background_files"]]
+    return manifest
+
+
+# ----------------------------------------------------------------------------- reading
+
+def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
+    """A function: serialized box record -> `{"image": f32 [R, R, 3]}` (+ `"prior"`, `"area"`)."""
+    r = int(resolution)
+
+    def parse(serialized):
+        f = tf.io.parse_single_example(serialized, _CROP_FEATURES)
+        crop = tf.io.decode_raw(f["crop/encoded"], tf.uint8)
+        crop = tf.reshape(crop, [r, r, 3])
+        out = {"image": tf.cast(crop, tf.float32) * (1.0 / 255.0)}
+        if prior:
+            p = tf.io.decode_raw(f["prior/encoded"], tf.uint8)
+            out["prior"] = tf.cast(tf.reshape(p, [r, r, 1]), tf.float32) * (1.0 / 255.0)
+        if area:
+            out["area"] = f["area"]
+        return out
+
+    return parse
+
+
+def sample_box_records(crop_files, resolution: int, count: int, seed: int = 0) -> np.ndarray:
+    """A uniform random sample (seeded, without replacement) of `count` crops `[count, R, R, 3]`
+    float32 from box record files, in one streaming pass (reservoir sampling: memory holds `count`)."""
+    rng = np.random.default_rng(seed)
+    files = resolve_tfrecord_files(crop_files)
+    ds = tf.data.TFRecordDataset(files).map(lambda r: parse_box_record(resolution)(r)["image"],
+                                            num_parallel_calls=AUTOTUNE, deterministic=True)
+    sample = []
+    for n, crop in enumerate(ds.as_numpy_iterator(), start=1):
+        if len(sample) < count:
+            sample.append(crop)
+        else:
+            j = int(rng.integers(0, n))
+            if j < count:
+                sample[j] = crop
+    return np.stack(sample) if sample else np.zeros([0, resolution, resolution, 3], np.float32)
+
+
+def parse_background_record(resolution: int):
+    r = int(resolution)
+
+    def parse(serialized):
+        f = tf.io.parse_single_example(serialized, _BACKGROUND_FEATURES)
+        bg = tf.reshape(tf.io.decode_raw(f["background/encoded"], tf.uint8), [r, r, 3])
+        return tf.cast(bg, tf.float32) * (1.0 / 255.0)
+
+    return parse
+
+
+def _record_stream(files, parse, seed: int, shuffle_buffer: int):
+    """Records of `files` forever (files in their order, interleaved), parsed, shuffled, flipped."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files)).repeat()
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4), block_length=1,
+                       num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if shuffle_buffer:
+        # reshuffle_each_iteration=False: every iterator of the dataset (preview, fit, a resume) sees
+        # the same stream; it follows repeat(), so there are no epochs it could reshuffle
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+
+    def flip(i, x):  # one flip for a crop and its prior; stateless, keyed by (seed, position)
+        key = tf.stack([tf.constant(seed, tf.int64), i])
+        do = tf.random.stateless_uniform([], key) < 0.5
+        f = (lambda t: tf.where(do, tf.reverse(t, [1]), t))
+        if isinstance(x, dict):
+            return {k: (f(v) if v.shape.rank == 3 else v) for k, v in x.items()}
+        return f(x)
+
+    return ds.enumerate().map(flip, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def box_seg_dataset(crop_files, background_files, batch_size: int, *, resolution: int, seed: int = 0,
+                    prior: bool = False, area: bool = False, shuffle_buffer: int = 2048,
+                    start_batch: int = 0, prefetch: int | None = AUTOTUNE) -> tf.data.Dataset:
+    """The box-level trainers' infinite stream of global batches, read from shard files.
+
+    Args:
+        crop_files: box record files (`write_box_seg_shards`'s `crops-*`): a list, glob or folder
+            spec of `resolve_tfrecord_files`.
+        background_files: background record files (`backgrounds-*`).
+        batch_size: the global batch (Keras splits it across replicas).
+        resolution: R of the records.
+        seed: seed of the shuffles and flips (backgrounds use `seed + 1`).
+        prior, area: add `"prior"` `[B, R, R, 1]` / `"area"` `[B]` (the records must hold them).
+        shuffle_buffer: elements in each shuffle buffer (bounds memory: 2048 x 12 KB at R = 64).
+        start_batch: skip this many batches (an exact resume: the stream is a function of the seed).
+        prefetch: batches to prefetch (None: none).
+
+    Returns:
+        An infinite `tf.data.Dataset` of `{"image", "background"[, "prior"][, "area"]}` batches
+        (`drop_remainder=True`), auto-shard policy FILE when both sets have >= 8 files, else DATA.
+    """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if not (isinstance(start_batch, int) and start_batch >= 0):
+        raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
+    crop_files = resolve_tfrecord_files(crop_files)
+    background_files = resolve_tfrecord_files(background_files)
+    crops = _record_stream(crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer)
+    bgs = _record_stream(background_files, parse_background_record(resolution), seed + 1, shuffle_buffer)
+    ds = tf.data.Dataset.zip(crops, bgs).map(lambda c, b: {**c, "background": b})
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if start_batch:
+        ds = ds.skip(start_batch)
+    if prefetch is not None:
+        ds = ds.prefetch(prefetch)
+    options = tf.data.Options()
+    options.deterministic = True
+    few = min(len(crop_files), len(background_files)) < MIN_FILES_FOR_FILE_SHARDING
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA if few else tf.data.experimental.AutoShardPolicy.FILE)
+    return ds.with_options(options)
