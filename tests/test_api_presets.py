@@ -27,3 +27,16 @@ def test_preset_options_are_copies_and_unknown_names_list_the_known():
     with pytest.raises(UnknownPresetError, match="box_seg_huge.*box_seg, box_seg_paper, box_seg_tiny"):
         preset_options("box_seg_huge")
     assert set(PRESETS) == {"ForegroundSegGAN"}
+
+
+@pytest.mark.parametrize("name", sorted(BOX_SEG_PRESETS))
+def test_trainer_and_from_preset_build_the_same_networks(name):
+    from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
+    from indep_seg.training.experiments.box_seg import build_discriminator, build_unet, effective_a
+    from indep_seg.training.registry import get_experiment
+
+    cfg = get_experiment(name).default_config
+    gan = ForegroundSegGAN.from_preset(name)
+    assert build_unet(cfg).get_config() == gan.segmenter.get_config()
+    assert build_discriminator(cfg).get_config() == gan.discriminator.get_config()
+    assert effective_a(cfg) == gan.area_a

@@ -34,9 +34,10 @@ from indep_seg.data.files import DataError
 from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
 from indep_seg.models.distiller import Distiller
 from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
-from indep_seg.networks.sn_discriminator import SN_DISCRIMINATOR_PRESETS, SNDiscriminator
-from indep_seg.networks.unet import UNET_PRESETS, UNet
+from indep_seg.networks.sn_discriminator import SNDiscriminator
+from indep_seg.networks.unet import UNet
 from indep_seg.optimizers import FusedAdam
+from indep_seg.presets import build_box_seg_discriminator, build_box_seg_unet, effective_area_a, preset_options
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNBOUNDED_STEPS = 10 ** 9   # a time budget alone bounds the run
@@ -87,14 +88,17 @@ class BoxSegConfig:
     evidence_images: int = 200       # photos of the end-of-run unsupervised report (0: none)
 
 
+def box_seg_config() -> BoxSegConfig:
+    """The `box_seg` preset: the core's model options (`indep_seg.presets`), this class's defaults
+    for the rest of the run."""
+    return BoxSegConfig(**preset_options("box_seg"))
+
+
 def paper_config() -> BoxSegConfig:
-    """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box)."""
-    return BoxSegConfig(resolution=128, margin=0.0, unet="paper", upsampling="transpose",
-                        discriminator="paper", d_head="conv", d_downsample=1, area_a=0.25,
-                        box_prior_weight=0.0, pairwise_weight=0.0, prior="none", prior_weight=0.0,
-                        area_from_prior=False, d_learning_rate=2e-4,
-                        g_learning_rate=4e-4, distill_label="composite", distill_learning_rate=2e-4,
-                        batch_size=32, steps=20000, snapshot_every=500)
+    """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box):
+    the core's `box_seg_paper` options (`indep_seg.presets`) and the paper's run settings."""
+    return BoxSegConfig(**{**preset_options("box_seg_paper"), "distill_label": "composite",
+                           "distill_learning_rate": 2e-4, "steps": 20000, "snapshot_every": 500})
 
 
 # ------------------------------------------------------------------------------------- data
@@ -531,29 +535,17 @@ def read_evidence_items(manifest) -> list:
 
 # ------------------------------------------------------------------------------------ models
 def build_unet(cfg: BoxSegConfig, name="unet") -> UNet:
-    kw = dict(UNET_PRESETS[cfg.unet])
-    kw.update(resolution=cfg.resolution, upsampling=cfg.upsampling, bn_momentum=cfg.bn_momentum)
-    if cfg.bn_synchronized:
-        kw.update(bn_synchronized=True)
-    if not cfg.bias_before_bn:
-        kw.update(bias_before_bn=False)
-    if cfg.unet_filters:
-        filters = tuple(int(v) for v in cfg.unet_filters.split(","))
-        kernels = tuple(kw["encoder_kernels"])
-        kernels = (kernels + (kernels[-1],) * len(filters))[:len(filters)]
-        kw.update(encoder_filters=filters, encoder_kernels=kernels)
-    return UNet(name=name, **kw)
+    """The UNet of `cfg` (the builder `ForegroundSegGAN.from_preset` uses)."""
+    return build_box_seg_unet(dataclasses.asdict(cfg), name=name)
 
 
 def build_discriminator(cfg: BoxSegConfig) -> SNDiscriminator:
-    kw = dict(SN_DISCRIMINATOR_PRESETS[cfg.discriminator])
-    kw.update(resolution=cfg.resolution // cfg.d_downsample, head=cfg.d_head)
-    return SNDiscriminator(**kw)
+    return build_box_seg_discriminator(dataclasses.asdict(cfg))
 
 
 def effective_a(cfg: BoxSegConfig) -> float:
     """a follows the crop margin: the box is 1/(1+2 margin)^2 of the crop."""
-    return cfg.area_a / (1.0 + 2.0 * cfg.margin) ** 2
+    return effective_area_a(dataclasses.asdict(cfg))
 
 
 # ------------------------------------------------------------------------- checkpoint choice
@@ -844,7 +836,7 @@ def train_box_seg_paper(cfg, ctx):
 try:
     from indep_seg.training.registry import register_experiment
 
-    register_experiment("box_seg", BoxSegConfig(), train_box_seg,
+    register_experiment("box_seg", box_seg_config(), train_box_seg,
                         "box-level foreground masks, independence prior + distillation "
                         "(Dai et al. 2019, application 1), small preset for 2 CPU cores")
     register_experiment("box_seg_paper", paper_config(), train_box_seg_paper,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from indep_seg.presets import preset_options
 from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
 from indep_seg.training.experiments.hoc import HocConfig, train_hoc
 from indep_seg.training.experiments.ilsgan import ILSGANConfig, train_ilsgan
@@ -43,13 +44,10 @@ def _data_dir(ctx) -> Path:
 
 # ----------------------------------------------------------------------------- box_seg_tiny
 def box_seg_tiny_config() -> BoxSegConfig:
-    return BoxSegConfig(resolution=16, unet="tiny", discriminator="tiny", d_downsample=1, batch_size=4,
-                        steps=3, adversarial_fraction=0.67, background_variants=1, snapshot_every=1000,
-                        probe_images=8, log_every=1, bn_synchronized=True, bias_before_bn=False,
-                        # the box prior's cross-entropy amplifies synchronized BN's float32 summation-
-                        # order differences past the two-devices-equal-one tolerance (6e-4 vs 1e-4 on
-                        # 41 of 189 variables); this preset checks the distribution mechanics
-                        prior="none", area_from_prior=False, evidence_images=0)
+    """The core's `box_seg_tiny` model options (`indep_seg.presets`) and a run of 3 steps."""
+    return BoxSegConfig(**{**preset_options("box_seg_tiny"), **dict(
+        steps=3, adversarial_fraction=0.67, background_variants=1, snapshot_every=1000, probe_images=8,
+        log_every=1, evidence_images=0)})
 
 
 def train_box_seg_tiny(cfg: BoxSegConfig, ctx) -> dict:
