@@ -78,6 +78,8 @@ def main(argv=None):
     p.add_argument("--data", choices=sorted(HALVES), default="horse")
     p.add_argument("--budget-minutes", type=float, default=30.0)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--preset", choices=["box_seg", "box_seg_paper"], default="box_seg",
+                   help="box_seg (the default of `indep-seg train`) or box_seg_paper (Tables 1 and 3)")
     p.add_argument("--override", nargs="*", default=[], help="BoxSegConfig fields, key=value")
     p.add_argument("--model-dir", default=None, help="run directory (default: a temporary one)")
     p.add_argument("--eval-only", action="store_true", help="score an existing --model-dir")
@@ -92,13 +94,16 @@ def main(argv=None):
     import keras
     from indep_seg.training.config import apply_overrides
     from indep_seg.training.context import TrainContext
-    from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
+    from indep_seg.training.experiments.box_seg import BoxSegConfig, paper_config, train_box_seg
 
     keras.utils.set_random_seed(args.seed)
-    cfg = apply_overrides(BoxSegConfig(), args.override) if args.override else BoxSegConfig()
-    name = f"box_seg_{args.data}" + (f"_{args.tag}" if args.tag else "")
+    base = paper_config() if args.preset == "box_seg_paper" else BoxSegConfig()
+    cfg = apply_overrides(base, args.override) if args.override else base
+    name = (f"box_seg_{args.data}" + ("_paper" if args.preset == "box_seg_paper" else "")
+            + (f"_{args.tag}" if args.tag else ""))
     out = ROOT / "benchmarks" / "results" / name
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data,
+               "preset": args.preset,
                "budget_minutes": args.budget_minutes, "steps": args.steps,
                "overrides": args.override, "config": dataclasses.asdict(cfg),
                "cpu_count": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),

@@ -70,3 +70,18 @@ def test_config_round_trip_and_functional_save(tmp_path):
     net.as_functional().save(path)
     loaded = keras.models.load_model(path, compile=False)
     np.testing.assert_allclose(loaded(x, training=False), net(x, training=False), atol=1e-6)
+
+
+def test_extra_input_planes():
+    """in_channels=4 (RGB and a box plane): the first convolution reads all four planes, and the
+    fourth plane changes the mask; the option survives the config round trip."""
+    net = unet_preset("tiny", in_channels=4)
+    assert net.inputs[0].shape[-1] == 4
+    assert net.get_layer("enc0_conv").kernel.shape[2] == 4
+    x = np.random.default_rng(2).uniform(size=(2, 16, 16, 4)).astype("float32")
+    y = x.copy()
+    y[..., 3] = 1.0 - y[..., 3]
+    assert not np.allclose(net(x, training=False), net(y, training=False))
+    assert UNet.from_config(net.get_config()).inputs[0].shape[-1] == 4
+    with pytest.raises(ValueError, match="in_channels"):
+        unet_preset("tiny", in_channels=0)

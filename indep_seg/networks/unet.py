@@ -74,6 +74,7 @@ class UNet(keras.Model):
             a bias has a zero gradient in exact arithmetic (BN subtracts the batch mean), so Adam
             moves it by about +-lr per step on the sign of rounding noise; ``False`` (tiny presets)
             drops it, which changes nothing else (BN's beta is the bias).
+        in_channels: channels of the input (3: RGB; 4: RGB and a box plane, the context student).
         name: model name.
 
     Example:
@@ -87,7 +88,8 @@ class UNet(keras.Model):
 
     def __init__(self, resolution=128, encoder_filters=(64, 128, 256, 512, 512, 512),
                  encoder_kernels=(4, 4, 4, 4, 4, 2), upsampling="transpose", bn_momentum=0.9,
-                 leaky_slope=0.2, bn_synchronized=False, bias_before_bn=True, name="unet", **kwargs):
+                 leaky_slope=0.2, bn_synchronized=False, bias_before_bn=True, in_channels=3, name="unet",
+                 **kwargs):
         resolution = checks.check_int(resolution, "resolution", minimum=2)
         encoder_filters = tuple(int(f) for f in encoder_filters)
         encoder_kernels = tuple(int(k) for k in encoder_kernels)
@@ -121,7 +123,8 @@ class UNet(keras.Model):
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             return GemmConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)  # GEMM for the mask
 
-        inputs = keras.Input((resolution, resolution, 3), name="image")
+        in_channels = checks.check_int(in_channels, "in_channels", minimum=1)
+        inputs = keras.Input((resolution, resolution, in_channels), name="image")
         x = inputs
         skips = []
         for i, (f, k) in enumerate(zip(encoder_filters, encoder_kernels)):
@@ -145,13 +148,14 @@ class UNet(keras.Model):
         self.leaky_slope = float(leaky_slope)
         self.bn_synchronized = bool(bn_synchronized)
         self.bias_before_bn = bool(bias_before_bn)
+        self.in_channels = in_channels
 
     def get_config(self):
         return {"resolution": self.resolution, "encoder_filters": list(self.encoder_filters),
                 "encoder_kernels": list(self.encoder_kernels), "upsampling": self.upsampling,
                 "bn_momentum": self.bn_momentum, "leaky_slope": self.leaky_slope,
                 "bn_synchronized": self.bn_synchronized, "bias_before_bn": self.bias_before_bn,
-                "name": self.name}
+                "in_channels": self.in_channels, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
