@@ -1,19 +1,27 @@
-"""ILSGAN on the Weizmann horse photos: IoU, DICE, KID and MINE MI, with and without ILS-MI.
+"""ILSGAN on the Weizmann horse photos: IoU, DICE, KID and MINE MI per variant, on held-out photos.
 
-    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 30 --variants mi,none
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 60 --variants mi,none
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 60 --variant no_centre:mask_center_prior=0
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --skip-train --cli --variants mi --run-dir mi=RUN_DIR
 
-For each variant, the `ilsgan` experiment (small preset) is trained on the photos only (centre-cropped
-squares; masks are never seen in training) within `--budget-minutes` (GAN + post-hoc UNet), then:
+For each variant (`NAME` = a value of the config's `ils`, or `NAME:key=value,...` = overrides of the small
+preset `ILSGANConfig`), the `ilsgan` experiment is trained on the photos only (centre-cropped squares; masks
+are never seen in training) within `--budget-minutes` (GAN + post-hoc UNet), then scored on both halves of
+../shared/datasets/README.md: the tuning half horse001-164 (where settings are chosen) and the test half
+horse165-328 (reported, never tuned on):
 - IoU / DICE of its segmenter with the protocol of ../shared/datasets/README.md (square crop of half-side
   0.75 max(w, h) around the ground-truth box, black outside the photo, 128x128, threshold 0.5, mean
-  over images), beside the box-free baseline of the same protocol (a centred disc of radius 1/3 of the
-  crop, the ellipse inscribed in the square the box's longer side spans) and, for reference, the
-  ellipse inscribed in the box itself (which uses the box);
+  over images), beside the box-free baseline on the same half (a centred disc of radius 1/3 of the crop)
+  and, for reference, the ellipse inscribed in the box itself (which uses the box). `--cli` scores the
+  masks that `indep-seg segment --model RUN` writes for the crops saved as PNGs (the README's route);
 - KID of generated composites against the training photos (InceptionV3 features when its weights
   are on this machine, otherwise a fixed random conv net, said so in the JSON);
 - the paper's "MI": MINE(b_inv; f_vis) + MINE(b_vis; f_inv) on generated layers (regions average-pooled
-  8x8 to 4x4x3, 2000 samples, mean over 3 MINE seeds; same seeds and counts for every variant).
-Results: benchmarks/results/ilsgan_horse.json and the figure benchmarks/results/ilsgan_horse.png.
+  8x8 to 4x4x3, 2000 samples, 3 MINE seeds); per seed the mean of the held-out evaluations of the second
+  half of MINE's training (not their maximum), reported as the mean over seeds with the spread of the
+  evaluations.
+Results: `--out` (default benchmarks/results/ilsgan_horse.json) and the figure next to it (.png): per variant
+generated layers and test-half crops / ground truth / prediction.
 `--skip-train` evaluates existing run directories only.
 """
 from __future__ import annotations
@@ -164,6 +172,9 @@ def load_generator(model_dir, cfg):
     model = build_model(cfg)
     best = Path(model_dir) / "best" / "ckpt"
     tf.train.Checkpoint(generator=model.sampling_generator).read(str(best)).expect_partial()
+    healthy = Path(model_dir) / "healthy" / "ckpt"  # the last healthy D (scores for posthoc_topk)
+    if (Path(model_dir) / "healthy").exists():
+        tf.train.Checkpoint(discriminator=model.discriminator).read(str(healthy)).expect_partial()
     return model
 
 

@@ -8,6 +8,13 @@ data ... The trained UNet is tested on real test set".
 3. `save_posthoc_segmenter(...)`: the `indep_seg.segmenter.Segmenter` artifact that
    `indep-seg segment / evaluate / export` load.
 
+Optional top-k filtering (`discriminator_scores`, `top_k_pairs`; off in both presets): draw a larger pool
+of pairs and keep the k whose composites the GAN's discriminator scores most real. This is NOT what the
+authors' `--topk` does: in qrzou/ILSGAN `generate_segmentation_samples.py --n=50000 --topk=8000` keeps all
+50,000 samples and `--topk` only restricts the checkpoint choice to the snapshots at <= 8000 kimg (the
+lowest-FID one among them). Discriminator scores as a sample-quality filter follow discriminator rejection
+sampling (Azadi et al. 2019), not the ILSGAN paper.
+
 Optional `zoom_out` augmentation (off in the paper preset): each synthetic pair is shrunk by a random
 factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images look like the
 training photos (centre crops), while evaluation crops (../shared/datasets/README.md) show the object
@@ -25,8 +32,8 @@ import tensorflow as tf
 from indep_seg import checks
 from indep_seg.optimizers import FusedAdam
 
-__all__ = ["generate_pairs", "zoom_out_pairs", "train_posthoc_unet", "save_posthoc_segmenter",
-           "small_unet"]
+__all__ = ["generate_pairs", "discriminator_scores", "top_k_pairs", "zoom_out_pairs", "train_posthoc_unet",
+           "save_posthoc_segmenter", "small_unet"]
 
 
 def generate_pairs(model, num_pairs, batch_size=64, threshold=0.5, seed=0):
@@ -46,6 +53,28 @@ def generate_pairs(model, num_pairs, batch_size=64, threshold=0.5, seed=0):
         images.append(np.clip(out["composite"].numpy(), 0.0, 1.0))
         masks.append((out["mask"].numpy() > threshold).astype(np.float32))
     return np.concatenate(images), np.concatenate(masks)
+
+
+def discriminator_scores(discriminator, images, batch_size=256):
+    """The discriminator's logit for each image `[N, R, R, 3]` (float32 `[N]`; higher = judged more real)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = discriminator(tf.constant(images[i:i + batch_size]), training=True)
+        out.append(np.asarray(logits, np.float32).reshape(len(images[i:i + batch_size]), -1).mean(axis=1))
+    return np.concatenate(out)
+
+
+def top_k_pairs(images, masks, scores, k):
+    """The `k` pairs with the highest `scores` (ties: the earlier pair), in their original order."""
+    k = checks.check_int(k, "k", minimum=1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(scores) != len(images) or len(images) != len(masks):
+        raise ValueError(f"scores: expected one per pair ({len(images)} images, {len(masks)} masks), "
+                         f"got {len(scores)}")
+    if k > len(images):
+        raise ValueError(f"k: expected at most the {len(images)} pairs, got {k}")
+    keep = np.sort(np.argsort(-scores, kind="stable")[:k])
+    return images[keep], masks[keep]
 
 
 def zoom_out_pairs(images, masks, min_scale=0.6, seed=0):

@@ -79,3 +79,27 @@ def test_posthoc_unet_learns_and_keeps_best_epoch(tmp_path):
 def test_train_validation():
     with pytest.raises(ValueError, match="masks"):
         train_posthoc_unet(np.zeros((20, 8, 8, 3)), np.zeros((19, 8, 8, 1)))
+
+
+def test_top_k_pairs_keeps_the_highest_scores_in_order():
+    from indep_seg.posthoc import top_k_pairs
+
+    imgs = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1) * np.ones((5, 2, 2, 3), np.float32)
+    masks = imgs[..., :1] * 10
+    scores = np.array([0.3, -1.0, 2.0, 0.3, 1.0])
+    ki, km = top_k_pairs(imgs, masks, scores, 3)
+    assert ki[:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0]  # 2.0, 1.0, then the first of the tied 0.3s
+    assert km[:, 0, 0, 0].tolist() == [0.0, 20.0, 40.0]
+    with pytest.raises(ValueError, match="k"):
+        top_k_pairs(imgs, masks, scores, 6)
+    with pytest.raises(ValueError, match="scores"):
+        top_k_pairs(imgs, masks, scores[:4], 2)
+
+
+def test_discriminator_scores_are_the_logits_per_image():
+    from indep_seg.posthoc import discriminator_scores
+
+    imgs = np.random.default_rng(0).random((7, 4, 4, 3)).astype(np.float32)
+    d = lambda x, training=None: tf.reduce_mean(x, axis=[1, 2, 3])[:, None] * 3.0  # noqa: E731
+    np.testing.assert_allclose(discriminator_scores(d, imgs, batch_size=3), imgs.mean(axis=(1, 2, 3)) * 3.0,
+                               rtol=1e-6)

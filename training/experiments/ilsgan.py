@@ -35,8 +35,8 @@ from indep_seg.collapse import CollapseMonitor
 from indep_seg.models.ilsgan import ILSGAN
 from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminator
 from indep_seg.optimizers import FusedAdam
-from indep_seg.posthoc import (generate_pairs, save_posthoc_segmenter, small_unet, train_posthoc_unet,
-                               zoom_out_pairs)
+from indep_seg.posthoc import (discriminator_scores, generate_pairs, save_posthoc_segmenter, small_unet,
+                               top_k_pairs, train_posthoc_unet, zoom_out_pairs)
 from indep_seg.training.registry import register_experiment
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "weizmann_horse")
@@ -101,6 +101,8 @@ class ILSGANConfig:
     posthoc_pairs: int = 16000      # 4000 pairs and 12 epochs gave real-horse IoU 0.547, this 0.585
     posthoc_epochs: int = 30        # a 60-minute budget's 9-minute share stops it after ~18
     posthoc_zoom_out: float = 0.55  # 1.0 = off
+    posthoc_topk: int = 0           # > 0: keep the posthoc_topk pairs of posthoc_pool that D scores most real
+    posthoc_pool: int = 0           # pairs drawn before the top-k filter (0: posthoc_pairs)
     posthoc_budget_fraction: float = 0.15  # share of --budget-minutes kept for the post-hoc UNet
     posthoc_widths: str = "32,64,128,128"
     max_images: int = 0
@@ -289,7 +291,15 @@ def posthoc_stage(model, cfg: ILSGANConfig, model_dir, chosen, selection_metric,
     (90/10 split, best validation IoU, at most `posthoc_epochs` or `budget_seconds`), saved as
     `model_dir/segmenter`. Returns the training history."""
     t_post = time.time()
-    pair_images, pair_masks = generate_pairs(model, cfg.posthoc_pairs, seed=cfg.seed)
+    if cfg.posthoc_topk > 0:  # not the authors' --topk (a checkpoint window): see indep_seg.posthoc
+        pool = cfg.posthoc_pool or cfg.posthoc_pairs
+        pair_images, pair_masks = generate_pairs(model, pool, seed=cfg.seed)
+        scores = discriminator_scores(model.discriminator, pair_images)
+        pair_images, pair_masks = top_k_pairs(pair_images, pair_masks, scores, cfg.posthoc_topk)
+        log(f"post-hoc pairs: the {cfg.posthoc_topk} of {pool} that the discriminator scores most real "
+            f"(logit >= {np.sort(scores)[-cfg.posthoc_topk]:.3f}; median of the pool {np.median(scores):.3f})")
+    else:
+        pair_images, pair_masks = generate_pairs(model, cfg.posthoc_pairs, seed=cfg.seed)
     if cfg.posthoc_zoom_out < 1.0:
         zi, zm = zoom_out_pairs(pair_images, pair_masks, cfg.posthoc_zoom_out, seed=cfg.seed)
         half = len(pair_images) // 2
