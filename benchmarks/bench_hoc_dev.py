@@ -62,7 +62,7 @@ def evaluate_image(name, kind, models, centres_from):
     from indep_seg.hoc import counting
     from indep_seg.hoc import instances as inst
     from indep_seg.hoc.estimate import foreground_components
-    from indep_seg.hoc.image_io import load_image
+    from indep_seg.imageio import load_image
 
     ip, lp = image_paths(name)
     image = load_image(ip)

@@ -75,7 +75,7 @@ def evaluate(model_dir: Path, image_path: Path, n_masks: int = 512):
 
     from indep_seg.hoc import counting
     from indep_seg.hoc.evaluate import mask_statistics
-    from indep_seg.hoc.image_io import load_image
+    from indep_seg.imageio import load_image
     from indep_seg.networks.rgba_generator import RGBAGenerator
 
     r = json.loads((model_dir / "hoc.json").read_text())
@@ -150,7 +150,7 @@ def redo_counter(model_dir: Path, overrides=()):
     import tensorflow as tf
     import yaml
 
-    from indep_seg.hoc.image_io import load_image
+    from indep_seg.imageio import load_image
     from indep_seg.training.experiments.hoc import HocConfig, build_model, counter_stage, make_dataset
 
     r = json.loads((model_dir / "hoc.json").read_text())

@@ -12,16 +12,34 @@ mirror the object into the crop; DESIGN.md §7).
 Coordinates: boxes and windows are pixel `x0, y0, x1, y1` with `x1, y1` exclusive, in
 the continuous convention where pixel `(r, c)` covers `[c, c+1) x [r, r+1)`.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["box_window", "crop_to_window", "paste_back", "EVAL_MARGIN", "EVAL_SQUARE"]
+__all__ = ["mask_box", "box_window", "crop_to_window", "paste_back", "EVAL_MARGIN", "EVAL_SQUARE"]
 
 #: The evaluation protocol of ../shared/datasets/README.md: half-side 0.75 * max(w, h).
 EVAL_MARGIN = 0.25
 EVAL_SQUARE = True
+
+
+def mask_box(mask):
+    """Tight pixel box ``[x0, y0, x1, y1]`` (x1, y1 exclusive, floats) of a mask (``[H, W]`` or
+    ``[H, W, 1]``, foreground where non-zero / True), or None when the mask is empty.
+
+    The one NumPy mask-to-box rule (evaluation, box-level training data); the tf.data pipelines'
+    graph version is `indep_seg.data.decode.mask_box`."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"mask: expected [H, W] or [H, W, 1], got shape {mask.shape}")
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
 def _as_boxes(boxes, name="boxes"):
@@ -32,11 +50,14 @@ def _as_boxes(boxes, name="boxes"):
         raise ValueError(f"{name}: expected shape [N, 4] (x0, y0, x1, y1), got {boxes.shape}")
     if tf.executing_eagerly():
         b = boxes.numpy()
-        bad = np.nonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(axis=1))[0]
+        bad = np.nonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(axis=1))[
+            0
+        ]
         if bad.size:
             raise ValueError(
                 f"{name}: box {int(bad[0])} = {b[bad[0]].tolist()} is empty or not finite "
-                "(expected x1 > x0 and y1 > y0)")
+                "(expected x1 > x0 and y1 > y0)"
+            )
     return boxes
 
 
@@ -97,7 +118,9 @@ def _sample_windows(images, windows, out_h, out_w):
         first = start + 0.5 * step - 0.5  # [N]
         last = start + (n - 0.5) * step - 0.5
         positions = first[:, None] + tf.range(n)[None, :] * step[:, None]  # [N, out]
-        valid = tf.cast((positions >= -0.5 - 1e-4) & (positions <= size_in - 0.5 + 1e-4), tf.float32)
+        valid = tf.cast(
+            (positions >= -0.5 - 1e-4) & (positions <= size_in - 0.5 + 1e-4), tf.float32
+        )
         denom = size_in + 1.0 + tf.cast(extra, tf.float32)  # padded size - 1
         return (first + 1.0) / denom, (last + 1.0) / denom, valid
 
@@ -105,8 +128,13 @@ def _sample_windows(images, windows, out_h, out_w):
     xa, xb, valid_x = axis(x0, x1, w, out_w, extra_w)
     boxes = tf.stack([ya, xa, yb, xb], axis=-1)
     samples = tf.image.crop_and_resize(
-        padded, boxes, tf.range(tf.shape(windows)[0]), tf.stack([out_h, out_w]),
-        method="bilinear", extrapolation_value=0.0)
+        padded,
+        boxes,
+        tf.range(tf.shape(windows)[0]),
+        tf.stack([out_h, out_w]),
+        method="bilinear",
+        extrapolation_value=0.0,
+    )
     return samples * (valid_y[:, :, None, None] * valid_x[:, None, :, None])
 
 

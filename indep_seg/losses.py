@@ -11,6 +11,7 @@ value checks run on eager inputs only.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from indep_seg import _random, checks
@@ -126,21 +127,38 @@ def discriminator_loss(real_scores, fake_scores, from_logits: bool = True, reduc
     return real_term + fake_term
 
 
-def area_penalty(masks, a, reduction: str = "mean"):
+def area_penalty(masks, a, reduction: str = "mean", mode: str = "two_sided"):
     """Mask area penalty of Dai et al. 2019, eq. (7):
     ``L_area = E_m[ 1/N sum_i (||m_i||_1 / A - a)^2 ]``.
 
     Args:
         masks: soft masks, ``[B, H, W, 1]`` (N = 1) or ``[B, N, H, W, 1]`` (N layers), in [0, 1].
-        a: the target area fraction (Dai Tables 3-4: 0.25, 0.1), in [0, 1].
+        a: the target area fraction (Dai Tables 3-4: 0.25, 0.1), a number in [0, 1], or one
+            target per image, ``[B]`` (estimated per photo from its box without masks:
+            `indep_seg.box_prior`).
         reduction: ``"mean"`` (scalar) or ``"none"`` (``[B]``, the inner mean over layers).
+        mode: ``"two_sided"`` is eq. (7) as printed; ``"above"`` penalises only masks larger
+            than ``a`` (Dai: "a is an empirical constant for the smallest mask area"):
+            ``max(0, ||m||_1 / A - a)^2``.
 
     ``||m_i||_1 / A`` is the mean of the mask over its H x W pixels (A = H W).
     """
     masks = _check_mask(masks, "masks")
-    checks.check_fraction(a, "a", 0.0, 1.0)
+    checks.check_choice(mode, "mode", ("two_sided", "above"))
+    if (a.shape.rank if tf.is_tensor(a) else np.ndim(a)) == 0:
+        checks.check_fraction(a, "a", 0.0, 1.0)
+        target = tf.cast(a, masks.dtype)
+    else:
+        target = tf.cast(a, masks.dtype)
+        checks.check_rank(target, "a", 1, "[B] (one target per image) or a number")
+        checks.check_same_shape(masks, target, "masks", "a", axes=(0,))
+        if masks.shape.rank == 5:
+            target = target[:, None]
     area = tf.reduce_mean(masks, axis=[-3, -2, -1])  # [B] or [B, N]: ||m_i||_1 / A
-    per_layer = tf.square(area - tf.cast(a, masks.dtype))
+    diff = area - target
+    if mode == "above":
+        diff = tf.nn.relu(diff)
+    per_layer = tf.square(diff)
     per_example = per_layer if per_layer.shape.rank == 1 else tf.reduce_mean(per_layer, axis=1)
     return _reduce(per_example, reduction)
 

@@ -83,3 +83,15 @@ def test_bad_arguments_are_named():
         crop_to_window(np.zeros((4, 4, 3)), [[0, 0, 4, 4]], 4)
     with pytest.raises(ValueError, match="margin"):
         box_window([[0, 0, 4, 4]], -1)
+
+
+def test_mask_box_is_the_tight_exclusive_box_or_none():
+    from indep_seg.box_crop import mask_box
+
+    m = np.zeros((6, 8), bool)
+    m[2:4, 3:7] = True
+    assert mask_box(m) == [3.0, 2.0, 7.0, 4.0]
+    assert mask_box(m[..., None].astype(np.uint8)) == [3.0, 2.0, 7.0, 4.0]
+    assert mask_box(np.zeros((4, 4))) is None
+    with pytest.raises(ValueError, match=r"mask: expected \[H, W\] or \[H, W, 1\]"):
+        mask_box(np.zeros((2, 4, 4)))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from indep_seg.models.hoc_gan import HocGAN, tile_rows
+from indep_seg.gallery import tile_rows
+from indep_seg.models.hoc_gan import HocGAN
 from indep_seg.networks.hoc_discriminator import HocDiscriminator
 from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
 

@@ -7,12 +7,15 @@ to their final names (`os.replace`, atomic). A failed or interrupted run removes
 files, so no file that looks like a valid shard (or a complete `-of-NN` set) is ever left
 behind by a run that did not finish; a run killed outright (SIGKILL) leaves its `.tmp-<pid>` files,
 which the next run with the same prefix removes. With `overwrite`, the old set is removed before
-the renames, so a kill between two renames leaves an incomplete set that readers reject. With `skip_bad`, a record whose builder raises
+the renames, so a kill between two renames leaves an incomplete set that readers reject. With
+`skip_bad`, a record whose builder raises
 `DataError` is skipped and counted with its reason instead.
 """
+
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import os
@@ -25,9 +28,15 @@ from tqdm import tqdm
 
 from indep_seg.data.files import DataError
 
-__all__ = ["ConversionSummary", "write_sharded", "shard_names", "existing_shards", "remove_stale_temporaries"]
+__all__ = [
+    "ConversionSummary",
+    "write_sharded",
+    "shard_names",
+    "existing_shards",
+    "remove_stale_temporaries",
+]
 
-TARGET_SHARD_BYTES = 100 * 2 ** 20
+TARGET_SHARD_BYTES = 100 * 2**20
 
 
 @dataclasses.dataclass
@@ -39,13 +48,19 @@ class ConversionSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"records": self.records, "shards": list(self.shards), "bytes": self.bytes,
-                "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
-                "seconds": round(self.seconds, 3)}
+        return {
+            "records": self.records,
+            "shards": list(self.shards),
+            "bytes": self.bytes,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "seconds": round(self.seconds, 3),
+        }
 
     def format(self) -> str:
-        lines = [f"wrote {self.records} records in {len(self.shards)} shard(s), {self.bytes:,} bytes, "
-                 f"{self.seconds:.1f} s; skipped {len(self.skipped)}"]
+        lines = [
+            f"wrote {self.records} records in {len(self.shards)} shard(s), {self.bytes:,} bytes, "
+            f"{self.seconds:.1f} s; skipped {len(self.skipped)}"
+        ]
         for path in self.shards[:3]:
             lines.append(f"  {path}")
         if len(self.shards) > 3:
@@ -55,7 +70,9 @@ class ConversionSummary:
             lines.append("skipped:")
             for f, r in self.skipped:
                 lines.append(f"  {f}: {r}")
-            lines.append("skipped by reason: " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+            lines.append(
+                "skipped by reason: " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common())
+            )
         return "\n".join(lines)
 
 
@@ -66,7 +83,11 @@ def shard_names(prefix, num_shards: int) -> list[str]:
 
 def existing_shards(prefix) -> list[str]:
     prefix = os.fspath(prefix)
-    return sorted(glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"))
+    return sorted(
+        glob.glob(
+            glob.escape(prefix) + "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].tfrecord"
+        )
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -99,10 +120,24 @@ def auto_num_shards(total_input_bytes: int, num_records: int) -> int:
     return max(1, min(num_records, -(-int(total_input_bytes) // TARGET_SHARD_BYTES)))
 
 
-def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None, skip_bad: bool = False,
-                  overwrite: bool = False, progress: bool = True, desc: str = "records",
-                  skipped=()) -> ConversionSummary:
-    """Builds every task's record in parallel and writes them to `num_shards` shards (input order kept).
+def write_sharded(
+    tasks,
+    prefix,
+    num_shards: int,
+    *,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    desc: str = "records",
+    skipped=(),
+) -> ConversionSummary:
+    """Builds every task's record in parallel and writes them to `num_shards` shards (input order
+    kept).
+
+    Three steps: check the arguments and the output prefix (`_prepare_output`), build and write the
+    records under temporary names (`_write_temporaries`), then put the finished set in place of
+    any old one (`_publish`).
 
     Args:
         tasks: a list of `(name, build)` pairs; `build()` returns serialized record bytes, or
@@ -114,63 +149,102 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
         skipped: problems found before conversion (`(file, reason)`), reported in the summary.
     """
     tasks = list(tasks)
+    prefix, num_shards, old = _prepare_output(tasks, prefix, num_shards, overwrite)
+    finals = shard_names(prefix, num_shards)
+    temps = [f"{f}.tmp-{os.getpid()}" for f in finals]
+    summary = ConversionSummary(skipped=list(skipped))
+    start = time.time()
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    _write_temporaries(tasks, temps, workers, skip_bad, summary, progress, desc)
+    _publish(temps, finals, old)
+    summary.shards = finals
+    summary.bytes = sum(os.path.getsize(f) for f in finals)
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _prepare_output(tasks, prefix, num_shards, overwrite):
+    """Checks the arguments, creates the output folder, removes dead runs' temporaries; returns
+    `(prefix, number of shards, the existing shards of this prefix)`."""
     if not tasks:
         raise DataError(f"{prefix}: nothing to convert (no input records)")
     if not (isinstance(num_shards, int) and num_shards >= 1):
         raise ValueError(f"num_shards: expected a positive integer, got {num_shards!r}")
-    num_shards = min(num_shards, len(tasks))
-    workers = max(1, int(workers or os.cpu_count() or 1))
     prefix = os.fspath(prefix)
-    out_dir = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     remove_stale_temporaries(prefix)
     old = existing_shards(prefix)
     if old and not overwrite:
-        raise DataError(f"{old[0]}: output shards with prefix {prefix} already exist (use --overwrite)")
-    finals = shard_names(prefix, num_shards)
-    temps = [f"{f}.tmp-{os.getpid()}" for f in finals]
-    n = len(tasks)
-    shard_of = [i * num_shards // n for i in range(n)]
-    last_of_shard = {}
-    for i, s in enumerate(shard_of):
-        last_of_shard[s] = i
-    summary = ConversionSummary(skipped=list(skipped))
-    start = time.time()
-    writers = {}
-    bar = tqdm(total=n, desc=desc, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               mininterval=0.5)
-    ok = False
-    try:
-        pool = ThreadPoolExecutor(max_workers=workers)
+        raise DataError(
+            f"{old[0]}: output shards with prefix {prefix} already exist (use --overwrite)"
+        )
+    return prefix, min(num_shards, len(tasks)), old
+
+
+def _built_records(tasks, workers):
+    """Yields `(index, name, future)` in input order, with at most `4 * workers` records built
+    ahead."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             pending = collections.deque()
             next_submit = 0
-            for i in range(n):
-                while next_submit < n and len(pending) < 4 * workers:
+            for i, (name, _) in enumerate(tasks):
+                while next_submit < len(tasks) and len(pending) < 4 * workers:
                     pending.append(pool.submit(tasks[next_submit][1]))
                     next_submit += 1
-                future = pending.popleft()
-                name = tasks[i][0]
+                yield i, name, pending.popleft()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record_or_skip(future, name, skip_bad, summary):
+    """The built record, or None for a bad input when `skip_bad` (counted in `summary.skipped`)."""
+    try:
+        return future.result()
+    except DataError as e:
+        if not skip_bad:
+            raise
+        text = str(e)
+        summary.skipped.append(
+            (name, text[len(f"{name}: ") :] if text.startswith(f"{name}: ") else text)
+        )
+        return None
+
+
+def _write_temporaries(tasks, temps, workers, skip_bad, summary, progress, desc):
+    """Writes record i to shard `i * num_shards // n` (contiguous runs, input order) under the
+    temporary names `temps`; every shard exists afterwards (one whose records were all skipped is
+    empty). On any error the temporaries are removed."""
+    n, num_shards = len(tasks), len(temps)
+    shard_of = [i * num_shards // n for i in range(n)]
+    last_of_shard = {s: i for i, s in enumerate(shard_of)}
+    writers = {}
+    bar = tqdm(
+        total=n,
+        desc=desc,
+        unit="rec",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    ok = False
+    try:
+        with contextlib.closing(_built_records(tasks, workers)) as built:  # closed: the pool stops
+            for i, name, future in built:
                 s = shard_of[i]
                 if s not in writers:
                     writers[s] = tf.io.TFRecordWriter(temps[s])
-                try:
-                    record = future.result()
-                except DataError as e:
-                    if not skip_bad:
-                        raise
-                    text = str(e)
-                    prefix_ = f"{name}: "
-                    summary.skipped.append((name, text[len(prefix_):] if text.startswith(prefix_) else text))
-                    record = None
+                record = _record_or_skip(future, name, skip_bad, summary)
                 if record is not None:
                     writers[s].write(record)
                     summary.records += 1
                 if last_of_shard[s] == i:
                     writers[s].close()
                 bar.update(1)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for s in range(num_shards):
+            if s not in writers:
+                writers[s] = tf.io.TFRecordWriter(temps[s])
         ok = True
     finally:
         bar.close()
@@ -183,18 +257,14 @@ def write_sharded(tasks, prefix, num_shards: int, *, workers: int | None = None,
             for t in temps:
                 if os.path.exists(t):
                     os.remove(t)
-    for s in range(num_shards):  # a shard whose records were all skipped is still written (empty)
-        if s not in writers:
-            with tf.io.TFRecordWriter(temps[s]):
-                pass
-    # The old set goes first, so that a kill between the renames below leaves an incomplete
-    # `-of-NN` set (which every reader rejects), never a complete-looking mix of old and new shards.
+
+
+def _publish(temps, finals, old):
+    """Renames the temporaries into place. The old set goes first, so that a kill between the
+    renames leaves an incomplete `-of-NN` set (which every reader rejects), never a
+    complete-looking mix of old and new shards."""
     for f in old:
         if os.path.exists(f):
             os.remove(f)
     for t, f in zip(temps, finals):
         os.replace(t, f)
-    summary.shards = finals
-    summary.bytes = sum(os.path.getsize(f) for f in finals)
-    summary.seconds = time.time() - start
-    return summary

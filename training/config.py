@@ -10,7 +10,8 @@ expected. The resolved options are written to `MODEL_DIR/config.yaml` (`save_yam
 
 Supported field types: `int`, `float`, `bool`, `str`, `X | None` / `Optional[X]`, `tuple[X, ...]`,
 `tuple[X, Y]`, `list[X]`, `dict` (free-form) and nested dataclasses. Override values are parsed from
-text: `true/false/yes/no/1/0` for bools, `none`/`null` for optional fields, `[32, 64]` or `32,64` for
+text: `true/false/yes/no/1/0` for bools, `none`/`null` for optional fields, `[32, 64]` or `32,64`
+for
 sequences, `{a: 1}` (YAML) for dicts.
 
 Example:
@@ -25,6 +26,7 @@ Example:
 
     cfg = resolve_config(Cfg(), overrides=["optim.lr=1e-3", "widths=16,32"])
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,6 +57,7 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- type helpers
 
+
 def _hints(cls) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
@@ -75,105 +78,152 @@ def _type_name(tp) -> str:
 
 
 def _coerce(value, tp, key: str):
-    """Convert `value` (from YAML or parsed override text) to field type `tp`, or raise ConfigError."""
+    """Convert `value` (from YAML or parsed override text) to field type `tp`, or raise
+    ConfigError."""
     if tp is Any or tp is object:
         return value
     if _is_union(tp):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got None")
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    origin = typing.get_origin(tp)
+        return _coerce_union(value, tp, key)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__} "
-                              f"(set its fields as {key}.<name>=...), got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{key}: expected a bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-            try:
-                f = float(value)
-                if f.is_integer():
-                    return int(f)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an int, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a float, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a float, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return _coerce_dataclass(value, tp, key)
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar(value, key)
+    origin = typing.get_origin(tp)
     if origin in (tuple, list) or tp in (tuple, list):
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("[") or text.startswith("("):
-                value = yaml.safe_load("[" + text[1:-1] + "]")
-            elif text == "":
-                value = []
-            else:
-                value = [yaml.safe_load(v.strip()) for v in text.split(",")]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a sequence ({_type_name(tp)}), got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {list(value)!r}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
+        return _coerce_sequence(value, tp, key)
     if origin is dict or tp is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        return _coerce_mapping(value, key)
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     return value  # pragma: no cover - exotic annotations are passed through
+
+
+def _coerce_union(value, tp, key):
+    """`X | None` and other unions: None where allowed, else the first member type that accepts
+    it."""
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got None")
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(value, a, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_dataclass(value, tp, key):
+    """A nested config: an instance as is, or a mapping of its fields."""
+    if isinstance(value, tp):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key}: expected a mapping for {tp.__name__} "
+            f"(set its fields as {key}.<name>=...), got {value!r}"
+        )
+    return from_dict(tp, value, prefix=key + ".")
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _coerce_bool(value, key):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{key}: expected a bool (true/false), got {value!r}")
+
+
+def _coerce_int(value, key):
+    """Integers, integral floats (2.0) and their text ("3", "1e3"); never a bool."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            f = float(value)
+            if f.is_integer():
+                return int(f)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected an int, got {value!r}")
+
+
+def _coerce_float(value, key):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{key}: expected a float, got {value!r}")
+
+
+def _coerce_str(value, key):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}: expected a string, got {value!r}")
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
+
+
+def _sequence_items(value, tp, key) -> list | tuple:
+    """The items of a sequence value: a list / tuple, or override text `a,b`, `[a, b]`, `(a, b)`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") or text.startswith("("):
+            value = yaml.safe_load("[" + text[1:-1] + "]")
+        elif text == "":
+            value = []
+        else:
+            value = [yaml.safe_load(v.strip()) for v in text.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a sequence ({_type_name(tp)}), got {value!r}")
+    return value
+
+
+def _coerce_sequence(value, tp, key):
+    """`tuple[A, B]` (fixed length), `tuple[A, ...]`, `list[A]`, bare `tuple` / `list`."""
+    origin = typing.get_origin(tp)
+    value = _sequence_items(value, tp, key)
+    args = typing.get_args(tp)
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            raise ConfigError(
+                f"{key}: expected {len(args)} values ({_type_name(tp)}), got {list(value)!r}"
+            )
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    item_tp = args[0] if args else Any
+    items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if (origin is tuple or tp is tuple) else items
+
+
+def _coerce_mapping(value, key):
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return dict(value)
 
 
 def _check_dataclass_instance(cfg, name="config"):
@@ -182,6 +232,7 @@ def _check_dataclass_instance(cfg, name="config"):
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
+
 
 def to_dict(cfg) -> dict:
     """Nested plain dict of a dataclass instance (tuples become lists, for YAML)."""
@@ -223,8 +274,10 @@ def merge_dict(cfg, data: dict | None, prefix: str = ""):
     for k, v in data.items():
         key = f"{prefix}{k}"
         if k not in fields:
-            raise ConfigError(f"{key}: unknown key; {type(cfg).__name__} has "
-                              f"{', '.join(sorted(prefix + n for n in fields))}")
+            raise ConfigError(
+                f"{key}: unknown key; {type(cfg).__name__} has "
+                f"{', '.join(sorted(prefix + n for n in fields))}"
+            )
         tp = hints.get(k, fields[k].type)
         cur = getattr(cfg, k)
         if dataclasses.is_dataclass(cur) and isinstance(v, dict):
@@ -235,6 +288,7 @@ def merge_dict(cfg, data: dict | None, prefix: str = ""):
 
 
 # ----------------------------------------------------------------------------- overrides
+
 
 def parse_override(text: str) -> tuple[str, str]:
     """`"a.b=3"` -> `("a.b", "3")`; raises ConfigError for text without `=` or with an empty key."""
@@ -273,24 +327,30 @@ class _OverrideText(str):
 def _merge_override(cfg, data: dict, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     hints = _hints(type(cfg))
-    (k, v), = data.items()
+    ((k, v),) = data.items()
     key = f"{prefix}{k}"
     if k not in fields:
-        raise ConfigError(f"{key}: unknown key; {type(cfg).__name__} has "
-                          f"{', '.join(sorted(prefix + n for n in fields))}")
+        raise ConfigError(
+            f"{key}: unknown key; {type(cfg).__name__} has "
+            f"{', '.join(sorted(prefix + n for n in fields))}"
+        )
     cur = getattr(cfg, k)
     tp = hints.get(k, fields[k].type)
     if isinstance(v, dict):
         if not dataclasses.is_dataclass(cur):
-            raise ConfigError(f"{key}: is a {_type_name(tp)}, not a nested config; cannot set "
-                              f"{key}.{next(iter(v))}")
+            raise ConfigError(
+                f"{key}: is a {_type_name(tp)}, not a nested config; cannot set "
+                f"{key}.{next(iter(v))}"
+            )
         return dataclasses.replace(cfg, **{k: _merge_override(cur, v, key + ".")})
     if dataclasses.is_dataclass(cur):
         text = str(v).strip()
         parsed = yaml.safe_load(text) if text else None
         if not isinstance(parsed, dict):
-            raise ConfigError(f"{key}: is a nested config ({type(cur).__name__}); set its fields as "
-                              f"{key}.<name>=value, got {str(v)!r}")
+            raise ConfigError(
+                f"{key}: is a nested config ({type(cur).__name__}); set its fields as "
+                f"{key}.<name>=value, got {str(v)!r}"
+            )
         return dataclasses.replace(cfg, **{k: merge_dict(cur, parsed, prefix=key + ".")})
     text = str(v)
     value: Any = text
@@ -302,14 +362,18 @@ def _merge_override(cfg, data: dict, prefix: str):
         # numbers, bools, lists, dicts: YAML scalar/collection syntax
         if stripped.startswith(("[", "{", "(")):
             try:
-                value = yaml.safe_load("[" + stripped[1:-1] + "]") if stripped.startswith("(") \
+                value = (
+                    yaml.safe_load("[" + stripped[1:-1] + "]")
+                    if stripped.startswith("(")
                     else yaml.safe_load(stripped)
+                )
             except yaml.YAMLError as e:
                 raise ConfigError(f"{key}: cannot parse {text!r} ({e.problem})") from None
     return dataclasses.replace(cfg, **{k: _coerce(value, tp, key)})
 
 
 # ----------------------------------------------------------------------------- YAML files
+
 
 def load_yaml(path) -> dict:
     """The mapping in YAML file `path` (empty file -> {}); ConfigError naming the file otherwise."""
@@ -323,7 +387,9 @@ def load_yaml(path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config: {path} must hold a mapping of option names, got {type(data).__name__}")
+        raise ConfigError(
+            f"--config: {path} must hold a mapping of option names, got {type(data).__name__}"
+        )
     return data
 
 
@@ -346,14 +412,18 @@ def resolve_config(default, config_file=None, overrides=()):
     """preset -> YAML file -> overrides. Returns a new dataclass instance; `default` is unchanged.
 
     A YAML file may hold the whole options (as written to `config.yaml`) or only some keys; a
-    top-level `config:` key (as in `MODEL_DIR/config.yaml`, which also records the run) is unwrapped.
+    top-level `config:` key (as in `MODEL_DIR/config.yaml`, which also records the run) is
+    unwrapped.
     """
     _check_dataclass_instance(default, "default")
     cfg = default
     if config_file is not None:
         data = load_yaml(config_file)
-        if "config" in data and isinstance(data["config"], dict) and \
-                "config" not in {f.name for f in dataclasses.fields(default)}:
+        if (
+            "config" in data
+            and isinstance(data["config"], dict)
+            and "config" not in {f.name for f in dataclasses.fields(default)}
+        ):
             data = data["config"]
         try:
             cfg = merge_dict(cfg, data)

@@ -57,6 +57,7 @@ import tensorflow as tf
 
 # step_outputs lives in the core (models use it) and is re-exported here for trainers.
 from indep_seg.distribute import step_outputs
+from indep_seg.gallery import tile_images
 from indep_seg.training.strategy import is_chief, is_multi_worker, worker_dir
 
 __all__ = ["run_fit", "step_outputs", "Checkpointer", "collect_seed_generators", "image_grid",
@@ -87,26 +88,9 @@ def collect_seed_generators(model) -> dict[str, keras.random.SeedGenerator]:
 
 
 def image_grid(images, columns: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tile `images` [N, H, W, C] (C in 1, 3, 4; float in [0, 1] or uint8) into one uint8 [H', W', 3]."""
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] == 0:
-        raise ValueError(f"images: expected [N, H, W, C] with N > 0 and C in 1, 3, 4, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    n, h, w, _ = arr.shape
-    cols = columns or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    out = np.zeros((rows * (h + padding) - padding, cols * (w + padding) - padding, 3), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        out[r * (h + padding):r * (h + padding) + h, c * (w + padding):c * (w + padding) + w] = arr[i]
-    return out
+    """Tile `images` [N, H, W, C] (C in 1, 3, 4; float in [0, 1] or uint8) into one uint8 [H', W', 3]
+    (`indep_seg.gallery.tile_images`: black gutters of `padding` px, none around)."""
+    return tile_images(images, columns, padding)
 
 
 def write_png(path, grid: np.ndarray) -> Path:

@@ -1,4 +1,5 @@
-"""`indep-seg count --model PATH IMAGE...`: instance count, centres and instance label map of images.
+"""`indep-seg count --model PATH IMAGE...`: instance count, centres and instance label map of
+images.
 
 Uses the centre counter a `hoc` / `hoc_paper` training run writes to ``MODEL_DIR/counter/``
 (learned from the generator's own composites, never from labels: docs/counting.md), trained once on
@@ -7,12 +8,14 @@ one or several images of a kind and applied to any number of images of that kind
 One image: prints ``{"count": n, "centres": [[x, y], ...], ...}`` as one JSON object (as before,
 with ``labels``, ``count_learned``, ``count_log``, ``kind`` ... added), writes the overlay PNG
 (default ``./<image stem>_count.png`` or ``--overlay PATH``) and the instance label map as a 16-bit
-PNG (default ``<stem>_labels.png`` beside the overlay, or ``--labels PATH``; 0 = background, one id per instance).
+PNG (default ``<stem>_labels.png`` beside the overlay, or ``--labels PATH``; 0 = background, one id
+per instance).
 Several images: one JSON line per image with ``"image"`` and ``"count"`` (and the same fields
 without the centres), the overlays and label maps written to ``--out-dir`` (default: the current
 directory) as ``<stem>_count.png`` / ``<stem>_labels.png``. An image that cannot be read or counted
 gives a line with ``"image"`` and ``"error"``; the exit status is then 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,34 +27,61 @@ import numpy as np
 from PIL import Image
 
 from indep_seg.commands import CommandError
+from indep_seg.imageio import load_image
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True,
-                        help="training --model-dir of a hoc run (or its counter/ folder)")
-    parser.add_argument("image", nargs="+",
-                        help="image(s) to count (PNG/JPEG/TIFF; gray, RGB, RGBA, 8 or 16 bit)")
-    parser.add_argument("--overlay", default=None,
-                        help="overlay PNG to write, one image only (default: ./<image stem>_count.png)")
-    parser.add_argument("--labels", default=None,
-                        help="instance label map (16-bit PNG) to write, one image only "
-                             "(default: ./<image stem>_labels.png)")
-    parser.add_argument("--out-dir", default=None,
-                        help="folder for the overlays and label maps (default: the current directory)")
-    parser.add_argument("--window", type=int, default=None,
-                        help="window in pixels of IMAGE that matches one training patch "
-                             "(default: from the image's own LoG scale, or the training run's window)")
-    parser.add_argument("--centres", choices=("learned", "log"), default=None,
-                        help="which centres are the answer: the learned counter's (default, unless it "
-                             "trained fewer than 500 steps) or the scale-normalised LoG detector's; both "
-                             "counts are printed")
-    parser.add_argument("--threshold", type=float, default=0.3,
-                        help="minimum heatmap peak value of a centre (default 0.3)")
-    parser.add_argument("--no-calibrate", action="store_true",
-                        help="report the raw heatmap mass, without dividing it by the mass the counter gives "
-                             "one clear single instance of this image (counting.single_instance_mass)")
+    parser.add_argument(
+        "--model", required=True, help="training --model-dir of a hoc run (or its counter/ folder)"
+    )
+    parser.add_argument(
+        "image", nargs="+", help="image(s) to count (PNG/JPEG/TIFF; gray, RGB, RGBA, 8 or 16 bit)"
+    )
+    parser.add_argument(
+        "--overlay",
+        default=None,
+        help="overlay PNG to write, one image only (default: ./<image stem>_count.png)",
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="instance label map (16-bit PNG) to write, one image only "
+        "(default: ./<image stem>_labels.png)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="folder for the overlays and label maps (default: the current directory)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window in pixels of IMAGE that matches one training patch "
+        "(default: from the image's own LoG scale, or the training run's window)",
+    )
+    parser.add_argument(
+        "--centres",
+        choices=("learned", "log"),
+        default=None,
+        help="which centres are the answer: the learned counter's (default, unless it "
+        "trained fewer than 500 steps) or the scale-normalised LoG detector's; both "
+        "counts are printed",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.3,
+        help="minimum heatmap peak value of a centre (default 0.3)",
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="report the raw heatmap mass, without dividing it by the mass the counter gives "
+        "one clear single instance of this image (counting.single_instance_mass)",
+    )
     parser.add_argument("--json-out", default=None, help="also write the JSON (lines) to this file")
 
 
@@ -67,7 +97,6 @@ def _write_png(path: Path, array, what: str):
 def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path) -> dict:
     """Count one image; raises CommandError with a clear message on bad input."""
     from indep_seg.hoc import counting
-    from indep_seg.hoc.image_io import load_image
     from indep_seg.hoc.instances import save_label_png
 
     try:
@@ -80,33 +109,63 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
         if window < 2:
             raise CommandError(f"--window: expected at least 2 px, got {window}")
         if window > min(h, w):
-            raise CommandError(f"image: {path} is {w}x{h} pixels, smaller than the counting window "
-                               f"({window} px); give a larger image or a smaller --window")
+            raise CommandError(
+                f"image: {path} is {w}x{h} pixels, smaller than the counting window "
+                f"({window} px); give a larger image or a smaller --window"
+            )
     elif not meta.get("normalise") and int(meta["window"]) > min(h, w):
-        raise CommandError(f"image: {path} is {w}x{h} pixels, smaller than the counting window "
-                           f"({int(meta['window'])} px); give a larger image or a smaller --window")
+        raise CommandError(
+            f"image: {path} is {w}x{h} pixels, smaller than the counting window "
+            f"({int(meta['window'])} px); give a larger image or a smaller --window"
+        )
     try:
-        res = counting.count_instances(counter, meta, image, threshold=args.threshold,
-                                       calibrate=not args.no_calibrate, window=window, centres_from=args.centres)
+        res = counting.count_instances(
+            counter,
+            meta,
+            image,
+            threshold=args.threshold,
+            calibrate=not args.no_calibrate,
+            window=window,
+            centres_from=args.centres,
+        )
     except ValueError as e:
         raise CommandError(f"{e} ({path})") from None
     win = res["window"] or 10
-    _write_png(overlay, counting.draw_overlay(image, res["centres"], radius=max(3.0, win / 5.0)), "--overlay")
+    _write_png(
+        overlay,
+        counting.draw_overlay(image, res["centres"], radius=max(3.0, win / 5.0)),
+        "--overlay",
+    )
     try:
         save_label_png(labels_path, res["labels"])
     except (OSError, ValueError) as e:
         raise CommandError(f"--labels: cannot write {labels_path} ({e})") from None
     if res["kind_mismatch"]:
-        sys.stderr.write(f"warning: {path} looks like a {res['kind']} image ({res['polarity']} nuclei), not like the "
-                         f"images the model was trained on; the count may be wrong\n")
-    out = {"count": res["count"], "centres": res["centres"], "mass": res["mass"] if "mass" in res else None,
-           "count_raw": res["count_raw"], "calibration": res["calibration"],
-           "calibration_instances": res.get("calibration_instances", 0), "num_peaks": res.get("num_peaks", 0),
-           "window": res["window"], "overlay": str(overlay), "labels": str(labels_path),
-           "instances": int(len(np.unique(res["labels"])) - (1 if (res["labels"] == 0).any() else 0)),
-           "count_learned": res["count_learned"], "count_log": res["count_log"],
-           "centres_from": res.get("centres_from"), "sigma": res["sigma"], "polarity": res["polarity"],
-           "kind": res["kind"], "kind_mismatch": res["kind_mismatch"]}
+        sys.stderr.write(
+            f"warning: {path} looks like a {res['kind']} image ({res['polarity']} nuclei), not "
+            "like the "
+            f"images the model was trained on; the count may be wrong\n"
+        )
+    out = {
+        "count": res["count"],
+        "centres": res["centres"],
+        "mass": res["mass"] if "mass" in res else None,
+        "count_raw": res["count_raw"],
+        "calibration": res["calibration"],
+        "calibration_instances": res.get("calibration_instances", 0),
+        "num_peaks": res.get("num_peaks", 0),
+        "window": res["window"],
+        "overlay": str(overlay),
+        "labels": str(labels_path),
+        "instances": int(len(np.unique(res["labels"])) - (1 if (res["labels"] == 0).any() else 0)),
+        "count_learned": res["count_learned"],
+        "count_log": res["count_log"],
+        "centres_from": res.get("centres_from"),
+        "sigma": res["sigma"],
+        "polarity": res["polarity"],
+        "kind": res["kind"],
+        "kind_mismatch": res["kind_mismatch"],
+    }
     if "note" in res:
         out["note"] = res["note"]
     return out
@@ -114,7 +173,6 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
 
 def run(args) -> int:
     from indep_seg.hoc import counting
-    from indep_seg.hoc.image_io import load_image
 
     many = len(args.image) > 1
     if many and (args.overlay or args.labels):
@@ -127,7 +185,7 @@ def run(args) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CommandError(f"--out-dir: cannot create {out_dir} ({e})") from None
-    if not many:   # a bad single image is named before the model loads (as before)
+    if not many:  # a bad single image is named before the model loads (as before)
         try:
             load_image(args.image[0])
         except (FileNotFoundError, ValueError, TypeError) as e:
@@ -137,14 +195,22 @@ def run(args) -> int:
     except FileNotFoundError as e:
         raise CommandError(str(e)) from None
     except Exception as e:  # a damaged file
-        raise CommandError(f"model: cannot load the counter from {args.model} ({type(e).__name__}: {e})") from None
+        raise CommandError(
+            f"model: cannot load the counter from {args.model} ({type(e).__name__}: {e})"
+        ) from None
 
     lines, status = [], 0
     for path in args.image:
         stem = Path(path).stem
         overlay = Path(args.overlay) if args.overlay else out_dir / f"{stem}_count.png"
-        labels = Path(args.labels) if args.labels else (
-            (overlay.parent if args.overlay and not args.out_dir else out_dir) / f"{stem}_labels.png")
+        labels = (
+            Path(args.labels)
+            if args.labels
+            else (
+                (overlay.parent if args.overlay and not args.out_dir else out_dir)
+                / f"{stem}_labels.png"
+            )
+        )
         try:
             out = _count_one(args, counter, meta, path, overlay, labels)
         except CommandError as e:

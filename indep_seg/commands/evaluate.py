@@ -12,6 +12,7 @@ and DICE per image; report their means. Prints JSON; writes a PNG grid with titl
 `evaluation.json`), else into the `--model` folder; never into the current folder unasked.
 A progress line per tenth of the images goes to standard error.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,31 +33,45 @@ ASPECT_TOLERANCE = 0.02
 def add_arguments(parser):
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="exported SavedModel, version base dir, or training model dir")
-    src.add_argument("--server", help="HOST:PORT (gRPC) or http://HOST:PORT (REST) of a model server")
+    src.add_argument(
+        "--server", help="HOST:PORT (gRPC) or http://HOST:PORT (REST) of a model server"
+    )
     parser.add_argument("--model-name", default="default", help="served model name (with --server)")
     parser.add_argument("--images", required=True, help="folder of images")
-    parser.add_argument("--masks", required=True, help="folder of ground-truth masks (same file stems)")
-    parser.add_argument("--resolution", type=int, default=128, help="evaluation resolution (default 128)")
-    parser.add_argument("--mask-threshold", type=int, default=127,
-                        help="ground-truth masks: foreground where grey > this (default 127)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="write evaluate_grid.png and evaluation.json here (default: the --model folder)")
-    parser.add_argument("--grid", default=None,
-                        help="PNG grid photo | prediction | ground truth, titled columns "
-                             "(default: OUT/evaluate_grid.png, else MODEL/evaluate_grid.png)")
+    parser.add_argument(
+        "--masks", required=True, help="folder of ground-truth masks (same file stems)"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=128, help="evaluation resolution (default 128)"
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        type=int,
+        default=127,
+        help="ground-truth masks: foreground where grey > this (default 127)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write evaluate_grid.png and evaluation.json here (default: the --model folder)",
+    )
+    parser.add_argument(
+        "--grid",
+        default=None,
+        help="PNG grid photo | prediction | ground truth, titled columns "
+        "(default: OUT/evaluate_grid.png, else MODEL/evaluate_grid.png)",
+    )
     parser.add_argument("--grid-rows", type=int, default=8, help="rows in the grid (default 8)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
-    parser.add_argument("--per-image", action="store_true", help="include per-image scores in the JSON")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="warn about and skip unreadable / mismatched pairs instead of failing")
-
-
-def mask_box(mask: np.ndarray):
-    """Tight pixel box `x0, y0, x1, y1` (x1, y1 exclusive) of a boolean mask, or None if empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return None
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    parser.add_argument(
+        "--per-image", action="store_true", help="include per-image scores in the JSON"
+    )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="warn about and skip unreadable / mismatched pairs instead of failing",
+    )
 
 
 def pair_files(images_dir, masks_dir):
@@ -66,7 +81,9 @@ def pair_files(images_dir, masks_dir):
     for p in sorted(images_dir.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
             images.setdefault(p.stem, p)
-    masks = sorted(p for p in masks_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    masks = sorted(
+        p for p in masks_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     return [(images.get(m.stem), m) for m in masks]
 
 
@@ -77,8 +94,14 @@ def protocol_crops(image, pred, gt, box, resolution):
     from indep_seg.box_crop import EVAL_MARGIN, EVAL_SQUARE, box_window, crop_to_window
 
     window = box_window([box], EVAL_MARGIN, EVAL_SQUARE)
-    stack = np.concatenate([image.astype(np.float32), pred[..., None].astype(np.float32),
-                            gt[..., None].astype(np.float32)], axis=-1)[None]
+    stack = np.concatenate(
+        [
+            image.astype(np.float32),
+            pred[..., None].astype(np.float32),
+            gt[..., None].astype(np.float32),
+        ],
+        axis=-1,
+    )[None]
     crop = crop_to_window(tf.constant(stack), window, resolution).numpy()[0]
     return crop[..., :3], crop[..., 3], crop[..., 4]
 
@@ -86,10 +109,19 @@ def protocol_crops(image, pred, gt, box, resolution):
 GRID_HEADERS = ("photo (eval crop)", "prediction > 0.5", "ground truth")
 
 
-def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, skip_bad=False,
-                       grid_rows=8, warn=None, progress=None):
+def evaluate_predictor(
+    predictor,
+    pairs,
+    resolution=128,
+    mask_threshold=127,
+    skip_bad=False,
+    grid_rows=8,
+    warn=None,
+    progress=None,
+):
     """Runs the protocol over `(image path, mask path)` pairs; returns (summary, grid rows)."""
     from indep_seg import metrics
+    from indep_seg.box_crop import mask_box
 
     preds, gts, names, tiles, skipped = [], [], [], [], []
 
@@ -115,8 +147,10 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
         (ih, iw), (mh, mw) = image.shape[:2], gt.shape
         if (ih, iw) != (mh, mw):
             if abs(iw / ih - mw / mh) > ASPECT_TOLERANCE:
-                bad(f"{mask_path}: mask is {mw}x{mh} but {image_path.name} is {iw}x{ih} "
-                    f"(aspect ratios differ by more than {ASPECT_TOLERANCE})")
+                bad(
+                    f"{mask_path}: mask is {mw}x{mh} but {image_path.name} is {iw}x{ih} "
+                    f"(aspect ratios differ by more than {ASPECT_TOLERANCE})"
+                )
                 continue
             image = np.asarray(Image.fromarray(image).resize((mw, mh), Image.BILINEAR))
         box = mask_box(gt)
@@ -124,26 +158,41 @@ def evaluate_predictor(predictor, pairs, resolution=128, mask_threshold=127, ski
             bad(f"{mask_path}: empty mask (no pixel > {mask_threshold}), no box to evaluate in")
             continue
         (pred,) = predictor.predict([image], [box])
-        img_c, pred_c, gt_c = protocol_crops(image.astype(np.float32) / 255.0, pred, gt, box, resolution)
+        img_c, pred_c, gt_c = protocol_crops(
+            image.astype(np.float32) / 255.0, pred, gt, box, resolution
+        )
         preds.append(pred_c)
         gts.append(gt_c)
         names.append(mask_path.stem)
         if len(tiles) < grid_rows:
-            tiles.append([np.uint8(np.clip(img_c, 0, 1) * 255),
-                          np.uint8((pred_c >= 0.5) * 255), np.uint8((gt_c >= 0.5) * 255)])
+            tiles.append(
+                [
+                    np.uint8(np.clip(img_c, 0, 1) * 255),
+                    np.uint8((pred_c >= 0.5) * 255),
+                    np.uint8((gt_c >= 0.5) * 255),
+                ]
+            )
     if not preds:
-        raise CommandError("no image / mask pair could be evaluated"
-                           + (f" ({len(skipped)} skipped)" if skipped else ""))
+        raise CommandError(
+            "no image / mask pair could be evaluated"
+            + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
     p = np.stack(preds)[..., None]
     t = np.stack(gts)[..., None]
     ious = np.asarray(metrics.iou(p, t, threshold=0.5, per_image=True))
     dices = np.asarray(metrics.dice(p, t, threshold=0.5, per_image=True))
-    summary = {"images": len(preds), "skipped": len(skipped), "iou": float(ious.mean()),
-               "dice": float(dices.mean()), "resolution": resolution,
-               "protocol": "GT box, square half-side 0.75*max(w,h), black outside, threshold 0.5, "
-                           "per-image mean",
-               "per_image": [{"name": n, "iou": float(i), "dice": float(d)}
-                             for n, i, d in zip(names, ious, dices)]}
+    summary = {
+        "images": len(preds),
+        "skipped": len(skipped),
+        "iou": float(ious.mean()),
+        "dice": float(dices.mean()),
+        "resolution": resolution,
+        "protocol": "GT box, square half-side 0.75*max(w,h), black outside, threshold 0.5, "
+        "per-image mean",
+        "per_image": [
+            {"name": n, "iou": float(i), "dice": float(d)} for n, i, d in zip(names, ious, dices)
+        ],
+    }
     return summary, tiles
 
 
@@ -159,7 +208,8 @@ def run(args) -> int:
     if not pairs:
         raise CommandError(f"--masks {args.masks}: folder holds no mask image")
     if args.limit is not None:
-        pairs = pairs[:max(args.limit, 0)]
+        pairs = pairs[: max(args.limit, 0)]
+
     def say(msg):
         print(f"indep-seg evaluate: {msg}", file=sys.stderr, flush=True)
 
@@ -172,14 +222,20 @@ def run(args) -> int:
     elif args.model and Path(args.model).is_dir():
         grid_path = Path(args.model) / "evaluate_grid.png"
     else:
-        grid_path = None   # --server without --out / --grid: no picture rather than one in the cwd
+        grid_path = None  # --server without --out / --grid: no picture rather than one in the cwd
     say(f"loading {args.model or args.server}")
     predictor = predictor_for(args)
     say(f"evaluating {len(pairs)} image / mask pairs at {args.resolution} px")
     summary, tiles = evaluate_predictor(
-        predictor, pairs, args.resolution, args.mask_threshold, args.skip_bad, args.grid_rows,
+        predictor,
+        pairs,
+        args.resolution,
+        args.mask_threshold,
+        args.skip_bad,
+        args.grid_rows,
         warn=lambda m: print(f"indep-seg evaluate: warning: {m} (skipped)", file=sys.stderr),
-        progress=say)
+        progress=say,
+    )
     summary["model"] = getattr(predictor, "description", "")
     if tiles and grid_path is not None:
         write_png(grid_path, titled_grid(tiles, GRID_HEADERS))

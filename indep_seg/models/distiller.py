@@ -14,7 +14,7 @@ import tensorflow as tf
 from indep_seg.distribute import global_batch_draw, scale_loss
 
 from indep_seg import checks
-from indep_seg.models.foreground_seg_gan import to_grid
+from indep_seg.gallery import tile_rows
 from indep_seg.optimizers import FusedAdam
 
 __all__ = ["Distiller", "smooth_l1"]
@@ -112,4 +112,4 @@ class Distiller(keras.Model):
         image = np.asarray(batch["image"], np.float32)[:max_images]
         t = self.teacher(image, training=False).numpy()
         s = self.student(image, training=False).numpy()
-        return to_grid([image, t, s])
+        return tile_rows([image, t, s])

@@ -15,30 +15,17 @@ import tensorflow as tf
 from indep_seg import checks
 from indep_seg.box_batches import prepare_box_seg_batch
 from indep_seg.distribute import scale_loss
+from indep_seg.gallery import tile_rows
+from indep_seg.losses import area_penalty, discriminator_loss, generator_loss_ns
 from indep_seg.optimizers import FusedAdam
 from indep_seg.presets import PresetMixin, build_box_seg_discriminator, build_box_seg_unet, effective_area_a
 
-__all__ = ["ForegroundSegGAN", "area_penalty", "box_projection_loss", "pairwise_colour_loss",
-           "prior_consistency_loss", "discriminator_loss", "generator_loss_ns", "to_grid"]
+__all__ = ["ForegroundSegGAN", "box_projection_loss", "pairwise_colour_loss", "prior_consistency_loss"]
+
+to_grid = tile_rows  # the former name (benchmarks); the tiler's home is indep_seg.gallery
 
 
-# --- losses (local versions; the core teammate's indep_seg.losses is the project's home) ----
-def area_penalty(mask, a, mode="two_sided"):
-    """Dai et al. 2019, eq. (7): L_area = E_m[(||m||_1 / A - a)^2].
-
-    `a` is a number, or one target per image (`[B]`, estimated per photo from its box without
-    masks: `indep_seg.box_prior`).
-
-    `mode="two_sided"` is eq. (7) as printed; `mode="above"` penalises only masks larger than
-    a ("a is an empirical constant for the smallest mask area"): max(0, ||m||_1/A - a)^2.
-    """
-    area = tf.reduce_mean(mask, axis=[1, 2, 3])
-    diff = area - a
-    if mode == "above":
-        diff = tf.nn.relu(diff)
-    return tf.reduce_mean(tf.square(diff))
-
-
+# --- the box-level priors this trainer adds (not in Dai et al.; eqs. 6-7 are indep_seg.losses') ---
 def box_projection_loss(mask, margin=0.0):
     """Box tightness prior (NOT in Dai et al.; BoxInst, Tian et al. 2021, eq. 3 in squared form).
 
@@ -89,31 +76,6 @@ def prior_consistency_loss(mask, prior):
     composites as well as the object does)."""
     m = tf.clip_by_value(mask, 1e-4, 1.0 - 1e-4)
     return -tf.reduce_mean(prior * tf.math.log(m) + (1.0 - prior) * tf.math.log(1.0 - m))
-
-
-def discriminator_loss(real_logits, fake_logits):
-    """Dai et al. 2019, eq. (6) as a minimised cross-entropy: -log D(x) - log(1 - D(x_g))."""
-    return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(tf.nn.softplus(fake_logits))
-
-
-def generator_loss_ns(fake_logits):
-    """Adversarial part of eq. (7), non-saturating: -log D(x_g)."""
-    return tf.reduce_mean(tf.nn.softplus(-fake_logits))
-
-
-
-
-def to_grid(rows, border=2):
-    """Rows of `[N, H, W, C]` arrays in [0, 1] (C = 1 or 3) -> one uint8 `[H', W', 3]` grid."""
-    rows = [np.asarray(r, np.float32) for r in rows]
-    rows = [np.repeat(r, 3, -1) if r.shape[-1] == 1 else r for r in rows]
-    n, h, w = rows[0].shape[:3]
-    grid = np.ones((len(rows) * (h + border) + border, n * (w + border) + border, 3), np.float32)
-    for i, r in enumerate(rows):
-        for j in range(n):
-            y, x = border + i * (h + border), border + j * (w + border)
-            grid[y:y + h, x:x + w] = r[j]
-    return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 class ForegroundSegGAN(PresetMixin, keras.Model):
@@ -194,6 +156,9 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         """Adam(beta1 0.5, beta2 0.999), lr 2e-4 for D and 4e-4 for G (Dai et al.) by default."""
+        # no `model.optimizer`: Keras' default would be a stray RMSprop that fit builds (slots for every
+        # variable) and save_weights / BackupAndRestore store; the two optimizers below do the training
+        kwargs.setdefault("optimizer", None)
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer or FusedAdam(2e-4, beta_1=0.5, beta_2=0.999)
         self.g_optimizer = g_optimizer or FusedAdam(4e-4, beta_1=0.5, beta_2=0.999)
@@ -253,7 +218,7 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
             fake_logits_g = self.discriminator(self._d_input(fake), training=True)
             g_adv = generator_loss_ns(fake_logits_g)
             area_a = tf.cast(data["area"], tf.float32) if "area" in data else self.area_a
-            area = area_penalty(mask, area_a, self.area_mode)
+            area = area_penalty(mask, area_a, mode=self.area_mode)
             g_loss = self.adversarial_weight * g_adv + self.area_lambda * area
             if self.box_prior_weight > 0:
                 g_loss += self.box_prior_weight * box_projection_loss(mask, self.box_margin)
@@ -282,4 +247,4 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         image = np.asarray(batch["image"], np.float32)[:max_images]
         background = np.asarray(batch["background"], np.float32)[:max_images]
         mask, fake = self.compose(image, background, training=False)
-        return to_grid([image, mask.numpy(), background, fake.numpy()])
+        return tile_rows([image, mask.numpy(), background, fake.numpy()])

@@ -22,6 +22,7 @@ import tensorflow as tf
 from indep_seg import _random, checks, losses
 from indep_seg.composition import composite_layers
 from indep_seg.distribute import global_batch_draw, scale_loss, step_outputs
+from indep_seg.gallery import tile_rows
 from indep_seg.layout import integer_translate
 from indep_seg.optimizers import FusedAdam
 from indep_seg.providers import GeneratorProvider
@@ -192,20 +193,6 @@ class HocGAN(keras.Model):
                 layers[..., :3] * layers[..., 3:]]
         for i in range(min(self.num_layers, 4)):
             rows.append(out["carved"][:, self.num_layers - 1 - i])
-        return tile_rows(rows)
+        return tile_rows(rows, min_cell=64)
 
 
-def tile_rows(rows, gap=2, min_cell=64):
-    """List of ``[n, h, w, 3]`` float batches in [0, 1] -> one uint8 image, one row per batch
-    (cells enlarged by pixel repetition to at least `min_cell` px, for looking at)."""
-    rows = [np.clip(np.asarray(r, np.float32), 0, 1) for r in rows]
-    k = max(1, int(np.ceil(min_cell / rows[0].shape[1])))
-    if k > 1:
-        rows = [r.repeat(k, axis=1).repeat(k, axis=2) for r in rows]
-    n, h, w = rows[0].shape[:3]
-    canvas = np.ones((len(rows) * (h + gap) + gap, n * (w + gap) + gap, 3), np.float32)
-    for i, r in enumerate(rows):
-        for j in range(min(n, r.shape[0])):
-            y, x = gap + i * (h + gap), gap + j * (w + gap)
-            canvas[y:y + h, x:x + w] = r[j]
-    return (canvas * 255 + 0.5).astype(np.uint8)

@@ -294,18 +294,19 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
     """instances.png, masks.png, composites.png, carved.png (Dai Figs. 8-11) + TensorBoard images."""
     import tensorflow as tf
 
-    from indep_seg.models.hoc_gan import tile_rows
+    from indep_seg.gallery import tile_rows
     from indep_seg.training.loop import write_png
 
     lay = sample_masks(model, n)
-    write_png(model_dir / "instances.png", tile_rows([lay[..., :3]]))
-    write_png(model_dir / "masks.png", tile_rows([np.repeat(lay[..., 3:], 3, -1)]))
+    write_png(model_dir / "instances.png", tile_rows([lay[..., :3]], min_cell=64))
+    write_png(model_dir / "masks.png", tile_rows([np.repeat(lay[..., 3:], 3, -1)], min_cell=64))
     bg = batch["background"][:n]
     out = model.generate(int(bg.shape[0]), background=bg, training=False, return_all=True)
-    write_png(model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]]))
+    write_png(model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]], min_cell=64))
     carved = [out["carved"][:, i] for i in range(model.num_layers)]
-    write_png(model_dir / "carved.png", tile_rows(carved + [out["composite"]]))
-    summary = tile_rows([lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]])
+    write_png(model_dir / "carved.png", tile_rows(carved + [out["composite"]], min_cell=64))
+    summary = tile_rows([lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]],
+                        min_cell=64)
     write_png(model_dir / "figure.png", summary)
     with tf.summary.create_file_writer(str(model_dir / "tensorboard")).as_default(step=0):
         for name in ("instances", "masks", "composites", "carved"):
@@ -316,7 +317,7 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
 def train_hoc(config: HocConfig, ctx) -> dict:
 
     from indep_seg.hoc import counting
-    from indep_seg.hoc.image_io import load_image
+    from indep_seg.imageio import load_image
     from indep_seg.training.loop import run_fit
 
     t_start = time.time()
