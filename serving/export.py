@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -113,8 +114,6 @@ def _decode_batch(image_bytes):
 
 def build_export_archive(segmenter):
     """A `keras.export.ExportArchive` holding the segmenter's three serving signatures."""
-    import keras
-
     model = segmenter.model
     module = _SegmenterModule(segmenter)
     archive = keras.export.ExportArchive()
