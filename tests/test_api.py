@@ -132,7 +132,7 @@ class _Recorder(keras.callbacks.Callback):
         self.after_epoch[epoch] = _weights(self.model)
 
 
-def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
+def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path, recwarn):
     backup = str(tmp_path / "backup")
     first = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", seed=3)
     crashed = _Recorder(crash_at=(1, 1))
@@ -153,6 +153,8 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
     assert (d_steps, g_steps) == (3, 3)                 # and both optimizers' states
     assert len(history.history["d_loss"]) == 2
     assert not (tmp_path / "backup").exists()           # a finished fit removes its backup
+    skipped = [str(w.message) for w in recwarn if "Skipping variable loading" in str(w.message)]
+    assert not skipped, skipped                         # every saved variable was restored
 
 
 def test_model_checkpoint_and_tensorboard(tmp_path):
