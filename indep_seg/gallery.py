@@ -38,6 +38,7 @@ def tile_rows(
     margin: int | None = None,
     fill: int = 255,
     columns: int | None = None,
+    titles=None,
 ):
     """Rows of tiles -> one uint8 `[H', W', 3]` image, one row of cells per entry of `rows`.
 
@@ -49,6 +50,8 @@ def tile_rows(
         margin: pixels around the grid (default: `gap`).
         fill: grey value of gutters and of missing cells (255 white, 0 black).
         columns: cell columns of the grid (default: the longest row's length).
+        titles: optional name of each row, written in a band at the left (the training
+            previews: what each row shows).
     """
     rows = [[_rgb(t) for t in r] for r in rows]
     if not rows or not rows[0]:
@@ -74,7 +77,23 @@ def tile_rows(
                 )
             y, x = margin + i * (h + gap), margin + j * (w + gap)
             canvas[y : y + h, x : x + w] = tile
-    return canvas
+    if titles is None:
+        return canvas
+    return _row_titles(canvas, list(titles), len(rows), h, gap, margin, fill)
+
+
+def _row_titles(canvas, titles, nrows, h, gap, margin, fill):
+    """`canvas` with a band at its left naming each of its `nrows` rows of height `h`."""
+    if len(titles) != nrows:
+        raise ValueError(f"titles: expected one per row ({nrows}), got {len(titles)}")
+    band = 6 * max((len(str(t)) for t in titles), default=0) + 8
+    out = Image.new("RGB", (canvas.shape[1] + band, canvas.shape[0]), (fill,) * 3)
+    out.paste(Image.fromarray(canvas), (band, 0))
+    draw = ImageDraw.Draw(out)
+    ink = (0, 0, 0) if fill > 127 else (255, 255, 255)
+    for i, title in enumerate(titles):
+        draw.text((4, margin + i * (h + gap) + max(h // 2 - 6, 0)), str(title), fill=ink)
+    return np.asarray(out)
 
 
 def tile_images(images, columns: int | None = None, padding: int = 1, fill: int = 0):

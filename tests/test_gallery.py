@@ -107,3 +107,16 @@ def test_tile_rows_bad_input_is_named():
 def test_titled_grid_has_a_title_band():
     grid = titled_grid([[np.zeros((8, 8, 3), np.uint8)] * 2], ["a", "b"], pad=2, head=16)
     assert grid.shape == (16 + 8 + 4, 2 * 10 + 2, 3)
+
+
+def test_tile_rows_row_titles(rng):
+    """Titles add a band at the left with text in it; the tiles right of it are unchanged."""
+    rows = [rng.uniform(size=(2, 8, 8, 3)), rng.uniform(size=(2, 8, 8, 3))]
+    plain = tile_rows(rows)
+    titled = tile_rows(rows, titles=["image", "mask"])
+    band = titled.shape[1] - plain.shape[1]
+    assert band == 6 * len("image") + 8 and titled.shape[0] == plain.shape[0]
+    np.testing.assert_array_equal(titled[:, band:], plain)
+    assert (titled[:, :band] < 128).any()          # ink of the titles on the white band
+    with pytest.raises(ValueError, match="titles: expected one per row"):
+        tile_rows(rows, titles=["only one"])

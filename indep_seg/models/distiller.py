@@ -112,4 +112,4 @@ class Distiller(keras.Model):
         image = np.asarray(batch["image"], np.float32)[:max_images]
         t = self.teacher(image, training=False).numpy()
         s = self.student(image, training=False).numpy()
-        return tile_rows([image, t, s])
+        return tile_rows([image, t, s], titles=["input", "teacher mask", "student mask"])

@@ -247,4 +247,5 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         image = np.asarray(batch["image"], np.float32)[:max_images]
         background = np.asarray(batch["background"], np.float32)[:max_images]
         mask, fake = self.compose(image, background, training=False)
-        return tile_rows([image, mask.numpy(), background, fake.numpy()])
+        return tile_rows([image, mask.numpy(), background, fake.numpy()],
+                         titles=["crop", "mask", "background", "composite"])

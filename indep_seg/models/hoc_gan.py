@@ -191,8 +191,10 @@ class HocGAN(keras.Model):
         layers = out["layers"][:, 0]  # one instance per example
         rows = [real, out["composite"], layers[..., :3], tf.tile(layers[..., 3:], [1, 1, 1, 3]),
                 layers[..., :3] * layers[..., 3:]]
+        titles = ["real patch", "composite", "instance", "its mask", "carved"]
         for i in range(min(self.num_layers, 4)):
             rows.append(out["carved"][:, self.num_layers - 1 - i])
-        return tile_rows(rows, min_cell=64)
+            titles.append(f"layer {self.num_layers - i}")
+        return tile_rows(rows, min_cell=64, titles=titles)
 
 
