@@ -13,7 +13,8 @@ On disk (`Segmenter.save(dir)`)::
 `BoxSegmenter` maps `{"image": [N, H, W, 3], "box": [N, 4]}` (the box optional: the whole image)
 to masks `[N, H, W, 1]`: crop with the box rule, run the network, paste back, in one graph (the
 same function, `segment_in_boxes`, that the exported SavedModel's signatures run). It works with
-Keras' `predict`, `predict_on_batch`, `save` / `keras.models.load_model`, and
+Keras' `predict`, `predict_on_batch`, `save` / `keras.models.load_model` (after
+`import indep_seg.segmenter`, which registers it and the project's layers), and
 `indep_seg.serving.export.export_segmenter` (TF Serving layout). GrabCut refinement
 (`refine="grabcut"`) is NumPy / OpenCV post-processing and stays outside the graph, in
 `Segmenter.predict`.
@@ -26,11 +27,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
-
+import indep_seg.networks  # noqa: F401  registers the project's layers: load_model finds them
 from indep_seg.box_crop import box_window, crop_to_window, paste_back
 
 __all__ = ["Segmenter", "BoxSegmenter", "segment_in_boxes", "whole_image_boxes"]
@@ -111,10 +112,6 @@ class Segmenter:
 
     @classmethod
     def load(cls, path) -> "Segmenter":
-        import keras
-
-        import indep_seg.networks  # noqa: F401  registers the project's layers with Keras
-
         folder = cls.find(path)
         meta = json.loads((folder / META_FILE).read_text())
         model = keras.models.load_model(folder / MODEL_FILE, compile=False)

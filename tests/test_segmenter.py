@@ -144,3 +144,23 @@ def test_box_segmenter_errors_name_the_input():
         BoxSegmenter(_conv_model(), resolution=0)
     with pytest.raises(ValueError, match=r"boxes\[0\]"):
         Segmenter(_conv_model(), resolution=16).predict([np.zeros((8, 8, 3))], boxes=[[5, 5, 2, 9]])
+
+
+def test_a_saved_box_segmenter_loads_in_a_fresh_process_after_importing_the_module(tmp_path):
+    import subprocess
+    import sys
+
+    from indep_seg.networks.unet import unet_preset
+    from indep_seg.segmenter import BoxSegmenter
+
+    seg = BoxSegmenter(unet_preset("tiny").as_functional(), resolution=16, margin=0.25)
+    images = np.random.default_rng(3).random((1, 20, 24, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "masks.npy", seg.predict_on_batch({"image": images}))
+    seg.save(tmp_path / "seg.keras")
+    code = ("import sys, keras, numpy as np\nimport indep_seg.segmenter\nd = sys.argv[1]\n"
+            "m = keras.models.load_model(d + '/seg.keras')\n"
+            "got = m.predict_on_batch({'image': np.load(d + '/images.npy')})\n"
+            "np.testing.assert_allclose(got, np.load(d + '/masks.npy'), atol=1e-6)\nprint('LOADED', type(m).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "LOADED BoxSegmenter" in r.stdout, r.stderr[-3000:]
