@@ -10,7 +10,7 @@ A batch is a dict (a `tf.data.Dataset` of dicts, e.g. parsed from TFRecords) in 
 | `"prior"` | `[B, R, R, 1]` per-image prior mask in [0, 1] of the crop: needed when the model's `prior_weight` > 0 | same, of the crop of the box |
 | `"area"` | optional `[B]`: a per-image a of eq. (7) (replaces the model's `area_a`) | same |
 
-Form B is cropped inside the train step with the project's crop rule
+Other keys (e.g. `"source_id"`) are ignored. Form B is cropped inside the train step with the project's crop rule
 (`indep_seg.box_crop.box_window(box, margin)` + `crop_to_window`, the rule `Segmenter` and the
 serving graph use), so a user's `tf.data` pipeline only decodes, resizes to one size and batches.
 Without `"background"`, each photo gives a background patch from the largest strip of it that lies
@@ -32,7 +32,8 @@ __all__ = ["BATCH_KEYS", "prepare_box_seg_batch", "backgrounds_outside_boxes"]
 BATCH_KEYS = ("image", "box", "background", "prior", "area")
 
 
-def _as_float_images(x, name):
+def _as_float_images(x):
+    """uint8 pixels -> float32 in [0, 1]; float input is taken to be in [0, 1] already."""
     x = tf.convert_to_tensor(x)
     if x.dtype == tf.uint8:
         return tf.cast(x, tf.float32) / 255.0
@@ -64,7 +65,7 @@ def prepare_box_seg_batch(data, resolution, margin=0.0, seed_generator=None, nee
     if "image" not in data:
         raise ValueError(f"batch: missing key 'image' (got keys {sorted(data)}); ForegroundSegGAN batches are "
                          "{'image', 'background'} crops or {'image', 'box'} photos (see indep_seg.box_batches)")
-    image = _as_float_images(data["image"], "image")
+    image = _as_float_images(data["image"])
     if image.shape.rank != 4 or image.shape[-1] != 3:
         raise ValueError(f"batch['image']: expected [B, H, W, 3], got shape {image.shape}")
     out = {}
@@ -79,7 +80,7 @@ def prepare_box_seg_batch(data, resolution, margin=0.0, seed_generator=None, nee
         windows = box_window(box, margin)
         out["image"] = crop_to_window(image, windows, int(resolution))
         if "background" in data:
-            out["background"] = _as_float_images(data["background"], "background")
+            out["background"] = _as_float_images(data["background"])
         else:
             out["background"] = backgrounds_outside_boxes(image, box, int(resolution), margin, seed_generator)
     else:
@@ -88,7 +89,7 @@ def prepare_box_seg_batch(data, resolution, margin=0.0, seed_generator=None, nee
                              "patches, or give photos with a 'box' key and the backgrounds are cut from them "
                              "(see indep_seg.box_batches)")
         out["image"] = image
-        out["background"] = _as_float_images(data["background"], "background")
+        out["background"] = _as_float_images(data["background"])
     if needs_prior and "prior" not in data:
         raise ValueError(f"batch: missing key 'prior' (got keys {sorted(data)}): the model's prior_weight > 0 "
                          "needs a per-image prior mask [B, R, R, 1] of each crop (indep_seg.box_prior.box_priors); "
