@@ -1,5 +1,6 @@
 """`indep-seg train` (box_seg) on bad TFRecords: one error line naming the file, exit 2, and none
 of the run's box shards half written (issue #18)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,15 @@ def _records(path, n, rng, bad_at=None):
     with tf.io.TFRecordWriter(str(path)) as w:
         for i in range(n):
             if i == bad_at:  # no image/encoded, height, width: not a record box_seg can use
-                ex = tf.train.Example(features=tf.train.Features(feature={
-                    "image/source_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+                ex = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image/source_id": tf.train.Feature(
+                                bytes_list=tf.train.BytesList(value=[b"x"])
+                            )
+                        }
+                    )
+                )
             else:
                 ex = make_example(_png(rng), "png", 24, 30, f"im{i}", boxes=[[4, 3, 20, 18]])
             w.write(ex.SerializeToString())
@@ -26,16 +34,30 @@ def _records(path, n, rng, bad_at=None):
 
 
 def _train(data, run, capsys):
-    code = main(["train", "--experiment", "box_seg_tiny", "--data", str(data), "--model-dir", str(run),
-                 "--steps", "1"])
+    code = main(
+        [
+            "train",
+            "--experiment",
+            "box_seg_tiny",
+            "--data",
+            str(data),
+            "--model-dir",
+            str(run),
+            "--steps",
+            "1",
+        ]
+    )
     out = capsys.readouterr()
     lines = [ln for ln in out.err.splitlines() if ln.strip()]
     return code, lines, out.err
 
 
 def _nothing_half_written(run):
-    leftovers = [p for p in run.rglob("*") if p.is_file() and (".tmp-" in p.name or p.suffix == ".tfrecord"
-                                                                or p.name == "shards.json")]
+    leftovers = [
+        p
+        for p in run.rglob("*")
+        if p.is_file() and (".tmp-" in p.name or p.suffix == ".tfrecord" or p.name == "shards.json")
+    ]
     assert not leftovers, leftovers
     assert not (run / "adversarial" / "checkpoints").exists()
 
@@ -55,7 +77,7 @@ def test_truncated_shard_names_the_file(tmp_path, capsys):
     rng = np.random.default_rng(1)
     path = _records(tmp_path / "t-00000-of-00001.tfrecord", 4, rng)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 40])   # the last record's data cut short
+    path.write_bytes(data[: len(data) - 40])  # the last record's data cut short
     code, lines, err = _train(path, tmp_path / "run", capsys)
     assert code == 2 and "Traceback" not in err, err[-3000:]
     assert len(lines) == 1 and str(path) in lines[0] and "truncated or corrupt" in lines[0], lines

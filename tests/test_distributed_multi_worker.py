@@ -65,9 +65,9 @@ def _start_workers(tmp_path, run, args, experiment="toy"):
     return procs, logs
 
 
-def _wait_workers(tmp_path, procs, logs):
+def _wait_workers(tmp_path, procs, logs, timeout_s=TIMEOUT_S):
     try:
-        deadline = time.time() + TIMEOUT_S
+        deadline = time.time() + timeout_s
         while time.time() < deadline and any(p.poll() is None for p in procs):
             time.sleep(0.5)
         codes = [p.poll() for p in procs]
@@ -76,7 +76,7 @@ def _wait_workers(tmp_path, procs, logs):
         for log in logs:
             log.close()
     outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], f"worker exit codes {codes} (None = still running after {TIMEOUT_S} s):\n" + \
+    assert codes == [0, 0], f"worker exit codes {codes} (None = still running after {timeout_s} s):\n" + \
         "\n-----\n".join(o[-4000:] for o in outputs)
     return [json.loads([ln for ln in o.splitlines() if ln.startswith("{")][-1]) for o in outputs]
 

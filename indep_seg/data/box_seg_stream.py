@@ -25,6 +25,7 @@ workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a 
 prefetched: the stream is a pure function of the files and the seed, so `start_batch` resumes it
 exactly (a run resumed at step s sees the batches an uninterrupted run saw from step s on).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,21 @@ import tensorflow as tf
 from indep_seg.data.files import DataError
 from indep_seg.data.readers import MIN_FILES_FOR_FILE_SHARDING, resolve_tfrecord_files
 
-__all__ = ["ShardWriter", "box_example", "background_example", "write_box_seg_shards",
-           "read_box_seg_shards", "box_seg_dataset", "parse_box_record", "parse_background_record",
-           "sample_box_records",
-           "MANIFEST", "RECORDS_PER_SHARD"]
+__all__ = [
+    "ShardWriter",
+    "box_example",
+    "background_example",
+    "write_box_seg_shards",
+    "read_box_seg_shards",
+    "box_seg_dataset",
+    "parse_box_record",
+    "parse_background_record",
+    "sample_box_records",
+    "reservoir_sample",
+    "batch_stream",
+    "MANIFEST",
+    "RECORDS_PER_SHARD",
+]
 
 AUTOTUNE = tf.data.AUTOTUNE
 MANIFEST = "shards.json"
@@ -59,6 +71,7 @@ _BACKGROUND_FEATURES = {"background/encoded": tf.io.FixedLenFeature([], tf.strin
 
 # ----------------------------------------------------------------------------- writing
 
+
 def _to_uint8(array, name):
     a = np.asarray(array)
     if a.dtype == np.uint8:
@@ -73,17 +86,22 @@ def _bytes_feature(value: bytes):
 
 
 def box_example(crop, prior=None, area=None, source_id: str = "") -> bytes:
-    """One serialized box record: `crop` `[R, R, 3]`, optional `prior` `[R, R]` or `[R, R, 1]` (uint8,
+    """One serialized box record: `crop` `[R, R, 3]`, optional `prior` `[R, R]` or `[R, R, 1]`
+    (uint8,
     or float in [0, 1]), optional `area` (the box's a of eq. 7)."""
     crop = _to_uint8(crop, "crop")
     if crop.ndim != 3 or crop.shape[-1] != 3 or crop.shape[0] != crop.shape[1]:
         raise ValueError(f"crop: expected [R, R, 3], got shape {crop.shape}")
-    feature = {"crop/encoded": _bytes_feature(crop.tobytes()),
-               "source_id": _bytes_feature(str(source_id).encode("utf-8"))}
+    feature = {
+        "crop/encoded": _bytes_feature(crop.tobytes()),
+        "source_id": _bytes_feature(str(source_id).encode("utf-8")),
+    }
     if prior is not None:
         prior = _to_uint8(prior, "prior")
         if prior.size != crop.shape[0] * crop.shape[1]:
-            raise ValueError(f"prior: expected [R, R(, 1)] with R = {crop.shape[0]}, got shape {prior.shape}")
+            raise ValueError(
+                f"prior: expected [R, R(, 1)] with R = {crop.shape[0]}, got shape {prior.shape}"
+            )
         feature["prior/encoded"] = _bytes_feature(prior.tobytes())
     if area is not None:
         feature["area"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(area)]))
@@ -95,8 +113,9 @@ def background_example(background) -> bytes:
     bg = _to_uint8(background, "background")
     if bg.ndim != 3 or bg.shape[-1] != 3:
         raise ValueError(f"background: expected [R, R, 3], got shape {bg.shape}")
-    return tf.train.Example(features=tf.train.Features(
-        feature={"background/encoded": _bytes_feature(bg.tobytes())})).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(feature={"background/encoded": _bytes_feature(bg.tobytes())})
+    ).SerializeToString()
 
 
 class ShardWriter:
@@ -135,7 +154,7 @@ class ShardWriter:
             self._writer = None
         n = len(self._temps)
         for old in self.directory.glob(f"{self.prefix}-*-of-*.tfrecord"):
-            old.unlink()   # a previous, other-sized set with this prefix
+            old.unlink()  # a previous, other-sized set with this prefix
         for i, tmp in enumerate(self._temps):
             final = self.directory / f"{self.prefix}-{i:05d}-of-{n:05d}.tfrecord"
             os.replace(tmp, final)
@@ -163,13 +182,30 @@ class ShardWriter:
         return False
 
 
-def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, area: bool,
-                         records_per_shard: int = RECORDS_PER_SHARD, info: dict | None = None,
-                         finish=None) -> dict:
-    """Write the crop and background shard sets of `directory` from prepared chunks; returns the manifest.
+def remove_stale_temporaries(directory) -> None:
+    """Remove the `*.tmp-<pid>` files a killed writer left in `directory` (one writer per folder:
+    each worker of a multi-worker run writes its own copy)."""
+    for tmp in Path(directory).glob("*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def write_box_seg_shards(
+    chunks,
+    directory,
+    *,
+    resolution: int,
+    prior: bool,
+    area: bool,
+    records_per_shard: int = RECORDS_PER_SHARD,
+    info: dict | None = None,
+    finish=None,
+) -> dict:
+    """Write the crop and background shard sets of `directory` from prepared chunks; returns the
+    manifest.
 
     Args:
-        chunks: iterable of dicts `{"crops": [n, R, R, 3], "source_ids": [n] str, "priors": [n, R, R, 1]
+        chunks: iterable of dicts `{"crops": [n, R, R, 3], "source_ids": [n] str, "priors": [n, R,
+        R, 1]
             or None, "areas": [n] or None, "backgrounds": [k, R, R, 3]}` (uint8 or float in [0, 1]),
             one per few photos, so that memory holds one chunk at a time.
         directory: the shard folder (created); a previous set there is replaced only once the new
@@ -177,8 +213,10 @@ def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, are
         resolution: R.
         prior, area: whether every chunk carries priors / areas (stored in each box record).
         records_per_shard: records per TFRecord file.
-        info: extra JSON-able facts stored in the manifest (e.g. the config the shards were made with).
-        finish: optional `finish(directory) -> dict` run after the shards are complete and before the
+        info: extra JSON-able facts stored in the manifest (e.g. the config the shards were made
+        with).
+        finish: optional `finish(directory) -> dict` run after the shards are complete and before
+        the
             manifest is written (e.g. to write side files); its dict is stored in the manifest.
 
     Returns:
@@ -190,7 +228,8 @@ def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, are
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / MANIFEST
     if manifest_path.exists():
-        manifest_path.unlink()   # the old set is no longer complete from here on
+        manifest_path.unlink()  # the old set is no longer complete from here on
+    remove_stale_temporaries(directory)
     crops_w = ShardWriter(directory, "crops", records_per_shard)
     bgs_w = ShardWriter(directory, "backgrounds", records_per_shard)
     try:
@@ -204,16 +243,29 @@ def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, are
                 raise ValueError("chunks: area=True but a chunk has no 'areas'")
             for i in range(len(crops)):
                 if crops[i].shape[:2] != (resolution, resolution):
-                    raise ValueError(f"chunks: crop of shape {crops[i].shape}, expected [{resolution}, {resolution}, 3]")
-                crops_w.write(box_example(crops[i], None if priors is None else priors[i],
-                                          None if areas is None else areas[i], chunk["source_ids"][i]))
+                    raise ValueError(
+                        f"chunks: crop of shape {crops[i].shape}, "
+                        f"expected [{resolution}, {resolution}, 3]"
+                    )
+                crops_w.write(
+                    box_example(
+                        crops[i],
+                        None if priors is None else priors[i],
+                        None if areas is None else areas[i],
+                        chunk["source_ids"][i],
+                    )
+                )
             for bg in chunk["backgrounds"]:
                 bgs_w.write(background_example(bg))
         if crops_w.count == 0:
-            raise DataError(f"{directory}: no box to write (the data set gave no usable image/box pair)")
+            raise DataError(
+                f"{directory}: no box to write (the data set gave no usable image/box pair)"
+            )
         if bgs_w.count == 0:
-            raise DataError(f"{directory}: no background to write (no photo has enough pixels outside "
-                            "its box; pass a background folder)")
+            raise DataError(
+                f"{directory}: no background to write (no photo has enough pixels outside "
+                "its box; pass a background folder)"
+            )
         crop_files = [Path(f).name for f in crops_w.close()]
         bg_files = [Path(f).name for f in bgs_w.close()]
         extra = finish(directory) if finish is not None else {}
@@ -221,10 +273,18 @@ def write_box_seg_shards(chunks, directory, *, resolution: int, prior: bool, are
         crops_w.abort()
         bgs_w.abort()
         raise
-    manifest = {"resolution": int(resolution), "prior": bool(prior), "area": bool(area),
-                "boxes": crops_w.count, "backgrounds": bgs_w.count, "crop_files": crop_files,
-                "background_files": bg_files, "info": info or {}, **(extra or {}),
-                "bytes": {f: (directory / f).stat().st_size for f in crop_files + bg_files}}
+    manifest = {
+        "resolution": int(resolution),
+        "prior": bool(prior),
+        "area": bool(area),
+        "boxes": crops_w.count,
+        "backgrounds": bgs_w.count,
+        "crop_files": crop_files,
+        "background_files": bg_files,
+        "info": info or {},
+        **(extra or {}),
+        "bytes": {f: (directory / f).stat().st_size for f in crop_files + bg_files},
+    }
     tmp = directory / f".{MANIFEST}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, manifest_path)
@@ -247,8 +307,9 @@ def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:
         return None
     files = manifest.get("crop_files", []) + manifest.get("background_files", [])
     sizes = manifest.get("bytes", {})
-    if not files or not all((directory / f).is_file() and (directory / f).stat().st_size == sizes.get(f)
-                            for f in files):
+    if not files or not all(
+        (directory / f).is_file() and (directory / f).stat().st_size == sizes.get(f) for f in files
+    ):
         return None
     manifest["crop_files"] = [str(directory / f) for f in manifest["crop_files"]]
     manifest["background_files"] = [str(directory / f) for f in manifest["background_files"]]
@@ -256,6 +317,7 @@ def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
     """A function: serialized box record -> `{"image": f32 [R, R, 3]}` (+ `"prior"`, `"area"`)."""
@@ -278,20 +340,31 @@ def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
 
 def sample_box_records(crop_files, resolution: int, count: int, seed: int = 0) -> np.ndarray:
     """A uniform random sample (seeded, without replacement) of `count` crops `[count, R, R, 3]`
-    float32 from box record files, in one streaming pass (reservoir sampling: memory holds `count`)."""
-    rng = np.random.default_rng(seed)
+    float32 from box record files, in one streaming pass (reservoir sampling: memory holds
+    `count`)."""
     files = resolve_tfrecord_files(crop_files)
-    ds = tf.data.TFRecordDataset(files).map(lambda r: parse_box_record(resolution)(r)["image"],
-                                            num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = tf.data.TFRecordDataset(files).map(
+        lambda r: parse_box_record(resolution)(r)["image"],
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    sample = reservoir_sample(ds.as_numpy_iterator(), count, seed)
+    return np.stack(sample) if sample else np.zeros([0, resolution, resolution, 3], np.float32)
+
+
+def reservoir_sample(values, count: int, seed: int = 0) -> list:
+    """A uniform random sample of `count` items of an iterable of unknown length, in one pass
+    (Algorithm R, seeded): memory holds `count` items."""
+    rng = np.random.default_rng(seed)
     sample = []
-    for n, crop in enumerate(ds.as_numpy_iterator(), start=1):
+    for n, value in enumerate(values, start=1):
         if len(sample) < count:
-            sample.append(crop)
+            sample.append(value)
         else:
             j = int(rng.integers(0, n))
             if j < count:
-                sample[j] = crop
-    return np.stack(sample) if sample else np.zeros([0, resolution, resolution, 3], np.float32)
+                sample[j] = value
+    return sample
 
 
 def parse_background_record(resolution: int):
@@ -308,18 +381,26 @@ def parse_background_record(resolution: int):
 def _record_stream(files, parse, seed: int, shuffle_buffer: int):
     """Records of `files` forever (files in their order, interleaved), parsed, shuffled, flipped."""
     ds = tf.data.Dataset.from_tensor_slices(list(files)).repeat()
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4), block_length=1,
-                       num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle_buffer:
-        # reshuffle_each_iteration=False: every iterator of the dataset (preview, fit, a resume) sees
-        # the same stream; it follows repeat(), so there are no epochs it could reshuffle
+        # reshuffle_each_iteration=False: every iterator of the dataset (preview, fit, a resume)
+        # sees the same stream; it follows repeat(), so there are no epochs it could reshuffle
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     def flip(i, x):  # one flip for a crop and its prior; stateless, keyed by (seed, position)
         key = tf.stack([tf.constant(seed, tf.int64), i])
         do = tf.random.stateless_uniform([], key) < 0.5
-        f = (lambda t: tf.where(do, tf.reverse(t, [1]), t))
+
+        def f(t):
+            return tf.where(do, tf.reverse(t, [1]), t)
+
         if isinstance(x, dict):
             return {k: (f(v) if v.shape.rank == 3 else v) for k, v in x.items()}
         return f(x)
@@ -327,9 +408,19 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int):
     return ds.enumerate().map(flip, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def box_seg_dataset(crop_files, background_files, batch_size: int, *, resolution: int, seed: int = 0,
-                    prior: bool = False, area: bool = False, shuffle_buffer: int = 2048,
-                    start_batch: int = 0, prefetch: int | None = AUTOTUNE) -> tf.data.Dataset:
+def box_seg_dataset(
+    crop_files,
+    background_files,
+    batch_size: int,
+    *,
+    resolution: int,
+    seed: int = 0,
+    prior: bool = False,
+    area: bool = False,
+    shuffle_buffer: int = 2048,
+    start_batch: int = 0,
+    prefetch: int | None = AUTOTUNE,
+) -> tf.data.Dataset:
     """The box-level trainers' infinite stream of global batches, read from shard files.
 
     Args:
@@ -354,9 +445,24 @@ def box_seg_dataset(crop_files, background_files, batch_size: int, *, resolution
         raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
     crop_files = resolve_tfrecord_files(crop_files)
     background_files = resolve_tfrecord_files(background_files)
-    crops = _record_stream(crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer)
-    bgs = _record_stream(background_files, parse_background_record(resolution), seed + 1, shuffle_buffer)
+    crops = _record_stream(
+        crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer
+    )
+    bgs = _record_stream(
+        background_files, parse_background_record(resolution), seed + 1, shuffle_buffer
+    )
     ds = tf.data.Dataset.zip(crops, bgs).map(lambda c, b: {**c, "background": b})
+    return batch_stream(
+        ds, batch_size, start_batch, prefetch, min(len(crop_files), len(background_files))
+    )
+
+
+def batch_stream(
+    ds, batch_size: int, start_batch: int, prefetch, num_files: int
+) -> tf.data.Dataset:
+    """Batches (`drop_remainder`) of an infinite record stream from `num_files` files, from batch
+    `start_batch` on, prefetched, auto-shard policy FILE with >= 8 files (else DATA),
+    deterministic."""
     ds = ds.batch(batch_size, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)
@@ -364,7 +470,9 @@ def box_seg_dataset(crop_files, background_files, batch_size: int, *, resolution
         ds = ds.prefetch(prefetch)
     options = tf.data.Options()
     options.deterministic = True
-    few = min(len(crop_files), len(background_files)) < MIN_FILES_FOR_FILE_SHARDING
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA if few else tf.data.experimental.AutoShardPolicy.FILE)
+        tf.data.experimental.AutoShardPolicy.FILE
+        if num_files >= MIN_FILES_FOR_FILE_SHARDING
+        else tf.data.experimental.AutoShardPolicy.DATA
+    )
     return ds.with_options(options)

@@ -148,6 +148,42 @@ def load_training_images(spec, resolution, max_images=0, log=print):
     return images
 
 
+def prepare_image_shards(spec, resolution, directory, max_images=0, log=print):
+    """The run's image shards (`indep_seg.data.image_stream`): the photos of `spec` read one at a time,
+    centre-cropped and resized as `load_training_images` does, written once (reused when complete and
+    made from the same spec); memory holds one photo. Returns the shards' manifest."""
+    from indep_seg.data import DataError, read_dataset
+    from indep_seg.data.image_stream import centre_square, read_image_shards, write_image_shards
+
+    info = {"data": str(spec), "resolution": int(resolution), "max_images": int(max_images), "version": 1}
+    manifest = read_image_shards(directory, info=info)
+    if manifest is not None:
+        log(f"data: reusing {manifest['images']} photos of {spec} in {directory}")
+        return manifest
+
+    def photos():
+        try:
+            for n, el in enumerate(read_dataset(spec).as_numpy_iterator(), start=1):
+                yield centre_square(el["image"], resolution)
+                if max_images and n >= max_images:
+                    return
+        except tf.errors.DataLossError as e:
+            raise DataError(f"{spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})") from None
+        except tf.errors.InvalidArgumentError as e:
+            raise DataError(f"{spec}: {e.message.strip()[:300]}") from None
+
+    t = time.time()
+    try:
+        manifest = write_image_shards(photos(), directory, resolution=resolution, info=info)
+    except DataError as e:
+        if "no image to write" in str(e):
+            raise ValueError(f"data: {spec} holds no images") from None
+        raise
+    log(f"data: {manifest['images']} photos from {spec}, centre-cropped to {resolution}x{resolution}, "
+        f"written to {len(manifest['image_files'])} shard(s) in {directory} in {time.time() - t:.1f} s")
+    return manifest
+
+
 def make_dataset(images, batch_size, seed=0):
     # epoch e = the permutation drawn with the stateless seed (seed, e): a new order every epoch as with
     # shuffle().repeat(), but the same stream for every iterator (the preview batch, fit under any
@@ -337,18 +373,32 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
 
     keras.utils.set_random_seed(cfg.seed + int(ctx.seed))
     data = ctx.data or DEFAULT_DATA
-    images = load_training_images(data, cfg.resolution, cfg.max_images, log)
+    # streamed: the photos are written once into the run's image shards and read through tf.data;
+    # the KID reference is a bounded uniform sample of them (every photo up to 2048)
+    from indep_seg.data.image_stream import image_dataset, sample_image_records
+    from indep_seg.training.strategy import worker_dir
+
+    scratch = worker_dir(model_dir, ctx.strategy)   # a non-chief worker's own copy, beside (not in) the
+    shard_dir = (scratch / "image_shards" if scratch == model_dir    # folder its checkpoints clear
+                 else scratch.with_name(scratch.name + "-data") / "image_shards")
+    shards = prepare_image_shards(data, cfg.resolution, shard_dir, cfg.max_images, log)
+    images = sample_image_records(shards["image_files"], cfg.resolution, max(cfg.eval_samples, 2048),
+                                  seed=cfg.seed)
     global_batch = cfg.batch_size
     with ctx.strategy.scope():
         model = build_model(cfg, global_batch)
     selector = _Selector(model, cfg, model_dir, images, log)
+
+    def dataset_fn(start_step=0):
+        return image_dataset(shards["image_files"], global_batch, resolution=cfg.resolution, seed=cfg.seed,
+                             start_batch=int(start_step))
 
     budget = ctx.budget_minutes
     gan_ctx = ctx
     if budget is not None:
         gan_ctx = dataclasses.replace(ctx, budget_minutes=budget * (1.0 - cfg.posthoc_budget_fraction))
     total_steps = ctx.resolve_steps(cfg.steps)
-    fit = run_fit(model, make_dataset(images, global_batch, cfg.seed), gan_ctx, total_steps=total_steps,
+    fit = run_fit(model, dataset_fn, gan_ctx, total_steps=total_steps,
                   checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                   image_every=cfg.checkpoint_every, metric_every=cfg.eval_every,
                   metric_fns={"selection": selector})
