@@ -14,6 +14,7 @@ What it is not: its model knows only the embedded procedural shapes. On one's ow
 gives smeared blobs; the summary ends with the commands that train on one's own photos with
 boxes and segment them (`NEXT_STEPS`).
 """
+
 from __future__ import annotations
 
 import io
@@ -30,9 +31,12 @@ import numpy as np
 from PIL import Image
 
 from indep_seg.commands import CommandError
+from indep_seg.gallery import titled_grid
 
-ABOUT = ("this demo's model knows only the embedded procedural shapes (coloured objects on textured "
-         "backgrounds); on your own photos it gives smeared blobs: train a model on your photos first")
+ABOUT = (
+    "this demo's model knows only the embedded procedural shapes (coloured objects on textured "
+    "backgrounds); on your own photos it gives smeared blobs: train a model on your photos first"
+)
 
 NEXT_STEPS = """\
 What next: your own photos, with a box around each object
@@ -40,17 +44,23 @@ What next: your own photos, with a box around each object
        filename,x0,y0,x1,y1
        cat1.jpg,40,30,210,180
      (filename as in PHOTOS; pixels of the photo, x1/y1 exclusive; several rows per photo allowed)
-     or, instead of boxes.csv, a folder MASKS of one mask per photo (same file stem): add --masks MASKS
+     or, instead of boxes.csv, a folder MASKS of one mask per photo (same file stem):
+     add --masks MASKS
   2. indep-seg train --experiment box_seg --data PHOTOS --model-dir RUN --budget-minutes 30
   3. indep-seg segment --model RUN --boxes PHOTOS/boxes.csv PHOTOS --out OUT
-     (without --boxes or --box the whole photo is the box: fine only when the object fills the photo)
+     (without --boxes or --box the whole photo is the box: fine only when the object fills
+     the photo)
 See the README, section "Your own data" for every --data layout."""
 
 
 def add_arguments(parser):
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--minutes", type=float, default=4.0,
-                        help="training budget in minutes, both phases (default 4)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=4.0,
+        help="training budget in minutes, both phases (default 4)",
+    )
     parser.add_argument("--num-images", type=int, default=400, help="training images to generate")
     parser.add_argument("--num-unseen", type=int, default=8, help="unseen images to segment")
     parser.add_argument("--skip-serving", action="store_true", help="stop after evaluation")
@@ -79,8 +89,6 @@ PANEL_HEADERS = ("unseen photo", "predicted mask", "cut-out (mask as alpha)")
 
 def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Path:
     """image | mask | cut-out (on a checkerboard), one row per unseen image, titled columns."""
-    from indep_seg.gallery import titled_grid
-
     names = sorted(p.name for p in (unseen_dir / "images").iterdir())
     rows = []
     yy, xx = np.mgrid[0:tile, 0:tile]
@@ -111,46 +119,108 @@ def run(args) -> int:
     # 1. data
     write_synthetic_dataset(train_dir, num_images=args.num_images, seed=0)
     write_synthetic_dataset(unseen_dir, num_images=args.num_unseen, seed=2024)
-    save_preview(list(read_dataset(str(train_dir)).take(8).as_numpy_iterator()), out / "preview.png")
-    print(f"wrote {args.num_images} training and {args.num_unseen} unseen images under {out / 'data'}; "
-          f"preview: {out / 'preview.png'}")
+    save_preview(
+        list(read_dataset(str(train_dir)).take(8).as_numpy_iterator()), out / "preview.png"
+    )
+    print(
+        f"wrote {args.num_images} training and {args.num_unseen} unseen images under "
+        f"{out / 'data'}; "
+        f"preview: {out / 'preview.png'}"
+    )
 
     # 2. train (boxes only)
-    _cli("train", "--experiment", "box_seg", "--data", train_dir, "--model-dir", model_dir,
-         "--budget-minutes", args.minutes)
+    _cli(
+        "train",
+        "--experiment",
+        "box_seg",
+        "--data",
+        train_dir,
+        "--model-dir",
+        model_dir,
+        "--budget-minutes",
+        args.minutes,
+    )
 
     # 3. segment unseen images, panel
     masks_dir = out / "unseen_masks"
     images = sorted(str(p) for p in (unseen_dir / "images").iterdir())
-    _cli("segment", "--model", model_dir, *images, "--out", masks_dir,
-         "--boxes", unseen_dir / "boxes.csv", "--cutout")
+    _cli(
+        "segment",
+        "--model",
+        model_dir,
+        *images,
+        "--out",
+        masks_dir,
+        "--boxes",
+        unseen_dir / "boxes.csv",
+        "--cutout",
+    )
     panel = _panel(unseen_dir, masks_dir, out / "panel.png")
 
     # 4. evaluate against the ground truth the training never saw
     eval_json = out / "evaluation.json"
     buf = io.StringIO()
     with redirect_stdout(buf):
-        _cli("evaluate", "--model", model_dir, "--images", unseen_dir / "images",
-             "--masks", unseen_dir / "masks", "--resolution", 128, "--grid", out / "evaluation_grid.png")
+        _cli(
+            "evaluate",
+            "--model",
+            model_dir,
+            "--images",
+            unseen_dir / "images",
+            "--masks",
+            unseen_dir / "masks",
+            "--resolution",
+            128,
+            "--grid",
+            out / "evaluation_grid.png",
+        )
     text = buf.getvalue()
     print(text, end="")
     start = text.rfind("\n{")
-    scores = json.loads(text[start + 1 if start >= 0 else text.find("{"):])
+    scores = json.loads(text[start + 1 if start >= 0 else text.find("{") :])
     eval_json.write_text(json.dumps(scores, indent=2))
 
-    summary = {"about": ABOUT, "preview": str(out / "preview.png"), "panel": str(panel),
-               "model_dir": str(model_dir),
-               "unseen_iou": scores.get("iou"), "unseen_dice": scores.get("dice")}
+    summary = {
+        "about": ABOUT,
+        "preview": str(out / "preview.png"),
+        "panel": str(panel),
+        "model_dir": str(model_dir),
+        "unseen_iou": scores.get("iou"),
+        "unseen_dice": scores.get("dice"),
+    }
 
     # 5. export, serve, query, stop
     if not args.skip_serving:
         export_base = out / "export"
-        _cli("export", "--model-dir", model_dir, "--export-base", export_base, "--onnx", out / "model.onnx")
+        _cli(
+            "export",
+            "--model-dir",
+            model_dir,
+            "--export-base",
+            export_base,
+            "--onnx",
+            out / "model.onnx",
+        )
         port, rest_port = _free_port(), _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "indep_seg", "serve", "--port", str(port), "--rest_api_port", str(rest_port),
-             "--model_name", "demo", "--model_base_path", str(export_base.resolve())],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "indep_seg",
+                "serve",
+                "--port",
+                str(port),
+                "--rest_api_port",
+                str(rest_port),
+                "--model_name",
+                "demo",
+                "--model_base_path",
+                str(export_base.resolve()),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             from indep_seg.serving.client import SegmentationClient
 
@@ -163,15 +233,37 @@ def run(args) -> int:
                 except Exception:
                     pass
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("the model server did not come up:\n" + (server.stdout.read() or ""))
+                    raise RuntimeError(
+                        "the model server did not come up:\n" + (server.stdout.read() or "")
+                    )
                 time.sleep(0.5)
             served_dir = out / "served_masks"
-            _cli("segment", "--server", f"127.0.0.1:{port}", "--model-name", "demo", *images,
-                 "--out", served_dir, "--boxes", unseen_dir / "boxes.csv")
-            diffs = [np.abs(np.asarray(Image.open(served_dir / Path(p).name), np.int16)
-                            - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)).max() for p in images]
-            summary.update({"served_masks": str(served_dir), "server_port": port,
-                            "served_vs_local_max_abs_diff_8bit": int(max(diffs))})
+            _cli(
+                "segment",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--model-name",
+                "demo",
+                *images,
+                "--out",
+                served_dir,
+                "--boxes",
+                unseen_dir / "boxes.csv",
+            )
+            diffs = [
+                np.abs(
+                    np.asarray(Image.open(served_dir / Path(p).name), np.int16)
+                    - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)
+                ).max()
+                for p in images
+            ]
+            summary.update(
+                {
+                    "served_masks": str(served_dir),
+                    "server_port": port,
+                    "served_vs_local_max_abs_diff_8bit": int(max(diffs)),
+                }
+            )
         finally:
             server.terminate()
             try:
@@ -184,6 +276,9 @@ def run(args) -> int:
     summary["next"] = NEXT_STEPS.splitlines()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n" + json.dumps({k: v for k, v in summary.items() if k != "next"}, indent=2))
-    print("\nThe demo's model knows only the embedded procedural shapes: on your own photos it gives "
-          "smeared blobs.\n" + NEXT_STEPS, flush=True)
+    print(
+        "\nThe demo's model knows only the embedded procedural shapes: on your own photos it gives "
+        "smeared blobs.\n" + NEXT_STEPS,
+        flush=True,
+    )
     return 0

@@ -25,6 +25,7 @@ from PIL import Image
 
 from indep_seg.commands import CommandError
 from indep_seg.commands.segment import predictor_for
+from indep_seg.gallery import titled_grid
 from indep_seg.imageio import IMAGE_SUFFIXES, read_image, read_mask, write_png
 
 ASPECT_TOLERANCE = 0.02
@@ -197,8 +198,6 @@ def evaluate_predictor(
 
 
 def run(args) -> int:
-    from indep_seg.gallery import titled_grid
-
     if args.resolution < 8:
         raise CommandError(f"--resolution: expected an integer >= 8, got {args.resolution}")
     for flag, d in (("--images", args.images), ("--masks", args.masks)):

@@ -24,7 +24,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
+from PIL import Image
 
+from indep_seg.gallery import tile_rows
+from indep_seg.hoc import counting
+from indep_seg.hoc.estimate import estimate_from_image, instance_contrast_range, layers_and_padding
+from indep_seg.hoc.evaluate import mask_statistics
+from indep_seg.hoc.instances import estimate_scale, nucleus_signal
+from indep_seg.hoc.patches import inpaint_background, random_patch_dataset, rescale_image
+from indep_seg.imageio import load_image
+from indep_seg.models.hoc_gan import HocGAN
+from indep_seg.networks.hoc_discriminator import HocDiscriminator
+from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
+from indep_seg.optimizers import FusedAdam
+from indep_seg.training.loop import run_fit, write_png
 from indep_seg.training.registry import register_experiment
 
 # Dai et al. 2019, Table 4 (+ the padding of "Layout Details" and the flips of "Data Preparation").
@@ -115,8 +129,6 @@ def prepare_image(image, window_per_sigma: float = 4.25):
     """The image as the model sees it: the one-channel nucleus signal (`instances.nucleus_signal`:
     polarity and stain from the image's histogram) as gray RGB, its LoG scale and its window
     (``window_per_sigma`` x sigma). Returns ``(signal [H, W, 3], info dict)``."""
-    from indep_seg.hoc.instances import estimate_scale, nucleus_signal
-
     ns = nucleus_signal(image)
     sc = estimate_scale(ns.signal)
     h, w = ns.signal.shape
@@ -134,8 +146,6 @@ def hoc_paper_config() -> HocConfig:
 
 def resolve(config: HocConfig, image) -> dict:
     """Fill every ``None`` of `config` from the setting and the image; returns the resolved dict."""
-    from indep_seg.hoc.estimate import estimate_from_image, layers_and_padding
-
     if config.setting not in ("auto", *PAPER_SETTINGS):
         raise ValueError(f"setting: expected 'auto', 'crowd', 'fruit' or 'seed', got {config.setting!r}")
     if config.background not in ("auto", "disk", "inpaint", "black"):
@@ -186,11 +196,6 @@ def resolve(config: HocConfig, image) -> dict:
 
 
 def build_model(r: dict, seed: int = 0):
-    from indep_seg.models.hoc_gan import HocGAN
-    from indep_seg.networks.hoc_discriminator import HocDiscriminator
-    from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
-    from indep_seg.optimizers import FusedAdam
-
     a = float(r["a"])
     g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
                       widths=tuple(r["g_widths"]), upsample=r["g_upsample"], bn_momentum=r["g_bn_momentum"],
@@ -214,8 +219,6 @@ def build_model(r: dict, seed: int = 0):
 
 def make_dataset_multi(images, windows, r: dict, seed: int = 0):
     """Batches from several images of one kind, each rescaled by its own window, taken in turn."""
-    import tensorflow as tf
-
     if len(images) == 1:
         return make_dataset(images[0], dict(r, window=windows[0]), seed=seed)
     dss = [make_dataset(im, dict(r, window=w), seed=seed + 7919 * i) for i, (im, w) in enumerate(zip(images, windows))]
@@ -224,8 +227,6 @@ def make_dataset_multi(images, windows, r: dict, seed: int = 0):
 
 
 def make_dataset(image, r: dict, seed: int = 0):
-    from indep_seg.hoc.patches import inpaint_background, random_patch_dataset, rescale_image
-
     scaled = rescale_image(image, r["window"], r["resolution"])
     scaled_bg = None
     if r["background"] == "inpaint":
@@ -245,9 +246,6 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
     (`estimate.instance_contrast_range`) instead of the generator's own, otherwise its gain is
     jittered by exp(U(-j, j)).
     """
-    from indep_seg.hoc import counting
-    from indep_seg.hoc.estimate import instance_contrast_range
-
     try:
         min_contrast, high = instance_contrast_range(image)
     except ValueError:                  # a constant image (window and a were given by hand)
@@ -273,15 +271,11 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
 
 def sample_masks(model, n: int = 256, seed: int = 123):
     """n generator layers ``[n, R, R, 4]`` (inference mode) for figures and statistics."""
-    import tensorflow as tf
-
     z = tf.random.stateless_uniform([n, model.latent_dim], [seed, 0], -1.0, 1.0)
     return np.asarray(model.generator(z, training=False))
 
 
 def mask_metric(r):
-    from indep_seg.hoc.evaluate import mask_statistics
-
     pixel_scale = (r["window"] / r["resolution"]) ** 2
 
     def fn(model):
@@ -292,11 +286,6 @@ def mask_metric(r):
 
 def write_figures(model, batch, model_dir: Path, n: int = 12):
     """instances.png, masks.png, composites.png, carved.png (Dai Figs. 8-11) + TensorBoard images."""
-    import tensorflow as tf
-
-    from indep_seg.gallery import tile_rows
-    from indep_seg.training.loop import write_png
-
     lay = sample_masks(model, n)
     write_png(model_dir / "instances.png", tile_rows([lay[..., :3]], min_cell=64))
     write_png(model_dir / "masks.png", tile_rows([np.repeat(lay[..., 3:], 3, -1)], min_cell=64))
@@ -310,15 +299,11 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
     write_png(model_dir / "figure.png", summary)
     with tf.summary.create_file_writer(str(model_dir / "tensorboard")).as_default(step=0):
         for name in ("instances", "masks", "composites", "carved"):
-            from PIL import Image
             tf.summary.image(f"final/{name}", np.asarray(Image.open(model_dir / f"{name}.png"))[None], step=0)
 
 
 def train_hoc(config: HocConfig, ctx) -> dict:
 
-    from indep_seg.hoc import counting
-    from indep_seg.imageio import load_image
-    from indep_seg.training.loop import run_fit
 
     t_start = time.time()
     data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)
