@@ -7,6 +7,10 @@ Example:
     >>> mask = c.segment(image, box=(10, 20, 200, 180))
     >>> masks = c.segment_bytes([open("a.jpg", "rb").read()])
     >>> c = SegmentationClient("http://127.0.0.1:8501", model_name="horse")  # REST
+
+gRPC, `tensorflow_serving.apis` and TensorFlow are imported on the first gRPC use, inside the
+methods: a REST client (`http://...`) starts without them (seconds saved in a script that only
+talks to a server).
 """
 from __future__ import annotations
 
