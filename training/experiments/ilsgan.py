@@ -436,4 +436,4 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
 register_experiment("ilsgan", ILSGANConfig(), train_ilsgan,
                     "ILSGAN small preset (32x32, narrow StyleGAN2-style nets; 2 CPU cores), Zou et al. 2023")
 register_experiment("ilsgan_paper", paper_config(), train_ilsgan,
-                    "ILSGAN as in the paper (StyleGAN2 64x64, z/w 512, ADA, 8M images), Zou et al. 2023")
+                    "ILSGAN as in the paper (StyleGAN2 128x128, z/w 512, ADA, EMA, 8M images), Zou et al. 2023")
