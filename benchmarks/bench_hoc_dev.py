@@ -71,8 +71,9 @@ def evaluate_image(name, kind, models, centres_from):
     t0 = time.time()
     ns = inst.nucleus_signal(image)
     sc = inst.estimate_scale(ns.signal)
-    log = inst.log_centres(ns.signal, sc["sigma"])
-    lab_log = inst.watershed_instances(ns.signal, log, sc["sigma"])
+    det, split = inst.detection_signal(image, ns, sc["sigma"])
+    log = inst.log_centres(det, sc["sigma"], texture_split=split)
+    lab_log = inst.watershed_instances(det, log, sc["sigma"])
     t_log = time.time() - t0
     lab_ows, _ = inst.otsu_watershed(ns.signal)
     _, cc, _, _ = foreground_components(np.repeat(ns.signal[..., None], 3, -1))
@@ -80,6 +81,7 @@ def evaluate_image(name, kind, models, centres_from):
     row = {"image": name, "kind": kind, "tuned": name in TUNED, "size": [int(image.shape[1]), int(image.shape[0])],
            "n_true": n_true, "gt_median_area": float(np.median(areas[areas > 0])),
            "estimated": {"polarity": ns.polarity, "colour": ns.colour, "sigma": round(sc["sigma"], 3),
+                         "texture_split": bool(split),
                          "area": round(sc["area"], 1), "kind": inst.describe_kind(ns.meta())},
            "methods": {}}
 

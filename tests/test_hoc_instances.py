@@ -257,3 +257,106 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
     assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(grid_centres(200, 240, 25, 15))
     meta["steps"] = counting.MIN_COUNTER_STEPS
     assert counting.count_instances(oracle(), meta, rgb(g))["centres_from"] == "learned"
+
+
+def bright_field(seed=0, size=448, cells=14, r=7):
+    """A synthetic bright-field image (transmitted light, so transmittances multiply): a light
+    field; large overlapping cells of cytoplasm with fine grain and uneven thickness, each holding
+    one dark nucleus with a light halo. Returns ``(gray image, nucleus centres)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    trans = np.full((size, size), 0.92, np.float32)
+    centres = []
+    for _ in range(cells):
+        cx, cy = rng.uniform(50, size - 50, 2)
+        a, b = rng.uniform(32, 48, 2)
+        th = rng.uniform(0, math.pi)
+        u = (xx - cx) * math.cos(th) + (yy - cy) * math.sin(th)
+        v = -(xx - cx) * math.sin(th) + (yy - cy) * math.cos(th)
+        cell = (u / a) ** 2 + (v / b) ** 2 <= 1
+        fine = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 1.5)  # grain, specks
+        shade = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 2.0 * r)  # thickness
+        grain = 0.08 * fine / fine.std() + 0.06 * shade / shade.std()
+        trans[cell] *= np.clip(rng.uniform(0.6, 0.8) + grain[cell], 0.3, 1.0)  # cytoplasm
+        nx, ny = cx + rng.uniform(-0.4, 0.4) * a, cy + rng.uniform(-0.4, 0.4) * b
+        d2 = (xx - nx) ** 2 + (yy - ny) ** 2
+        trans[d2 <= r * r] *= 0.45  # the nucleus absorbs more
+        halo = (d2 > r * r) & (d2 <= (r + 2) ** 2)
+        trans[halo] = np.minimum(trans[halo] * 1.15, 1.0)                           # phase halo
+        centres.append((nx, ny))
+    g = ndimage.gaussian_filter(trans, 1.0) + rng.normal(0, 0.01, (size, size))
+    return np.clip(g, 0, 1).astype(np.float32), centres
+
+
+def distinct_centres(centres, r):
+    """Nuclei closer than a radius to an earlier one are one (two cells' nuclei may overlap)."""
+    out = []
+    for c in centres:
+        if all(math.hypot(c[0] - o[0], c[1] - o[1]) > r for o in out):
+            out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bright_field_counts_nuclei_not_cytoplasm_texture(seed):
+    g, cen = bright_field(seed)
+    n = len(distinct_centres(cen, 7))
+    img = rgb(g)
+    ns = inst.nucleus_signal(img)
+    assert ns.polarity == "dark" and not ns.colour
+    assert inst.describe_kind(ns.meta()) == "bright-field"
+    sc = inst.estimate_scale(ns.signal)
+    # the plain nucleus signal counts the cytoplasm's grain and the cells' corners (issue 19)
+    plain = inst.log_centres(ns.signal, sc["sigma"])
+    assert len(plain) > 1.5 * n
+    det, split = inst.detection_signal(img, ns, sc["sigma"])
+    assert split
+    c = inst.log_centres(det, sc["sigma"], texture_split=split)
+    assert abs(len(c) - n) <= max(1, round(0.15 * n))
+    # and the centres are on the nuclei
+    hits = sum(any(math.hypot(x - nx, y - ny) <= 7 for nx, ny in cen) for x, y, _ in c)
+    assert hits >= 0.85 * len(c)
+
+
+def test_bright_field_nuclei_on_an_empty_field_are_not_split():
+    """Dark disks on a light field with no cytoplasm: no plateau, so no texture split, every disk
+    counts (a split of one population would halve the count)."""
+    cen = grid_centres(200, 240, 35, 18)
+    g, _ = disks(200, 240, cen, 7, fg=0.35, bg=0.9, noise=0.02)
+    img = rgb(g)
+    ns = inst.nucleus_signal(img)
+    assert ns.polarity == "dark"
+    sc = inst.estimate_scale(ns.signal)
+    det, split = inst.detection_signal(img, ns, sc["sigma"])
+    assert not split
+    assert len(inst.log_centres(det, sc["sigma"], texture_split=split)) == len(cen)
+
+
+def test_optical_density_gives_a_nucleus_the_same_excess_on_thin_and_thick_cytoplasm():
+    yy, xx = np.mgrid[:120, :200]
+    trans = np.full((120, 200), 0.9, np.float32)
+    trans[20:100, 10:95] *= 0.8             # thin cytoplasm
+    trans[20:100, 105:190] *= 0.45          # thick (two overlapping cells)
+    for x in (52, 147):
+        trans[(xx - x) ** 2 + (yy - 60) ** 2 <= 64] *= 0.5
+    g = ndimage.gaussian_filter(trans, 1.0)
+    ns = inst.nucleus_signal(rgb(g))
+    od = inst.optical_density(rgb(g), ns.background)
+    top = inst.remove_plateau(od, 8 / math.sqrt(2))
+    a, b = top[60, 52], top[60, 147]
+    assert a > 0.1 and b == pytest.approx(a, rel=0.1)
+    assert top[60, 30] < 0.1 * a and top[60, 170] < 0.1 * a          # the cytoplasm's level is gone
+    # in intensity the thick side's nucleus has about half the contrast
+    assert (g[60, 30] - g[60, 52]) > 1.6 * (g[60, 170] - g[60, 147])
+
+
+def test_split_texture_separates_texture_from_nuclei_of_any_proportion():
+    """Many weak texture maxima and fewer strong nuclei (log-normal responses): the nuclei are kept,
+    the texture dropped, whether texture outnumbers the nuclei 3:1 or 10:1."""
+    rng = np.random.default_rng(0)
+    for n_tex, n_nuc in ((180, 60), (300, 30)):
+        nuclei = np.exp(rng.normal(math.log(0.3), 0.25, n_nuc))
+        texture = np.exp(rng.normal(math.log(0.06), 0.4, n_tex))
+        keep = inst.split_texture(np.concatenate([texture, nuclei]))
+        assert keep[n_tex:].mean() > 0.9 and keep[:n_tex].mean() < 0.05
+    assert inst.split_texture(np.array([0.1, 0.5, 0.2])).all()            # too few to split

@@ -444,11 +444,13 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
     win = int(max(4, min(win, h, w)))
     learned = count_image(counter, x, win, int(meta["resolution"]), float(meta["sigma"]), threshold=threshold,
                           grayscale=bool(meta.get("grayscale", False)), calibrate=calibrate)
-    log = inst.log_centres(ns.signal, sc["sigma"])
+    # bright field: the cytoplasm's plateau removed, its texture split from the nuclei
+    det, split = inst.detection_signal(a, ns, sc["sigma"])
+    log = inst.log_centres(det, sc["sigma"], texture_split=split)
     log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
     centres = learned["centres"] if centres_from == "learned" else log_xy
     seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)
-    labels = inst.watershed_instances(ns.signal, seeds, sc["sigma"])
+    labels = inst.watershed_instances(det, seeds, sc["sigma"])
     count = learned["count"] if centres_from == "learned" else len(log_xy)
     return {"count": count, "centres": centres, "labels": labels,
             "count_learned": learned["count"], "count_log": len(log_xy), "count_raw": learned["count_raw"],

@@ -11,6 +11,10 @@ Everything here is estimated from the one image, never from labels or another im
   radius r answers best at sigma = r / sqrt(2).
 - `log_centres`: nucleus centres as maxima of the scale-normalised LoG over scales around sigma
   (reflect padding: an image's edge is treated like its middle).
+- `detection_signal`: what the LoG and the watershed run on. For fluorescence and stained images
+  the nucleus signal itself; for a bright-field image (dark on light, gray) the optical density
+  with the cell bodies' plateau removed (`optical_density`, `remove_plateau`), whose LoG maxima
+  are then split into cytoplasm texture and nuclei (`split_texture`).
 - `watershed_instances`: a 16-bit-ready label map, one watershed basin per centre on a foreground
   estimate, each basin trimmed at half of its own peak height above the background (so dim nuclei
   keep their extent).
@@ -35,7 +39,8 @@ from indep_seg.hoc.estimate import otsu_threshold
 
 __all__ = ["ImageKindError", "NucleusSignal", "nucleus_signal", "estimate_scale", "log_stack", "log_centres",
            "foreground_threshold", "seeded_watershed", "watershed_instances", "otsu_watershed", "match_instances",
-           "save_label_png", "colour_labels", "describe_kind"]
+           "save_label_png", "colour_labels", "describe_kind", "optical_density", "remove_plateau",
+           "split_texture", "detection_signal"]
 
 MAX_PIXELS = 4096 * 4096
 
@@ -162,7 +167,7 @@ def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = Non
 
 
 def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: float = 1.25, num: int = 5,
-                min_dist: float = 1.0, border: float = 0.0):
+                min_dist: float = 1.0, border: float = 0.0, texture_split: bool = False):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
     The maximum over `num` scales in ``[sigma / scale_range, sigma * scale_range]`` of the
@@ -191,8 +196,94 @@ def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: f
         ok = (xs >= border) & (ys >= border) & (xs < w - border) & (ys < h - border)
         ys, xs = ys[ok], xs[ok]
     vals = m[ys, xs]
+    if texture_split:
+        keep = split_texture(vals)
+        ys, xs, vals = ys[keep], xs[keep], vals[keep]
     order = np.argsort(-vals)
     return np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64) if order.size else np.zeros((0, 3))
+
+
+def optical_density(image, background) -> np.ndarray:
+    """Bright field: ``-log(I / I_background)`` of the gray image (Beer-Lambert: absorbances
+    add, so a nucleus has the same optical density excess on a thin or a thick, overlapped
+    cytoplasm, where its intensity contrast would shrink), scaled so that its 99.5th percentile
+    is 1, clipped at 0. ``[H, W]`` float32."""
+    a = np.asarray(image, np.float32)
+    gray = a.mean(-1) if a.ndim == 3 else a
+    i0 = max(float(np.mean(background)), 1.0 / 255)
+    od = np.log(i0 / np.maximum(gray, 0.5 / 255))
+    top = float(np.percentile(od, 99.5))
+    if top <= 1e-4:
+        raise ImageKindError("image: no pixel absorbs more than the background (bright field)")
+    return np.clip(od / top, 0.0, None).astype(np.float32)
+
+
+def remove_plateau(signal, sigma: float, diameters: float = 2.0, return_floor: bool = False):
+    """The signal minus its local floor: a grey opening (reflect padding) of the lightly smoothed
+    signal with a square `diameters` nucleus diameters (2 sqrt(2) sigma each) wide. A nucleus fits
+    in the square, so the opening holds everything wider than the nuclei (a bright-field image's
+    cell bodies, an uneven background) and the difference keeps the nuclei's own contrast.
+    ``[H, W]`` float32 >= 0 (and the floor, with `return_floor`)."""
+    s = ndimage.gaussian_filter(np.asarray(signal, np.float32), 1.0)
+    side = 2 * int(round(diameters * math.sqrt(2.0) * sigma)) + 1
+    floor = ndimage.grey_opening(s, size=(side, side), mode="reflect")
+    out = np.clip(s - floor, 0.0, None).astype(np.float32)
+    return (out, floor) if return_floor else out
+
+
+def split_texture(responses, min_candidates: int = 8, min_class: int = 3) -> np.ndarray:
+    """Boolean mask of the LoG maxima that are nuclei, not texture (bright field).
+
+    On a bright-field image the maxima are two populations: many weak ones in the cells' textured
+    cytoplasm and fewer, stronger ones on the nuclei. Contrasts are multiplicative, so the split is
+    made on the log of the responses, by Kittler & Illingworth's minimum-error threshold (two
+    Gaussian classes of their own size and spread; Otsu's criterion assumes equal spreads and cuts
+    the larger, broader texture class in two when it outnumbers the nuclei). Each class holds at
+    least `min_class` maxima; fewer than `min_candidates` maxima are all kept. Whether to split at
+    all is `detection_signal`'s decision (a plateau of cytoplasm is there).
+    """
+    r = np.asarray(responses, np.float64)
+    keep = np.ones(r.shape, bool)
+    if r.size < max(min_candidates, 2 * min_class) or float(r.min()) <= 0:
+        return keep
+    v = np.sort(np.log(r))
+    n = v.size
+    k = np.arange(min_class, n - min_class + 1)              # size of the lower class
+    c1, c2 = np.cumsum(v), np.cumsum(v * v)
+    m1, q1 = c1[k - 1] / k, c2[k - 1] / k
+    m2, q2 = (c1[-1] - c1[k - 1]) / (n - k), (c2[-1] - c2[k - 1]) / (n - k)
+    floor = 1e-6
+    s1 = np.sqrt(np.maximum(q1 - m1 * m1, floor))
+    s2 = np.sqrt(np.maximum(q2 - m2 * m2, floor))
+    p1 = k / n
+    p2 = 1.0 - p1
+    crit = p1 * np.log(s1) + p2 * np.log(s2) - p1 * np.log(p1) - p2 * np.log(p2)
+    kb = int(k[int(np.argmin(crit))])
+    threshold = 0.5 * (v[kb - 1] + v[kb])
+    return np.log(r) > threshold
+
+
+def detection_signal(image, ns: "NucleusSignal", sigma: float) -> tuple:
+    """``(signal, texture_split)``: what `log_centres` and `watershed_instances` run on.
+
+    Fluorescence and stained images (bright nuclei, or a stain colour that the projection of
+    `nucleus_signal` already isolates): the nucleus signal, no split. Bright field (dark on light,
+    gray): the cell bodies absorb light too, so in ``background - I`` the nuclei sit on a textured
+    plateau of cytoplasm whose corners and grain answer the LoG as strongly as the nuclei do. There
+    the signal is the optical density (`optical_density`) minus its local floor
+    (`remove_plateau`), and the LoG maxima are split into texture and nuclei (`split_texture`) when
+    the plateau is there: when most of the absorbing area (optical density above
+    `foreground_threshold`) is wider than a nucleus (in the floor). Nuclei on an empty field are
+    not split. All estimated from the image.
+    """
+    if ns.polarity != "dark" or ns.colour:
+        return ns.signal, False
+    od = optical_density(image, ns.background)
+    out, floor = remove_plateau(od, sigma, return_floor=True)
+    _, _, thr = foreground_threshold(od)
+    absorbing = float((ndimage.gaussian_filter(od, 1.0) > thr).mean())
+    plateau = float((floor > thr).mean())
+    return out, bool(absorbing > 0 and plateau > 0.5 * absorbing)
 
 
 def foreground_threshold(signal) -> tuple[float, float, float]:
