@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/study_box_prior.py --data horse --half tune
 
 Chose `indep_seg.box_prior.box_prior` (GrabCut from the box, 5 iterations, the ellipse where the
-mask is degenerate); figures in docs/box_seg_notes.md, session 7.
+mask is degenerate; session 8: a second GrabCut with the box's core held as foreground before the
+ellipse); figures in docs/box_seg_notes.md, sessions 7 and 8.
 """
 from __future__ import annotations
 
@@ -19,19 +20,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _fallback(mask, box):
+def _fallback(mask, box, min_fill=0.1):
     from indep_seg.box_prior import ellipse_mask, is_degenerate
-    return ellipse_mask(mask.shape, box) if is_degenerate(mask, box) else mask
+    return ellipse_mask(mask.shape, box) if is_degenerate(mask, box, min_fill=min_fill) else mask
+
+
+def _retry(image, box, **grabcut_kw):
+    """Rect GrabCut; where degenerate, GrabCut with `grabcut_kw`; where that is too, the ellipse."""
+    from indep_seg.box_prior import grabcut, is_degenerate
+    mask = grabcut(image, box)
+    return _fallback(grabcut(image, box, **grabcut_kw), box) if is_degenerate(mask, box) else mask
 
 
 def _methods():
-    from indep_seg.box_prior import grabcut
+    from indep_seg.box_prior import box_prior, grabcut
     return {
         "gc_rect5": lambda im, b: grabcut(im, b),
-        "gc_rect5_fb": lambda im, b: _fallback(grabcut(im, b), b),   # = box_prior, the default
+        "gc_rect5_fb": lambda im, b: _fallback(grabcut(im, b), b),   # session 7's box_prior
+        "gc_rect5_fb_min0.05": lambda im, b: _fallback(grabcut(im, b), b, 0.05),
+        "gc_rect5_fb_min0.02": lambda im, b: _fallback(grabcut(im, b), b, 0.02),
         "gc_ell5": lambda im, b: grabcut(im, b, init="ellipse"),
         "gc_ell5_fb": lambda im, b: _fallback(grabcut(im, b, init="ellipse"), b),
         "gc_rect10_fb": lambda im, b: _fallback(grabcut(im, b, 10), b),
+        # session 8: a second GrabCut where the first is degenerate
+        "gc_rect5_retry_ellipse": lambda im, b: _retry(im, b, init="ellipse"),
+        "gc_rect5_retry_core0.25": lambda im, b: _retry(im, b, init="core", core=0.25),
+        "gc_rect5_retry_core0.5": lambda im, b: _retry(im, b, init="core", core=0.5),
+        "box_prior": box_prior,                                        # the library's default
     }
 
 

@@ -13,7 +13,7 @@ __all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degene
            "box_priors", "colour_contrast", "context_crop", "is_inverted_or_degenerate",
            "refine_with_grabcut", "refine_full_mask",
            "mask_evidence",
-           "PRIOR_CONTEXT", "PRIOR_RESOLUTION", "REFINE_PRIOR_BLEND"]
+           "PRIOR_CONTEXT", "PRIOR_RESOLUTION", "REFINE_PRIOR_BLEND", "CORE_SEED_SCALE"]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
 #: box (the evaluation protocol's window), sampled at PRIOR_RESOLUTION pixels a side.
@@ -23,6 +23,11 @@ PRIOR_RESOLUTION = 128
 #: default of `indep-seg segment --refine grabcut`); chosen on the tuning halves (horse001-164,
 #: ECSSD 0001-0500) among 0 and 0.5: docs/box_seg_notes.md, session 7.
 REFINE_PRIOR_BLEND = 0.5
+#: Where GrabCut from the box is degenerate (empty, full or a frame), it is run again with the
+#: ellipse of this scale inside the box held as foreground (`grabcut(init="core")`) before the
+#: ellipse itself is taken; chosen on the tuning halves among 0.25 and 0.5 (docs/box_seg_notes.md,
+#: session 8).
+CORE_SEED_SCALE = 0.5
 
 
 def box_mask(shape, box):
@@ -50,12 +55,14 @@ def _int_box(box, shape):
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def grabcut(image, box, iterations=5, init="rect"):
+def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE):
     """OpenCV GrabCut (Rother et al. 2004) from a box: boolean `[H, W]` foreground.
 
     `init="rect"`: outside the box is background, inside probably foreground (OpenCV's
     GC_INIT_WITH_RECT). `init="ellipse"`: the inscribed ellipse starts as probable foreground
-    and the box's corners outside it as probable background.
+    and the box's corners outside it as probable background. `init="core"`: as "ellipse", and the
+    ellipse of scale `core` (of the inscribed one) is held as foreground, as a user's foreground
+    stroke in GrabCut's interactive use: the mask cannot collapse to nothing.
     """
     import cv2
 
@@ -68,11 +75,15 @@ def grabcut(image, box, iterations=5, init="rect"):
         if init == "rect":
             cv2.grabCut(img, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
                         cv2.GC_INIT_WITH_RECT)
-        else:
+        elif init in ("ellipse", "core"):
             inside = box_mask(img.shape, (x0, y0, x1, y1))
             mask[inside] = cv2.GC_PR_FGD
             mask[inside & ~ellipse_mask(img.shape, box)] = cv2.GC_PR_BGD
+            if init == "core":
+                mask[inside & ellipse_mask(img.shape, box, core)] = cv2.GC_FGD
             cv2.grabCut(img, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        else:
+            raise ValueError(f"init: expected 'rect', 'ellipse' or 'core', got {init!r}")
     except cv2.error:
         return np.zeros(img.shape[:2], bool)
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
@@ -109,12 +120,20 @@ def is_degenerate(mask, box, min_fill=0.1, max_fill=0.97, frame_excess=0.2) -> b
 
 
 def box_prior(image, box, iterations=5):
-    """The per-image prior of one box: GrabCut from the box, or the inscribed ellipse where
-    GrabCut's mask is degenerate (`is_degenerate`). Boolean `[H, W]` in the image's pixels."""
+    """The per-image prior of one box: GrabCut from the box; where its mask is degenerate
+    (`is_degenerate`: GrabCut's colour models gave the whole box to one side), GrabCut again with
+    the box's core held as foreground (`init="core"`); where that too is degenerate, the inscribed
+    ellipse. Boolean `[H, W]` in the image's pixels."""
     mask = grabcut(image, box, iterations)
-    if is_degenerate(mask, box):
-        return ellipse_mask(mask.shape, box)
-    return mask
+    if not is_degenerate(mask, box):
+        return mask
+    mask = grabcut(image, box, iterations, init="core")
+    seed = ellipse_mask(mask.shape, box, CORE_SEED_SCALE)
+    # a mask that did not grow past its seed holds no evidence of the photo: the ellipse is the
+    # better guess then (a flat or uniformly textured box)
+    if not is_degenerate(mask, box) and (mask & ~seed).sum() > 0.05 * seed.sum():
+        return mask
+    return ellipse_mask(mask.shape, box)
 
 
 def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):

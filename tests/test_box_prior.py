@@ -58,6 +58,36 @@ def test_grabcut_finds_the_object_and_prior_falls_back_to_the_ellipse():
     assert np.array_equal(prior, bp.ellipse_mask(flat.shape, (16, 16, 48, 48)))
 
 
+def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
+    """Where GrabCut from the box collapses, GrabCut with the box's core held as foreground is
+    asked next; a mask that did not grow past that seed, or a degenerate one, gives the ellipse."""
+    photo, disc, box = _disc_photo()
+    seed = bp.ellipse_mask(photo.shape, box, bp.CORE_SEED_SCALE)
+    # the core is foreground whatever the colours say (a flat photo included)
+    flat = np.full(photo.shape, 128, np.uint8)
+    assert bp.grabcut(flat, box, init="core")[seed].all()
+    assert _iou(bp.grabcut(photo, box, init="core"), disc) > 0.85
+    with pytest.raises(ValueError, match="init"):
+        bp.grabcut(photo, box, init="circle")
+    calls = []
+
+    def fake(answers):
+        def grabcut(image, b, iterations=5, init="rect", core=bp.CORE_SEED_SCALE):
+            calls.append(init)
+            return answers[init]
+        return grabcut
+    empty = np.zeros(disc.shape, bool)
+    monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": disc}))
+    assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect", "core"]
+    ellipse = bp.ellipse_mask(photo.shape, box)
+    for core_answer in (seed, empty, bp.box_mask(photo.shape, box)):   # no growth, empty, full
+        monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": core_answer}))
+        assert np.array_equal(bp.box_prior(photo, box), ellipse)
+    calls.clear()
+    monkeypatch.setattr(bp, "grabcut", fake({"rect": disc, "core": empty}))
+    assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect"]
+
+
 def test_colour_contrast_prefers_the_object_mask():
     photo, disc, box = _disc_photo()
     c_obj = bp.colour_contrast(photo, disc, box)
