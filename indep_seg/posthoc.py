@@ -149,10 +149,15 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
 
     best, best_w, hist = -1.0, None, []
     t0 = time.time()
+    steps, out_of_time = 0, False
     for epoch in range(epochs):
         order = rng.permutation(train)
         losses = []
         for i in range(0, len(order) - batch_size + 1, batch_size):
+            if losses and budget_seconds is not None and time.time() - t0 > budget_seconds:
+                out_of_time = True  # checked every step: on a loaded machine one epoch can outlast the budget
+                break
+            steps += 1
             idx = order[i:i + batch_size]
             x, y = images[idx], masks[idx]
             if flip:
@@ -166,13 +171,14 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
             best, best_w = v, [w.numpy() for w in unet.weights]
         log(f"post-hoc UNet epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, val IoU {v:.4f} "
             f"(best {best:.4f})")
-        if budget_seconds is not None and time.time() - t0 > budget_seconds:
-            log(f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached after {epoch + 1} epochs")
+        if out_of_time or (budget_seconds is not None and time.time() - t0 > budget_seconds):
+            log(f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached in epoch {epoch + 1} "
+                f"({steps} steps)")
             break
     for w, v in zip(unet.weights, best_w):
         w.assign(v)
     return unet, {"val_iou": hist, "best_val_iou": best, "best_epoch": int(np.argmax(hist)) + 1,
-                  "train_pairs": int(len(train)), "val_pairs": int(n_val)}
+                  "train_pairs": int(len(train)), "val_pairs": int(n_val), "steps": steps}
 
 
 def save_posthoc_segmenter(unet, model_dir, resolution, experiment="ilsgan", extra=None):

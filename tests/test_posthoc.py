@@ -103,3 +103,12 @@ def test_discriminator_scores_are_the_logits_per_image():
     d = lambda x, training=None: tf.reduce_mean(x, axis=[1, 2, 3])[:, None] * 3.0  # noqa: E731
     np.testing.assert_allclose(discriminator_scores(d, imgs, batch_size=3), imgs.mean(axis=(1, 2, 3)) * 3.0,
                                rtol=1e-6)
+
+
+def test_time_budget_is_checked_within_an_epoch():
+    imgs, masks = _squares(120)
+    unet = small_unet(16, (4, 8))
+    _, hist = train_posthoc_unet(imgs, masks, unet, epochs=3, batch_size=8, budget_seconds=0.0, log=lambda m: None)
+    assert hist["steps"] == 1 and len(hist["val_iou"]) == 1  # one step, then the budget stops the epoch
+    _, full = train_posthoc_unet(imgs, masks, small_unet(16, (4, 8)), epochs=1, batch_size=8, log=lambda m: None)
+    assert full["steps"] == 108 // 8  # 108 training pairs (90 %), whole batches only
