@@ -320,17 +320,20 @@ def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:
 
 
 def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
-    """A function: serialized box record -> `{"image": f32 [R, R, 3]}` (+ `"prior"`, `"area"`)."""
+    """A function: serialized box record -> `{"image": f32 [R, R, 3]}` (+ `"prior"`, `"area"`); on a
+    batch of records `[B]` it returns batches (one vectorised parse)."""
     r = int(resolution)
 
     def parse(serialized):
-        f = tf.io.parse_single_example(serialized, _CROP_FEATURES)
-        crop = tf.io.decode_raw(f["crop/encoded"], tf.uint8)
-        crop = tf.reshape(crop, [r, r, 3])
+        batched = serialized.shape.rank == 1
+        parse_fn = tf.io.parse_example if batched else tf.io.parse_single_example
+        f = parse_fn(serialized, _CROP_FEATURES)
+        lead = [-1] if batched else []
+        crop = tf.reshape(tf.io.decode_raw(f["crop/encoded"], tf.uint8), lead + [r, r, 3])
         out = {"image": tf.cast(crop, tf.float32) * (1.0 / 255.0)}
         if prior:
-            p = tf.io.decode_raw(f["prior/encoded"], tf.uint8)
-            out["prior"] = tf.cast(tf.reshape(p, [r, r, 1]), tf.float32) * (1.0 / 255.0)
+            p = tf.reshape(tf.io.decode_raw(f["prior/encoded"], tf.uint8), lead + [r, r, 1])
+            out["prior"] = tf.cast(p, tf.float32) * (1.0 / 255.0)
         if area:
             out["area"] = f["area"]
         return out
@@ -368,18 +371,23 @@ def reservoir_sample(values, count: int, seed: int = 0) -> list:
 
 
 def parse_background_record(resolution: int):
+    """A function: serialized background record -> f32 `[R, R, 3]` (`[B]` -> `[B, R, R, 3]`)."""
     r = int(resolution)
 
     def parse(serialized):
-        f = tf.io.parse_single_example(serialized, _BACKGROUND_FEATURES)
-        bg = tf.reshape(tf.io.decode_raw(f["background/encoded"], tf.uint8), [r, r, 3])
+        batched = serialized.shape.rank == 1
+        parse_fn = tf.io.parse_example if batched else tf.io.parse_single_example
+        f = parse_fn(serialized, _BACKGROUND_FEATURES)
+        bg = tf.io.decode_raw(f["background/encoded"], tf.uint8)
+        bg = tf.reshape(bg, ([-1] if batched else []) + [r, r, 3])
         return tf.cast(bg, tf.float32) * (1.0 / 255.0)
 
     return parse
 
 
-def _record_stream(files, parse, seed: int, shuffle_buffer: int):
-    """Records of `files` forever (files in their order, interleaved), parsed, shuffled, flipped."""
+def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int):
+    """Batches of the records of `files` forever (files in their order, interleaved): the serialized
+    records are shuffled and batched, then parsed and flipped a batch at a time (vectorised)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files)).repeat()
     ds = ds.interleave(
         tf.data.TFRecordDataset,
@@ -388,24 +396,26 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int):
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle_buffer:
         # reshuffle_each_iteration=False: every iterator of the dataset (preview, fit, a resume)
         # sees the same stream; it follows repeat(), so there are no epochs it could reshuffle
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size, drop_remainder=True)
 
-    def flip(i, x):  # one flip for a crop and its prior; stateless, keyed by (seed, position)
+    def parse_and_flip(i, serialized):
+        # one flip per element (a crop and its prior together), stateless, keyed by (seed, batch)
+        x = parse(serialized)
         key = tf.stack([tf.constant(seed, tf.int64), i])
-        do = tf.random.stateless_uniform([], key) < 0.5
+        do = tf.random.stateless_uniform([batch_size], key) < 0.5
 
         def f(t):
-            return tf.where(do, tf.reverse(t, [1]), t)
+            return tf.where(do[:, None, None, None], tf.reverse(t, [2]), t)
 
         if isinstance(x, dict):
-            return {k: (f(v) if v.shape.rank == 3 else v) for k, v in x.items()}
+            return {k: (f(v) if v.shape.rank == 4 else v) for k, v in x.items()}
         return f(x)
 
-    return ds.enumerate().map(flip, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.enumerate().map(parse_and_flip, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def box_seg_dataset(
@@ -446,10 +456,10 @@ def box_seg_dataset(
     crop_files = resolve_tfrecord_files(crop_files)
     background_files = resolve_tfrecord_files(background_files)
     crops = _record_stream(
-        crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer
+        crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer, batch_size
     )
     bgs = _record_stream(
-        background_files, parse_background_record(resolution), seed + 1, shuffle_buffer
+        background_files, parse_background_record(resolution), seed + 1, shuffle_buffer, batch_size
     )
     ds = tf.data.Dataset.zip(crops, bgs).map(lambda c, b: {**c, "background": b})
     return batch_stream(
@@ -460,10 +470,9 @@ def box_seg_dataset(
 def batch_stream(
     ds, batch_size: int, start_batch: int, prefetch, num_files: int
 ) -> tf.data.Dataset:
-    """Batches (`drop_remainder`) of an infinite record stream from `num_files` files, from batch
+    """An infinite stream of batches (of `batch_size`) read from `num_files` files, from batch
     `start_batch` on, prefetched, auto-shard policy FILE with >= 8 files (else DATA),
     deterministic."""
-    ds = ds.batch(batch_size, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)
     if prefetch is not None:

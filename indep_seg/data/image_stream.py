@@ -132,7 +132,9 @@ def image_dataset(
     if not (isinstance(start_batch, int) and start_batch >= 0):
         raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
     files = resolve_tfrecord_files(files)
-    ds = _record_stream(files, parse_background_record(resolution), seed, shuffle_buffer)
+    ds = _record_stream(
+        files, parse_background_record(resolution), seed, shuffle_buffer, batch_size
+    )
     return batch_stream(ds, batch_size, start_batch, prefetch, len(files))
 
 
