@@ -259,7 +259,7 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
     assert counting.count_instances(oracle(), meta, rgb(g))["centres_from"] == "learned"
 
 
-def bright_field(seed=0, size=448, cells=14, r=7):
+def bright_field(seed=0, size=448, cells=14, r=7, granules=False):
     """A synthetic bright-field image (transmitted light, so transmittances multiply): a light
     field; large overlapping cells of cytoplasm with fine grain and uneven thickness, each holding
     one dark nucleus with a light halo. Returns ``(gray image, nucleus centres)``."""
@@ -284,6 +284,11 @@ def bright_field(seed=0, size=448, cells=14, r=7):
         halo = (d2 > r * r) & (d2 <= (r + 2) ** 2)
         trans[halo] = np.minimum(trans[halo] * 1.15, 1.0)                           # phase halo
         centres.append((nx, ny))
+        if granules:  # a small dark granule (radius 3) on the cell's other side
+            gx, gy = 2 * cx - nx, 2 * cy - ny
+            if math.hypot(gx - nx, gy - ny) > 3 * r:
+                trans[(xx - gx) ** 2 + (yy - gy) ** 2 <= 9] *= 0.45
+                centres.append((gx, gy))
     g = ndimage.gaussian_filter(trans, 1.0) + rng.normal(0, 0.01, (size, size))
     return np.clip(g, 0, 1).astype(np.float32), centres
 
@@ -360,3 +365,23 @@ def test_split_texture_separates_texture_from_nuclei_of_any_proportion():
         keep = inst.split_texture(np.concatenate([texture, nuclei]))
         assert keep[n_tex:].mean() > 0.9 and keep[:n_tex].mean() < 0.05
     assert inst.split_texture(np.array([0.1, 0.5, 0.2])).all()            # too few to split
+
+
+@pytest.mark.xfail(strict=True, reason="known limit (docs/counting.md): with one granule per "
+                   "nucleus, texture, granules and nuclei are three populations and the two-class "
+                   "split cuts between granules and nuclei (12 of 25 counted)")
+def test_bright_field_counts_small_granules_below_the_nucleus_scale():
+    """Granules of half a nucleus' radius, as dark as the nuclei, count too (the pass over the
+    scales just below the nucleus range), and the cytoplasm's fine grain does not."""
+    g, cen = bright_field(3, granules=True)
+    g0, cen0 = bright_field(3)
+    n, n0 = len(distinct_centres(cen, 7)), len(distinct_centres(cen0, 7))
+    assert n >= n0 + 5
+    img = rgb(g)
+    ns = inst.nucleus_signal(img)
+    sc = inst.estimate_scale(ns.signal)
+    det, split = inst.detection_signal(img, ns, sc["sigma"])
+    c = inst.log_centres(det, sc["sigma"], texture_split=split)
+    assert abs(len(c) - n) <= max(1, round(0.15 * n))
+    hits = sum(any(math.hypot(x - nx, y - ny) <= 7 for nx, ny in cen) for x, y, _ in c)
+    assert hits >= 0.85 * len(c)
