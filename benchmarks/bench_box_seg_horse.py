@@ -17,6 +17,7 @@ Writes benchmarks/results/box_seg_horse.json and benchmarks/results/box_seg_hors
 image | distilled mask | ground truth, on evaluation crops). With `--study` the ground-truth IoU
 of every snapshot is also logged (for the notes only: the run never uses it to choose anything).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ def _atomic_write(path: Path, data: bytes):
 def load_horses(data=DATA, max_images=0):
     """(items [(name, uint8 image, box)], gt masks [full size bool]) with boxes from the masks."""
     from PIL import Image
+
     from indep_seg.training.experiments.box_seg import load_box_data
 
     items = load_box_data(data / "rgb", masks=data / "figure_ground", max_images=max_images)
@@ -67,16 +69,29 @@ class Evaluator(ProtocolEvaluator):
     # -- fast approximate path for the study log: sample the model-resolution crops directly
     def study_crops(self, crop_masks, crop_windows):
         import tensorflow as tf
+
         from indep_seg.box_crop import _sample_windows
+
         r = crop_masks.shape[1]
         cw = crop_windows
         sx = r / (cw[:, 2] - cw[:, 0])
         sy = r / (cw[:, 3] - cw[:, 1])
         w = self.windows
-        inner = np.stack([(w[:, 0] - cw[:, 0]) * sx, (w[:, 1] - cw[:, 1]) * sy,
-                          (w[:, 2] - cw[:, 0]) * sx, (w[:, 3] - cw[:, 1]) * sy], -1).astype(np.float32)
-        out = _sample_windows(tf.convert_to_tensor(crop_masks, tf.float32), tf.convert_to_tensor(inner),
-                              EVAL_RES, EVAL_RES)
+        inner = np.stack(
+            [
+                (w[:, 0] - cw[:, 0]) * sx,
+                (w[:, 1] - cw[:, 1]) * sy,
+                (w[:, 2] - cw[:, 0]) * sx,
+                (w[:, 3] - cw[:, 1]) * sy,
+            ],
+            -1,
+        ).astype(np.float32)
+        out = _sample_windows(
+            tf.convert_to_tensor(crop_masks, tf.float32),
+            tf.convert_to_tensor(inner),
+            EVAL_RES,
+            EVAL_RES,
+        )
         return out.numpy()[..., 0]
 
 
@@ -97,11 +112,16 @@ def baselines(ev: Evaluator):
     except ImportError:
         return res
     import tensorflow as tf
+
     from indep_seg.box_crop import crop_to_window
+
     crops = []
     for i, ((_, image, box), g) in enumerate(zip(ev.items, ev.gts)):
-        img = crop_to_window(tf.convert_to_tensor(image[None].astype(np.float32) / 255.0),
-                             ev.windows[i:i + 1], EVAL_RES).numpy()[0]
+        img = crop_to_window(
+            tf.convert_to_tensor(image[None].astype(np.float32) / 255.0),
+            ev.windows[i : i + 1],
+            EVAL_RES,
+        ).numpy()[0]
         img8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
         win = ev.windows[i]
         s = EVAL_RES / (win[2] - win[0])
@@ -112,8 +132,15 @@ def baselines(ev: Evaluator):
         mask = np.zeros((EVAL_RES, EVAL_RES), np.uint8)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         try:
-            cv2.grabCut(img8[..., ::-1].copy(), mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, 5,
-                        cv2.GC_INIT_WITH_RECT)
+            cv2.grabCut(
+                img8[..., ::-1].copy(),
+                mask,
+                (x0, y0, x1 - x0, y1 - y0),
+                bgd,
+                fgd,
+                5,
+                cv2.GC_INIT_WITH_RECT,
+            )
             crops.append(((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32))
         except cv2.error:
             crops.append(np.zeros((EVAL_RES, EVAL_RES), np.float32))
@@ -123,9 +150,14 @@ def baselines(ev: Evaluator):
 
 def evaluate_segmenter(path, ev: Evaluator):
     from indep_seg.segmenter import Segmenter
+
     seg = Segmenter.load(path)
-    fulls = [np.asarray(m).reshape(g.shape) for m, g in
-             zip(seg.predict([im for _, im, _ in ev.items], [b for _, _, b in ev.items]), ev.gts)]
+    fulls = [
+        np.asarray(m).reshape(g.shape)
+        for m, g in zip(
+            seg.predict([im for _, im, _ in ev.items], [b for _, _, b in ev.items]), ev.gts
+        )
+    ]
     out = ev.evaluate_full(fulls)
     out["crops"] = np.stack([ev.crop_full(i, m) for i, m in enumerate(fulls)])
     return out
@@ -135,11 +167,21 @@ def figure(ev: Evaluator, pred_crops, raw_crops, path: Path, n=10):
     """Rows: image | raw mask | distilled mask | ground truth, evaluation crops of n photos."""
     import tensorflow as tf
     from PIL import Image
+
     from indep_seg.box_crop import crop_to_window
     from indep_seg.models.foreground_seg_gan import to_grid
+
     idx = np.linspace(0, len(ev.items) - 1, n).astype(int)
-    imgs = np.stack([crop_to_window(tf.convert_to_tensor(ev.items[i][1][None].astype(np.float32) / 255.0),
-                                    ev.windows[i:i + 1], EVAL_RES).numpy()[0] for i in idx])
+    imgs = np.stack(
+        [
+            crop_to_window(
+                tf.convert_to_tensor(ev.items[i][1][None].astype(np.float32) / 255.0),
+                ev.windows[i : i + 1],
+                EVAL_RES,
+            ).numpy()[0]
+            for i in idx
+        ]
+    )
     rows = [imgs]
     if raw_crops is not None:
         rows.append(imgs * (raw_crops[idx, :, :, None] > 0.5))
@@ -147,13 +189,16 @@ def figure(ev: Evaluator, pred_crops, raw_crops, path: Path, n=10):
     rows.append(ev.gt_crops[idx, :, :, None].astype(np.float32))
     grid = to_grid(rows)
     import io
+
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")
     _atomic_write(path, buf.getvalue())
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--budget-minutes", type=float, default=30.0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--override", nargs="*", default=[], help="BoxSegConfig fields, key=value")
@@ -169,6 +214,7 @@ def main(argv=None):
         return 0
 
     import keras
+
     from indep_seg.training.config import apply_overrides
     from indep_seg.training.context import TrainContext
     from indep_seg.training.experiments.box_seg import BoxSegConfig, train_box_seg
@@ -177,17 +223,24 @@ def main(argv=None):
     cfg = apply_overrides(BoxSegConfig(), args.override) if args.override else BoxSegConfig()
     items, gts = load_horses(max_images=args.max_images)
     ev = Evaluator(items, gts)
-    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "images": len(items), "budget_minutes": args.budget_minutes, "steps": args.steps,
-               "config": dataclasses.asdict(cfg), "cpu_count": os.cpu_count()}
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "images": len(items),
+        "budget_minutes": args.budget_minutes,
+        "steps": args.steps,
+        "config": dataclasses.asdict(cfg),
+        "cpu_count": os.cpu_count(),
+    }
     if not args.skip_baselines:
         base = baselines(ev)
         results["baselines"] = {k: {"iou": v["iou"], "dice": v["dice"]} for k, v in base.items()}
         print("baselines:", json.dumps(results["baselines"]))
 
     from indep_seg.box_crop import box_window
+
     crop_windows = box_window(ev.boxes, cfg.margin, False).numpy()
     from indep_seg.training.experiments.box_seg import make_crops
+
     crops = make_crops(items, cfg.resolution, cfg.margin) if args.study else None
 
     def study(net, phase, step):
@@ -195,10 +248,18 @@ def main(argv=None):
         return {"gt_iou_study": round(ev.scores(ev.study_crops(m, crop_windows))["iou"], 4)}
 
     model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="box_seg_horse_"))
-    ctx = TrainContext(model_dir=model_dir, data=str(DATA / "rgb"), steps=args.steps,
-                       budget_minutes=args.budget_minutes, seed=args.seed,
-                       extra={"masks": str(DATA / "figure_ground"), "verbose": False,
-                              **({"study_fn": study} if args.study else {})})
+    ctx = TrainContext(
+        model_dir=model_dir,
+        data=str(DATA / "rgb"),
+        steps=args.steps,
+        budget_minutes=args.budget_minutes,
+        seed=args.seed,
+        extra={
+            "masks": str(DATA / "figure_ground"),
+            "verbose": False,
+            **({"study_fn": study} if args.study else {}),
+        },
+    )
     t0 = time.time()
     train = train_box_seg(cfg, ctx)
     results["train"] = {k: v for k, v in train.items()}

@@ -16,6 +16,7 @@
 
 Writes core_math.json (with a "table") and core_math.png into the results folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def mi_calibration(quick):
     seeds = 3 if quick else 10
     rhos = [0.0, 0.5, 1.0] if quick else [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
     common = np.zeros([1, size, size, 1], np.float32)
-    common[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1.0
+    common[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
     common = np.repeat(common, n, 0)
     rows = []
     for dist in ("laplace", "gaussian"):
@@ -52,9 +53,15 @@ def mi_calibration(quick):
                 u = rng.uniform(size=[n, size, size, 3]).astype(np.float32)
                 b = ((1 - rho) * u + rho * f).astype(np.float32)
                 rm = (rng.uniform(size=[n, size, size, 1]) > 0.5).astype(np.float32)
-                vals["whole"].append(float(ils_mi_loss(f, b, common, separate=False, distribution=dist, seed=s)))
-                vals["sep_common_mask"].append(float(ils_mi_loss(f, b, common, distribution=dist, seed=s)))
-                vals["sep_random_masks"].append(float(ils_mi_loss(f, b, rm, distribution=dist, seed=s)))
+                vals["whole"].append(
+                    float(ils_mi_loss(f, b, common, separate=False, distribution=dist, seed=s))
+                )
+                vals["sep_common_mask"].append(
+                    float(ils_mi_loss(f, b, common, distribution=dist, seed=s))
+                )
+                vals["sep_random_masks"].append(
+                    float(ils_mi_loss(f, b, rm, distribution=dist, seed=s))
+                )
             row = {"what": "ils_mi", "distribution": dist, "rho": rho, "batch": n, "size": size}
             for k, v in vals.items():
                 row[f"{k}_mean"] = round(float(np.mean(v)), 5)
@@ -70,9 +77,11 @@ def throughput(quick):
     from indep_seg.layout import pad_and_random_crop, spatial_transformer
     from indep_seg.losses import ils_mi_loss
 
-    b, l, r = (4, 3, 32) if quick else (32, 12, 64)
-    layers = tf.random.uniform([b, l, r, r, 4], seed=1)
-    theta = tf.random.uniform([b, l, 6], -0.1, 0.1, seed=2) * tf.constant([1, 1, 10, 1, 1, 10.0])
+    b, n_layers, r = (4, 3, 32) if quick else (32, 12, 64)
+    layers = tf.random.uniform([b, n_layers, r, r, 4], seed=1)
+    theta = tf.random.uniform([b, n_layers, 6], -0.1, 0.1, seed=2) * tf.constant(
+        [1, 1, 10, 1, 1, 10.0]
+    )
     fg = tf.random.uniform([b, r, r, 3], seed=3)
     bg = tf.random.uniform([b, r, r, 3], seed=4)
     m = tf.random.uniform([b, r, r, 1], seed=5)
@@ -84,11 +93,15 @@ def throughput(quick):
                 tape.watch(xs)
                 y = tf.reduce_sum(fn(*xs))
             return tape.gradient(y, xs)
+
         return step
 
     cases = {
         "composite_layers (eq. 5)": (grad_of(composite_layers, layers), b),
-        "spatial_transformer (eq. 4)": (grad_of(lambda t: spatial_transformer(t, theta), layers), b),
+        "spatial_transformer (eq. 4)": (
+            grad_of(lambda t: spatial_transformer(t, theta), layers),
+            b,
+        ),
         "pad_and_random_crop": (grad_of(lambda t: pad_and_random_crop(t, r // 2), layers), b),
         "ils_mi_loss (eq. 12)": (grad_of(lambda f, g, k: ils_mi_loss(f, g, k), fg, bg, m), b),
     }
@@ -103,9 +116,17 @@ def throughput(quick):
                 out = fn()
             _ = [o.numpy() for o in out]
             best = min(best, (time.perf_counter() - t) / repeats)
-        rows.append({"what": "throughput", "op": name, "batch": batch,
-                     "layers": l if "ils" not in name else 2, "resolution": r,
-                     "ms_per_fwd_bwd": round(best * 1e3, 3), "examples_per_s": round(batch / best, 1)})
+        rows.append(
+            {
+                "what": "throughput",
+                "op": name,
+                "batch": batch,
+                "layers": n_layers if "ils" not in name else 2,
+                "resolution": r,
+                "ms_per_fwd_bwd": round(best * 1e3, 3),
+                "examples_per_s": round(batch / best, 1),
+            }
+        )
     return rows
 
 
@@ -126,8 +147,15 @@ def picture(path: Path):
         layers[0, i, ..., :3] = np.array(c) * shade[..., None]
         layers[0, i, ..., 3] = disc
     cropped = pad_and_random_crop(layers, 16, seed=3).numpy()
-    theta = np.array([[[np.cos(a) * s - 1, -np.sin(a) * s, 0, np.sin(a) * s, np.cos(a) * s - 1, 0]
-                       for a, s in [(0.3, 1.2), (-0.5, 0.7), (0.8, 1.0), (0.0, 0.5)]]], np.float32)
+    theta = np.array(
+        [
+            [
+                [np.cos(a) * s - 1, -np.sin(a) * s, 0, np.sin(a) * s, np.cos(a) * s - 1, 0]
+                for a, s in [(0.3, 1.2), (-0.5, 0.7), (0.8, 1.0), (0.0, 0.5)]
+            ]
+        ],
+        np.float32,
+    )
     warped = spatial_transformer(np.stack([cropped[0, i] for i in range(n)])[None], theta).numpy()
     x, ex = composite_layers(warped, return_layers=True)
     partial = ex["partial"].numpy()
@@ -144,11 +172,16 @@ def picture(path: Path):
     ]
     fg = layers[:, 1, ..., :3]
     mask = layers[:, 1, ..., 3:]
-    bg = np.broadcast_to(np.linspace(0, 1, r, dtype=np.float32)[None, :, None, None] * np.array([0.3, 0.3, 0.6], np.float32),
-                         [1, r, r, 3]).copy()
+    bg = np.broadcast_to(
+        np.linspace(0, 1, r, dtype=np.float32)[None, :, None, None]
+        * np.array([0.3, 0.3, 0.6], np.float32),
+        [1, r, r, 3],
+    ).copy()
     xp, ft, mt = perturbed_composite(fg, mask, bg, max_fraction=0.25, seed=4, return_layers=True)
     rows.append([fg[0], np.repeat(mask[0], 3, -1), ft.numpy()[0], np.repeat(mt.numpy()[0], 3, -1)])
-    rows.append([bg[0], xp.numpy()[0], np.repeat(mask[0], 3, -1) * 0 + 1, np.repeat(mask[0], 3, -1) * 0 + 1])
+    rows.append(
+        [bg[0], xp.numpy()[0], np.repeat(mask[0], 3, -1) * 0 + 1, np.repeat(mask[0], 3, -1) * 0 + 1]
+    )
     pad = 2
     h = len(rows) * (r + pad) + pad
     w = n * (r + pad) + pad
@@ -156,7 +189,7 @@ def picture(path: Path):
     for ri, row in enumerate(rows):
         for ci, tile in enumerate(row):
             y0, x0 = pad + ri * (r + pad), pad + ci * (r + pad)
-            canvas[y0:y0 + r, x0:x0 + r] = np.clip(tile, 0, 1)
+            canvas[y0 : y0 + r, x0 : x0 + r] = np.clip(tile, 0, 1)
     img = Image.fromarray(np.uint8(canvas * 255)).resize((w * 3, h * 3), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -178,7 +211,7 @@ def main(argv=None):
         "quick": args.quick,
         "seconds": round(time.time() - t0, 1),
         "png": "core_math.png (rows: layers | pad+crop | ST warp | partial composites x_1..x_4 | "
-               "T: f, m, T(f), T(m) | b, T-composite)",
+        "T: f, m, T(f), T(m) | b, T-composite)",
         "table": table,
     }
     path = write_json_atomic(out_dir / "core_math.json", result)

@@ -1,29 +1,44 @@
 """ILSGAN on the Weizmann horse photos: IoU, DICE, KID and MINE MI per variant, on held-out photos.
 
     .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 60 --variants mi,none
-    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 60 --variant no_centre:mask_center_prior=0
-    .venv/bin/python benchmarks/bench_ilsgan_horse.py --skip-train --cli --variants mi --run-dir mi=RUN_DIR
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --budget-minutes 60 --variant
+    no_centre:mask_center_prior=0
+    .venv/bin/python benchmarks/bench_ilsgan_horse.py --skip-train --cli --variants mi --run-dir
+    mi=RUN_DIR
 
-For each variant (`NAME` = a value of the config's `ils`, or `NAME:key=value,...` = overrides of the small
-preset `ILSGANConfig`), the `ilsgan` experiment is trained on the photos only (centre-cropped squares; masks
-are never seen in training) within `--budget-minutes` (GAN + post-hoc UNet), then scored on both halves of
-../shared/datasets/README.md: the tuning half horse001-164 (where settings are chosen) and the test half
+For each variant (`NAME` = a value of the config's `ils`, or `NAME:key=value,...` = overrides of the
+small
+preset `ILSGANConfig`), the `ilsgan` experiment is trained on the photos only (centre-cropped
+squares; masks
+are never seen in training) within `--budget-minutes` (GAN + post-hoc UNet), then scored on both
+halves of
+../shared/datasets/README.md: the tuning half horse001-164 (where settings are chosen) and the test
+half
 horse165-328 (reported, never tuned on):
-- IoU / DICE of its segmenter with the protocol of ../shared/datasets/README.md (square crop of half-side
+- IoU / DICE of its segmenter with the protocol of ../shared/datasets/README.md (square crop of
+half-side
   0.75 max(w, h) around the ground-truth box, black outside the photo, 128x128, threshold 0.5, mean
-  over images), beside the box-free baseline on the same half (a centred disc of radius 1/3 of the crop)
-  and, for reference, the ellipse inscribed in the box itself (which uses the box). `--cli` scores the
-  masks that `indep-seg segment --model RUN` writes for the crops saved as PNGs (the README's route);
+  over images), beside the box-free baseline on the same half (a centred disc of radius 1/3 of the
+  crop)
+  and, for reference, the ellipse inscribed in the box itself (which uses the box). `--cli` scores
+  the
+  masks that `indep-seg segment --model RUN` writes for the crops saved as PNGs (the README's
+  route);
 - KID of generated composites against the training photos (InceptionV3 features when its weights
   are on this machine, otherwise a fixed random conv net, said so in the JSON);
-- the paper's "MI": MINE(b_inv; f_vis) + MINE(b_vis; f_inv) on generated layers (regions average-pooled
-  8x8 to 4x4x3, 2000 samples, 3 MINE seeds); per seed the mean of the held-out evaluations of the second
-  half of MINE's training (not their maximum), reported as the mean over seeds with the spread of the
+- the paper's "MI": MINE(b_inv; f_vis) + MINE(b_vis; f_inv) on generated layers (regions
+average-pooled
+  8x8 to 4x4x3, 2000 samples, 3 MINE seeds); per seed the mean of the held-out evaluations of the
+  second
+  half of MINE's training (not their maximum), reported as the mean over seeds with the spread of
+  the
   evaluations.
-Results: `--out` (default benchmarks/results/ilsgan_horse.json) and the figure next to it (.png): per variant
+Results: `--out` (default benchmarks/results/ilsgan_horse.json) and the figure next to it (.png):
+per variant
 generated layers and test-half crops / ground truth / prediction.
 `--skip-train` evaluates existing run directories only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +65,23 @@ DATA = REPO.parent / "shared" / "datasets" / "weizmann_horse"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-HALVES = {"tune": (1, 164), "test": (165, 328), "all": (1, 10**6)}  # datasets/README.md: tune / report
+HALVES = {
+    "tune": (1, 164),
+    "test": (165, 328),
+    "all": (1, 10**6),
+}  # datasets/README.md: tune / report
 
 
 def in_half(name, half):
-    """True when photo `horseNNN.jpg` belongs to `half` ("tune": 001-164, "test": 165-328, "all")."""
+    """True when photo `horseNNN.jpg` belongs to `half` ("tune": 001-164, "test": 165-328,
+    "all")."""
     lo, hi = HALVES[half]
     return lo <= int("".join(c for c in Path(name).stem if c.isdigit())) <= hi
 
 
 def load_eval_set(data=DATA, resolution=128, half="all"):
-    """(crops [N, R, R, 3], gt [N, R, R, 1], names) with the protocol of datasets/README.md, for the photos
+    """(crops [N, R, R, 3], gt [N, R, R, 1], names) with the protocol of datasets/README.md, for the
+    photos
     of `half`."""
     rgb_dir, mask_dir = Path(data) / "rgb", Path(data) / "figure_ground"
     crops, gts, names = [], [], []
@@ -81,7 +102,9 @@ def load_eval_set(data=DATA, resolution=128, half="all"):
         box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         win = box_window([box], margin=0.25, square=True)
         crops.append(crop_to_window(img[None], win, resolution).numpy()[0])
-        gts.append(crop_to_window(mask[None, ..., None].astype(np.float32), win, resolution).numpy()[0])
+        gts.append(
+            crop_to_window(mask[None, ..., None].astype(np.float32), win, resolution).numpy()[0]
+        )
         names.append(p.name)
     return np.stack(crops), (np.stack(gts) > 0.5).astype(np.float32), names
 
@@ -104,10 +127,16 @@ def baselines(gt):
         d = (((xx - c) ** 2 + (yy - c) ** 2) <= (r * frac) ** 2).astype(np.float32)
         sweep[round(frac, 3)] = iou(np.broadcast_to(d[None, ..., None], gt.shape), gt)
     best = max(sweep, key=sweep.get)
-    return {"centred_disc_r_third": {"iou": iou(disc, gt), "dice": dice(disc, gt), "uses_box": False},
-            "centred_disc_best_radius_tuned_on_gt": {"radius_fraction": best, "iou": sweep[best],
-                                                     "sweep": sweep, "uses_box": False},
-            "ellipse_in_box": {"iou": iou(ell, gt), "dice": dice(ell, gt), "uses_box": True}}
+    return {
+        "centred_disc_r_third": {"iou": iou(disc, gt), "dice": dice(disc, gt), "uses_box": False},
+        "centred_disc_best_radius_tuned_on_gt": {
+            "radius_fraction": best,
+            "iou": sweep[best],
+            "sweep": sweep,
+            "uses_box": False,
+        },
+        "ellipse_in_box": {"iou": iou(ell, gt), "dice": dice(ell, gt), "uses_box": True},
+    }
 
 
 def evaluate_segmenter(model_dir, crops, gt):
@@ -117,14 +146,20 @@ def evaluate_segmenter(model_dir, crops, gt):
     seg = Segmenter.load(model_dir)
     r = crops.shape[1]
     x = tf.image.resize(crops, [seg.resolution, seg.resolution], antialias=True)
-    pred = np.concatenate([seg.predict_crops(x[i:i + 64]).numpy() for i in range(0, len(crops), 64)])
+    pred = np.concatenate(
+        [seg.predict_crops(x[i : i + 64]).numpy() for i in range(0, len(crops), 64)]
+    )
     pred = tf.image.resize(pred, [r, r], method="bilinear").numpy().clip(0, 1)
-    return pred, {"iou": iou(pred, gt), "dice": dice(pred, gt),
-                  "iou_per_image": iou(pred, gt, per_image=True)}
+    return pred, {
+        "iou": iou(pred, gt),
+        "dice": dice(pred, gt),
+        "iou_per_image": iou(pred, gt, per_image=True),
+    }
 
 
 def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
-    """The README's route: the crops written as 8-bit PNGs, `indep-seg segment --model RUN crops --out masks`,
+    """The README's route: the crops written as 8-bit PNGs, `indep-seg segment --model RUN crops
+    --out masks`,
     the 8-bit masks read back and thresholded at 0.5 (IoU / DICE as `evaluate_segmenter`)."""
     import subprocess
 
@@ -132,7 +167,9 @@ def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
     src, out = work_dir / "crops", work_dir / "masks"
     src.mkdir(parents=True, exist_ok=True)
     for c, name in zip(crops, names):
-        Image.fromarray((np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)).save(src / (Path(name).stem + ".png"))
+        Image.fromarray((np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+            src / (Path(name).stem + ".png")
+        )
     exe = Path(sys.executable).with_name("indep-seg")
     cmd = [str(exe), "segment", "--model", str(model_dir), str(src), "--out", str(out)]
     subprocess.run(cmd, check=True)
@@ -145,12 +182,18 @@ def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
     pred = np.stack(pred)
     if pred.shape[1:3] != gt.shape[1:3]:
         raise ValueError(f"masks of {pred.shape[1:3]} for crops of {gt.shape[1:3]}")
-    return pred, {"iou": iou(pred, gt), "dice": dice(pred, gt), "iou_per_image": iou(pred, gt, per_image=True)}
+    return pred, {
+        "iou": iou(pred, gt),
+        "dice": dice(pred, gt),
+        "iou_per_image": iou(pred, gt, per_image=True),
+    }
 
 
 def mine_summary(runs):
-    """MINE over seeds: per seed the mean of the held-out evaluations of the second half of its training
-    (`metrics_gan.mine_mutual_information(reduce="mean")`); the figure is the mean over seeds, with the
+    """MINE over seeds: per seed the mean of the held-out evaluations of the second half of its
+    training
+    (`metrics_gan.mine_mutual_information(reduce="mean")`); the figure is the mean over seeds, with
+    the
     spread (standard deviation and range) of the per-evaluation sums b_inv;f_vis + b_vis;f_inv."""
     per_seed = [r["mi"] for r in runs]
     late_sums = []
@@ -158,12 +201,17 @@ def mine_summary(runs):
         ea, ec = r["evaluations_binv_fvis"], r["evaluations_bvis_finv"]
         steps = ea[-1][0]
         late_sums += [a + c for (s, a), (_, c) in zip(ea, ec) if s > steps / 2]
-    return {"mi": float(np.mean(per_seed)), "mi_per_seed": per_seed,
-            "mi_binv_fvis": float(np.mean([r["mi_binv_fvis"] for r in runs])),
-            "mi_bvis_finv": float(np.mean([r["mi_bvis_finv"] for r in runs])),
-            "mi_eval_std": float(np.std(late_sums)), "mi_eval_min": float(np.min(late_sums)),
-            "mi_eval_max": float(np.max(late_sums)), "mi_evaluations": len(late_sums),
-            "mi_reduce": "mean of held-out evaluations, second half of MINE training"}
+    return {
+        "mi": float(np.mean(per_seed)),
+        "mi_per_seed": per_seed,
+        "mi_binv_fvis": float(np.mean([r["mi_binv_fvis"] for r in runs])),
+        "mi_bvis_finv": float(np.mean([r["mi_bvis_finv"] for r in runs])),
+        "mi_eval_std": float(np.std(late_sums)),
+        "mi_eval_min": float(np.min(late_sums)),
+        "mi_eval_max": float(np.max(late_sums)),
+        "mi_evaluations": len(late_sums),
+        "mi_reduce": "mean of held-out evaluations, second half of MINE training",
+    }
 
 
 def load_generator(model_dir, cfg):
@@ -188,8 +236,12 @@ def redo_posthoc(model_dir, cfg, budget_minutes):
     summary = json.loads(path.read_text())
     model = load_generator(model_dir, cfg)
     budget = budget_minutes * 60.0 * cfg.posthoc_budget_fraction - 20.0
-    hist = posthoc_stage(model, cfg, model_dir, summary["selected"], summary["selection_metric"], budget)
-    summary.update(posthoc=hist, posthoc_redone=True, total_seconds=summary["gan_seconds"] + hist["seconds"])
+    hist = posthoc_stage(
+        model, cfg, model_dir, summary["selected"], summary["selection_metric"], budget
+    )
+    summary.update(
+        posthoc=hist, posthoc_redone=True, total_seconds=summary["gan_seconds"] + hist["seconds"]
+    )
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     os.replace(tmp, path)
@@ -200,7 +252,7 @@ def generated_layers(model, n, seed=4321, batch=128):
     z = rng.standard_normal((n, model.generator.z_dim)).astype(np.float32)
     outs = {"foreground": [], "background": [], "mask": [], "composite": []}
     for i in range(0, n, batch):
-        o = model.generate(tf.constant(z[i:i + batch]))
+        o = model.generate(tf.constant(z[i : i + batch]))
         for k in outs:
             outs[k].append(o[k].numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -215,7 +267,8 @@ def tile(rows, scale=2):
 
 
 def parse_variant(spec):
-    """`NAME` (a value of the config's `ils`) or `NAME:key=value,key=value` (overrides of ILSGANConfig)."""
+    """`NAME` (a value of the config's `ils`) or `NAME:key=value,key=value` (overrides of
+    ILSGANConfig)."""
     from indep_seg.training.experiments.ilsgan import ILSGANConfig
 
     name, _, rest = spec.partition(":")
@@ -232,30 +285,58 @@ def parse_variant(spec):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budget-minutes", type=float, default=30.0, help="per variant (GAN + post-hoc UNet)")
-    ap.add_argument("--variants", default="mi,none", help="comma-separated values of the config's `ils`")
-    ap.add_argument("--variant", action="append", default=[],
-                    help="NAME:key=value,key=value (ILSGANConfig overrides), e.g. no_center:mask_center_prior=0")
+    ap.add_argument(
+        "--budget-minutes", type=float, default=30.0, help="per variant (GAN + post-hoc UNet)"
+    )
+    ap.add_argument(
+        "--variants", default="mi,none", help="comma-separated values of the config's `ils`"
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:key=value,key=value (ILSGANConfig overrides), e.g. "
+        "no_center:mask_center_prior=0",
+    )
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "bench_ilsgan_horse"))
-    ap.add_argument("--run-dir", action="append", default=[],
-                    help="VARIANT=DIR: use this run directory for a variant")
+    ap.add_argument(
+        "--run-dir",
+        action="append",
+        default=[],
+        help="VARIANT=DIR: use this run directory for a variant",
+    )
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--redo-posthoc", action="store_true",
-                    help="with --skip-train: run the post-hoc stage again (the preset's current settings, its "
-                         "share of --budget-minutes) on the selected generator of each run directory")
-    ap.add_argument("--cli", action="store_true",
-                    help="score the masks that `indep-seg segment --model RUN` writes for the crops (the README's "
-                         "route) instead of calling the segmenter in-process")
+    ap.add_argument(
+        "--redo-posthoc",
+        action="store_true",
+        help="with --skip-train: run the post-hoc stage again (the preset's current settings, its "
+        "share of --budget-minutes) on the selected generator of each run directory",
+    )
+    ap.add_argument(
+        "--cli",
+        action="store_true",
+        help="score the masks that `indep-seg segment --model RUN` writes for the crops (the "
+        "README's "
+        "route) instead of calling the segmenter in-process",
+    )
     ap.add_argument("--mine-samples", type=int, default=2000)
     ap.add_argument("--mine-steps", type=int, default=400)
     ap.add_argument("--kid-samples", type=int, default=1000)
-    ap.add_argument("--skip-gan-metrics", action="store_true", help="IoU / DICE only (no KID, no MINE)")
+    ap.add_argument(
+        "--skip-gan-metrics", action="store_true", help="IoU / DICE only (no KID, no MINE)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "ilsgan_horse.json"))
-    ap.add_argument("--note", default="", help="free text stored in the JSON (how the runs were made)")
+    ap.add_argument(
+        "--note", default="", help="free text stored in the JSON (how the runs were made)"
+    )
     args = ap.parse_args(argv)
 
     from indep_seg.training.context import TrainContext
-    from indep_seg.training.experiments.ilsgan import ILSGANConfig, load_training_images, train_ilsgan
+    from indep_seg.training.experiments.ilsgan import (
+        ILSGANConfig,
+        load_training_images,
+        train_ilsgan,
+    )
 
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
@@ -274,15 +355,25 @@ def main(argv=None):
     halves = {h: load_eval_set(half=h) for h in ("tune", "test")}
     base = {h: baselines(gt) for h, (_, gt, _) in halves.items()}
     print("baselines: " + json.dumps({h: b["centred_disc_r_third"] for h, b in base.items()}))
-    results = {"dataset": str(DATA), "eval_images": {h: len(c) for h, (c, _, _) in halves.items()},
-               "halves": {"tune": "horse001-horse164 (settings are chosen here)",
-                          "test": "horse165-horse328 (reported; never tuned on)"},
-               "protocol": "datasets/README.md: square crop half-side 0.75 max(w,h) around the GT box, black "
-                           "outside, 128x128, threshold 0.5", "baselines": base,
-               "budget_minutes_per_variant": args.budget_minutes, "cpu_cores": os.cpu_count(),
-               "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "route": "indep-seg segment (CLI)" if args.cli else "Segmenter.predict_crops (in-process)",
-               "note": args.note, "variants": {}}
+    results = {
+        "dataset": str(DATA),
+        "eval_images": {h: len(c) for h, (c, _, _) in halves.items()},
+        "halves": {
+            "tune": "horse001-horse164 (settings are chosen here)",
+            "test": "horse165-horse328 (reported; never tuned on)",
+        },
+        "protocol": "datasets/README.md: square crop half-side 0.75 max(w,h) around the GT box, "
+        "black "
+        "outside, 128x128, threshold 0.5",
+        "baselines": base,
+        "budget_minutes_per_variant": args.budget_minutes,
+        "cpu_cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "route": "indep-seg segment (CLI)" if args.cli else "Segmenter.predict_crops (in-process)",
+        "note": args.note,
+        "variants": {},
+    }
     ext, ext_name = None, None
     figure_rows = []
     for v, overrides in variants.items():
@@ -291,7 +382,9 @@ def main(argv=None):
         t0 = time.time()
         train_metrics = None
         if not args.skip_train:
-            train_metrics = train_ilsgan(cfg, TrainContext(model_dir=d, budget_minutes=args.budget_minutes))
+            train_metrics = train_ilsgan(
+                cfg, TrainContext(model_dir=d, budget_minutes=args.budget_minutes)
+            )
         if args.redo_posthoc:
             redo_posthoc(d, cfg, args.budget_minutes)
         summary = json.loads((d / "ilsgan_summary.json").read_text())
@@ -304,42 +397,82 @@ def main(argv=None):
             entry[h] = {"iou": sc["iou"], "dice": sc["dice"]}
             if h == "test":
                 pred_test, iou_test = pred, sc["iou_per_image"]
-        entry.update({"selected_step": summary["selected"]["step"], "steps": summary["fit"]["step"],
-                      "gan_seconds": summary["gan_seconds"], "total_seconds": summary["total_seconds"],
-                      "posthoc_val_iou": summary["posthoc"]["best_val_iou"], "restarts": summary["restarts"],
-                      "collapse_events": len(summary["collapse_events"]), "run_dir": str(d)})
+        entry.update(
+            {
+                "selected_step": summary["selected"]["step"],
+                "steps": summary["fit"]["step"],
+                "gan_seconds": summary["gan_seconds"],
+                "total_seconds": summary["total_seconds"],
+                "posthoc_val_iou": summary["posthoc"]["best_val_iou"],
+                "restarts": summary["restarts"],
+                "collapse_events": len(summary["collapse_events"]),
+                "run_dir": str(d),
+            }
+        )
         model = load_generator(d, cfg)
         layers = generated_layers(model, max(args.mine_samples, args.kid_samples, 8))
         entry["mask_coverage"] = float((layers["mask"] > 0.5).mean())
         if not args.skip_gan_metrics:
             if ext is None:
                 from indep_seg.training.experiments.ilsgan import feature_extractor
+
                 ext, ext_name, _ = feature_extractor(cfg)
                 reals = load_training_images(str(DATA), cfg.resolution)
                 real_feats = metrics_gan.compute_features(reals, ext)
-            feats = metrics_gan.compute_features(np.clip(layers["composite"][:args.kid_samples], 0, 1), ext)
-            kid_mean, kid_std = metrics_gan.kid_from_features(feats, real_feats, num_subsets=50,
-                                                              subset_size=min(300, len(real_feats)))
+            feats = metrics_gan.compute_features(
+                np.clip(layers["composite"][: args.kid_samples], 0, 1), ext
+            )
+            kid_mean, kid_std = metrics_gan.kid_from_features(
+                feats, real_feats, num_subsets=50, subset_size=min(300, len(real_feats))
+            )
             n = args.mine_samples
-            runs = [metrics_gan.layer_mutual_information(
-                layers["foreground"][:n], layers["background"][:n], layers["mask"][:n], downsample=8, hidden=128,
-                steps=args.mine_steps, seed=s, reduce="mean", return_evaluations=True) for s in (0, 1, 2)]
-            entry.update({"kid": kid_mean, "kid_std": kid_std, "kid_features": ext_name, **mine_summary(runs)})
+            runs = [
+                metrics_gan.layer_mutual_information(
+                    layers["foreground"][:n],
+                    layers["background"][:n],
+                    layers["mask"][:n],
+                    downsample=8,
+                    hidden=128,
+                    steps=args.mine_steps,
+                    seed=s,
+                    reduce="mean",
+                    return_evaluations=True,
+                )
+                for s in (0, 1, 2)
+            ]
+            entry.update(
+                {
+                    "kid": kid_mean,
+                    "kid_std": kid_std,
+                    "kid_features": ext_name,
+                    **mine_summary(runs),
+                }
+            )
         entry["eval_seconds"] = time.time() - t0 - (train_metrics or {}).get("seconds", 0.0)
         results["variants"][v] = entry
-        print(f"{v}: " + json.dumps({k: entry.get(k) for k in ("test", "tune", "kid", "mi", "steps")}))
+        print(
+            f"{v}: " + json.dumps({k: entry.get(k) for k in ("test", "tune", "kid", "mi", "steps")})
+        )
         g = layers
         crops, gt, _ = halves["test"]
         order = np.argsort(iou_test)
         pick = order[np.linspace(0, len(order) - 1, 8).astype(int)]
-        figure_rows.append((v, tile([g["background"][:8], g["foreground"][:8], g["composite"][:8],
-                                     g["mask"][:8]], scale=4),
-                            tile([crops[pick], gt[pick], (pred_test[pick] > 0.5).astype(np.float32)], scale=1)))
+        figure_rows.append(
+            (
+                v,
+                tile(
+                    [g["background"][:8], g["foreground"][:8], g["composite"][:8], g["mask"][:8]],
+                    scale=4,
+                ),
+                tile([crops[pick], gt[pick], (pred_test[pick] > 0.5).astype(np.float32)], scale=1),
+            )
+        )
         RESULTS.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(f".json.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(results, indent=2, default=float))
         os.replace(tmp, args.out)
-    # figure: per variant, generated layers (rows bg / fg / composite / mask) and test-half crops / GT / prediction
+    # figure: per variant, generated layers (rows bg / fg / composite / mask) and test-half crops /
+    # GT / prediction
     panels = []
     for v, gen, real in figure_rows:
         w = max(gen.shape[1], real.shape[1])

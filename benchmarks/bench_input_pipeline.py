@@ -2,7 +2,8 @@
 resize to 128 + augment + batch, in images/s, plus what each speed-up gave.
 
     .venv/bin/python benchmarks/bench_input_pipeline.py            # ~1-2 minutes
-    .venv/bin/python benchmarks/bench_input_pipeline.py --quick    # a few seconds (synthetic data only)
+    .venv/bin/python benchmarks/bench_input_pipeline.py --quick    # a few seconds (synthetic data
+    only)
 
 Writes `input_pipeline.json` into the results folder (benchmarks/common.py). Each variant is
 reported as wall-clock images/s and as images per CPU-second of this process (all threads):
@@ -28,6 +29,7 @@ run), then `indep_seg.data.box_seg_stream.box_seg_dataset` at the preset's batch
 (`box_seg stream`, steady state), beside the `box_seg` trainer's own step
 (`box_seg_stream_over_box_seg_trainer`, target >= 10x).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,11 +83,16 @@ def _rate(ds, num_batches, warmup=2):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny configuration (synthetic data only)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny configuration (synthetic data only)"
+    )
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--trainers", default="box_seg,box_seg_paper",
-                        help="box-crop trainers whose step rate is measured beside the pipeline ('' = none)")
+    parser.add_argument(
+        "--trainers",
+        default="box_seg,box_seg_paper",
+        help="box-crop trainers whose step rate is measured beside the pipeline ('' = none)",
+    )
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -102,39 +109,70 @@ def main(argv=None):
 
     def record(name, clock, n, note):
         wall, per_cpu = n / clock.wall, n / max(clock.cpu, 1e-9)
-        rows.append({"variant": name, "images_per_s": round(wall, 1),
-                     "images_per_cpu_s": round(per_cpu, 1),
-                     "projected_2_cores_images_per_s": round(per_cpu * cores, 1), "images": n, "note": note})
-        print(f"{name:28s} {wall:8.1f} images/s wall  {per_cpu:8.1f} per CPU-s  ({n} images)  {note}", flush=True)
+        rows.append(
+            {
+                "variant": name,
+                "images_per_s": round(wall, 1),
+                "images_per_cpu_s": round(per_cpu, 1),
+                "projected_2_cores_images_per_s": round(per_cpu * cores, 1),
+                "images": n,
+                "note": note,
+            }
+        )
+        print(
+            f"{name:28s} {wall:8.1f} images/s wall  {per_cpu:8.1f} per CPU-s  ({n} images)  {note}",
+            flush=True,
+        )
         return wall, per_cpu * cores
 
-    result = {"resolution": R, "batch_size": B, "cpu_count": os.cpu_count(),
-              "loadavg_at_start": list(os.getloadavg()), "platform": platform.platform(),
-              "tensorflow": tf.__version__, "target_images_per_s": TARGET, "trainer_images_per_s": None}
+    result = {
+        "resolution": R,
+        "batch_size": B,
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "target_images_per_s": TARGET,
+        "trainer_images_per_s": None,
+    }
 
     if not args.quick and WEIZMANN.is_dir():
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            summary = convert_masks(WEIZMANN / "rgb", WEIZMANN / "figure_ground", Path(tmp) / "horse",
-                                    num_shards=4, progress=False)
-            result["conversion"] = {"records": summary.records, "bytes": summary.bytes,
-                                    "seconds": round(time.perf_counter() - t, 2)}
-            print(f"converted {summary.records} records, {summary.bytes:,} bytes, "
-                  f"{result['conversion']['seconds']} s", flush=True)
+            summary = convert_masks(
+                WEIZMANN / "rgb",
+                WEIZMANN / "figure_ground",
+                Path(tmp) / "horse",
+                num_shards=4,
+                progress=False,
+            )
+            result["conversion"] = {
+                "records": summary.records,
+                "bytes": summary.bytes,
+                "seconds": round(time.perf_counter() - t, 2),
+            }
+            print(
+                f"converted {summary.records} records, {summary.bytes:,} bytes, "
+                f"{result['conversion']['seconds']} s",
+                flush=True,
+            )
             n_epoch = summary.records
             batches_epoch = max(1, n_epoch // B)
 
             # Folder reader, decoding the original JPEGs every epoch: with and without DCT scaling.
             original = decode_mod.decode_photo_to_size
             for name, dct in (("folder, full decode", False), ("folder, DCT scaling", True)):
-                decode_mod.decode_photo_to_size = (
-                    lambda c, h, w, _d=dct: original(c, h, w, dct_scaling=_d))
+                decode_mod.decode_photo_to_size = lambda c, h, w, _d=dct: original(
+                    c, h, w, dct_scaling=_d
+                )
                 try:
                     ds = read_image_folder(WEIZMANN / "rgb", masks_dir=WEIZMANN / "figure_ground")
                     clock, n = _rate(box_crop_pipeline(ds, R, **kw), batches_epoch)
                 finally:
                     decode_mod.decode_photo_to_size = original
-                record(name, clock, n, "original JPEGs (81x100 .. 1280x960) -> mask size, every epoch")
+                record(
+                    name, clock, n, "original JPEGs (81x100 .. 1280x960) -> mask size, every epoch"
+                )
 
             pattern = str(Path(tmp) / "horse-*.tfrecord")
             ds = read_tfrecords(pattern)
@@ -148,7 +186,9 @@ def main(argv=None):
             record("tfrecords, cached: epoch 1", clock, n, "fills the cache")
             with _Clock() as clock:
                 n = _take(it, 20 * batches_epoch)
-            wall, projected = record("tfrecords, cached", clock, n, "steady state: augment + batch from cached crops")
+            wall, projected = record(
+                "tfrecords, cached", clock, n, "steady state: augment + batch from cached crops"
+            )
             result["weizmann_tfrecords_cached_images_per_s"] = round(wall, 1)
             result["weizmann_tfrecords_cached_projected_2_cores_images_per_s"] = round(projected, 1)
             result["meets_1500_target_wall"] = bool(wall >= TARGET)
@@ -160,18 +200,39 @@ def main(argv=None):
 
             cfg = BoxSegConfig(evidence_images=0)
             with _Clock() as clock:
-                shards = prepare_box_shards(pattern, cfg, Path(tmp) / "box_shards", seed=0, log=lambda *a: None)
+                shards = prepare_box_shards(
+                    pattern, cfg, Path(tmp) / "box_shards", seed=0, log=lambda *a: None
+                )
             result["box_shards_seconds"] = round(clock.wall, 2)
-            result["box_shards"] = {"boxes": shards["boxes"], "backgrounds": shards["backgrounds"],
-                                    "resolution": cfg.resolution, "prior": cfg.prior,
-                                    "images_per_s": round(shards["boxes"] / clock.wall, 1)}
-            print(f"box shards: {shards['boxes']} boxes + {shards['backgrounds']} backgrounds at "
-                  f"{cfg.resolution} px with {cfg.prior} priors in {clock.wall:.1f} s (once per run)", flush=True)
-            stream = box_seg_dataset(shards["crop_files"], shards["background_files"], cfg.batch_size,
-                                     resolution=cfg.resolution, seed=0, prior=True, area=True)
+            result["box_shards"] = {
+                "boxes": shards["boxes"],
+                "backgrounds": shards["backgrounds"],
+                "resolution": cfg.resolution,
+                "prior": cfg.prior,
+                "images_per_s": round(shards["boxes"] / clock.wall, 1),
+            }
+            print(
+                f"box shards: {shards['boxes']} boxes + {shards['backgrounds']} backgrounds at "
+                f"{cfg.resolution} px with {cfg.prior} priors in {clock.wall:.1f} s (once per run)",
+                flush=True,
+            )
+            stream = box_seg_dataset(
+                shards["crop_files"],
+                shards["background_files"],
+                cfg.batch_size,
+                resolution=cfg.resolution,
+                seed=0,
+                prior=True,
+                area=True,
+            )
             clock, n = _rate(stream, 300)
-            wall, projected = record("box_seg stream", clock, n, f"the box_seg trainer's input: shards -> "
-                                     f"{cfg.resolution} px crops + priors + areas + backgrounds, batch {cfg.batch_size}")
+            wall, projected = record(
+                "box_seg stream",
+                clock,
+                n,
+                f"the box_seg trainer's input: shards -> "
+                f"{cfg.resolution} px crops + priors + areas + backgrounds, batch {cfg.batch_size}",
+            )
             result["box_seg_stream_images_per_s"] = round(wall, 1)
     elif not args.quick:
         result["skipped_weizmann"] = f"{WEIZMANN} is absent"
@@ -210,23 +271,41 @@ def main(argv=None):
             out = h.step(*h.batch)
         tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, out)  # wait for it
         rate = steps * h.batch_size / (time.perf_counter() - t)
-        trainers[preset] = {"images_per_s": round(rate, 1), "batch": h.batch_size,
-                            "resolution": h.config["resolution"]}
-        print(f"trainer {preset:20s} {rate:8.1f} images/s (batch {h.batch_size}, {h.config['resolution']} px)",
-              flush=True)
+        trainers[preset] = {
+            "images_per_s": round(rate, 1),
+            "batch": h.batch_size,
+            "resolution": h.config["resolution"],
+        }
+        print(
+            f"trainer {preset:20s} {rate:8.1f} images/s (batch {h.batch_size}, "
+            f"{h.config['resolution']} px)",
+            flush=True,
+        )
     if trainers:
         fastest = max(v["images_per_s"] for v in trainers.values())
         result["trainers"] = trainers
         result["trainer_images_per_s"] = fastest
         if "weizmann_tfrecords_cached_images_per_s" in result:
-            result["pipeline_over_fastest_trainer"] = round(result["weizmann_tfrecords_cached_images_per_s"] / fastest, 1)
+            result["pipeline_over_fastest_trainer"] = round(
+                result["weizmann_tfrecords_cached_images_per_s"] / fastest, 1
+            )
             result["meets_10x_trainer"] = bool(result["pipeline_over_fastest_trainer"] >= 10)
-            print(f"pipeline (cached) / fastest trainer = {result['pipeline_over_fastest_trainer']}x", flush=True)
+            print(
+                f"pipeline (cached) / fastest trainer = {result['pipeline_over_fastest_trainer']}x",
+                flush=True,
+            )
         if "box_seg" in trainers and "box_seg_stream_images_per_s" in result:
             result["box_seg_stream_over_box_seg_trainer"] = round(
-                result["box_seg_stream_images_per_s"] / trainers["box_seg"]["images_per_s"], 1)
-            result["box_seg_stream_meets_10x"] = bool(result["box_seg_stream_over_box_seg_trainer"] >= 10)
-            print(f"box_seg stream / box_seg trainer = {result['box_seg_stream_over_box_seg_trainer']}x", flush=True)
+                result["box_seg_stream_images_per_s"] / trainers["box_seg"]["images_per_s"], 1
+            )
+            result["box_seg_stream_meets_10x"] = bool(
+                result["box_seg_stream_over_box_seg_trainer"] >= 10
+            )
+            print(
+                "box_seg stream / box_seg trainer = "
+                f"{result['box_seg_stream_over_box_seg_trainer']}x",
+                flush=True,
+            )
     result["loadavg_at_end"] = list(os.getloadavg())
     path = write_json_atomic(results_dir() / "input_pipeline.json", result)
     print(f"wrote {path}")

@@ -12,6 +12,7 @@ slow in oneDNN), the Table-1 UNet's innermost and mask transposed convolutions, 
 1-channel mask convolution, BatchNorm in training. Writes `layers.json` (a `table` with
 milliseconds and speed-ups) into the results folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,25 +28,62 @@ from benchmarks.common import results_dir, write_json_atomic  # noqa: E402
 
 # (name, Keras class, library class (module, name), constructor kwargs, input shape, input gradient)
 CASES = [
-    ("SN discriminator conv0: 3x3/2, 3 -> 64, 128 px, batch 32 (Table 1)", "Conv2D",
-     ("unfused_bias_conv", "UnfusedBiasConv2D"), dict(filters=64, kernel_size=3, strides=2, padding="same"),
-     (32, 128, 128, 3), False),
-    ("UNet enc0: 4x4/2, 3 -> 64, 128 px, batch 16 (Table 1)", "Conv2D",
-     ("unfused_bias_conv", "UnfusedBiasConv2D"), dict(filters=64, kernel_size=4, strides=2, padding="same"),
-     (16, 128, 128, 3), False),
-    ("SN discriminator conv1: 3x3/2, 64 -> 128, 64 px, batch 32", "Conv2D",
-     ("unfused_bias_conv", "UnfusedBiasConv2D"), dict(filters=128, kernel_size=3, strides=2, padding="same"),
-     (32, 64, 64, 64), True),
-    ("UNet dec3: transposed 4x4/2, 1024 -> 512, 4x4 -> 8x8, batch 16 (Table 1)", "Conv2DTranspose",
-     ("gemm_conv_transpose", "GemmConv2DTranspose"), dict(filters=512, kernel_size=4, strides=2, padding="same",
-                                                          use_bias=False), (16, 4, 4, 1024), True),
-    ("UNet mask: transposed 4x4/2, 128 -> 1, 64 -> 128 px, batch 16 (Table 1)", "Conv2DTranspose",
-     ("gemm_conv_transpose", "GemmConv2DTranspose"), dict(filters=1, kernel_size=4, strides=2, padding="same"),
-     (16, 64, 64, 128), True),
-    ("small UNet mask: 3x3, 64 -> 1, 64 px, batch 32", "Conv2D",
-     ("gemm_conv", "GemmConv2D"), dict(filters=1, kernel_size=3, padding="same"), (32, 64, 64, 64), True),
-    ("BatchNorm in training, 64x64x64, batch 16", "BatchNormalization",
-     ("fused_batch_norm", "FusedBatchNormalization"), dict(momentum=0.9), (16, 64, 64, 64), True),
+    (
+        "SN discriminator conv0: 3x3/2, 3 -> 64, 128 px, batch 32 (Table 1)",
+        "Conv2D",
+        ("unfused_bias_conv", "UnfusedBiasConv2D"),
+        dict(filters=64, kernel_size=3, strides=2, padding="same"),
+        (32, 128, 128, 3),
+        False,
+    ),
+    (
+        "UNet enc0: 4x4/2, 3 -> 64, 128 px, batch 16 (Table 1)",
+        "Conv2D",
+        ("unfused_bias_conv", "UnfusedBiasConv2D"),
+        dict(filters=64, kernel_size=4, strides=2, padding="same"),
+        (16, 128, 128, 3),
+        False,
+    ),
+    (
+        "SN discriminator conv1: 3x3/2, 64 -> 128, 64 px, batch 32",
+        "Conv2D",
+        ("unfused_bias_conv", "UnfusedBiasConv2D"),
+        dict(filters=128, kernel_size=3, strides=2, padding="same"),
+        (32, 64, 64, 64),
+        True,
+    ),
+    (
+        "UNet dec3: transposed 4x4/2, 1024 -> 512, 4x4 -> 8x8, batch 16 (Table 1)",
+        "Conv2DTranspose",
+        ("gemm_conv_transpose", "GemmConv2DTranspose"),
+        dict(filters=512, kernel_size=4, strides=2, padding="same", use_bias=False),
+        (16, 4, 4, 1024),
+        True,
+    ),
+    (
+        "UNet mask: transposed 4x4/2, 128 -> 1, 64 -> 128 px, batch 16 (Table 1)",
+        "Conv2DTranspose",
+        ("gemm_conv_transpose", "GemmConv2DTranspose"),
+        dict(filters=1, kernel_size=4, strides=2, padding="same"),
+        (16, 64, 64, 128),
+        True,
+    ),
+    (
+        "small UNet mask: 3x3, 64 -> 1, 64 px, batch 32",
+        "Conv2D",
+        ("gemm_conv", "GemmConv2D"),
+        dict(filters=1, kernel_size=3, padding="same"),
+        (32, 64, 64, 64),
+        True,
+    ),
+    (
+        "BatchNorm in training, 64x64x64, batch 16",
+        "BatchNormalization",
+        ("fused_batch_norm", "FusedBatchNormalization"),
+        dict(momentum=0.9),
+        (16, 64, 64, 64),
+        True,
+    ),
 ]
 
 
@@ -106,10 +144,17 @@ def run_case(case, quick, repeats, burst):
             [g.numpy() for g in out]
             times[k].append((time.perf_counter() - t) / burst)
     best = {k: min(v) for k, v in times.items()}
-    return {"layer": name, "keras_layer": keras_name, "library_layer": lib[1], "input_shape": list(shape),
-            "input_gradient": input_grad, "keras_ms": round(1e3 * best["keras"], 3),
-            "library_ms": round(1e3 * best["library"], 3), "speedup": round(best["keras"] / best["library"], 2),
-            "max_abs_output_difference": diff}
+    return {
+        "layer": name,
+        "keras_layer": keras_name,
+        "library_layer": lib[1],
+        "input_shape": list(shape),
+        "input_gradient": input_grad,
+        "keras_ms": round(1e3 * best["keras"], 3),
+        "library_ms": round(1e3 * best["library"], 3),
+        "speedup": round(best["keras"] / best["library"], 2),
+        "max_abs_output_difference": diff,
+    }
 
 
 def main(argv=None):
@@ -125,13 +170,22 @@ def main(argv=None):
     table = []
     for case in CASES:
         row = run_case(case, args.quick, repeats, burst)
-        print(f"{row['layer']}: Keras {row['keras_ms']} ms, library {row['library_ms']} ms "
-              f"({row['speedup']}x)", flush=True)
+        print(
+            f"{row['layer']}: Keras {row['keras_ms']} ms, library {row['library_ms']} ms "
+            f"({row['speedup']}x)",
+            flush=True,
+        )
         table.append(row)
-    result = {"benchmark": "layers", "quick": args.quick, "repeats": repeats, "burst": burst,
-              "what": "one training pass (forward + the gradients a train step takes), best burst mean",
-              "table": table, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "load_avg": os.getloadavg()}
+    result = {
+        "benchmark": "layers",
+        "quick": args.quick,
+        "repeats": repeats,
+        "burst": burst,
+        "what": "one training pass (forward + the gradients a train step takes), best burst mean",
+        "table": table,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_avg": os.getloadavg(),
+    }
     out = Path(args.out) if args.out else results_dir() / "layers.json"
     write_json_atomic(out, result)
     print(f"wrote {out}")

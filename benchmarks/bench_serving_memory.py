@@ -24,6 +24,7 @@ tensorflow`, `import indep_seg.serving.server`, the model loaded, the first Pred
 Numbers move with the neighbours' load only a little (memory, not time), but the machine's
 load average is recorded with them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def proc_status(pid) -> dict:
         key, _, value = line.partition(":")
         if key in FIELDS:
             v = value.split()[0]
-            out[key if key == "Threads" else f"{key}_mb"] = int(v) if key == "Threads" else round(int(v) / 1024, 1)
+            out[key if key == "Threads" else f"{key}_mb"] = (
+                int(v) if key == "Threads" else round(int(v) / 1024, 1)
+            )
     return out
 
 
@@ -69,7 +72,9 @@ def export_model(preset, resolution, folder):
     from indep_seg.serving.export import export_segmenter
 
     net = unet_preset(preset, resolution=resolution)
-    seg = Segmenter(net, resolution=resolution, margin=0.0, square=False, experiment=f"bench-mem-{preset}")
+    seg = Segmenter(
+        net, resolution=resolution, margin=0.0, square=False, experiment=f"bench-mem-{preset}"
+    )
     export_segmenter(seg, folder, version=1)
     return int(net.count_params())
 
@@ -78,19 +83,45 @@ def start_server(base, env_extra, workdir):
     port, rest = _free_port(), _free_port()
     ready = Path(workdir) / f"ready-{port}"
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env["CUDA_VISIBLE_DEVICES"] = ""
     env.update(env_extra)
     log = open(Path(workdir) / f"server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "indep_seg", "serve", "--port", str(port), "--rest_api_port",
-                             str(rest), "--model_name", "m", "--model_base_path", str(base),
-                             "--file_system_poll_wait_seconds", "0", "--ready_file", str(ready)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "indep_seg",
+            "serve",
+            "--port",
+            str(port),
+            "--rest_api_port",
+            str(rest),
+            "--model_name",
+            "m",
+            "--model_base_path",
+            str(base),
+            "--file_system_poll_wait_seconds",
+            "0",
+            "--ready_file",
+            str(ready),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not ready.exists():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            raise RuntimeError(f"server did not start: {(Path(workdir) / f'server-{port}.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                "server did not start: "
+                f"{(Path(workdir) / f'server-{port}.log').read_text()[-2000:]}"
+            )
         time.sleep(0.2)
     return proc, port, rest
 
@@ -129,7 +160,9 @@ def load(port, rest, resolution, requests, threads=16, base=None):
 
     def worker(n, seed):
         r = np.random.default_rng(seed)
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2 ** 26)]) as ch:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2**26)]
+        ) as ch:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
             for _ in range(n):
                 # images of the size a client has at hand (64..512 px a side, batch 1-2): the
@@ -137,8 +170,9 @@ def load(port, rest, resolution, requests, threads=16, base=None):
                 h, w = (int(v) for v in r.integers(64, 513, size=2))
                 req = predict_pb2.PredictRequest()
                 req.model_spec.name = "m"
-                req.inputs["image"].CopyFrom(to_tensor_proto(r.random((int(r.integers(1, 3)), h, w, 3),
-                                                                      dtype=np.float32)))
+                req.inputs["image"].CopyFrom(
+                    to_tensor_proto(r.random((int(r.integers(1, 3)), h, w, 3), dtype=np.float32))
+                )
                 try:
                     stub.Predict(req, timeout=120)
                 except grpc.RpcError as e:  # pragma: no cover
@@ -155,11 +189,18 @@ def load(port, rest, resolution, requests, threads=16, base=None):
     body = json.dumps({"instances": image.tolist()}).encode()
     buf = io.BytesIO()
     Image.fromarray((image[0] * 255).astype(np.uint8)).save(buf, format="PNG")
-    png = json.dumps({"signature_name": "segment_bytes",
-                      "instances": [{"b64": base64.b64encode(buf.getvalue()).decode()}]}).encode()
+    png = json.dumps(
+        {
+            "signature_name": "segment_bytes",
+            "instances": [{"b64": base64.b64encode(buf.getvalue()).decode()}],
+        }
+    ).encode()
     for payload in [body] * 10 + [png] * 10:
-        r = urllib.request.Request(f"http://127.0.0.1:{rest}/v1/models/m:predict", data=payload,
-                                   headers={"Content-Type": "application/json"})
+        r = urllib.request.Request(
+            f"http://127.0.0.1:{rest}/v1/models/m:predict",
+            data=payload,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(r, timeout=60) as resp:
             resp.read()
     return errors
@@ -180,8 +221,14 @@ def measure_server(base, env_extra, resolution, requests, settle, workdir, clien
         took = time.time() - t0
         time.sleep(settle)
         after = proc_status(proc.pid)
-        return {"env": env_extra, "idle_after_start": idle, "after_load": loaded, "idle_after_load": after,
-                "load_seconds": round(took, 1), "load_errors": errors}
+        return {
+            "env": env_extra,
+            "idle_after_start": idle,
+            "after_load": loaded,
+            "idle_after_load": after,
+            "load_seconds": round(took, 1),
+            "load_errors": errors,
+        }
     finally:
         proc.terminate()
         try:
@@ -221,8 +268,13 @@ print("STEPS " + json.dumps(steps))
 
 def breakdown(version_dir, resolution, env_extra):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", **env_extra)
-    out = subprocess.run([sys.executable, "-c", _BREAKDOWN, str(version_dir), str(REPO), str(resolution)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _BREAKDOWN, str(version_dir), str(REPO), str(resolution)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     for line in out.stdout.splitlines():
         if line.startswith("STEPS "):
             return json.loads(line[6:])
@@ -234,9 +286,13 @@ def main():
     ap.add_argument("--unet", default="small", help="indep_seg.networks.unet preset")
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--requests", type=int, default=320, help="gRPC Predicts in the load phase")
-    ap.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients in the load phase")
+    ap.add_argument(
+        "--clients", type=int, default=16, help="concurrent gRPC clients in the load phase"
+    )
     ap.add_argument("--settle", type=float, default=3.0, help="seconds idle before reading memory")
-    ap.add_argument("--env", action="append", default=[], help="K=V for the server (several: one run each)")
+    ap.add_argument(
+        "--env", action="append", default=[], help="K=V for the server (several: one run each)"
+    )
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serving_memory.json"))
     args = ap.parse_args()
@@ -244,25 +300,46 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "m"
         params = export_model(args.unet, args.resolution, base)
-        runs = [measure_server(base, {}, args.resolution, args.requests, args.settle, tmp, args.clients)]
+        runs = [
+            measure_server(base, {}, args.resolution, args.requests, args.settle, tmp, args.clients)
+        ]
         for spec in args.env:
             env = dict(kv.split("=", 1) for kv in spec.split(","))
-            runs.append(measure_server(base, env, args.resolution, args.requests, args.settle, tmp, args.clients))
+            runs.append(
+                measure_server(
+                    base, env, args.resolution, args.requests, args.settle, tmp, args.clients
+                )
+            )
         steps = None if args.no_breakdown else breakdown(base / "1", args.resolution, {})
-        saved_model_mb = round(sum(f.stat().st_size for f in (base / "1").rglob("*") if f.is_file()) / 2 ** 20, 2)
+        saved_model_mb = round(
+            sum(f.stat().st_size for f in (base / "1").rglob("*") if f.is_file()) / 2**20, 2
+        )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:  # pragma: no cover
         commit = ""
-    result = {"benchmark": "serving_memory", "unet": args.unet, "resolution": args.resolution, "params": params,
-              "saved_model_mb": saved_model_mb, "requests": args.requests, "clients": args.clients,
-              "load": "gRPC Predicts of 1-2 random images of 64..512 px a side from --clients threads, a hot "
-                      "reload (version 2 loaded, 1 unloaded) 1 s in, then 10 REST predicts and 10 "
-                      "segment_bytes PNGs", "commit": commit,
-              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "loadavg": os.getloadavg(), "cpus": os.cpu_count(), "python": platform.python_version(),
-              "runs": runs, "breakdown_rss_mb": steps}
+    result = {
+        "benchmark": "serving_memory",
+        "unet": args.unet,
+        "resolution": args.resolution,
+        "params": params,
+        "saved_model_mb": saved_model_mb,
+        "requests": args.requests,
+        "clients": args.clients,
+        "load": "gRPC Predicts of 1-2 random images of 64..512 px a side from --clients threads, a "
+        "hot "
+        "reload (version 2 loaded, 1 unloaded) 1 s in, then 10 REST predicts and 10 "
+        "segment_bytes PNGs",
+        "commit": commit,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "runs": runs,
+        "breakdown_rss_mb": steps,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -12,6 +12,7 @@ Measures on the `toy` experiment (so it isolates the loop from any application's
   2-core CPU this shows the cost of the replica machinery, not a speed-up.
 Writes `training_loop.json` (a `table` of the figures) into the results folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,13 @@ def measure_local(steps, checkpoint_every, repeats, batch_size):
         model = _toy(ctx, batch_size)
         ds = toy_dataset(batch_size, 8, 0)
         model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)  # trace
-        bare = max(_steps_per_s(lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False),
-                                steps)
-                   for _ in range(repeats))
+        bare = max(
+            _steps_per_s(
+                lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False),
+                steps,
+            )
+            for _ in range(repeats)
+        )
         rows.append({"what": "bare model.fit (no callbacks)", "steps_per_s": round(bare, 1)})
 
         best = 0.0
@@ -66,13 +71,33 @@ def measure_local(steps, checkpoint_every, repeats, batch_size):
             keras.utils.set_random_seed(0)
             ctx = TrainContext(model_dir=Path(d) / f"loop{r}", extra={"verbose": False})
             model = _toy(ctx, batch_size)
-            run_fit(model, lambda s: toy_dataset(batch_size, 8, 0, s), ctx, total_steps=5, checkpoint_every=5,
-                    image_every=0, verbose=False)  # trace + first checkpoint
-            result = run_fit(model, lambda s: toy_dataset(batch_size, 8, 0, s), ctx, total_steps=5 + steps,
-                             checkpoint_every=checkpoint_every, log_every=10, image_every=0, verbose=False)
+            run_fit(
+                model,
+                lambda s: toy_dataset(batch_size, 8, 0, s),
+                ctx,
+                total_steps=5,
+                checkpoint_every=5,
+                image_every=0,
+                verbose=False,
+            )  # trace + first checkpoint
+            result = run_fit(
+                model,
+                lambda s: toy_dataset(batch_size, 8, 0, s),
+                ctx,
+                total_steps=5 + steps,
+                checkpoint_every=checkpoint_every,
+                log_every=10,
+                image_every=0,
+                verbose=False,
+            )
             best = max(best, steps / result["seconds"])
-        rows.append({"what": f"run_fit (log every 10, checkpoint every {checkpoint_every})",
-                     "steps_per_s": round(best, 1), "overhead_pct": round(100 * (bare / best - 1), 1)})
+        rows.append(
+            {
+                "what": f"run_fit (log every 10, checkpoint every {checkpoint_every})",
+                "steps_per_s": round(best, 1),
+                "overhead_pct": round(100 * (bare / best - 1), 1),
+            }
+        )
 
         ckpt = Checkpointer(model, Path(d) / "ck", keep_checkpoints=2)
         saves, restores = [], []
@@ -83,14 +108,25 @@ def measure_local(steps, checkpoint_every, repeats, batch_size):
             t = time.perf_counter()
             ckpt.restore(log=lambda m: None)
             restores.append(time.perf_counter() - t)
-        n_params = sum(int(v.numpy().size) for v in model.generator.weights + model.discriminator.weights)
-        rows.append({"what": f"checkpoint save ({n_params} parameters + 2 Adam states)",
-                     "ms_median": round(1000 * statistics.median(saves), 2)})
-        rows.append({"what": "checkpoint restore", "ms_median": round(1000 * statistics.median(restores), 2)})
+        n_params = sum(
+            int(v.numpy().size) for v in model.generator.weights + model.discriminator.weights
+        )
+        rows.append(
+            {
+                "what": f"checkpoint save ({n_params} parameters + 2 Adam states)",
+                "ms_median": round(1000 * statistics.median(saves), 2),
+            }
+        )
+        rows.append(
+            {
+                "what": "checkpoint restore",
+                "ms_median": round(1000 * statistics.median(restores), 2),
+            }
+        )
     return rows
 
 
-_MIRRORED_CHILD = r'''
+_MIRRORED_CHILD = r"""
 import json, sys, time, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -100,28 +136,46 @@ from indep_seg.training.experiments.toy import ToyConfig, build_toy, toy_dataset
 from indep_seg.training.context import TrainContext
 steps, repeats, batch = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 out = {}
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name, strategy in [("one device", tf.distribute.get_strategy()),
-                       ("MirroredStrategy, 2 logical CPUs", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+                       ("MirroredStrategy, 2 logical CPUs", mirrored)]:
     keras.utils.set_random_seed(0)
-    model = build_toy(ToyConfig(batch_size=batch), TrainContext(model_dir="/tmp/unused", strategy=strategy))
+    ctx = TrainContext(model_dir="/tmp/unused", strategy=strategy)
+    model = build_toy(ToyConfig(batch_size=batch), ctx)
     ds = toy_dataset(batch, 8, 0)
     model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, shuffle=False)
     best = 0.0
     for _ in range(repeats):
-        t = time.perf_counter(); model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        t = time.perf_counter()
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
         best = max(best, steps / (time.perf_counter() - t))
     out[name] = best
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 def measure_mirrored(steps, repeats, batch_size):
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED_CHILD, str(REPO), str(steps), str(repeats), str(batch_size)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MIRRORED_CHILD,
+            str(REPO),
+            str(steps),
+            str(repeats),
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     out = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
-    return [{"what": f"toy fit, {k}, global batch {batch_size}", "steps_per_s": round(v, 1)} for k, v in out.items()]
+    return [
+        {"what": f"toy fit, {k}, global batch {batch_size}", "steps_per_s": round(v, 1)}
+        for k, v in out.items()
+    ]
 
 
 def main(argv=None):
@@ -138,10 +192,17 @@ def main(argv=None):
     rows = measure_local(args.steps, args.checkpoint_every, args.repeats, args.batch_size)
     if not args.quick:  # a second TensorFlow process: too slow for the runner's quick test
         rows += measure_mirrored(args.steps, args.repeats, args.batch_size)
-    result = {"table": rows, "steps": args.steps, "repeats": args.repeats, "batch_size": args.batch_size,
-              "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-              "seconds": round(time.time() - t, 1),
-              "note": "best of repeats on a shared CPU; the toy step is tiny, so overheads are upper bounds"}
+    result = {
+        "table": rows,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "batch_size": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "seconds": round(time.time() - t, 1),
+        "note": "best of repeats on a shared CPU; the toy step is tiny, so overheads are upper "
+        "bounds",
+    }
     path = write_json_atomic(results_dir() / "training_loop.json", result)
     print(json.dumps(result, indent=1))
     print(f"wrote {path}")

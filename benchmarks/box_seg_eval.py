@@ -4,6 +4,7 @@ Data sets: `horse` (Weizmann, boxes from the masks) and `ecssd`; halves `tune`, 
 (horse001-164 / 165-328, ECSSD 0001-0500 / 0501-1000). Settings are chosen on `tune` and
 reported on `test`; masks only score.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +17,18 @@ EVAL_RES = 128
 
 #: (image folder, mask folder, tuning-half stems, test-half stems)
 HALVES = {
-    "horse": ("weizmann_horse/rgb", "weizmann_horse/figure_ground",
-              [f"horse{i:03d}" for i in range(1, 165)], [f"horse{i:03d}" for i in range(165, 329)]),
-    "ecssd": ("ecssd/images", "ecssd/masks",
-              [f"{i:04d}" for i in range(1, 501)], [f"{i:04d}" for i in range(501, 1001)]),
+    "horse": (
+        "weizmann_horse/rgb",
+        "weizmann_horse/figure_ground",
+        [f"horse{i:03d}" for i in range(1, 165)],
+        [f"horse{i:03d}" for i in range(165, 329)],
+    ),
+    "ecssd": (
+        "ecssd/images",
+        "ecssd/masks",
+        [f"{i:04d}" for i in range(1, 501)],
+        [f"{i:04d}" for i in range(501, 1001)],
+    ),
 }
 
 
@@ -39,7 +48,14 @@ def load_dataset(name: str, half: str = "all", root: Path = DATASETS):
     by_stem = {p.stem: p for p in mask_dir.iterdir()}
     items, gts = [], []
     for stem in stems(name, half):
-        ip = next((img_dir / f"{stem}{e}" for e in (".jpg", ".png") if (img_dir / f"{stem}{e}").is_file()), None)
+        ip = next(
+            (
+                img_dir / f"{stem}{e}"
+                for e in (".jpg", ".png")
+                if (img_dir / f"{stem}{e}").is_file()
+            ),
+            None,
+        )
         if ip is None or stem not in by_stem:
             continue
         gt = np.asarray(Image.open(by_stem[stem]).convert("L")) > 127
@@ -58,25 +74,39 @@ def load_dataset(name: str, half: str = "all", root: Path = DATASETS):
 
 
 class Evaluator:
-    """The README protocol on full-size masks (square of half-side 0.75 max(w, h), 128 px, IoU at 0.5)."""
+    """The README protocol on full-size masks (square of half-side 0.75 max(w, h), 128 px, IoU at
+    0.5)."""
 
     def __init__(self, items, gts):
         import tensorflow as tf
+
         from indep_seg.box_crop import EVAL_MARGIN, EVAL_SQUARE, box_window, crop_to_window
 
         self.items, self.gts = items, gts
         self.boxes = np.asarray([b for _, _, b in items], np.float32)
         self.windows = box_window(self.boxes, EVAL_MARGIN, EVAL_SQUARE).numpy()
-        self.gt_crops = np.stack([
-            crop_to_window(tf.convert_to_tensor(g[None, :, :, None].astype(np.float32)),
-                           self.windows[i:i + 1], EVAL_RES).numpy()[0, :, :, 0] > 0.5
-            for i, g in enumerate(gts)])
+        self.gt_crops = np.stack(
+            [
+                crop_to_window(
+                    tf.convert_to_tensor(g[None, :, :, None].astype(np.float32)),
+                    self.windows[i : i + 1],
+                    EVAL_RES,
+                ).numpy()[0, :, :, 0]
+                > 0.5
+                for i, g in enumerate(gts)
+            ]
+        )
 
     def crop_full(self, i, full_mask):
         import tensorflow as tf
+
         from indep_seg.box_crop import crop_to_window
-        return crop_to_window(tf.convert_to_tensor(np.asarray(full_mask, np.float32)[None, :, :, None]),
-                              self.windows[i:i + 1], EVAL_RES).numpy()[0, :, :, 0]
+
+        return crop_to_window(
+            tf.convert_to_tensor(np.asarray(full_mask, np.float32)[None, :, :, None]),
+            self.windows[i : i + 1],
+            EVAL_RES,
+        ).numpy()[0, :, :, 0]
 
     def scores(self, pred_crops):
         p = np.asarray(pred_crops) > 0.5
@@ -93,18 +123,23 @@ class Evaluator:
 
 
 def eval_crops(ev: Evaluator, res: int = EVAL_RES):
-    """Evaluation-window crops of the photos `[N, res, res, 3]` uint8 and the boxes in crop pixels."""
+    """Evaluation-window crops of the photos `[N, res, res, 3]` uint8 and the boxes in crop
+    pixels."""
     import tensorflow as tf
+
     from indep_seg.box_crop import crop_to_window
 
     imgs, boxes = [], []
     for i, (_, image, box) in enumerate(ev.items):
-        img = crop_to_window(tf.convert_to_tensor(image[None].astype(np.float32) / 255.0),
-                             ev.windows[i:i + 1], res).numpy()[0]
+        img = crop_to_window(
+            tf.convert_to_tensor(image[None].astype(np.float32) / 255.0), ev.windows[i : i + 1], res
+        ).numpy()[0]
         imgs.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
         w = ev.windows[i]
         s = res / (w[2] - w[0])
-        boxes.append([(box[0] - w[0]) * s, (box[1] - w[1]) * s, (box[2] - w[0]) * s, (box[3] - w[1]) * s])
+        boxes.append(
+            [(box[0] - w[0]) * s, (box[1] - w[1]) * s, (box[2] - w[0]) * s, (box[3] - w[1]) * s]
+        )
     return np.stack(imgs), np.asarray(boxes, np.float32)
 
 

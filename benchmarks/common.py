@@ -7,6 +7,7 @@ Convention for every `benchmarks/bench_*.py` (what `run_all.py` relies on):
 - a JSON may hold `"table": [ {column: value, ...}, ... ]`, rendered as a Markdown table in
   `SUMMARY.md`; other top-level scalars are listed as key / value.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ def matmul_peak(n=2048, repeats=10, use_tf=True):
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
-    flop = 2.0 * n ** 3
+    flop = 2.0 * n**3
 
     def best_rate(fn):
         for _ in range(2):

@@ -28,6 +28,7 @@ pass that is differentiated counts 3x its forward FLOP (forward + gradient w.r.t
 input + gradient w.r.t. the weights), a pass without gradient 1x. `graph_flops` of the
 traced step measures what the step really executes; it is recorded beside it.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,9 @@ def _layer_flops(layer, in_shape, out_shape):
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
         c_in = int(in_shape[-1])
-        return 2 * n * int(out_shape[1]) * int(out_shape[2]) * kh * kw * c_in * layer.depth_multiplier
+        return (
+            2 * n * int(out_shape[1]) * int(out_shape[2]) * kh * kw * c_in * layer.depth_multiplier
+        )
     if isinstance(layer, keras.layers.Conv2DTranspose):
         if layer.data_format == "channels_first":
             h, w, c_in = in_shape[2], in_shape[3], in_shape[1]
@@ -94,10 +97,19 @@ def analytic_forward_flops(model, inputs, training=False, per_layer=False):
     """
     import keras
 
-    counted_types = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense, keras.layers.DepthwiseConv2D)
+    counted_types = (
+        keras.layers.Conv2D,
+        keras.layers.Conv2DTranspose,
+        keras.layers.Dense,
+        keras.layers.DepthwiseConv2D,
+    )
     if not hasattr(model, "_flatten_layers"):
         raise TypeError(f"model: expected a Keras model or layer, got {type(model).__name__}")
-    layers = [l for l in model._flatten_layers(include_self=True, recursive=True) if isinstance(l, counted_types)]
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, counted_types)
+    ]
     records = []
     patched = []
     for layer in layers:
@@ -139,7 +151,8 @@ def graph_flops(concrete_function, by_type=False):
     graph = getattr(concrete_function, "graph", concrete_function)
     if not hasattr(graph, "get_operations"):
         raise TypeError(
-            f"concrete_function: expected a ConcreteFunction or tf.Graph, got {type(concrete_function).__name__}"
+            "concrete_function: expected a ConcreteFunction or tf.Graph, got "
+            f"{type(concrete_function).__name__}"
         )
     per_type: dict[str, int] = {}
 
@@ -148,7 +161,9 @@ def graph_flops(concrete_function, by_type=False):
         # (variable updates: the control outputs) depend on. A gradient tape records
         # more than it needs (e.g. weight gradients that are never applied); TensorFlow
         # prunes those before running the graph, and so do we.
-        roots = [t.op for t in getattr(g, "outputs", []) or []] + list(getattr(g, "control_outputs", []) or [])
+        roots = [t.op for t in getattr(g, "outputs", []) or []] + list(
+            getattr(g, "control_outputs", []) or []
+        )
         if not roots:
             return g.get_operations()
         seen_ops, stack = set(), list(roots)
@@ -200,7 +215,9 @@ def _small_network():
     import keras
 
     inp = keras.Input((32, 32, 3))
-    x = keras.layers.SpectralNormalization(keras.layers.Conv2D(8, 3, strides=2, padding="same"))(inp)
+    x = keras.layers.SpectralNormalization(keras.layers.Conv2D(8, 3, strides=2, padding="same"))(
+        inp
+    )
     x = keras.layers.Conv2D(16, 4, strides=2, padding="same")(x)
     x = keras.layers.Conv2DTranspose(8, 4, strides=2, padding="same")(x)
     x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
@@ -226,7 +243,10 @@ def main():
         ("table1_discriminator_128", table1_discriminator(128), 128),
     ):
         x = tf.random.uniform((1, res, res, 3))
-        out[name] = {"analytic": analytic_forward_flops(model, x), "graph": forward_graph_flops(model, x)}
+        out[name] = {
+            "analytic": analytic_forward_flops(model, x),
+            "graph": forward_graph_flops(model, x),
+        }
     print(json.dumps(out, indent=1))
 
 

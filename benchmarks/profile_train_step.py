@@ -1,6 +1,7 @@
 """Where a training step's time goes: a TensorFlow profiler trace summed by op type and by node.
 
-    .venv/bin/python benchmarks/profile_train_step.py --preset table1_reference --variant fused_fastlayers
+    .venv/bin/python benchmarks/profile_train_step.py --preset table1_reference --variant
+    fused_fastlayers
     .venv/bin/python benchmarks/profile_train_step.py --preset box_seg_paper --batch-size 16
     .venv/bin/python benchmarks/profile_train_step.py --quick        # tiny reference step, seconds
 
@@ -11,6 +12,7 @@ are summed over TensorFlow's executor threads, so with the default two inter-op 
 add up to more than the step; `--inter-op 1` runs one op at a time, which is what the per-layer
 figures in docs/performance.md were read from. `--json FILE` also writes the tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +43,13 @@ def _step(preset, variant, batch_size):
     if preset in APP_PRESETS:
         from benchmarks import train_step_adapters as adapters
 
-        h = adapters.ADAPTERS[preset](preset, jit_compile=bool(opts.get("jit_compile")), batch_size=batch_size)
+        h = adapters.ADAPTERS[preset](
+            preset, jit_compile=bool(opts.get("jit_compile")), batch_size=batch_size
+        )
         return h.step, h.batch, h.flops["per_step"]
-    raise SystemExit(f"--preset: expected table1_reference, tiny or one of {APP_PRESETS}, got {preset!r}")
+    raise SystemExit(
+        f"--preset: expected table1_reference, tiny or one of {APP_PRESETS}, got {preset!r}"
+    )
 
 
 def profile(preset, variant="baseline", batch_size=None, steps=2, inter_op=None, top=25):
@@ -72,7 +78,9 @@ def profile(preset, variant="baseline", batch_size=None, steps=2, inter_op=None,
     traced = (time.perf_counter() - t) / steps
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
-    space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    space.ParseFromString(
+        Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes()
+    )
     by_type, by_node = collections.defaultdict(float), collections.defaultdict(float)
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
@@ -84,25 +92,47 @@ def profile(preset, variant="baseline", batch_size=None, steps=2, inter_op=None,
                 if ":" not in name:
                     continue
                 node, kind = name.rsplit(":", 1)
-                if kind.startswith("__inference") or kind == "Run" or node.startswith("ExecutorState"):
+                if (
+                    kind.startswith("__inference")
+                    or kind == "Run"
+                    or node.startswith("ExecutorState")
+                ):
                     continue  # the function call and the executor's own spans, not ops
                 ms = ev.duration_ps / 1e9 / steps
                 by_type[kind] += ms
                 by_node[f"{node} ({kind})"] += ms
-    rank = lambda d: [(k, round(v, 2)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
-    return {"preset": preset, "variant": variant, "batch_size": batch_size, "inter_op": inter_op,
-            "step_s": round(untraced, 4), "step_s_traced": round(traced, 4), "model_gflop_per_step": flops / 1e9,
-            "ops_ms_total": round(sum(by_type.values()), 1), "by_op_type_ms": rank(by_type),
-            "by_node_ms": rank(by_node)}
+
+    def rank(d):
+        return [(k, round(v, 2)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {
+        "preset": preset,
+        "variant": variant,
+        "batch_size": batch_size,
+        "inter_op": inter_op,
+        "step_s": round(untraced, 4),
+        "step_s_traced": round(traced, 4),
+        "model_gflop_per_step": flops / 1e9,
+        "ops_ms_total": round(sum(by_type.values()), 1),
+        "by_op_type_ms": rank(by_type),
+        "by_node_ms": rank(by_node),
+    }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="table1_reference")
-    ap.add_argument("--variant", default="baseline", help="a bench_train_step.py variant (step options only)")
+    ap.add_argument(
+        "--variant", default="baseline", help="a bench_train_step.py variant (step options only)"
+    )
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=2, help="traced steps")
-    ap.add_argument("--inter-op", type=int, default=None, help="TensorFlow inter-op threads (1: one op at a time)")
+    ap.add_argument(
+        "--inter-op",
+        type=int,
+        default=None,
+        help="TensorFlow inter-op threads (1: one op at a time)",
+    )
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("--quick", action="store_true", help="the tiny reference step, one traced step")
@@ -110,9 +140,11 @@ def main():
     if args.quick:
         args.preset, args.steps, args.top = "tiny", 1, 10
     res = profile(args.preset, args.variant, args.batch_size, args.steps, args.inter_op, args.top)
-    print(f"{res['preset']} / {res['variant']}: {res['step_s']:.3f} s per step "
-          f"({res['step_s_traced']:.3f} traced), {res['model_gflop_per_step']:.3g} model GFLOP; "
-          f"ops sum to {res['ops_ms_total']:.0f} ms per step")
+    print(
+        f"{res['preset']} / {res['variant']}: {res['step_s']:.3f} s per step "
+        f"({res['step_s_traced']:.3f} traced), {res['model_gflop_per_step']:.3g} model GFLOP; "
+        f"ops sum to {res['ops_ms_total']:.0f} ms per step"
+    )
     for title, rows in (("op type", res["by_op_type_ms"]), ("node", res["by_node_ms"])):
         print(f"\nms per step by {title}:")
         for name, ms in rows:

@@ -14,6 +14,7 @@ benchmark's process tree, workers included). Writes `summary.json` and `SUMMARY.
 such and does not stop the others (exit code 1 if any failed). `SUMMARY.md` opens with the
 headline figures of every benchmark beside the issues' targets (`HEADLINES`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,34 +37,92 @@ SUMMARY_FILES = ("summary.json",)
 
 # (result file, dotted path into its JSON, what it is, the target it is held against)
 HEADLINES = [
-    ("box_seg_horse_run3.json", "distilled.iou", "box_seg on real horses, run 3 (faster layers): mean IoU after distillation",
-     ">= 0.70"),
-    ("box_seg_horse_run3.json", "raw.iou", "box_seg on real horses, run 3: mean IoU, adversarial phase", ""),
-    ("box_seg_horse_run2.json", "distilled.iou", "box_seg on real horses, run 2: mean IoU after distillation", ">= 0.70"),
-    ("box_seg_horse_run2.json", "raw.iou", "box_seg on real horses, run 2: mean IoU, adversarial phase", ""),
-    ("ilsgan_horse.json", "variants.mi.test.iou", "ilsgan + post-hoc UNet, horse test half: mean IoU", ">= 0.62"),
-    ("ilsgan_horse.json", "baselines.test.centred_disc_r_third.iou",
-     "centred disc (box-free baseline), horse test half: mean IoU", ""),
+    (
+        "box_seg_horse_run3.json",
+        "distilled.iou",
+        "box_seg on real horses, run 3 (faster layers): mean IoU after distillation",
+        ">= 0.70",
+    ),
+    (
+        "box_seg_horse_run3.json",
+        "raw.iou",
+        "box_seg on real horses, run 3: mean IoU, adversarial phase",
+        "",
+    ),
+    (
+        "box_seg_horse_run2.json",
+        "distilled.iou",
+        "box_seg on real horses, run 2: mean IoU after distillation",
+        ">= 0.70",
+    ),
+    (
+        "box_seg_horse_run2.json",
+        "raw.iou",
+        "box_seg on real horses, run 2: mean IoU, adversarial phase",
+        "",
+    ),
+    (
+        "ilsgan_horse.json",
+        "variants.mi.test.iou",
+        "ilsgan + post-hoc UNet, horse test half: mean IoU",
+        ">= 0.62",
+    ),
+    (
+        "ilsgan_horse.json",
+        "baselines.test.centred_disc_r_third.iou",
+        "centred disc (box-free baseline), horse test half: mean IoU",
+        "",
+    ),
     ("ilsgan_horse.json", "variants.mi.mi", "MINE MI between regions, with ILS-MI", "< without"),
     ("ilsgan_horse.json", "variants.none.mi", "MINE MI between regions, without ILS-MI", ""),
-    ("ilsgan_horse_target.json", "variants.mi.test.iou",
-     "indep-seg train --experiment ilsgan --budget-minutes 60, horse test half: mean IoU", ">= 0.62"),
-    ("hoc_nuclei.json", "one_object_fraction", "hoc: layer masks with one dominant component", ">= 0.90"),
+    (
+        "ilsgan_horse_target.json",
+        "variants.mi.test.iou",
+        "indep-seg train --experiment ilsgan --budget-minutes 60, horse test half: mean IoU",
+        ">= 0.62",
+    ),
+    (
+        "hoc_nuclei.json",
+        "one_object_fraction",
+        "hoc: layer masks with one dominant component",
+        ">= 0.90",
+    ),
     ("hoc_nuclei.json", "median_area_error", "hoc: median mask area, relative error", "<= 0.25"),
     ("hoc_nuclei.json", "count", "hoc: `indep-seg count` on the nuclei image (125)", "113-137"),
     ("hoc_nuclei.json", "count_raw", "hoc: the same count before calibration", ""),
     ("hoc_nuclei.json", "centres_inside_a_nucleus", "hoc: counted centres inside a nucleus", ""),
     ("hoc_nuclei_seed1.json", "count", "hoc, second seed: count", "113-137"),
-    ("hoc_nuclei_seed1.json", "one_object_fraction", "hoc, second seed: one dominant component", ">= 0.90"),
+    (
+        "hoc_nuclei_seed1.json",
+        "one_object_fraction",
+        "hoc, second seed: one dominant component",
+        ">= 0.90",
+    ),
     ("hoc_nuclei.json", "otsu_cc_count_min10px", "Otsu + connected components count", ""),
-    ("input_pipeline.json", "weizmann_tfrecords_cached_images_per_s", "input pipeline, TFRecords, 128 px: images/s",
-     ">= 1500"),
-    ("input_pipeline.json", "pipeline_over_fastest_trainer", "input pipeline / fastest trainer's consumption",
-     ">= 10"),
-    ("serving.json", "summary.paired_grpc_overhead_p50_ms", "gRPC server overhead over in-process, p50 ms",
-     "< 2"),
-    ("serving.json", "summary.paired_batched_throughput_ratio",
-     "server batching (16 clients) / in-process batched throughput", ">= 0.90"),
+    (
+        "input_pipeline.json",
+        "weizmann_tfrecords_cached_images_per_s",
+        "input pipeline, TFRecords, 128 px: images/s",
+        ">= 1500",
+    ),
+    (
+        "input_pipeline.json",
+        "pipeline_over_fastest_trainer",
+        "input pipeline / fastest trainer's consumption",
+        ">= 10",
+    ),
+    (
+        "serving.json",
+        "summary.paired_grpc_overhead_p50_ms",
+        "gRPC server overhead over in-process, p50 ms",
+        "< 2",
+    ),
+    (
+        "serving.json",
+        "summary.paired_batched_throughput_ratio",
+        "server batching (16 clients) / in-process batched throughput",
+        ">= 0.90",
+    ),
 ]
 
 
@@ -83,7 +142,9 @@ def headline_rows(results_by_file):
     for name, path, what, target in HEADLINES:
         value = _dig(results_by_file.get(name), path)
         if value is not None:
-            rows.append({"figure": what, "value": value, "target": target, "source": f"{name}: {path}"})
+            rows.append(
+                {"figure": what, "value": value, "target": target, "source": f"{name}: {path}"}
+            )
     step_files = [n for n in results_by_file if n.startswith("train_step") and n.endswith(".json")]
     when = {n: str(_dig(results_by_file.get(n), "time_utc") or "") for n in step_files}
     for name in sorted(step_files, key=lambda n: (when[n], n), reverse=True):
@@ -92,14 +153,22 @@ def headline_rows(results_by_file):
         for r in table:
             eff = r.get("efficiency_pct") if isinstance(r, dict) else None
             key = (r.get("preset"), r.get("batch")) if isinstance(r, dict) else None
-            if isinstance(eff, (int, float)) and eff > best.get(key, {}).get("efficiency_pct", -1.0):
+            if isinstance(eff, (int, float)) and eff > best.get(key, {}).get(
+                "efficiency_pct", -1.0
+            ):
                 best[key] = r
         for (preset, batch), r in best.items():
             goal = ">= 75" if preset in ("box_seg_paper", "table1_reference") else ""
             at = f", batch {batch}" if batch else ""
-            rows.append({"figure": f"train step {preset}{at}: model FLOP/s / fp32 matmul FLOP/s, % ({r['variant']})",
-                         "value": r["efficiency_pct"], "target": goal,
-                         "source": f"{name}" + (f" ({when[name]})" if when[name] else "") + ": table"})
+            rows.append(
+                {
+                    "figure": f"train step {preset}{at}: model FLOP/s / fp32 matmul FLOP/s, % "
+                    f"({r['variant']})",
+                    "value": r["efficiency_pct"],
+                    "target": goal,
+                    "source": f"{name}" + (f" ({when[name]})" if when[name] else "") + ": table",
+                }
+            )
     return rows
 
 
@@ -109,8 +178,10 @@ def discover(scripts_dir: Path, only=None):
         wanted = {w.strip().removeprefix("bench_").removesuffix(".py") for w in only}
         unknown = wanted - {s.stem.removeprefix("bench_") for s in scripts}
         if unknown:
-            raise SystemExit(f"--only: no benchmark named {', '.join(sorted(unknown))} in {scripts_dir} "
-                             f"(have {', '.join(s.stem.removeprefix('bench_') for s in scripts)})")
+            raise SystemExit(
+                f"--only: no benchmark named {', '.join(sorted(unknown))} in {scripts_dir} "
+                f"(have {', '.join(s.stem.removeprefix('bench_') for s in scripts)})"
+            )
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
     return scripts
 
@@ -133,17 +204,22 @@ def run_script(script: Path, results: Path, quick: bool, timeout: float, extra_a
     env = dict(os.environ)
     env["INDEP_SEG_BENCH_RESULTS"] = str(results)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     cmd = [sys.executable, str(script)] + (["--quick"] if quick else []) + list(extra_args)
     # scripts that ignore $INDEP_SEG_BENCH_RESULTS write into benchmarks/results: look there too
-    dirs = [results] + ([BENCH_DIR / "results"] if (BENCH_DIR / "results").resolve() != results.resolve() else [])
+    dirs = [results] + (
+        [BENCH_DIR / "results"] if (BENCH_DIR / "results").resolve() != results.resolve() else []
+    )
     before = {p: p.stat().st_mtime_ns for d in dirs for p in _result_jsons(d)}
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     timed_out = threading.Event()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
         def kill():
             timed_out.set()
@@ -198,13 +274,24 @@ def collected_records(results: Path):
         except (OSError, ValueError) as e:
             res = {"error": f"unreadable JSON: {e}"}
         rss = _dig(res, "maxrss_mb") or _dig(res, "peak_rss_mb")
-        records.append({"script": p.name, "command": "", "returncode": None, "status": "collected",
-                        "wall_s": None, "peak_rss_mb": rss, "results": {p.name: res}})
+        records.append(
+            {
+                "script": p.name,
+                "command": "",
+                "returncode": None,
+                "status": "collected",
+                "wall_s": None,
+                "peak_rss_mb": rss,
+                "results": {p.name: res},
+            }
+        )
     return records
 
 
 def _result_jsons(results: Path):
-    return sorted(p for p in results.glob("*.json") if p.name not in SUMMARY_FILES and ".tmp-" not in p.name)
+    return sorted(
+        p for p in results.glob("*.json") if p.name not in SUMMARY_FILES and ".tmp-" not in p.name
+    )
 
 
 def _fmt(v):
@@ -234,45 +321,74 @@ def markdown_table(rows):
 
 
 def render_markdown(summary):
-    out = [f"# Benchmark summary ({summary['time_utc']}{', quick' if summary['quick'] else ''})", "",
-           f"Machine: {summary['machine']['cpu']}, {summary['machine']['cpus']} CPUs; "
-           f"load average at start {_fmt(summary['machine']['load_avg_start'])}.", ""]
+    out = [
+        f"# Benchmark summary ({summary['time_utc']}{', quick' if summary['quick'] else ''})",
+        "",
+        f"Machine: {summary['machine']['cpu']}, {summary['machine']['cpus']} CPUs; "
+        f"load average at start {_fmt(summary['machine']['load_avg_start'])}.",
+        "",
+    ]
     heads = headline_rows({n: r for b in summary["benchmarks"] for n, r in b["results"].items()})
     if heads:
         out += ["## Headline figures", "", markdown_table(heads), ""]
-    out.append(markdown_table([
-        {"benchmark": b["script"], "status": b["status"], "wall s": b["wall_s"],
-         "peak RSS MB": b["peak_rss_mb"], "results": ", ".join(b["results"]) or "-"}
-        for b in summary["benchmarks"]
-    ]))
+    out.append(
+        markdown_table(
+            [
+                {
+                    "benchmark": b["script"],
+                    "status": b["status"],
+                    "wall s": b["wall_s"],
+                    "peak RSS MB": b["peak_rss_mb"],
+                    "results": ", ".join(b["results"]) or "-",
+                }
+                for b in summary["benchmarks"]
+            ]
+        )
+    )
     for b in summary["benchmarks"]:
         for name, res in b["results"].items():
             out += ["", f"## {name} (from {b['script']}, peak RSS {b['peak_rss_mb']} MB)", ""]
             if not isinstance(res, dict):
                 out.append(f"`{_fmt(res)}`")
                 continue
-            scalars = [{"figure": k, "value": v} for k, v in res.items()
-                       if isinstance(v, (int, float, str, bool)) and k != "table"]
+            scalars = [
+                {"figure": k, "value": v}
+                for k, v in res.items()
+                if isinstance(v, (int, float, str, bool)) and k != "table"
+            ]
             if scalars:
                 out += [markdown_table(scalars), ""]
             table = res.get("table")
             if isinstance(table, list) and table and all(isinstance(r, dict) for r in table):
                 out.append(markdown_table(table))
         if b["status"] not in ("ok", "skipped", "collected"):
-            out += ["", f"**{b['script']}: {b['status']}** (exit {b['returncode']}); log `{b['log']}`:", "```"]
+            out += [
+                "",
+                f"**{b['script']}: {b['status']}** (exit {b['returncode']}); log `{b['log']}`:",
+                "```",
+            ]
             out += b.get("log_tail", []) + ["```"]
     return "\n".join(out) + "\n"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Run every benchmarks/bench_*.py and collect the results.")
-    ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (tiny configurations)")
+    ap = argparse.ArgumentParser(
+        description="Run every benchmarks/bench_*.py and collect the results."
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="pass --quick to every benchmark (tiny configurations)"
+    )
     ap.add_argument("--only", default=None, help="comma-separated names, e.g. train_step,serving")
     ap.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     ap.add_argument("--scripts-dir", default=str(BENCH_DIR), help=argparse.SUPPRESS)
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark (killed after)")
-    ap.add_argument("--collect", action="store_true",
-                    help="run nothing: write summary.json and SUMMARY.md from the result JSON already there")
+    ap.add_argument(
+        "--timeout", type=float, default=3600, help="seconds per benchmark (killed after)"
+    )
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write summary.json and SUMMARY.md from the result JSON already there",
+    )
     args = ap.parse_args(argv)
     if args.timeout <= 0:
         ap.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
@@ -284,8 +400,12 @@ def main(argv=None):
     summary = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "load_avg_start": list(os.getloadavg()),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "load_avg_start": list(os.getloadavg()),
+            "python": platform.python_version(),
+        },
         "benchmarks": [],
     }
     if args.collect:
@@ -293,16 +413,27 @@ def main(argv=None):
         scripts = []
     for script in scripts:
         if args.quick and "--quick" not in script.read_text():
-            rec = {"script": script.name, "command": "", "returncode": None, "status": "skipped",
-                   "wall_s": 0.0, "peak_rss_mb": None, "results": {},
-                   "note": "has no --quick mode (not run by run_all --quick)"}
+            rec = {
+                "script": script.name,
+                "command": "",
+                "returncode": None,
+                "status": "skipped",
+                "wall_s": 0.0,
+                "peak_rss_mb": None,
+                "results": {},
+                "note": "has no --quick mode (not run by run_all --quick)",
+            }
             print(f"[run_all] {script.name}: skipped (no --quick mode)", flush=True)
             summary["benchmarks"].append(rec)
             continue
         print(f"[run_all] {script.name} ...", flush=True)
         rec = run_script(script, results, args.quick, args.timeout)
-        print(f"[run_all] {script.name}: {rec['status']} in {rec['wall_s']} s, peak RSS {rec['peak_rss_mb']} MB, "
-              f"results {list(rec['results'])}", flush=True)
+        print(
+            f"[run_all] {script.name}: {rec['status']} in {rec['wall_s']} s, peak RSS "
+            f"{rec['peak_rss_mb']} MB, "
+            f"results {list(rec['results'])}",
+            flush=True,
+        )
         summary["benchmarks"].append(rec)
         # written after every benchmark so that a long run leaves a partial summary behind
         write_json_atomic(results / "summary.json", summary)
@@ -310,7 +441,11 @@ def main(argv=None):
     write_json_atomic(results / "summary.json", summary)
     write_text_atomic(results / "SUMMARY.md", render_markdown(summary))
     print(f"[run_all] wrote {results / 'summary.json'} and {results / 'SUMMARY.md'}")
-    return 0 if all(b["status"] in ("ok", "skipped", "collected") for b in summary["benchmarks"]) else 1
+    return (
+        0
+        if all(b["status"] in ("ok", "skipped", "collected") for b in summary["benchmarks"])
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Study: a student that sees the box's context, trained on the per-image box priors of a collection.
+"""Study: a student that sees the box's context, trained on the per-image box priors of a
+collection.
 
 Data distillation (Dai et al. 2019, appendix) with the per-image GrabCut prior as the label: a UNet
 reads the box's context window (RGB and a plane marking the box, `box_prior.PRIOR_CONTEXT`, the same
@@ -10,6 +11,7 @@ Settings are chosen on the tuning half (`--half tune`, the default); `--half tes
 
     taskset -c 0 python benchmarks/study_context_student.py --data horse --minutes 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +34,7 @@ def context_data(items, cache: Path | None):
         z = np.load(cache)
         return z["crops"], z["planes"], z["priors"], z["boxes"]
     from indep_seg.box_prior import box_mask, box_prior, context_crop
+
     crops, planes, priors, boxes = [], [], [], []
     t = time.time()
     for _, image, box in items:
@@ -91,7 +94,7 @@ def main(argv=None):
         x = tf.where(flip, tf.reverse(x, [2]), x)
         y = tf.where(flip, tf.reverse(y, [2]), y)
         with tf.GradientTape() as tape:
-            p = net(x, training=True) * x[..., 3:4]     # the mask lies in the box
+            p = net(x, training=True) * x[..., 3:4]  # the mask lies in the box
             loss = tf.reduce_mean(keras.losses.binary_crossentropy(y, p))
         g = tape.gradient(loss, net.trainable_variables)
         opt.apply_gradients(zip(g, net.trainable_variables))
@@ -100,14 +103,18 @@ def main(argv=None):
     def predict():
         out = []
         for i in idx:
-            p = net(X[i:i + 1], training=False).numpy()[0] * X[i, ..., 3:4]
+            p = net(X[i : i + 1], training=False).numpy()[0] * X[i, ..., 3:4]
             out.append(tf.image.resize(p, (128, 128)).numpy()[..., 0] if R != 128 else p[..., 0])
         return np.stack(out)
 
     def evaluate(tag, steps):
         pred = predict()
-        rec = {"steps": steps, "minutes": round((time.time() - t0) / 60, 2),
-               "student": ev.scores(pred)["iou"], "prior": ev.scores(priors[idx])["iou"]}
+        rec = {
+            "steps": steps,
+            "minutes": round((time.time() - t0) / 60, 2),
+            "student": ev.scores(pred)["iou"],
+            "prior": ev.scores(priors[idx])["iou"],
+        }
         for blend in (0.0, 0.5):
             ref = []
             for j, i in enumerate(idx):
@@ -125,15 +132,25 @@ def main(argv=None):
         loss = float(step(tf.constant(X[b]), tf.constant(Y[b])))
         steps += 1
         if steps % 100 == 0:
-            print(f"step {steps} loss {loss:.4f} {(time.time() - t0) / steps:.3f} s/step", flush=True)
+            print(
+                f"step {steps} loss {loss:.4f} {(time.time() - t0) / steps:.3f} s/step", flush=True
+            )
         if (time.time() - t0) / 60 >= next_eval:
             log.append(evaluate("mid", steps))
             next_eval += args.eval_every
     log.append(evaluate("end", steps))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"study_context_student_{args.data}_{args.half}{args.tag}.json"
-    out.write_text(json.dumps({"args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                               "log": log}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "log": log,
+            },
+            indent=1,
+        )
+    )
     print(out)
 
 

@@ -11,6 +11,7 @@ The step (Dai eq. (1)-(3)): masks m = U(x) of the box crops x, composites
 x' = m x + (1 - m) b on background patches b, non-saturating GAN loss for U and D,
 area penalty lambda * max(0, a - mean(m)) with lambda = 1000, a = 0.25 (Table 3).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,16 +26,25 @@ def _width(c, width_mult):
     return max(1, int(round(c * width_mult)))
 
 
-def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", name="unet", bn="keras",
-                deconv="keras"):
+def table1_unet(
+    resolution=128,
+    width_mult=1.0,
+    data_format="channels_last",
+    name="unet",
+    bn="keras",
+    deconv="keras",
+):
     """Dai et al. 2019, Table 1 (right): the UNet mask generator.
 
-    `bn="fused"` builds the BatchNorms as `indep_seg.networks.fused_batch_norm.FusedBatchNormalization`,
+    `bn="fused"` builds the BatchNorms as
+    `indep_seg.networks.fused_batch_norm.FusedBatchNormalization`,
     `deconv="gemm"` the transposed convolutions as `indep_seg.networks.gemm_conv_transpose.
     GemmConv2DTranspose` (same weights and results; "keras" is plain Keras).
     """
     if bn not in ("keras", "fused") or deconv not in ("keras", "gemm"):
-        raise ValueError(f"bn / deconv: expected 'keras'/'fused' and 'keras'/'gemm', got {bn!r}, {deconv!r}")
+        raise ValueError(
+            f"bn / deconv: expected 'keras'/'fused' and 'keras'/'gemm', got {bn!r}, {deconv!r}"
+        )
     if bn == "fused":
         from indep_seg.networks.fused_batch_norm import FusedBatchNormalization as BatchNorm
     else:
@@ -53,8 +63,15 @@ def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", nam
     skips = []
     enc = [(64, 4), (128, 4), (256, 4), (512, 4), (512, 4), (512, 2)]
     for i, (c, k) in enumerate(enc):
-        x = keras.layers.Conv2D(_width(c, width_mult), k, strides=2, padding="same", use_bias=False,
-                                data_format=data_format, name=f"enc{i}")(x)
+        x = keras.layers.Conv2D(
+            _width(c, width_mult),
+            k,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            data_format=data_format,
+            name=f"enc{i}",
+        )(x)
         x = BatchNorm(axis=axis, name=f"enc{i}_bn")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
         skips.append(x)
@@ -62,8 +79,15 @@ def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", nam
     for i, (c, k) in enumerate(dec):
         if i > 0:
             x = keras.layers.Concatenate(axis=axis)([x, skips[-1 - i]])
-        x = Deconv(_width(c, width_mult), k, strides=2, padding="same", use_bias=False,
-                   data_format=data_format, name=f"dec{i}")(x)
+        x = Deconv(
+            _width(c, width_mult),
+            k,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            data_format=data_format,
+            name=f"dec{i}",
+        )(x)
         x = BatchNorm(axis=axis, name=f"dec{i}_bn")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
     x = keras.layers.Concatenate(axis=axis)([x, skips[0]])
@@ -72,8 +96,9 @@ def table1_unet(resolution=128, width_mult=1.0, data_format="channels_last", nam
     return keras.Model(inp, out, name=name)
 
 
-def table1_discriminator(resolution=128, width_mult=1.0, data_format="channels_last", name="discriminator",
-                         conv="keras"):
+def table1_discriminator(
+    resolution=128, width_mult=1.0, data_format="channels_last", name="discriminator", conv="keras"
+):
     """Dai et al. 2019, Table 1 (left): the spectrally normalised discriminator (logits out).
 
     `conv="unfused_bias"` builds the convolutions as `indep_seg.networks.unfused_bias_conv.
@@ -124,9 +149,22 @@ class Table1Step:
             `table1_discriminator`.
     """
 
-    def __init__(self, resolution=128, width_mult=1.0, batch_size=16, fused=False, jit_compile=False,
-                 data_format="channels_last", lam=1000.0, area=0.25, split=1, adam="keras",
-                 bn="keras", deconv="keras", conv="keras"):
+    def __init__(
+        self,
+        resolution=128,
+        width_mult=1.0,
+        batch_size=16,
+        fused=False,
+        jit_compile=False,
+        data_format="channels_last",
+        lam=1000.0,
+        area=0.25,
+        split=1,
+        adam="keras",
+        bn="keras",
+        deconv="keras",
+        conv="keras",
+    ):
         self.resolution = resolution
         self.batch_size = batch_size
         self.fused = fused
@@ -146,15 +184,23 @@ class Table1Step:
         self.g_opt.build(self.unet.trainable_variables)
         self.d_opt.build(self.disc.trainable_variables)
         if split > 1 and (not fused or batch_size % split):
-            raise ValueError(f"split: {split} needs fused=True and a batch size divisible by it "
-                             f"(batch_size {batch_size})")
+            raise ValueError(
+                f"split: {split} needs fused=True and a batch size divisible by it "
+                f"(batch_size {batch_size})"
+            )
         self.split = split
-        step = self._split_fused_step if split > 1 else self._fused_step if fused else self._two_step
+        step = (
+            self._split_fused_step if split > 1 else self._fused_step if fused else self._two_step
+        )
         self.step = tf.function(step, jit_compile=jit_compile)
 
     def batch(self, seed=0):
         r = self.resolution
-        shape = (self.batch_size, 3, r, r) if self.data_format == "channels_first" else (self.batch_size, r, r, 3)
+        shape = (
+            (self.batch_size, 3, r, r)
+            if self.data_format == "channels_first"
+            else (self.batch_size, r, r, 3)
+        )
         g = tf.random.Generator.from_seed(seed)
         return g.uniform(shape), g.uniform(shape), g.uniform(shape)
 
@@ -170,14 +216,16 @@ class Table1Step:
         fake = tf.stop_gradient(m * crops + (1.0 - m) * backgrounds)
         with tf.GradientTape() as tape:
             d_loss = self._losses_d(self.disc(reals, training=True), self.disc(fake, training=True))
-        self.d_opt.apply_gradients(zip(tape.gradient(d_loss, self.disc.trainable_variables),
-                                       self.disc.trainable_variables))
+        self.d_opt.apply_gradients(
+            zip(tape.gradient(d_loss, self.disc.trainable_variables), self.disc.trainable_variables)
+        )
         with tf.GradientTape() as tape:
             m = self.unet(crops, training=True)
             fake = m * crops + (1.0 - m) * backgrounds
             g_loss = self._loss_g(self.disc(fake, training=True), m)
-        self.g_opt.apply_gradients(zip(tape.gradient(g_loss, self.unet.trainable_variables),
-                                       self.unet.trainable_variables))
+        self.g_opt.apply_gradients(
+            zip(tape.gradient(g_loss, self.unet.trainable_variables), self.unet.trainable_variables)
+        )
         return d_loss, g_loss
 
     def _fused_step(self, crops, backgrounds, reals):
@@ -226,6 +274,9 @@ class Table1Step:
         u = analytic_forward_flops(self.unet, x)
         d = analytic_forward_flops(self.disc, x)
         per_image = (3 * u + 9 * d) if self.fused else (4 * u + 9 * d)
-        return {"unet_forward_per_image": u, "disc_forward_per_image": d,
-                "rule": "3U+9D" if self.fused else "4U+9D",
-                "per_step": int(per_image * self.batch_size)}
+        return {
+            "unet_forward_per_image": u,
+            "disc_forward_per_image": d,
+            "rule": "3U+9D" if self.fused else "4U+9D",
+            "per_step": int(per_image * self.batch_size),
+        }

@@ -14,6 +14,7 @@ Model FLOP per step (forward FLOP counted from the networks' layers at their rea
   step (N G), D on real + fake (6D), generator again with gradient (3 N G), D on the composite
   (3D), Q head on the B x N layers (3 N Q): B x (4 N G + 9 D + 3 N Q).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 @dataclasses.dataclass
 class StepHandle:
-    step: object          # callable(*batch) -> outputs
+    step: object  # callable(*batch) -> outputs
     batch: tuple
     batch_size: int
-    flops: dict           # {"per_step": int, ...}
+    flops: dict  # {"per_step": int, ...}
     impl: str
     config: dict
 
@@ -52,8 +53,14 @@ def box_seg(preset, jit_compile=False, batch_size=None):
     b = int(batch_size or cfg.batch_size)
     r = cfg.resolution
     unet, disc = build_unet(cfg), build_discriminator(cfg)
-    gan = ForegroundSegGAN(unet, disc, area_lambda=cfg.area_lambda, area_a=effective_a(cfg),
-                           area_mode=cfg.area_mode, d_downsample=cfg.d_downsample)
+    gan = ForegroundSegGAN(
+        unet,
+        disc,
+        area_lambda=cfg.area_lambda,
+        area_a=effective_a(cfg),
+        area_mode=cfg.area_mode,
+        d_downsample=cfg.d_downsample,
+    )
     gan.compile()
     g = tf.random.Generator.from_seed(0)
     batch = {"image": g.uniform((b, r, r, 3)), "background": g.uniform((b, r, r, 3))}
@@ -61,10 +68,19 @@ def box_seg(preset, jit_compile=False, batch_size=None):
     rd = r // cfg.d_downsample
     d = analytic_forward_flops(disc, tf.zeros((1, rd, rd, 3)), training=True)
     step = tf.function(gan.train_step, jit_compile=jit_compile, reduce_retracing=True)
-    return StepHandle(step=step, batch=(batch,), batch_size=b,
-                      flops={"unet_forward_per_image": u, "disc_forward_per_image": d, "rule": "B(3U+9D)",
-                             "per_step": int(b * (3 * u + 9 * d))},
-                      impl="ForegroundSegGAN", config=dataclasses.asdict(cfg))
+    return StepHandle(
+        step=step,
+        batch=(batch,),
+        batch_size=b,
+        flops={
+            "unet_forward_per_image": u,
+            "disc_forward_per_image": d,
+            "rule": "B(3U+9D)",
+            "per_step": int(b * (3 * u + 9 * d)),
+        },
+        impl="ForegroundSegGAN",
+        config=dataclasses.asdict(cfg),
+    )
 
 
 def _hoc_image():
@@ -96,13 +112,27 @@ def hoc(preset, jit_compile=False, batch_size=None):
     batch = {"real": g.uniform((b, res, res, 3)), "background": g.uniform((b, res, res, 3))}
     gf = analytic_forward_flops(model.generator, tf.zeros((1, r["latent_dim"])))
     df = analytic_forward_flops(model.discriminator, tf.zeros((1, res, res, 3)), training=True)
-    qf = analytic_forward_flops(model.q_head, tf.zeros((1, res, res, 4))) if model.q_head is not None else 0
+    qf = (
+        analytic_forward_flops(model.q_head, tf.zeros((1, res, res, 4)))
+        if model.q_head is not None
+        else 0
+    )
     step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
-    return StepHandle(step=step, batch=(batch,), batch_size=b,
-                      flops={"generator_forward_per_layer": gf, "disc_forward_per_image": df,
-                             "q_forward_per_layer": qf, "num_layers": n, "rule": "B(4NG+9D+3NQ)",
-                             "per_step": int(b * (4 * n * gf + 9 * df + 3 * n * qf))},
-                      impl="HocGAN", config={k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))})
+    return StepHandle(
+        step=step,
+        batch=(batch,),
+        batch_size=b,
+        flops={
+            "generator_forward_per_layer": gf,
+            "disc_forward_per_image": df,
+            "q_forward_per_layer": qf,
+            "num_layers": n,
+            "rule": "B(4NG+9D+3NQ)",
+            "per_step": int(b * (4 * n * gf + 9 * df + 3 * n * qf)),
+        },
+        impl="HocGAN",
+        config={k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))},
+    )
 
 
 def ilsgan(preset, jit_compile=False, batch_size=None):
@@ -118,15 +148,29 @@ def ilsgan(preset, jit_compile=False, batch_size=None):
     gf = forward_graph_flops(model.generator, tf.zeros((1, model.generator.z_dim)), training=True)
     df = forward_graph_flops(model.discriminator, tf.zeros((1, r, r, 3)), training=True)
     step = tf.function(model.train_step, jit_compile=jit_compile, reduce_retracing=True)
-    return StepHandle(step=step, batch=(real,), batch_size=b,
-                      flops={"generator_forward_per_image": gf, "disc_forward_per_image": df,
-                             "rule": "B(3G+9D), lazy R1 (every r1_interval steps) not counted",
-                             "per_step": int(b * (3 * gf + 9 * df))},
-                      impl="ILSGAN", config=dataclasses.asdict(cfg))
+    return StepHandle(
+        step=step,
+        batch=(real,),
+        batch_size=b,
+        flops={
+            "generator_forward_per_image": gf,
+            "disc_forward_per_image": df,
+            "rule": "B(3G+9D), lazy R1 (every r1_interval steps) not counted",
+            "per_step": int(b * (3 * gf + 9 * df)),
+        },
+        impl="ILSGAN",
+        config=dataclasses.asdict(cfg),
+    )
 
 
-ADAPTERS = {"box_seg": box_seg, "box_seg_paper": box_seg, "hoc": hoc, "hoc_paper": hoc,
-            "ilsgan": ilsgan, "ilsgan_paper": ilsgan}
+ADAPTERS = {
+    "box_seg": box_seg,
+    "box_seg_paper": box_seg,
+    "hoc": hoc,
+    "hoc_paper": hoc,
+    "ilsgan": ilsgan,
+    "ilsgan_paper": ilsgan,
+}
 
 
 def registered(preset) -> str | None:

@@ -17,6 +17,7 @@ The public Python API (README, "Python API"):
 Names are imported on first use, so `import indep_seg` (and `indep-seg --help`) does not import
 TensorFlow.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,8 +41,23 @@ _EXPORTS = {
 # Core subpackages and modules reachable as attributes (`indep_seg.data.read_tfrecords`). The
 # training, serving and TFRecord-tool layers import the core, not the other way round: import
 # them by name (`import indep_seg.serving.export`).
-_SUBMODULES = ("data", "box_crop", "box_batches", "box_prior", "presets", "models", "networks", "losses",
-               "metrics", "composition", "layout", "providers", "segmenter", "hoc", "posthoc")
+_SUBMODULES = (
+    "data",
+    "box_crop",
+    "box_batches",
+    "box_prior",
+    "presets",
+    "models",
+    "networks",
+    "losses",
+    "metrics",
+    "composition",
+    "layout",
+    "providers",
+    "segmenter",
+    "hoc",
+    "posthoc",
+)
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -6,6 +6,7 @@
 - a shape-[2] integer tensor: a stateless TF seed (e.g. from `tf.random.split`),
 - a `keras.random.SeedGenerator`: advances its state on every call (use this in models).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -20,9 +21,15 @@ def _stateless_seed(seed):
         return tf.constant([int(seed), 0], dtype=tf.int64)
     if isinstance(seed, (tf.Tensor, np.ndarray, list, tuple)):
         s = tf.convert_to_tensor(seed)
-        if s.dtype not in (tf.int32, tf.int64) or s.shape.rank != 1 or (s.shape[0] not in (None, 2)):
-            raise ValueError(f"seed: expected an int, a SeedGenerator or a shape-[2] integer tensor, "
-                             f"got {s.dtype.name} of shape {s.shape}")
+        if (
+            s.dtype not in (tf.int32, tf.int64)
+            or s.shape.rank != 1
+            or (s.shape[0] not in (None, 2))
+        ):
+            raise ValueError(
+                f"seed: expected an int, a SeedGenerator or a shape-[2] integer tensor, "
+                f"got {s.dtype.name} of shape {s.shape}"
+            )
         return tf.cast(s, tf.int64)
     return None
 
@@ -31,8 +38,10 @@ def check_seed(seed):
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
     if _stateless_seed(seed) is None:
-        raise TypeError(f"seed: expected None, an int, a shape-[2] integer tensor or a "
-                        f"keras.random.SeedGenerator, got {type(seed).__name__}")
+        raise TypeError(
+            f"seed: expected None, an int, a shape-[2] integer tensor or a "
+            f"keras.random.SeedGenerator, got {type(seed).__name__}"
+        )
     return seed
 
 

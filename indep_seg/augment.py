@@ -8,7 +8,8 @@ warp with reflection padding:
 
 - blit: x-flip, rotation by a multiple of 90 degrees, integer translation (up to 0.125 of the size);
 - geometric: isotropic scaling (log2 ~ N(0, 0.2)), rotation (uniform, applied with probability
-  `1 - sqrt(1 - p)` twice), anisotropic scaling (log2 ~ N(0, 0.2)), fractional translation (std 0.125);
+  `1 - sqrt(1 - p)` twice), anisotropic scaling (log2 ~ N(0, 0.2)), fractional translation (std
+  0.125);
 - colour: brightness (+N(0, 0.2)), contrast (x lognormal, log2 ~ N(0, 0.5)), saturation
   (x lognormal, log2 ~ N(0, 1)) about the grey point 0.5 / the luma axis.
 
@@ -16,6 +17,7 @@ warp with reflection padding:
 `r_t = E[sign(D(real))]` towards `target` (0.6): every `interval` steps,
 `p += sign(r_t - target) * batch * interval / (ada_kimg * 1000)`, clipped to [0, 1].
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +43,9 @@ def affine_warp_reflect(images, matrices):
     n, h, w = shape[0], shape[1], shape[2]
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
     ys, xs = tf.meshgrid(tf.range(hf) - (hf - 1) / 2, tf.range(wf) - (wf - 1) / 2, indexing="ij")
-    grid = tf.stack([tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones_like(tf.reshape(xs, [-1]))])
+    grid = tf.stack(
+        [tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones_like(tf.reshape(xs, [-1]))]
+    )
     src = tf.matmul(tf.cast(matrices, tf.float32), tf.tile(grid[tf.newaxis], tf.stack([n, 1, 1])))
     sx = src[:, 0] + (wf - 1) / 2
     sy = src[:, 1] + (hf - 1) / 2
@@ -64,8 +68,12 @@ def affine_warp_reflect(images, matrices):
         return tf.gather(flat, yi * w + xi, batch_dims=1)
 
     ax, ay = ax[..., tf.newaxis], ay[..., tf.newaxis]
-    out = (gather(y0i, x0i) * (1 - ax) * (1 - ay) + gather(y0i, x1i) * ax * (1 - ay)
-           + gather(y1i, x0i) * (1 - ax) * ay + gather(y1i, x1i) * ax * ay)
+    out = (
+        gather(y0i, x0i) * (1 - ax) * (1 - ay)
+        + gather(y0i, x1i) * ax * (1 - ay)
+        + gather(y1i, x0i) * (1 - ax) * ay
+        + gather(y1i, x1i) * ax * ay
+    )
     return tf.reshape(out, shape)
 
 
@@ -89,9 +97,18 @@ def _rotate(theta):
     return _mat([[c, -s, z], [s, c, z], [z, z, o]])
 
 
-def augment(images, p, seed=None, xflip=True, rotate90=True, int_translation=True, geometric=True,
-            color=True):
-    """Apply ADA's differentiable augmentations to `images` `[N, H, W, 3]` in [0, 1] with probability p.
+def augment(
+    images,
+    p,
+    seed=None,
+    xflip=True,
+    rotate90=True,
+    int_translation=True,
+    geometric=True,
+    color=True,
+):
+    """Apply ADA's differentiable augmentations to `images` `[N, H, W, 3]` in [0, 1] with
+    probability p.
 
     Args:
         images: float `[N, H, W, 3]`.

@@ -5,15 +5,30 @@ object's share of its box, the area target a of Dai et al. 2019 eq. 7), as a per
 that the foreground provider is held to (`prior_consistency_loss`), to refine masks on the
 photo's edges, and to check a learned mask without ground truth.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ellipse_mask", "box_mask", "grabcut", "mask_diagnostics", "is_degenerate", "box_prior",
-           "box_priors", "colour_contrast", "context_crop", "is_inverted_or_degenerate",
-           "refine_with_grabcut", "refine_full_mask",
-           "mask_evidence",
-           "PRIOR_CONTEXT", "PRIOR_RESOLUTION", "REFINE_PRIOR_BLEND", "CORE_SEED_SCALE"]
+__all__ = [
+    "ellipse_mask",
+    "box_mask",
+    "grabcut",
+    "mask_diagnostics",
+    "is_degenerate",
+    "box_prior",
+    "box_priors",
+    "colour_contrast",
+    "context_crop",
+    "is_inverted_or_degenerate",
+    "refine_with_grabcut",
+    "refine_full_mask",
+    "mask_evidence",
+    "PRIOR_CONTEXT",
+    "PRIOR_RESOLUTION",
+    "REFINE_PRIOR_BLEND",
+    "CORE_SEED_SCALE",
+]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
 #: box (the evaluation protocol's window), sampled at PRIOR_RESOLUTION pixels a side.
@@ -70,11 +85,14 @@ def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE):
     x0, y0, x1, y1 = _int_box(box, img.shape)
     mask = np.zeros(img.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)   # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    cv2.setRNGSeed(
+        0
+    )  # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     try:
         if init == "rect":
-            cv2.grabCut(img, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
-                        cv2.GC_INIT_WITH_RECT)
+            cv2.grabCut(
+                img, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT
+            )
         elif init in ("ellipse", "core"):
             inside = box_mask(img.shape, (x0, y0, x1, y1))
             mask[inside] = cv2.GC_PR_FGD
@@ -105,10 +123,12 @@ def mask_diagnostics(mask, box):
     band = inside & ~inner
     core = ellipse_mask(m.shape, box, 0.5)
     total = m.sum()
-    return {"fill": float(m[inside].mean()) if inside.any() else 0.0,
-            "outside": float(m[~inside].sum() / total) if total > 0 else 0.0,
-            "frame": float(m[band].mean()) if band.any() else 0.0,
-            "core": float(m[core].mean()) if core.any() else 0.0}
+    return {
+        "fill": float(m[inside].mean()) if inside.any() else 0.0,
+        "outside": float(m[~inside].sum() / total) if total > 0 else 0.0,
+        "frame": float(m[band].mean()) if band.any() else 0.0,
+        "core": float(m[core].mean()) if core.any() else 0.0,
+    }
 
 
 def is_degenerate(mask, box, min_fill=0.1, max_fill=0.97, frame_excess=0.2) -> bool:
@@ -145,7 +165,8 @@ def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
         extra: optional `[H, W]` float map (a mask) cropped alongside.
 
     Returns:
-        `(uint8 crop [r, r, 3], box in crop pixels [4], window [4] in photo pixels, extra crop or None)`.
+        `(uint8 crop [r, r, 3], box in crop pixels [4], window [4] in photo pixels, extra crop or
+        None)`.
     """
     import tensorflow as tf
 
@@ -154,7 +175,11 @@ def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
     box = np.asarray(box, np.float32)
     img = np.asarray(image)
     img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    planes = img if extra is None else np.concatenate([img, np.asarray(extra, np.float32)[..., None]], -1)
+    planes = (
+        img
+        if extra is None
+        else np.concatenate([img, np.asarray(extra, np.float32)[..., None]], -1)
+    )
     win = box_window(box[None], PRIOR_CONTEXT, True).numpy()
     crop = crop_to_window(tf.convert_to_tensor(planes[None]), win, resolution).numpy()[0]
     s = resolution / float(win[0, 2] - win[0, 0])
@@ -186,8 +211,11 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
         s = PRIOR_RESOLUTION / float(win[2] - win[0])
         train_win = box_window(np.asarray(box, np.float32)[None], margin, square).numpy()
         inner = ((train_win - np.tile(win[:2], 2)) * s).astype(np.float32)
-        out.append(crop_to_window(tf.convert_to_tensor(prior[None, :, :, None]), inner,
-                                  resolution).numpy()[0])
+        out.append(
+            crop_to_window(
+                tf.convert_to_tensor(prior[None, :, :, None]), inner, resolution
+            ).numpy()[0]
+        )
     return np.stack(out).astype(np.float32)
 
 
@@ -197,15 +225,15 @@ def colour_contrast(image, mask, box, bins=8):
     outside the box. In [0, 1]; higher is a mask that picked out what the background is not.
     `image` is uint8 `[H, W, 3]` around the box (with context outside it)."""
     img = np.asarray(image, np.uint8)
-    q = (img.astype(np.int32) * bins // 256)
+    q = img.astype(np.int32) * bins // 256
     idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
     inside = box_mask(img.shape, box)
     m = np.asarray(mask, np.float32) * inside
     outside = (~inside).astype(np.float32)
     if m.sum() < 1 or outside.sum() < 1:
         return 0.0
-    hf = np.bincount(idx.ravel(), m.ravel(), bins ** 3)
-    hb = np.bincount(idx.ravel(), outside.ravel(), bins ** 3)
+    hf = np.bincount(idx.ravel(), m.ravel(), bins**3)
+    hb = np.bincount(idx.ravel(), outside.ravel(), bins**3)
     bc = np.sum(np.sqrt(hf / hf.sum() * hb / hb.sum()))
     return float(1.0 - bc)
 
@@ -247,7 +275,9 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
         return (m * inside).astype(np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)   # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    cv2.setRNGSeed(
+        0
+    )  # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     try:
         cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
@@ -276,7 +306,9 @@ def refine_full_mask(image, mask, box, prior_blend=REFINE_PRIOR_BLEND):
     box = np.asarray(box, np.float32)
     img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
     refined = refine_with_grabcut(img8, crop_mask, cbox, prior_blend=prior_blend)
-    back = paste_back(tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape).numpy()[0, :, :, 0]
+    back = paste_back(
+        tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape
+    ).numpy()[0, :, :, 0]
     return np.clip(np.where(box_mask(mask.shape, box), back, 0.0), 0.0, 1.0).astype(np.float32)
 
 
@@ -288,8 +320,11 @@ def mask_evidence(image, mask, box):
     """
     crop8, cbox, _, m = context_crop(image, box, extra=mask)
     ell = ellipse_mask(crop8.shape, cbox)
-    return {"contrast": colour_contrast(crop8, m > 0.5, cbox),
-            "contrast_ellipse": colour_contrast(crop8, ell, cbox),
-            "contrast_box": colour_contrast(crop8, box_mask(crop8.shape, cbox), cbox),
-            "degenerate": bool(is_degenerate(m > 0.5, cbox)),
-            "crop": crop8, "crop_mask": m}
+    return {
+        "contrast": colour_contrast(crop8, m > 0.5, cbox),
+        "contrast_ellipse": colour_contrast(crop8, ell, cbox),
+        "contrast_box": colour_contrast(crop8, box_mask(crop8.shape, cbox), cbox),
+        "degenerate": bool(is_degenerate(m > 0.5, cbox)),
+        "crop": crop8,
+        "crop_mask": m,
+    }

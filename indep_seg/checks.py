@@ -13,6 +13,7 @@ Rules
   assertions that would slow training down or break export.
 - Wrong shapes / ranges raise `ValueError`; wrong dtypes / types raise `TypeError`.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -40,8 +41,11 @@ __all__ = [
 
 
 def _shape_str(shape) -> str:
-    dims = [("None" if d is None else str(d)) for d in tf.TensorShape(shape).as_list()] \
-        if tf.TensorShape(shape).rank is not None else ["..."]
+    dims = (
+        [("None" if d is None else str(d)) for d in tf.TensorShape(shape).as_list()]
+        if tf.TensorShape(shape).rank is not None
+        else ["..."]
+    )
     return "[" + ", ".join(dims) + "]"
 
 
@@ -71,7 +75,9 @@ def check_dtype_float(x, name: str):
     except TypeError:
         is_float = np.issubdtype(np.dtype(dtype), np.floating)
     if not is_float:
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {tf.as_dtype(dtype).name}")
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got dtype {tf.as_dtype(dtype).name}"
+        )
 
 
 def to_float_tensor(x, name: str, dtype=None) -> tf.Tensor:
@@ -87,7 +93,9 @@ def to_float_tensor(x, name: str, dtype=None) -> tf.Tensor:
         try:
             t = tf.convert_to_tensor(x)
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{name}: expected a floating-point tensor, got {type(x).__name__} ({e})") from None
+            raise TypeError(
+                f"{name}: expected a floating-point tensor, got {type(x).__name__} ({e})"
+            ) from None
         check_dtype_float(t, name)
         if dtype is not None and t.dtype != tf.as_dtype(dtype):
             t = tf.cast(t, dtype)
@@ -95,9 +103,14 @@ def to_float_tensor(x, name: str, dtype=None) -> tf.Tensor:
     try:
         arr = np.asarray(x)
     except Exception as e:  # ragged lists etc.
-        raise TypeError(f"{name}: expected an array-like of numbers, got {type(x).__name__} ({e})") from None
+        raise TypeError(
+            f"{name}: expected an array-like of numbers, got {type(x).__name__} ({e})"
+        ) from None
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
-        raise TypeError(f"{name}: expected an array-like of numbers, got {type(x).__name__} of dtype {arr.dtype}")
+        raise TypeError(
+            f"{name}: expected an array-like of numbers, got {type(x).__name__} of dtype "
+            f"{arr.dtype}"
+        )
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"{name}: expected a floating-point array, got dtype {arr.dtype}")
     return tf.convert_to_tensor(arr, dtype=dtype or tf.float32)
@@ -129,7 +142,9 @@ def check_rank(x, name: str, ranks, what: str | None = None):
         return
     if shape.rank not in ranks:
         expected = what or " or ".join(f"rank {r}" for r in ranks)
-        raise ValueError(f"{name}: expected {expected}, got shape {_shape_str(shape)} (rank {shape.rank})")
+        raise ValueError(
+            f"{name}: expected {expected}, got shape {_shape_str(shape)} (rank {shape.rank})"
+        )
 
 
 def check_channels(x, name: str, channels=None, min_channels=None, what: str | None = None):
@@ -162,8 +177,9 @@ def check_finite(x, name: str):
     arr = to_numpy(x, name)
     if arr.size and not np.all(np.isfinite(arr.astype(np.float64, copy=False))):
         n_nan = int(np.isnan(arr).sum())
-        raise ValueError(f"{name}: expected finite values, got {n_nan} NaN and "
-                         f"{int(np.isinf(arr).sum())} Inf")
+        raise ValueError(
+            f"{name}: expected finite values, got {n_nan} NaN and {int(np.isinf(arr).sum())} Inf"
+        )
 
 
 def check_range(x, name: str, low=None, high=None, tolerance: float = 1e-5):
@@ -178,8 +194,10 @@ def check_range(x, name: str, low=None, high=None, tolerance: float = 1e-5):
         return
     arr = arr.astype(np.float64, copy=False)
     if np.isnan(arr).any():
-        raise ValueError(f"{name}: expected values in [{_fmt(low) if low is not None else '-inf'}, "
-                         f"{_fmt(high) if high is not None else 'inf'}], got NaN")
+        raise ValueError(
+            f"{name}: expected values in [{_fmt(low) if low is not None else '-inf'}, "
+            f"{_fmt(high) if high is not None else 'inf'}], got NaN"
+        )
     lo_s = _fmt(low) if low is not None else "-inf"
     hi_s = _fmt(high) if high is not None else "inf"
     if low is not None:
@@ -203,17 +221,23 @@ def check_same_shape(a, b, name_a: str, name_b: str, axes=None):
         return
     if axes is None:
         if sa.rank != sb.rank or not sa.is_compatible_with(sb):
-            raise ValueError(f"{name_b}: expected the same shape as {name_a} {_shape_str(sa)}, "
-                             f"got {_shape_str(sb)}")
+            raise ValueError(
+                f"{name_b}: expected the same shape as {name_a} {_shape_str(sa)}, "
+                f"got {_shape_str(sb)}"
+            )
         return
     for ax in axes:
         if ax >= sa.rank or ax >= sb.rank or -ax > sa.rank or -ax > sb.rank:
-            raise ValueError(f"{name_b}: expected a shape compatible with {name_a} {_shape_str(sa)}, "
-                             f"got {_shape_str(sb)}")
+            raise ValueError(
+                f"{name_b}: expected a shape compatible with {name_a} {_shape_str(sa)}, "
+                f"got {_shape_str(sb)}"
+            )
         da, db = sa[ax], sb[ax]
         if da is not None and db is not None and da != db:
-            raise ValueError(f"{name_b}: expected dimension {ax} to match {name_a} ({da}), got {db} "
-                             f"(shapes {_shape_str(sa)} and {_shape_str(sb)})")
+            raise ValueError(
+                f"{name_b}: expected dimension {ax} to match {name_a} ({da}), got {db} "
+                f"(shapes {_shape_str(sa)} and {_shape_str(sb)})"
+            )
 
 
 def check_broadcastable_batch(a, b, name_a: str, name_b: str):
@@ -232,8 +256,11 @@ def _real_scalar(value, name: str, expected: str):
         if not is_eager(value):
             return None
         value = value.numpy()
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number, np.ndarray)) \
-            or np.ndim(value) != 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (numbers.Real, np.number, np.ndarray))
+        or np.ndim(value) != 0
+    ):
         raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
     return float(value)
 
@@ -244,7 +271,9 @@ def check_positive_number(value, name: str, allow_zero: bool = False):
     if v is None:
         return value
     if not np.isfinite(v) or (v < 0 if allow_zero else v <= 0):
-        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {v}")
+        raise ValueError(
+            f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {v}"
+        )
     return value
 
 
@@ -273,7 +302,9 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
 def check_choice(value, name: str, choices):
     """`value` must be one of `choices`."""
     if value not in tuple(choices):
-        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise ValueError(
+            f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
     return value
 
 

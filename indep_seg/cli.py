@@ -9,6 +9,7 @@ break the others. Nothing here imports TensorFlow: `indep-seg --help` and
 Quiet by default: TensorFlow's C++ and Python start-up logs are hidden (`indep_seg.quiet`)
 unless `--verbose` is given, before or after the subcommand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,27 @@ SUBCOMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indep-seg",
-        description="Segmentation masks without pixel labels, from composites of independent layers.",
+        description="Segmentation masks without pixel labels, from composites of independent "
+        "layers.",
     )
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show TensorFlow's start-up and C++ log lines (hidden by default)")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show TensorFlow's start-up and C++ log lines (hidden by default)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                       help="show TensorFlow's start-up and C++ log lines (hidden by default)")
+        p.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show TensorFlow's start-up and C++ log lines (hidden by default)",
+        )
         # Only the chosen subcommand's module is imported (its arguments are needed for parsing).
         if name == chosen:
             module = importlib.import_module(module_name)
@@ -64,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # --verbose is read above; taken out here so that it is accepted anywhere on the line
     # (nested subcommands such as `tfrecords folder` included). Kept for --help's listing.
-    argv = [a for a in sys.argv[1:] if a not in verbose_flags or "--help" in sys.argv or "-h" in sys.argv]
+    argv = [
+        a
+        for a in sys.argv[1:]
+        if a not in verbose_flags or "--help" in sys.argv or "-h" in sys.argv
+    ]
     args = parser.parse_args(argv)
     try:
         return int(args._module.run(args) or 0)

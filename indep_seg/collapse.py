@@ -3,10 +3,12 @@
 Layered GANs (ILSGAN included) can fall into a degenerate solution where the mask is all 0 (the
 background generator draws the whole image) or all 1 (the foreground does). The mask-area hinge of
 eq. (4) of Zou et al. 2023 fights the first, the perturbed composition of eq. (3) the second, but
-neither is a guarantee; users of layered GANs report both. `detect_mask_collapse` looks at a batch of
+neither is a guarantee; users of layered GANs report both. `detect_mask_collapse` looks at a batch
+of
 generated masks; `CollapseMonitor` keeps the history over training, remembers the last healthy
 checkpoint and says whether to restart from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +36,9 @@ class CollapseReport:
         return dataclasses.asdict(self)
 
 
-def detect_mask_collapse(masks, empty_coverage=0.01, full_coverage=0.99, min_fraction=0.9,
-                         threshold=0.5):
+def detect_mask_collapse(
+    masks, empty_coverage=0.01, full_coverage=0.99, min_fraction=0.9, threshold=0.5
+):
     """Is this batch of generated masks collapsed?
 
     A mask is *empty* when less than `empty_coverage` of its pixels exceed `threshold`, *full* when
@@ -64,16 +67,22 @@ def detect_mask_collapse(masks, empty_coverage=0.01, full_coverage=0.99, min_fra
     mean_cov = float(coverage.mean())
     if frac_empty >= min_fraction:
         kind = "all-0"
-        msg = (f"MASK COLLAPSE (all-0): {frac_empty:.0%} of generated masks are empty "
-               f"(mean coverage {mean_cov:.3f}); the background layer is drawing the whole image")
+        msg = (
+            f"MASK COLLAPSE (all-0): {frac_empty:.0%} of generated masks are empty "
+            f"(mean coverage {mean_cov:.3f}); the background layer is drawing the whole image"
+        )
     elif frac_full >= min_fraction:
         kind = "all-1"
-        msg = (f"MASK COLLAPSE (all-1): {frac_full:.0%} of generated masks cover the whole image "
-               f"(mean coverage {mean_cov:.3f}); the foreground layer is drawing the whole image")
+        msg = (
+            f"MASK COLLAPSE (all-1): {frac_full:.0%} of generated masks cover the whole image "
+            f"(mean coverage {mean_cov:.3f}); the foreground layer is drawing the whole image"
+        )
     else:
         kind = None
-        msg = (f"masks healthy: mean coverage {mean_cov:.3f}, {frac_empty:.0%} empty, "
-               f"{frac_full:.0%} full")
+        msg = (
+            f"masks healthy: mean coverage {mean_cov:.3f}, {frac_empty:.0%} empty, "
+            f"{frac_full:.0%} full"
+        )
     return CollapseReport(kind is not None, kind, mean_cov, frac_empty, frac_full, msg)
 
 
@@ -83,7 +92,8 @@ class CollapseMonitor:
     Call `check(step, masks, checkpoint_path)` after each checkpoint: a healthy batch makes that
     checkpoint the *last healthy* one; `patience` consecutive collapsed checks make `check` return
     the action "restart" (policy "restart", a healthy checkpoint known, fewer than `max_restarts`
-    restarts so far) or "report". Every event is kept in `events` (JSON-ready) and can be appended to
+    restarts so far) or "report". Every event is kept in `events` (JSON-ready) and can be appended
+    to
     a JSONL file.
 
     Args:
@@ -120,14 +130,20 @@ class CollapseMonitor:
             return report, None
         self.consecutive += 1
         action = "report"
-        if (self.policy == "restart" and self.consecutive >= self.patience and self.last_healthy is not None
-                and self.restarts < self.max_restarts):
+        if (
+            self.policy == "restart"
+            and self.consecutive >= self.patience
+            and self.last_healthy is not None
+            and self.restarts < self.max_restarts
+        ):
             action = "restart"
             self.restarts += 1
             self.consecutive = 0
         event = {"step": int(step), "action": action, **report.to_dict()}
         if action == "restart":
             event["restart_from_step"], event["restart_from"] = self.last_healthy
-            event["message"] += f"; restarting from the last healthy checkpoint (step {self.last_healthy[0]})"
+            event["message"] += (
+                f"; restarting from the last healthy checkpoint (step {self.last_healthy[0]})"
+            )
         self._log(event)
         return report, action

@@ -10,6 +10,7 @@ Layers are RGBA: the first C channels are the appearance ``I_i`` and the last ch
 soft mask ``m_i`` (alpha). Images are float NHWC; values are expected in [0, 1]
 (checked for eager inputs only).
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -46,8 +47,12 @@ def composite(fg, mask, bg, unit_range: bool = True):
     checks.check_same_shape(fg, bg, "fg", "bg")
     checks.check_same_shape(fg, mask, "fg", "mask", axes=range(fg.shape.rank - 1))
     c = fg.shape[-1]
-    checks.check_channels(mask, "mask", (1,) if c in (None, 1) else (1, c),
-                          what=f"1 (or {c}) channel(s) in the last dimension" if c else None)
+    checks.check_channels(
+        mask,
+        "mask",
+        (1,) if c in (None, 1) else (1, c),
+        what=f"1 (or {c}) channel(s) in the last dimension" if c else None,
+    )
     checks.check_range(mask, "mask", 0.0, 1.0)
     if unit_range:
         checks.check_range(fg, "fg", 0.0, 1.0)
@@ -58,8 +63,12 @@ def composite(fg, mask, bg, unit_range: bool = True):
 def split_rgba(layers):
     """Split RGBA layers ``[..., C + 1]`` into appearance ``[..., C]`` and alpha ``[..., 1]``."""
     layers = checks.to_float_tensor(layers, "layers")
-    checks.check_channels(layers, "layers", min_channels=2,
-                          what="at least 2 channels (appearance then alpha) in the last dimension")
+    checks.check_channels(
+        layers,
+        "layers",
+        min_channels=2,
+        what="at least 2 channels (appearance then alpha) in the last dimension",
+    )
     return layers[..., :-1], layers[..., -1:]
 
 
@@ -89,12 +98,18 @@ def composite_layers(layers, background=None, return_layers: bool = False):
     """
     layers = checks.to_float_tensor(layers, "layers")
     checks.check_rank(layers, "layers", 5, "[B, L, H, W, C + 1] (a stack of RGBA layers)")
-    checks.check_channels(layers, "layers", min_channels=2,
-                          what="at least 2 channels (appearance then alpha) in the last dimension")
+    checks.check_channels(
+        layers,
+        "layers",
+        min_channels=2,
+        what="at least 2 channels (appearance then alpha) in the last dimension",
+    )
     checks.check_range(layers, "layers", 0.0, 1.0)
     num_layers = layers.shape[1]
     if num_layers is None:
-        raise ValueError("layers: expected a static number of layers L in [B, L, H, W, C + 1], got None")
+        raise ValueError(
+            "layers: expected a static number of layers L in [B, L, H, W, C + 1], got None"
+        )
     if num_layers < 1:
         raise ValueError("layers: expected at least one layer, got L = 0")
     appearance, alpha = layers[..., :-1], layers[..., -1:]
@@ -105,8 +120,13 @@ def composite_layers(layers, background=None, return_layers: bool = False):
         checks.check_rank(background, "background", (3, 4), "[B, H, W, C] or [H, W, C]")
         if background.shape.rank == 3:
             background = background[None]
-        checks.check_same_shape(appearance[:, 0], background, "layers (appearance of one layer)",
-                                "background", axes=(1, 2, 3))
+        checks.check_same_shape(
+            appearance[:, 0],
+            background,
+            "layers (appearance of one layer)",
+            "background",
+            axes=(1, 2, 3),
+        )
         checks.check_broadcastable_batch(layers, background, "layers", "background")
         checks.check_range(background, "background", 0.0, 1.0)
         x = background + tf.zeros_like(appearance[:, 0])

@@ -25,6 +25,7 @@ per-example losses (GAN losses, area penalty, hinge, binarisation, R1, ILS-L1, t
 term, smooth-L1); batch-level estimators (ILS-MI: its negatives come from the local batch)
 can only be scaled as scalars.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -34,7 +35,13 @@ import tensorflow as tf
 
 from indep_seg import checks
 
-__all__ = ["scale_loss", "step_outputs", "num_replicas_in_sync", "global_batch_draw", "replica_position"]
+__all__ = [
+    "scale_loss",
+    "step_outputs",
+    "num_replicas_in_sync",
+    "global_batch_draw",
+    "replica_position",
+]
 
 
 def num_replicas_in_sync() -> int:
@@ -86,12 +93,16 @@ def scale_loss(loss, global_batch_size=None, local_batch_size=None):
         raise ValueError("loss: expected a scalar or per-example values [B, ...] with a known rank")
     if rank == 0:
         if global_batch_size is not None and local_batch_size is not None:
-            return loss * (tf.cast(local_batch_size, loss.dtype) / tf.cast(global_batch_size, loss.dtype))
+            return loss * (
+                tf.cast(local_batch_size, loss.dtype) / tf.cast(global_batch_size, loss.dtype)
+            )
         replicas = num_replicas_in_sync()
         return loss / tf.cast(replicas, loss.dtype) if replicas != 1 else loss
     if global_batch_size is None:
-        raise ValueError("global_batch_size: expected the global batch size for per-example losses "
-                         f"(loss has shape {loss.shape}), got None")
+        raise ValueError(
+            "global_batch_size: expected the global batch size for per-example losses "
+            f"(loss has shape {loss.shape}), got None"
+        )
     per_example = loss
     if rank > 1:
         per_example = tf.reduce_mean(tf.reshape(loss, tf.stack([tf.shape(loss)[0], -1])), axis=1)
@@ -110,7 +121,8 @@ def global_batch_draw(draw, local_batch_size):
     """Random values for the *global* batch, of which this replica keeps its own slice.
 
     `draw(n)` makes `n` rows of random values (e.g. latent codes from the model's SeedGenerator).
-    Every replica draws all `local_batch_size * num_replicas` rows from the same (mirrored) RNG state
+    Every replica draws all `local_batch_size * num_replicas` rows from the same (mirrored) RNG
+    state
     and keeps rows `[i * local, (i + 1) * local)`, so a run on N replicas uses exactly the numbers a
     single device uses for the same global batch, and the RNG state advances identically. Needs
     equal local batches (global batch divisible by the replicas, `drop_remainder=True`).
@@ -120,7 +132,7 @@ def global_batch_draw(draw, local_batch_size):
     if isinstance(n, int) and n == 1:
         return values
     start = tf.cast(i, tf.int32) * tf.cast(local_batch_size, tf.int32)
-    return values[start:start + tf.cast(local_batch_size, tf.int32)]
+    return values[start : start + tf.cast(local_batch_size, tf.int32)]
 
 
 def step_outputs(logs: dict) -> dict:

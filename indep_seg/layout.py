@@ -16,6 +16,7 @@
 Coordinates: x is the column, y the row, in pixels; pixel (row i, column j) has its centre at
 (x=j, y=i), so the image centre is ((W-1)/2, (H-1)/2).
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -49,8 +50,9 @@ def _flatten_layers(images, name):
     return flat, unflatten
 
 
-def affine_to_projective(theta, height, width, absolute: bool = False,
-                         translation_units: str = "pixels"):
+def affine_to_projective(
+    theta, height, width, absolute: bool = False, translation_units: str = "pixels"
+):
     """Layout parameters -> the 8-vector of `ImageProjectiveTransformV3` (output -> input map).
 
     `theta` is ``[N, 6]`` (or ``[N, 2, 3]``) ``(d0, d1, d2, d3, d4, d5)`` describing the
@@ -84,8 +86,14 @@ def affine_to_projective(theta, height, width, absolute: bool = False,
     return tf.stack([i00, i01, b0, i10, i11, b1, zeros, zeros], axis=1)
 
 
-def spatial_transformer(layers, theta, interpolation: str = "bilinear", fill_value: float = 0.0,
-                        absolute: bool = False, translation_units: str = "pixels"):
+def spatial_transformer(
+    layers,
+    theta,
+    interpolation: str = "bilinear",
+    fill_value: float = 0.0,
+    absolute: bool = False,
+    translation_units: str = "pixels",
+):
     """Affine spatial-transformer warp ``ST(I, Δr)`` of Dai et al. 2019, eq. (4).
 
     The same warp is applied to all channels of a layer (appearance and alpha together), so
@@ -117,13 +125,19 @@ def spatial_transformer(layers, theta, interpolation: str = "bilinear", fill_val
     checks.check_rank(layers, "layers", (4, 5), "[B, H, W, C] or [B, L, H, W, C]")
     theta = checks.to_float_tensor(theta, "theta", dtype=tf.float32)
     lead = layers.shape.rank - 3  # 1 for [B,H,W,C], 2 for [B,L,H,W,C]
-    checks.check_rank(theta, "theta", (lead + 1, lead + 2),
-                      "[B, 6] or [B, 2, 3]" if lead == 1 else "[B, L, 6] or [B, L, 2, 3]")
+    checks.check_rank(
+        theta,
+        "theta",
+        (lead + 1, lead + 2),
+        "[B, 6] or [B, 2, 3]" if lead == 1 else "[B, L, 6] or [B, L, 2, 3]",
+    )
     if theta.shape.rank == lead + 1:
         checks.check_channels(theta, "theta", 6, what="6 affine parameters in the last dimension")
     else:
         if theta.shape[-2:].as_list() not in ([2, 3], [None, 3], [2, None], [None, None]):
-            raise ValueError(f"theta: expected [..., 2, 3] affine matrices, got shape {theta.shape}")
+            raise ValueError(
+                f"theta: expected [..., 2, 3] affine matrices, got shape {theta.shape}"
+            )
     checks.check_same_shape(layers, theta, "layers", "theta", axes=range(lead))
     checks.check_finite(theta, "theta")
     if checks.is_eager(theta):
@@ -132,12 +146,16 @@ def spatial_transformer(layers, theta, interpolation: str = "bilinear", fill_val
         a11 = mat[:, 4] + (0.0 if absolute else 1.0)
         det = a00 * a11 - mat[:, 1] * mat[:, 3]
         if (abs(det) < 1e-6).any():
-            raise ValueError(f"theta: expected invertible affine warps, got a determinant of "
-                             f"{float(det[abs(det) < 1e-6][0]):.3g}")
+            raise ValueError(
+                f"theta: expected invertible affine warps, got a determinant of "
+                f"{float(det[abs(det) < 1e-6][0]):.3g}"
+            )
     flat, unflatten = _flatten_layers(layers, "layers")
     shape = tf.shape(flat)
     h, w = shape[1], shape[2]
-    transforms = affine_to_projective(theta, h, w, absolute=absolute, translation_units=translation_units)
+    transforms = affine_to_projective(
+        theta, h, w, absolute=absolute, translation_units=translation_units
+    )
     dtype = flat.dtype
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(flat, tf.float32) if dtype != tf.float32 else flat,
@@ -167,7 +185,9 @@ def integer_translate(images, shifts):
     checks.check_rank(images, "images", (4, 5), "[N, H, W, C] or [N, L, H, W, C]")
     shifts = tf.convert_to_tensor(shifts)
     if shifts.dtype not in (tf.int32, tf.int64):
-        raise TypeError(f"shifts: expected an integer tensor of (dx, dy), got dtype {shifts.dtype.name}")
+        raise TypeError(
+            f"shifts: expected an integer tensor of (dx, dy), got dtype {shifts.dtype.name}"
+        )
     lead = images.shape.rank - 3
     checks.check_rank(shifts, "shifts", lead + 1, "[N, 2]" if lead == 1 else "[N, L, 2]")
     checks.check_channels(shifts, "shifts", 2, what="(dx, dy) in the last dimension")
@@ -217,7 +237,9 @@ def pad_and_random_crop(layers, pad, seed=None, return_shifts: bool = False):
 
 
 def _max_shift(max_fraction, size):
-    return tf.cast(tf.round(tf.cast(max_fraction, tf.float32) * tf.cast(size, tf.float32)), tf.int32)
+    return tf.cast(
+        tf.round(tf.cast(max_fraction, tf.float32) * tf.cast(size, tf.float32)), tf.int32
+    )
 
 
 def shifts_from_uniform(u, height, width, max_fraction: float = 0.125):
@@ -234,8 +256,9 @@ def shifts_from_uniform(u, height, width, max_fraction: float = 0.125):
     return tf.cast(k, tf.int32) - tf.stack([sx, sy])[None, :]
 
 
-def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
-                              return_shifts: bool = False, shifts=None):
+def random_shift_perturbation(
+    fg, mask, max_fraction: float = 0.125, seed=None, return_shifts: bool = False, shifts=None
+):
     """The perturbation T of ILSGAN (Zou et al. 2023, eq. 3; Bielski & Favaro 2019).
 
     Shifts foreground and mask by the same random integer ``(dx, dy)`` per example, dx uniform
@@ -267,7 +290,9 @@ def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
     b = tf.shape(fg)[0]
     h, w = tf.shape(fg)[1], tf.shape(fg)[2]
     if shifts is None:
-        shifts = shifts_from_uniform(_random.uniform(tf.stack([b, 2]), seed=seed), h, w, max_fraction)
+        shifts = shifts_from_uniform(
+            _random.uniform(tf.stack([b, 2]), seed=seed), h, w, max_fraction
+        )
     both = integer_translate(tf.concat([fg, mask], axis=-1), shifts)
     fg_t, mask_t = both[..., :-1], both[..., -1:]
     if return_shifts:
@@ -275,8 +300,16 @@ def random_shift_perturbation(fg, mask, max_fraction: float = 0.125, seed=None,
     return fg_t, mask_t
 
 
-def perturbed_composite(fg, mask, bg, max_fraction: float = 0.125, seed=None,
-                        return_layers: bool = False, shifts=None, unit_range: bool = True):
+def perturbed_composite(
+    fg,
+    mask,
+    bg,
+    max_fraction: float = 0.125,
+    seed=None,
+    return_layers: bool = False,
+    shifts=None,
+    unit_range: bool = True,
+):
     """ILSGAN (Zou et al. 2023) eq. (3): ``x = T(m) T(f) + (1 - T(m)) b``.
 
     `shifts` (optional int ``[B, 2]``) fixes T's shifts (see `random_shift_perturbation`);
@@ -284,6 +317,8 @@ def perturbed_composite(fg, mask, bg, max_fraction: float = 0.125, seed=None,
     Returns ``x`` or, with ``return_layers=True``, ``(x, T(f), T(m))``.
     """
     bg = checks.to_float_tensor(bg, "bg")
-    fg_t, mask_t = random_shift_perturbation(fg, mask, max_fraction=max_fraction, seed=seed, shifts=shifts)
+    fg_t, mask_t = random_shift_perturbation(
+        fg, mask, max_fraction=max_fraction, seed=seed, shifts=shifts
+    )
     x = composite(fg_t, mask_t, bg, unit_range=unit_range)
     return (x, fg_t, mask_t) if return_layers else x

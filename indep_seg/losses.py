@@ -9,6 +9,7 @@ eq. (9)/(12), whose mean is the estimate.
 Masks are float ``[B, H, W, 1]`` (or ``[B, L, H, W, 1]`` for N-layer stacks) in [0, 1];
 value checks run on eager inputs only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,9 @@ def _per_example_sum(x):
 
 def _check_mask(mask, name="mask", ranks=(4, 5)):
     mask = checks.to_float_tensor(mask, name)
-    checks.check_rank(mask, name, ranks, "[B, H, W, 1] or [B, L, H, W, 1]" if ranks == (4, 5) else "[B, H, W, 1]")
+    checks.check_rank(
+        mask, name, ranks, "[B, H, W, 1] or [B, L, H, W, 1]" if ranks == (4, 5) else "[B, H, W, 1]"
+    )
     checks.check_channels(mask, name, 1, what="1 channel in the last dimension")
     checks.check_range(mask, name, 0.0, 1.0)
     return mask
@@ -203,7 +206,9 @@ def r1_penalty(discriminator, real_images, training: bool = True, reduction: str
         reduction: ``"mean"`` or ``"none"`` (``[B]``).
     """
     if not callable(discriminator):
-        raise TypeError(f"discriminator: expected a callable model, got {type(discriminator).__name__}")
+        raise TypeError(
+            f"discriminator: expected a callable model, got {type(discriminator).__name__}"
+        )
     real_images = checks.to_float_tensor(real_images, "real_images")
     checks.check_rank(real_images, "real_images", 4, "[B, H, W, C]")
     with tf.GradientTape() as tape:
@@ -226,8 +231,10 @@ def _club_terms(x, y, permutation, distribution, pixel_reduction):
     if distribution == "laplace":
         dist = tf.abs
     else:
+
         def dist(t):
             return 0.5 * tf.square(t)
+
     x_neg = tf.gather(x, permutation, axis=0)
     reduce = _per_example_mean if pixel_reduction == "mean" else _per_example_sum
     positive = reduce(dist(x - y))
@@ -266,10 +273,20 @@ def separate_regions(fg, bg, mask, optimize_visible: bool = True, optimize_mask:
     return f_vis, f_inv, b_vis, b_inv
 
 
-def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = True,
-                optimize_mask: bool = True, distribution: str = "laplace", seed=None,
-                pixel_reduction: str = "mean", permutation=None, reduction: str = "mean",
-                return_terms: bool = False):
+def ils_mi_loss(
+    fg,
+    bg,
+    mask,
+    separate: bool = True,
+    optimize_visible: bool = True,
+    optimize_mask: bool = True,
+    distribution: str = "laplace",
+    seed=None,
+    pixel_reduction: str = "mean",
+    permutation=None,
+    reduction: str = "mean",
+    return_terms: bool = False,
+):
     """ILS-MI loss of ILSGAN (Zou et al. 2023), eqs. (7)-(12).
 
     CLUB upper bound of mutual information (eq. 7) with a fixed Laplace variational
@@ -315,8 +332,12 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
     fg, bg, mask = _check_layers(fg, bg, mask)
     checks.check_finite(fg, "fg")
     checks.check_finite(bg, "bg")
-    for flag, flag_name in ((separate, "separate"), (optimize_visible, "optimize_visible"),
-                            (optimize_mask, "optimize_mask"), (return_terms, "return_terms")):
+    for flag, flag_name in (
+        (separate, "separate"),
+        (optimize_visible, "optimize_visible"),
+        (optimize_mask, "optimize_mask"),
+        (return_terms, "return_terms"),
+    ):
         checks.check_bool(flag, flag_name)
     checks.check_choice(distribution, "distribution", ("laplace", "gaussian"))
     checks.check_choice(pixel_reduction, "pixel_reduction", ("mean", "sum"))
@@ -328,7 +349,9 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
     else:
         permutation = tf.convert_to_tensor(permutation)
         if permutation.dtype not in (tf.int32, tf.int64):
-            raise TypeError(f"permutation: expected integer indices, got dtype {permutation.dtype.name}")
+            raise TypeError(
+                f"permutation: expected integer indices, got dtype {permutation.dtype.name}"
+            )
         checks.check_rank(permutation, "permutation", 1, "[B]")
         checks.check_same_shape(fg, permutation, "fg", "permutation", axes=(0,))
     if separate:
@@ -348,8 +371,15 @@ def ils_mi_loss(fg, bg, mask, separate: bool = True, optimize_visible: bool = Tr
     return (loss, terms) if return_terms else loss
 
 
-def ils_l1_loss(fg, bg, mask, pixel_reduction: str = "mean", optimize_visible: bool = True,
-                reduction: str = "mean", optimize_mask=None):
+def ils_l1_loss(
+    fg,
+    bg,
+    mask,
+    pixel_reduction: str = "mean",
+    optimize_visible: bool = True,
+    reduction: str = "mean",
+    optimize_mask=None,
+):
     """ILS-L1 loss of ILSGAN (Zou et al. 2023), eq. (13):
     ``L = -||b_inv - f_vis||_1 - ||b_vis - f_inv||_1`` (with the regions of eq. 10).
 
@@ -368,8 +398,11 @@ def ils_l1_loss(fg, bg, mask, pixel_reduction: str = "mean", optimize_visible: b
     fg, bg, mask = _check_layers(fg, bg, mask)
     checks.check_choice(pixel_reduction, "pixel_reduction", ("mean", "sum"))
     checks.check_bool(optimize_visible, "optimize_visible")
-    optimize_mask = optimize_visible if optimize_mask is None else checks.check_bool(optimize_mask,
-                                                                                      "optimize_mask")
+    optimize_mask = (
+        optimize_visible
+        if optimize_mask is None
+        else checks.check_bool(optimize_mask, "optimize_mask")
+    )
     f_vis, f_inv, b_vis, b_inv = separate_regions(fg, bg, mask, optimize_visible, optimize_mask)
     red = _per_example_mean if pixel_reduction == "mean" else _per_example_sum
     per_example = -red(tf.abs(b_inv - f_vis)) - red(tf.abs(b_vis - f_inv))

@@ -12,6 +12,7 @@ Empty masks: when both the prediction and the ground truth of an image are empty
 is zero and the score is defined as ``empty_score`` (default 1.0: the prediction is exactly
 right). The FID / KID / MINE metrics of ILSGAN live in `indep_seg.metrics_gan`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,10 @@ def _as_masks(x, name: str) -> np.ndarray:
         pass
     elif np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"{name}: expected an integer mask of 0 and 1 (scale 8-bit masks to [0, 1]), "
-                             f"got values in [{arr.min()}, {arr.max()}]")
+            raise ValueError(
+                f"{name}: expected an integer mask of 0 and 1 (scale 8-bit masks to [0, 1]), "
+                f"got values in [{arr.min()}, {arr.max()}]"
+            )
     elif np.issubdtype(arr.dtype, np.floating):
         checks.check_range(arr, name, 0.0, 1.0)
     else:
@@ -37,10 +40,14 @@ def _as_masks(x, name: str) -> np.ndarray:
         arr = arr[None]
     elif arr.ndim == 4:
         if arr.shape[-1] != 1:
-            raise ValueError(f"{name}: expected [N, H, W, 1], [N, H, W] or [H, W], got shape {list(arr.shape)}")
+            raise ValueError(
+                f"{name}: expected [N, H, W, 1], [N, H, W] or [H, W], got shape {list(arr.shape)}"
+            )
         arr = arr[..., 0]
     elif arr.ndim != 3:
-        raise ValueError(f"{name}: expected [N, H, W, 1], [N, H, W] or [H, W], got shape {list(arr.shape)}")
+        raise ValueError(
+            f"{name}: expected [N, H, W, 1], [N, H, W] or [H, W], got shape {list(arr.shape)}"
+        )
     return arr
 
 
@@ -57,8 +64,10 @@ def _pair(pred, target, threshold):
     p = binarize(pred, threshold, "pred")
     t = binarize(target, threshold, "target")
     if p.shape != t.shape:
-        raise ValueError(f"target: expected the same shape as pred {list(p.shape)} (as [N, H, W]), "
-                         f"got {list(t.shape)}")
+        raise ValueError(
+            f"target: expected the same shape as pred {list(p.shape)} (as [N, H, W]), "
+            f"got {list(t.shape)}"
+        )
     return p, t
 
 
@@ -129,7 +138,7 @@ class SegmentationMeter:
     Example:
         >>> meter = SegmentationMeter()
         >>> for images, masks in data: meter.update(model(images), masks)
-        >>> meter.result()  # {"iou": ..., "dice": ..., "foreground_iou": ..., "mean_iou": ..., "count": N}
+        >>> meter.result()  # {"iou", "dice", "foreground_iou", "mean_iou", "count"}
     """
 
     def __init__(self, threshold: float = 0.5, empty_score: float = 1.0):

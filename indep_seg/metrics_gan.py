@@ -1,8 +1,10 @@
 """Generation metrics of ILSGAN's evaluation (Zou et al. 2023, "Evaluation"): FID, KID and a MINE
 estimate of the mutual information between the separated regions.
 
-- FID (Heusel et al. 2017): `|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))` on InceptionV3 pool
-  features. The matrix square root is taken as `S_a^(1/2) (S_a^(1/2) S_b S_a^(1/2))^(1/2) S_a^(-1/2)`'s
+- FID (Heusel et al. 2017): `|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))` on InceptionV3
+pool
+  features. The matrix square root is taken as `S_a^(1/2) (S_a^(1/2) S_b S_a^(1/2))^(1/2)
+  S_a^(-1/2)`'s
   trace, i.e. `Tr((S_a^(1/2) S_b S_a^(1/2))^(1/2))`, by symmetric eigendecompositions (stable, and
   independent of `scipy.linalg.sqrtm`, which the tests use as the reference).
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
@@ -17,6 +19,7 @@ estimate of the mutual information between the separated regions.
   ascent (moving-average correction of the biased gradient) and evaluated on held-out pairs.
   `layer_mutual_information` applies it as the paper does: `MI(b_inv; f_vis) + MI(b_vis; f_inv)`.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,9 +33,18 @@ from indep_seg import checks
 from indep_seg.optimizers import FusedAdam
 
 __all__ = [
-    "InceptionWeightsUnavailable", "inception_feature_extractor", "find_inception_weights",
-    "random_feature_extractor", "compute_features", "frechet_distance", "fid_from_features",
-    "kid_from_features", "fid", "kid", "mine_mutual_information", "layer_mutual_information",
+    "InceptionWeightsUnavailable",
+    "inception_feature_extractor",
+    "find_inception_weights",
+    "random_feature_extractor",
+    "compute_features",
+    "frechet_distance",
+    "fid_from_features",
+    "kid_from_features",
+    "fid",
+    "kid",
+    "mine_mutual_information",
+    "layer_mutual_information",
 ]
 
 INCEPTION_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -59,14 +71,17 @@ def find_inception_weights(weights_path=None):
         "InceptionV3 weights for FID/KID are not available (looked for: "
         + ", ".join(str(c) for c in candidates)
         + "); they cannot be downloaded here. Put the Keras file "
-        f"{INCEPTION_NOTOP_FILE} there or pass weights_path, or use another feature_extractor.")
+        f"{INCEPTION_NOTOP_FILE} there or pass weights_path, or use another feature_extractor."
+    )
 
 
 def inception_feature_extractor(weights_path=None, batch_size=50):
-    """InceptionV3 pool features (2048-D) of images in [0, 1] (resized to 299, scaled to [-1, 1])."""
+    """InceptionV3 pool features (2048-D) of images in [0, 1] (resized to 299, scaled to [-1,
+    1])."""
     path = find_inception_weights(weights_path)
-    net = keras.applications.InceptionV3(include_top=False, weights=str(path), pooling="avg",
-                                         input_shape=(299, 299, 3))
+    net = keras.applications.InceptionV3(
+        include_top=False, weights=str(path), pooling="avg", input_shape=(299, 299, 3)
+    )
 
     def extract(images):
         x = tf.image.resize(tf.convert_to_tensor(images, tf.float32), [299, 299], method="bilinear")
@@ -81,10 +96,20 @@ def random_feature_extractor(seed=0, width=64, feature_dim=256, resolution=64):
     init = keras.initializers.HeNormal(seed=seed)
     layers = [keras.layers.Resizing(resolution, resolution)]
     for i, f in enumerate((width, width * 2, width * 4)):
-        layers.append(keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu",
-                                          kernel_initializer=keras.initializers.HeNormal(seed=seed + i)))
-    layers += [keras.layers.GlobalAveragePooling2D(),
-               keras.layers.Dense(feature_dim, kernel_initializer=init)]
+        layers.append(
+            keras.layers.Conv2D(
+                f,
+                3,
+                strides=2,
+                padding="same",
+                activation="relu",
+                kernel_initializer=keras.initializers.HeNormal(seed=seed + i),
+            )
+        )
+    layers += [
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(feature_dim, kernel_initializer=init),
+    ]
     net = keras.Sequential(layers)
     net.build((None, resolution, resolution, 3))
 
@@ -96,15 +121,18 @@ def random_feature_extractor(seed=0, width=64, feature_dim=256, resolution=64):
 
 
 def compute_features(images, feature_extractor, batch_size=100):
-    """Features `[N, D]` (float64 NumPy) of images `[N, H, W, 3]` in [0, 1] (array or iterable of batches)."""
+    """Features `[N, D]` (float64 NumPy) of images `[N, H, W, 3]` in [0, 1] (array or iterable of
+    batches)."""
     if not callable(feature_extractor):
-        raise TypeError(f"feature_extractor: expected a callable images -> features, "
-                        f"got {type(feature_extractor).__name__}")
+        raise TypeError(
+            f"feature_extractor: expected a callable images -> features, "
+            f"got {type(feature_extractor).__name__}"
+        )
     feats = []
     if isinstance(images, (np.ndarray, tf.Tensor)):
         checks.check_rank(images, "images", 4, "[N, H, W, 3]")
         for i in range(0, int(images.shape[0]), batch_size):
-            feats.append(np.asarray(feature_extractor(images[i:i + batch_size]), np.float64))
+            feats.append(np.asarray(feature_extractor(images[i : i + batch_size]), np.float64))
     else:
         for batch in images:
             feats.append(np.asarray(feature_extractor(batch), np.float64))
@@ -119,10 +147,15 @@ def _sqrt_psd(m):
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """`|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))` (Heusel et al. 2017)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    sigma1, sigma2 = (
+        np.atleast_2d(sigma1).astype(np.float64),
+        np.atleast_2d(sigma2).astype(np.float64),
+    )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape[0] != mu1.shape[0]:
-        raise ValueError(f"mu2/sigma2: expected shapes matching mu1 {mu1.shape} / sigma1 {sigma1.shape}, "
-                         f"got {mu2.shape} / {sigma2.shape}")
+        raise ValueError(
+            f"mu2/sigma2: expected shapes matching mu1 {mu1.shape} / sigma1 {sigma1.shape}, "
+            f"got {mu2.shape} / {sigma2.shape}"
+        )
     s1h = _sqrt_psd(sigma1)
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(s1h @ sigma2 @ s1h), 0, None)).sum()
     diff = mu1 - mu2
@@ -140,7 +173,9 @@ def fid_from_features(feats_a, feats_b):
     """FID between two feature sets `[N, D]`."""
     a, b = _check_feats(feats_a, "feats_a"), _check_feats(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feats_b: expected {a.shape[1]} features per row as feats_a, got {b.shape[1]}")
+        raise ValueError(
+            f"feats_b: expected {a.shape[1]} features per row as feats_a, got {b.shape[1]}"
+        )
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
@@ -151,7 +186,9 @@ def kid_from_features(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=
     """
     a, b = _check_feats(feats_a, "feats_a"), _check_feats(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feats_b: expected {a.shape[1]} features per row as feats_a, got {b.shape[1]}")
+        raise ValueError(
+            f"feats_b: expected {a.shape[1]} features per row as feats_a, got {b.shape[1]}"
+        )
     checks.check_int(num_subsets, "num_subsets", minimum=1)
     m = min(int(subset_size), a.shape[0], b.shape[0])
     d = a.shape[1]
@@ -163,22 +200,31 @@ def kid_from_features(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=
         kxx = (x @ x.T / d + 1) ** 3
         kyy = (y @ y.T / d + 1) ** 3
         kxy = (x @ y.T / d + 1) ** 3
-        mmd = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-               - 2 * kxy.mean())
+        mmd = (
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * kxy.mean()
+        )
         vals.append(mmd)
     return float(np.mean(vals)), float(np.std(vals))
 
 
 def fid(images_a, images_b, feature_extractor, batch_size=100):
-    """FID of two image sets in [0, 1] with `feature_extractor` (e.g. `inception_feature_extractor()`)."""
-    return fid_from_features(compute_features(images_a, feature_extractor, batch_size),
-                             compute_features(images_b, feature_extractor, batch_size))
+    """FID of two image sets in [0, 1] with `feature_extractor` (e.g.
+    `inception_feature_extractor()`)."""
+    return fid_from_features(
+        compute_features(images_a, feature_extractor, batch_size),
+        compute_features(images_b, feature_extractor, batch_size),
+    )
 
 
 def kid(images_a, images_b, feature_extractor, batch_size=100, **kwargs):
     """KID `(mean, std)` of two image sets in [0, 1] with `feature_extractor`."""
-    return kid_from_features(compute_features(images_a, feature_extractor, batch_size),
-                             compute_features(images_b, feature_extractor, batch_size), **kwargs)
+    return kid_from_features(
+        compute_features(images_a, feature_extractor, batch_size),
+        compute_features(images_b, feature_extractor, batch_size),
+        **kwargs,
+    )
 
 
 # ----------------------------------------------------------------------------- MINE
@@ -189,17 +235,31 @@ def _flatten(x, name):
     return x.reshape(x.shape[0], -1)
 
 
-def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learning_rate=1e-3,
-                            holdout=0.2, ema_decay=0.99, eval_every=50, seed=0, reduce="max",
-                            return_evaluations=False):
+def mine_mutual_information(
+    x,
+    y,
+    steps=500,
+    batch_size=256,
+    hidden=256,
+    learning_rate=1e-3,
+    holdout=0.2,
+    ema_decay=0.99,
+    eval_every=50,
+    seed=0,
+    reduce="max",
+    return_evaluations=False,
+):
     """MINE estimate (nats) of I(X; Y) from paired samples (Belghazi et al. 2018).
 
     A statistics network `T(x, y)` (MLP, two hidden layers) is trained to maximise the
-    Donsker-Varadhan bound `E_joint[T] - log E_marginal[e^T]` (marginal pairs by shuffling y), with the
+    Donsker-Varadhan bound `E_joint[T] - log E_marginal[e^T]` (marginal pairs by shuffling y), with
+    the
     moving-average correction of the gradient's denominator. The bound is evaluated on the held-out
-    fraction `holdout` of the pairs every `eval_every` steps and the largest value is returned (each is
+    fraction `holdout` of the pairs every `eval_every` steps and the largest value is returned (each
+    is
     a valid lower bound for its T; held-out pairs keep a network that memorises the training pairs
-    from being rewarded, and the maximum over time is early stopping: late, over-fitted T can make the
+    from being rewarded, and the maximum over time is early stopping: late, over-fitted T can make
+    the
     held-out bound collapse to large negative values).
 
     `reduce="mean"` returns instead the mean of the held-out evaluations of the second half of the
@@ -226,9 +286,13 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
     my, sy = y[train].mean(0), y[train].std(0) + 1e-6
     x, y = (x - mx) / sx, (y - my) / sy
     init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
-    net = keras.Sequential([keras.layers.Dense(hidden, activation="elu", kernel_initializer=init(0)),
-                            keras.layers.Dense(hidden, activation="elu", kernel_initializer=init(1)),
-                            keras.layers.Dense(1, kernel_initializer=init(2))])
+    net = keras.Sequential(
+        [
+            keras.layers.Dense(hidden, activation="elu", kernel_initializer=init(0)),
+            keras.layers.Dense(hidden, activation="elu", kernel_initializer=init(1)),
+            keras.layers.Dense(1, kernel_initializer=init(2)),
+        ]
+    )
     net.build((None, x.shape[1] + y.shape[1]))
     opt = FusedAdam(learning_rate)
     ema = tf.Variable(1.0)
@@ -246,7 +310,10 @@ def mine_mutual_information(x, y, steps=500, batch_size=256, hidden=256, learnin
         opt.apply_gradients(zip(grads, net.trainable_variables))
 
     xt, yt = tf.constant(x[test]), y[test]
-    shuffles = [tf.constant(yt[np.random.default_rng(seed + 100 + r).permutation(len(test))]) for r in range(10)]
+    shuffles = [
+        tf.constant(yt[np.random.default_rng(seed + 100 + r).permutation(len(test))])
+        for r in range(10)
+    ]
 
     def heldout_bound():
         t_joint = net(tf.concat([xt, tf.constant(yt)], 1)).numpy()[:, 0].astype(np.float64)
@@ -283,15 +350,24 @@ def layer_mutual_information(foreground, background, mask, downsample=8, **mine_
     checks.check_same_shape(f, b, "foreground", "background")
 
     def pool(t):
-        return tf.nn.avg_pool2d(t, downsample, downsample, "VALID").numpy() if downsample > 1 else t.numpy()
+        return (
+            tf.nn.avg_pool2d(t, downsample, downsample, "VALID").numpy()
+            if downsample > 1
+            else t.numpy()
+        )
 
     f_vis, f_inv = pool(f * m), pool(f * (1 - m))
     b_vis, b_inv = pool(b * (1 - m)), pool(b * m)
     if mine_kwargs.get("return_evaluations"):
         a, ea = mine_mutual_information(b_inv, f_vis, **mine_kwargs)
         c, ec = mine_mutual_information(b_vis, f_inv, **mine_kwargs)
-        return {"mi_binv_fvis": a, "mi_bvis_finv": c, "mi": a + c,
-                "evaluations_binv_fvis": ea, "evaluations_bvis_finv": ec}
+        return {
+            "mi_binv_fvis": a,
+            "mi_bvis_finv": c,
+            "mi": a + c,
+            "evaluations_binv_fvis": ea,
+            "evaluations_bvis_finv": ec,
+        }
     a = mine_mutual_information(b_inv, f_vis, **mine_kwargs)
     c = mine_mutual_information(b_vis, f_inv, **mine_kwargs)
     return {"mi_binv_fvis": a, "mi_bvis_finv": c, "mi": a + c}

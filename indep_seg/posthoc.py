@@ -1,25 +1,37 @@
-"""ILSGAN's evaluation step (Zou et al. 2023, "Evaluation"): "we train a post hoc UNet on these synthetic
+"""ILSGAN's evaluation step (Zou et al. 2023, "Evaluation"): "we train a post hoc UNet on these
+synthetic
 data ... The trained UNet is tested on real test set".
 
-1. `generate_pairs(model, n)`: (composite, mask) pairs from a trained ILSGAN, the composite of eq. (1)
+1. `generate_pairs(model, n)`: (composite, mask) pairs from a trained ILSGAN, the composite of eq.
+(1)
    (unperturbed) and the generated mask binarised at 0.5.
-2. `train_posthoc_unet(images, masks)`: a UNet (`indep_seg.networks.unet.UNet`) trained on them with a
+2. `train_posthoc_unet(images, masks)`: a UNet (`indep_seg.networks.unet.UNet`) trained on them with
+a
    90/10 split, keeping the weights of the best validation IoU.
 3. `save_posthoc_segmenter(...)`: the `indep_seg.segmenter.Segmenter` artifact that
    `indep-seg segment / evaluate / export` load.
 
-Optional top-k filtering (`discriminator_scores`, `top_k_pairs`; off in both presets): draw a larger pool
-of pairs and keep the k whose composites the GAN's discriminator scores most real. This is NOT what the
-authors' `--topk` does: in qrzou/ILSGAN `generate_segmentation_samples.py --n=50000 --topk=8000` keeps all
-50,000 samples and `--topk` only restricts the checkpoint choice to the snapshots at <= 8000 kimg (the
-lowest-FID one among them). Discriminator scores as a sample-quality filter follow discriminator rejection
+Optional top-k filtering (`discriminator_scores`, `top_k_pairs`; off in both presets): draw a larger
+pool
+of pairs and keep the k whose composites the GAN's discriminator scores most real. This is NOT what
+the
+authors' `--topk` does: in qrzou/ILSGAN `generate_segmentation_samples.py --n=50000 --topk=8000`
+keeps all
+50,000 samples and `--topk` only restricts the checkpoint choice to the snapshots at <= 8000 kimg
+(the
+lowest-FID one among them). Discriminator scores as a sample-quality filter follow discriminator
+rejection
 sampling (Azadi et al. 2019), not the ILSGAN paper.
 
-Optional `zoom_out` augmentation (off in the paper preset): each synthetic pair is shrunk by a random
-factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images look like the
-training photos (centre crops), while evaluation crops (../shared/datasets/README.md) show the object
+Optional `zoom_out` augmentation (off in the paper preset): each synthetic pair is shrunk by a
+random
+factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images look like
+the
+training photos (centre crops), while evaluation crops (../shared/datasets/README.md) show the
+object
 smaller, centred, with black where the crop leaves the photo; this only changes the synthetic data.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,12 +44,20 @@ import tensorflow as tf
 from indep_seg import checks
 from indep_seg.optimizers import FusedAdam
 
-__all__ = ["generate_pairs", "discriminator_scores", "top_k_pairs", "zoom_out_pairs", "train_posthoc_unet",
-           "save_posthoc_segmenter", "small_unet"]
+__all__ = [
+    "generate_pairs",
+    "discriminator_scores",
+    "top_k_pairs",
+    "zoom_out_pairs",
+    "train_posthoc_unet",
+    "save_posthoc_segmenter",
+    "small_unet",
+]
 
 
 def generate_pairs(model, num_pairs, batch_size=64, threshold=0.5, seed=0):
-    """`(images [N, R, R, 3] float32 in [0, 1], masks [N, R, R, 1] float32 in {0, 1})` from an ILSGAN.
+    """`(images [N, R, R, 3] float32 in [0, 1], masks [N, R, R, 1] float32 in {0, 1})` from an
+    ILSGAN.
 
     Args:
         model: an `indep_seg.models.ilsgan.ILSGAN` (or any object with `generate(z)` and
@@ -56,11 +76,14 @@ def generate_pairs(model, num_pairs, batch_size=64, threshold=0.5, seed=0):
 
 
 def discriminator_scores(discriminator, images, batch_size=256):
-    """The discriminator's logit for each image `[N, R, R, 3]` (float32 `[N]`; higher = judged more real)."""
+    """The discriminator's logit for each image `[N, R, R, 3]` (float32 `[N]`; higher = judged more
+    real)."""
     out = []
     for i in range(0, len(images), batch_size):
-        logits = discriminator(tf.constant(images[i:i + batch_size]), training=True)
-        out.append(np.asarray(logits, np.float32).reshape(len(images[i:i + batch_size]), -1).mean(axis=1))
+        logits = discriminator(tf.constant(images[i : i + batch_size]), training=True)
+        out.append(
+            np.asarray(logits, np.float32).reshape(len(images[i : i + batch_size]), -1).mean(axis=1)
+        )
     return np.concatenate(out)
 
 
@@ -69,8 +92,10 @@ def top_k_pairs(images, masks, scores, k):
     k = checks.check_int(k, "k", minimum=1)
     scores = np.asarray(scores, np.float64).reshape(-1)
     if len(scores) != len(images) or len(images) != len(masks):
-        raise ValueError(f"scores: expected one per pair ({len(images)} images, {len(masks)} masks), "
-                         f"got {len(scores)}")
+        raise ValueError(
+            f"scores: expected one per pair ({len(images)} images, {len(masks)} masks), "
+            f"got {len(scores)}"
+        )
     if k > len(images):
         raise ValueError(f"k: expected at most the {len(images)} pairs, got {k}")
     keep = np.sort(np.argsort(-scores, kind="stable")[:k])
@@ -87,20 +112,27 @@ def zoom_out_pairs(images, masks, min_scale=0.6, seed=0):
     for k in range(n):
         s = int(round(r * rng.uniform(min_scale, 1.0)))
         s = max(4, min(r, s))
-        im = tf.image.resize(images[k:k + 1], [s, s], antialias=True).numpy()[0]
-        mk = tf.image.resize(masks[k:k + 1], [s, s], antialias=True).numpy()[0]
+        im = tf.image.resize(images[k : k + 1], [s, s], antialias=True).numpy()[0]
+        mk = tf.image.resize(masks[k : k + 1], [s, s], antialias=True).numpy()[0]
         y, x = rng.integers(0, r - s + 1), rng.integers(0, r - s + 1)
-        out_i[k, y:y + s, x:x + s] = im
-        out_m[k, y:y + s, x:x + s] = (mk > 0.5)
+        out_i[k, y : y + s, x : x + s] = im
+        out_m[k, y : y + s, x : x + s] = mk > 0.5
     return out_i, out_m
 
 
 def small_unet(resolution, widths=(32, 64, 128, 128)):
-    """The post-hoc UNet: `indep_seg.networks.unet.UNet` with bilinear up-sampling (no checkerboards)."""
+    """The post-hoc UNet: `indep_seg.networks.unet.UNet` with bilinear up-sampling (no
+    checkerboards)."""
     from indep_seg.networks.unet import UNet
 
-    return UNet(resolution=resolution, encoder_filters=tuple(widths), encoder_kernels=(4,) * len(widths),
-                upsampling="bilinear", bn_momentum=0.9, name="posthoc_unet")
+    return UNet(
+        resolution=resolution,
+        encoder_filters=tuple(widths),
+        encoder_kernels=(4,) * len(widths),
+        upsampling="bilinear",
+        bn_momentum=0.9,
+        name="posthoc_unet",
+    )
 
 
 def _batch_iou(pred, target):
@@ -110,19 +142,33 @@ def _batch_iou(pred, target):
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learning_rate=1e-3,
-                       val_fraction=0.1, budget_seconds=None, seed=0, flip=True, log=print):
+def train_posthoc_unet(
+    images,
+    masks,
+    unet=None,
+    epochs=10,
+    batch_size=32,
+    learning_rate=1e-3,
+    val_fraction=0.1,
+    budget_seconds=None,
+    seed=0,
+    flip=True,
+    log=print,
+):
     """Train a UNet on synthetic pairs; 90/10 split; keep the best validation IoU.
 
-    Returns `(unet, history)` with `history = {"val_iou": [...], "best_val_iou": x, "best_epoch": k}`.
+    Returns `(unet, history)` with `history = {"val_iou": [...], "best_val_iou": x, "best_epoch":
+    k}`.
     """
     images = np.asarray(images, np.float32)
     masks = np.asarray(masks, np.float32)
     checks.check_rank(images, "images", 4, "[N, R, R, 3]")
     checks.check_rank(masks, "masks", 4, "[N, R, R, 1]")
     if images.shape[0] != masks.shape[0] or images.shape[0] < 10:
-        raise ValueError(f"masks: expected as many pairs as images (>= 10), got {masks.shape[0]} and "
-                         f"{images.shape[0]}")
+        raise ValueError(
+            f"masks: expected as many pairs as images (>= 10), got {masks.shape[0]} and "
+            f"{images.shape[0]}"
+        )
     checks.check_fraction(val_fraction, "val_fraction", 0.01, 0.5)
     n = images.shape[0]
     rng = np.random.default_rng(seed)
@@ -143,8 +189,9 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
         return loss
 
     def val_iou():
-        preds = np.concatenate([unet(images[val[i:i + 128]], training=False).numpy()
-                                for i in range(0, n_val, 128)])
+        preds = np.concatenate(
+            [unet(images[val[i : i + 128]], training=False).numpy() for i in range(0, n_val, 128)]
+        )
         return float(_batch_iou(preds, masks[val]).mean())
 
     best, best_w, hist = -1.0, None, []
@@ -155,10 +202,12 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
         losses = []
         for i in range(0, len(order) - batch_size + 1, batch_size):
             if losses and budget_seconds is not None and time.time() - t0 > budget_seconds:
-                out_of_time = True  # checked every step: on a loaded machine one epoch can outlast the budget
+                out_of_time = (
+                    True  # checked every step: on a loaded machine one epoch can outlast the budget
+                )
                 break
             steps += 1
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             x, y = images[idx], masks[idx]
             if flip:
                 f = rng.random(len(idx)) < 0.5
@@ -169,16 +218,28 @@ def train_posthoc_unet(images, masks, unet=None, epochs=10, batch_size=32, learn
         hist.append(v)
         if v > best:
             best, best_w = v, [w.numpy() for w in unet.weights]
-        log(f"post-hoc UNet epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, val IoU {v:.4f} "
-            f"(best {best:.4f})")
+        log(
+            f"post-hoc UNet epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, val IoU "
+            f"{v:.4f} "
+            f"(best {best:.4f})"
+        )
         if out_of_time or (budget_seconds is not None and time.time() - t0 > budget_seconds):
-            log(f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached in epoch {epoch + 1} "
-                f"({steps} steps)")
+            log(
+                f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached in epoch "
+                f"{epoch + 1} "
+                f"({steps} steps)"
+            )
             break
     for w, v in zip(unet.weights, best_w):
         w.assign(v)
-    return unet, {"val_iou": hist, "best_val_iou": best, "best_epoch": int(np.argmax(hist)) + 1,
-                  "train_pairs": int(len(train)), "val_pairs": int(n_val), "steps": steps}
+    return unet, {
+        "val_iou": hist,
+        "best_val_iou": best,
+        "best_epoch": int(np.argmax(hist)) + 1,
+        "train_pairs": int(len(train)),
+        "val_pairs": int(n_val),
+        "steps": steps,
+    }
 
 
 def save_posthoc_segmenter(unet, model_dir, resolution, experiment="ilsgan", extra=None):
@@ -186,6 +247,12 @@ def save_posthoc_segmenter(unet, model_dir, resolution, experiment="ilsgan", ext
     given, the crop is the evaluation protocol's square of half-side 0.75 max(w, h))."""
     from indep_seg.segmenter import Segmenter
 
-    seg = Segmenter(unet, resolution=int(resolution), margin=0.25, square=True, experiment=experiment,
-                    extra={"box_free": True, **(extra or {})})
+    seg = Segmenter(
+        unet,
+        resolution=int(resolution),
+        margin=0.25,
+        square=True,
+        experiment=experiment,
+        extra={"box_free": True, **(extra or {})},
+    )
     return seg.save(Path(model_dir) / "segmenter")

@@ -15,12 +15,21 @@ Example (keras-hub's `Backbone.from_preset` / `Backbone.presets`):
 
 Importing this module does not import TensorFlow (`indep-seg --help` stays fast).
 """
+
 from __future__ import annotations
 
 import copy
 
-__all__ = ["BOX_SEG_PRESETS", "PRESETS", "PresetMixin", "UnknownPresetError", "preset_options",
-           "build_box_seg_unet", "build_box_seg_discriminator", "effective_area_a"]
+__all__ = [
+    "BOX_SEG_PRESETS",
+    "PRESETS",
+    "PresetMixin",
+    "UnknownPresetError",
+    "preset_options",
+    "build_box_seg_unet",
+    "build_box_seg_discriminator",
+    "effective_area_a",
+]
 
 
 class UnknownPresetError(ValueError):
@@ -29,28 +38,29 @@ class UnknownPresetError(ValueError):
 
 # Options of the box-level model (Dai et al. 2019, application 1). The keys are the field names of
 # the training layer's `BoxSegConfig`; only the options that define the model, its losses, its
-# optimizers and the batches it needs are here (the run's length, logging and data are the trainer's).
+# optimizers and the batches it needs are here (the run's length, logging and data are the
+# trainer's).
 _BOX_SEG = dict(
-    resolution=64,              # side R of the box crops the UNet sees
-    margin=0.0,                 # crop = box grown by margin x size on each side (paper: 0)
-    unet="small",               # indep_seg.networks.unet.UNET_PRESETS name
-    unet_filters="",            # "32,64,128,256,256" overrides the preset's widths
+    resolution=64,  # side R of the box crops the UNet sees
+    margin=0.0,  # crop = box grown by margin x size on each side (paper: 0)
+    unet="small",  # indep_seg.networks.unet.UNET_PRESETS name
+    unet_filters="",  # "32,64,128,256,256" overrides the preset's widths
     upsampling="conv_bilinear",  # "transpose" (paper), "bilinear", "conv_bilinear"
     bn_momentum=0.9,
-    bn_synchronized=False,      # UNet BatchNorm over the global batch under tf.distribute
+    bn_synchronized=False,  # UNet BatchNorm over the global batch under tf.distribute
     bias_before_bn=True,
-    discriminator="small",      # SN_DISCRIMINATOR_PRESETS name
-    d_head="dense",             # "conv" (Table 1) or "dense"
-    d_downsample=2,             # D judges 2x average-pooled images (real and fake alike)
-    area_lambda=1000.0,         # lambda of eq. (7), Table 3
-    area_a=0.35,                # a of eq. (7) for a crop equal to the box
+    discriminator="small",  # SN_DISCRIMINATOR_PRESETS name
+    d_head="dense",  # "conv" (Table 1) or "dense"
+    d_downsample=2,  # D judges 2x average-pooled images (real and fake alike)
+    area_lambda=1000.0,  # lambda of eq. (7), Table 3
+    area_a=0.35,  # a of eq. (7) for a crop equal to the box
     area_mode="two_sided",
-    box_prior_weight=0.5,       # box tightness prior (BoxInst), not in the paper
-    pairwise_weight=1.0,        # colour-affinity prior (BoxInst), not in the paper
+    box_prior_weight=0.5,  # box tightness prior (BoxInst), not in the paper
+    pairwise_weight=1.0,  # colour-affinity prior (BoxInst), not in the paper
     adversarial_weight=1.0,
-    prior="grabcut",            # per-image box prior: batches carry "prior" (and "area"); "none": the paper
+    prior="grabcut",  # per-image box prior: batches carry "prior" (and "area"); "none": the paper
     prior_weight=1.0,
-    area_from_prior=True,       # batches carry "area", the per-image a of eq. (7)
+    area_from_prior=True,  # batches carry "area", the per-image a of eq. (7)
     batch_size=32,
     d_learning_rate=6e-4,
     g_learning_rate=2e-4,
@@ -60,25 +70,56 @@ _BOX_SEG = dict(
 BOX_SEG_PRESETS = {
     "box_seg": dict(
         description="box-level foreground masks (Dai et al. 2019), small preset for 2 CPU cores: "
-                    "64 px crops, per-image GrabCut box prior (batches need 'prior' and 'area')",
-        options=dict(_BOX_SEG)),
+        "64 px crops, per-image GrabCut box prior (batches need 'prior' and 'area')",
+        options=dict(_BOX_SEG),
+    ),
     "box_seg_tiny": dict(
         description="box_seg at toy size (16 px crops, tiny networks): tests and examples, "
-                    "seconds on a CPU; no box prior",
-        # synchronized BN and no bias before BN: N replicas train as one device (training/experiments/
-        # tiny.py); no box prior: its cross-entropy amplifies synchronized BN's float32 summation-order
+        "seconds on a CPU; no box prior",
+        # synchronized BN and no bias before BN: N replicas train as one device
+        # (training/experiments/
+        # tiny.py); no box prior: its cross-entropy amplifies synchronized BN's float32
+        # summation-order
         # differences past the two-devices-equal-one tolerance (6e-4 vs 1e-4 on 41 of 189 variables)
-        options={**_BOX_SEG, **dict(resolution=16, unet="tiny", discriminator="tiny", d_downsample=1,
-                                    batch_size=4, bn_synchronized=True, bias_before_bn=False,
-                                    prior="none", area_from_prior=False)}),
+        options={
+            **_BOX_SEG,
+            **dict(
+                resolution=16,
+                unet="tiny",
+                discriminator="tiny",
+                d_downsample=1,
+                batch_size=4,
+                bn_synchronized=True,
+                bias_before_bn=False,
+                prior="none",
+                area_from_prior=False,
+            ),
+        },
+    ),
     "box_seg_paper": dict(
         description="Dai et al. 2019 exactly: Table 1 networks, Table 3 hyperparameters "
-                    "(128 px, lambda 1000, a 0.25, crop = box, Adam 2e-4 / 4e-4)",
-        options={**_BOX_SEG, **dict(resolution=128, margin=0.0, unet="paper", upsampling="transpose",
-                                    discriminator="paper", d_head="conv", d_downsample=1, area_a=0.25,
-                                    box_prior_weight=0.0, pairwise_weight=0.0, prior="none",
-                                    prior_weight=0.0, area_from_prior=False, d_learning_rate=2e-4,
-                                    g_learning_rate=4e-4)}),
+        "(128 px, lambda 1000, a 0.25, crop = box, Adam 2e-4 / 4e-4)",
+        options={
+            **_BOX_SEG,
+            **dict(
+                resolution=128,
+                margin=0.0,
+                unet="paper",
+                upsampling="transpose",
+                discriminator="paper",
+                d_head="conv",
+                d_downsample=1,
+                area_a=0.25,
+                box_prior_weight=0.0,
+                pairwise_weight=0.0,
+                prior="none",
+                prior_weight=0.0,
+                area_from_prior=False,
+                d_learning_rate=2e-4,
+                g_learning_rate=4e-4,
+            ),
+        },
+    ),
 }
 
 #: Every class's presets: class name -> its table.
@@ -140,13 +181,17 @@ class PresetMixin:
         """
         table = _table_of(cls)
         if not isinstance(preset, str) or preset not in table:
-            raise UnknownPresetError(f"preset: unknown name {preset!r} for {cls.__name__}; known presets: "
-                                     f"{', '.join(sorted(table))}")
+            raise UnknownPresetError(
+                f"preset: unknown name {preset!r} for {cls.__name__}; known presets: "
+                f"{', '.join(sorted(table))}"
+            )
         options = preset_options(preset, table)
         unknown = sorted(set(kwargs) - set(options) - {"name"})
         if unknown:
-            raise ValueError(f"{cls.__name__}.from_preset({preset!r}): unknown option(s) {', '.join(unknown)}; "
-                             f"the preset's options are {', '.join(sorted(options))}")
+            raise ValueError(
+                f"{cls.__name__}.from_preset({preset!r}): unknown option(s) {', '.join(unknown)}; "
+                f"the preset's options are {', '.join(sorted(options))}"
+            )
         name = kwargs.pop("name", None)
         options.update(kwargs)
         model = cls._from_preset_options(options, seed=seed, **({"name": name} if name else {}))
@@ -167,7 +212,11 @@ def build_box_seg_unet(options: dict, name: str = "unet"):
 
     o = options
     kw = dict(UNET_PRESETS[o["unet"]])
-    kw.update(resolution=int(o["resolution"]), upsampling=o["upsampling"], bn_momentum=float(o["bn_momentum"]))
+    kw.update(
+        resolution=int(o["resolution"]),
+        upsampling=o["upsampling"],
+        bn_momentum=float(o["bn_momentum"]),
+    )
     if o["bn_synchronized"]:
         kw.update(bn_synchronized=True)
     if not o["bias_before_bn"]:
@@ -175,7 +224,7 @@ def build_box_seg_unet(options: dict, name: str = "unet"):
     if o["unet_filters"]:
         filters = tuple(int(v) for v in str(o["unet_filters"]).split(","))
         kernels = tuple(kw["encoder_kernels"])
-        kernels = (kernels + (kernels[-1],) * len(filters))[:len(filters)]
+        kernels = (kernels + (kernels[-1],) * len(filters))[: len(filters)]
         kw.update(encoder_filters=filters, encoder_kernels=kernels)
     return UNet(name=name, **kw)
 
@@ -185,5 +234,8 @@ def build_box_seg_discriminator(options: dict):
     from indep_seg.networks.sn_discriminator import SN_DISCRIMINATOR_PRESETS, SNDiscriminator
 
     kw = dict(SN_DISCRIMINATOR_PRESETS[options["discriminator"]])
-    kw.update(resolution=int(options["resolution"]) // int(options["d_downsample"]), head=options["d_head"])
+    kw.update(
+        resolution=int(options["resolution"]) // int(options["d_downsample"]),
+        head=options["d_head"],
+    )
     return SNDiscriminator(**kw)

@@ -13,6 +13,7 @@ channels are the appearance, the last one the soft mask (alpha).
 - `NaturalPatchSampler` (Fig. 4, case 3): random crops of a bank of natural images, alpha
   all ones (background provider of the box-level application).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -55,12 +56,16 @@ class SegmentationNetworkProvider(keras.layers.Layer):
     def __init__(self, segmentation_net, **kwargs):
         super().__init__(**kwargs)
         if not callable(segmentation_net):
-            raise TypeError(f"segmentation_net: expected a Keras model or layer, "
-                            f"got {type(segmentation_net).__name__}")
+            raise TypeError(
+                f"segmentation_net: expected a Keras model or layer, "
+                f"got {type(segmentation_net).__name__}"
+            )
         self.segmentation_net = segmentation_net
 
     def build(self, input_shape):
-        if not getattr(self.segmentation_net, "built", True) and hasattr(self.segmentation_net, "build"):
+        if not getattr(self.segmentation_net, "built", True) and hasattr(
+            self.segmentation_net, "build"
+        ):
             self.segmentation_net.build(input_shape)
         self.built = True
 
@@ -89,7 +94,9 @@ class SegmentationNetworkProvider(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["segmentation_net"] = keras.saving.deserialize_keras_object(config["segmentation_net"])
+        config["segmentation_net"] = keras.saving.deserialize_keras_object(
+            config["segmentation_net"]
+        )
         return cls(**config)
 
 
@@ -127,23 +134,38 @@ class GeneratorProvider(keras.layers.Layer):
     Reference: Dai et al., "Learning Segmentation Masks with the Independence Prior", AAAI 2019.
     """
 
-    def __init__(self, generator, latent_dim, num_layers=1, latent_distribution="uniform",
-                 output_activation=None, latent_shape=None, seed=None, **kwargs):
+    def __init__(
+        self,
+        generator,
+        latent_dim,
+        num_layers=1,
+        latent_distribution="uniform",
+        output_activation=None,
+        latent_shape=None,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not callable(generator):
-            raise TypeError(f"generator: expected a Keras model or layer, got {type(generator).__name__}")
+            raise TypeError(
+                f"generator: expected a Keras model or layer, got {type(generator).__name__}"
+            )
         self.generator = generator
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.num_layers = checks.check_int(num_layers, "num_layers", minimum=1)
-        self.latent_distribution = checks.check_choice(latent_distribution, "latent_distribution",
-                                                       ("uniform", "normal"))
-        self.output_activation = checks.check_choice(output_activation, "output_activation",
-                                                     (None, "sigmoid"))
+        self.latent_distribution = checks.check_choice(
+            latent_distribution, "latent_distribution", ("uniform", "normal")
+        )
+        self.output_activation = checks.check_choice(
+            output_activation, "output_activation", (None, "sigmoid")
+        )
         if latent_shape is not None:
             latent_shape = tuple(int(d) for d in latent_shape)
             if int(np.prod(latent_shape)) != self.latent_dim:
-                raise ValueError(f"latent_shape: expected {self.latent_dim} values in all "
-                                 f"(latent_dim), got shape {latent_shape}")
+                raise ValueError(
+                    f"latent_shape: expected {self.latent_dim} values in all "
+                    f"(latent_dim), got shape {latent_shape}"
+                )
         self.latent_shape = latent_shape
         if seed is not None:
             checks.check_int(seed, "seed")
@@ -163,7 +185,9 @@ class GeneratorProvider(keras.layers.Layer):
 
     def sample_latents(self, batch_size, num_layers=None):
         """Independent z for every layer of every example: ``[batch_size, L, latent_dim]``."""
-        num_layers = self.num_layers if num_layers is None else checks.check_int(num_layers, "num_layers", 1)
+        num_layers = (
+            self.num_layers if num_layers is None else checks.check_int(num_layers, "num_layers", 1)
+        )
         if isinstance(batch_size, (numbers.Integral, np.integer)):
             checks.check_int(batch_size, "batch_size", minimum=1)
         shape = tf.stack([tf.cast(batch_size, tf.int32), num_layers, self.latent_dim])
@@ -174,13 +198,19 @@ class GeneratorProvider(keras.layers.Layer):
     def call(self, z, training=None):
         z = checks.to_float_tensor(z, "z")
         checks.check_rank(z, "z", (2, 3), "[B, latent_dim] or [B, L, latent_dim]")
-        checks.check_channels(z, "z", self.latent_dim, what=f"latent_dim = {self.latent_dim} in the last dimension")
+        checks.check_channels(
+            z, "z", self.latent_dim, what=f"latent_dim = {self.latent_dim} in the last dimension"
+        )
         lead = tf.shape(z)[:-1]
         flat = tf.reshape(z, (-1,) + self._z_shape())
         out = tf.convert_to_tensor(self.generator(flat, training=training))
         checks.check_rank(out, "generator output", 4, "[N, H, W, C + 1]")
-        checks.check_channels(out, "generator output", min_channels=2,
-                              what="RGBA (at least 2 channels) in the last dimension")
+        checks.check_channels(
+            out,
+            "generator output",
+            min_channels=2,
+            what="RGBA (at least 2 channels) in the last dimension",
+        )
         if self.output_activation == "sigmoid":
             out = tf.sigmoid(out)
         out = tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], axis=0))
@@ -193,15 +223,17 @@ class GeneratorProvider(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "generator": keras.saving.serialize_keras_object(self.generator),
-            "latent_dim": self.latent_dim,
-            "num_layers": self.num_layers,
-            "latent_distribution": self.latent_distribution,
-            "output_activation": self.output_activation,
-            "latent_shape": list(self.latent_shape) if self.latent_shape is not None else None,
-            "seed": self.seed,
-        })
+        config.update(
+            {
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "latent_dim": self.latent_dim,
+                "num_layers": self.num_layers,
+                "latent_distribution": self.latent_distribution,
+                "output_activation": self.output_activation,
+                "latent_shape": list(self.latent_shape) if self.latent_shape is not None else None,
+                "seed": self.seed,
+            }
+        )
         return config
 
     @classmethod
@@ -258,7 +290,10 @@ class NaturalPatchSampler:
             h, w = value
         except (TypeError, ValueError):
             raise TypeError(f"{name}: expected an int or (height, width), got {value!r}") from None
-        return (checks.check_int(h, f"{name}[0]", minimum=1), checks.check_int(w, f"{name}[1]", minimum=1))
+        return (
+            checks.check_int(h, f"{name}[0]", minimum=1),
+            checks.check_int(w, f"{name}[1]", minimum=1),
+        )
 
     def _make_bank(self, images):
         ph, pw = self.patch_size
@@ -274,30 +309,41 @@ class NaturalPatchSampler:
         else:
             a = checks.to_numpy(images, "images")
             if a.ndim != 4:
-                raise ValueError(f"images: expected [N, H, W, C] or a list of [H, W, C] arrays, "
-                                 f"got shape {list(a.shape)}")
+                raise ValueError(
+                    f"images: expected [N, H, W, C] or a list of [H, W, C] arrays, "
+                    f"got shape {list(a.shape)}"
+                )
             if a.shape[0] == 0:
                 raise ValueError("images: expected at least one image, got N = 0")
             arrays = list(a)
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1:
-            raise TypeError(f"images: expected one dtype for all images, got {sorted(str(d) for d in dtypes)}")
+            raise TypeError(
+                f"images: expected one dtype for all images, got {sorted(str(d) for d in dtypes)}"
+            )
         dtype = arrays[0].dtype
         if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
             raise TypeError(f"images: expected float in [0, 1] or uint8, got dtype {dtype}")
         channels = {a.shape[-1] for a in arrays}
         if len(channels) != 1:
-            raise ValueError(f"images: expected the same number of channels in every image, got {sorted(channels)}")
+            raise ValueError(
+                "images: expected the same number of channels in every image, got "
+                f"{sorted(channels)}"
+            )
         for i, a in enumerate(arrays):
             if a.shape[0] < ph or a.shape[1] < pw:
-                raise ValueError(f"images[{i}]: expected at least patch_size {ph}x{pw} pixels, "
-                                 f"got {a.shape[0]}x{a.shape[1]}")
+                raise ValueError(
+                    f"images[{i}]: expected at least patch_size {ph}x{pw} pixels, "
+                    f"got {a.shape[0]}x{a.shape[1]}"
+                )
             if dtype != np.uint8:
                 checks.check_range(a, f"images[{i}]", 0.0, 1.0)
         hm = max(a.shape[0] for a in arrays)
         wm = max(a.shape[1] for a in arrays)
-        bank = np.zeros((len(arrays), hm, wm, arrays[0].shape[-1]),
-                        dtype=np.uint8 if dtype == np.uint8 else np.float32)
+        bank = np.zeros(
+            (len(arrays), hm, wm, arrays[0].shape[-1]),
+            dtype=np.uint8 if dtype == np.uint8 else np.float32,
+        )
         for i, a in enumerate(arrays):
             bank[i, : a.shape[0], : a.shape[1]] = a
         sizes = np.array([[a.shape[0], a.shape[1]] for a in arrays], dtype=np.int32)
@@ -326,9 +372,14 @@ class NaturalPatchSampler:
         if self._bank.dtype == tf.uint8:
             patches = tf.cast(patches, tf.float32) / 255.0
         if self.output_size is not None and tuple(self.output_size) != tuple(self.patch_size):
-            patches = tf.image.resize(patches, self.output_size, method="area"
-                                      if self.output_size[0] <= ph and self.output_size[1] <= pw
-                                      else "bilinear", antialias=True)
+            patches = tf.image.resize(
+                patches,
+                self.output_size,
+                method="area"
+                if self.output_size[0] <= ph and self.output_size[1] <= pw
+                else "bilinear",
+                antialias=True,
+            )
             patches = tf.clip_by_value(patches, 0.0, 1.0)
         alpha = tf.ones_like(patches[..., :1])
         return tf.concat([patches, alpha], axis=-1)

@@ -14,6 +14,7 @@ find cuda drivers`, `E0000 ... failed call to cuInit: INTERNAL: CUDA error` and 
 
 `verbose=True` changes nothing: every log line is shown.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -27,10 +28,12 @@ import warnings
 __all__ = ["configure", "is_noise"]
 
 _NOISE = re.compile(
-    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"                   # glog-style I/W/E
+    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"  # glog-style I/W/E
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
-    rb")")
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler "
+    rb"flags"
+    rb")"
+)
 
 _filter_installed = False
 
@@ -64,11 +67,14 @@ def _install_stderr_filter() -> None:
                 if not chunk:
                     break
                 pending += chunk
-                # Lines end in \n, or in \r for progress bars redrawn in place (tqdm): both pass at once.
+                # Lines end in \n, or in \r for progress bars redrawn in place (tqdm): both pass at
+                # once.
                 pieces = re.split(rb"(?<=[\r\n])", pending)
                 pending = pieces.pop()
                 out = b"".join(x for x in pieces if not is_noise(x.rstrip(b"\r\n")))
-                if pending and pending[:1] not in b"IWET":   # cannot start a noise line: no need to wait
+                if (
+                    pending and pending[:1] not in b"IWET"
+                ):  # cannot start a noise line: no need to wait
                     out, pending = out + pending, b""
                 if out:
                     os.write(saved, out)
@@ -83,7 +89,7 @@ def _install_stderr_filter() -> None:
             sys.stderr.flush()
         except Exception:  # noqa: BLE001
             pass
-        os.dup2(saved, 2)   # closes this process's write end: the pump sees EOF
+        os.dup2(saved, 2)  # closes this process's write end: the pump sees EOF
         thread.join(timeout=2.0)
 
     atexit.register(restore)
@@ -103,7 +109,9 @@ def configure(verbose: bool = False, filter_stderr: bool = True) -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover
         pass
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|keras|tf2onnx)")
+    warnings.filterwarnings(
+        "ignore", category=DeprecationWarning, module=r"(tensorflow|keras|tf2onnx)"
+    )
     # Only a real terminal / file on descriptor 2 is filtered (not a test's captured stream).
     if filter_stderr and sys.stderr is sys.__stderr__:
         _install_stderr_filter()

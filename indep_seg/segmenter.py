@@ -19,6 +19,7 @@ Keras' `predict`, `predict_on_batch`, `save` / `keras.models.load_model` (after
 (`refine="grabcut"`) is NumPy / OpenCV post-processing and stays outside the graph, in
 `Segmenter.predict`.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,11 @@ META_FILE = "segmenter.json"
 
 def _crop_rule(resolution, margin, square):
     """(resolution, margin, square) checked: a positive integer, a number >= 0, a flag."""
-    if not (isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool) and resolution > 0):
+    if not (
+        isinstance(resolution, (int, np.integer))
+        and not isinstance(resolution, bool)
+        and resolution > 0
+    ):
         raise ValueError(f"resolution: expected a positive integer, got {resolution!r}")
     if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin >= 0):
         raise ValueError(f"margin: expected a number >= 0, got {margin!r}")
@@ -66,8 +71,15 @@ class Segmenter:
         >>> masks = seg.predict([image], boxes=[[10, 20, 200, 180]])   # doctest: +SKIP
     """
 
-    def __init__(self, model, resolution: int, margin: float = 0.0, square: bool = False,
-                 experiment: str = "", extra: dict | None = None):
+    def __init__(
+        self,
+        model,
+        resolution: int,
+        margin: float = 0.0,
+        square: bool = False,
+        experiment: str = "",
+        extra: dict | None = None,
+    ):
         self.model = model
         self.resolution, self.margin, self.square = _crop_rule(resolution, margin, square)
         self.experiment = experiment
@@ -76,8 +88,13 @@ class Segmenter:
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict:
-        return {"resolution": self.resolution, "margin": self.margin, "square": self.square,
-                "experiment": self.experiment, **self.extra}
+        return {
+            "resolution": self.resolution,
+            "margin": self.margin,
+            "square": self.square,
+            "experiment": self.experiment,
+            **self.extra,
+        }
 
     def save(self, directory) -> Path:
         """Writes the artifact to `directory` atomically (temporary folder, then rename)."""
@@ -108,7 +125,8 @@ class Segmenter:
                 return candidate
         raise FileNotFoundError(
             f"{path}: no segmenter artifact (expected {META_FILE} and {MODEL_FILE} in it or in "
-            f"{path / ARTIFACT_DIR})")
+            f"{path / ARTIFACT_DIR})"
+        )
 
     @classmethod
     def load(cls, path) -> "Segmenter":
@@ -116,9 +134,14 @@ class Segmenter:
         meta = json.loads((folder / META_FILE).read_text())
         model = keras.models.load_model(folder / MODEL_FILE, compile=False)
         known = {"resolution", "margin", "square", "experiment"}
-        return cls(model, resolution=int(meta["resolution"]), margin=float(meta.get("margin", 0.0)),
-                   square=bool(meta.get("square", False)), experiment=meta.get("experiment", ""),
-                   extra={k: v for k, v in meta.items() if k not in known})
+        return cls(
+            model,
+            resolution=int(meta["resolution"]),
+            margin=float(meta.get("margin", 0.0)),
+            square=bool(meta.get("square", False)),
+            experiment=meta.get("experiment", ""),
+            extra={k: v for k, v in meta.items() if k not in known},
+        )
 
     # ------------------------------------------------------------------ inference
     def crop(self, image, box=None):
@@ -171,21 +194,31 @@ class Segmenter:
             if box is None:
                 box = [0.0, 0.0, float(w), float(h)]
             box = np.asarray(box, np.float32).reshape(-1)
-            if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"boxes[{i}]: expected x0, y0, x1, y1 with x1 > x0 and y1 > y0, "
-                                 f"got {np.asarray(boxes[i]).tolist()}")
+            if (
+                box.shape != (4,)
+                or not np.isfinite(box).all()
+                or box[2] <= box[0]
+                or box[3] <= box[1]
+            ):
+                raise ValueError(
+                    f"boxes[{i}]: expected x0, y0, x1, y1 with x1 > x0 and y1 > y0, "
+                    f"got {np.asarray(boxes[i]).tolist()}"
+                )
             arrays.append((image, box))
             groups.setdefault(image.shape, []).append(i)
         out = [None] * len(arrays)
         net = self.as_keras()
         for indices in groups.values():
-            batch = {"image": np.stack([arrays[i][0] for i in indices]),
-                     "box": np.stack([arrays[i][1] for i in indices])}
+            batch = {
+                "image": np.stack([arrays[i][0] for i in indices]),
+                "box": np.stack([arrays[i][1] for i in indices]),
+            }
             masks = np.asarray(net.predict_on_batch(batch))
             for j, i in enumerate(indices):
                 out[i] = np.clip(masks[j, :, :, 0], 0.0, 1.0)
         if refine == "grabcut":
             from indep_seg.box_prior import refine_full_mask
+
             for i, box in enumerate(boxes):
                 if box is not None:
                     out[i] = refine_full_mask(arrays[i][0], out[i], box)
@@ -200,7 +233,8 @@ def whole_image_boxes(images):
 
 
 def segment_in_boxes(network, images, boxes, resolution, margin=0.0, square=False):
-    """Graph code of box-level inference: `[N, H, W, 3]`, `[N, 4]` -> masks `[N, H, W, 1]` in [0, 1].
+    """Graph code of box-level inference: `[N, H, W, 3]`, `[N, 4]` -> masks `[N, H, W, 1]` in [0,
+    1].
 
     Crops each image to its box's window (`box_window(box, margin, square)`, resized to
     `resolution`), runs `network` (inference mode) and pastes the masks back at full size (zero
@@ -228,7 +262,8 @@ class BoxSegmenter(keras.Model):
         network: the mask network, `[N, R, R, 3]` crops in [0, 1] -> `[N, R, R, 1]` masks (a
             `UNet`, or the `segmenter` of a trained `ForegroundSegGAN`).
         resolution: R.
-        margin, square: the crop rule the network was trained with (`indep_seg.box_crop.box_window`).
+        margin, square: the crop rule the network was trained with
+        (`indep_seg.box_crop.box_window`).
 
     Example:
         >>> gan = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny")     # doctest: +SKIP
@@ -252,45 +287,65 @@ class BoxSegmenter(keras.Model):
 
     @classmethod
     def from_gan(cls, gan, square=False):
-        """The segmenter of a (trained) `ForegroundSegGAN`: its segmentation network and crop rule."""
+        """The segmenter of a (trained) `ForegroundSegGAN`: its segmentation network and crop
+        rule."""
         net = gan.segmenter
         resolution = getattr(net, "resolution", None)
         if resolution is None:
-            raise ValueError("gan.segmenter: has no `resolution` attribute; build BoxSegmenter(network, resolution)")
+            raise ValueError(
+                "gan.segmenter: has no `resolution` attribute; build BoxSegmenter(network, "
+                "resolution)"
+            )
         if hasattr(net, "as_functional"):
             net = net.as_functional()
-        return cls(net, int(resolution), margin=float(getattr(gan, "box_margin", 0.0)), square=square)
+        return cls(
+            net, int(resolution), margin=float(getattr(gan, "box_margin", 0.0)), square=square
+        )
 
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
             if "image" not in inputs:
-                raise ValueError(f"inputs: missing key 'image' (got keys {sorted(inputs)}); BoxSegmenter takes "
-                                 "{'image': [N, H, W, 3], 'box': [N, 4]} ('box' optional)")
+                raise ValueError(
+                    f"inputs: missing key 'image' (got keys {sorted(inputs)}); BoxSegmenter takes "
+                    "{'image': [N, H, W, 3], 'box': [N, 4]} ('box' optional)"
+                )
             image, box = inputs["image"], inputs.get("box")
         else:
             image, box = inputs, None
         image = tf.convert_to_tensor(image)
         if image.shape.rank != 4 or image.shape[-1] != 3:
             raise ValueError(f"inputs['image']: expected [N, H, W, 3], got shape {image.shape}")
-        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+        image = (
+            tf.cast(image, tf.float32) / 255.0
+            if image.dtype == tf.uint8
+            else tf.cast(image, tf.float32)
+        )
         if box is None:
             box = whole_image_boxes(image)
         else:
             box = tf.cast(tf.convert_to_tensor(box), tf.float32)
             if box.shape.rank != 2 or box.shape[-1] != 4:
-                raise ValueError(f"inputs['box']: expected [N, 4] (one x0, y0, x1, y1 box per image), "
-                                 f"got shape {box.shape}")
+                raise ValueError(
+                    f"inputs['box']: expected [N, 4] (one x0, y0, x1, y1 box per image), "
+                    f"got shape {box.shape}"
+                )
         return segment_in_boxes(self.network, image, box, self.resolution, self.margin, self.square)
 
     def to_segmenter(self, experiment: str = "", extra: dict | None = None) -> Segmenter:
-        """The on-disk `Segmenter` artifact of this model (`.save(dir)` for `indep-seg segment --model dir`)."""
+        """The on-disk `Segmenter` artifact of this model (`.save(dir)` for `indep-seg segment
+        --model dir`)."""
         seg = Segmenter(self.network, self.resolution, self.margin, self.square, experiment, extra)
         seg._keras = self
         return seg
 
     def get_config(self):
-        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
-                "resolution": self.resolution, "margin": self.margin, "square": self.square}
+        return {
+            **super().get_config(),
+            "network": keras.saving.serialize_keras_object(self.network),
+            "resolution": self.resolution,
+            "margin": self.margin,
+            "square": self.square,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -10,6 +10,7 @@ with `allowed_batch_sizes` a batch is padded (repeating its last example) up to 
 allowed size. One queue per (servable, signature, example shapes and dtypes); string
 inputs (encoded images of different sizes) are never merged.
 """
+
 from __future__ import annotations
 
 import threading
@@ -63,8 +64,10 @@ class BatchScheduler:
         self._stopped = False
         self.batches_run = 0
         self.examples_run = 0
-        self._threads = [threading.Thread(target=self._worker, name=f"batch-{i}", daemon=True)
-                         for i in range(self.options.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"batch-{i}", daemon=True)
+            for i in range(self.options.num_batch_threads)
+        ]
         for t in self._threads:
             t.start()
 
@@ -76,18 +79,23 @@ class BatchScheduler:
         if size >= self.options.max_batch_size:
             return servable.run(sig, inputs)  # already a full batch
         key = (id(servable), sig.name) + tuple(
-            (k, v.dtype.str, v.shape[1:]) for k, v in sorted(inputs.items()))
+            (k, v.dtype.str, v.shape[1:]) for k, v in sorted(inputs.items())
+        )
         task = _Task(inputs, size)
         with self._cv:
             if self._stopped:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the batch scheduler is shutting down")
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE, "the batch scheduler is shutting down"
+                )
             q = self._queues.get(key)
             if q is None:
                 q = self._queues[key] = _Queue(key, servable, sig)
             limit = self.options.max_enqueued_batches * self.options.max_batch_size
             if q.rows + size > limit:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   "The batch scheduling queue to which this task was submitted is full")
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The batch scheduling queue to which this task was submitted is full",
+                )
             if not q.tasks:
                 self._order.append(key)
             q.tasks.append(task)
@@ -154,12 +162,14 @@ class BatchScheduler:
                 merged = {k: np.concatenate([t.inputs[k] for t in tasks], axis=0) for k in keys}
                 target = self._padded_size(rows)
                 if target > rows:
-                    merged = {k: np.concatenate([v, np.repeat(v[-1:], target - rows, axis=0)], axis=0)
-                              for k, v in merged.items()}
+                    merged = {
+                        k: np.concatenate([v, np.repeat(v[-1:], target - rows, axis=0)], axis=0)
+                        for k, v in merged.items()
+                    }
                 outputs = servable.run(sig, merged)
                 start = 0
                 for t in tasks:
-                    t.result = {k: v[start:start + t.size] for k, v in outputs.items()}
+                    t.result = {k: v[start : start + t.size] for k, v in outputs.items()}
                     start += t.size
             self.batches_run += 1
             self.examples_run += rows
@@ -172,7 +182,9 @@ class BatchScheduler:
                     except ServingError as e2:
                         t.error = e2
                     except Exception as e2:  # pragma: no cover
-                        t.error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e2).__name__}: {e2}")
+                        t.error = ServingError(
+                            grpc.StatusCode.INTERNAL, f"{type(e2).__name__}: {e2}"
+                        )
             else:
                 for t in tasks:
                     t.error = e

@@ -12,6 +12,7 @@ gRPC, `tensorflow_serving.apis` and TensorFlow are imported on the first gRPC us
 methods: a REST client (`http://...`) starts without them (seconds saved in a script that only
 talks to a server).
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,7 +26,8 @@ __all__ = ["SegmentationClient", "ClientError"]
 
 
 class ClientError(RuntimeError):
-    """A server error: `code` is the gRPC status name (or HTTP status for REST), `message` its text."""
+    """A server error: `code` is the gRPC status name (or HTTP status for REST), `message` its
+    text."""
 
     def __init__(self, code, message):
         super().__init__(f"{code}: {message}")
@@ -57,9 +59,15 @@ class SegmentationClient:
         max_message_size: gRPC message cap of the channel, bytes.
     """
 
-    def __init__(self, target: str, model_name: str = "default", version: int | None = None,
-                 version_label: str | None = None, timeout: float = 60.0,
-                 max_message_size: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        target: str,
+        model_name: str = "default",
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float = 60.0,
+        max_message_size: int = 64 * 1024 * 1024,
+    ):
         if not isinstance(target, str) or not target:
             raise ValueError(f"target: expected HOST:PORT or http://HOST:PORT, got {target!r}")
         self.target = target
@@ -72,9 +80,13 @@ class SegmentationClient:
             import grpc
             from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-            self._channel = grpc.insecure_channel(target, options=[
-                ("grpc.max_receive_message_length", max_message_size),
-                ("grpc.max_send_message_length", max_message_size)])
+            self._channel = grpc.insecure_channel(
+                target,
+                options=[
+                    ("grpc.max_receive_message_length", max_message_size),
+                    ("grpc.max_send_message_length", max_message_size),
+                ],
+            )
             self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
             self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -114,9 +126,14 @@ class SegmentationClient:
             cols = {}
             for k, v in inputs.items():
                 v = np.asarray(v)
-                cols[k] = ([{"b64": base64.b64encode(x).decode()} for x in v.ravel()]
-                           if v.dtype.kind in ("S", "O") else v.tolist())
-            out = self._rest(self._rest_url(":predict"), {"signature_name": signature, "inputs": cols})["outputs"]
+                cols[k] = (
+                    [{"b64": base64.b64encode(x).decode()} for x in v.ravel()]
+                    if v.dtype.kind in ("S", "O")
+                    else v.tolist()
+                )
+            out = self._rest(
+                self._rest_url(":predict"), {"signature_name": signature, "inputs": cols}
+            )["outputs"]
             if not isinstance(out, dict):
                 out = {"mask": out}
             return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -163,7 +180,10 @@ class SegmentationClient:
         """`[{"version": 1, "state": "AVAILABLE"}, ...]`."""
         if self.rest:
             doc = self._rest(self._rest_url())
-            return [{"version": int(s["version"]), "state": s["state"]} for s in doc["model_version_status"]]
+            return [
+                {"version": int(s["version"]), "state": s["state"]}
+                for s in doc["model_version_status"]
+            ]
         import grpc
         from tensorflow_serving.apis import get_model_status_pb2
 
@@ -175,8 +195,13 @@ class SegmentationClient:
             resp = self._models.GetModelStatus(req, timeout=self.timeout)
         except grpc.RpcError as e:
             raise ClientError(e.code().name, e.details()) from None
-        return [{"version": s.version, "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}
-                for s in resp.model_version_status]
+        return [
+            {
+                "version": s.version,
+                "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+            }
+            for s in resp.model_version_status
+        ]
 
     def close(self):
         if not self.rest:

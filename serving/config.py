@@ -18,13 +18,19 @@
       batch_timeout_micros { value: 1000 }
       num_batch_threads { value: 2 }
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401  (registers google/protobuf/wrappers.proto)
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,  # noqa: F401  (registers google/protobuf/wrappers.proto)
+)
 from tensorflow_serving.config import model_server_config_pb2
 
 __all__ = [
@@ -66,8 +72,10 @@ def validate_model_server_config(config, source: str = "<model config>"):
         if not mc.base_path:
             raise ConfigError(f"{where} ({mc.name}): 'base_path' is empty")
         if mc.model_platform not in ("", "tensorflow"):
-            raise ConfigError(f"{where} ({mc.name}): model_platform {mc.model_platform!r} is not "
-                              "supported (only 'tensorflow')")
+            raise ConfigError(
+                f"{where} ({mc.name}): model_platform {mc.model_platform!r} is not "
+                "supported (only 'tensorflow')"
+            )
         policy = mc.model_version_policy
         if policy.WhichOneof("policy_choice") == "latest" and policy.latest.num_versions < 0:
             raise ConfigError(f"{where} ({mc.name}): latest.num_versions must be >= 0")
@@ -75,8 +83,10 @@ def validate_model_server_config(config, source: str = "<model config>"):
             raise ConfigError(f"{where} ({mc.name}): specific policy lists no versions")
         for label, version in mc.version_labels.items():
             if version <= 0:
-                raise ConfigError(f"{where} ({mc.name}): version label {label!r} -> {version}: "
-                                  "expected a positive version")
+                raise ConfigError(
+                    f"{where} ({mc.name}): version label {label!r} -> {version}: "
+                    "expected a positive version"
+                )
     return config
 
 
@@ -101,6 +111,7 @@ def model_server_config_from_flags(model_name: str, model_base_path: str):
 
 # ---------------------------------------------------------------- BatchingParameters
 
+
 def _batching_parameters_class():
     fdp = descriptor_pb2.FileDescriptorProto(
         name="indep_seg/serving/session_bundle_config_subset.proto",
@@ -110,24 +121,39 @@ def _batching_parameters_class():
     )
     msg = fdp.message_type.add(name="BatchingParameters")
     F = descriptor_pb2.FieldDescriptorProto
-    wrapped = [("max_batch_size", 1, ".google.protobuf.Int64Value"),
-               ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
-               ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
-               ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
-               ("thread_pool_name", 5, ".google.protobuf.StringValue"),
-               ("max_execution_batch_size", 10, ".google.protobuf.Int64Value")]
+    wrapped = [
+        ("max_batch_size", 1, ".google.protobuf.Int64Value"),
+        ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
+        ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
+        ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
+        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
+        ("max_execution_batch_size", 10, ".google.protobuf.Int64Value"),
+    ]
     for name, number, type_name in wrapped:
-        msg.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=type_name,
-                      label=F.LABEL_OPTIONAL)
+        msg.field.add(
+            name=name,
+            number=number,
+            type=F.TYPE_MESSAGE,
+            type_name=type_name,
+            label=F.LABEL_OPTIONAL,
+        )
     msg.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
-    msg.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
-    msg.field.add(name="enable_large_batch_splitting", number=9, type=F.TYPE_MESSAGE,
-                  type_name=".google.protobuf.BoolValue", label=F.LABEL_OPTIONAL)
+    msg.field.add(
+        name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL
+    )
+    msg.field.add(
+        name="enable_large_batch_splitting",
+        number=9,
+        type=F.TYPE_MESSAGE,
+        type_name=".google.protobuf.BoolValue",
+        label=F.LABEL_OPTIONAL,
+    )
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
 
 
 BatchingParametersProto = _batching_parameters_class()
@@ -152,15 +178,21 @@ class BatchingOptions:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
         if self.batch_timeout_micros < 0:
-            raise ConfigError(f"{source}: batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
+            raise ConfigError(
+                f"{source}: batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}"
+            )
         sizes = list(self.allowed_batch_sizes)
         if sizes:
             if sorted(sizes) != sizes or len(set(sizes)) != len(sizes) or sizes[0] < 1:
-                raise ConfigError(f"{source}: allowed_batch_sizes must be increasing positive integers, "
-                                  f"got {sizes}")
+                raise ConfigError(
+                    f"{source}: allowed_batch_sizes must be increasing positive integers, "
+                    f"got {sizes}"
+                )
             if sizes[-1] != self.max_batch_size:
-                raise ConfigError(f"{source}: the last entry of allowed_batch_sizes ({sizes[-1]}) must "
-                                  f"equal max_batch_size ({self.max_batch_size})")
+                raise ConfigError(
+                    f"{source}: the last entry of allowed_batch_sizes ({sizes[-1]}) must "
+                    f"equal max_batch_size ({self.max_batch_size})"
+                )
         return self
 
 
@@ -171,7 +203,12 @@ def parse_batching_parameters(text: str, source: str = "<batching parameters>") 
     except text_format.ParseError as e:
         raise ConfigError(f"{source}: not a valid text-format BatchingParameters: {e}") from None
     opts = BatchingOptions()
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+    for name in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+    ):
         if proto.HasField(name):
             setattr(opts, name, int(getattr(proto, name).value))
     if proto.HasField("max_execution_batch_size"):
@@ -186,5 +223,7 @@ def read_batching_parameters(path) -> BatchingOptions:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"--batching_parameters_file {path}: cannot read it ({e.strerror})") from None
+        raise ConfigError(
+            f"--batching_parameters_file {path}: cannot read it ({e.strerror})"
+        ) from None
     return parse_batching_parameters(text, str(path))

@@ -4,12 +4,20 @@ Messages follow tensorflow_serving (server_core.cc, predict_util.cc,
 get_model_status_impl.cc); the HTTP codes are those of its REST server
 (http_server.cc `ToHTTPStatusCode`).
 """
+
 from __future__ import annotations
 
 import grpc
 
-__all__ = ["ServingError", "http_status", "not_found_latest", "not_found_specific", "clip",
-           "MAX_NAME_CHARS", "MAX_MESSAGE_CHARS"]
+__all__ = [
+    "ServingError",
+    "http_status",
+    "not_found_latest",
+    "not_found_specific",
+    "clip",
+    "MAX_NAME_CHARS",
+    "MAX_MESSAGE_CHARS",
+]
 
 #: Longest client-given name (model, signature, label, alias) echoed into an error message.
 MAX_NAME_CHARS = 256
@@ -67,9 +75,13 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 def not_found_latest(name: str) -> ServingError:
-    return ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({clip(name)})")
+    return ServingError(
+        grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({clip(name)})"
+    )
 
 
 def not_found_specific(name: str, version: int) -> ServingError:
-    return ServingError(grpc.StatusCode.NOT_FOUND,
-                        f"Servable not found for request: Specific({clip(name)}, {version})")
+    return ServingError(
+        grpc.StatusCode.NOT_FOUND,
+        f"Servable not found for request: Specific({clip(name)}, {version})",
+    )

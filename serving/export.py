@@ -24,6 +24,7 @@ DESIGN.md §3, the serving contract:
 - `export_onnx` converts one signature of the exported SavedModel with tf2onnx
   (`from_keras` fails on subclassed models, DESIGN.md §4) and writes the file atomically.
 """
+
 from __future__ import annotations
 
 import os
@@ -105,11 +106,15 @@ def _decode_batch(image_bytes):
     def decode(data):
         img = tf.io.decode_image(data, channels=3, expand_animations=False)
         tf.debugging.assert_equal(
-            tf.shape(img)[:2], first_hw,
-            message="image_bytes: all images of one request must have the same size")
+            tf.shape(img)[:2],
+            first_hw,
+            message="image_bytes: all images of one request must have the same size",
+        )
         return tf.image.convert_image_dtype(img, tf.float32)
 
-    return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+    return tf.map_fn(
+        decode, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32)
+    )
 
 
 def build_export_archive(segmenter):
@@ -128,17 +133,22 @@ def build_export_archive(segmenter):
 
     def segment_in_box(image, box):
         tf.debugging.assert_equal(
-            tf.shape(box)[0], tf.shape(image)[0],
-            message="box: expected one box per image (same first dimension as image)")
+            tf.shape(box)[0],
+            tf.shape(image)[0],
+            message="box: expected one box per image (same first dimension as image)",
+        )
         x0, y0, x1, y1 = tf.unstack(box, axis=-1)
         tf.debugging.assert_equal(
-            tf.reduce_all((x1 > x0) & (y1 > y0)), True,
-            message="box: expected x1 > x0 and y1 > y0 for every box")
+            tf.reduce_all((x1 > x0) & (y1 > y0)),
+            True,
+            message="box: expected x1 > x0 and y1 > y0 for every box",
+        )
         return {"mask": module.segment(model, image, box)}
 
     def segment_bytes(image_bytes):
-        tf.debugging.assert_greater(tf.size(image_bytes), 0,
-                                    message="image_bytes: expected at least one image")
+        tf.debugging.assert_greater(
+            tf.size(image_bytes), 0, message="image_bytes: expected at least one image"
+        )
         images = _decode_batch(image_bytes)
         return {"mask": module.segment(model, images, _whole_image_boxes(images))}
 
@@ -181,8 +191,9 @@ def export_segmenter(segmenter, export_base, version: int | None = None) -> Path
     return target
 
 
-def export_onnx(saved_model_dir, onnx_path, signature: str = "serving_default",
-                opset: int | None = None) -> Path:
+def export_onnx(
+    saved_model_dir, onnx_path, signature: str = "serving_default", opset: int | None = None
+) -> Path:
     """Converts one signature of an exported SavedModel to ONNX with tf2onnx, atomically.
 
     The ONNX graph's inputs and outputs keep the signature's names (`image`, `box`,
@@ -194,8 +205,10 @@ def export_onnx(saved_model_dir, onnx_path, signature: str = "serving_default",
     if not is_saved_model_dir(saved_model_dir):
         raise ValueError(f"saved_model_dir: {saved_model_dir} holds no saved_model.pb")
     if signature == "segment_bytes":
-        raise ValueError("signature: segment_bytes decodes strings and cannot be converted to ONNX; "
-                         "use serving_default or segment_in_box")
+        raise ValueError(
+            "signature: segment_bytes decodes strings and cannot be converted to ONNX; "
+            "use serving_default or segment_in_box"
+        )
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = onnx_path.with_name(f"{onnx_path.name}.tmp-{os.getpid()}")
@@ -204,11 +217,16 @@ def export_onnx(saved_model_dir, onnx_path, signature: str = "serving_default",
         if signature not in loaded.signatures:
             raise ValueError(f"signature: {signature!r} not in {sorted(loaded.signatures)}")
         fn = loaded.signatures[signature]
-        specs = [tf.TensorSpec(s.shape, s.dtype, name=name)
-                 for name, s in sorted(fn.structured_input_signature[1].items())]
+        specs = [
+            tf.TensorSpec(s.shape, s.dtype, name=name)
+            for name, s in sorted(fn.structured_input_signature[1].items())
+        ]
         model_proto, _ = tf2onnx.convert.from_function(
             tf.function(lambda *args: fn(**{s.name: a for s, a in zip(specs, args)})),
-            input_signature=specs, opset=opset, output_path=None)
+            input_signature=specs,
+            opset=opset,
+            output_path=None,
+        )
         # Output names: the function returns a dict {"mask": ...}; tf2onnx names it after the
         # graph tensor, so rename the graph output to the signature's key.
         out_keys = sorted(fn.structured_outputs)

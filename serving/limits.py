@@ -16,6 +16,7 @@
   whatever `unknown_rank` says; a TensorProto repeats its last value up to the shape, so a
   48-byte message can claim gigabytes), computed without building anything.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,17 @@ from tensorflow.core.framework import types_pb2
 
 from indep_seg.serving.errors import ServingError, clip
 
-__all__ = ["ImageHeader", "image_header", "check_encoded_images", "declared_tensor_size", "RequestLimits",
-           "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_STRING_ELEMENTS", "MAX_JPEG_SCANS", "MAX_GIF_FRAMES"]
+__all__ = [
+    "ImageHeader",
+    "image_header",
+    "check_encoded_images",
+    "declared_tensor_size",
+    "RequestLimits",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_MAX_STRING_ELEMENTS",
+    "MAX_JPEG_SCANS",
+    "MAX_GIF_FRAMES",
+]
 
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 #: Strings (encoded images) in one request: a 52-byte DT_STRING tensor of shape [200000] with
@@ -93,7 +103,9 @@ def image_header(data: bytes) -> ImageHeader:
     if data.startswith(b"RIFF") and len(data) > 12 and data[8:12] == b"WEBP":
         return _webp(data)
     if data.startswith(b"\xff\x0a") or data.startswith(b"\x00\x00\x00\x0cJXL "):
-        raise HeaderError("JPEG XL images are not accepted by this server (JPEG, PNG, GIF, BMP, WebP are)")
+        raise HeaderError(
+            "JPEG XL images are not accepted by this server (JPEG, PNG, GIF, BMP, WebP are)"
+        )
     raise HeaderError("Unknown image file format. One of JPEG, PNG, GIF, BMP, WebP required.")
 
 
@@ -106,7 +118,7 @@ def _png(data):
     if zlib.crc32(data[12:29]) & 0xFFFFFFFF != struct.unpack(">I", data[29:33])[0]:
         raise HeaderError("PNG: IHDR CRC mismatch")
     w, h = struct.unpack(">II", data[16:24])
-    if not (0 < w < 2 ** 31 and 0 < h < 2 ** 31):
+    if not (0 < w < 2**31 and 0 < h < 2**31):
         raise HeaderError(f"PNG: invalid size {w}x{h}")
     return ImageHeader("PNG", w, h, w * h)
 
@@ -136,7 +148,7 @@ def _jpeg(data):
             raise HeaderError("JPEG: a second SOI marker")
         if pos + 2 > n:
             break
-        length = struct.unpack(">H", data[pos:pos + 2])[0]
+        length = struct.unpack(">H", data[pos : pos + 2])[0]
         if length < 2:
             raise HeaderError("JPEG: marker segment shorter than its length field")
         if marker in _SOF:
@@ -144,9 +156,11 @@ def _jpeg(data):
                 raise HeaderError("JPEG: more than one SOF marker")
             if pos + 8 > n or length < 8:
                 raise HeaderError("JPEG: truncated SOF marker")
-            h, w = struct.unpack(">HH", data[pos + 3:pos + 7])
+            h, w = struct.unpack(">HH", data[pos + 3 : pos + 7])
             if w == 0 or h == 0:
-                raise HeaderError(f"JPEG: SOF declares {w}x{h} (a zero or DNL-defined size is not accepted)")
+                raise HeaderError(
+                    f"JPEG: SOF declares {w}x{h} (a zero or DNL-defined size is not accepted)"
+                )
             size = (w, h)
         pos += length
         if marker == 0xDA:  # SOS: entropy-coded data follows, up to the next marker
@@ -191,7 +205,7 @@ def _gif(data):
         if kind == 0x2C:  # image descriptor
             if pos + 10 > n:
                 break
-            _, _, fw, fh, fflags = struct.unpack("<HHHHB", data[pos + 1:pos + 10])
+            _, _, fw, fh, fflags = struct.unpack("<HHHHB", data[pos + 1 : pos + 10])
             pos += 10 + (3 * 2 ** ((fflags & 7) + 1) if fflags & 0x80 else 0)
             pos = _skip_sub_blocks(data, pos + 1)  # LZW minimum code size, then the data
             frames += 1
@@ -214,7 +228,7 @@ def _bmp(data):
     if len(data) < 32:
         raise HeaderError("BMP: truncated header")
     w, h = struct.unpack("<ii", data[18:26])
-    if w <= 0 or h == 0 or h == -2 ** 31:
+    if w <= 0 or h == 0 or h == -(2**31):
         raise HeaderError(f"BMP: invalid size {w}x{h}")
     h = abs(h)
     return ImageHeader("BMP", w, h, w * h)
@@ -263,19 +277,28 @@ def check_encoded_images(alias: str, values, limits: RequestLimits, spent: list 
         try:
             head = image_header(data)
         except HeaderError as e:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{clip(alias)}[{i}]: {e}") from None
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{clip(alias)}[{i}]: {e}"
+            ) from None
         if head.pixels > limits.max_image_pixels:
-            what = (f"{head.width}x{head.height} = {head.width * head.height:,}" if head.frames == 1 else
-                    f"{head.frames} frames of {head.width}x{head.height}, {head.pixels:,} in all,")
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{clip(alias)}[{i}]: the image declares {what} pixels, over this server's cap "
-                               f"of {limits.max_image_pixels:,} (--max_image_pixels; {head.format} header)")
+            what = (
+                f"{head.width}x{head.height} = {head.width * head.height:,}"
+                if head.frames == 1
+                else f"{head.frames} frames of {head.width}x{head.height}, {head.pixels:,} in all,"
+            )
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{clip(alias)}[{i}]: the image declares {what} pixels, over this server's cap "
+                f"of {limits.max_image_pixels:,} (--max_image_pixels; {head.format} header)",
+            )
         total[0] += head.pixels
         if total[0] > limits.max_request_pixels:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"{clip(alias)}[{i}]: the images of this request declare more than "
-                               f"{limits.max_request_pixels:,} pixels together, this server's budget per "
-                               "request")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{clip(alias)}[{i}]: the images of this request declare more than "
+                f"{limits.max_request_pixels:,} pixels together, this server's budget per "
+                "request",
+            )
 
 
 def declared_tensor_size(proto) -> tuple[int, int]:
@@ -300,7 +323,9 @@ def declared_tensor_size(proto) -> tuple[int, int]:
     if itemsize is None:
         try:
             itemsize = max(1, np.dtype(tf.as_dtype(proto.dtype).as_numpy_dtype).itemsize)
-        except Exception:  # an unknown enum value, DT_RESOURCE / DT_VARIANT (KeyError): refused later
+        except (
+            Exception
+        ):  # an unknown enum value, DT_RESOURCE / DT_VARIANT (KeyError): refused later
             itemsize = 1
     return num, num * itemsize
 

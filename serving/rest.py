@@ -27,6 +27,7 @@ byte has, else 408 and the connection is closed (slowloris); a keep-alive connec
 `idle_timeout` seconds for the next request; at most `max_connections` connections are open,
 more are answered 503 and closed at once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,10 +55,16 @@ __all__ = ["make_rest_server"]
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<method>predict|classify|regress))?/?$")
+    r"(?:(?P<metadata>/metadata)|:(?P<method>predict|classify|regress))?/?$"
+)
 
-_STATE = {"START": "START", "LOADING": "LOADING", "AVAILABLE": "AVAILABLE", "UNLOADING": "UNLOADING",
-          "END": "END"}
+_STATE = {
+    "START": "START",
+    "LOADING": "LOADING",
+    "AVAILABLE": "AVAILABLE",
+    "UNLOADING": "UNLOADING",
+    "END": "END",
+}
 
 
 def _bad(msg):
@@ -72,8 +79,10 @@ def _decode_value(value, alias):
                 return base64.b64decode(value["b64"], validate=True)
             except Exception:
                 raise _bad(f"{alias}: 'b64' value is not valid base64") from None
-        raise _bad(f"{alias}: expected a number, a list or {{\"b64\": ...}}, got an object with keys "
-                   f"{sorted(value)}")
+        raise _bad(
+            f'{alias}: expected a number, a list or {{"b64": ...}}, got an object with keys '
+            f"{sorted(value)}"
+        )
     if isinstance(value, list):
         return [_decode_value(v, alias) for v in value]
     return value
@@ -95,9 +104,10 @@ def _to_array(value, spec, alias):
             raise _bad(f"{alias}: cannot make a string tensor ({e})") from None
         for x in arr.ravel():
             if not isinstance(x, (bytes, str)):
-                raise _bad(f"{alias}: expected strings or {{\"b64\": ...}}, got {type(x).__name__}")
-        return np.array([x if isinstance(x, bytes) else x.encode() for x in arr.ravel()],
-                        dtype=object).reshape(arr.shape)
+                raise _bad(f'{alias}: expected strings or {{"b64": ...}}, got {type(x).__name__}')
+        return np.array(
+            [x if isinstance(x, bytes) else x.encode() for x in arr.ravel()], dtype=object
+        ).reshape(arr.shape)
     try:
         arr = np.array(value, dtype=np.float64 if spec.dtype.is_floating else np.int64)
     except (ValueError, TypeError) as e:
@@ -117,25 +127,33 @@ def _rows_to_inputs(instances, sig):
         columns = {}
         for n, inst in enumerate(instances):
             if set(inst) != set(aliases):
-                raise _bad(f"instances[{n}]: expected the keys {{{','.join(aliases)}}}, got "
-                           f"{{{','.join(sorted(inst))}}}")
+                raise _bad(
+                    f"instances[{n}]: expected the keys {{{','.join(aliases)}}}, got "
+                    f"{{{','.join(sorted(inst))}}}"
+                )
             for k, v in inst.items():
                 columns.setdefault(k, []).append(v)
         return {k: _to_array(v, sig.inputs[k], k) for k, v in columns.items()}
     if len(aliases) != 1:
-        raise _bad(f"instances: the signature has several inputs {{{','.join(aliases)}}}; send each "
-                   "instance as an object with one key per input")
+        raise _bad(
+            f"instances: the signature has several inputs {{{','.join(aliases)}}}; send each "
+            "instance as an object with one key per input"
+        )
     return {aliases[0]: _to_array(instances, sig.inputs[aliases[0]], aliases[0])}
 
 
 def _columns_to_inputs(inputs, sig):
     aliases = sorted(sig.inputs)
     if isinstance(inputs, dict) and not set(inputs) == {"b64"}:
-        return {k: _to_array(v, sig.inputs[k], k) if k in sig.inputs else np.asarray(0)
-                for k, v in inputs.items()}
+        return {
+            k: _to_array(v, sig.inputs[k], k) if k in sig.inputs else np.asarray(0)
+            for k, v in inputs.items()
+        }
     if len(aliases) != 1:
-        raise _bad(f"inputs: the signature has several inputs {{{','.join(aliases)}}}; send an object "
-                   "with one key per input")
+        raise _bad(
+            f"inputs: the signature has several inputs {{{','.join(aliases)}}}; send an object "
+            "with one key per input"
+        )
     return {aliases[0]: _to_array(inputs, sig.inputs[aliases[0]], aliases[0])}
 
 
@@ -145,7 +163,6 @@ def _json_value(arr):
     return arr.tolist()
 
 
-
 def _route(method, target):
     path = target.split("?", 1)[0]
     m = _PATH.match(path)
@@ -153,7 +170,9 @@ def _route(method, target):
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {clip(path)}")
     digits = m.group("version")
     if digits and len(digits.lstrip("0")) > 19:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: version {clip(digits, 32)}")
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: version {clip(digits, 32)}"
+        )
     version = int(digits) if digits else None
     return m, m.group("name"), version, m.group("label")
 
@@ -161,21 +180,39 @@ def _route(method, target):
 def handle_get(core, target):
     m, name, version, label = _route("GET", target)
     if m.group("method"):
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"Malformed request: GET {clip(target)} (use POST for :{m.group('method')})")
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Malformed request: GET {clip(target)} (use POST for :{m.group('method')})",
+        )
     if m.group("metadata"):
         servable = core.manager.get(name, version, label)
         sdm = core.signature_def_map(servable)
         return 200, {
-            "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": json_format.MessageToDict(sdm, preserving_proto_field_name=True)}}
+            "model_spec": {
+                "name": servable.name,
+                "signature_name": "",
+                "version": str(servable.version),
+            },
+            "metadata": {
+                "signature_def": json_format.MessageToDict(sdm, preserving_proto_field_name=True)
+            },
+        }
     if label:
         version = core.manager.get(name, None, label).version
     states = core.manager.status(name, version)
-    return 200, {"model_version_status": [
-        {"version": str(s.version), "state": _STATE[s.state],
-         "status": {"error_code": grpc.StatusCode.OK.name if s.error_code == 0 else "INTERNAL",
-                    "error_message": s.error_message}} for s in states]}
+    return 200, {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": _STATE[s.state],
+                "status": {
+                    "error_code": grpc.StatusCode.OK.name if s.error_code == 0 else "INTERNAL",
+                    "error_message": s.error_message,
+                },
+            }
+            for s in states
+        ]
+    }
 
 
 def _parse_json(body):
@@ -212,11 +249,15 @@ def handle_post(core, target, body):
     m, name, version, label = _route("POST", target)
     method = m.group("method")
     if method is None or m.group("metadata"):
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: POST {clip(target)}")
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: POST {clip(target)}"
+        )
     if method in ("classify", "regress"):
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           f"{method} is not supported by this server: the served models are image -> "
-                           "mask segmenters; use :predict")
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method} is not supported by this server: the served models are image -> "
+            "mask segmenters; use :predict",
+        )
     doc = _parse_json(body)
     sig_name = doc.get("signature_name", "")
     if not isinstance(sig_name, str):
@@ -230,9 +271,13 @@ def handle_post(core, target, body):
             preds = _json_value(outputs[keys[0]])
         else:
             n = len(next(iter(outputs.values())))
-            preds = [{k: _json_value(outputs[k][i:i + 1])[0] for k in keys} for i in range(n)]
+            preds = [{k: _json_value(outputs[k][i : i + 1])[0] for k in keys} for i in range(n)]
         return 200, {"predictions": preds}
-    out = _json_value(outputs[keys[0]]) if len(keys) == 1 else {k: _json_value(v) for k, v in outputs.items()}
+    out = (
+        _json_value(outputs[keys[0]])
+        if len(keys) == 1
+        else {k: _json_value(v) for k, v in outputs.items()}
+    )
     return 200, {"outputs": out}
 
 
@@ -260,8 +305,12 @@ def _raw_response(status, payload, extra_headers=()):
     """A complete HTTP/1.1 response that closes the connection (for when h11's state machine
     has given up on the connection)."""
     body = json.dumps(payload, separators=(",", ":")).encode()
-    head = [f"HTTP/1.1 {status} ".encode() + _reason(status), b"Content-Type: application/json",
-            f"Content-Length: {len(body)}".encode(), b"Connection: close"]
+    head = [
+        f"HTTP/1.1 {status} ".encode() + _reason(status),
+        b"Content-Type: application/json",
+        f"Content-Length: {len(body)}".encode(),
+        b"Connection: close",
+    ]
     head += [f"{k}: {v}".encode() for k, v in extra_headers]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
@@ -288,7 +337,10 @@ class _Connection:
                 status, payload, close = self._serve(req)
             except _Timeout:
                 if self._started:
-                    self._send_raw(408, {"error": f"request not received within {self.server.read_timeout:g} s"})
+                    self._send_raw(
+                        408,
+                        {"error": f"request not received within {self.server.read_timeout:g} s"},
+                    )
                 return
             except _Reject as e:
                 self._send_raw(e.status, {"error": e.message})
@@ -348,7 +400,11 @@ class _Connection:
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
-                    raise _Reject(429, f"request body exceeds the limit of {limit} bytes (--grpc_max_message_size)")
+                    raise _Reject(
+                        429,
+                        f"request body exceeds the limit of {limit} bytes "
+                        "(--grpc_max_message_size)",
+                    )
                 chunks.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(chunks)
@@ -375,16 +431,22 @@ class _Connection:
         cl_values = [v for k, v in req.headers if k == b"content-length"]
         length = int(cl_values[0]) if cl_values else None
         if te and length is not None:
-            raise _Reject(400, "Malformed request: both Content-Length and Transfer-Encoding are present")
+            raise _Reject(
+                400, "Malformed request: both Content-Length and Transfer-Encoding are present"
+            )
         if method not in ("GET", "POST"):
-            raise _Reject(405, f"Malformed request: method {clip(method, 32)} is not supported (GET or POST)")
+            raise _Reject(
+                405, f"Malformed request: method {clip(method, 32)} is not supported (GET or POST)"
+            )
         if method == "GET":
             if te or (length or 0) > 0:
                 raise _Reject(400, "Malformed request: a GET request has no body")
             self._read_body(0)  # h11's EndOfMessage, so that the next request can follow
             return self._answer("GET", target, handle_get, self.server.core, target)
         if not te and length is None:
-            raise _Reject(411, "Malformed request: a POST needs Content-Length or Transfer-Encoding: chunked")
+            raise _Reject(
+                411, "Malformed request: a POST needs Content-Length or Transfer-Encoding: chunked"
+            )
         limit = self.server.max_body
         if length is not None and length > limit:
             if length <= 16 * limit:
@@ -392,8 +454,11 @@ class _Connection:
                     self._drain(length)
                 except (_Timeout, h11.RemoteProtocolError, OSError):
                     pass
-            raise _Reject(429, f"request body of {length} bytes exceeds the limit of {limit} bytes "
-                               "(--grpc_max_message_size)")
+            raise _Reject(
+                429,
+                f"request body of {length} bytes exceeds the limit of {limit} bytes "
+                "(--grpc_max_message_size)",
+            )
         if self.conn.they_are_waiting_for_100_continue:
             self._write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         body = self._read_body(limit)
@@ -422,7 +487,9 @@ class _Connection:
         if close:
             headers.append(("Connection", "close"))
         try:
-            data = self.conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            data = self.conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_reason(status))
+            )
             data += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
             self._write(data)
             return True
@@ -446,8 +513,16 @@ class RestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     request_queue_size = 128
     max_head = 64 * 1024  # request line and headers
 
-    def __init__(self, core, host: str, port: int, max_body: int, read_timeout: float = 30.0,
-                 idle_timeout: float = 60.0, max_connections: int = 64):
+    def __init__(
+        self,
+        core,
+        host: str,
+        port: int,
+        max_body: int,
+        read_timeout: float = 30.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 64,
+    ):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.core = core
         self.max_body = int(max_body)
@@ -461,8 +536,11 @@ class RestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if not self._slots.acquire(blocking=False):
             try:
                 request.settimeout(1.0)
-                request.sendall(_raw_response(503, {"error": f"too many connections (at most "
-                                                             f"{self.max_connections})"}))
+                request.sendall(
+                    _raw_response(
+                        503, {"error": f"too many connections (at most {self.max_connections})"}
+                    )
+                )
             except OSError:
                 pass
             self.shutdown_request(request)

@@ -8,6 +8,7 @@ so a version that is being replaced finishes every request in flight. Only folde
 resolve inside the configured base path are ever loaded (a symlinked version pointing
 elsewhere is refused and logged).
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,11 @@ class SignatureInfo:
 
 def _tensor_spec(info) -> tf.TensorSpec:
     """`tf.TensorSpec` of a SignatureDef's `TensorInfo` (None for unknown dimensions)."""
-    shape = None if info.tensor_shape.unknown_rank else [d.size if d.size >= 0 else None
-                                                        for d in info.tensor_shape.dim]
+    shape = (
+        None
+        if info.tensor_shape.unknown_rank
+        else [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
+    )
     return tf.TensorSpec(shape, tf.as_dtype(info.dtype))
 
 
@@ -67,8 +71,10 @@ class _SessionSignature:
     def __init__(self, session, signature_def):
         self.input_aliases = sorted(signature_def.inputs)
         self.output_aliases = sorted(signature_def.outputs)
-        self._call = session.make_callable([signature_def.outputs[a].name for a in self.output_aliases],
-                                           [signature_def.inputs[a].name for a in self.input_aliases])
+        self._call = session.make_callable(
+            [signature_def.outputs[a].name for a in self.output_aliases],
+            [signature_def.inputs[a].name for a in self.input_aliases],
+        )
 
     def __call__(self, **inputs):
         values = self._call(*[inputs[a] for a in self.input_aliases])
@@ -95,27 +101,34 @@ class Servable:
         self.signature_defs = _read_signature_defs(self.path)
         # The `serve` meta graph in its own graph and session, as tensorflow_model_server loads it.
         self.graph = tf.Graph()
-        # deprecation.silence(): the TF1 loader's "use tf.saved_model.load instead" notice, meant for
+        # deprecation.silence(): the TF1 loader's "use tf.saved_model.load instead" notice, meant
+        # for
         # training code, would be printed by every server start.
         with self.graph.as_default(), deprecation.silence():
             # soft placement: a graph traced on one machine may name a device another lacks
             self.session = tf.compat.v1.Session(
-                graph=self.graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=True))
+                graph=self.graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=True)
+            )
             meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
         self.signatures = {}
         for key, sd in meta.signature_def.items():
             if key.startswith("__"):  # __saved_model_init_op: run by the loader, not a signature
                 continue
-            self.signatures[key] = SignatureInfo(key, _SessionSignature(self.session, sd),
-                                                 {a: _tensor_spec(i) for a, i in sd.inputs.items()},
-                                                 {a: _tensor_spec(i) for a, i in sd.outputs.items()})
+            self.signatures[key] = SignatureInfo(
+                key,
+                _SessionSignature(self.session, sd),
+                {a: _tensor_spec(i) for a, i in sd.inputs.items()},
+                {a: _tensor_spec(i) for a, i in sd.outputs.items()},
+            )
 
     def signature(self, key: str) -> SignatureInfo:
         key = key or "serving_default"
         sig = self.signatures.get(key)
         if sig is None:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'Serving signature key "{clip(key)}" not found.')
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature key "{clip(key)}" not found.',
+            )
         return sig
 
     def run(self, sig: SignatureInfo, inputs: dict) -> dict:
@@ -137,8 +150,13 @@ def _first_line(message: str) -> str:
     lines = []
     for line in message.strip().splitlines():
         s = line.strip()
-        if (not s or s.startswith("[[") or s.startswith("Graph execution error")
-                or s.startswith("Detected at node") or s.startswith("<stack traces")):
+        if (
+            not s
+            or s.startswith("[[")
+            or s.startswith("Graph execution error")
+            or s.startswith("Detected at node")
+            or s.startswith("<stack traces")
+        ):
             continue
         lines.append(s)
     text = " ".join(lines) or message.strip().splitlines()[0]
@@ -176,14 +194,22 @@ def _stamp(path: Path):
 
 def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """Rejects encoded images (a DT_STRING batch) whose header cannot be read or declares more
-    than `max_pixels` pixels, before anything is decoded (`indep_seg.serving.limits.check_encoded_images`)."""
-    check_encoded_images(alias, np.asarray(arr).reshape(-1),
-                         RequestLimits(max_image_pixels=max_pixels, max_request_pixels=2 ** 62))
+    than `max_pixels` pixels, before anything is decoded
+    (`indep_seg.serving.limits.check_encoded_images`)."""
+    check_encoded_images(
+        alias,
+        np.asarray(arr).reshape(-1),
+        RequestLimits(max_image_pixels=max_pixels, max_request_pixels=2**62),
+    )
 
 
-def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
-                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                         limits: RequestLimits | None = None) -> dict:
+def validate_spec_inputs(
+    sig: SignatureInfo,
+    inputs: dict,
+    model_name: str,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    limits: RequestLimits | None = None,
+) -> dict:
     """Checks request inputs against a signature (names, dtype, rank, fixed dims, batch, the
     number of strings, and the headers and declared pixel counts of encoded images,
     `indep_seg.serving.limits.check_encoded_images`), before anything runs.
@@ -192,25 +218,33 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
     is exact (e.g. float64 JSON numbers to float32); raises INVALID_ARGUMENT otherwise.
     """
     if limits is None:
-        limits = RequestLimits(max_image_pixels=max_image_pixels, max_request_pixels=max_image_pixels)
+        limits = RequestLimits(
+            max_image_pixels=max_image_pixels, max_request_pixels=max_image_pixels
+        )
     expected = set(sig.inputs)
     sent = set(inputs)
     for alias in sorted(sent - expected):
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
-                           f"the set {{{','.join(sorted(expected))}}}.")
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
+            f"the set {{{','.join(sorted(expected))}}}.",
+        )
     missing = sorted(expected - sent)
     if missing:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"Request inputs do not match required inputs for model `{model_name}`. "
-                           f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}.")
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Request inputs do not match required inputs for model `{model_name}`. "
+            f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}.",
+        )
     out = {}
     batch = None
     strings = sum(inputs[a].size for a in expected if sig.inputs[a].dtype == tf.string)
     if strings > limits.max_string_elements:
-        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"the request holds {strings} strings, more than this server's limit of "
-                           f"{limits.max_string_elements} per request")
+        raise ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the request holds {strings} strings, more than this server's limit of "
+            f"{limits.max_string_elements} per request",
+        )
     pixels = [0]
     for alias in sorted(expected):
         spec = sig.inputs[alias]
@@ -218,44 +252,62 @@ def validate_spec_inputs(sig: SignatureInfo, inputs: dict, model_name: str,
         want = spec.dtype
         if want == tf.string:
             if arr.dtype.kind not in ("S", "O", "U"):
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided",
+                )
         elif arr.dtype != want.as_numpy_dtype:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided",
+            )
         shape = spec.shape
         if shape.rank is not None:
             if arr.ndim != shape.rank:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"{alias}: expected a tensor of rank {shape.rank} with shape "
-                                   f"{_shape_str(shape)}, got shape {list(arr.shape)}")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{alias}: expected a tensor of rank {shape.rank} with shape "
+                    f"{_shape_str(shape)}, got shape {list(arr.shape)}",
+                )
             for i, d in enumerate(shape.as_list()):
                 if d is not None and arr.shape[i] != d:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
-                                       f"(dimension {i} must be {d})")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
+                        f"(dimension {i} must be {d})",
+                    )
         if arr.ndim == 0 or arr.shape[0] == 0:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example",
+            )
         if any(s == 0 for s in arr.shape):
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{alias}: shape {list(arr.shape)} has a zero-size dimension")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{alias}: shape {list(arr.shape)} has a zero-size dimension",
+            )
         if batch is None:
             batch = (alias, arr.shape[0])
         elif arr.shape[0] != batch[1]:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Input to predict must have equal 0th-dimension size: {batch[0]} has "
-                               f"{batch[1]}, {alias} has {arr.shape[0]}")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Input to predict must have equal 0th-dimension size: {batch[0]} has "
+                f"{batch[1]}, {alias} has {arr.shape[0]}",
+            )
         if alias == "box" and arr.ndim == 2 and arr.shape[1] == 4 and arr.dtype.kind == "f":
             bad = np.nonzero(~((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])))[0]
             if bad.size:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
-                                   "x0, y0, x1, y1 with x1 > x0 and y1 > y0)")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
+                    "x0, y0, x1, y1 with x1 > x0 and y1 > y0)",
+                )
         if want == tf.string:
             check_encoded_images(alias, arr.reshape(-1), limits, pixels)
         if want == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values"
+            )
         out[alias] = arr
     return out
 
@@ -287,7 +339,9 @@ class ModelManager:
 
     def __init__(self, config=None, base_path_prefix=None):
         self.base_path_prefix = Path(base_path_prefix).resolve() if base_path_prefix else None
-        self.generation = 0  # +1 at each version loaded or unloaded (read by the server's malloc trimmer)
+        self.generation = (
+            0  # +1 at each version loaded or unloaded (read by the server's malloc trimmer)
+        )
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()  # one poll / reload at a time
         self._models: dict[str, _Model] = {}
@@ -305,9 +359,11 @@ class ModelManager:
         validate_model_server_config(config, "model_server_config")
         for mc in config.model_config_list.config:
             if not self._allowed(mc.base_path):
-                raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
-                                   f"model {clip(mc.name)}: base_path {clip(mc.base_path)} is not inside "
-                                   f"{self.base_path_prefix} (--model_base_path_prefix)")
+                raise ServingError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"model {clip(mc.name)}: base_path {clip(mc.base_path)} is not inside "
+                    f"{self.base_path_prefix} (--model_base_path_prefix)",
+                )
         with self._load_lock:
             with self._lock:
                 old_labels = {n: dict(m.config.version_labels) for n, m in self._models.items()}
@@ -338,17 +394,23 @@ class ModelManager:
         (ServerCore::UpdateModelVersionLabelMap): otherwise the reload fails with
         FAILED_PRECONDITION and the labels stay as they were (the models themselves are loaded)."""
         with self._lock:
-            bad = [(name, label, v) for name, m in sorted(self._models.items())
-                   for label, v in sorted(m.config.version_labels.items()) if v not in m.available]
+            bad = [
+                (name, label, v)
+                for name, m in sorted(self._models.items())
+                for label, v in sorted(m.config.version_labels.items())
+                if v not in m.available
+            ]
             if not bad:
                 return
             for name, m in self._models.items():
                 m.config.version_labels.clear()
                 m.config.version_labels.update(old_labels.get(name, {}))
         name, label, v = bad[0]
-        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"Request to assign label to version {v} of model {name}, which is not currently "
-                           f"available for inference (label {label!r})")
+        raise ServingError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"Request to assign label to version {v} of model {name}, which is not currently "
+            f"available for inference (label {label!r})",
+        )
 
     # ----------------------------------------------------------------- polling
     def poll(self):
@@ -373,8 +435,14 @@ class ModelManager:
             log.warning("model %s: base path %s does not exist (yet)", mc.name, base)
             return {}
         if not self._allowed(base_real):
-            log.warning("model %s: base path %s resolves to %s, outside --model_base_path_prefix %s; "
-                        "not loading from it", mc.name, base, base_real, self.base_path_prefix)
+            log.warning(
+                "model %s: base path %s resolves to %s, outside --model_base_path_prefix %s; "
+                "not loading from it",
+                mc.name,
+                base,
+                base_real,
+                self.base_path_prefix,
+            )
             return {}
         out = {}
         for child in base_real.iterdir():
@@ -382,8 +450,13 @@ class ModelManager:
                 continue
             real = child.resolve()
             if real.parent != base_real and base_real not in real.parents:
-                log.warning("model %s: version folder %s resolves outside the base path (%s); "
-                            "not loading it", mc.name, child, real)
+                log.warning(
+                    "model %s: version folder %s resolves outside the base path (%s); "
+                    "not loading it",
+                    mc.name,
+                    child,
+                    real,
+                )
                 continue
             if not (real / "saved_model.pb").is_file():
                 continue
@@ -424,7 +497,8 @@ class ModelManager:
                 try:
                     servable = Servable(name, v, found[v])
                 except Exception as e:
-                    msg = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    first_line = str(e).splitlines()[0] if str(e) else ""
+                    msg = f"load failed: {type(e).__name__}: {first_line}"
                     log.warning("model %s version %d: %s", name, v, msg)
                     with self._lock:
                         model.states[v] = VersionState(v, "END", 13, msg)  # INTERNAL
@@ -461,8 +535,10 @@ class ModelManager:
                 if model is None:
                     raise not_found_latest(name)
                 if label not in model.config.version_labels:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"Unrecognized servable version label: {clip(label)}")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"Unrecognized servable version label: {clip(label)}",
+                    )
                 version = int(model.config.version_labels[label])
             if version is None:
                 if model is None or not model.available:
@@ -477,11 +553,15 @@ class ModelManager:
             model = self._models.get(name)
             if version is not None:
                 if model is None or version not in model.states:
-                    raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                       f"Could not find version {version} of model {clip(name)}")
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Could not find version {version} of model {clip(name)}",
+                    )
                 return [model.states[version]]
             if model is None or not model.states:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {clip(name)}")
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {clip(name)}"
+                )
             return [model.states[v] for v in sorted(model.states)]
 
 
@@ -524,5 +604,3 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
-
-

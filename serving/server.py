@@ -13,6 +13,7 @@ Example:
     ...                                     rest_api_port=0).start()   # doctest: +SKIP
     >>> server.port, server.rest_api_port                              # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -96,6 +97,7 @@ def trim_malloc():
     if trim is not None:
         trim(0)
 
+
 #: Default cap on one request or response (bytes), gRPC and REST.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
@@ -111,15 +113,21 @@ _STATE_ENUM = {
 class ServingCore:
     """Request handling shared by the gRPC and REST front ends."""
 
-    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
-                 tensor_content: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 limits: RequestLimits | None = None):
+    def __init__(
+        self,
+        manager: ModelManager,
+        batcher: BatchScheduler | None = None,
+        tensor_content: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        limits: RequestLimits | None = None,
+    ):
         self.manager = manager
         self.batcher = batcher
         self.tensor_content = tensor_content
         if limits is None:
-            limits = RequestLimits(max_image_pixels=int(max_image_pixels),
-                                   max_request_pixels=int(max_image_pixels))
+            limits = RequestLimits(
+                max_image_pixels=int(max_image_pixels), max_request_pixels=int(max_image_pixels)
+            )
         self.limits = limits
         self.max_image_pixels = limits.max_image_pixels
         self.requests = 0  # Predicts run (read by the malloc trimmer)
@@ -135,31 +143,40 @@ class ServingCore:
             try:
                 elements, nbytes = declared_tensor_size(proto)
             except ValueError as e:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"tensor parsing error: {clip(alias)}: {e}") from None
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {clip(alias)}: {e}"
+                ) from None
             total_bytes += nbytes
             if total_bytes > self.limits.max_tensor_bytes:
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"{clip(alias)}: the input tensors of this request declare "
-                                   f"{total_bytes:,}+ bytes (shape {[d.size for d in proto.tensor_shape.dim]}), "
-                                   f"more than this server's budget of {self.limits.max_tensor_bytes:,} per "
-                                   "request")
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{clip(alias)}: the input tensors of this request declare "
+                    f"{total_bytes:,}+ bytes (shape {[d.size for d in proto.tensor_shape.dim]}), "
+                    f"more than this server's budget of {self.limits.max_tensor_bytes:,} per "
+                    "request",
+                )
             if proto.dtype == types_pb2.DT_STRING:
                 strings += max(elements, len(proto.string_val))
                 if strings > self.limits.max_string_elements:
-                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       f"{clip(alias)}: the request holds {strings}+ strings, more than this "
-                                       f"server's limit of {self.limits.max_string_elements} per request")
+                    raise ServingError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{clip(alias)}: the request holds {strings}+ strings, more than this "
+                        f"server's limit of {self.limits.max_string_elements} per request",
+                    )
                 string_bytes += declared_string_bytes(proto, elements)
                 if string_bytes > self.limits.max_tensor_bytes:
-                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       f"{clip(alias)}: the strings of this request declare {string_bytes:,}+ "
-                                       f"bytes, more than this server's budget of "
-                                       f"{self.limits.max_tensor_bytes:,} per request")
+                    raise ServingError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{clip(alias)}: the strings of this request declare {string_bytes:,}+ "
+                        f"bytes, more than this server's budget of "
+                        f"{self.limits.max_tensor_bytes:,} per request",
+                    )
 
     def resolve(self, name, version=None, label=None, signature_name=""):
         if not name:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec: model_spec.name is empty")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec: model_spec.name is empty"
+            )
         servable = self.manager.get(name, version, label)
         return servable, servable.signature(signature_name)
 
@@ -168,9 +185,12 @@ class ServingCore:
         inputs = validate_spec_inputs(sig, inputs, servable.name, limits=self.limits)
         for alias in output_filter:
             if alias not in sig.outputs:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"output tensor alias not found in signature: {clip(alias)} Outputs expected to "
-                                   f"be in the set {{{','.join(sorted(sig.outputs))}}}.")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"output tensor alias not found in signature: {clip(alias)} Outputs expected "
+                    "to "
+                    f"be in the set {{{','.join(sorted(sig.outputs))}}}.",
+                )
         if self.batcher is not None:
             outputs = self.batcher.run(servable, sig, inputs)
         else:
@@ -188,7 +208,11 @@ class ServingCore:
 
 def _model_spec(request_spec):
     version = request_spec.version.value if request_spec.HasField("version") else None
-    label = request_spec.version_label if request_spec.WhichOneof("version_choice") == "version_label" else None
+    label = (
+        request_spec.version_label
+        if request_spec.WhichOneof("version_choice") == "version_label"
+        else None
+    )
     return request_spec.name, version, label
 
 
@@ -199,15 +223,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         try:
             name, version, label = _model_spec(request.model_spec)
-            servable, sig = self.core.resolve(name, version, label, request.model_spec.signature_name)
+            servable, sig = self.core.resolve(
+                name, version, label, request.model_spec.signature_name
+            )
             self.core.check_tensor_protos(request.inputs)
             inputs = {}
             for alias, proto in request.inputs.items():
                 try:
                     inputs[alias] = to_ndarray(proto, self.core.limits.max_tensor_bytes)
                 except Exception:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"tensor parsing error: {clip(alias)}") from None
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {clip(alias)}"
+                    ) from None
             outputs = self.core.predict(servable, sig, inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name
@@ -215,7 +242,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.model_spec.signature_name = sig.name
             for alias, value in outputs.items():
                 # parsed straight into the map entry: a CopyFrom of a 128x128 mask costs 0.1 ms
-                response.outputs[alias].MergeFromString(tensor_proto_bytes(value, self.core.tensor_content))
+                response.outputs[alias].MergeFromString(
+                    tensor_proto_bytes(value, self.core.tensor_content)
+                )
             return response
         except ServingError as e:
             log.debug("Predict: %s %s", e.code.name, e.message)
@@ -225,12 +254,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             fields = list(request.metadata_field)
             if not fields:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   "GetModelMetadataRequest must specify at least one metadata_field")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "GetModelMetadataRequest must specify at least one metadata_field",
+                )
             for f in fields:
                 if f != "signature_def":
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"Metadata field {clip(f)} is not supported")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"Metadata field {clip(f)} is not supported",
+                    )
             name, version, label = _model_spec(request.model_spec)
             if not name:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
@@ -246,10 +279,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             context.abort(e.code, e.message)
 
     def _unimplemented(self, what, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      f"{what} is not supported by this server: the served models are image -> mask "
-                      "segmenters with Predict signatures (serving_default, segment_in_box, "
-                      "segment_bytes); use Predict")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{what} is not supported by this server: the served models are image -> mask "
+            "segmenters with Predict signatures (serving_default, segment_in_box, "
+            "segment_bytes); use Predict",
+        )
 
     def Classify(self, request, context):
         self._unimplemented("Classify", context)
@@ -290,9 +325,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         # included, which unloads every model) is applied; an empty ModelServerConfig or a
         # custom_model_config is refused and nothing changes.
         if request.config.WhichOneof("config") != "model_config_list":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "ServerConfig type not supported by HandleReloadConfigRequest. Only "
-                          "ModelConfigList is currently supported")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "ServerConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported",
+            )
         try:
             self.server.reload_config(request.config)
         except ConfigError as e:
@@ -333,23 +370,39 @@ class ModelServer:
         rest_max_connections: open REST connections at most; more are answered 503 and closed.
     """
 
-    def __init__(self, config, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int | None = None,
-                 batching: BatchingOptions | None = None, file_system_poll_wait_seconds: float = 1.0,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, tensor_content: bool = False,
-                 grpc_max_threads: int = 32, model_config_file=None,
-                 model_config_file_poll_wait_seconds: float = 0.0,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_request_pixels: int | None = None,
-                 max_string_elements: int = DEFAULT_MAX_STRING_ELEMENTS, max_tensor_bytes: int | None = None,
-                 model_base_path_prefix=None, rest_read_timeout: float = 30.0,
-                 rest_idle_timeout: float = 60.0, rest_max_connections: int = 64):
+    def __init__(
+        self,
+        config,
+        host: str = "127.0.0.1",
+        port: int = 8500,
+        rest_api_port: int | None = None,
+        batching: BatchingOptions | None = None,
+        file_system_poll_wait_seconds: float = 1.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        tensor_content: bool = False,
+        grpc_max_threads: int = 32,
+        model_config_file=None,
+        model_config_file_poll_wait_seconds: float = 0.0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_request_pixels: int | None = None,
+        max_string_elements: int = DEFAULT_MAX_STRING_ELEMENTS,
+        max_tensor_bytes: int | None = None,
+        model_base_path_prefix=None,
+        rest_read_timeout: float = 30.0,
+        rest_idle_timeout: float = 60.0,
+        rest_max_connections: int = 64,
+    ):
         lean_malloc()
         self.host = host
         self.requested_port = int(port)
         self.requested_rest_port = rest_api_port
         self.max_message_size = int(max_message_size)
         self.grpc_max_threads = int(grpc_max_threads)
-        self.rest_options = dict(read_timeout=float(rest_read_timeout), idle_timeout=float(rest_idle_timeout),
-                                 max_connections=int(rest_max_connections))
+        self.rest_options = dict(
+            read_timeout=float(rest_read_timeout),
+            idle_timeout=float(rest_idle_timeout),
+            max_connections=int(rest_max_connections),
+        )
         if model_base_path_prefix is None:
             model_base_path_prefix = os.environ.get("INDEP_SEG_MODEL_BASE_PATH_PREFIX") or None
         self.manager = ModelManager(base_path_prefix=model_base_path_prefix)
@@ -357,9 +410,14 @@ class ModelServer:
         self.batcher = BatchScheduler(batching) if batching is not None else None
         limits = RequestLimits(
             max_image_pixels=int(max_image_pixels),
-            max_request_pixels=int(max_request_pixels if max_request_pixels is not None else max_image_pixels),
-            max_tensor_bytes=int(max_tensor_bytes if max_tensor_bytes is not None else max_message_size),
-            max_string_elements=int(max_string_elements))
+            max_request_pixels=int(
+                max_request_pixels if max_request_pixels is not None else max_image_pixels
+            ),
+            max_tensor_bytes=int(
+                max_tensor_bytes if max_tensor_bytes is not None else max_message_size
+            ),
+            max_string_elements=int(max_string_elements),
+        )
         self.core = ServingCore(self.manager, self.batcher, tensor_content, limits=limits)
         self.model_config_file = Path(model_config_file) if model_config_file else None
         self._config_text = self.model_config_file.read_text() if self.model_config_file else None
@@ -398,26 +456,44 @@ class ModelServer:
             self.health.set(name, status)
 
     def start(self) -> "ModelServer":
-        options = [("grpc.max_receive_message_length", self.max_message_size),
-                   ("grpc.max_send_message_length", self.max_message_size),
-                   ("grpc.so_reuseport", 0)]
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self.grpc_max_threads,
-                                                            thread_name_prefix="grpc"),
-                                 options=options, maximum_concurrent_rpcs=None)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core),
-                                                                            self._grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core, self), self._grpc)
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_size),
+            ("grpc.max_send_message_length", self.max_message_size),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.grpc_max_threads, thread_name_prefix="grpc"
+            ),
+            options=options,
+            maximum_concurrent_rpcs=None,
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.core), self._grpc
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.core, self), self._grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.port = self._grpc.add_insecure_port(f"{host}:{self.requested_port}")
         if self.port == 0:
-            raise OSError(f"--port {self.requested_port}: cannot listen on {self.host}:{self.requested_port}")
+            raise OSError(
+                f"--port {self.requested_port}: cannot listen on {self.host}:{self.requested_port}"
+            )
         self._grpc.start()
         if self.requested_rest_port is not None:
-            self._rest = make_rest_server(self.core, self.host, self.requested_rest_port, self.max_message_size,
-                                          **self.rest_options)
+            self._rest = make_rest_server(
+                self.core,
+                self.host,
+                self.requested_rest_port,
+                self.max_message_size,
+                **self.rest_options,
+            )
             self.rest_api_port = self._rest.server_address[1]
-            self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
+            self._rest_thread = threading.Thread(
+                target=self._rest.serve_forever, name="rest", daemon=True
+            )
             self._rest_thread.start()
         self._set_health()
         trim_malloc()
@@ -426,8 +502,13 @@ class ModelServer:
         self._trimmer.start()
         if self._config_poller is not None:
             self._config_poller.start()
-        log.info("serving %s on gRPC %s:%s%s", ", ".join(self.manager.model_names()), self.host, self.port,
-                 f", REST {self.host}:{self.rest_api_port}" if self._rest else "")
+        log.info(
+            "serving %s on gRPC %s:%s%s",
+            ", ".join(self.manager.model_names()),
+            self.host,
+            self.port,
+            f", REST {self.host}:{self.rest_api_port}" if self._rest else "",
+        )
         return self
 
     def stop(self, grace: float | None = 1.0):
@@ -469,13 +550,16 @@ class _Trimmer(threading.Thread):
     def run(self):
         if _MALLOC["trim"] is None:
             return
+
         def work():
             return self.core.requests, self.core.manager.generation
 
         seen = trimmed = work()
         while not self._stop_event.wait(self.interval):
             now = work()
-            if now == seen and now != trimmed:  # quiet for one interval after some work or a (un)load
+            if (
+                now == seen and now != trimmed
+            ):  # quiet for one interval after some work or a (un)load
                 trim_malloc()
                 trimmed = now
             seen = now
@@ -499,8 +583,11 @@ class _ConfigFilePoller(threading.Thread):
             try:
                 text = self.server.model_config_file.read_text()
             except OSError as e:
-                log.warning("--model_config_file %s: cannot read it (%s); keeping the current config",
-                            self.server.model_config_file, e)
+                log.warning(
+                    "--model_config_file %s: cannot read it (%s); keeping the current config",
+                    self.server.model_config_file,
+                    e,
+                )
                 continue
             if text == self.server._config_text:
                 continue
@@ -515,11 +602,13 @@ class _ConfigFilePoller(threading.Thread):
             try:
                 self.server.reload_config(config)
             except ServingError as e:
-                log.warning("%s: %s; the previous version labels stay", self.server.model_config_file, e.message)
+                log.warning(
+                    "%s: %s; the previous version labels stay",
+                    self.server.model_config_file,
+                    e.message,
+                )
             log.info("reloaded %s", self.server.model_config_file)
 
     def stop(self):
         self._stop_event.set()
         self.join(timeout=5)
-
-

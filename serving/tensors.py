@@ -8,6 +8,7 @@ lets protobuf parse it; the server parses those bytes straight into the response
 entry (`MergeFromString`), which saves the 0.1 ms a `CopyFrom` of a 128x128 mask costs.
 `tensor_content=True` gives TF's compact `tensor_content` instead.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,8 @@ def tensor_proto_bytes(array, tensor_content: bool = False) -> bytes:
         return tf.make_tensor_proto(array).SerializeToString()
     dtype_enum, field, wire = _TYPED[array.dtype]
     shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]).SerializeToString()
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]
+    ).SerializeToString()
     data = np.ascontiguousarray(array, dtype=wire).tobytes()
     buf = b"\x08" + _varint(dtype_enum) + b"\x12" + _varint(len(shape)) + shape
     if data:
@@ -74,8 +76,10 @@ def to_ndarray(proto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
     """
     num, nbytes = declared_tensor_size(proto)
     if nbytes > max_bytes:
-        raise ValueError(f"tensor_shape: {[d.size for d in proto.tensor_shape.dim]} claims "
-                         f"{nbytes} bytes, more than the limit of {max_bytes}")
+        raise ValueError(
+            f"tensor_shape: {[d.size for d in proto.tensor_shape.dim]} claims "
+            f"{nbytes} bytes, more than the limit of {max_bytes}"
+        )
     fast = _FAST_FIELDS.get(proto.dtype)
     if fast is not None and not proto.tensor_content and num > 1:
         # Float / double typed fields straight from the packed wire bytes: tf.make_ndarray
@@ -85,12 +89,18 @@ def to_ndarray(proto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
         if n_vals == num:
             payload = _packed_field(proto.SerializeToString(), field)
             if payload is not None and len(payload) == num * np.dtype(wire).itemsize:
-                return np.frombuffer(payload, dtype=wire).astype(dtype).reshape(
-                    [d.size for d in proto.tensor_shape.dim])
+                return (
+                    np.frombuffer(payload, dtype=wire)
+                    .astype(dtype)
+                    .reshape([d.size for d in proto.tensor_shape.dim])
+                )
     return tf.make_ndarray(proto)
 
 
-_FAST_FIELDS = {types_pb2.DT_FLOAT: (5, "<f4", np.float32), types_pb2.DT_DOUBLE: (6, "<f8", np.float64)}
+_FAST_FIELDS = {
+    types_pb2.DT_FLOAT: (5, "<f4", np.float32),
+    types_pb2.DT_DOUBLE: (6, "<f8", np.float64),
+}
 
 
 def _read_varint(buf, pos):
@@ -119,7 +129,7 @@ def _packed_field(buf: bytes, field: int):
         elif wire == 2:
             length, pos = _read_varint(buf, pos)
             if number == field:
-                return buf[pos:pos + length]
+                return buf[pos : pos + length]
             pos += length
         else:
             return None

@@ -1,4 +1,5 @@
 """Helpers of the distribution tests: read and compare the final checkpoints of two run dirs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,8 @@ import tensorflow as tf
 
 
 def latest_checkpoint_values(run_dir) -> dict:
-    """{"<checkpoints folder relative to run_dir>:<variable key>": array} for the latest checkpoint of
+    """{"<checkpoints folder relative to run_dir>:<variable key>": array} for the latest checkpoint
+    of
     every `checkpoints/` folder under `run_dir` (phases of an experiment included)."""
     run_dir = Path(run_dir)
     values = {}
@@ -27,8 +29,15 @@ def latest_checkpoint_values(run_dir) -> dict:
     return values
 
 
-def assert_same_checkpoints(dir_a, dir_b, rtol=1e-4, atol=1e-5, skip=("save_counter",),
-                            adam_sign_noise: float = 0.0, max_noisy_fraction: float = 1e-3) -> int:
+def assert_same_checkpoints(
+    dir_a,
+    dir_b,
+    rtol=1e-4,
+    atol=1e-5,
+    skip=("save_counter",),
+    adam_sign_noise: float = 0.0,
+    max_noisy_fraction: float = 1e-3,
+) -> int:
     """Every variable of the latest checkpoints under `dir_a` equals its counterpart under `dir_b`
     (floats within tolerance, integers exactly). Returns the number of variables compared.
 
@@ -50,12 +59,17 @@ def assert_same_checkpoints(dir_a, dir_b, rtol=1e-4, atol=1e-5, skip=("save_coun
         assert x.shape == y.shape, f"{key}: shapes {x.shape} vs {y.shape}"
         if np.issubdtype(x.dtype, np.floating):
             off = ~np.isclose(x, y, rtol=rtol, atol=atol)
-            noisy = (adam_sign_noise > 0 and off.sum() <= max(1, int(max_noisy_fraction * x.size))
-                     and float(np.max(np.abs(x - y))) <= adam_sign_noise)
+            noisy = (
+                adam_sign_noise > 0
+                and off.sum() <= max(1, int(max_noisy_fraction * x.size))
+                and float(np.max(np.abs(x - y))) <= adam_sign_noise
+            )
             if off.any() and not noisy:
                 worst.append((float(np.max(np.abs(x - y))), key))
         elif x.dtype.kind in "iub":
             if not np.array_equal(x, y):
                 worst.append((float("inf"), f"{key}: {x.ravel()[:4]} vs {y.ravel()[:4]}"))
-    assert not worst, f"{len(worst)} of {len(a)} variables differ, largest: {sorted(worst, reverse=True)[:5]}"
+    assert not worst, (
+        f"{len(worst)} of {len(a)} variables differ, largest: {sorted(worst, reverse=True)[:5]}"
+    )
     return len(a)

@@ -1,4 +1,5 @@
 """Tiny models and helpers shared by the serving / export / segment / evaluate tests."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,12 @@ def red_model(resolution=16, gain=20.0):
     conv = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")
     out = conv(inp)
     model = keras.Model(inp, out)
-    conv.set_weights([np.array([gain, 0.0, 0.0], np.float32).reshape(1, 1, 3, 1),
-                      np.array([-gain / 2], np.float32)])
+    conv.set_weights(
+        [
+            np.array([gain, 0.0, 0.0], np.float32).reshape(1, 1, 3, 1),
+            np.array([-gain / 2], np.float32),
+        ]
+    )
     return model
 
 
@@ -34,8 +39,13 @@ def conv_model(resolution=16, seed=0):
 def segmenter(model=None, resolution=16, margin=0.0, square=False):
     from indep_seg.segmenter import Segmenter
 
-    return Segmenter(model if model is not None else conv_model(resolution), resolution=resolution,
-                     margin=margin, square=square, experiment="test")
+    return Segmenter(
+        model if model is not None else conv_model(resolution),
+        resolution=resolution,
+        margin=margin,
+        square=square,
+        experiment="test",
+    )
 
 
 def png_bytes(image_uint8) -> bytes:

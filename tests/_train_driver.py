@@ -9,6 +9,7 @@ subprocess), then runs the experiment's `train_fn` once per mode into `DIR/<mode
 MirroredStrategy over all the logical CPUs. Both start from the same seed, so they must end with the
 same variables. Exit code 77 (+ a message) when the experiment is not registered.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def main() -> int:
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices
+    )
 
     import keras
 
@@ -56,12 +59,19 @@ def main() -> int:
         if mode == "one":
             strategy = tf.distribute.get_strategy()
         elif mode == "mirrored":
-            strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+            strategy = tf.distribute.MirroredStrategy(
+                [d.name for d in tf.config.list_logical_devices("CPU")]
+            )
         else:
             raise SystemExit(f"--modes: unknown mode {mode!r}")
         keras.utils.set_random_seed(args.seed)
-        ctx = TrainContext(model_dir=Path(args.out) / mode, steps=args.steps, strategy=strategy, seed=args.seed,
-                           extra={"verbose": False})
+        ctx = TrainContext(
+            model_dir=Path(args.out) / mode,
+            steps=args.steps,
+            strategy=strategy,
+            seed=args.seed,
+            extra={"verbose": False},
+        )
         result = exp.train_fn(config, ctx) or {}
         results[mode] = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
         results[mode]["replicas"] = int(strategy.num_replicas_in_sync)

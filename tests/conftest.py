@@ -1,4 +1,5 @@
 """Shared test fixtures: quiet TF logs, fixed seeds, and the location of ../shared/datasets."""
+
 import os
 from pathlib import Path
 

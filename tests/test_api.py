@@ -1,5 +1,6 @@
 """The public Python API: models from presets, keras `fit` on dict batches, keras callbacks
 (BackupAndRestore resumes an interrupted fit, ModelCheckpoint, TensorBoard), clear errors."""
+
 import keras
 import numpy as np
 import pytest
@@ -26,8 +27,11 @@ def _photos(n=8, h=40, w=48, seed=0):
 
 def _batches(batch_size=4, **kw):
     images, boxes = _photos(**kw)
-    return tf.data.Dataset.from_tensor_slices({"image": images, "box": boxes}).repeat().batch(
-        batch_size, drop_remainder=True)
+    return (
+        tf.data.Dataset.from_tensor_slices({"image": images, "box": boxes})
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
 
 
 def _weights(gan):
@@ -45,19 +49,33 @@ def test_presets_list_names_descriptions_and_options():
 def test_from_preset_builds_the_presets_networks_and_optimizers():
     gan = indep_seg.ForegroundSegGAN.from_preset("box_seg_paper")
     assert gan.segmenter.resolution == 128
-    assert list(gan.segmenter.encoder_filters) == [64, 128, 256, 512, 512, 512]   # Dai et al. Table 1
+    assert list(gan.segmenter.encoder_filters) == [
+        64,
+        128,
+        256,
+        512,
+        512,
+        512,
+    ]  # Dai et al. Table 1
     assert gan.segmenter.upsampling == "transpose"
-    assert (gan.area_lambda, gan.area_a, gan.prior_weight, gan.pairwise_weight) == (1000.0, 0.25, 0.0, 0.0)
+    assert (gan.area_lambda, gan.area_a, gan.prior_weight, gan.pairwise_weight) == (
+        1000.0,
+        0.25,
+        0.0,
+        0.0,
+    )
     assert float(gan.d_optimizer.learning_rate) == pytest.approx(2e-4)
     assert float(gan.g_optimizer.learning_rate) == pytest.approx(4e-4)
     small = indep_seg.ForegroundSegGAN.from_preset("box_seg", resolution=32, margin=0.25)
     assert small.segmenter.resolution == 32 and small.box_margin == 0.25
-    assert small.area_a == pytest.approx(0.35 / 1.5 ** 2)   # a of the box, scaled to the crop
+    assert small.area_a == pytest.approx(0.35 / 1.5**2)  # a of the box, scaled to the crop
     assert small.prior_weight == 1.0 and small.preset == "box_seg"
 
 
 def test_from_preset_errors_name_the_preset_or_option():
-    with pytest.raises(UnknownPresetError, match="'box_seg_huge'.*box_seg, box_seg_paper, box_seg_tiny"):
+    with pytest.raises(
+        UnknownPresetError, match="'box_seg_huge'.*box_seg, box_seg_paper, box_seg_tiny"
+    ):
         indep_seg.ForegroundSegGAN.from_preset("box_seg_huge")
     with pytest.raises(ValueError, match="resolutoin"):
         indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", resolutoin=32)
@@ -66,21 +84,29 @@ def test_from_preset_errors_name_the_preset_or_option():
 # ----------------------------------------------------------------------------------- batches
 def test_photo_batches_are_cropped_to_the_box_and_backgrounds_come_from_outside_it():
     images, boxes = _photos(n=6)
-    out = prepare_box_seg_batch({"image": images, "box": boxes}, 16, 0.0, keras.random.SeedGenerator(1))
+    out = prepare_box_seg_batch(
+        {"image": images, "box": boxes}, 16, 0.0, keras.random.SeedGenerator(1)
+    )
     assert out["image"].shape == (6, 16, 16, 3) and out["background"].shape == (6, 16, 16, 3)
     crops, bgs = out["image"].numpy(), out["background"].numpy()
-    inner = (slice(None), slice(2, -2), slice(2, -2))                   # resampling blends the edge pixels
-    assert crops[inner + (0,)].min() > 0.99 and crops[inner + (2,)].max() < 0.01   # the crop is the object
-    assert bgs[inner + (0,)].max() < 0.01 and bgs[inner + (2,)].min() > 0.99       # the backgrounds hold none
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # resampling blends the edge pixels
+    assert (
+        crops[inner + (0,)].min() > 0.99 and crops[inner + (2,)].max() < 0.01
+    )  # the crop is the object
+    assert (
+        bgs[inner + (0,)].max() < 0.01 and bgs[inner + (2,)].min() > 0.99
+    )  # the backgrounds hold none
     assert bgs[..., 0].mean() < 0.02
 
 
 def test_a_box_leaving_no_background_borrows_the_next_photos():
     images, boxes = _photos(n=2)
-    boxes[0] = [0, 0, images.shape[2], images.shape[1]]              # the whole photo
-    images[0] = [0.0, 1.0, 0.0]                                      # green, all object
+    boxes[0] = [0, 0, images.shape[2], images.shape[1]]  # the whole photo
+    images[0] = [0.0, 1.0, 0.0]  # green, all object
     bgs = backgrounds_outside_boxes(images, boxes, 8).numpy()
-    assert bgs[0, 2:-2, 2:-2, 2].min() > 0.99 and bgs[0, ..., 1].max() < 0.01   # photo 1's blue background
+    assert (
+        bgs[0, 2:-2, 2:-2, 2].min() > 0.99 and bgs[0, ..., 1].max() < 0.01
+    )  # photo 1's blue background
 
 
 def test_batches_without_a_needed_key_are_errors_naming_it():
@@ -93,8 +119,9 @@ def test_batches_without_a_needed_key_are_errors_naming_it():
         gan.fit(tf.data.Dataset.from_tensors({"photo": images, "box": boxes}), verbose=0)
     with pytest.raises(ValueError, match="'boxes'.*'box'"):
         gan.fit(tf.data.Dataset.from_tensors({"image": images, "boxes": boxes[:, None]}), verbose=0)
-    with_prior = indep_seg.ForegroundSegGAN.from_preset("box_seg", resolution=16, unet="tiny",
-                                                        discriminator="tiny", d_downsample=1)
+    with_prior = indep_seg.ForegroundSegGAN.from_preset(
+        "box_seg", resolution=16, unet="tiny", discriminator="tiny", d_downsample=1
+    )
     with pytest.raises(ValueError, match="missing key 'prior'.*prior_weight"):
         with_prior.fit(tf.data.Dataset.from_tensors({"image": images, "box": boxes}), verbose=0)
 
@@ -102,11 +129,18 @@ def test_batches_without_a_needed_key_are_errors_naming_it():
 def test_fit_on_crops_with_prior_and_area_trains():
     images, boxes = _photos(n=4)
     crops = prepare_box_seg_batch({"image": images, "box": boxes}, 16)
-    batch = {**crops, "prior": np.ones((4, 16, 16, 1), np.float32), "area": np.full([4], 0.9, np.float32)}
-    gan = indep_seg.ForegroundSegGAN.from_preset("box_seg", resolution=16, unet="tiny", discriminator="tiny",
-                                                 d_downsample=1)
+    batch = {
+        **crops,
+        "prior": np.ones((4, 16, 16, 1), np.float32),
+        "area": np.full([4], 0.9, np.float32),
+    }
+    gan = indep_seg.ForegroundSegGAN.from_preset(
+        "box_seg", resolution=16, unet="tiny", discriminator="tiny", d_downsample=1
+    )
     before = _weights(gan)
-    history = gan.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    history = gan.fit(
+        tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=2, epochs=1, verbose=0
+    )
     assert all(np.isfinite(v[-1]) for v in history.history.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, _weights(gan)))
 
@@ -119,7 +153,11 @@ class _Recorder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         gan = self.model
-        self.at_begin = (_weights(gan), int(gan.d_optimizer.iterations), int(gan.g_optimizer.iterations))
+        self.at_begin = (
+            _weights(gan),
+            int(gan.d_optimizer.iterations),
+            int(gan.g_optimizer.iterations),
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
@@ -137,32 +175,49 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path, recwarn):
     first = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", seed=3)
     crashed = _Recorder(crash_at=(1, 1))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        first.fit(_batches(), epochs=3, steps_per_epoch=3, verbose=0,
-                  callbacks=[keras.callbacks.BackupAndRestore(backup), crashed])
+        first.fit(
+            _batches(),
+            epochs=3,
+            steps_per_epoch=3,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(backup), crashed],
+        )
     assert crashed.epochs == [0, 1]
 
     second = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", seed=3)
     assert any(not np.array_equal(a, b) for a, b in zip(_weights(second), crashed.after_epoch[0]))
     resumed = _Recorder()
-    history = second.fit(_batches(), epochs=3, steps_per_epoch=3, verbose=0,
-                         callbacks=[keras.callbacks.BackupAndRestore(backup), resumed])
-    assert resumed.epochs == [1, 2]                     # epoch 0 is not run again
+    history = second.fit(
+        _batches(),
+        epochs=3,
+        steps_per_epoch=3,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup), resumed],
+    )
+    assert resumed.epochs == [1, 2]  # epoch 0 is not run again
     weights, d_steps, g_steps = resumed.at_begin
-    for a, b in zip(weights, crashed.after_epoch[0]):   # the networks as the first epoch left them
+    for a, b in zip(weights, crashed.after_epoch[0]):  # the networks as the first epoch left them
         np.testing.assert_array_equal(a, b)
-    assert (d_steps, g_steps) == (3, 3)                 # and both optimizers' states
+    assert (d_steps, g_steps) == (3, 3)  # and both optimizers' states
     assert len(history.history["d_loss"]) == 2
-    assert not (tmp_path / "backup").exists()           # a finished fit removes its backup
+    assert not (tmp_path / "backup").exists()  # a finished fit removes its backup
     skipped = [str(w.message) for w in recwarn if "Skipping variable loading" in str(w.message)]
-    assert not skipped, skipped                         # every saved variable was restored
+    assert not skipped, skipped  # every saved variable was restored
 
 
 def test_model_checkpoint_and_tensorboard(tmp_path):
     gan = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", seed=1)
     path = tmp_path / "gan.weights.h5"
-    gan.fit(_batches(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[
-        keras.callbacks.ModelCheckpoint(str(path), save_weights_only=True),
-        keras.callbacks.TensorBoard(str(tmp_path / "logs"), update_freq=1)])
+    gan.fit(
+        _batches(),
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(str(path), save_weights_only=True),
+            keras.callbacks.TensorBoard(str(tmp_path / "logs"), update_freq=1),
+        ],
+    )
     assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
     fresh = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny", seed=2)
     fresh.load_weights(str(path))
@@ -184,7 +239,8 @@ def test_lazy_exports_and_the_segmenter_of_a_gan():
 
 
 def test_fit_the_full_box_seg_preset_on_the_trainers_streamed_shards(tmp_path):
-    """The `box_seg` preset's batches with GrabCut priors, per-image a and scale-matched backgrounds:
+    """The `box_seg` preset's batches with GrabCut priors, per-image a and scale-matched
+    backgrounds:
     the trainer's shards (written once from the data) streamed by `box_seg_dataset`."""
     import dataclasses
 
@@ -195,8 +251,9 @@ def test_fit_the_full_box_seg_preset_on_the_trainers_streamed_shards(tmp_path):
     cfg = dataclasses.replace(box_seg_config(), **small, evidence_images=0, probe_images=4)
     shards = prepare_box_shards("synthetic:8", cfg, tmp_path / "shards", log=lambda *a: None)
     assert shards["prior"] and shards["boxes"] == 8
-    batches = box_seg_dataset(shards["crop_files"], shards["background_files"], 4, resolution=16,
-                              prior=True, area=True)
+    batches = box_seg_dataset(
+        shards["crop_files"], shards["background_files"], 4, resolution=16, prior=True, area=True
+    )
     assert set(batches.element_spec) == {"image", "background", "prior", "area"}
     gan = indep_seg.ForegroundSegGAN.from_preset("box_seg", **small)
     assert gan.prior_weight == 1.0

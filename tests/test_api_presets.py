@@ -1,5 +1,7 @@
-"""The core's preset table (`indep_seg.presets`) and the training experiments of the same names agree:
+"""The core's preset table (`indep_seg.presets`) and the training experiments of the same names
+agree:
 `ForegroundSegGAN.from_preset(name)` is the model `indep-seg train --experiment name` trains."""
+
 import dataclasses
 
 import pytest
@@ -24,7 +26,9 @@ def test_preset_options_are_copies_and_unknown_names_list_the_known():
     a = preset_options("box_seg")
     a["resolution"] = 1
     assert preset_options("box_seg")["resolution"] == 64
-    with pytest.raises(UnknownPresetError, match="box_seg_huge.*box_seg, box_seg_paper, box_seg_tiny"):
+    with pytest.raises(
+        UnknownPresetError, match="box_seg_huge.*box_seg, box_seg_paper, box_seg_tiny"
+    ):
         preset_options("box_seg_huge")
     assert set(PRESETS) == {"ForegroundSegGAN"}
 

@@ -1,4 +1,5 @@
 """ADA augmentations (indep_seg/augment.py): exact geometry, differentiability, the p controller."""
+
 import math
 
 import numpy as np
@@ -14,7 +15,9 @@ def _translate(tx, ty):
 
 def test_identity_and_p_zero_are_exact():
     x = np.random.rand(3, 8, 8, 3).astype(np.float32)
-    np.testing.assert_allclose(affine_warp_reflect(x, tf.eye(3, batch_shape=[3])).numpy(), x, atol=1e-6)
+    np.testing.assert_allclose(
+        affine_warp_reflect(x, tf.eye(3, batch_shape=[3])).numpy(), x, atol=1e-6
+    )
     np.testing.assert_allclose(augment(x, 0.0).numpy(), x, atol=1e-6)
 
 
@@ -23,7 +26,7 @@ def test_integer_translation_with_reflection_matches_numpy():
     # output pixel (y, x) reads input (y + 1, x - 2): the image moves right by 2 and up by 1
     got = affine_warp_reflect(x, _translate(-2.0, 1.0)).numpy()[0]
     padded = np.pad(x[0], ((1, 1), (2, 2), (0, 0)), mode="reflect")
-    ref = padded[2:2 + 7, 0:9]
+    ref = padded[2 : 2 + 7, 0:9]
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
@@ -54,7 +57,8 @@ def test_augment_is_differentiable_and_changes_images_at_p1():
 def test_color_only_brightness_keeps_structure():
     x = np.random.rand(2, 8, 8, 3).astype(np.float32)
     y = augment(x, 1.0, xflip=False, rotate90=False, int_translation=False, geometric=False).numpy()
-    # contrast/brightness/saturation are pointwise affine maps per image: correlation stays 1 per channel
+    # contrast/brightness/saturation are pointwise affine maps per image: correlation stays 1 per
+    # channel
     for i in range(2):
         for c in range(3):
             r = np.corrcoef(x[i, ..., c].ravel(), y[i, ..., c].ravel())[0, 1]

@@ -1,4 +1,6 @@
-"""Per-image box evidence (`indep_seg.box_prior`), the GAN's prior terms and the titled galleries."""
+"""Per-image box evidence (`indep_seg.box_prior`), the GAN's prior terms and the titled
+galleries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +14,7 @@ def _disc_photo(h=96, w=112, centre=(56, 48), radius=22, seed=0):
     """A red disc on a textured green/blue background: (uint8 photo, bool disc, tight box)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius ** 2
+    disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
     photo = np.zeros((h, w, 3), np.float32)
     photo[..., 1] = 0.45 + 0.15 * np.sin(xx / 5.0)
     photo[..., 2] = 0.55 + 0.15 * np.cos(yy / 7.0)
@@ -32,7 +34,7 @@ def test_box_and_ellipse_masks_by_hand():
     assert m.sum() == 6 and m[1:3, 1:4].all()
     e = bp.ellipse_mask((10, 10), (0, 0, 10, 10))
     assert e[5, 5] and not e[0, 0] and not e[0, 9]
-    assert abs(e.sum() - np.pi * 25) < 8          # area of a radius-5 disc
+    assert abs(e.sum() - np.pi * 25) < 8  # area of a radius-5 disc
 
 
 def test_mask_diagnostics_and_degenerate_shapes():
@@ -44,16 +46,16 @@ def test_mask_diagnostics_and_degenerate_shapes():
     assert not bp.is_degenerate(ellipse, box)
     fd = bp.mask_diagnostics(frame, box)
     assert fd["frame"] > 0.5 and fd["core"] == 0.0
-    assert bp.is_degenerate(frame, box)                        # background carved inside the box
-    assert bp.is_degenerate(np.zeros(shape, bool), box)         # empty
-    assert bp.is_degenerate(bp.box_mask(shape, box), box)       # the whole box
+    assert bp.is_degenerate(frame, box)  # background carved inside the box
+    assert bp.is_degenerate(np.zeros(shape, bool), box)  # empty
+    assert bp.is_degenerate(bp.box_mask(shape, box), box)  # the whole box
 
 
 def test_grabcut_finds_the_object_and_prior_falls_back_to_the_ellipse():
     photo, disc, box = _disc_photo()
     assert _iou(bp.grabcut(photo, box), disc) > 0.85
     assert _iou(bp.box_prior(photo, box), disc) > 0.85
-    flat = np.full((64, 64, 3), 128, np.uint8)                  # nothing to separate: degenerate
+    flat = np.full((64, 64, 3), 128, np.uint8)  # nothing to separate: degenerate
     prior = bp.box_prior(flat, (16, 16, 48, 48))
     assert np.array_equal(prior, bp.ellipse_mask(flat.shape, (16, 16, 48, 48)))
 
@@ -75,12 +77,14 @@ def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
         def grabcut(image, b, iterations=5, init="rect", core=bp.CORE_SEED_SCALE):
             calls.append(init)
             return answers[init]
+
         return grabcut
+
     empty = np.zeros(disc.shape, bool)
     monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": disc}))
     assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect", "core"]
     ellipse = bp.ellipse_mask(photo.shape, box)
-    for core_answer in (seed, empty, bp.box_mask(photo.shape, box)):   # no growth, empty, full
+    for core_answer in (seed, empty, bp.box_mask(photo.shape, box)):  # no growth, empty, full
         monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": core_answer}))
         assert np.array_equal(bp.box_prior(photo, box), ellipse)
     calls.clear()
@@ -97,7 +101,9 @@ def test_colour_contrast_prefers_the_object_mask():
     assert c_obj > 0.8 and c_obj > c_box > c_frame
     # the same colour inside and outside the box: nothing to tell apart
     flat = np.full((32, 32, 3), 77, np.uint8)
-    assert bp.colour_contrast(flat, bp.box_mask(flat.shape, (8, 8, 24, 24)), (8, 8, 24, 24)) == pytest.approx(0.0)
+    assert bp.colour_contrast(
+        flat, bp.box_mask(flat.shape, (8, 8, 24, 24)), (8, 8, 24, 24)
+    ) == pytest.approx(0.0)
 
 
 def test_refine_with_grabcut_moves_a_blob_to_the_outline():
@@ -134,34 +140,46 @@ def test_box_priors_in_training_crops_and_mask_evidence():
 
 def test_area_penalty_per_image_target_by_hand():
     from indep_seg.models.foreground_seg_gan import area_penalty
+
     mask = tf.constant(np.stack([np.full((4, 4, 1), 0.5), np.full((4, 4, 1), 0.25)]), tf.float32)
     got = area_penalty(mask, tf.constant([0.3, 0.25])).numpy()
     assert got == pytest.approx(((0.5 - 0.3) ** 2 + 0.0) / 2)
-    assert area_penalty(mask, 0.25).numpy() == pytest.approx((0.25 ** 2 + 0) / 2)
+    assert area_penalty(mask, 0.25).numpy() == pytest.approx((0.25**2 + 0) / 2)
 
 
 def test_prior_consistency_loss_is_binary_cross_entropy():
     from indep_seg.models.foreground_seg_gan import prior_consistency_loss
+
     m = np.array([0.9, 0.2, 0.6, 0.5], np.float32).reshape(1, 2, 2, 1)
     p = np.array([1.0, 0.0, 0.0, 1.0], np.float32).reshape(1, 2, 2, 1)
     want = -np.mean(p * np.log(m) + (1 - p) * np.log(1 - m))
-    assert prior_consistency_loss(tf.constant(m), tf.constant(p)).numpy() == pytest.approx(want, rel=1e-5)
+    assert prior_consistency_loss(tf.constant(m), tf.constant(p)).numpy() == pytest.approx(
+        want, rel=1e-5
+    )
     import keras
+
     ref = keras.losses.binary_crossentropy(p.reshape(1, -1), m.reshape(1, -1)).numpy()[0]
-    assert float(ref) == pytest.approx(want, rel=1e-3)   # an independent implementation
+    assert float(ref) == pytest.approx(want, rel=1e-3)  # an independent implementation
 
 
 def test_dataset_flips_prior_with_its_crop_and_carries_area():
     from indep_seg.training.experiments.box_seg import make_dataset
+
     rng = np.random.default_rng(0)
     crops = rng.random((6, 8, 8, 3)).astype(np.float32)
-    priors = (crops[..., :1] > 0.5).astype(np.float32)   # a function of the crop's pixels
+    priors = (crops[..., :1] > 0.5).astype(np.float32)  # a function of the crop's pixels
     areas = np.arange(6, dtype=np.float32) / 10
-    batch = next(iter(make_dataset(crops, crops[::-1].copy(), 6, seed=1, priors=priors, areas=areas)))
+    batch = next(
+        iter(make_dataset(crops, crops[::-1].copy(), 6, seed=1, priors=priors, areas=areas))
+    )
     img, pri = batch["image"].numpy(), batch["prior"].numpy()
     assert np.array_equal(pri, (img[..., :1] > 0.5).astype(np.float32))
-    for i in range(6):   # each element's area is its own crop's
-        k = [j for j in range(6) if np.allclose(crops[j], img[i]) or np.allclose(crops[j][:, ::-1], img[i])]
+    for i in range(6):  # each element's area is its own crop's
+        k = [
+            j
+            for j in range(6)
+            if np.allclose(crops[j], img[i]) or np.allclose(crops[j][:, ::-1], img[i])
+        ]
         assert len(k) == 1 and batch["area"].numpy()[i] == pytest.approx(areas[k[0]])
     no_area = next(iter(make_dataset(crops, crops, 2, priors=priors)))
     assert set(no_area) == {"image", "prior", "background"}
@@ -171,13 +189,14 @@ def test_gallery_has_titled_columns_and_one_row_per_case(tmp_path):
     from PIL import Image
 
     from indep_seg.gallery import gallery_image, save_gallery
+
     photo, disc, _ = _disc_photo()
     g = gallery_image([photo, photo], [disc, ~disc], [disc, disc], ["a", "b"], title="t", cell=64)
     blank = gallery_image([photo, photo], [disc, ~disc], [disc, disc], None, title="t", cell=64)
     assert g.dtype == np.uint8 and g.shape[1] == 4 * (64 + 4) + 4
     header = g[:30]
-    assert (header < 128).any()                        # titles are drawn
-    assert not np.array_equal(g, blank)                # captions are drawn
+    assert (header < 128).any()  # titles are drawn
+    assert not np.array_equal(g, blank)  # captions are drawn
     path = save_gallery(tmp_path / "g.png", [photo], [disc])
     assert Image.open(path).size[0] == 3 * (128 + 4) + 4
     assert not list(tmp_path.glob(".*tmp*"))

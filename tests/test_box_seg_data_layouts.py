@@ -1,4 +1,5 @@
 """load_box_data: a clear error for photos without boxes, and a log line naming the layout."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -30,8 +31,12 @@ def test_images_subfolder_without_boxes_is_refused_too(tmp_path):
 
 def test_box_larger_than_image_names_file_and_row(tmp_path):
     folder = _photos(tmp_path / "photos")
-    (folder / "boxes.csv").write_text("filename,x0,y0,x1,y1\nim0.png,1,1,20,20\nim1.png,0,0,400,300\n")
-    with pytest.raises(BoxSegDataError, match=r"boxes.csv row 3: box .* leaves the image im1.png \(40x32\)"):
+    (folder / "boxes.csv").write_text(
+        "filename,x0,y0,x1,y1\nim0.png,1,1,20,20\nim1.png,0,0,400,300\n"
+    )
+    with pytest.raises(
+        BoxSegDataError, match=r"boxes.csv row 3: box .* leaves the image im1.png \(40x32\)"
+    ):
         load_box_data(folder)
 
 
@@ -40,8 +45,13 @@ def test_log_states_layout_counts_and_source(tmp_path):
     (folder / "boxes.csv").write_text("im0.png,1,1,20,20\nim0.png,5,5,30,30\nim1.png,2,2,10,10\n")
     lines = []
     load_box_data(folder, log=lines.append)
-    assert any("flat folder" in m and "2 photos, 3 boxes" in m and "boxes.csv" in m
-               and "1 photo(s) without a row" in m for m in lines), lines
+    assert any(
+        "flat folder" in m
+        and "2 photos, 3 boxes" in m
+        and "boxes.csv" in m
+        and "1 photo(s) without a row" in m
+        for m in lines
+    ), lines
 
 
 def test_log_for_images_and_masks_layout(tmp_path):
@@ -54,5 +64,7 @@ def test_log_for_images_and_masks_layout(tmp_path):
     lines = []
     items = load_box_data(tmp_path / "set", log=lines.append)
     assert len(items) == 2
-    assert any("images/ photos + masks/ masks" in m and "2 photos, 2 boxes" in m and "the masks in" in m
-               for m in lines), lines
+    assert any(
+        "images/ photos + masks/ masks" in m and "2 photos, 2 boxes" in m and "the masks in" in m
+        for m in lines
+    ), lines

@@ -1,4 +1,5 @@
 """`box_seg` experiment: data reading and its errors, backgrounds, a tiny end-to-end run."""
+
 import dataclasses
 
 import numpy as np
@@ -7,15 +8,20 @@ from PIL import Image
 
 from indep_seg.data.backgrounds import scale_matched_backgrounds
 from indep_seg.training.context import TrainContext
-from indep_seg.training.experiments.box_seg import (BoxSegConfig, BoxSegDataError, effective_a, load_box_data,
-                                          paper_config)
+from indep_seg.training.experiments.box_seg import (
+    BoxSegConfig,
+    BoxSegDataError,
+    effective_a,
+    load_box_data,
+    paper_config,
+)
 
 
 def _photo(path, w=40, h=32, box=(10, 8, 30, 24)):
     img = np.zeros((h, w, 3), np.uint8)
-    img[..., 1] = 200                                 # green background
+    img[..., 1] = 200  # green background
     x0, y0, x1, y1 = box
-    img[y0:y1, x0:x1] = (230, 20, 20)                 # red object filling the box
+    img[y0:y1, x0:x1] = (230, 20, 20)  # red object filling the box
     Image.fromarray(img).save(path)
     return img
 
@@ -29,18 +35,23 @@ def _folder(tmp_path, n=6, rows=None):
 
 
 def test_reads_boxes_csv(tmp_path):
-    items = load_box_data(_folder(tmp_path, 3, ["im0.png,10,8,30,24", "im0.png,0,0,5,5", "im2.png,1,1,39,31"]))
+    items = load_box_data(
+        _folder(tmp_path, 3, ["im0.png,10,8,30,24", "im0.png,0,0,5,5", "im2.png,1,1,39,31"])
+    )
     assert [n for n, _, _ in items] == ["im0.png#2", "im0.png#3", "im2.png#4"]
     assert items[1][2] == [0.0, 0.0, 5.0, 5.0] and items[0][1].shape == (32, 40, 3)
 
 
-@pytest.mark.parametrize("row, message", [
-    ("im0.png,10,8,10,24", "row 2: empty box"),
-    ("im0.png,10,8,50,24", "row 2: box .* leaves the image im0.png"),
-    ("im0.png,1,2,3", "row 2: expected 5 fields"),
-    ("im0.png,a,2,3,4", "row 2: box values must be numbers"),
-    ("missing.png,1,2,3,4", "row 2: image .*missing.png not found"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("im0.png,10,8,10,24", "row 2: empty box"),
+        ("im0.png,10,8,50,24", "row 2: box .* leaves the image im0.png"),
+        ("im0.png,1,2,3", "row 2: expected 5 fields"),
+        ("im0.png,a,2,3,4", "row 2: box values must be numbers"),
+        ("missing.png,1,2,3,4", "row 2: image .*missing.png not found"),
+    ],
+)
 def test_bad_rows_name_file_and_row(tmp_path, row, message):
     folder = _folder(tmp_path, 1, [row])
     with pytest.raises(BoxSegDataError, match=message):
@@ -65,7 +76,7 @@ def test_unreadable_image_and_masks(tmp_path):
     Image.fromarray(np.zeros((32, 40), np.uint8)).save(masks / "im1.png")
     (folder / "im1.png").unlink()
     items = load_box_data(folder, masks=masks)
-    assert items[0][2] == [3.0, 5.0, 13.0, 20.0]      # box of the mask, x1/y1 exclusive
+    assert items[0][2] == [3.0, 5.0, 13.0, 20.0]  # box of the mask, x1/y1 exclusive
     Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(folder / "im1.png")
     with pytest.raises(BoxSegDataError, match="im1.png: empty mask"):
         load_box_data(folder, masks=masks)
@@ -84,7 +95,7 @@ def test_backgrounds_use_no_foreground_pixel():
         boxes.append([15, 10, 45, 40])
     bgs, src = scale_matched_backgrounds(imgs, boxes, 16, variants=2)
     assert bgs.shape == (6, 16, 16, 3) and list(src) == [0, 0, 1, 1, 2, 2]
-    assert bgs[..., 0].max() < 0.05 and bgs[..., 1].min() > 0.75   # all green, no red object
+    assert bgs[..., 0].max() < 0.05 and bgs[..., 1].min() > 0.75  # all green, no red object
     with pytest.raises(ValueError, match="boxes\\[0\\]: empty box"):
         scale_matched_backgrounds(imgs[:1], [[5, 5, 5, 9]], 16)
     with pytest.raises(ValueError, match="no photo has enough pixels outside"):
@@ -93,10 +104,18 @@ def test_backgrounds_use_no_foreground_pixel():
 
 def test_presets():
     paper = paper_config()
-    assert (paper.resolution, paper.unet, paper.discriminator, paper.area_a, paper.area_lambda,
-            paper.margin, paper.upsampling) == (128, "paper", "paper", 0.25, 1000.0, 0.0, "transpose")
+    assert (
+        paper.resolution,
+        paper.unet,
+        paper.discriminator,
+        paper.area_a,
+        paper.area_lambda,
+        paper.margin,
+        paper.upsampling,
+    ) == (128, "paper", "paper", 0.25, 1000.0, 0.0, "transpose")
     assert effective_a(dataclasses.replace(paper, margin=0.25)) == pytest.approx(0.25 / 2.25)
     from indep_seg.training.registry import get_experiment
+
     assert get_experiment("box_seg").default_config == BoxSegConfig()
     assert get_experiment("box_seg_paper").default_config == paper
 
@@ -105,11 +124,28 @@ def test_tiny_end_to_end(tmp_path):
     from indep_seg.segmenter import Segmenter
 
     data = _folder(tmp_path / "data", 6) if (tmp_path / "data").mkdir() is None else None
-    cfg = BoxSegConfig(resolution=16, unet="tiny", discriminator="tiny", batch_size=4, steps=10, adversarial_fraction=0.8,
-                       snapshot_every=2, probe_images=4, log_every=2)
-    ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), extra={"verbose": False, "log": lambda m: None})
-    result = __import__("indep_seg.training.experiments.box_seg", fromlist=["x"]).train_box_seg(cfg, ctx)
-    assert result["phase"] == "distill" and result["adversarial_steps"] == 8 and result["distill_steps"] == 2
+    cfg = BoxSegConfig(
+        resolution=16,
+        unet="tiny",
+        discriminator="tiny",
+        batch_size=4,
+        steps=10,
+        adversarial_fraction=0.8,
+        snapshot_every=2,
+        probe_images=4,
+        log_every=2,
+    )
+    ctx = TrainContext(
+        model_dir=tmp_path / "run", data=str(data), extra={"verbose": False, "log": lambda m: None}
+    )
+    result = __import__("indep_seg.training.experiments.box_seg", fromlist=["x"]).train_box_seg(
+        cfg, ctx
+    )
+    assert (
+        result["phase"] == "distill"
+        and result["adversarial_steps"] == 8
+        and result["distill_steps"] == 2
+    )
     assert result["selected_step"] in (2, 4, 6, 8)
     for png in ("adversarial_selected.png", "distill.png", "adversarial/reals.png"):
         assert (tmp_path / "run" / png).is_file()
@@ -117,7 +153,7 @@ def test_tiny_end_to_end(tmp_path):
     assert seg.resolution == 16 and seg.metadata()["phase"] == "distill"
     masks = seg.predict([np.zeros((32, 40, 3), np.uint8)], [[10, 8, 30, 24]])
     assert np.asarray(masks[0]).shape[:2] == (32, 40)
-    assert np.asarray(masks[0])[:8].max() == 0.0   # nothing outside the box
+    assert np.asarray(masks[0])[:8].max() == 0.0  # nothing outside the box
 
 
 class _StubNet:
@@ -138,11 +174,16 @@ def test_snapshot_selector_prefers_confident_stable_snapshots():
 
     net, sel = _StubNet(), SnapshotSelector(np.zeros((2, 4, 4, 3)), a=0.5)
     base = np.zeros((2, 4, 4, 1), "float32")
-    base[:, :2] = 1.0                                   # half the crop: area 0.5 = a
-    for step, (masks) in enumerate([base * 0.6 + 0.2,   # unsure (confidence 0.6)
-                                    base * 0.8 + 0.1,   # same binary masks, more confident
-                                    base * 0.7 + 0.15,  # stable but less confident
-                                    np.ones_like(base)], start=1):   # collapsed to full
+    base[:, :2] = 1.0  # half the crop: area 0.5 = a
+    for step, (masks) in enumerate(
+        [
+            base * 0.6 + 0.2,  # unsure (confidence 0.6)
+            base * 0.8 + 0.1,  # same binary masks, more confident
+            base * 0.7 + 0.15,  # stable but less confident
+            np.ones_like(base),
+        ],
+        start=1,
+    ):  # collapsed to full
         net.masks, net.tag = masks, step
         sel(net, step)
     assert sel.best_step == 2 and sel.best_weights[0][0] == 2
@@ -165,4 +206,4 @@ def test_snapshot_selector_refuses_frames_of_background():
         sel(net, step)
     assert [h["degenerate"] for h in sel.history] == [0.0, 0.0, 1.0, 1.0]
     assert [h["eligible"] for h in sel.history] == [False, True, False, False]
-    assert sel.best_step == 2          # the frames are as confident and stable, but degenerate
+    assert sel.best_step == 2  # the frames are as confident and stable, but degenerate

@@ -1,4 +1,5 @@
 """Validators: errors name the argument and what was expected; values are checked only eagerly."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +11,9 @@ def test_rank_and_channels():
     x = np.zeros([2, 3, 4, 1], np.float32)
     checks.check_rank(x, "x", 4)
     checks.check_rank(x, "x", (3, 4))
-    with pytest.raises(ValueError, match=r"mask: expected \[B, H, W, 1\], got shape \[2, 3, 4, 1\] \(rank 4\)"):
+    with pytest.raises(
+        ValueError, match=r"mask: expected \[B, H, W, 1\], got shape \[2, 3, 4, 1\] \(rank 4\)"
+    ):
         checks.check_rank(x, "mask", 5, "[B, H, W, 1]")
     with pytest.raises(ValueError, match="x: expected rank 3 or rank 5"):
         checks.check_rank(x, "x", (3, 5))
@@ -59,14 +62,18 @@ def test_values_are_not_checked_inside_graphs_but_shapes_are():
 
     with pytest.raises(ValueError, match="mask: expected rank 4"):
         ranked(tf.zeros([2, 2]))
-    spec_fn = tf.function(lambda t: (checks.check_channels(t, "mask", 1), t)[1],
-                          input_signature=[tf.TensorSpec([None, None, None, None])])
+    spec_fn = tf.function(
+        lambda t: (checks.check_channels(t, "mask", 1), t)[1],
+        input_signature=[tf.TensorSpec([None, None, None, None])],
+    )
     spec_fn(tf.zeros([1, 2, 2, 3]))  # unknown static dimensions pass
 
 
 def test_shapes_and_scalars():
     a, b = np.zeros([2, 3, 4, 3]), np.zeros([2, 3, 5, 3])
-    with pytest.raises(ValueError, match=r"bg: expected the same shape as fg \[2, 3, 4, 3\], got \[2, 3, 5, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"bg: expected the same shape as fg \[2, 3, 4, 3\], got \[2, 3, 5, 3\]"
+    ):
         checks.check_same_shape(a, b, "fg", "bg")
     with pytest.raises(ValueError, match=r"mask: expected dimension 2 to match fg \(4\), got 5"):
         checks.check_same_shape(a, b, "fg", "mask", axes=(0, 1, 2))

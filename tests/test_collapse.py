@@ -1,4 +1,5 @@
 """Mask-collapse detector and restart policy (indep_seg/collapse.py)."""
+
 import json
 
 import numpy as np
@@ -43,7 +44,9 @@ def test_restart_policy_goes_back_to_last_healthy(tmp_path):
     mon = CollapseMonitor("restart", patience=2, max_restarts=1, log_path=log)
     full = np.ones((8, 16, 16, 1), np.float32)
     assert mon.check(100, _healthy(), "ckpt-100")[1] is None
-    assert mon.check(200, full, "ckpt-200")[1] == "report"  # patience 2: first collapsed check reports
+    assert (
+        mon.check(200, full, "ckpt-200")[1] == "report"
+    )  # patience 2: first collapsed check reports
     rep, action = mon.check(300, full, "ckpt-300")
     assert action == "restart" and mon.last_healthy == (100, "ckpt-100")
     events = [json.loads(line) for line in log.read_text().splitlines()]

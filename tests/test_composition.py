@@ -1,4 +1,5 @@
 """Composition: Dai et al. 2019 eq. (5) and ILSGAN eq. (1) against hand-worked numbers."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,9 +31,13 @@ def test_two_layers_black_background_by_hand():
     np.testing.assert_allclose(x.numpy()[0, ..., 0], expected_x2, atol=1e-6)
     np.testing.assert_allclose(extras["partial"].numpy()[0, 0, ..., 0], expected_x1, atol=1e-6)
     np.testing.assert_allclose(extras["partial"].numpy()[0, 1, ..., 0], expected_x2, atol=1e-6)
-    np.testing.assert_allclose(extras["carved"].numpy()[0, 1, ..., 0], [[0.05, 0.0], [0.5, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(
+        extras["carved"].numpy()[0, 1, ..., 0], [[0.05, 0.0], [0.5, 0.0]], atol=1e-6
+    )
     # visibility_0 = M0 * (1 - M1) = [[0.5, 0.5], [0, 0.125]]; visibility_1 = M1 (top layer)
-    np.testing.assert_allclose(extras["visibility"].numpy()[0, 0, ..., 0], [[0.5, 0.5], [0.0, 0.125]], atol=1e-6)
+    np.testing.assert_allclose(
+        extras["visibility"].numpy()[0, 0, ..., 0], [[0.5, 0.5], [0.0, 0.125]], atol=1e-6
+    )
     np.testing.assert_allclose(extras["visibility"].numpy()[0, 1, ..., 0], M1, atol=1e-6)
 
 
@@ -45,8 +50,12 @@ def test_three_layers_and_given_background_by_hand():
     x = composite_layers(_stack((I0, M0), (I1, M1), (I2, M2)), background=background)
     np.testing.assert_allclose(x.numpy()[0, ..., 0], [[0.45, 0.4], [0.5, 1.0]], atol=1e-6)
     # A background without a batch axis is broadcast over the batch.
-    x2 = composite_layers(np.repeat(_stack((I0, M0), (I1, M1)), 3, axis=0), background=background[0])
-    np.testing.assert_allclose(x2.numpy()[:, ..., 0], np.repeat([[[0.45, 0.4], [0.5, 0.1]]], 3, 0), atol=1e-6)
+    x2 = composite_layers(
+        np.repeat(_stack((I0, M0), (I1, M1)), 3, axis=0), background=background[0]
+    )
+    np.testing.assert_allclose(
+        x2.numpy()[:, ..., 0], np.repeat([[[0.45, 0.4], [0.5, 0.1]]], 3, 0), atol=1e-6
+    )
 
 
 def test_stacking_order_top_layer_wins():
@@ -75,10 +84,17 @@ def test_two_layer_composite_by_hand_and_as_special_case():
     b = np.array([[[[0.2], [0.8]]]], np.float32)
     np.testing.assert_allclose(composite(f, m, b).numpy().ravel(), [0.4, 0.5], atol=1e-6)
     rng = np.random.default_rng(1)
-    f, b = rng.uniform(size=[2, 3, 3, 3]).astype(np.float32), rng.uniform(size=[2, 3, 3, 3]).astype(np.float32)
+    f, b = (
+        rng.uniform(size=[2, 3, 3, 3]).astype(np.float32),
+        rng.uniform(size=[2, 3, 3, 3]).astype(np.float32),
+    )
     m = rng.uniform(size=[2, 3, 3, 1]).astype(np.float32)
-    layers = np.stack([np.concatenate([b, np.ones_like(m)], -1), np.concatenate([f, m], -1)], axis=1)
-    np.testing.assert_allclose(composite(f, m, b).numpy(), composite_layers(layers).numpy(), atol=1e-6)
+    layers = np.stack(
+        [np.concatenate([b, np.ones_like(m)], -1), np.concatenate([f, m], -1)], axis=1
+    )
+    np.testing.assert_allclose(
+        composite(f, m, b).numpy(), composite_layers(layers).numpy(), atol=1e-6
+    )
 
 
 def test_composite_gradient_wrt_mask_is_f_minus_b():
@@ -89,14 +105,20 @@ def test_composite_gradient_wrt_mask_is_f_minus_b():
     with tf.GradientTape() as tape:
         tape.watch(m)
         y = tf.reduce_sum(composite(f, m, b))
-    np.testing.assert_allclose(tape.gradient(y, m).numpy(), np.sum(f - b, axis=-1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        tape.gradient(y, m).numpy(), np.sum(f - b, axis=-1, keepdims=True), atol=1e-6
+    )
 
 
 def test_works_inside_tf_function_with_unknown_batch():
-    fn = tf.function(lambda t: composite_layers(t),
-                     input_signature=[tf.TensorSpec([None, 2, 2, 2, 4], tf.float32)])
+    fn = tf.function(
+        lambda t: composite_layers(t),
+        input_signature=[tf.TensorSpec([None, 2, 2, 2, 4], tf.float32)],
+    )
     out = fn(tf.ones([3, 2, 2, 2, 4]) * 0.5)
-    np.testing.assert_allclose(out.numpy(), np.full([3, 2, 2, 3], 0.375), atol=1e-6)  # 0.25 + 0.5*0.25
+    np.testing.assert_allclose(
+        out.numpy(), np.full([3, 2, 2, 3], 0.375), atol=1e-6
+    )  # 0.25 + 0.5*0.25
 
 
 def test_split_rgba():

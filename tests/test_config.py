@@ -1,4 +1,6 @@
-"""indep_seg.training.config: dataclass presets, YAML files, --override with type coercion and clear errors."""
+"""indep_seg.training.config: dataclass presets, YAML files, --override with type coercion and clear
+errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +9,16 @@ from typing import Optional
 import pytest
 import yaml
 
-from indep_seg.training.config import (ConfigError, apply_overrides, from_dict, load_yaml, parse_override,
-                             resolve_config, save_yaml, to_dict)
+from indep_seg.training.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    parse_override,
+    resolve_config,
+    save_yaml,
+    to_dict,
+)
 
 
 @dataclasses.dataclass
@@ -31,9 +41,21 @@ class Cfg:
 
 
 def test_overrides_coerce_to_field_types():
-    cfg = apply_overrides(Cfg(), ["batch_size=16", "name=abc", "use_ada=true", "widths=16,32,64",
-                                  "tags=[a, b]", "limit=7", "old_style=none", "optim.lr=1e-3",
-                                  "optim.betas=[0.0, 0.9]", "extra={k: 2}"])
+    cfg = apply_overrides(
+        Cfg(),
+        [
+            "batch_size=16",
+            "name=abc",
+            "use_ada=true",
+            "widths=16,32,64",
+            "tags=[a, b]",
+            "limit=7",
+            "old_style=none",
+            "optim.lr=1e-3",
+            "optim.betas=[0.0, 0.9]",
+            "extra={k: 2}",
+        ],
+    )
     assert cfg.batch_size == 16 and isinstance(cfg.batch_size, int)
     assert cfg.name == "abc"
     assert cfg.use_ada is True
@@ -53,21 +75,24 @@ def test_overrides_do_not_modify_the_preset_and_later_ones_win():
     assert preset.batch_size == 8 and preset.optim.lr == 2e-4
 
 
-@pytest.mark.parametrize("text, match", [
-    ("nope=1", r"nope: unknown key; Cfg has batch_size"),
-    ("optim.momentum=0.9", r"optim.momentum: unknown key; Optim has optim.betas, optim.lr"),
-    ("batch_size=abc", r"batch_size: expected an int, got 'abc'"),
-    ("batch_size=1.5", r"batch_size: expected an int"),
-    ("use_ada=maybe", r"use_ada: expected a bool"),
-    ("optim.lr=fast", r"optim.lr: expected a float, got 'fast'"),
-    ("optim.betas=0.1", r"optim.betas: expected 2 values"),
-    ("widths=1,x", r"widths\[1\]: expected an int"),
-    ("limit=none_of_that", r"limit: expected int \| None"),
-    ("batch_size.x=1", r"batch_size: is a int, not a nested config"),
-    ("optim=3", r"optim: is a nested config \(Optim\); set its fields as optim.<name>=value"),
-    ("no_equals_sign", r"--override: expected key=value"),
-    ("=3", r"--override: expected key=value with a \(dotted\) key"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("nope=1", r"nope: unknown key; Cfg has batch_size"),
+        ("optim.momentum=0.9", r"optim.momentum: unknown key; Optim has optim.betas, optim.lr"),
+        ("batch_size=abc", r"batch_size: expected an int, got 'abc'"),
+        ("batch_size=1.5", r"batch_size: expected an int"),
+        ("use_ada=maybe", r"use_ada: expected a bool"),
+        ("optim.lr=fast", r"optim.lr: expected a float, got 'fast'"),
+        ("optim.betas=0.1", r"optim.betas: expected 2 values"),
+        ("widths=1,x", r"widths\[1\]: expected an int"),
+        ("limit=none_of_that", r"limit: expected int \| None"),
+        ("batch_size.x=1", r"batch_size: is a int, not a nested config"),
+        ("optim=3", r"optim: is a nested config \(Optim\); set its fields as optim.<name>=value"),
+        ("no_equals_sign", r"--override: expected key=value"),
+        ("=3", r"--override: expected key=value with a \(dotted\) key"),
+    ],
+)
 def test_override_errors_name_the_key_and_value(text, match):
     with pytest.raises(ConfigError, match=match):
         apply_overrides(Cfg(), [text])

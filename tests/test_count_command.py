@@ -1,20 +1,23 @@
 """`indep-seg count`: JSON count + centres and an overlay PNG; bad input gives one clear line."""
+
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_hoc_counting import CENTRES, gaussian_blobs, oracle_counter  # noqa: E402
 
 from indep_seg.cli import main
 from indep_seg.hoc import counting
 
-from test_hoc_counting import CENTRES, gaussian_blobs, oracle_counter  # noqa: E402
-
 
 @pytest.fixture
 def model_dir(tmp_path):
-    counting.save_counter(tmp_path / "run" / "counter", oracle_counter(),
-                          {"window": 32, "resolution": 32, "sigma": 3.0, "experiment": "hoc"})
+    counting.save_counter(
+        tmp_path / "run" / "counter",
+        oracle_counter(),
+        {"window": 32, "resolution": 32, "sigma": 3.0, "experiment": "hoc"},
+    )
     return tmp_path / "run"
 
 
@@ -70,14 +73,30 @@ def test_missing_model(tmp_path, capsys):
 
 
 def test_count_reports_calibration_and_can_skip_it(model_dir, tmp_path, capsys):
-    """Blobs broader than the counter's Gaussian weigh 2 each: 2N raw, N calibrated (--no-calibrate: 2N)."""
+    """Blobs broader than the counter's Gaussian weigh 2 each: 2N raw, N calibrated (--no-calibrate:
+    2N)."""
     path = tmp_path / "broad.png"
-    _write(path, gaussian_blobs(120, 120, CENTRES, 3.0 * 2 ** 0.5), "gray16")
-    assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(tmp_path / "o.png")]) == 0
+    _write(path, gaussian_blobs(120, 120, CENTRES, 3.0 * 2**0.5), "gray16")
+    assert (
+        main(["count", "--model", str(model_dir), str(path), "--overlay", str(tmp_path / "o.png")])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["count"] == len(CENTRES) and out["calibration"] == pytest.approx(2.0, rel=0.05)
     assert out["calibration_instances"] == len(CENTRES)
-    assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(tmp_path / "o.png"),
-                 "--no-calibrate"]) == 0
+    assert (
+        main(
+            [
+                "count",
+                "--model",
+                str(model_dir),
+                str(path),
+                "--overlay",
+                str(tmp_path / "o.png"),
+                "--no-calibrate",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["count"] == 2 * len(CENTRES) and out["calibration"] is None

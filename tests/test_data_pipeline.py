@@ -1,4 +1,6 @@
-"""box_crop_pipeline: crop geometry, black outside the image, per-box elements, augmentation, determinism."""
+"""box_crop_pipeline: crop geometry, black outside the image, per-box elements, augmentation,
+determinism."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,13 +9,18 @@ from indep_seg.data import box_crop_pipeline, read_synthetic
 
 
 def _element(image, mask, boxes, sid="x"):
-    return {"image": tf.constant(image, tf.uint8), "mask": tf.constant(mask, tf.uint8),
-            "has_mask": tf.constant(True), "boxes": tf.constant(boxes, tf.float32),
-            "source_id": tf.constant(sid)}
+    return {
+        "image": tf.constant(image, tf.uint8),
+        "mask": tf.constant(mask, tf.uint8),
+        "has_mask": tf.constant(True),
+        "boxes": tf.constant(boxes, tf.float32),
+        "source_id": tf.constant(sid),
+    }
 
 
 def _scene():
-    """60x80 blue image with a red object (left half) / green (right half) at rows 20:40, cols 10:50."""
+    """60x80 blue image with a red object (left half) / green (right half) at rows 20:40, cols
+    10:50."""
     image = np.zeros((60, 80, 3), np.uint8)
     image[..., 2] = 255
     image[20:40, 10:30] = (255, 0, 0)
@@ -24,19 +31,29 @@ def _scene():
 
 
 def _ds(elements):
-    return tf.data.Dataset.from_tensors(elements[0]) if len(elements) == 1 else \
-        tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *t: tf.stack(t), *elements))
+    return (
+        tf.data.Dataset.from_tensors(elements[0])
+        if len(elements) == 1
+        else tf.data.Dataset.from_tensor_slices(
+            tf.nest.map_structure(lambda *t: tf.stack(t), *elements)
+        )
+    )
 
 
 def test_box_crop_is_the_box_resized():
     image, mask = _scene()
     ds = tf.data.Dataset.from_tensors(_element(image, mask, [[10, 20, 50, 40]]))
-    # 20 output pixels over a 40x20 box: samples at x = 10.5 + 2i, y = 20 + i (pixel centres), exact.
+    # 20 output pixels over a 40x20 box: samples at x = 10.5 + 2i, y = 20 + i (pixel centres),
+    # exact.
     (e,) = box_crop_pipeline(ds, 20, supersample=1).as_numpy_iterator()
     assert e["image"].shape == (20, 20, 3) and e["image"].dtype == np.float32
     np.testing.assert_allclose(e["mask"], 1.0)
-    np.testing.assert_allclose(e["image"][:, :10], np.broadcast_to([1, 0, 0], (20, 10, 3)), atol=1e-6)
-    np.testing.assert_allclose(e["image"][:, 10:], np.broadcast_to([0, 1, 0], (20, 10, 3)), atol=1e-6)
+    np.testing.assert_allclose(
+        e["image"][:, :10], np.broadcast_to([1, 0, 0], (20, 10, 3)), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        e["image"][:, 10:], np.broadcast_to([0, 1, 0], (20, 10, 3)), atol=1e-6
+    )
     # With antialiasing (supersample 2) the edge rows blend in the background, as resampling should.
     (e,) = box_crop_pipeline(ds, 16).as_numpy_iterator()
     assert e["mask"][1:-1].min() == 1.0 and 0.85 < e["mask"][0].min() < 1.0
@@ -67,7 +84,9 @@ def test_square_margin_window_and_black_outside_the_image():
 
 def test_one_element_per_box_in_order():
     image, mask = _scene()
-    ds = tf.data.Dataset.from_tensors(_element(image, mask, [[10, 20, 30, 40], [30, 20, 50, 40], [0, 0, 8, 8]]))
+    ds = tf.data.Dataset.from_tensors(
+        _element(image, mask, [[10, 20, 30, 40], [30, 20, 50, 40], [0, 0, 8, 8]])
+    )
     els = list(box_crop_pipeline(ds, 8).as_numpy_iterator())
     assert len(els) == 3
     np.testing.assert_allclose(els[0]["image"][..., 0], 1.0)  # red half
@@ -79,7 +98,9 @@ def test_one_element_per_box_in_order():
 def test_augmentation_keeps_image_and_mask_aligned_and_flips():
     image, mask = _scene()
     ds = tf.data.Dataset.from_tensors(_element(image, mask, [[10, 20, 50, 40]])).repeat(24)
-    els = list(box_crop_pipeline(ds, 32, margin=0.1, augment=True, jitter=0.1, seed=3).as_numpy_iterator())
+    els = list(
+        box_crop_pipeline(ds, 32, margin=0.1, augment=True, jitter=0.1, seed=3).as_numpy_iterator()
+    )
     flipped = 0
     for e in els:
         m = e["mask"][..., 0]
@@ -99,8 +120,9 @@ def test_deterministic_under_a_seed_and_cache_changes_nothing():
     ds = read_synthetic(num_images=6, seed=0, size=48)
 
     def run(seed, cache):
-        p = box_crop_pipeline(ds, 16, augment=True, batch_size=4, shuffle_buffer=6, seed=seed,
-                              cache=cache, repeat=2)
+        p = box_crop_pipeline(
+            ds, 16, augment=True, batch_size=4, shuffle_buffer=6, seed=seed, cache=cache, repeat=2
+        )
         return [b["image"] for b in p.as_numpy_iterator()]
 
     a, b, c = run(1, False), run(1, True), run(2, False)
@@ -118,9 +140,14 @@ def test_batches_have_static_shapes_with_drop_remainder():
     assert len(list(p)) == 2
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(resolution=2), "resolution"), (dict(resolution=16, jitter=0.9), "jitter"),
-    (dict(resolution=16, batch_size=0), "batch_size")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(resolution=2), "resolution"),
+        (dict(resolution=16, jitter=0.9), "jitter"),
+        (dict(resolution=16, batch_size=0), "batch_size"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         box_crop_pipeline(read_synthetic(2, size=40), **kwargs)

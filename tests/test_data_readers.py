@@ -1,4 +1,5 @@
 """Readers: folder layouts, box sources, mask thresholds and resizing, the dispatcher, bad input."""
+
 import os
 
 import numpy as np
@@ -6,10 +7,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from indep_seg.data import DataError, read_dataset, read_image_folder, read_tfrecords
-from indep_seg.data import decode
+from indep_seg.data import DataError, decode, read_dataset, read_image_folder, read_tfrecords
 
-WEIZMANN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse")
+WEIZMANN = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse"
+)
 
 
 def _save(path, array, **kw):
@@ -33,7 +35,9 @@ def test_folder_with_csv_boxes_mask_boxes_and_whole_image_fallback(tmp_path):
     np.testing.assert_array_equal(els[0]["image"], a)
     np.testing.assert_array_equal(els[0]["boxes"], [[1, 2, 11, 12], [5, 5, 40, 30]])
     np.testing.assert_array_equal(els[1]["boxes"], [[0, 0, 20, 20]])  # no row, no mask: whole image
-    assert not els[1]["has_mask"] and els[1]["mask"].shape == (20, 20, 1) and not els[1]["mask"].any()
+    assert (
+        not els[1]["has_mask"] and els[1]["mask"].shape == (20, 20, 1) and not els[1]["mask"].any()
+    )
 
 
 def test_masks_thresholded_resized_photo_and_scaled_boxes(tmp_path):
@@ -76,7 +80,10 @@ def test_large_jpeg_is_decoded_with_dct_scaling_to_the_mask_size(tmp_path):
 
 
 def test_dispatcher_specs_and_shard_policies(tmp_path):
-    DATA, FILE = tf.data.experimental.AutoShardPolicy.DATA, tf.data.experimental.AutoShardPolicy.FILE
+    DATA, FILE = (
+        tf.data.experimental.AutoShardPolicy.DATA,
+        tf.data.experimental.AutoShardPolicy.FILE,
+    )
     syn = read_dataset("synthetic:3", synthetic_size=40)
     assert syn.cardinality().numpy() == 3
     assert syn.options().experimental_distribute.auto_shard_policy == DATA
@@ -147,13 +154,19 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_dataset(d)
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("a.png,0,0,20,5\n", r"boxes\.csv row 1: box .*a\.png lies outside the 10x8 image"),
-    ("filename,x0,y0,x1,y1\na.png,3,3,3,6\n", r"boxes\.csv row 2: empty box"),
-    ("a.png,1,1,4\n", r"boxes\.csv row 1: expected 5 fields"),
-    ("filename,x0,y0,x1,y1\na.png,1,1,4,4\na.png,1,x,4,4\n", r"boxes\.csv row 3: coordinates are not numbers"),
-    ("b.png,1,1,4,4\n", r"boxes\.csv row 1: b\.png is not an image"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("a.png,0,0,20,5\n", r"boxes\.csv row 1: box .*a\.png lies outside the 10x8 image"),
+        ("filename,x0,y0,x1,y1\na.png,3,3,3,6\n", r"boxes\.csv row 2: empty box"),
+        ("a.png,1,1,4\n", r"boxes\.csv row 1: expected 5 fields"),
+        (
+            "filename,x0,y0,x1,y1\na.png,1,1,4,4\na.png,1,x,4,4\n",
+            r"boxes\.csv row 3: coordinates are not numbers",
+        ),
+        ("b.png,1,1,4,4\n", r"boxes\.csv row 1: b\.png is not an image"),
+    ],
+)
 def test_bad_csv_rows_name_the_row(tmp_path, rows, message):
     _save(str(tmp_path / "a.png"), _photo(8, 10))
     (tmp_path / "boxes.csv").write_text(rows)
@@ -161,11 +174,13 @@ def test_bad_csv_rows_name_the_row(tmp_path, rows, message):
         read_image_folder(tmp_path, boxes_csv=tmp_path / "boxes.csv")
 
 
-@pytest.mark.skipif(not os.path.isdir(WEIZMANN), reason="../shared/datasets/weizmann_horse is absent")
+@pytest.mark.skipif(
+    not os.path.isdir(WEIZMANN), reason="../shared/datasets/weizmann_horse is absent"
+)
 def test_weizmann_layout_reads_with_photos_resized_to_masks():
     ds = read_dataset(WEIZMANN)
     e = next(iter(ds.take(1).as_numpy_iterator()))
     assert e["source_id"] == b"horse001.jpg" and e["image"].shape == (232, 315, 3)
     assert e["has_mask"] and 0.05 < e["mask"].mean() < 0.6
     x0, y0, x1, y1 = e["boxes"][0]
-    assert e["mask"][int(y0):int(y1), int(x0):int(x1)].sum() == e["mask"].sum()
+    assert e["mask"][int(y0) : int(y1), int(x0) : int(x1)].sum() == e["mask"].sum()

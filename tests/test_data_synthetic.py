@@ -1,4 +1,6 @@
-"""The embedded synthetic dataset: determinism, exact masks and boxes, statistics, files, clusters."""
+"""The embedded synthetic dataset: determinism, exact masks and boxes, statistics, files,
+clusters."""
+
 import colorsys
 import os
 
@@ -35,7 +37,11 @@ def test_masks_are_exact_and_boxes_are_their_tight_boxes_with_partial_fill():
         assert list(box) == _tight_box(e["mask"][..., 0] > 0)
         x0, y0, x1, y1 = (int(v) for v in box)
         fill = e["mask"][y0:y1, x0:x1].mean()
-        assert synthetic.FILL_RANGE[0] - 0.02 <= fill <= synthetic.FILL_RANGE[1] + 0.02, (i, e["shape"], fill)
+        assert synthetic.FILL_RANGE[0] - 0.02 <= fill <= synthetic.FILL_RANGE[1] + 0.02, (
+            i,
+            e["shape"],
+            fill,
+        )
         # Background pixels remain around the box: the box never covers the whole image.
         assert (x1 - x0) * (y1 - y0) < 0.5 * 96 * 96
         shapes.add(e["shape"])
@@ -46,7 +52,9 @@ def test_objects_are_more_saturated_than_backgrounds():
     obj_sat, bg_sat = [], []
     for i in range(20):
         e = synthetic.generate_example(i, seed=1, size=64)
-        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in e["image"].reshape(-1, 3) / 255.0]).reshape(64, 64, 3)
+        hsv = np.array(
+            [colorsys.rgb_to_hsv(*p) for p in e["image"].reshape(-1, 3) / 255.0]
+        ).reshape(64, 64, 3)
         m = e["mask"][..., 0] > 0
         obj_sat.append(hsv[..., 1][m].mean())
         bg_sat.append(hsv[..., 1][~m].mean())
@@ -96,8 +104,10 @@ def test_cluster_image_has_many_similar_non_overlapping_instances(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(paths["image"])), ref_image)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(index=-1), "index"), (dict(index=0, size=8), "size"), (dict(index=1.5), "index")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(index=-1), "index"), (dict(index=0, size=8), "size"), (dict(index=1.5), "index")],
+)
 def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         synthetic.generate_example(**kwargs)

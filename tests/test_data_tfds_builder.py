@@ -1,4 +1,6 @@
-"""The tfds ImageMaskFolder builder, tested with tfds.testing on dummy data made here (no downloads)."""
+"""The tfds ImageMaskFolder builder, tested with tfds.testing on dummy data made here (no
+downloads)."""
+
 import shutil
 import tempfile
 
@@ -35,11 +37,20 @@ class ImageMaskFolderTest(testing.DatasetBuilderTestCase):
 
 def test_read_tfds_gives_the_same_elements_as_the_folder_reader(tmp_path):
     write_synthetic_dataset(tmp_path / "manual", num_images=4, seed=2, size=40)
-    ds = read_tfds("image_mask_folder", split="train", data_dir=str(tmp_path / "tfds"),
-                   manual_dir=tmp_path / "manual")
+    ds = read_tfds(
+        "image_mask_folder",
+        split="train",
+        data_dir=str(tmp_path / "tfds"),
+        manual_dir=tmp_path / "manual",
+    )
     got = sorted(ds.as_numpy_iterator(), key=lambda e: e["source_id"])
-    ref = list(read_image_folder(tmp_path / "manual" / "images", tmp_path / "manual" / "boxes.csv",
-                                 tmp_path / "manual" / "masks").as_numpy_iterator())
+    ref = list(
+        read_image_folder(
+            tmp_path / "manual" / "images",
+            tmp_path / "manual" / "boxes.csv",
+            tmp_path / "manual" / "masks",
+        ).as_numpy_iterator()
+    )
     assert len(got) == 4
     for a, b in zip(got, ref):
         assert a["source_id"] == b["source_id"] and a["has_mask"]

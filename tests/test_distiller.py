@@ -1,4 +1,5 @@
 """Distiller (Dai et al. 2019, appendix: data distillation, eq. 8)."""
+
 import keras
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from indep_seg.networks.unet import unet_preset
 
 def _batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.uniform(size=(n, 16, 16, 3)).astype("float32"),
-            "background": rng.uniform(size=(n, 16, 16, 3)).astype("float32")}
+    return {
+        "image": rng.uniform(size=(n, 16, 16, 3)).astype("float32"),
+        "background": rng.uniform(size=(n, 16, 16, 3)).astype("float32"),
+    }
 
 
 def test_smooth_l1_is_eq_8():

@@ -1,5 +1,6 @@
 """`scale_loss`: the rule by hand, and under a real MirroredStrategy on two logical CPUs
 (in a subprocess, so that splitting the CPU does not leak into other tests)."""
+
 import json
 import os
 import subprocess
@@ -21,7 +22,9 @@ def test_rules_without_a_strategy():
     assert float(scale_loss(np.array([[1, 3], [2, 2]], np.float32), 2)) == pytest.approx(2.0)
     # scalar means: unchanged on one replica, local / global when both are given
     assert float(scale_loss(np.float32(5.0))) == pytest.approx(5.0)
-    assert float(scale_loss(np.float32(5.0), global_batch_size=8, local_batch_size=2)) == pytest.approx(1.25)
+    assert float(
+        scale_loss(np.float32(5.0), global_batch_size=8, local_batch_size=2)
+    ) == pytest.approx(1.25)
 
 
 def test_bad_inputs_name_the_argument():
@@ -50,12 +53,15 @@ SCRIPT = textwrap.dedent(r"""
     x = rng.uniform(size=[8, 4, 4, 1]).astype(np.float32)   # soft "masks" scaled by a weight
     w0 = np.float32(0.7)
 
-    SCALE = scale_loss if "--no-scaling" not in sys.argv else (lambda loss, *a: tf.reduce_mean(loss))
+    def unscaled(loss, *a):
+        return tf.reduce_mean(loss)
+
+    SCALE = scale_loss if "--no-scaling" not in sys.argv else unscaled
 
     def loss_terms(w, xs, global_batch, local_batch, hinge=True):
         masks = tf.clip_by_value(xs * w, 0.0, 1.0)
         per_example = losses.area_penalty(masks, 0.25, reduction="none")          # per-example rule
-        scalar = losses.binarization_loss(masks)                                    # scalar, local/global
+        scalar = losses.binarization_loss(masks)  # scalar, local/global
         total = SCALE(per_example, global_batch) + SCALE(scalar, global_batch, local_batch)
         if hinge:  # scalar, divided by num_replicas_in_sync (exact for an even split)
             total += 0.5 * SCALE(losses.mask_hinge_loss(masks, 0.6))
@@ -132,11 +138,17 @@ def _run_script(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env,
-                          timeout=180, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=root,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT"):])
+    return json.loads(lines[-1][len("RESULT") :])
 
 
 @pytest.mark.slow

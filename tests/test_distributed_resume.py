@@ -2,9 +2,11 @@
 
 - killed mid-run, restarted on the same directory: it continues at the last checkpoint's step (at
   most one checkpoint interval lost) and its next steps match an uninterrupted run;
-- killed twice at random moments while it writes a checkpoint every step: the latest checkpoint listed is
+- killed twice at random moments while it writes a checkpoint every step: the latest checkpoint
+listed is
   always complete and readable, and each restart resumes from exactly that one.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +22,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from _checkpoints import assert_same_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,9 +29,26 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
 def _start(run, *args):
-    cmd = [sys.executable, "-m", "indep_seg", "train", "--experiment", "toy", "--model-dir", str(run), *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "indep_seg",
+        "train",
+        "--experiment",
+        "toy",
+        "--model-dir",
+        str(run),
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _latest_step(run) -> int:
@@ -43,7 +61,9 @@ def _kill_when(proc, condition, timeout=150):
     deadline = time.time() + timeout
     try:
         while not condition():
-            assert proc.poll() is None, f"the run ended before it was killed:\n{proc.stdout.read()[-3000:]}"
+            assert proc.poll() is None, (
+                f"the run ended before it was killed:\n{proc.stdout.read()[-3000:]}"
+            )
             assert time.time() < deadline, "timed out waiting for a checkpoint"
             time.sleep(0.02)
     finally:
@@ -76,13 +96,27 @@ def _read_fully(prefix):
 def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     run = tmp_path / "run"
     every = 25
-    proc = _start(run, "--steps", "1000000", "--seed", "2",
-                  "--override", f"checkpoint_every={every}", "log_every=5", "image_every=0")
+    proc = _start(
+        run,
+        "--steps",
+        "1000000",
+        "--seed",
+        "2",
+        "--override",
+        f"checkpoint_every={every}",
+        "log_every=5",
+        "image_every=0",
+    )
     _kill_when(proc, lambda: _latest_step(run) >= 2 * every)
     saved = _latest_step(run)
-    logged = max(json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()
-                 if ln.strip().endswith("}"))
-    assert saved % every == 0 and logged - saved < every + 5  # at most one interval (+ one log) lost
+    logged = max(
+        json.loads(ln)["step"]
+        for ln in (run / "stats.jsonl").read_text().splitlines()
+        if ln.strip().endswith("}")
+    )
+    assert (
+        saved % every == 0 and logged - saved < every + 5
+    )  # at most one interval (+ one log) lost
     _read_fully(tf.train.latest_checkpoint(str(run / "checkpoints")))
 
     total = saved + 15
@@ -97,8 +131,10 @@ def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     from indep_seg.training.experiments.toy import ToyConfig, train_toy
 
     keras.utils.set_random_seed(2)
-    train_toy(ToyConfig(checkpoint_every=every, log_every=5, image_every=0),
-              TrainContext(model_dir=tmp_path / "ref", steps=total, seed=2, extra={"verbose": False}))
+    train_toy(
+        ToyConfig(checkpoint_every=every, log_every=5, image_every=0),
+        TrainContext(model_dir=tmp_path / "ref", steps=total, seed=2, extra={"verbose": False}),
+    )
     assert_same_checkpoints(tmp_path / "ref", run, rtol=1e-5, atol=1e-6)
 
 
@@ -106,8 +142,15 @@ def test_sigkill_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
 def test_sigkill_during_checkpoint_writes_never_leaves_a_corrupt_latest(tmp_path):
     run = tmp_path / "run"
     rng = random.Random(0)
-    args = ["--steps", "1000000", "--override", "checkpoint_every=1", "keep_checkpoints=2", "log_every=1000",
-            "image_every=0"]
+    args = [
+        "--steps",
+        "1000000",
+        "--override",
+        "checkpoint_every=1",
+        "keep_checkpoints=2",
+        "log_every=1000",
+        "image_every=0",
+    ]
     previous = 0
     for kill in range(2):
         proc = _start(run, *args)

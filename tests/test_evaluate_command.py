@@ -1,4 +1,5 @@
 """`indep-seg evaluate`: the protocol of ../shared/datasets/README.md, JSON, grid PNG, bad input."""
+
 import json
 
 import numpy as np
@@ -38,8 +39,22 @@ def data(tmp_path_factory):
 
 
 def _evaluate(data, model, capsys, *extra):
-    code = main(["evaluate", "--model", str(data / model), "--images", str(data / "images"), "--masks",
-                 str(data / "masks"), "--grid", str(data / f"{model}.png"), "--resolution", "64", *extra])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(data / model),
+            "--images",
+            str(data / "images"),
+            "--masks",
+            str(data / "masks"),
+            "--grid",
+            str(data / f"{model}.png"),
+            "--resolution",
+            "64",
+            *extra,
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     return json.loads(out.out)
@@ -51,26 +66,38 @@ def test_perfect_model_scores_near_one(data, capsys):
     assert res["iou"] > 0.93 and res["dice"] > 0.96
     assert len(res["per_image"]) == 3
     grid = np.asarray(Image.open(data / "red.png"))
-    assert grid.shape == (16 + 3 * 66 + 2, 3 * 66 + 2, 3)   # a 16-pixel band of column titles on top
+    assert grid.shape == (16 + 3 * 66 + 2, 3 * 66 + 2, 3)  # a 16-pixel band of column titles on top
     band = grid[:16]
-    for c in range(3):   # every column has a title: dark text pixels above it
-        assert (band[:, 2 + c * 66: 2 + (c + 1) * 66 - 2] < 100).any(), c
+    for c in range(3):  # every column has a title: dark text pixels above it
+        assert (band[:, 2 + c * 66 : 2 + (c + 1) * 66 - 2] < 100).any(), c
 
 
 def test_grid_goes_to_the_model_dir_or_out_never_the_cwd(data, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["evaluate", "--model", str(data / "red"), "--images", str(data / "images"),
-            "--masks", str(data / "masks"), "--resolution", "64"]
+    argv = [
+        "evaluate",
+        "--model",
+        str(data / "red"),
+        "--images",
+        str(data / "images"),
+        "--masks",
+        str(data / "masks"),
+        "--resolution",
+        "64",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["grid"] == str(data / "red" / "evaluate_grid.png")
     assert (data / "red" / "evaluate_grid.png").is_file()
-    assert "1/3 images" in out.err and "3/3 images" in out.err   # a progress line as it works
+    assert "1/3 images" in out.err and "3/3 images" in out.err  # a progress line as it works
     assert main(argv + ["--out", str(tmp_path / "ev")]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["grid"] == str(tmp_path / "ev" / "evaluate_grid.png") and (tmp_path / "ev" / "evaluate_grid.png").is_file()
+    assert (
+        res["grid"] == str(tmp_path / "ev" / "evaluate_grid.png")
+        and (tmp_path / "ev" / "evaluate_grid.png").is_file()
+    )
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["images"] == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]   # nothing in the current folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ev"]  # nothing in the current folder
 
 
 def test_filled_box_scores_ellipse_area_ratio(data, capsys):
@@ -86,27 +113,70 @@ def test_bad_input_is_named(data, tmp_path, capsys):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "images" / "x.png")
     Image.fromarray(np.zeros((10, 30), np.uint8)).save(tmp_path / "masks" / "x.png")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "masks" / "y.png")
-    args = ["evaluate", "--model", str(data / "red"), "--images", str(tmp_path / "images"),
-            "--masks", str(tmp_path / "masks"), "--grid", str(tmp_path / "g.png")]
+    args = [
+        "evaluate",
+        "--model",
+        str(data / "red"),
+        "--images",
+        str(tmp_path / "images"),
+        "--masks",
+        str(tmp_path / "masks"),
+        "--grid",
+        str(tmp_path / "g.png"),
+    ]
     assert main(args) == 2
     assert "x.png: mask is 30x10 but x.png is 10x10" in capsys.readouterr().err
     assert main(args + ["--skip-bad"]) == 2  # nothing left to evaluate
     err = capsys.readouterr().err
     assert "no image with the stem 'y'" in err and "no image / mask pair could be evaluated" in err
-    assert main(["evaluate", "--model", str(data / "red"), "--images", str(tmp_path / "nope"),
-                 "--masks", str(tmp_path / "masks")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(data / "red"),
+                "--images",
+                str(tmp_path / "nope"),
+                "--masks",
+                str(tmp_path / "masks"),
+            ]
+        )
+        == 2
+    )
     assert "--images" in capsys.readouterr().err
 
 
 def test_real_horses_round_trip(shared_datasets, tmp_path, capsys):
     horse = shared_datasets / "weizmann_horse"
-    code = main(["evaluate", "--model", str(tmp_path / "missing"), "--images", str(horse / "rgb"),
-                 "--masks", str(horse / "figure_ground")])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "missing"),
+            "--images",
+            str(horse / "rgb"),
+            "--masks",
+            str(horse / "figure_ground"),
+        ]
+    )
     assert code == 2
     capsys.readouterr()
     segmenter(red_model(32), resolution=32).save(tmp_path / "red" / "segmenter")
-    code = main(["evaluate", "--model", str(tmp_path / "red"), "--images", str(horse / "rgb"), "--masks",
-                 str(horse / "figure_ground"), "--limit", "3", "--grid", str(tmp_path / "g.png")])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "red"),
+            "--images",
+            str(horse / "rgb"),
+            "--masks",
+            str(horse / "figure_ground"),
+            "--limit",
+            "3",
+            "--grid",
+            str(tmp_path / "g.png"),
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     res = json.loads(out.out)

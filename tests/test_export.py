@@ -1,12 +1,14 @@
-"""`indep_seg.serving.export`: SavedModel signatures, versions, atomic layout, ONNX parity, the --model resolver."""
+"""`indep_seg.serving.export`: SavedModel signatures, versions, atomic layout, ONNX parity, the
+--model resolver."""
+
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from indep_seg.serving.export import export_onnx, export_segmenter, list_versions, next_version
 from indep_seg.commands.predictor import load_predictor, resolve_model
+from indep_seg.serving.export import export_onnx, export_segmenter, list_versions, next_version
 from tests._serving_helpers import conv_model, png_bytes, segmenter
 
 
@@ -20,7 +22,9 @@ def exported(tmp_path_factory):
 
 def test_layout_signatures_and_names(exported):
     seg, base, path, loaded = exported
-    assert path == base / "1" and (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    assert (
+        path == base / "1" and (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    )
     assert not [p for p in base.iterdir() if p.name != "1"], "temporary export folder left behind"
     sigs = loaded.signatures
     assert set(sigs) == {"serving_default", "segment_in_box", "segment_bytes"}
@@ -44,7 +48,9 @@ def test_savedmodel_equals_in_process_segmenter(exported):
         ref = np.stack(seg.predict(list(img)))
         np.testing.assert_allclose(got[..., 0], ref, atol=1e-5)
         boxes = np.array([[3, 2, w - 5, h - 4], [0, 1, w // 2, h // 2]], np.float32)
-        got = loaded.signatures["segment_in_box"](image=tf.constant(img), box=tf.constant(boxes))["mask"]
+        got = loaded.signatures["segment_in_box"](image=tf.constant(img), box=tf.constant(boxes))[
+            "mask"
+        ]
         ref = np.stack(seg.predict(list(img), boxes=list(boxes)))
         np.testing.assert_allclose(got.numpy()[..., 0], ref, atol=1e-5)
 
@@ -52,7 +58,9 @@ def test_savedmodel_equals_in_process_segmenter(exported):
 def test_segment_bytes_decodes_png(exported):
     seg, _, _, loaded = exported
     img = (np.random.default_rng(1).random((20, 24, 3)) * 255).astype(np.uint8)
-    got = loaded.signatures["segment_bytes"](image_bytes=tf.constant([png_bytes(img)] * 2))["mask"].numpy()
+    got = loaded.signatures["segment_bytes"](image_bytes=tf.constant([png_bytes(img)] * 2))[
+        "mask"
+    ].numpy()
     ref = seg.predict([img])[0]
     assert got.shape == (2, 20, 24, 1)
     np.testing.assert_allclose(got[0, ..., 0], ref, atol=1e-5)
@@ -145,7 +153,9 @@ def test_library_unet_exports_and_onnx_equals_savedmodel(tmp_path, upsampling):
     seg = segmenter(net, resolution=16)
     path = export_segmenter(seg, tmp_path / "unet")
     loaded = tf.saved_model.load(str(path))
-    sess = ort.InferenceSession(str(export_onnx(path, tmp_path / "unet.onnx")), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(export_onnx(path, tmp_path / "unet.onnx")), providers=["CPUExecutionProvider"]
+    )
     img = np.random.default_rng(3).random((2, 16, 16, 3), dtype=np.float32)
     ref = np.stack(seg.predict(list(img)))[..., None]
     saved = loaded.signatures["serving_default"](image=tf.constant(img))["mask"].numpy()

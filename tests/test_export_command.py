@@ -1,4 +1,5 @@
 """`indep-seg export` as a user calls it: JSON on stdout, a progress line per stage on stderr."""
+
 import json
 
 from indep_seg.cli import main
@@ -7,7 +8,9 @@ from tests._serving_helpers import red_model, segmenter
 
 def test_export_prints_a_line_per_stage(tmp_path, capsys):
     segmenter(red_model(16)).save(tmp_path / "run" / "segmenter")
-    code = main(["export", "--model-dir", str(tmp_path / "run"), "--export-base", str(tmp_path / "export")])
+    code = main(
+        ["export", "--model-dir", str(tmp_path / "run"), "--export-base", str(tmp_path / "export")]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     summary = json.loads(out.out)
@@ -19,6 +22,8 @@ def test_export_prints_a_line_per_stage(tmp_path, capsys):
 
 
 def test_missing_model_dir_is_one_line(tmp_path, capsys):
-    code = main(["export", "--model-dir", str(tmp_path / "nope"), "--export-base", str(tmp_path / "e")])
+    code = main(
+        ["export", "--model-dir", str(tmp_path / "nope"), "--export-base", str(tmp_path / "e")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "indep-seg export: error: --model-dir" in err and "Traceback" not in err

@@ -109,7 +109,7 @@ def test_area_penalty_pulls_mask_mean_to_a():
 def test_image_grid_rows_and_bad_args():
     gan = _gan()
     grid = gan.image_grid(_batch(3))
-    band = 6 * len("background") + 8   # the row titles' band (gallery.tile_rows)
+    band = 6 * len("background") + 8  # the row titles' band (gallery.tile_rows)
     assert grid.dtype == np.uint8 and grid.shape == (4 * 18 + 2, band + 3 * 18 + 2, 3)
     with pytest.raises(ValueError, match="area_a"):
         ForegroundSegGAN(unet_preset("tiny"), sn_discriminator_preset("tiny"), area_a=1.5)

@@ -1,6 +1,7 @@
 """`FusedBatchNormalization` equals Keras' BatchNormalization: training outputs, gradients, moving
 statistics (Keras' biased-variance update), inference; Keras' own path where the fused kernel does
 not apply."""
+
 import keras
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ def _pair(shape, **kwargs):
     ref.build(shape)
     got.build(shape)
     rng = np.random.default_rng(1)
-    weights = [w + rng.normal(size=w.shape).astype("float32") * (0.5 if i < 2 else 0.0) for i, w in
-               enumerate(ref.get_weights())]
+    weights = [
+        w + rng.normal(size=w.shape).astype("float32") * (0.5 if i < 2 else 0.0)
+        for i, w in enumerate(ref.get_weights())
+    ]
     ref.set_weights(weights)
     got.set_weights(weights)
     return ref, got
@@ -50,18 +53,24 @@ def test_moving_variance_by_hand():
     np.testing.assert_allclose(layer.moving_variance.numpy(), [0.5 + 0.5 * 3.5], rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs,shape,mask", [
-    (dict(synchronized=True), (2, 3, 3, 4), None),
-    (dict(renorm=True), (2, 3, 3, 4), None),
-    ({}, (6, 4), None),
-    ({}, (2, 3, 4), np.array([[1, 1, 0], [1, 0, 0]], bool)),
-])
+@pytest.mark.parametrize(
+    "kwargs,shape,mask",
+    [
+        (dict(synchronized=True), (2, 3, 3, 4), None),
+        (dict(renorm=True), (2, 3, 3, 4), None),
+        ({}, (6, 4), None),
+        ({}, (2, 3, 4), np.array([[1, 1, 0], [1, 0, 0]], bool)),
+    ],
+)
 def test_keras_path_where_the_fused_kernel_does_not_apply(kwargs, shape, mask):
     ref, got = _pair(shape, **kwargs)
     x = tf.constant(np.random.default_rng(3).normal(size=shape), tf.float32)
     assert not got._fused_applies(x, True, mask)
-    np.testing.assert_allclose(got(x, training=True, mask=mask).numpy(),
-                               ref(x, training=True, mask=mask).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        got(x, training=True, mask=mask).numpy(),
+        ref(x, training=True, mask=mask).numpy(),
+        atol=1e-5,
+    )
 
 
 def test_serialises_as_itself():

@@ -117,6 +117,6 @@ def test_tile_rows_row_titles(rng):
     band = titled.shape[1] - plain.shape[1]
     assert band == 6 * len("image") + 8 and titled.shape[0] == plain.shape[0]
     np.testing.assert_array_equal(titled[:, band:], plain)
-    assert (titled[:, :band] < 128).any()          # ink of the titles on the white band
+    assert (titled[:, :band] < 128).any()  # ink of the titles on the white band
     with pytest.raises(ValueError, match="titles: expected one per row"):
         tile_rows(rows, titles=["only one"])

@@ -2,6 +2,7 @@
 gradients (custom two-GEMM gradient and TensorFlow's own) for "same" / "valid", odd and even
 kernels, 1 and several filters; a hand-computed case; which path each option takes; training vs
 inference graphs; config round trip; bad arguments name themselves."""
+
 import keras
 import numpy as np
 import pytest
@@ -11,10 +12,17 @@ from indep_seg.networks.gemm_conv import GemmConv2D, conv2d_as_matmul
 
 
 @pytest.mark.parametrize("custom_gradient", [True, False])
-@pytest.mark.parametrize("size,kernel,filters,padding", [
-    ((9, 9), 3, 1, "same"), ((8, 6), 4, 1, "same"), ((7, 8), 3, 2, "valid"), ((5, 5), 1, 3, "same"),
-    ((6, 7), 2, 1, "valid"), ((4, 4), 5, 1, "same"),
-])
+@pytest.mark.parametrize(
+    "size,kernel,filters,padding",
+    [
+        ((9, 9), 3, 1, "same"),
+        ((8, 6), 4, 1, "same"),
+        ((7, 8), 3, 2, "valid"),
+        ((5, 5), 1, 3, "same"),
+        ((6, 7), 2, 1, "valid"),
+        ((4, 4), 5, 1, "same"),
+    ],
+)
 def test_matches_tf_conv2d_and_its_gradients(size, kernel, filters, padding, custom_gradient):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, *size, 5)), tf.float32)
@@ -52,9 +60,12 @@ def test_layer_equals_keras_layer_with_bias_activation_and_gradients(training):
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         yr, yg = ref(x, training=training), got(x, training=training)
-        lr, lg = tf.reduce_sum(yr ** 2), tf.reduce_sum(yg ** 2)
+        lr, lg = tf.reduce_sum(yr**2), tf.reduce_sum(yg**2)
     np.testing.assert_allclose(yg.numpy(), yr.numpy(), atol=1e-5)
-    for a, b in zip(tape.gradient(lg, [x, *got.trainable_variables]), tape.gradient(lr, [x, *ref.trainable_variables])):
+    for a, b in zip(
+        tape.gradient(lg, [x, *got.trainable_variables]),
+        tape.gradient(lr, [x, *ref.trainable_variables]),
+    ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-5)
 
 
@@ -66,17 +77,26 @@ def test_inference_graph_has_only_standard_ops_and_training_graph_the_custom_gra
     train = tf.function(lambda x: layer(x, training=True)).get_concrete_function(spec).graph
     assert {"MatMul", "AddN"} <= {op.type for op in infer.get_operations()}
     assert not any(op.type == "IdentityN" for op in infer.get_operations())
-    assert any(op.type == "IdentityN" for op in train.get_operations())  # tf.custom_gradient's marker
+    assert any(
+        op.type == "IdentityN" for op in train.get_operations()
+    )  # tf.custom_gradient's marker
     assert not any(op.type == "Conv2D" for op in infer.get_operations())
 
 
-@pytest.mark.parametrize("kwargs,shape,expected", [
-    (dict(filters=1, kernel_size=3, padding="same"), (2, 8, 8, 4), True),
-    (dict(filters=2, kernel_size=3, padding="same"), (2, 8, 8, 4), False),            # > gemm_max_filters
-    (dict(filters=1, kernel_size=3, strides=2, padding="same"), (2, 8, 8, 4), False),  # stride 2
-    (dict(filters=1, kernel_size=3, dilation_rate=2, padding="same"), (2, 8, 8, 4), False),
-    (dict(filters=2, kernel_size=3, padding="valid", gemm_max_filters=2), (2, 8, 8, 4), True),
-])
+@pytest.mark.parametrize(
+    "kwargs,shape,expected",
+    [
+        (dict(filters=1, kernel_size=3, padding="same"), (2, 8, 8, 4), True),
+        (dict(filters=2, kernel_size=3, padding="same"), (2, 8, 8, 4), False),  # > gemm_max_filters
+        (
+            dict(filters=1, kernel_size=3, strides=2, padding="same"),
+            (2, 8, 8, 4),
+            False,
+        ),  # stride 2
+        (dict(filters=1, kernel_size=3, dilation_rate=2, padding="same"), (2, 8, 8, 4), False),
+        (dict(filters=2, kernel_size=3, padding="valid", gemm_max_filters=2), (2, 8, 8, 4), True),
+    ],
+)
 def test_path_choice_and_equality_with_keras(kwargs, shape, expected):
     ref_kwargs = {k: v for k, v in kwargs.items() if k != "gemm_max_filters"}
     ref, got = keras.layers.Conv2D(**ref_kwargs), GemmConv2D(**kwargs)
@@ -121,11 +141,17 @@ def test_inside_spectral_normalization_gets_the_training_flag():
     ref.build(x.shape)
     got.build(x.shape)
     got.set_weights(ref.get_weights())
-    graph = tf.function(lambda x: got(x, training=True)).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    graph = (
+        tf.function(lambda x: got(x, training=True))
+        .get_concrete_function(tf.TensorSpec(x.shape))
+        .graph
+    )
     assert any(op.type == "IdentityN" for op in graph.get_operations())
     with tf.GradientTape(persistent=True) as tape:
         yr, yg = ref(x, training=True), got(x, training=True)
-        lr, lg = tf.reduce_sum(yr ** 2), tf.reduce_sum(yg ** 2)
+        lr, lg = tf.reduce_sum(yr**2), tf.reduce_sum(yg**2)
     np.testing.assert_allclose(yg.numpy(), yr.numpy(), atol=1e-5)
-    for a, b in zip(tape.gradient(lg, got.trainable_variables), tape.gradient(lr, ref.trainable_variables)):
+    for a, b in zip(
+        tape.gradient(lg, got.trainable_variables), tape.gradient(lr, ref.trainable_variables)
+    ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-5)

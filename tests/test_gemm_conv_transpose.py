@@ -2,6 +2,7 @@
 outputs and gradients, "same" and "valid", k = s and k = 2s, odd sizes, bias and activation;
 which path each option takes (tiny maps, few filters); config round trip; unknown sizes keep
 Keras' kernel."""
+
 import itertools
 
 import keras
@@ -12,17 +13,27 @@ import tensorflow as tf
 from indep_seg.networks.gemm_conv_transpose import GemmConv2DTranspose, conv2d_transpose_as_matmul
 
 
-@pytest.mark.parametrize("size,kernel,stride,padding", [
-    ((4, 4), 4, 2, "same"), ((2, 3), 2, 2, "same"), ((3, 5), 4, 2, "valid"), ((4, 4), 6, 2, "same"),
-    ((2, 2), 3, 3, "same"), ((1, 1), 4, 2, "same"),
-])
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding",
+    [
+        ((4, 4), 4, 2, "same"),
+        ((2, 3), 2, 2, "same"),
+        ((3, 5), 4, 2, "valid"),
+        ((4, 4), 6, 2, "same"),
+        ((2, 2), 3, 3, "same"),
+        ((1, 1), 4, 2, "same"),
+    ],
+)
 def test_matches_tf_conv2d_transpose_and_its_gradients(size, kernel, stride, padding):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, *size, 5)), tf.float32)
     k = tf.constant(rng.normal(size=(kernel, kernel, 7, 5)), tf.float32)
     h, w = size
-    out_shape = ((3, h * stride, w * stride, 7) if padding == "same"
-                 else (3, (h - 1) * stride + kernel, (w - 1) * stride + kernel, 7))
+    out_shape = (
+        (3, h * stride, w * stride, 7)
+        if padding == "same"
+        else (3, (h - 1) * stride + kernel, (w - 1) * stride + kernel, 7)
+    )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, k])
         ref = tf.nn.conv2d_transpose(x, k, out_shape, stride, padding.upper())
@@ -56,12 +67,15 @@ def test_layer_equals_keras_layer_with_bias_and_activation():
     np.testing.assert_allclose(got(x).numpy(), ref(x).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,shape", [
-    (dict(strides=2), (2, 8, 8, 4)),                         # 64 positions > 16: oneDNN's kernel
-    (dict(strides=2, output_padding=1), (2, 4, 4, 4)),        # output_padding: Keras' path
-    (dict(strides=1), (2, 4, 4, 4)),                          # k = 3, stride 1: 3 % 1 == 0 -> GEMM
-    (dict(strides=2, data_format="channels_first"), (2, 4, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "kwargs,shape",
+    [
+        (dict(strides=2), (2, 8, 8, 4)),  # 64 positions > 16: oneDNN's kernel
+        (dict(strides=2, output_padding=1), (2, 4, 4, 4)),  # output_padding: Keras' path
+        (dict(strides=1), (2, 4, 4, 4)),  # k = 3, stride 1: 3 % 1 == 0 -> GEMM
+        (dict(strides=2, data_format="channels_first"), (2, 4, 4, 4)),
+    ],
+)
 def test_path_choice_and_equality_with_keras(kwargs, shape):
     k = 3 if kwargs.get("strides") == 1 else 4
     ref = keras.layers.Conv2DTranspose(5, k, padding="same", **kwargs)
@@ -85,7 +99,9 @@ def test_path_choice_and_equality_with_keras(kwargs, shape):
 
 
 def test_thresholds_zero_never_use_gemm_and_config_round_trip():
-    layer = GemmConv2DTranspose(2, 4, strides=2, padding="same", gemm_max_input_pixels=0, gemm_max_filters=0)
+    layer = GemmConv2DTranspose(
+        2, 4, strides=2, padding="same", gemm_max_input_pixels=0, gemm_max_filters=0
+    )
     assert not layer._gemm_applies(tf.zeros((1, 1, 1, 3)))
     back = GemmConv2DTranspose.from_config(layer.get_config())
     assert back.gemm_max_input_pixels == 0 and back.gemm_max_filters == 0 and back.filters == 2
@@ -109,9 +125,12 @@ def test_few_filters_use_gemm_on_large_maps_with_keras_results(filters, expected
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         yr, yg = ref(x), got(x)
-        lr, lg = tf.reduce_sum(yr ** 2), tf.reduce_sum(yg ** 2)
+        lr, lg = tf.reduce_sum(yr**2), tf.reduce_sum(yg**2)
     np.testing.assert_allclose(yg.numpy(), yr.numpy(), atol=1e-5)
-    for a, b in zip(tape.gradient(lg, [x, *got.trainable_variables]), tape.gradient(lr, [x, *ref.trainable_variables])):
+    for a, b in zip(
+        tape.gradient(lg, [x, *got.trainable_variables]),
+        tape.gradient(lr, [x, *ref.trainable_variables]),
+    ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-5)
 
 
@@ -130,7 +149,8 @@ def test_unknown_spatial_size_uses_keras_kernel_inside_tf_function():
 
 
 def test_every_small_config_differentiates_like_keras():
-    """Parameters through the layer: gradients of kernel and bias equal Keras' (4x4 and 2x2 maps)."""
+    """Parameters through the layer: gradients of kernel and bias equal Keras' (4x4 and 2x2
+    maps)."""
     for size, k in itertools.product([(2, 2), (4, 4)], [2, 4]):
         x = tf.random.stateless_normal((2, *size, 3), seed=(5, 6))
         ref = keras.layers.Conv2DTranspose(4, k, strides=2, padding="same")
@@ -140,5 +160,7 @@ def test_every_small_config_differentiates_like_keras():
         got.set_weights(ref.get_weights())
         with tf.GradientTape(persistent=True) as tape:
             lr, lg = tf.reduce_sum(ref(x) ** 2), tf.reduce_sum(got(x) ** 2)
-        for a, b in zip(tape.gradient(lg, got.trainable_variables), tape.gradient(lr, ref.trainable_variables)):
+        for a, b in zip(
+            tape.gradient(lg, got.trainable_variables), tape.gradient(lr, ref.trainable_variables)
+        ):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-3, rtol=1e-5)

@@ -1,4 +1,6 @@
-"""Counting (indep_seg.hoc.counting): targets from the generator's layers, peaks, whole-image count."""
+"""Counting (indep_seg.hoc.counting): targets from the generator's layers, peaks, whole-image
+count."""
+
 import math
 
 import keras
@@ -14,7 +16,7 @@ def gaussian_blobs(h, w, centres, sigma):
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     img = np.zeros((h, w), np.float32)
     for x, y in centres:
-        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
     return np.repeat(np.clip(img, 0, 1)[..., None], 3, -1)
 
 
@@ -27,7 +29,17 @@ def oracle_counter():
     return model
 
 
-CENTRES = [(12, 14), (40, 10), (70, 20), (100, 15), (20, 60), (55, 50), (90, 64), (30, 100), (80, 105)]
+CENTRES = [
+    (12, 14),
+    (40, 10),
+    (70, 20),
+    (100, 15),
+    (20, 60),
+    (55, 50),
+    (90, 64),
+    (30, 100),
+    (80, 105),
+]
 
 
 def test_count_synthetic_image_with_known_number_of_blobs():
@@ -70,13 +82,22 @@ class _FixedGAN:
         shifts = np.array([[[0, 0], [0, 0] if overlap else [6, 2]]], np.int32)
         warped = np.zeros_like(m)
         warped[0, 0, 4:6, 4:6] = 1
-        warped[0, 1, 4 + shifts[0, 1, 1]:6 + shifts[0, 1, 1], 4 + shifts[0, 1, 0]:6 + shifts[0, 1, 0]] = 1
+        warped[
+            0,
+            1,
+            4 + shifts[0, 1, 1] : 6 + shifts[0, 1, 1],
+            4 + shifts[0, 1, 0] : 6 + shifts[0, 1, 0],
+        ] = 1
         vis = warped.copy()
         vis[0, 0] *= 1 - warped[0, 1]
         rgba = np.concatenate([np.ones(m.shape + (3,), np.float32), m[..., None]], -1)
         wrgba = np.concatenate([np.ones(m.shape + (3,), np.float32), warped[..., None]], -1)
-        self.out = dict(layers=tf.constant(rgba), warped=tf.constant(wrgba), shifts=tf.constant(shifts),
-                        visibility=tf.constant(vis[..., None]))
+        self.out = dict(
+            layers=tf.constant(rgba),
+            warped=tf.constant(wrgba),
+            shifts=tf.constant(shifts),
+            visibility=tf.constant(vis[..., None]),
+        )
 
 
 def test_centre_targets_from_layers_and_visibility():
@@ -103,9 +124,9 @@ def test_save_load_round_trip(tmp_path):
 
 def test_mask_statistics_components_and_area_units():
     m = np.zeros((3, 10, 10), np.float32)
-    m[0, 2:5, 2:5] = 1                       # one blob of 9 px
+    m[0, 2:5, 2:5] = 1  # one blob of 9 px
     m[1, 0:3, 0:3] = 1
-    m[1, 6:9, 6:9] = 1                       # two equal blobs: not one dominant component
+    m[1, 6:9, 6:9] = 1  # two equal blobs: not one dominant component
     st = mask_statistics(m, pixel_scale=4.0)  # m[2] is empty
     assert st["one_object_fraction"] == pytest.approx(1 / 3)
     assert st["empty_fraction"] == pytest.approx(1 / 3)
@@ -117,8 +138,8 @@ def test_jitter_instance_gain_scales_each_instance_and_keeps_masks():
 
     r = 8
     warped = np.zeros((1, 2, r, r, 4), np.float32)
-    warped[0, 0, :, :4, :3], warped[0, 0, :, :4, 3] = 0.5, 1.0   # instance 0: left half
-    warped[0, 1, :, 4:, :3], warped[0, 1, :, 4:, 3] = 0.4, 1.0   # instance 1: right half
+    warped[0, 0, :, :4, :3], warped[0, 0, :, :4, 3] = 0.5, 1.0  # instance 0: left half
+    warped[0, 1, :, 4:, :3], warped[0, 1, :, 4:, 3] = 0.4, 1.0  # instance 1: right half
     bg = np.full((1, r, r, 3), 0.1, np.float32)
     comp, extras = composite_layers(warped, background=bg, return_layers=True)
     out = dict(warped=tf.constant(warped), composite=comp, **extras)
@@ -131,8 +152,8 @@ def test_jitter_instance_gain_scales_each_instance_and_keeps_masks():
     g1 = float(got["composite"][0, 0, 7, 0]) / 0.4
     for g in (g0, g1):
         assert math.exp(-0.7) - 1e-6 <= g <= math.exp(0.7) + 1e-6
-    assert abs(g0 - g1) > 1e-3                                       # one gain per instance
-    np.testing.assert_allclose(got["composite"][0, :, :4], 0.5 * g0, atol=1e-6)   # uniform over it
+    assert abs(g0 - g1) > 1e-3  # one gain per instance
+    np.testing.assert_allclose(got["composite"][0, :, :4], 0.5 * g0, atol=1e-6)  # uniform over it
     np.testing.assert_allclose(got["composite"][0, :, 4:], 0.4 * g1, atol=1e-6)
 
 
@@ -148,9 +169,13 @@ def test_dihedral_augment_moves_images_and_targets_together():
 
     n, r = 256, 16
     x = np.zeros((n, r, r, 3), np.float32)
-    x[:, 3, 11] = 1.0                      # an off-centre instance, asymmetric in every way
+    x[:, 3, 11] = 1.0  # an off-centre instance, asymmetric in every way
     yy, xx = np.mgrid[:r, :r]
-    heat = np.exp(-((xx - 11) ** 2 + (yy - 3) ** 2) / 2.0)[None, ..., None].repeat(n, 0).astype(np.float32)
+    heat = (
+        np.exp(-((xx - 11) ** 2 + (yy - 3) ** 2) / 2.0)[None, ..., None]
+        .repeat(n, 0)
+        .astype(np.float32)
+    )
     ax, ah = dihedral_augment(tf.constant(x), tf.constant(heat), seed=3)
     ax, ah = ax.numpy(), ah.numpy()
     assert ax.shape == x.shape and ah.shape == heat.shape
@@ -160,7 +185,9 @@ def test_dihedral_augment_moves_images_and_targets_together():
     # the 8 images of (y, x) = (3, 11) under the symmetries of the square
     images = {(3, 11), (3, 4), (12, 11), (12, 4), (11, 3), (4, 3), (11, 12), (4, 12)}
     assert set(pos_x) == images
-    np.testing.assert_allclose(np.sort(ah.reshape(n, -1), 1), np.sort(heat.reshape(n, -1), 1), atol=1e-30)  # TF flushes denormals
+    np.testing.assert_allclose(
+        np.sort(ah.reshape(n, -1), 1), np.sort(heat.reshape(n, -1), 1), atol=1e-30
+    )  # TF flushes denormals
 
 
 def test_match_instance_contrast_sets_each_contrast_keeps_texture_and_holes():
@@ -171,10 +198,10 @@ def test_match_instance_contrast_sets_each_contrast_keeps_texture_and_holes():
     r, bgv = 8, 0.1
     warped = np.zeros((64, 3, r, r, 4), np.float32)
     warped[:, 0, :, :3, 0] = 0.5
-    warped[:, 0, :, :3, 0][:, :, 0] = 0.3          # textured: two levels, contrasts 0.4 and 0.2
+    warped[:, 0, :, :3, 0][:, :, 0] = 0.3  # textured: two levels, contrasts 0.4 and 0.2
     warped[:, 0, :, :3, 3] = 1.0
     warped[:, 1, :, 3:6, 0], warped[:, 1, :, 3:6, 3] = 0.9, 1.0
-    warped[:, 2, :, 6:, 0], warped[:, 2, :, 6:, 3] = 0.02, 1.0     # darker than the background
+    warped[:, 2, :, 6:, 0], warped[:, 2, :, 6:, 3] = 0.02, 1.0  # darker than the background
     warped[..., 1] = warped[..., 2] = warped[..., 0]
     bg = np.full((64, r, r, 3), bgv, np.float32)
     comp, extras = composite_layers(warped, background=bg, return_layers=True)
@@ -183,16 +210,16 @@ def test_match_instance_contrast_sets_each_contrast_keeps_texture_and_holes():
     got = counting.match_instance_contrast(out, tf.constant(bg), lo, hi, seed=tf.constant([1, 2]))
     c = got["composite"].numpy()[..., 0]
     np.testing.assert_allclose(got["visibility"], extras["visibility"])
-    c0 = c[:, :, :3].mean(axis=(1, 2)) - bgv           # mask-weighted mean contrast of layer 0
+    c0 = c[:, :, :3].mean(axis=(1, 2)) - bgv  # mask-weighted mean contrast of layer 0
     c1 = c[:, :, 3:6].mean(axis=(1, 2)) - bgv
     for cc in (c0, c1):
         assert cc.min() >= lo - 1e-5 and cc.max() <= hi + 1e-5
         # log-uniform: about half below the geometric mean of the bounds
         assert 0.3 < np.mean(cc < math.sqrt(lo * hi)) < 0.7
-    assert np.corrcoef(c0, c1)[0, 1] < 0.5                          # one draw per instance
+    assert np.corrcoef(c0, c1)[0, 1] < 0.5  # one draw per instance
     ratio = (c[:, :, 0] - bgv).mean(1) / (c[:, :, 1] - bgv).mean(1)  # texture: 0.2 / 0.4
     np.testing.assert_allclose(ratio, 0.5, atol=1e-4)
-    np.testing.assert_allclose(c[:, :, 6:], 0.02, atol=1e-6)         # the hole is untouched
+    np.testing.assert_allclose(c[:, :, 6:], 0.02, atol=1e-6)  # the hole is untouched
     with pytest.raises(ValueError, match="low, high"):
         counting.match_instance_contrast(out, tf.constant(bg), 0.5, 0.1)
 
@@ -207,8 +234,12 @@ def test_gaussian_blur_matches_scipy_per_example():
     got = counting.gaussian_blur(tf.constant(x), tf.constant(sig), radius).numpy()
     for b in range(3):
         for ch in range(2):
-            ref = ndimage.gaussian_filter(x[b, ..., ch].astype(np.float64), float(sig[b]), mode="reflect",
-                                          truncate=radius / float(sig[b]))
+            ref = ndimage.gaussian_filter(
+                x[b, ..., ch].astype(np.float64),
+                float(sig[b]),
+                mode="reflect",
+                truncate=radius / float(sig[b]),
+            )
             np.testing.assert_allclose(got[b, ..., ch], ref, atol=1e-5)
 
 
@@ -218,7 +249,7 @@ def test_blur_augment_identity_without_blur_or_noise_and_keeps_range():
     y = counting.blur_augment(x, 1.5, 0.3, seed=5).numpy()
     assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
     flat = counting.blur_augment(tf.fill((2, 8, 8, 3), 0.4), 2.0, 0.0).numpy()
-    np.testing.assert_allclose(flat, 0.4, atol=1e-6)                 # blur keeps a flat image
+    np.testing.assert_allclose(flat, 0.4, atol=1e-6)  # blur keeps a flat image
 
 
 def test_count_calibrates_by_the_mass_of_one_single_instance():
@@ -232,10 +263,13 @@ def test_count_calibrates_by_the_mass_of_one_single_instance():
     assert res["calibration"] == pytest.approx(2.0, rel=0.05)
     assert res["calibration_instances"] == len(CENTRES)
     assert res["count"] == len(CENTRES)
-    raw = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma, calibrate=False)
+    raw = counting.count_image(
+        oracle_counter(), img, window=32, resolution=32, sigma=sigma, calibrate=False
+    )
     assert raw["count"] == 2 * len(CENTRES) and raw["calibration"] is None
-    capped = counting.count_image(oracle_counter(), img, window=32, resolution=32, sigma=sigma,
-                                  calibration_limits=(0.5, 1.5))
+    capped = counting.count_image(
+        oracle_counter(), img, window=32, resolution=32, sigma=sigma, calibration_limits=(0.5, 1.5)
+    )
     assert capped["count"] == 2 * len(CENTRES) and capped["calibration"] is None
 
 

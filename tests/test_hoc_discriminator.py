@@ -1,4 +1,5 @@
 """HocDiscriminator (Dai et al. 2019, Table 2): shapes, heads, spectral normalisation."""
+
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,4 +1,5 @@
 """Experiments `hoc` / `hoc_paper`: settings resolved from Table 4 or from the image; a tiny run."""
+
 import json
 
 import numpy as np
@@ -29,8 +30,13 @@ def test_paper_settings_follow_table_4(setting):
     cfg.setting = setting
     r = resolve(cfg, _blob_image())
     t = PAPER_SETTINGS[setting]
-    assert (r["num_layers"], r["latent_dim"], r["a"], r["info_weight"], r["padding"]) == \
-        (t["num_layers"], t["latent_dim"], t["a"], 50.0, t["padding"])
+    assert (r["num_layers"], r["latent_dim"], r["a"], r["info_weight"], r["padding"]) == (
+        t["num_layers"],
+        t["latent_dim"],
+        t["a"],
+        50.0,
+        t["padding"],
+    )
     assert r["background"] == "disk" and r["disk_radius"] == 20.0
     assert r["area_weight"] == 1000.0 and r["binarization_weight"] == 0.0
     assert r["g_widths"] == (256, 256, 128, 64) and r["d_head"] == "conv1x1"
@@ -42,7 +48,7 @@ def test_auto_setting_follows_the_image_and_overrides_win():
     est = r["estimate"]
     assert r["window"] == est["window"]
     assert r["a"] == pytest.approx(est["median_area"] / est["window"] ** 2)
-    assert r["background"] == "inpaint"          # sparse image: background is visible
+    assert r["background"] == "inpaint"  # sparse image: background is visible
     assert r["num_layers"] >= 2 and r["padding"] >= 0.4 * r["resolution"]
     r2 = resolve(HocConfig(window=40, num_layers=3, a=0.2, background="disk"), img)
     assert (r2["window"], r2["num_layers"], r2["a"], r2["background"]) == (40, 3, 0.2, "disk")
@@ -54,7 +60,9 @@ def test_auto_setting_follows_the_image_and_overrides_win():
 
 
 def test_window_larger_than_image_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"window: expected at most the image's smaller side \(128 px\), got 500"):
+    with pytest.raises(
+        ValueError, match=r"window: expected at most the image's smaller side \(128 px\), got 500"
+    ):
         resolve(HocConfig(window=500), _blob_image())
 
 
@@ -66,13 +74,33 @@ def test_tiny_run_writes_model_counter_and_figures(tmp_path):
 
     path = tmp_path / "blobs.png"
     Image.fromarray((_blob_image(size=96)[..., 0] * 255).astype(np.uint8)).save(path)
-    cfg = HocConfig(resolution=16, g_initial_size=4, g_widths=(16, 8, 8), d_widths=(8, 16), q_widths=(4, 8),
-                    counter_steps=2, counter_width=4, checkpoint_every=2, image_every=2, log_every=1, batch_size=4)
+    cfg = HocConfig(
+        resolution=16,
+        g_initial_size=4,
+        g_widths=(16, 8, 8),
+        d_widths=(8, 16),
+        q_widths=(4, 8),
+        counter_steps=2,
+        counter_width=4,
+        checkpoint_every=2,
+        image_every=2,
+        log_every=1,
+        batch_size=4,
+    )
     ctx = TrainContext(model_dir=tmp_path / "run", data=str(path), steps=2)
     out = get_experiment("hoc").train_fn(cfg, ctx)
     run = tmp_path / "run"
-    for name in ("hoc.json", "generator.weights.h5", "counter/counter.keras", "counter/counter.json",
-                 "instances.png", "masks.png", "composites.png", "carved.png", "fakes000002.png"):
+    for name in (
+        "hoc.json",
+        "generator.weights.h5",
+        "counter/counter.keras",
+        "counter/counter.json",
+        "instances.png",
+        "masks.png",
+        "composites.png",
+        "carved.png",
+        "fakes000002.png",
+    ):
         assert (run / name).exists(), name
     assert out["step"] == 2 and np.isfinite(out["g_loss"])
     assert json.loads((run / "counter" / "counter.json").read_text())["resolution"] == 16

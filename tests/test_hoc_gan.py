@@ -1,4 +1,5 @@
 """HocGAN (Dai et al. 2019, application 2): layout keeps shapes, composition, one train step."""
+
 import keras
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ R = 16
 
 
 class BlobGenerator(keras.Model):
-    """Always the same RGBA instance: a 3x4 opaque block of colour (0.2, 0.6, 1.0) at rows 6-8, cols 5-8."""
+    """Always the same RGBA instance: a 3x4 opaque block of colour (0.2, 0.6, 1.0) at rows 6-8, cols
+    5-8."""
 
     def __init__(self, latent_dim=2, **kwargs):
         super().__init__(**kwargs)
@@ -39,8 +41,17 @@ def _shift(img, dx, dy):
 
 
 def test_layout_keeps_shapes_and_composition_is_eq5():
-    gan = HocGAN(BlobGenerator(), HocDiscriminator(widths=(4,), final_width=0, head="dense"), None,
-                 latent_dim=2, num_layers=3, padding=3, a=0.05, info_weight=0.0, seed=3)
+    gan = HocGAN(
+        BlobGenerator(),
+        HocDiscriminator(widths=(4,), final_width=0, head="dense"),
+        None,
+        latent_dim=2,
+        num_layers=3,
+        padding=3,
+        a=0.05,
+        info_weight=0.0,
+        seed=3,
+    )
     out = gan.generate(4, training=False, return_all=True)
     assert out["layers"].shape == (4, 3, R, R, 4) and out["warped"].shape == (4, 3, R, R, 4)
     layers, warped, shifts = (np.asarray(out[k]) for k in ("layers", "warped", "shifts"))
@@ -59,12 +70,29 @@ def test_layout_keeps_shapes_and_composition_is_eq5():
 
 
 def _tiny_gan(info_weight=50.0, grayscale=False):
-    g = RGBAGenerator(latent_dim=2, resolution=R, initial_size=4, widths=(8, 8, 4), upsample="upsample",
-                      alpha_bias=-2.0)
+    g = RGBAGenerator(
+        latent_dim=2,
+        resolution=R,
+        initial_size=4,
+        widths=(8, 8, 4),
+        upsample="upsample",
+        alpha_bias=-2.0,
+    )
     d = HocDiscriminator(widths=(8, 16), final_width=0, head="dense")
     q = InfoGANQHead(2, widths=(4, 8)) if info_weight else None
-    gan = HocGAN(g, d, q, latent_dim=2, num_layers=2, padding=6, a=0.1, info_weight=info_weight,
-                 binarization_weight=1.0, grayscale=grayscale, seed=0)
+    gan = HocGAN(
+        g,
+        d,
+        q,
+        latent_dim=2,
+        num_layers=2,
+        padding=6,
+        a=0.1,
+        info_weight=info_weight,
+        binarization_weight=1.0,
+        grayscale=grayscale,
+        seed=0,
+    )
     gan.build_networks(R)
     gan.compile()
     return gan
@@ -79,7 +107,9 @@ def test_train_step_updates_both_networks_and_logs_finite_values():
     for k in ("d_loss", "g_loss", "g_adv", "area", "info", "binarization", "mask_mean"):
         assert np.all(np.isfinite(np.asarray(logs[k]))), k
     assert any(not np.allclose(a, v.numpy()) for a, v in zip(g0, gan.generator.trainable_variables))
-    assert any(not np.allclose(a, v.numpy()) for a, v in zip(d0, gan.discriminator.trainable_variables))
+    assert any(
+        not np.allclose(a, v.numpy()) for a, v in zip(d0, gan.discriminator.trainable_variables)
+    )
     items = gan.checkpoint_items()
     assert {"generator", "discriminator", "q_head", "d_optimizer", "g_optimizer"} <= set(items)
     grid = gan.image_grid(batch)
@@ -88,7 +118,9 @@ def test_train_step_updates_both_networks_and_logs_finite_values():
 
 def test_q_head_required_with_beta():
     with pytest.raises(ValueError, match="q_head"):
-        HocGAN(BlobGenerator(), HocDiscriminator(widths=(4,), final_width=0), None, info_weight=50.0)
+        HocGAN(
+            BlobGenerator(), HocDiscriminator(widths=(4,), final_width=0), None, info_weight=50.0
+        )
 
 
 def test_tile_rows_enlarges_small_cells():

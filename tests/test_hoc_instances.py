@@ -1,5 +1,7 @@
-"""indep_seg.hoc.instances: polarity / stain / scale from the image, LoG centres, watershed label maps,
+"""indep_seg.hoc.instances: polarity / stain / scale from the image, LoG centres, watershed label
+maps,
 AP at IoU 0.5; training data from several images; counting many images (issue 19)."""
+
 import json
 import math
 
@@ -21,17 +23,21 @@ def disks(h, w, centres, r, fg=0.8, bg=0.1, noise=0.0, seed=0):
         m = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
         img[m] = fg
         lab[m] = i + 1
-    img = ndimage.gaussian_filter(img, 1.0)      # a microscope's image is band-limited (soft rims)
+    img = ndimage.gaussian_filter(img, 1.0)  # a microscope's image is band-limited (soft rims)
     if noise:
         img = img + np.random.default_rng(seed).normal(0, noise, img.shape).astype(np.float32)
     return np.clip(img, 0, 1), lab
 
 
 def grid_centres(h, w, step, margin):
-    return [(x, y) for y in range(margin, h - margin + 1, step) for x in range(margin, w - margin + 1, step)]
+    return [
+        (x, y)
+        for y in range(margin, h - margin + 1, step)
+        for x in range(margin, w - margin + 1, step)
+    ]
 
 
-CEN = grid_centres(160, 200, 30, 15)     # 6 x 5 = 30 disks, including ones touching the border margin
+CEN = grid_centres(160, 200, 30, 15)  # 6 x 5 = 30 disks, including ones touching the border margin
 
 
 def rgb(g):
@@ -88,7 +94,7 @@ def test_log_centres_count_touching_and_border_disks():
 
 
 def test_watershed_instances_split_touching_disks_and_score_perfectly():
-    cen = [(30, 30), (43, 30), (80, 60), (80, 73), (120, 30)]    # two touching pairs
+    cen = [(30, 30), (43, 30), (80, 60), (80, 73), (120, 30)]  # two touching pairs
     g, truth = disks(100, 150, cen, 7)
     ns = inst.nucleus_signal(rgb(g))
     sc = inst.estimate_scale(ns.signal)
@@ -103,7 +109,9 @@ def test_watershed_instances_split_touching_disks_and_score_perfectly():
 
 def test_seeded_watershed_follows_the_ridge():
     yy, xx = np.mgrid[:40, :60]
-    s = np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 50) + np.exp(-((xx - 40) ** 2 + (yy - 20) ** 2) / 50)
+    s = np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 50) + np.exp(
+        -((xx - 40) ** 2 + (yy - 20) ** 2) / 50
+    )
     m = np.zeros(s.shape, np.int32)
     m[20, 15], m[20, 40] = 1, 2
     ws = inst.seeded_watershed(-s, m, np.ones(s.shape, bool))
@@ -114,7 +122,7 @@ def test_match_instances_counts_fp_fn():
     a = np.zeros((20, 20), np.int32)
     a[2:8, 2:8], a[10:16, 10:16] = 1, 2
     b = np.zeros_like(a)
-    b[2:8, 2:8], b[0:2, 15:20] = 7, 9          # one match, one false positive, one miss
+    b[2:8, 2:8], b[0:2, 15:20] = 7, 9  # one match, one false positive, one miss
     m = inst.match_instances(b, a)
     assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
     assert m["ap"] == pytest.approx(1 / 3) and m["mean_iou"] == 1.0
@@ -135,12 +143,19 @@ def test_label_png_is_16_bit(tmp_path):
 
 def oracle():
     from test_hoc_counting import oracle_counter
+
     return oracle_counter()
 
 
 def test_count_instances_normalised_scale_and_polarity():
     """A normalising model counts dark-on-light and bright-on-dark disks of any size alike."""
-    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5, "grayscale": True}
+    meta = {
+        "normalise": True,
+        "window_per_sigma": 4.25,
+        "resolution": 32,
+        "sigma": 2.5,
+        "grayscale": True,
+    }
     for r, dark in ((5, False), (9, True)):
         h, w = 14 * r * 4, 14 * r * 5
         cen = grid_centres(h, w, 5 * r, 3 * r)
@@ -165,8 +180,10 @@ def test_count_instances_bad_input():
 
 
 def test_predict_heatmap_has_no_border_artefact():
-    """A counter with a bias answers a flat image with a flat heatmap, edges included (reflect padding)."""
+    """A counter with a bias answers a flat image with a flat heatmap, edges included (reflect
+    padding)."""
     import keras
+
     inp = keras.Input((None, None, 3))
     conv = keras.layers.Conv2D(1, 5, padding="same")
     model = keras.Model(inp, conv(inp))
@@ -178,6 +195,7 @@ def test_predict_heatmap_has_no_border_artefact():
 
 def test_data_paths_folder_and_list(tmp_path):
     from indep_seg.training.experiments.hoc import data_paths
+
     for n in ("a.png", "b.tif", "a_instances.png", "notes.txt"):
         (tmp_path / n).write_bytes(b"x")
     assert [p.split("/")[-1] for p in data_paths(str(tmp_path))] == ["a.png", "b.tif"]
@@ -188,22 +206,47 @@ def test_data_paths_folder_and_list(tmp_path):
 
 def test_count_command_many_images_one_line_each(tmp_path, capsys):
     from indep_seg.cli import main
-    counting.save_counter(tmp_path / "run" / "counter", oracle(),
-                          {"window": 32, "resolution": 32, "sigma": 2.5, "experiment": "hoc", "normalise": True,
-                           "window_per_sigma": 4.25, "grayscale": True,
-                           "images": [{"polarity": "bright", "colour": False}]})
+
+    counting.save_counter(
+        tmp_path / "run" / "counter",
+        oracle(),
+        {
+            "window": 32,
+            "resolution": 32,
+            "sigma": 2.5,
+            "experiment": "hoc",
+            "normalise": True,
+            "window_per_sigma": 4.25,
+            "grayscale": True,
+            "images": [{"polarity": "bright", "colour": False}],
+        },
+    )
     paths = []
     for i, r in enumerate((5, 7)):
         g, _ = disks(200, 240, grid_centres(200, 240, 5 * r, 3 * r), r, noise=0.02)
         p = tmp_path / f"img{i}.png"
         Image.fromarray((g * 255).astype(np.uint8)).save(p)
         paths.append(str(p))
-    g16 = (np.full((64, 64), 1000, np.uint16))
+    g16 = np.full((64, 64), 1000, np.uint16)
     Image.fromarray(g16).save(tmp_path / "flat16.tif")
     paths.append(str(tmp_path / "flat16.tif"))
     paths.append(str(tmp_path / "missing.png"))
     out_dir = tmp_path / "out"
-    assert main(["count", "--model", str(tmp_path / "run"), *paths, "--out-dir", str(out_dir), "--centres", "log"]) == 2
+    assert (
+        main(
+            [
+                "count",
+                "--model",
+                str(tmp_path / "run"),
+                *paths,
+                "--out-dir",
+                str(out_dir),
+                "--centres",
+                "log",
+            ]
+        )
+        == 2
+    )
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["image"] for x in lines] == paths
     assert lines[0]["count"] == len(grid_centres(200, 240, 25, 15))
@@ -216,8 +259,21 @@ def test_count_command_many_images_one_line_each(tmp_path, capsys):
     p = tmp_path / "dark.png"
     g, _ = disks(200, 240, grid_centres(200, 240, 25, 15), 5, noise=0.02)
     Image.fromarray(((1 - g) * 255).astype(np.uint8)).save(p)
-    assert main(["count", "--model", str(tmp_path / "run"), str(p), "--overlay", str(tmp_path / "o.png"),
-                 "--centres", "log"]) == 0
+    assert (
+        main(
+            [
+                "count",
+                "--model",
+                str(tmp_path / "run"),
+                str(p),
+                "--overlay",
+                str(tmp_path / "o.png"),
+                "--centres",
+                "log",
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     one = json.loads(cap.out)
     assert one["kind_mismatch"] and "not like the images" in cap.err
@@ -226,7 +282,8 @@ def test_count_command_many_images_one_line_each(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
-    """`--data FOLDER`: every image normalised and rescaled by its own LoG scale; the counter knows it."""
+    """`--data FOLDER`: every image normalised and rescaled by its own LoG scale; the counter knows
+    it."""
     from indep_seg.training.context import TrainContext
     from indep_seg.training.experiments.hoc import HocConfig
     from indep_seg.training.registry import get_experiment
@@ -236,15 +293,29 @@ def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
     for i, r in enumerate((5, 9)):
         h, w = 14 * r * 3, 14 * r * 3
         g, lab = disks(h, w, grid_centres(h, w, 4 * r, 2 * r), r, noise=0.02, seed=i)
-        img = 1 - g if i == 1 else g            # one dark-on-light: normalised to bright-on-dark
+        img = 1 - g if i == 1 else g  # one dark-on-light: normalised to bright-on-dark
         Image.fromarray((img * 255).astype(np.uint8)).save(data / f"img{i}.png")
-        inst.save_label_png(data / f"img{i}_instances.png", lab)      # skipped as a label map
-    cfg = HocConfig(resolution=16, g_initial_size=4, g_widths=(16, 8, 8), d_widths=(8, 16), q_widths=(4, 8),
-                    counter_steps=2, counter_width=4, checkpoint_every=2, image_every=2, log_every=1, batch_size=4)
+        inst.save_label_png(data / f"img{i}_instances.png", lab)  # skipped as a label map
+    cfg = HocConfig(
+        resolution=16,
+        g_initial_size=4,
+        g_widths=(16, 8, 8),
+        d_widths=(8, 16),
+        q_widths=(4, 8),
+        counter_steps=2,
+        counter_width=4,
+        checkpoint_every=2,
+        image_every=2,
+        log_every=1,
+        batch_size=4,
+    )
     ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), steps=2)
     get_experiment("hoc").train_fn(cfg, ctx)
     meta = json.loads((tmp_path / "run" / "counter" / "counter.json").read_text())
-    assert meta["normalise"] and [i["path"].split("/")[-1] for i in meta["images"]] == ["img0.png", "img1.png"]
+    assert meta["normalise"] and [i["path"].split("/")[-1] for i in meta["images"]] == [
+        "img0.png",
+        "img1.png",
+    ]
     assert [i["polarity"] for i in meta["images"]] == ["bright", "dark"]
     w0, w1 = (i["window"] for i in meta["images"])
     assert w1 / w0 == pytest.approx(9 / 5, rel=0.3)
@@ -254,7 +325,9 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
     g, _ = disks(200, 240, grid_centres(200, 240, 25, 15), 5, noise=0.02)
     meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5, "steps": 1}
     res = counting.count_instances(oracle(), meta, rgb(g))
-    assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(grid_centres(200, 240, 25, 15))
+    assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(
+        grid_centres(200, 240, 25, 15)
+    )
     meta["steps"] = counting.MIN_COUNTER_STEPS
     assert counting.count_instances(oracle(), meta, rgb(g))["centres_from"] == "learned"
 
@@ -282,7 +355,7 @@ def bright_field(seed=0, size=448, cells=14, r=7, granules=False):
         d2 = (xx - nx) ** 2 + (yy - ny) ** 2
         trans[d2 <= r * r] *= 0.45  # the nucleus absorbs more
         halo = (d2 > r * r) & (d2 <= (r + 2) ** 2)
-        trans[halo] = np.minimum(trans[halo] * 1.15, 1.0)                           # phase halo
+        trans[halo] = np.minimum(trans[halo] * 1.15, 1.0)  # phase halo
         centres.append((nx, ny))
         if granules:  # a small dark granule (radius 3) on the cell's other side
             gx, gy = 2 * cx - nx, 2 * cy - ny
@@ -340,8 +413,8 @@ def test_bright_field_nuclei_on_an_empty_field_are_not_split():
 def test_optical_density_gives_a_nucleus_the_same_excess_on_thin_and_thick_cytoplasm():
     yy, xx = np.mgrid[:120, :200]
     trans = np.full((120, 200), 0.9, np.float32)
-    trans[20:100, 10:95] *= 0.8             # thin cytoplasm
-    trans[20:100, 105:190] *= 0.45          # thick (two overlapping cells)
+    trans[20:100, 10:95] *= 0.8  # thin cytoplasm
+    trans[20:100, 105:190] *= 0.45  # thick (two overlapping cells)
     for x in (52, 147):
         trans[(xx - x) ** 2 + (yy - 60) ** 2 <= 64] *= 0.5
     g = ndimage.gaussian_filter(trans, 1.0)
@@ -350,7 +423,7 @@ def test_optical_density_gives_a_nucleus_the_same_excess_on_thin_and_thick_cytop
     top = inst.remove_plateau(od, 8 / math.sqrt(2))
     a, b = top[60, 52], top[60, 147]
     assert a > 0.1 and b == pytest.approx(a, rel=0.1)
-    assert top[60, 30] < 0.1 * a and top[60, 170] < 0.1 * a          # the cytoplasm's level is gone
+    assert top[60, 30] < 0.1 * a and top[60, 170] < 0.1 * a  # the cytoplasm's level is gone
     # in intensity the thick side's nucleus has about half the contrast
     assert (g[60, 30] - g[60, 52]) > 1.6 * (g[60, 170] - g[60, 147])
 
@@ -364,12 +437,15 @@ def test_split_texture_separates_texture_from_nuclei_of_any_proportion():
         texture = np.exp(rng.normal(math.log(0.06), 0.4, n_tex))
         keep = inst.split_texture(np.concatenate([texture, nuclei]))
         assert keep[n_tex:].mean() > 0.9 and keep[:n_tex].mean() < 0.05
-    assert inst.split_texture(np.array([0.1, 0.5, 0.2])).all()            # too few to split
+    assert inst.split_texture(np.array([0.1, 0.5, 0.2])).all()  # too few to split
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (docs/counting.md): with one granule per "
-                   "nucleus, texture, granules and nuclei are three populations and the two-class "
-                   "split cuts between granules and nuclei (12 of 25 counted)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (docs/counting.md): with one granule per "
+    "nucleus, texture, granules and nuclei are three populations and the two-class "
+    "split cuts between granules and nuclei (12 of 25 counted)",
+)
 def test_bright_field_counts_small_granules_below_the_nucleus_scale():
     """Granules of half a nucleus' radius, as dark as the nuclei, count too (the pass over the
     scales just below the nucleus range), and the cytoplasm's fine grain does not."""

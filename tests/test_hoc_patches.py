@@ -1,10 +1,19 @@
-"""indep_seg.hoc: image reading, estimates, patch extraction geometry, disk / inpainted backgrounds."""
+"""indep_seg.hoc: image reading, estimates, patch extraction geometry, disk / inpainted
+backgrounds."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from indep_seg.hoc import (disk_background, estimate_from_image, extract_patches, inpaint_background,
-                           load_image, otsu_threshold, rescale_image)
+from indep_seg.hoc import (
+    disk_background,
+    estimate_from_image,
+    extract_patches,
+    inpaint_background,
+    load_image,
+    otsu_threshold,
+    rescale_image,
+)
 from indep_seg.hoc.estimate import foreground_components, half_maximum_areas, layers_and_padding
 from indep_seg.hoc.patches import disk_mask, random_patch_dataset
 
@@ -34,9 +43,9 @@ def test_extract_patches_flips_and_resize():
     assert p.shape == (4, 2, 2, 3)
     # area resize 8 -> 2: each output pixel averages a 4x4 block
     np.testing.assert_allclose(p[0, ..., 0], [[1, 0], [0, 0]], atol=1e-6)
-    np.testing.assert_allclose(p[1, ..., 0], [[0, 1], [0, 0]], atol=1e-6)   # horizontal flip
-    np.testing.assert_allclose(p[2, ..., 0], [[0, 0], [1, 0]], atol=1e-6)   # vertical flip
-    np.testing.assert_allclose(p[3, ..., 0], [[0, 0], [0, 1]], atol=1e-6)   # both
+    np.testing.assert_allclose(p[1, ..., 0], [[0, 1], [0, 0]], atol=1e-6)  # horizontal flip
+    np.testing.assert_allclose(p[2, ..., 0], [[0, 0], [1, 0]], atol=1e-6)  # vertical flip
+    np.testing.assert_allclose(p[3, ..., 0], [[0, 0], [0, 1]], atol=1e-6)  # both
 
 
 def test_rescale_image_scale():
@@ -60,18 +69,19 @@ def test_disk_background_default_radius_and_values():
     bg = disk_background(patches)
     c = 31.5
     yy, xx = np.mgrid[:64, :64]
-    inside = (yy - c) ** 2 + (xx - c) ** 2 <= 20.0 ** 2
+    inside = (yy - c) ** 2 + (xx - c) ** 2 <= 20.0**2
     assert np.all(bg[:, inside] == 0)
     assert np.all(bg[:, ~inside] == 1)
     # radius scales with the resolution: 20/64 of it
     small = disk_background(np.ones((1, 32, 32, 3), np.float32))
-    assert abs((small[0, ..., 0] == 0).sum() - np.pi * 10 ** 2) < 0.1 * np.pi * 10 ** 2
+    assert abs((small[0, ..., 0] == 0).sum() - np.pi * 10**2) < 0.1 * np.pi * 10**2
     assert disk_mask(4, 0).sum() == 0  # radius 0, centre between pixels: no pixel
     assert disk_mask(5, 0).sum() == 1  # radius 0, centre on a pixel: that pixel
 
 
 def test_disk_background_tensor_input():
     import tensorflow as tf
+
     bg = disk_background(tf.ones((1, 16, 16, 3)), radius=4)
     assert float(tf.reduce_sum(1 - bg[0, ..., 0])) == pytest.approx(disk_mask(16, 4).sum())
 
@@ -80,7 +90,7 @@ def test_inpaint_background_removes_instances_keeps_background():
     img = _blobs()
     out = inpaint_background(img, seed=0)
     assert out.shape == img.shape
-    assert out.max() < 0.2               # no bright instance left
+    assert out.max() < 0.2  # no bright instance left
     np.testing.assert_allclose(out[0:5, 80:95], img[0:5, 80:95])  # far background untouched
 
 
@@ -89,12 +99,14 @@ def test_otsu_and_estimates():
     t = otsu_threshold(img[..., 0])
     assert 0.05 < t < 0.8
     est = estimate_from_image(img)
-    assert est.instance_width == pytest.approx(13, abs=2)  # the disk is 13 px wide; Otsu edges shave ~1 px
+    assert est.instance_width == pytest.approx(
+        13, abs=2
+    )  # the disk is 13 px wide; Otsu edges shave ~1 px
     assert est.window == round(1.5 * est.instance_width)
     # Otsu + 3x3 opening keeps the disk minus its corners: about pi r^2
     assert est.median_area == pytest.approx(np.pi * 36, rel=0.2)
-    assert est.coverage == pytest.approx(3 * np.pi * 36 / 96 ** 2, rel=0.2)
-    assert est.a == pytest.approx(est.median_area / est.window ** 2)
+    assert est.coverage == pytest.approx(3 * np.pi * 36 / 96**2, rel=0.2)
+    assert est.a == pytest.approx(est.median_area / est.window**2)
     # a flat disk's half-maximum extent is the disk itself, as Otsu's is
     assert est.median_area == pytest.approx(est.otsu_median_area, rel=0.2)
     assert est.background == "inpaint" and not est.dense
@@ -123,8 +135,15 @@ def test_random_patch_dataset_shapes_and_disk():
     assert float(np.asarray(b["background"])[:, 8, 8].max()) == 0.0
 
 
-@pytest.mark.parametrize("mode,dtype,maxval", [("L", np.uint8, 255), ("RGBA", np.uint8, 255),
-                                               ("I;16", np.uint16, 65535), ("LA", np.uint8, 255)])
+@pytest.mark.parametrize(
+    "mode,dtype,maxval",
+    [
+        ("L", np.uint8, 255),
+        ("RGBA", np.uint8, 255),
+        ("I;16", np.uint16, 65535),
+        ("LA", np.uint8, 255),
+    ],
+)
 def test_load_image_modes(tmp_path, mode, dtype, maxval):
     h, w = 12, 10
     if mode == "RGBA":
@@ -179,7 +198,7 @@ def test_half_maximum_areas_do_not_depend_on_brightness():
     assert len(otsu_areas) == 4
     half = half_maximum_areas(img, labels, smooth_sigma=0.0, reach=8)
     assert half == pytest.approx(np.full(4, 9 * np.pi * R * R / 16), rel=0.05)
-    assert otsu_areas.max() / otsu_areas.min() > 1.3       # Otsu: the dim mesas shrink
+    assert otsu_areas.max() / otsu_areas.min() > 1.3  # Otsu: the dim mesas shrink
     assert half_maximum_areas(img, np.zeros_like(labels)).shape == (0,)
 
 
@@ -198,17 +217,19 @@ def test_significant_foreground_finds_dim_instances_otsu_misses():
     img = _noisy_bright_and_dim()
     fg = significant_foreground(img)
     otsu = foreground_components(img)[0]
-    for x, y in ((30, 90), (90, 40), (64, 64)):                       # the dim discs
+    for x, y in ((30, 90), (90, 40), (64, 64)):  # the dim discs
         assert fg[y, x] and not otsu[y, x]
     assert fg[20, 20] and fg[100, 100]
-    assert fg[5:12, 40:50].mean() < 0.05                               # background stays background
+    assert fg[5:12, 40:50].mean() < 0.05  # background stays background
 
 
 def test_inpaint_background_removes_dim_instances_too():
     img = _noisy_bright_and_dim()
     out = inpaint_background(img, seed=0)
     for x, y in ((30, 90), (90, 40), (64, 64), (20, 20)):
-        assert abs(float(out[y - 3:y + 4, x - 3:x + 4].mean()) - 0.07) < 0.02   # filled at background level
+        assert (
+            abs(float(out[y - 3 : y + 4, x - 3 : x + 4].mean()) - 0.07) < 0.02
+        )  # filled at background level
 
 
 def test_instance_contrast_range_spans_dim_to_bright():
@@ -218,11 +239,11 @@ def test_instance_contrast_range_spans_dim_to_bright():
     levels = [0.5, 0.6, 0.7]
     img = np.full((64, 200, 3), 0.1, np.float32)
     for i, lv in enumerate(levels):
-        img[26:38, 10 + 40 * i:22 + 40 * i] = lv
+        img[26:38, 10 + 40 * i : 22 + 40 * i] = lv
     img = np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
     low, high = instance_contrast_range(img, smooth_sigma=0.0, upper_percentile=100)
-    assert high == pytest.approx(0.6, abs=0.01)                          # brightest minus background
-    assert otsu_threshold(img[..., 0]) < 0.45                          # every square above Otsu
+    assert high == pytest.approx(0.6, abs=0.01)  # brightest minus background
+    assert otsu_threshold(img[..., 0]) < 0.45  # every square above Otsu
     fg_mean = np.mean(levels)
     assert low == pytest.approx(0.25 * (fg_mean - 0.1), abs=0.01)
     with pytest.raises(ValueError, match="constant"):

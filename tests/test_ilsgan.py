@@ -1,5 +1,7 @@
-"""ILSGAN model (indep_seg/models/ilsgan.py): perturbation geometry, losses and their gradients, lazy R1,
+"""ILSGAN model (indep_seg/models/ilsgan.py): perturbation geometry, losses and their gradients,
+lazy R1,
 ILS warm-up, grids and checkpoint items, on tiny presets (train steps run eagerly: seconds)."""
+
 import dataclasses
 
 import keras
@@ -28,13 +30,23 @@ def binarization_loss(m):
 
 
 def ils_mi_loss(f, b, m, k, separate=True, opt_visible=True, opt_mask=True, distribution="laplace"):
-    return losses.ils_mi_loss(f, b, m, separate=separate, optimize_visible=opt_visible, optimize_mask=opt_mask,
-                              distribution=distribution, permutation=k, reduction="none")
+    return losses.ils_mi_loss(
+        f,
+        b,
+        m,
+        separate=separate,
+        optimize_visible=opt_visible,
+        optimize_mask=opt_mask,
+        distribution=distribution,
+        permutation=k,
+        reduction="none",
+    )
 
 
 def club_estimate(b, f, k):
-    return losses.ils_mi_loss(f, b, np.ones_like(np.asarray(f)[..., :1]), separate=False, permutation=k,
-                              reduction="none")
+    return losses.ils_mi_loss(
+        f, b, np.ones_like(np.asarray(f)[..., :1]), separate=False, permutation=k, reduction="none"
+    )
 
 
 def ils_l1_loss(f, b, m):
@@ -66,7 +78,9 @@ def test_random_shift_matches_numpy_and_bounds():
 
 def test_shifts_cover_the_range_and_are_not_all_zero():
     f = np.zeros((512, 32, 32, 3), np.float32)
-    _, _, shifts = random_shift_perturbation(f, f[..., :1], 0.125, seed=keras.random.SeedGenerator(0))
+    _, _, shifts = random_shift_perturbation(
+        f, f[..., :1], 0.125, seed=keras.random.SeedGenerator(0)
+    )
     s = shifts.numpy()
     assert set(np.unique(s)) == set(range(-4, 5))
 
@@ -83,7 +97,8 @@ def test_perturbed_composite_leaves_background_in_place():
         np.testing.assert_allclose(x.numpy()[i], tm * 1.0 + (1 - tm) * b[i], atol=1e-6)
 
 
-# ----------------------------------------------------------------------------- losses, eq. (4), (12), (13)
+# ----------------------------------------------------------------------------- losses, eq. (4),
+# (12), (13)
 def test_mask_hinge_and_binarization_values_and_gradients():
     m = tf.Variable(np.full((2, 4, 4, 1), 0.1, np.float32))
     with tf.GradientTape(persistent=True) as tape:
@@ -96,7 +111,9 @@ def test_mask_hinge_and_binarization_values_and_gradients():
     m.assign(np.full((2, 4, 4, 1), 0.3, np.float32))
     with tf.GradientTape() as tape:
         hinge = tf.reduce_sum(mask_hinge_loss(m, 0.25))
-    assert hinge.numpy() == 0 and not tape.gradient(hinge, m).numpy().any()  # area above eta: no force
+    assert (
+        hinge.numpy() == 0 and not tape.gradient(hinge, m).numpy().any()
+    )  # area above eta: no force
 
 
 def test_mask_max_area_option():
@@ -107,13 +124,20 @@ def test_mask_max_area_option():
         loss = tf.reduce_sum(mask_max_area_loss(m, 0.5))
     np.testing.assert_allclose(loss.numpy(), 2 * 0.4, rtol=1e-5)
     assert (tape.gradient(loss, m).numpy() > 0).all()  # descending shrinks the mask
-    np.testing.assert_allclose(mask_max_area_loss(np.full((1, 2, 2, 1), 0.3, np.float32), 0.5).numpy(), [0.0])
+    np.testing.assert_allclose(
+        mask_max_area_loss(np.full((1, 2, 2, 1), 0.3, np.float32), 0.5).numpy(), [0.0]
+    )
 
 
 def _numpy_ils_mi(f, b, m, k):
     def club(bb, ff):
-        return np.mean([-np.abs(bb[i] - ff[i]).mean() + np.abs(bb[k[i]] - ff[i]).mean()
-                        for i in range(len(ff))])
+        return np.mean(
+            [
+                -np.abs(bb[i] - ff[i]).mean() + np.abs(bb[k[i]] - ff[i]).mean()
+                for i in range(len(ff))
+            ]
+        )
+
     return club(b * m, f * m) + club(b * (1 - m), f * (1 - m))
 
 
@@ -125,13 +149,17 @@ def test_ils_mi_matches_eq12_by_hand():
     got = tf.reduce_mean(ils_mi_loss(f, b, m, k)).numpy()
     np.testing.assert_allclose(got, _numpy_ils_mi(f, b, m, k), rtol=1e-5)
     # Table 3 row E (no separation) is the CLUB estimate on whole layers
-    np.testing.assert_allclose(ils_mi_loss(f, b, m, k, separate=False).numpy(),
-                               club_estimate(b, f, k).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ils_mi_loss(f, b, m, k, separate=False).numpy(), club_estimate(b, f, k).numpy(), rtol=1e-6
+    )
     # identical pairing (k_i = i) gives exactly 0
-    np.testing.assert_allclose(ils_mi_loss(f, b, m, np.arange(4, dtype=np.int32)).numpy(), 0.0, atol=1e-7)
+    np.testing.assert_allclose(
+        ils_mi_loss(f, b, m, np.arange(4, dtype=np.int32)).numpy(), 0.0, atol=1e-7
+    )
     # Gaussian q (row F) is a different estimate
-    assert not np.allclose(ils_mi_loss(f, b, m, k, distribution="gaussian").numpy(),
-                           ils_mi_loss(f, b, m, k).numpy())
+    assert not np.allclose(
+        ils_mi_loss(f, b, m, k, distribution="gaussian").numpy(), ils_mi_loss(f, b, m, k).numpy()
+    )
 
 
 def test_ils_mi_gradient_switches():
@@ -185,7 +213,11 @@ class _FixedLayers(keras.Model):
     def call(self, z, training=None):
         n = tf.shape(z)[0]
         tile = lambda t: tf.tile(t, [n, 1, 1, 1])  # noqa: E731
-        return {"foreground": tile(self.f) * self.scale, "mask": tile(self.m), "background": tile(self.b)}
+        return {
+            "foreground": tile(self.f) * self.scale,
+            "mask": tile(self.m),
+            "background": tile(self.b),
+        }
 
 
 class _RecordingD(keras.Model):
@@ -200,8 +232,10 @@ class _RecordingD(keras.Model):
 
 
 def _compile(model):
-    model.compile(d_optimizer=keras.optimizers.Adam(1e-3, 0.0, 0.99),
-                  g_optimizer=keras.optimizers.Adam(1e-3, 0.0, 0.99))
+    model.compile(
+        d_optimizer=keras.optimizers.Adam(1e-3, 0.0, 0.99),
+        g_optimizer=keras.optimizers.Adam(1e-3, 0.0, 0.99),
+    )
     return model
 
 
@@ -217,9 +251,17 @@ def test_discriminator_sees_only_perturbed_composites():
     np.testing.assert_allclose(d_fake, g_fake, atol=1e-6)  # D step reuses the G step's fakes
     shifted = 0
     for x in g_fake:
-        matches = [(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)
-                   if np.allclose(x, _shift_numpy(m, dx, dy) * _shift_numpy(f, dx, dy)
-                                  + (1 - _shift_numpy(m, dx, dy)) * b, atol=1e-5)]
+        matches = [
+            (dx, dy)
+            for dx in range(-2, 3)
+            for dy in range(-2, 3)
+            if np.allclose(
+                x,
+                _shift_numpy(m, dx, dy) * _shift_numpy(f, dx, dy)
+                + (1 - _shift_numpy(m, dx, dy)) * b,
+                atol=1e-5,
+            )
+        ]
         assert matches, "a fake is not a composite with a shift of at most 0.125 of the width"
         shifted += (0, 0) not in matches
     assert shifted >= 4  # with 25 possible shifts, most of 8 samples are displaced
@@ -277,20 +319,29 @@ def test_generator_step_updates_generator_and_ada_moves():
     after = [v.numpy() for v in model.generator.trainable_variables]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
     assert np.isfinite(list(vals.values())).all()
-    assert model.ada.p.numpy() == pytest.approx(min(max(0.0, np.sign(vals["r_t"] - 0.6) * 4 / 10.0), 1.0))
+    assert model.ada.p.numpy() == pytest.approx(
+        min(max(0.0, np.sign(vals["r_t"] - 0.6) * 4 / 10.0), 1.0)
+    )
 
 
 def test_image_grid_rows_and_checkpoint_items():
     model = _tiny_model(ada=False)
     grid = model.image_grid()
     assert grid.shape == (4 * 8, 8 * 8, 3) and grid.dtype == np.uint8
-    mask_row = grid[3 * 8:]
+    mask_row = grid[3 * 8 :]
     assert (mask_row[..., 0] == mask_row[..., 1]).all()  # the mask row is grey
     out = model.generate(model.grid_z)
     comp = np.clip(out["composite"].numpy(), 0, 1)
     np.testing.assert_allclose(grid[16:24, :8] / 255.0, comp[0], atol=1 / 255 + 1e-6)
     items = model.checkpoint_items()
-    assert {"generator", "discriminator", "g_optimizer", "d_optimizer", "ada_p", "seed_generator"} <= set(items)
+    assert {
+        "generator",
+        "discriminator",
+        "g_optimizer",
+        "d_optimizer",
+        "ada_p",
+        "seed_generator",
+    } <= set(items)
     assert "step" not in items and "rng" not in items  # reserved by indep_seg.training.loop
 
 
@@ -310,20 +361,41 @@ def test_paper_preset_is_the_paper():
     from indep_seg.training.registry import get_experiment
 
     p = paper_config()
-    assert (p.resolution, p.z_dim, p.w_dim, p.mapping_layers, p.g_channel_max) == (128, 512, 512, 8, 512)
+    assert (p.resolution, p.z_dim, p.w_dim, p.mapping_layers, p.g_channel_max) == (
+        128,
+        512,
+        512,
+        8,
+        512,
+    )
     assert (p.ema_kimg, p.ema_rampup, p.style_mixing_prob, p.pl_weight) == (10.0, 0.05, 0.9, 0.0)
     assert (p.learning_rate, p.beta_1, p.beta_2) == (0.0025, 0.0, 0.99)
-    assert (p.lambda_m, p.eta, p.lambda_b, p.lambda_ils, p.lambda_ils_warmup) == (2.0, 0.25, 2.0, 1.0, 0.2)
-    assert (p.ils_warmup_images, p.ada_target, p.r1_interval, p.shift_fraction) == (400000, 0.6, 16, 0.125)
+    assert (p.lambda_m, p.eta, p.lambda_b, p.lambda_ils, p.lambda_ils_warmup) == (
+        2.0,
+        0.25,
+        2.0,
+        1.0,
+        0.2,
+    )
+    assert (p.ils_warmup_images, p.ada_target, p.r1_interval, p.shift_fraction) == (
+        400000,
+        0.6,
+        16,
+        0.125,
+    )
     assert p.r1_gamma < 0  # -> 0.0002 res^2 / batch
     assert p.eta_max < 0 and p.mask_bias == 0.0  # the small preset's extra area bound is off
     assert p.steps * p.batch_size == 8_000_000
     assert get_experiment("ilsgan_paper").default_config == p
-    assert dataclasses.asdict(get_experiment("ilsgan").default_config) == dataclasses.asdict(ILSGANConfig())
+    assert dataclasses.asdict(get_experiment("ilsgan").default_config) == dataclasses.asdict(
+        ILSGANConfig()
+    )
 
 
-# ----------------------------------------------------------------------------- one home per concept (issue #20)
-# The model-local twins the model used before it called indep_seg.layout / indep_seg.losses (verbatim maths of
+# ----------------------------------------------------------------------------- one home per concept
+# (issue #20)
+# The model-local twins the model used before it called indep_seg.layout / indep_seg.losses
+# (verbatim maths of
 # indep_seg/models/ilsgan.py at d38663f): the trainer's losses must be unchanged on fixed inputs.
 def _old_shifts_from_uniform(u, width, max_fraction):
     s = int(np.floor(max_fraction * width))
@@ -340,8 +412,24 @@ def _old_shift(x, shifts, s):
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
-def _old_generator_terms(f, m, b, shifts, k, fake_logits, eta, eta_max, lambda_m, lambda_b, w_ils, ils,
-                         separate, opt_visible, opt_mask, distribution):
+def _old_generator_terms(
+    f,
+    m,
+    b,
+    shifts,
+    k,
+    fake_logits,
+    eta,
+    eta_max,
+    lambda_m,
+    lambda_b,
+    w_ils,
+    ils,
+    separate,
+    opt_visible,
+    opt_mask,
+    distribution,
+):
     def neg_log_q(bb, ff):
         d = bb - ff
         e = tf.abs(d) if distribution == "laplace" else 0.5 * tf.square(d)
@@ -357,8 +445,10 @@ def _old_generator_terms(f, m, b, shifts, k, fake_logits, eta, eta_max, lambda_m
     if ils == "mi":
         l_ils = club(b, f) if not separate else club(b_inv, f_vis) + club(b_vis, f_inv)
     elif ils == "l1":
-        l_ils = -(tf.reduce_mean(tf.abs(b_inv - f_vis), axis=[1, 2, 3])
-                  + tf.reduce_mean(tf.abs(b_vis - f_inv), axis=[1, 2, 3]))
+        l_ils = -(
+            tf.reduce_mean(tf.abs(b_inv - f_vis), axis=[1, 2, 3])
+            + tf.reduce_mean(tf.abs(b_vis - f_inv), axis=[1, 2, 3])
+        )
     else:
         l_ils = tf.zeros([f.shape[0]])
     l_m = tf.nn.relu(eta - tf.reduce_mean(m, axis=[1, 2, 3]))
@@ -374,18 +464,29 @@ class _ScoreD(keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.w = self.add_weight(shape=(R, R, 3), initializer=keras.initializers.RandomNormal(seed=5), name="w")
+        self.w = self.add_weight(
+            shape=(R, R, 3), initializer=keras.initializers.RandomNormal(seed=5), name="w"
+        )
 
     def call(self, x, training=None):
         return tf.reduce_sum(tf.square(x) * self.w, axis=[1, 2, 3])[:, None]
 
 
-@pytest.mark.parametrize("kw", [dict(ils="mi"), dict(ils="mi", ils_separate=False, ils_distribution="gaussian"),
-                                dict(ils="mi", ils_opt_visible=False, ils_opt_mask=False),
-                                dict(ils="l1", eta_max=0.5), dict(ils="none", eta=0.4)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(ils="mi"),
+        dict(ils="mi", ils_separate=False, ils_distribution="gaussian"),
+        dict(ils="mi", ils_opt_visible=False, ils_opt_mask=False),
+        dict(ils="l1", eta_max=0.5),
+        dict(ils="none", eta=0.4),
+    ],
+)
 def test_trainer_losses_unchanged_by_the_single_homes(kw):
     rng = np.random.default_rng(7)
-    f = tf.constant(rng.random((6, R, R, 3)).astype(np.float32) * 1.4 - 0.2)  # linear RGB leaves [0, 1]
+    f = tf.constant(
+        rng.random((6, R, R, 3)).astype(np.float32) * 1.4 - 0.2
+    )  # linear RGB leaves [0, 1]
     b = tf.constant(rng.random((6, R, R, 3)).astype(np.float32))
     m = tf.constant(rng.random((6, R, R, 1)).astype(np.float32))
     u = tf.constant(rng.random((6, 2)).astype(np.float32))
@@ -400,17 +501,36 @@ def test_trainer_losses_unchanged_by_the_single_homes(kw):
     tft, tmt = _old_shift(f, shifts_old, s), _old_shift(m, shifts_old, s)
     x_old = tmt * tft + (1.0 - tmt) * b
     np.testing.assert_allclose(x_new.numpy(), x_old.numpy(), atol=1e-6)
-    old = _old_generator_terms(f, m, b, shifts_old, k, model.discriminator(x_old), model.eta, model.eta_max,
-                               model.lambda_m, model.lambda_b, 0.7, model.ils, model.ils_separate,
-                               model.ils_opt_visible, model.ils_opt_mask, model.ils_distribution)
+    old = _old_generator_terms(
+        f,
+        m,
+        b,
+        shifts_old,
+        k,
+        model.discriminator(x_old),
+        model.eta,
+        model.eta_max,
+        model.lambda_m,
+        model.lambda_b,
+        0.7,
+        model.ils,
+        model.ils_separate,
+        model.ils_opt_visible,
+        model.ils_opt_mask,
+        model.ils_distribution,
+    )
     np.testing.assert_allclose(terms["total"].numpy(), old.numpy(), rtol=1e-5, atol=1e-6)
     # discriminator step and R1 (the old r1_penalty_per_example: |grad_x D(x)|^2 summed over pixels)
     real = tf.constant(rng.random((6, R, R, 3)).astype(np.float32))
     d_new, _, _ = model.discriminator_losses(real, x_old)
-    d_old = tf.nn.softplus(model.discriminator(x_old)[:, 0]) + tf.nn.softplus(-model.discriminator(real)[:, 0])
+    d_old = tf.nn.softplus(model.discriminator(x_old)[:, 0]) + tf.nn.softplus(
+        -model.discriminator(real)[:, 0]
+    )
     np.testing.assert_allclose(d_new.numpy(), d_old.numpy(), rtol=1e-6)
     w = model.discriminator.w.numpy()
-    r1_by_hand = np.sum(np.square(2.0 * real.numpy() * w), axis=(1, 2, 3))  # d/dx sum(w x^2) = 2 w x
+    r1_by_hand = np.sum(
+        np.square(2.0 * real.numpy() * w), axis=(1, 2, 3)
+    )  # d/dx sum(w x^2) = 2 w x
     np.testing.assert_allclose(model.r1_per_example(real).numpy(), r1_by_hand, rtol=1e-5)
 
 
@@ -421,20 +541,27 @@ def test_model_draws_the_old_shifts_from_the_same_seed():
     np.testing.assert_array_equal(new, _old_shifts_from_uniform(u, R, 0.125).numpy())
 
 
-# ----------------------------------------------------------------------------- StyleGAN2 parts (issue #21)
+# ----------------------------------------------------------------------------- StyleGAN2 parts
+# (issue #21)
 def test_ema_beta_by_hand():
     from indep_seg.models.ilsgan import ema_beta
 
-    assert float(ema_beta(4, 0, 0.004)) == pytest.approx(0.5)         # half-life 4 images, batch 4
+    assert float(ema_beta(4, 0, 0.004)) == pytest.approx(0.5)  # half-life 4 images, batch 4
     assert float(ema_beta(32, 10**6, 10.0)) == pytest.approx(0.5 ** (32 / 10000))
-    assert float(ema_beta(4, 80, 10.0, 0.05)) == pytest.approx(0.5)    # ramp-up: min(10000, 80 * 0.05) = 4
-    assert float(ema_beta(4, 0, 10.0, 0.05)) == 0.0                    # first step: the copy is G itself
+    assert float(ema_beta(4, 80, 10.0, 0.05)) == pytest.approx(
+        0.5
+    )  # ramp-up: min(10000, 80 * 0.05) = 4
+    assert float(ema_beta(4, 0, 10.0, 0.05)) == 0.0  # first step: the copy is G itself
 
 
 def test_ema_weights_follow_the_documented_decay_in_a_train_step():
-    gen = LayeredGenerator(8, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4, use_noise=False)
+    gen = LayeredGenerator(
+        8, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4, use_noise=False
+    )
     disc = StyleGAN2Discriminator(8, channel_base=32, channel_max=4)
-    model = _compile(ILSGAN(gen, disc, ada=False, r1_interval=0, ema_kimg=0.008, ema_rampup=None))  # beta 0.5**0.5
+    model = _compile(
+        ILSGAN(gen, disc, ada=False, r1_interval=0, ema_kimg=0.008, ema_rampup=None)
+    )  # beta 0.5**0.5
     g, e = model.generator, model.generator_ema
     assert [v.name for v in g.weights] == [v.name for v in e.weights]
     for v in e.trainable_variables:  # an EMA copy that differs from G, set by hand
@@ -444,7 +571,9 @@ def test_ema_weights_follow_the_documented_decay_in_a_train_step():
     model.train_step(real)
     beta = 0.5 ** (4 / 8.0)
     for v_e, v_g, old in zip(e.trainable_variables, g.trainable_variables, before):
-        np.testing.assert_allclose(v_e.numpy(), v_g.numpy() + (old - v_g.numpy()) * beta, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            v_e.numpy(), v_g.numpy() + (old - v_g.numpy()) * beta, rtol=1e-5, atol=1e-6
+        )
     assert model.sampling_generator is e and "generator_ema" in model.checkpoint_items()
     # generate() samples with the EMA copy
     z = tf.random.normal([2, 4])
@@ -458,10 +587,14 @@ def test_ema_off_samples_with_the_trained_generator():
 
 
 def test_per_layer_latents_index_the_layers():
-    gen = LayeredGenerator(8, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4, use_noise=False)
+    gen = LayeredGenerator(
+        8, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4, use_noise=False
+    )
     z = tf.random.normal([3, 4])
     ws = gen.mapping(z)
-    assert ws["fg"].shape == (3, gen.G_f.num_ws, 4) and gen.G_f.num_ws == 4  # 4x4: 1 conv, 8x8: 2, + the last toRGB
+    assert (
+        ws["fg"].shape == (3, gen.G_f.num_ws, 4) and gen.G_f.num_ws == 4
+    )  # 4x4: 1 conv, 8x8: 2, + the last toRGB
     same = gen.synthesis(ws)
     direct = gen(z)
     for k in direct:
@@ -496,7 +629,9 @@ def test_style_mixing_switches_the_latent_at_the_crossover_layer():
             cut = int(np.argmax(~from_1))
             assert from_1[:cut].all() and from_2[cut:].all() and 1 <= cut <= m.shape[1] - 1
             cutoffs[key].add(cut)
-    assert cutoffs["fg"] == cutoffs["bg"] == set(range(1, 4))  # U{1 .. num_ws - 1}, drawn per generator
+    assert (
+        cutoffs["fg"] == cutoffs["bg"] == set(range(1, 4))
+    )  # U{1 .. num_ws - 1}, drawn per generator
     off = _tiny_model(ada=False, style_mixing_prob=0.0)
     never, own = off.mixed_latents(z, z2), off.generator.mapping(z)
     for key in ("fg", "bg"):
@@ -509,17 +644,21 @@ def test_path_length_penalty_against_a_hand_computed_linear_synthesis():
     rng = np.random.default_rng(3)
     n, L, d, h = 4, 3, 5, 2
     A = rng.standard_normal((d, h * h * 3)).astype(np.float32)
-    ws = {"fg": tf.constant(rng.standard_normal((n, L, d)).astype(np.float32)),
-          "bg": tf.constant(rng.standard_normal((n, 2, d)).astype(np.float32))}
+    ws = {
+        "fg": tf.constant(rng.standard_normal((n, L, d)).astype(np.float32)),
+        "bg": tf.constant(rng.standard_normal((n, 2, d)).astype(np.float32)),
+    }
 
-    def synthesis(w):  # image = sum over layers of w_l A (fg) + 2 * the same of bg: J^T y = A y per layer
+    def synthesis(
+        w,
+    ):  # image = sum over layers of w_l A (fg) + 2 * the same of bg: J^T y = A y per layer
         x = tf.reduce_sum(w["fg"], axis=1) @ A + 2.0 * tf.reduce_sum(w["bg"], axis=1) @ A
         return tf.reshape(x, [-1, h, h, 3])
 
     noise = rng.standard_normal((n, h, h, 3)).astype(np.float32) / h
     pen, lengths, new_mean = path_length_penalty(synthesis, ws, noise, tf.constant(0.7), 0.01)
     g = A @ noise.reshape(n, -1).T  # [d, n]
-    sq = np.sum(g.T ** 2, axis=1)   # |A y|^2 per example; bg layers: 4 |A y|^2
+    sq = np.sum(g.T**2, axis=1)  # |A y|^2 per example; bg layers: 4 |A y|^2
     want_len = np.sqrt((3 * sq + 2 * 4 * sq) / 5.0)
     np.testing.assert_allclose(lengths.numpy(), want_len, rtol=1e-5)
     want_mean = 0.7 + 0.01 * (want_len.mean() - 0.7)

@@ -1,10 +1,17 @@
-"""Layout: ST warp (Dai eq. 4), pad + random crop (Dai, DSF-HOC), shift perturbation T (ILSGAN eq. 3)."""
+"""Layout: ST warp (Dai eq. 4), pad + random crop (Dai, DSF-HOC), shift perturbation T (ILSGAN eq.
+3)."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from indep_seg.layout import (integer_translate, pad_and_random_crop, perturbed_composite,
-                              random_shift_perturbation, spatial_transformer)
+from indep_seg.layout import (
+    integer_translate,
+    pad_and_random_crop,
+    perturbed_composite,
+    random_shift_perturbation,
+    spatial_transformer,
+)
 
 
 def _np_shift(img, dx, dy):
@@ -25,9 +32,13 @@ def rgba():
 
 
 def test_zero_parameters_are_the_identity(rgba):
-    np.testing.assert_array_equal(spatial_transformer(rgba, np.zeros([3, 6], np.float32)).numpy(), rgba)
+    np.testing.assert_array_equal(
+        spatial_transformer(rgba, np.zeros([3, 6], np.float32)).numpy(), rgba
+    )
     stack = np.stack([rgba, rgba[::-1]], axis=1)  # [3, 2, 7, 9, 4]
-    np.testing.assert_array_equal(spatial_transformer(stack, np.zeros([3, 2, 2, 3], np.float32)).numpy(), stack)
+    np.testing.assert_array_equal(
+        spatial_transformer(stack, np.zeros([3, 2, 2, 3], np.float32)).numpy(), stack
+    )
     ident = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), [3, 1])
     np.testing.assert_array_equal(spatial_transformer(rgba, ident, absolute=True).numpy(), rgba)
 
@@ -46,8 +57,9 @@ def test_integer_translation_is_an_exact_shift_per_example_and_per_layer(rgba):
         np.testing.assert_allclose(out5[n, 0], _np_shift(rgba[n], dx, dy), atol=1e-6)
         np.testing.assert_allclose(out5[n, 1], _np_shift(rgba[n], -dx, -dy), atol=1e-6)
     # translation_units="fraction": 2/9 of the width = 2 px
-    frac = spatial_transformer(rgba[:1], np.array([[0, 0, 2 / 9, 0, 0, 0]], np.float32),
-                               translation_units="fraction").numpy()
+    frac = spatial_transformer(
+        rgba[:1], np.array([[0, 0, 2 / 9, 0, 0, 0]], np.float32), translation_units="fraction"
+    ).numpy()
     np.testing.assert_allclose(frac[0], _np_shift(rgba[0], 2, 0), atol=1e-5)
 
 
@@ -105,22 +117,28 @@ def test_pad_and_random_crop_equals_numpy_pad_then_crop():
             dx, dy = shifts[b, i]
             padded = np.pad(layers[b, i], ((pad, pad), (pad, pad), (0, 0)))
             oy, ox = pad - dy, pad - dx  # crop offset in the padded layer
-            np.testing.assert_array_equal(out[b, i], padded[oy:oy + 6, ox:ox + 6])
+            np.testing.assert_array_equal(out[b, i], padded[oy : oy + 6, ox : ox + 6])
     # independent per layer: not all layers of an example share one shift
     assert len({tuple(s) for s in shifts.reshape(-1, 2)}) > 3
     # same seed, same draw; every offset of [-pad, pad] occurs over many draws
     np.testing.assert_array_equal(pad_and_random_crop(layers, pad, seed=5).numpy(), out)
-    _, many = pad_and_random_crop(np.zeros([400, 4, 4, 1], np.float32), 2, seed=7, return_shifts=True)
+    _, many = pad_and_random_crop(
+        np.zeros([400, 4, 4, 1], np.float32), 2, seed=7, return_shifts=True
+    )
     assert set(np.unique(many.numpy())) == {-2, -1, 0, 1, 2}
     # pad = 0 keeps the content; 4-D input works
-    np.testing.assert_array_equal(pad_and_random_crop(layers[:, 0], 0, seed=1).numpy(), layers[:, 0])
+    np.testing.assert_array_equal(
+        pad_and_random_crop(layers[:, 0], 0, seed=1).numpy(), layers[:, 0]
+    )
 
 
 def test_shift_perturbation_moves_fg_and_mask_together():
     rng = np.random.default_rng(6)
     fg = rng.uniform(size=[16, 16, 16, 3]).astype(np.float32)
     mask = (rng.uniform(size=[16, 16, 16, 1]) > 0.5).astype(np.float32)
-    fg_t, m_t, shifts = random_shift_perturbation(fg, mask, max_fraction=0.125, seed=3, return_shifts=True)
+    fg_t, m_t, shifts = random_shift_perturbation(
+        fg, mask, max_fraction=0.125, seed=3, return_shifts=True
+    )
     shifts = shifts.numpy()
     assert np.abs(shifts).max() <= 2  # round(0.125 * 16)
     assert len({tuple(s) for s in shifts}) > 1  # per-example shifts
@@ -149,6 +167,7 @@ def test_perturbed_composite_leaves_background_untouched():
 
 def test_works_in_tf_function_with_seed_generator():
     import keras
+
     gen = keras.random.SeedGenerator(0)
 
     @tf.function

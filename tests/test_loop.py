@@ -1,4 +1,6 @@
-"""indep_seg.training.loop on the toy GAN (default strategy, in process): run directory, resume, crash safety."""
+"""indep_seg.training.loop on the toy GAN (default strategy, in process): run directory, resume,
+crash safety."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +14,15 @@ from PIL import Image
 
 from indep_seg.training.context import TrainContext
 from indep_seg.training.experiments.toy import ToyConfig, ToyGAN, build_toy, toy_dataset, train_toy
-from indep_seg.training.loop import (Checkpointer, collect_seed_generators, image_grid, read_jsonl, run_fit,
-                           step_outputs, write_png)
+from indep_seg.training.loop import (
+    Checkpointer,
+    collect_seed_generators,
+    image_grid,
+    read_jsonl,
+    run_fit,
+    step_outputs,
+    write_png,
+)
 
 TINY = dict(steps=12, checkpoint_every=4, keep_checkpoints=2, log_every=2, image_every=6)
 
@@ -44,7 +53,9 @@ def test_run_directory_contents(tmp_path):
     reals = np.asarray(Image.open(run / "reals.png"))
     assert reals.shape == (8, 8 * 8 + 7, 3)
     first = toy_dataset(8, 8, 0).take(1).get_single_element().numpy()
-    np.testing.assert_array_equal(reals[:, :8], (np.clip(first[0], 0, 1) * 255 + 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(
+        reals[:, :8], (np.clip(first[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    )
     fakes = np.asarray(Image.open(run / "fakes000012.png"))
     assert fakes.shape == (2 * 8 + 1, 8 * 8 + 7, 3)
     # stats.jsonl every 2 steps; metric-<name>.jsonl at every checkpoint step
@@ -73,8 +84,14 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     for a, b in zip(_weights(full_model), _weights(split_model)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the RNG state continued too: the same number of draws as the uninterrupted run
-    np.testing.assert_array_equal(full_model.seed_generator.state.numpy(), split_model.seed_generator.state.numpy())
-    assert full_model.d_optimizer.iterations.numpy() == split_model.d_optimizer.iterations.numpy() == 12
+    np.testing.assert_array_equal(
+        full_model.seed_generator.state.numpy(), split_model.seed_generator.state.numpy()
+    )
+    assert (
+        full_model.d_optimizer.iterations.numpy()
+        == split_model.d_optimizer.iterations.numpy()
+        == 12
+    )
     # the log lines of the lost steps were dropped and written again by the resumed run
     stats = read_jsonl(tmp_path / "split" / "stats.jsonl")
     assert [r["step"] for r in stats] == [2, 4, 6, 8, 10, 12]
@@ -129,9 +146,11 @@ def test_checkpoint_restores_rng_and_spectral_norm_state(tmp_path):
 def test_time_budget_stops_with_a_checkpoint(tmp_path):
     keras.utils.set_random_seed(0)
     ctx = TrainContext(model_dir=tmp_path, budget_minutes=0.5 / 60, extra={"verbose": False})
-    result = train_toy(ToyConfig(steps=10 ** 7, checkpoint_every=10 ** 6, log_every=10 ** 6, image_every=0), ctx)
+    result = train_toy(
+        ToyConfig(steps=10**7, checkpoint_every=10**6, log_every=10**6, image_every=0), ctx
+    )
     assert result["stopped_by_budget"] is True
-    assert 0 < result["step"] < 10 ** 7
+    assert 0 < result["step"] < 10**7
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert latest.endswith(f"ckpt-{result['step']}")
 
@@ -146,11 +165,20 @@ def test_image_grid_does_not_move_the_training_rng(tmp_path):
     ctx = TrainContext(model_dir=tmp_path, extra={"verbose": False})
     with ctx.strategy.scope():
         model = Drawing(ToyConfig(), seed=0)
-        model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+        model.compile(
+            d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3)
+        )
         model.build_optimizers()
     before = model.seed_generator.state.numpy().copy()
-    run_fit(model, lambda s: toy_dataset(8, 8, 0, s), ctx, total_steps=0 + 1, checkpoint_every=1,
-            image_every=1, verbose=False)
+    run_fit(
+        model,
+        lambda s: toy_dataset(8, 8, 0, s),
+        ctx,
+        total_steps=0 + 1,
+        checkpoint_every=1,
+        image_every=1,
+        verbose=False,
+    )
     # one train step draws two latent batches: the state advanced exactly as without grids
     sg = keras.random.SeedGenerator(0)
     sg.state.assign(before)
@@ -203,10 +231,19 @@ def test_a_diverged_step_is_never_checkpointed(tmp_path):
     ctx = TrainContext(model_dir=tmp_path, extra={"verbose": False})
     with ctx.strategy.scope():
         model = Exploding(ToyConfig(), seed=0)
-        model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+        model.compile(
+            d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3)
+        )
         model.build_optimizers()
-    result = run_fit(model, lambda s: toy_dataset(8, 8, 0, s), ctx, total_steps=20, checkpoint_every=3,
-                     image_every=0, verbose=False)
+    result = run_fit(
+        model,
+        lambda s: toy_dataset(8, 8, 0, s),
+        ctx,
+        total_steps=20,
+        checkpoint_every=3,
+        image_every=0,
+        verbose=False,
+    )
     assert result["diverged"] is True and result["step"] == 6 and result["last_checkpoint"] == 3
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
     assert "non-finite d_loss, g_loss at step 6" in (tmp_path / "log.txt").read_text()
@@ -217,22 +254,42 @@ def test_wrapper_without_call_is_marked_built_and_unbuilt_layers_are_named(tmp_p
         def __init__(self, *args, extra_layer=False, **kwargs):
             super().__init__(*args, **kwargs)
             self.built = False  # as a wrapper that forgot the flag
-            self.stateless = keras.layers.Activation("relu", name="stateless")  # no build(): marked built
+            self.stateless = keras.layers.Activation(
+                "relu", name="stateless"
+            )  # no build(): marked built
             if extra_layer:
                 self.head = keras.layers.Dense(3, name="never_built_head")
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # any tf.distribute strategy triggers the build
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0"]
+    )  # any tf.distribute strategy triggers the build
     for extra in (False, True):
         keras.utils.set_random_seed(0)
-        ctx = TrainContext(model_dir=tmp_path / str(extra), strategy=strategy, extra={"verbose": False})
+        ctx = TrainContext(
+            model_dir=tmp_path / str(extra), strategy=strategy, extra={"verbose": False}
+        )
         with strategy.scope():
             model = Unflagged(ToyConfig(), extra_layer=extra)
-            model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+            model.compile(
+                d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3)
+            )
             model.build_optimizers()
-        fit = lambda: run_fit(model, lambda s: toy_dataset(8, 8, 0, s), ctx, total_steps=2,  # noqa: E731
-                              checkpoint_every=2, image_every=0, verbose=False)
+
+        def fit():
+            return run_fit(
+                model,
+                lambda s: toy_dataset(8, 8, 0, s),
+                ctx,
+                total_steps=2,
+                checkpoint_every=2,
+                image_every=0,
+                verbose=False,
+            )
+
         if extra:
-            with pytest.raises(ValueError, match="layers not built before training: never_built_head"):
+            with pytest.raises(
+                ValueError, match="layers not built before training: never_built_head"
+            ):
                 fit()
         else:
             assert fit()["step"] == 2

@@ -1,5 +1,6 @@
 """Losses of Dai et al. 2019 and ILSGAN (Zou et al. 2023): values at hand-worked points,
 the ILS-MI estimate on independent vs dependent layers, and where gradients go."""
+
 import math
 
 import numpy as np
@@ -22,24 +23,39 @@ def _grad(fn, *tensors):
 
 # ----------------------------------------------------------------------------- GAN losses
 
+
 def test_gan_losses_at_known_points():
     zeros = np.zeros([4, 1], np.float32)
     np.testing.assert_allclose(losses.generator_loss_ns(zeros), LOG2, rtol=1e-6)
     np.testing.assert_allclose(losses.discriminator_loss(zeros, zeros), 2 * LOG2, rtol=1e-6)
     # logit 2 -> D = sigmoid(2); -log D = log(1 + e^-2)
-    np.testing.assert_allclose(losses.generator_loss_ns(np.array([2.0], np.float32)),
-                               math.log(1 + math.exp(-2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.generator_loss_ns(np.array([2.0], np.float32)), math.log(1 + math.exp(-2)), rtol=1e-6
+    )
     # perfect discriminator: real logits +20, fake logits -20 -> ~0
-    assert float(losses.discriminator_loss(np.full([3], 20.0, np.float32), np.full([3], -20.0, np.float32))) < 1e-8
+    assert (
+        float(
+            losses.discriminator_loss(
+                np.full([3], 20.0, np.float32), np.full([3], -20.0, np.float32)
+            )
+        )
+        < 1e-8
+    )
 
 
 def test_gan_losses_from_probabilities_match_logits():
     logits = np.array([[-3.0], [-0.5], [0.0], [1.5]], np.float32)
     probs = tf.sigmoid(logits).numpy()
-    np.testing.assert_allclose(losses.generator_loss_ns(probs, from_logits=False),
-                               losses.generator_loss_ns(logits), rtol=1e-5)
-    np.testing.assert_allclose(losses.discriminator_loss(probs, probs[::-1], from_logits=False),
-                               losses.discriminator_loss(logits, logits[::-1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.generator_loss_ns(probs, from_logits=False),
+        losses.generator_loss_ns(logits),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        losses.discriminator_loss(probs, probs[::-1], from_logits=False),
+        losses.discriminator_loss(logits, logits[::-1]),
+        rtol=1e-5,
+    )
     per = losses.generator_loss_ns(logits, reduction="none").numpy()
     np.testing.assert_allclose(per, np.log1p(np.exp(-logits[:, 0])), rtol=1e-5)
     # patch discriminator outputs are averaged per example
@@ -48,6 +64,7 @@ def test_gan_losses_from_probabilities_match_logits():
 
 
 # ----------------------------------------------------------------------------- mask losses
+
 
 def test_area_penalty_by_hand_and_its_gradient():
     # one layer, mean 0.5, a = 0.25 -> (0.5 - 0.25)^2 = 0.0625
@@ -79,7 +96,9 @@ def test_binarization_by_hand_and_its_gradient():
     np.testing.assert_allclose(losses.binarization_loss(m), 0.075, rtol=1e-5)
     m2 = np.array([0.2, 0.9, 0.3, 0.6], np.float32).reshape(1, 2, 2, 1)
     _, (g,) = _grad(losses.binarization_loss, m2)
-    np.testing.assert_allclose(g.numpy().ravel(), [0.25, -0.25, 0.25, -0.25], rtol=1e-5)  # towards 0 / 1
+    np.testing.assert_allclose(
+        g.numpy().ravel(), [0.25, -0.25, 0.25, -0.25], rtol=1e-5
+    )  # towards 0 / 1
 
 
 def test_mask_losses_accept_layer_stacks():
@@ -91,6 +110,7 @@ def test_mask_losses_accept_layer_stacks():
 
 # ----------------------------------------------------------------------------- R1
 
+
 def test_r1_penalty_matches_analytic_gradients():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=[3, 4, 4, 2]), tf.float32)
@@ -100,14 +120,18 @@ def test_r1_penalty_matches_analytic_gradients():
         return tf.reduce_sum(images * w, axis=[1, 2, 3])[:, None]
 
     # D(x) = <w, x> -> grad = w, ||grad||^2 = sum w^2 for every example
-    np.testing.assert_allclose(losses.r1_penalty(linear_d, x), float(tf.reduce_sum(w * w)), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.r1_penalty(linear_d, x), float(tf.reduce_sum(w * w)), rtol=1e-5
+    )
 
     def square_d(images, training=True):
-        return tf.reduce_sum(images ** 2, axis=[1, 2, 3])
+        return tf.reduce_sum(images**2, axis=[1, 2, 3])
 
     # D(x) = sum x^2 -> grad = 2x, ||grad||^2 = 4 sum x^2 (per example)
     expected = 4 * np.sum(x.numpy() ** 2, axis=(1, 2, 3))
-    np.testing.assert_allclose(losses.r1_penalty(square_d, x, reduction="none"), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.r1_penalty(square_d, x, reduction="none"), expected, rtol=1e-5
+    )
     # second-order gradient w.r.t. D's weights: d/dw sum(w^2) = 2w
     with tf.GradientTape() as tape:
         penalty = losses.r1_penalty(linear_d, x)
@@ -115,6 +139,7 @@ def test_r1_penalty_matches_analytic_gradients():
 
 
 # ----------------------------------------------------------------------------- ILS-MI
+
 
 def test_ils_mi_eq9_and_eq12_by_hand():
     # One pixel, one channel, batch of 2, permutation k = (1, 0).
@@ -125,9 +150,12 @@ def test_ils_mi_eq9_and_eq12_by_hand():
     whole = losses.ils_mi_loss(f, b, np.ones_like(f), separate=False, permutation=perm)
     np.testing.assert_allclose(whole, 0.2, atol=1e-6)
     # Gaussian q: 1/2 [(-(0.01) + 0.09) + (-(0.09) + 0.25)] / 2 = 0.06
-    gauss = losses.ils_mi_loss(f, b, np.ones_like(f), separate=False, permutation=perm, distribution="gaussian")
+    gauss = losses.ils_mi_loss(
+        f, b, np.ones_like(f), separate=False, permutation=perm, distribution="gaussian"
+    )
     np.testing.assert_allclose(gauss, 0.06, atol=1e-6)
-    # eq. (12) with m = (1, 0): b_inv = (0.3, 0), f_vis = (0.2, 0), b_vis = (0, 0.5), f_inv = (0, 0.8)
+    # eq. (12) with m = (1, 0): b_inv = (0.3, 0), f_vis = (0.2, 0), b_vis = (0, 0.5), f_inv = (0,
+    # 0.8)
     # Î(b_inv; f_vis): i=0: -0.1 + |0 - 0.2| = 0.1 ; i=1: -0 + |0.3 - 0| = 0.3 -> 0.2
     # Î(b_vis; f_inv): i=0: -0 + |0.5 - 0| = 0.5 ; i=1: -|0.5-0.8| + |0 - 0.8| = 0.5 -> 0.5
     m = np.array([1.0, 0.0], np.float32).reshape(2, 1, 1, 1)
@@ -137,8 +165,9 @@ def test_ils_mi_eq9_and_eq12_by_hand():
     np.testing.assert_allclose(loss, 0.7, atol=1e-6)
     # "sum" = the literal L1 norm: 4 elements instead of 1 -> 4x
     f4, b4, m4 = (np.tile(t, [1, 2, 2, 1]) for t in (f, b, m))
-    np.testing.assert_allclose(losses.ils_mi_loss(f4, b4, m4, permutation=perm, pixel_reduction="sum"),
-                               2.8, atol=1e-5)
+    np.testing.assert_allclose(
+        losses.ils_mi_loss(f4, b4, m4, permutation=perm, pixel_reduction="sum"), 2.8, atol=1e-5
+    )
 
 
 def _layers(rng, n=256, dependent=False):
@@ -197,7 +226,9 @@ def test_ils_mi_gradient_switches():
     gf, gb, gm = grads(optimize_visible=False)
     np.testing.assert_array_equal(gf.numpy()[vis_f], 0.0)  # f_vis = f m is stopped
     np.testing.assert_array_equal(gb.numpy()[vis_b], 0.0)  # b_vis = b (1 - m) is stopped
-    assert np.abs(gf.numpy()[~vis_f]).sum() > 0 and np.abs(gb.numpy()[~vis_b]).sum() > 0  # invisible parts do
+    assert (
+        np.abs(gf.numpy()[~vis_f]).sum() > 0 and np.abs(gb.numpy()[~vis_b]).sum() > 0
+    )  # invisible parts do
     assert np.abs(gm.numpy()).sum() > 0
 
 
@@ -213,6 +244,7 @@ def test_ils_mi_permutation_is_seeded_and_per_sample_terms_average_to_the_loss()
 
 
 # ----------------------------------------------------------------------------- other terms
+
 
 def test_ils_l1_by_hand_and_where_its_gradients_go():
     f = np.array([0.2, 0.9], np.float32).reshape(1, 1, 2, 1)
@@ -238,7 +270,9 @@ def test_ils_l1_by_hand_and_where_its_gradients_go():
 def test_infogan_information_loss_is_mean_squared_error():
     z = np.array([[1.0, 2.0], [0.0, 0.0]], np.float32)
     zp = np.array([[0.0, 0.0], [0.0, 1.0]], np.float32)
-    np.testing.assert_allclose(losses.infogan_information_loss(z, zp, reduction="none"), [2.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.infogan_information_loss(z, zp, reduction="none"), [2.5, 0.5], rtol=1e-6
+    )
     np.testing.assert_allclose(losses.infogan_information_loss(z, zp), 1.5, rtol=1e-6)
     z3 = np.zeros([2, 4, 3], np.float32)
     assert losses.infogan_information_loss(z3, z3 + 1).numpy() == pytest.approx(1.0)
@@ -246,7 +280,7 @@ def test_infogan_information_loss_is_mean_squared_error():
 
 def test_smooth_l1_at_known_points():
     x = np.array([0.0, 0.1, -0.2, 0.2499, 0.25, 0.3, -2.0], np.float32)
-    expected = [0.0, 0.04, 0.16, 4 * 0.2499 ** 2, 0.25, 0.3, 2.0]
+    expected = [0.0, 0.04, 0.16, 4 * 0.2499**2, 0.25, 0.3, 2.0]
     np.testing.assert_allclose(losses.smooth_l1(x), expected, rtol=1e-5)
     t = np.zeros([1, 2, 2, 1], np.float32)
     p = np.array([0.1, 0.5, 0.0, 0.0], np.float32).reshape(1, 2, 2, 1)

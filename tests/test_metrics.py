@@ -1,4 +1,5 @@
 """IoU / DICE / foreground IoU / mIoU on hand-counted masks."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,7 +54,9 @@ def test_input_layouts_and_types_agree():
     ref = iou(pred, target)
     assert iou(tf.constant(pred), tf.constant(target)) == pytest.approx(ref)
     assert iou(pred[..., 0], target[..., 0]) == pytest.approx(ref)  # [N, H, W]
-    assert iou(pred[..., 0] > 0.5, target[..., 0].astype(np.uint8)) == pytest.approx(ref)  # bool / int 0-1
+    assert iou(pred[..., 0] > 0.5, target[..., 0].astype(np.uint8)) == pytest.approx(
+        ref
+    )  # bool / int 0-1
     assert iou(pred[0, ..., 0], target[0, ..., 0]) == pytest.approx(2 / 3)  # a single [H, W]
     assert binarize(np.array([[0.5, 0.51]], np.float32)).tolist() == [[[False, True]]]
 

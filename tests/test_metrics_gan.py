@@ -1,4 +1,6 @@
-"""FID / KID / MINE (indep_seg/metrics_gan.py) against independent references (scipy, numpy loops)."""
+"""FID / KID / MINE (indep_seg/metrics_gan.py) against independent references (scipy, numpy
+loops)."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -23,7 +25,9 @@ def test_fid_matches_scipy_sqrtm_reference():
 
 def test_fid_of_gaussians_closed_form():
     # 1-D: FID = (mu1 - mu2)^2 + (s1 - s2)^2
-    np.testing.assert_allclose(mg.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]), 4.0 + 1.0, rtol=1e-9)
+    np.testing.assert_allclose(
+        mg.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]), 4.0 + 1.0, rtol=1e-9
+    )
 
 
 def test_fid_of_a_set_against_itself_is_zero():
@@ -78,16 +82,19 @@ def test_mine_recovers_gaussian_mutual_information():
     rng = np.random.default_rng(3)
     n, rho = 3000, 0.9
     x = rng.standard_normal((n, 2))
-    y = rho * x + np.sqrt(1 - rho ** 2) * rng.standard_normal((n, 2))
-    true = -0.5 * np.log(1 - rho ** 2) * 2  # 1.66 nats
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, 2))
+    true = -0.5 * np.log(1 - rho**2) * 2  # 1.66 nats
     est = mg.mine_mutual_information(x, y, steps=400, batch_size=256, hidden=64)
     assert 0.6 * true < est < 1.15 * true
-    indep = mg.mine_mutual_information(x, rng.standard_normal((n, 2)), steps=400, batch_size=256, hidden=64)
+    indep = mg.mine_mutual_information(
+        x, rng.standard_normal((n, 2)), steps=400, batch_size=256, hidden=64
+    )
     assert abs(indep) < 0.15 and indep < est / 5
 
 
 def test_layer_mutual_information_orders_dependence():
-    """Layers whose hidden background copies the visible foreground have higher MI than independent ones."""
+    """Layers whose hidden background copies the visible foreground have higher MI than independent
+    ones."""
     rng = np.random.default_rng(4)
     n = 600
     f = rng.random((n, 8, 8, 3)).astype(np.float32)

@@ -1,5 +1,6 @@
 """`FusedAdam` updates exactly as Keras' Adam (by hand, against Keras, and under a real
 MirroredStrategy on two logical CPUs in a subprocess)."""
+
 import json
 import subprocess
 import sys
@@ -31,7 +32,9 @@ def _train(opt, steps=5, seed=0):
     def step():
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((model(x) - y) ** 2)
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        opt.apply_gradients(
+            zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        )
 
     for _ in range(steps):
         step()
@@ -39,7 +42,8 @@ def _train(opt, steps=5, seed=0):
 
 
 def test_one_step_by_hand():
-    """w - lr sqrt(1 - b2) / (1 - b1) * m / (sqrt(v) + eps) with m = (1 - b1) g, v = (1 - b2) g^2."""
+    """w - lr sqrt(1 - b2) / (1 - b1) * m / (sqrt(v) + eps) with m = (1 - b1) g, v = (1 - b2)
+    g^2."""
     w = keras.Variable(np.array([1.0, -2.0, 0.5], np.float32))
     g = np.array([0.3, -0.1, 2.0], np.float32)
     lr, b1, b2, eps = 0.01, 0.5, 0.9, 1e-7
@@ -62,7 +66,9 @@ def test_matches_keras_adam_over_steps():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("options", [dict(amsgrad=True), dict(clipnorm=0.1), dict(weight_decay=0.05)])
+@pytest.mark.parametrize(
+    "options", [dict(amsgrad=True), dict(clipnorm=0.1), dict(weight_decay=0.05)]
+)
 def test_amsgrad_clipping_and_weight_decay_as_in_keras(options):
     """AMSGrad is Keras' own update; clipping and weight decay act around the fused update."""
     ref, _ = _train(keras.optimizers.Adam(1e-2, **options))
@@ -91,11 +97,13 @@ _MIRRORED = textwrap.dedent("""
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+            layers = [keras.Input((5,)), keras.layers.Dense(3), keras.layers.Dense(1)]
+            model = keras.Sequential(layers)
             model.compile(optimizer=make_opt(), loss="mse")
         start = [w.copy() for w in model.get_weights()]
         rng = np.random.default_rng(0)
-        x, y = rng.normal(size=(16, 5)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+        x = rng.normal(size=(16, 5)).astype("float32")
+        y = rng.normal(size=(16, 1)).astype("float32")
         model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
         moved = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), start))
         return [w.tolist() for w in model.get_weights()], moved
@@ -106,7 +114,9 @@ _MIRRORED = textwrap.dedent("""
 
 
 def test_same_training_under_mirrored_strategy():
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _MIRRORED], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     (fused, fused_moved), (ref, _) = res["fused"], res["keras"]

@@ -1,10 +1,17 @@
-"""Post-hoc UNet (indep_seg/posthoc.py): synthetic pairs, 90/10 training with best-IoU, the artifact."""
+"""Post-hoc UNet (indep_seg/posthoc.py): synthetic pairs, 90/10 training with best-IoU, the
+artifact."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from indep_seg.posthoc import (generate_pairs, save_posthoc_segmenter, small_unet, train_posthoc_unet,
-                               zoom_out_pairs)
+from indep_seg.posthoc import (
+    generate_pairs,
+    save_posthoc_segmenter,
+    small_unet,
+    train_posthoc_unet,
+    zoom_out_pairs,
+)
 
 
 def _squares(n, r=16, seed=0):
@@ -14,8 +21,8 @@ def _squares(n, r=16, seed=0):
     for i in range(n):
         s = rng.integers(4, 9)
         y, x = rng.integers(0, r - s, size=2)
-        masks[i, y:y + s, x:x + s] = 1
-        imgs[i, y:y + s, x:x + s] += 0.6
+        masks[i, y : y + s, x : x + s] = 1
+        imgs[i, y : y + s, x : x + s] += 0.6
     return imgs, masks
 
 
@@ -44,7 +51,7 @@ def test_zoom_out_keeps_image_and_mask_aligned():
     zi, zm = zoom_out_pairs(imgs, masks, min_scale=0.5, seed=1)
     assert zi.shape == imgs.shape and zm.shape == masks.shape
     for i in range(6):
-        black = (zi[i].sum(-1) == 0)
+        black = zi[i].sum(-1) == 0
         assert black.any() or zm[i].sum() > 0
         assert not zm[i][black].any()  # no mask outside the pasted image
         assert zm[i].sum() <= masks[i].sum() + 1e-6  # shrinking never grows the object
@@ -53,20 +60,26 @@ def test_zoom_out_keeps_image_and_mask_aligned():
 def test_posthoc_unet_learns_and_keeps_best_epoch(tmp_path):
     imgs, masks = _squares(200)
     unet = small_unet(16, widths=(8, 16))
-    unet, hist = train_posthoc_unet(imgs, masks, unet, epochs=4, batch_size=16, learning_rate=3e-3,
-                                    log=lambda *_: None)
+    unet, hist = train_posthoc_unet(
+        imgs, masks, unet, epochs=4, batch_size=16, learning_rate=3e-3, log=lambda *_: None
+    )
     assert hist["val_pairs"] == 20 and hist["train_pairs"] == 180  # 90/10
     assert hist["best_val_iou"] == max(hist["val_iou"])
     assert hist["best_val_iou"] > 0.5
-    # the kept weights are the best epoch's: re-evaluating on the same validation split gives it back
+    # the kept weights are the best epoch's: re-evaluating on the same validation split gives it
+    # back
     rng = np.random.default_rng(0)
     val = rng.permutation(200)[:20]
     pred = unet(imgs[val], training=False).numpy() > 0.5
     t = masks[val] > 0.5
     inter = np.logical_and(pred, t).sum((1, 2, 3))
     union = np.logical_or(pred, t).sum((1, 2, 3))
-    np.testing.assert_allclose(np.mean(inter / np.maximum(union, 1)), hist["best_val_iou"], atol=1e-6)
-    path = save_posthoc_segmenter(unet, tmp_path, 16, extra={"posthoc_best_val_iou": hist["best_val_iou"]})
+    np.testing.assert_allclose(
+        np.mean(inter / np.maximum(union, 1)), hist["best_val_iou"], atol=1e-6
+    )
+    path = save_posthoc_segmenter(
+        unet, tmp_path, 16, extra={"posthoc_best_val_iou": hist["best_val_iou"]}
+    )
     from indep_seg.segmenter import Segmenter
 
     seg = Segmenter.load(tmp_path)
@@ -101,14 +114,21 @@ def test_discriminator_scores_are_the_logits_per_image():
 
     imgs = np.random.default_rng(0).random((7, 4, 4, 3)).astype(np.float32)
     d = lambda x, training=None: tf.reduce_mean(x, axis=[1, 2, 3])[:, None] * 3.0  # noqa: E731
-    np.testing.assert_allclose(discriminator_scores(d, imgs, batch_size=3), imgs.mean(axis=(1, 2, 3)) * 3.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        discriminator_scores(d, imgs, batch_size=3), imgs.mean(axis=(1, 2, 3)) * 3.0, rtol=1e-6
+    )
 
 
 def test_time_budget_is_checked_within_an_epoch():
     imgs, masks = _squares(120)
     unet = small_unet(16, (4, 8))
-    _, hist = train_posthoc_unet(imgs, masks, unet, epochs=3, batch_size=8, budget_seconds=0.0, log=lambda m: None)
-    assert hist["steps"] == 1 and len(hist["val_iou"]) == 1  # one step, then the budget stops the epoch
-    _, full = train_posthoc_unet(imgs, masks, small_unet(16, (4, 8)), epochs=1, batch_size=8, log=lambda m: None)
+    _, hist = train_posthoc_unet(
+        imgs, masks, unet, epochs=3, batch_size=8, budget_seconds=0.0, log=lambda m: None
+    )
+    assert (
+        hist["steps"] == 1 and len(hist["val_iou"]) == 1
+    )  # one step, then the budget stops the epoch
+    _, full = train_posthoc_unet(
+        imgs, masks, small_unet(16, (4, 8)), epochs=1, batch_size=8, log=lambda m: None
+    )
     assert full["steps"] == 108 // 8  # 108 training pairs (90 %), whole batches only

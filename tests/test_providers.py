@@ -1,4 +1,5 @@
 """Instance providers of Dai et al. 2019, Fig. 4."""
+
 import keras
 import numpy as np
 import pytest
@@ -64,7 +65,9 @@ def test_generator_provider_draws_independent_z_per_layer():
 
 def test_generator_provider_normal_latents_and_rank4_generator_input():
     gen = _tiny_generator(6, rank4_input=True)
-    provider = GeneratorProvider(gen, latent_dim=6, num_layers=2, latent_distribution="normal", seed=1)
+    provider = GeneratorProvider(
+        gen, latent_dim=6, num_layers=2, latent_distribution="normal", seed=1
+    )
     layers, z = provider.generate(64)
     assert layers.shape == (64, 2, 4, 4, 4)
     zz = z.numpy()
@@ -99,7 +102,7 @@ def test_natural_patch_sampler_returns_true_crops_with_opaque_alpha():
         i = int(round(p[0, 0, 0] * 10)) - 1
         y0 = int(round(p[0, 0, 1] * 20)) - 1
         x0 = int(round(p[0, 0, 2] * 20)) - 1
-        np.testing.assert_array_equal(p[..., :3], bank[i, y0:y0 + 4, x0:x0 + 5])
+        np.testing.assert_array_equal(p[..., :3], bank[i, y0 : y0 + 4, x0 : x0 + 5])
         images_seen.add(i)
         offsets_seen.add((y0, x0))
     assert images_seen == {0, 1, 2}

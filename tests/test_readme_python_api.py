@@ -1,6 +1,7 @@
 """The README's "Python API" example, run as written: the first ```python block of the section,
 in a subprocess from the repository root (so `../shared/datasets` resolves), with its temporary
 folder inside the test's own."""
+
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ def _python_api_block():
     heading = re.search(r"^## [^\n]*Python API[^\n]*$", readme, re.M)
     assert heading, "README.md has no '## ... Python API' section"
     end = readme.find("\n## ", heading.end())
-    section = readme[heading.end():end if end >= 0 else len(readme)]
+    section = readme[heading.end() : end if end >= 0 else len(readme)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert blocks, "the Python API section has no ```python block"
     return blocks[0]
@@ -32,14 +33,22 @@ def test_block_builds_from_a_preset_fits_on_tfrecords_and_segments():
         assert needed in block, needed
 
 
-@pytest.mark.skipif(not HORSES.is_dir(), reason=f"{HORSES} is absent (datasets/README.md: CI has it)")
+@pytest.mark.skipif(
+    not HORSES.is_dir(), reason=f"{HORSES} is absent (datasets/README.md: CI has it)"
+)
 def test_python_api_block_runs_as_written(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
     env["TMPDIR"] = str(tmp_path)  # tempfile.mkdtemp() in the block lands here
     script = tmp_path / "readme_python_api.py"
     script.write_text(_python_api_block())
-    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     out = r.stdout
 
@@ -47,7 +56,9 @@ def test_python_api_block_runs_as_written(tmp_path):
     assert losses, out
     assert all(np.isfinite(float(v)) for v in losses.groups()), losses.group(0)
 
-    shapes = re.search(r"^photo \((\d+), (\d+), 3\) mask \((\d+), (\d+), 1\) (\S+) (\S+)$", out, re.M)
+    shapes = re.search(
+        r"^photo \((\d+), (\d+), 3\) mask \((\d+), (\d+), 1\) (\S+) (\S+)$", out, re.M
+    )
     assert shapes, out
     ph, pw, mh, mw = (int(v) for v in shapes.groups()[:4])
     lo, hi = float(shapes.group(5)), float(shapes.group(6))
@@ -56,23 +67,32 @@ def test_python_api_block_runs_as_written(tmp_path):
 
     (work,) = [p for p in tmp_path.iterdir() if p.name.startswith("indep_seg_api_")]
     records = list(work.glob("*.tfrecord"))
-    assert len(records) == 1 and records[0].stat().st_size > 100_000   # 24 JPEG photos
+    assert len(records) == 1 and records[0].stat().st_size > 100_000  # 24 JPEG photos
     mask_png = np.asarray(Image.open(work / "mask.png"))
     assert mask_png.shape[:2] == (ph, pw)
-    assert (work / "gan.weights.h5").is_file()                          # ModelCheckpoint
-    assert list((work / "logs").rglob("events.out.tfevents.*"))         # TensorBoard
-    assert not (work / "backup").exists()                               # BackupAndRestore cleans up after a finished fit
+    assert (work / "gan.weights.h5").is_file()  # ModelCheckpoint
+    assert list((work / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
+    assert not (work / "backup").exists()  # BackupAndRestore cleans up after a finished fit
     exported = re.search(r"^exported (\S+)$", out, re.M).group(1)
-    assert Path(exported) == work / "models" / "horses" / "1" and (Path(exported) / "saved_model.pb").is_file()
+    assert (
+        Path(exported) == work / "models" / "horses" / "1"
+        and (Path(exported) / "saved_model.pb").is_file()
+    )
     assert (work / "run" / "segmenter" / "segmenter.json").is_file()
 
     # the saved artifact is what `indep-seg segment` reads: its masks equal the keras model's
     import tensorflow as tf
 
     from indep_seg.segmenter import Segmenter
+
     photo = np.asarray(Image.open(sorted((HORSES / "rgb").glob("*.jpg"))[0]).convert("RGB"))
     seg = Segmenter.load(work / "run")
     (full,) = seg.predict([photo])
-    served = tf.saved_model.load(exported).signatures["serving_default"](
-        image=tf.constant(photo[None].astype(np.float32) / 255.0))["mask"].numpy()[0, :, :, 0]
+    served = (
+        tf.saved_model.load(exported)
+        .signatures["serving_default"](image=tf.constant(photo[None].astype(np.float32) / 255.0))[
+            "mask"
+        ]
+        .numpy()[0, :, :, 0]
+    )
     np.testing.assert_allclose(full, served, atol=1e-5)

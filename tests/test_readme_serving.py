@@ -1,5 +1,6 @@
 """The README's serving contract, gRPC snippet and curl examples, run as written against a live
 `indep-seg serve` (only the ports and the model path are put in)."""
+
 import json
 import os
 import re
@@ -41,7 +42,11 @@ def test_contract_table_names_the_exported_signatures_inputs_and_dtypes(tmp_path
             assert f"`{arg}`: {spec.dtype.name} `[N" in row, (name, arg, row)
             assert len(spec.shape) == (4 if arg == "image" else 2 if arg == "box" else 1)
         (out,) = fn.structured_outputs.items()
-        assert out[0] == "mask" and out[1].dtype == tf.float32 and "`mask`: float32 `[N, H, W, 1]`" in row
+        assert (
+            out[0] == "mask"
+            and out[1].dtype == tf.float32
+            and "`mask`: float32 `[N, H, W, 1]`" in row
+        )
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +58,30 @@ def served(tmp_path_factory):
     Image.fromarray(img).save(root / "photo.jpg", quality=98)
     port, rest = free_port(), free_port()
     ready = root / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "indep_seg", "serve", "--port", str(port), "--rest_api_port",
-                             str(rest), "--model_name", "cats", "--model_base_path", str(root / "models" / "cats"),
-                             "--model_base_path_prefix", str(root / "models"), "--ready_file", str(ready)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "indep_seg",
+            "serve",
+            "--port",
+            str(port),
+            "--rest_api_port",
+            str(rest),
+            "--model_name",
+            "cats",
+            "--model_base_path",
+            str(root / "models" / "cats"),
+            "--model_base_path_prefix",
+            str(root / "models"),
+            "--ready_file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while not ready.exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
@@ -68,24 +93,40 @@ def served(tmp_path_factory):
 
 def _fill(text, served):
     return text.replace("127.0.0.1:8500", f"127.0.0.1:{served['port']}").replace(
-        "127.0.0.1:8501", f"127.0.0.1:{served['rest']}")
+        "127.0.0.1:8501", f"127.0.0.1:{served['rest']}"
+    )
 
 
 def test_grpc_snippet_runs_as_written(served):
     (code,) = [b for b in _blocks(_section("Serving contract"), "python") if "Predict(" in b]
-    r = subprocess.run([sys.executable, "-c", _fill(code, served)], cwd=served["root"], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    r = subprocess.run(
+        [sys.executable, "-c", _fill(code, served)],
+        cwd=served["root"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     mask = np.asarray(Image.open(served["root"] / "mask.png"))
     assert mask.shape == (36, 48)
-    assert mask[8:25, 10:35].min() > 200 and mask[:, 42:].max() < 30   # the red object, 0 outside the box
+    assert (
+        mask[8:25, 10:35].min() > 200 and mask[:, 42:].max() < 30
+    )  # the red object, 0 outside the box
 
 
-@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("base64") is None, reason="needs curl, base64")
+@pytest.mark.skipif(
+    shutil.which("curl") is None or shutil.which("base64") is None, reason="needs curl, base64"
+)
 def test_curl_examples_run_as_written(served):
     (script,) = [b for b in _blocks(_section("Serving contract"), "bash") if "curl" in b]
-    r = subprocess.run(["bash", "-c", "set -e -o pipefail\n" + _fill(script, served)], cwd=served["root"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["bash", "-c", "set -e -o pipefail\n" + _fill(script, served)],
+        cwd=served["root"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     metadata, pixels = _two_documents(r.stdout)
     sigs = metadata["metadata"]["signature_def"]["signature_def"]

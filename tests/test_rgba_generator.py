@@ -1,4 +1,5 @@
 """RGBAGenerator (Dai et al. 2019, Table 2) and the InfoGAN Q head."""
+
 import keras
 import numpy as np
 import pytest
@@ -15,15 +16,25 @@ def test_paper_preset_is_table_2():
     assert float(tf.reduce_min(out)) >= 0 and float(tf.reduce_max(out)) <= 1
     assert g.project.units == 8 * 8 * 256
     kinds = [(type(c).__name__, c.filters, c.kernel_size, c.strides) for c, _ in g.blocks]
-    assert kinds == [("UnfusedBiasConv2D", 256, (4, 4), (1, 1)), ("UnfusedBiasConv2D", 256, (4, 4), (1, 1)),
-                     ("GemmConv2DTranspose", 128, (4, 4), (2, 2)), ("GemmConv2DTranspose", 64, (4, 4), (2, 2))]
+    assert kinds == [
+        ("UnfusedBiasConv2D", 256, (4, 4), (1, 1)),
+        ("UnfusedBiasConv2D", 256, (4, 4), (1, 1)),
+        ("GemmConv2DTranspose", 128, (4, 4), (2, 2)),
+        ("GemmConv2DTranspose", 64, (4, 4), (2, 2)),
+    ]
     assert (g.to_rgba.filters, g.to_rgba.kernel_size, g.to_rgba.strides) == (4, (4, 4), (2, 2))
 
 
 def test_small_upsample_variant_and_alpha_bias():
     a = 0.1
-    g = RGBAGenerator(latent_dim=3, resolution=16, initial_size=4, widths=(16, 16, 8), upsample="upsample",
-                      alpha_bias=float(np.log(a / (1 - a))))
+    g = RGBAGenerator(
+        latent_dim=3,
+        resolution=16,
+        initial_size=4,
+        widths=(16, 16, 8),
+        upsample="upsample",
+        alpha_bias=float(np.log(a / (1 - a))),
+    )
     out = g(tf.zeros((4, 3)))
     assert out.shape == (4, 16, 16, 4)
     # the alpha bias sets the starting mask level near a (all other weights are small at init)
@@ -47,10 +58,13 @@ def test_get_config_round_trip():
 
 def test_information_term_decreases_when_q_can_recover_z():
     """Dai's beta term: trained jointly, G and Q make z recoverable, so the term falls well below
-    its chance level var(z) = 1/3 (z uniform in [-1, 1]); with a generator that ignores z it cannot."""
+    its chance level var(z) = 1/3 (z uniform in [-1, 1]); with a generator that ignores z it
+    cannot."""
     keras.utils.set_random_seed(1)
     d = 2
-    g = RGBAGenerator(latent_dim=d, resolution=8, initial_size=4, widths=(16, 8), upsample="upsample")
+    g = RGBAGenerator(
+        latent_dim=d, resolution=8, initial_size=4, widths=(16, 8), upsample="upsample"
+    )
     q = InfoGANQHead(d, widths=(8, 16))
     opt = keras.optimizers.Adam(3e-3)
     g(tf.zeros((1, d)))
@@ -81,7 +95,9 @@ def test_information_term_decreases_when_q_can_recover_z():
     def step2(z):
         with tf.GradientTape() as tape:
             loss = losses.infogan_information_loss(z, q2(const))
-        opt2.apply_gradients(zip(tape.gradient(loss, q2.trainable_variables), q2.trainable_variables))
+        opt2.apply_gradients(
+            zip(tape.gradient(loss, q2.trainable_variables), q2.trainable_variables)
+        )
 
     for i in range(60):
         step2(tf.random.stateless_uniform((32, d), [i, 3], -1, 1))
@@ -91,8 +107,15 @@ def test_information_term_decreases_when_q_can_recover_z():
 
 
 def test_border_taper_zeroes_the_canvas_border_only_in_alpha():
-    g = RGBAGenerator(latent_dim=2, resolution=16, initial_size=4, widths=(8, 8, 8), upsample="upsample",
-                      border_taper=3, alpha_bias=5.0)
+    g = RGBAGenerator(
+        latent_dim=2,
+        resolution=16,
+        initial_size=4,
+        widths=(8, 8, 8),
+        upsample="upsample",
+        border_taper=3,
+        alpha_bias=5.0,
+    )
     out = g(tf.random.uniform((3, 2), -1, 1)).numpy()
     alpha = out[..., 3]
     assert np.all(alpha[:, 0, :] == 0) and np.all(alpha[:, :, -1] == 0)

@@ -21,8 +21,14 @@ def _conv_model(r=16):
 
 
 def test_save_load_round_trip(tmp_path):
-    seg = Segmenter(_conv_model(), resolution=16, margin=0.1, square=True, experiment="t",
-                    extra={"chosen_step": 7})
+    seg = Segmenter(
+        _conv_model(),
+        resolution=16,
+        margin=0.1,
+        square=True,
+        experiment="t",
+        extra={"chosen_step": 7},
+    )
     seg.save(tmp_path / "run" / "segmenter")
     loaded = Segmenter.load(tmp_path / "run")  # a model dir holding the artifact
     assert (loaded.resolution, loaded.margin, loaded.square) == (16, 0.1, True)
@@ -63,9 +69,11 @@ def test_errors_name_the_argument(tmp_path):
         seg.predict([np.zeros((4, 4, 3))], boxes=[None, None])
 
 
-# --------------------------------------------------------------------------- BoxSegmenter (keras.Model)
+# --------------------------------------------------------------------------- BoxSegmenter
+# (keras.Model)
 def _reference_mask(net, image, box, r, margin=0.0, square=False):
-    """The per-image computation `Segmenter.predict` did before it batched: crop, network, paste back."""
+    """The per-image computation `Segmenter.predict` did before it batched: crop, network, paste
+    back."""
     from indep_seg.box_crop import box_window, crop_to_window, paste_back
 
     window = box_window([box], margin, square)
@@ -85,9 +93,12 @@ def test_box_segmenter_is_a_keras_model_matching_the_per_image_computation():
     masks = seg.predict({"image": images, "box": boxes}, verbose=0)
     assert masks.shape == (3, 30, 44, 1)
     for i in range(3):
-        np.testing.assert_allclose(masks[i, :, :, 0], _reference_mask(net, images[i], boxes[i], 16, 0.1, True),
-                                   atol=1e-5)
-    whole = seg.predict_on_batch({"image": (images * 255).astype("uint8")})   # no box: the whole image
+        np.testing.assert_allclose(
+            masks[i, :, :, 0], _reference_mask(net, images[i], boxes[i], 16, 0.1, True), atol=1e-5
+        )
+    whole = seg.predict_on_batch(
+        {"image": (images * 255).astype("uint8")}
+    )  # no box: the whole image
     np.testing.assert_allclose(whole[1], masks[1], atol=0.02)
 
 
@@ -96,12 +107,17 @@ def test_segmenter_predict_runs_one_graph_call_per_image_size(monkeypatch):
 
     calls = []
     original = BoxSegmenter.predict_on_batch
-    monkeypatch.setattr(BoxSegmenter, "predict_on_batch",
-                        lambda self, x: calls.append(x["image"].shape) or original(self, x))
+    monkeypatch.setattr(
+        BoxSegmenter,
+        "predict_on_batch",
+        lambda self, x: calls.append(x["image"].shape) or original(self, x),
+    )
     net = _conv_model()
     seg = Segmenter(net, resolution=16, margin=0.25, square=True)
     rng = np.random.default_rng(1)
-    images = [rng.random((24, 32, 3)).astype("float32") for _ in range(4)] + [rng.random((20, 20, 3))]
+    images = [rng.random((24, 32, 3)).astype("float32") for _ in range(4)] + [
+        rng.random((20, 20, 3))
+    ]
     boxes = [[1, 2, 20, 22], None, [5, 5, 30, 23], [0, 0, 10, 10], [2, 2, 18, 18]]
     masks = seg.predict(images, boxes)
     assert sorted(calls) == [(1, 20, 20, 3), (4, 24, 32, 3)]
@@ -124,9 +140,15 @@ def test_box_segmenter_saves_loads_and_exports_the_same_masks(tmp_path):
     seg.save(tmp_path / "seg.keras")
     loaded = keras.models.load_model(tmp_path / "seg.keras")
     assert isinstance(loaded, BoxSegmenter) and (loaded.resolution, loaded.margin) == (16, 0.25)
-    np.testing.assert_allclose(loaded.predict_on_batch({"image": images, "box": boxes}), masks, atol=1e-6)
-    served = tf.saved_model.load(str(export_segmenter(seg, tmp_path / "export"))).signatures["segment_in_box"]
-    np.testing.assert_allclose(served(image=tf.constant(images), box=tf.constant(boxes))["mask"], masks, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict_on_batch({"image": images, "box": boxes}), masks, atol=1e-6
+    )
+    served = tf.saved_model.load(str(export_segmenter(seg, tmp_path / "export"))).signatures[
+        "segment_in_box"
+    ]
+    np.testing.assert_allclose(
+        served(image=tf.constant(images), box=tf.constant(boxes))["mask"], masks, atol=1e-5
+    )
     artifact = seg.to_segmenter("t").save(tmp_path / "run" / "segmenter")
     again = Segmenter.load(artifact).predict(list(images), list(boxes))
     np.testing.assert_allclose(np.stack(again), masks[..., 0], atol=1e-5)
@@ -158,9 +180,14 @@ def test_a_saved_box_segmenter_loads_in_a_fresh_process_after_importing_the_modu
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "masks.npy", seg.predict_on_batch({"image": images}))
     seg.save(tmp_path / "seg.keras")
-    code = ("import sys, keras, numpy as np\nimport indep_seg.segmenter\nd = sys.argv[1]\n"
-            "m = keras.models.load_model(d + '/seg.keras')\n"
-            "got = m.predict_on_batch({'image': np.load(d + '/images.npy')})\n"
-            "np.testing.assert_allclose(got, np.load(d + '/masks.npy'), atol=1e-6)\nprint('LOADED', type(m).__name__)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys, keras, numpy as np\nimport indep_seg.segmenter\nd = sys.argv[1]\n"
+        "m = keras.models.load_model(d + '/seg.keras')\n"
+        "got = m.predict_on_batch({'image': np.load(d + '/images.npy')})\n"
+        "np.testing.assert_allclose(got, np.load(d + '/masks.npy'), atol=1e-6)\nprint('LOADED', "
+        "type(m).__name__)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and "LOADED BoxSegmenter" in r.stdout, r.stderr[-3000:]

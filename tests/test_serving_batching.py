@@ -1,4 +1,5 @@
 """Server-side batching (`indep_seg.serving.batching`) and the text-format configuration files."""
+
 import threading
 import time
 
@@ -7,7 +8,12 @@ import numpy as np
 import pytest
 
 from indep_seg.serving.batching import BatchScheduler
-from indep_seg.serving.config import BatchingOptions, ConfigError, parse_batching_parameters, parse_model_server_config
+from indep_seg.serving.config import (
+    BatchingOptions,
+    ConfigError,
+    parse_batching_parameters,
+    parse_model_server_config,
+)
 from indep_seg.serving.errors import ServingError
 from indep_seg.serving.servables import SignatureInfo
 
@@ -51,7 +57,9 @@ def _concurrent(scheduler, servable, arrays):
 
 
 def test_concurrent_requests_are_merged_and_split_back():
-    sched = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=100_000, num_batch_threads=1))
+    sched = BatchScheduler(
+        BatchingOptions(max_batch_size=8, batch_timeout_micros=100_000, num_batch_threads=1)
+    )
     fake = FakeServable()
     arrays = [np.full((1, 3, 3), i, np.float32) for i in range(8)]
     try:
@@ -66,10 +74,16 @@ def test_concurrent_requests_are_merged_and_split_back():
 
 
 def test_shapes_do_not_mix_and_bad_example_fails_alone():
-    sched = BatchScheduler(BatchingOptions(max_batch_size=16, batch_timeout_micros=50_000, num_batch_threads=1))
+    sched = BatchScheduler(
+        BatchingOptions(max_batch_size=16, batch_timeout_micros=50_000, num_batch_threads=1)
+    )
     fake = FakeServable(delay=0.01)
-    arrays = [np.ones((1, 2, 2), np.float32), np.ones((1, 3, 3), np.float32), -np.ones((1, 2, 2), np.float32),
-              np.ones((2, 2, 2), np.float32)]
+    arrays = [
+        np.ones((1, 2, 2), np.float32),
+        np.ones((1, 3, 3), np.float32),
+        -np.ones((1, 2, 2), np.float32),
+        np.ones((2, 2, 2), np.float32),
+    ]
     try:
         results, errors = _concurrent(sched, fake, arrays)
     finally:
@@ -81,8 +95,14 @@ def test_shapes_do_not_mix_and_bad_example_fails_alone():
 
 
 def test_allowed_batch_sizes_pad_the_batch():
-    sched = BatchScheduler(BatchingOptions(max_batch_size=4, batch_timeout_micros=1000,
-                                           allowed_batch_sizes=[2, 4], num_batch_threads=1))
+    sched = BatchScheduler(
+        BatchingOptions(
+            max_batch_size=4,
+            batch_timeout_micros=1000,
+            allowed_batch_sizes=[2, 4],
+            num_batch_threads=1,
+        )
+    )
     fake = FakeServable(delay=0.0)
     try:
         out = sched.run(fake, SIG, {"x": np.arange(3, dtype=np.float32)[:, None]})["y"]
@@ -93,14 +113,19 @@ def test_allowed_batch_sizes_pad_the_batch():
 
 
 def test_full_queue_is_unavailable_and_strings_bypass():
-    sched = BatchScheduler(BatchingOptions(max_batch_size=2, max_enqueued_batches=1, num_batch_threads=1,
-                                           batch_timeout_micros=0))
+    sched = BatchScheduler(
+        BatchingOptions(
+            max_batch_size=2, max_enqueued_batches=1, num_batch_threads=1, batch_timeout_micros=0
+        )
+    )
     fake = FakeServable(delay=0.3)
     arrays = [np.ones((1, 1), np.float32)] * 8
     try:
         _, errors = _concurrent(sched, fake, arrays)
-        assert any(e is not None and e.code == grpc.StatusCode.UNAVAILABLE and "queue" in e.message
-                   for e in errors)
+        assert any(
+            e is not None and e.code == grpc.StatusCode.UNAVAILABLE and "queue" in e.message
+            for e in errors
+        )
         strings = np.array([b"a", b"b"], dtype=object)
         fake.sizes.clear()
         assert list(sched.run(fake, SIG, {"x": strings})["y"]) == [b"a", b"b"]
@@ -118,8 +143,14 @@ def test_batching_parameters_text_format():
         allowed_batch_sizes: 16
         pad_variable_length_inputs: true
     """)
-    assert (opts.max_batch_size, opts.batch_timeout_micros, opts.num_batch_threads, opts.max_enqueued_batches,
-            opts.allowed_batch_sizes, opts.pad_variable_length_inputs) == (16, 2000, 3, 7, [8, 16], True)
+    assert (
+        opts.max_batch_size,
+        opts.batch_timeout_micros,
+        opts.num_batch_threads,
+        opts.max_enqueued_batches,
+        opts.allowed_batch_sizes,
+        opts.pad_variable_length_inputs,
+    ) == (16, 2000, 3, 7, [8, 16], True)
     with pytest.raises(ConfigError, match="f.txt: not a valid text-format BatchingParameters"):
         parse_batching_parameters("max_batch_size: 3", "f.txt")
     with pytest.raises(ConfigError, match="must equal max_batch_size"):
@@ -129,18 +160,28 @@ def test_batching_parameters_text_format():
 
 
 def test_model_server_config_validation():
-    cfg = parse_model_server_config('model_config_list { config { name: "a" base_path: "/m/a" '
-                                    'model_version_policy { specific { versions: 2 } } '
-                                    'version_labels { key: "canary" value: 2 } } }')
+    cfg = parse_model_server_config(
+        'model_config_list { config { name: "a" base_path: "/m/a" '
+        "model_version_policy { specific { versions: 2 } } "
+        'version_labels { key: "canary" value: 2 } } }'
+    )
     mc = cfg.model_config_list.config[0]
-    assert mc.model_version_policy.specific.versions == [2] and dict(mc.version_labels) == {"canary": 2}
+    assert mc.model_version_policy.specific.versions == [2] and dict(mc.version_labels) == {
+        "canary": 2
+    }
     for text, message in [
         ('model_config_list { config { name: "a" } }', "'base_path' is empty"),
         ('model_config_list { config { base_path: "/x" } }', "'name' is empty"),
-        ('model_config_list { config { name: "a" base_path: "/x" '
-         'model_version_policy { specific { } } } }', "lists no versions"),
-        ('model_config_list { config { name: "a" base_path: "/x" '
-         'version_labels { key: "s" value: 0 } } }', "expected a positive version"),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" '
+            "model_version_policy { specific { } } } }",
+            "lists no versions",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/x" '
+            'version_labels { key: "s" value: 0 } } }',
+            "expected a positive version",
+        ),
         ("model_config_list {", "not a valid text-format ModelServerConfig"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -1,13 +1,22 @@
 """The model server over gRPC, through the unmodified tensorflow_serving stubs only."""
+
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import wrappers_pb2  # noqa: F401
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_management_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 from indep_seg.serving.export import export_segmenter
 from indep_seg.serving.server import ModelServer
@@ -21,13 +30,20 @@ def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("grpc") / "seg"
     seg = segmenter(conv_model(16), margin=0.1, square=True)
     export_segmenter(seg, base, version=1)
-    server = ModelServer.from_base_path("seg", base, port=0, file_system_poll_wait_seconds=0,
-                                        max_message_size=MAX_MESSAGE).start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
-        ("grpc.max_send_message_length", 64 * 1024 * 1024)])
-    yield {"seg": seg, "base": base, "server": server, "channel": channel,
-           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
-           "models": model_service_pb2_grpc.ModelServiceStub(channel)}
+    server = ModelServer.from_base_path(
+        "seg", base, port=0, file_system_poll_wait_seconds=0, max_message_size=MAX_MESSAGE
+    ).start()
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    yield {
+        "seg": seg,
+        "base": base,
+        "server": server,
+        "channel": channel,
+        "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        "models": model_service_pb2_grpc.ModelServiceStub(channel),
+    }
     channel.close()
     server.stop()
 
@@ -52,11 +68,17 @@ def png_header(width, height):
     import zlib
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _code(fn, *args):
@@ -71,33 +93,47 @@ def test_masks_equal_in_process_model_in_typed_fields(env):
     out = resp.outputs["mask"]
     assert out.dtype == tf.float32.as_datatype_enum
     assert len(out.float_val) == 2 * 30 * 40 and out.tensor_content == b""  # TF Serving's default
-    assert (resp.model_spec.name, resp.model_spec.version.value, resp.model_spec.signature_name) == \
-        ("seg", 1, "serving_default")
+    assert (
+        resp.model_spec.name,
+        resp.model_spec.version.value,
+        resp.model_spec.signature_name,
+    ) == ("seg", 1, "serving_default")
     ref = np.stack(env["seg"].predict(list(img)))
     np.testing.assert_allclose(tf.make_ndarray(out)[..., 0], ref, atol=1e-5)
 
     boxes = np.array([[2, 3, 30, 25], [10, 0, 40, 30]], np.float32)
-    resp = env["predict"].Predict(_request(signature="segment_in_box", image=img, box=boxes), timeout=30)
+    resp = env["predict"].Predict(
+        _request(signature="segment_in_box", image=img, box=boxes), timeout=30
+    )
     ref = np.stack(env["seg"].predict(list(img), boxes=list(boxes)))
     np.testing.assert_allclose(tf.make_ndarray(resp.outputs["mask"])[..., 0], ref, atol=1e-5)
 
     u8 = (img[0] * 255).astype(np.uint8)
-    resp = env["predict"].Predict(_request(signature="segment_bytes",
-                                           image_bytes=np.array([png_bytes(u8)], dtype=object)), timeout=30)
-    np.testing.assert_allclose(tf.make_ndarray(resp.outputs["mask"])[0, ..., 0], env["seg"].predict([u8])[0],
-                               atol=1e-5)
+    resp = env["predict"].Predict(
+        _request(signature="segment_bytes", image_bytes=np.array([png_bytes(u8)], dtype=object)),
+        timeout=30,
+    )
+    np.testing.assert_allclose(
+        tf.make_ndarray(resp.outputs["mask"])[0, ..., 0], env["seg"].predict([u8])[0], atol=1e-5
+    )
 
 
 def test_tensor_content_option(tmp_path_factory, env):
-    server = ModelServer.from_base_path("seg", env["base"], port=0, file_system_poll_wait_seconds=0,
-                                        tensor_content=True).start()
+    server = ModelServer.from_base_path(
+        "seg", env["base"], port=0, file_system_poll_wait_seconds=0, tensor_content=True
+    ).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             img = np.random.default_rng(1).random((1, 8, 9, 3), dtype=np.float32)
-            out = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(_request(image=img),
-                                                                                 timeout=30).outputs["mask"]
+            out = (
+                prediction_service_pb2_grpc.PredictionServiceStub(ch)
+                .Predict(_request(image=img), timeout=30)
+                .outputs["mask"]
+            )
             assert len(out.float_val) == 0 and len(out.tensor_content) == 8 * 9 * 4
-            np.testing.assert_allclose(tf.make_ndarray(out)[0, ..., 0], env["seg"].predict([img[0]])[0], atol=1e-5)
+            np.testing.assert_allclose(
+                tf.make_ndarray(out)[0, ..., 0], env["seg"].predict([img[0]])[0], atol=1e-5
+            )
     finally:
         server.stop()
 
@@ -118,7 +154,9 @@ def test_metadata_lists_named_signatures(env):
     assert dims == [-1, -1, -1, 3]
     req.metadata_field[:] = ["bogus"]
     assert _code(env["predict"].GetModelMetadata, req) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Metadata field bogus is not supported")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Metadata field bogus is not supported",
+    )
 
 
 def test_model_status_and_health(env):
@@ -130,11 +168,15 @@ def test_model_status_and_health(env):
     assert st.status.error_code == 0
     req.model_spec.name = "nope"
     assert _code(env["models"].GetModelStatus, req) == (
-        grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope")
+        grpc.StatusCode.NOT_FOUND,
+        "Could not find any versions of model nope",
+    )
     req.model_spec.name = "seg"
     req.model_spec.version.value = 5
     assert _code(env["models"].GetModelStatus, req) == (
-        grpc.StatusCode.NOT_FOUND, "Could not find version 5 of model seg")
+        grpc.StatusCode.NOT_FOUND,
+        "Could not find version 5 of model seg",
+    )
     health = health_pb2_grpc.HealthStub(env["channel"])
     for service in ("", "tensorflow.serving.PredictionService", "seg"):
         r = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
@@ -145,35 +187,94 @@ def test_error_codes_and_messages(env):
     p = env["predict"].Predict
     img = np.random.default_rng(2).random((1, 12, 10, 3), dtype=np.float32)
     cases = [
-        (_request(model="nope", image=img), grpc.StatusCode.NOT_FOUND,
-         "Servable not found for request: Latest(nope)"),
-        (_request(version=7, image=img), grpc.StatusCode.NOT_FOUND,
-         "Servable not found for request: Specific(seg, 7)"),
-        (_request(label="canary", image=img), grpc.StatusCode.INVALID_ARGUMENT,
-         "Unrecognized servable version label: canary"),
-        (_request(signature="classify_me", image=img), grpc.StatusCode.FAILED_PRECONDITION,
-         'Serving signature key "classify_me" not found.'),
-        (_request(images=img), grpc.StatusCode.INVALID_ARGUMENT,
-         "input tensor alias not found in signature: images. Inputs expected to be in the set {image}."),
-        (_request(signature="segment_in_box", image=img), grpc.StatusCode.INVALID_ARGUMENT,
-         "Missing but required: {box}"),
-        (_request(image=img.astype(np.float64)), grpc.StatusCode.INVALID_ARGUMENT,
-         "image: expects a DT_FLOAT tensor but DT_DOUBLE is provided"),
-        (_request(image=img[0]), grpc.StatusCode.INVALID_ARGUMENT, "image: expected a tensor of rank 4"),
+        (
+            _request(model="nope", image=img),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(nope)",
+        ),
+        (
+            _request(version=7, image=img),
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Specific(seg, 7)",
+        ),
+        (
+            _request(label="canary", image=img),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: canary",
+        ),
+        (
+            _request(signature="classify_me", image=img),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "classify_me" not found.',
+        ),
+        (
+            _request(images=img),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input tensor alias not found in signature: images. Inputs expected to be in the set "
+            "{image}.",
+        ),
+        (
+            _request(signature="segment_in_box", image=img),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Missing but required: {box}",
+        ),
+        (
+            _request(image=img.astype(np.float64)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image: expects a DT_FLOAT tensor but DT_DOUBLE is provided",
+        ),
+        (
+            _request(image=img[0]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image: expected a tensor of rank 4",
+        ),
         (_request(image=img[..., :2]), grpc.StatusCode.INVALID_ARGUMENT, "dimension 3 must be 3"),
         (_request(image=img[:0]), grpc.StatusCode.INVALID_ARGUMENT, "image: empty batch"),
-        (_request(signature="segment_in_box", image=img, box=np.array([[5, 5, 2, 9]], np.float32)),
-         grpc.StatusCode.INVALID_ARGUMENT, "box: box 0 = [5.0, 5.0, 2.0, 9.0] is empty"),
-        (_request(signature="segment_in_box", image=img, box=np.tile(np.array([0, 0, 1, 1], np.float32), (2, 1))),
-         grpc.StatusCode.INVALID_ARGUMENT, "equal 0th-dimension size"),
-        (_request(signature="segment_bytes", image_bytes=np.array([b"\x89PNG garbage"], dtype=object)),
-         grpc.StatusCode.INVALID_ARGUMENT, "Unknown image file format"),
-        (_request(image=np.zeros((1, 600, 600, 3), np.float32)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-        (_request(signature="segment_bytes", image_bytes=np.array([png_header(9000, 9000)], dtype=object)),
-         grpc.StatusCode.INVALID_ARGUMENT, "image_bytes[0]: the image declares 9000x9000 = 81,000,000 pixels, "
-         "over this server's cap of 67,108,864"),
-        (_request(signature="segment_bytes", image_bytes=np.array([png_header(10 ** 5, 10 ** 5)], dtype=object)),
-         grpc.StatusCode.INVALID_ARGUMENT, "image_bytes[0]: the image declares 100000x100000 = "),
+        (
+            _request(
+                signature="segment_in_box", image=img, box=np.array([[5, 5, 2, 9]], np.float32)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "box: box 0 = [5.0, 5.0, 2.0, 9.0] is empty",
+        ),
+        (
+            _request(
+                signature="segment_in_box",
+                image=img,
+                box=np.tile(np.array([0, 0, 1, 1], np.float32), (2, 1)),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "equal 0th-dimension size",
+        ),
+        (
+            _request(
+                signature="segment_bytes", image_bytes=np.array([b"\x89PNG garbage"], dtype=object)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unknown image file format",
+        ),
+        (
+            _request(image=np.zeros((1, 600, 600, 3), np.float32)),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "",
+        ),
+        (
+            _request(
+                signature="segment_bytes",
+                image_bytes=np.array([png_header(9000, 9000)], dtype=object),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image_bytes[0]: the image declares 9000x9000 = 81,000,000 pixels, "
+            "over this server's cap of 67,108,864",
+        ),
+        (
+            _request(
+                signature="segment_bytes",
+                image_bytes=np.array([png_header(10**5, 10**5)], dtype=object),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image_bytes[0]: the image declares 100000x100000 = ",
+        ),
     ]
     for req, code, message in cases:
         got_code, details = _code(p, req)
@@ -186,9 +287,11 @@ def test_error_codes_and_messages(env):
 
 
 def test_unimplemented_methods(env):
-    for fn, req in ((env["predict"].Classify, classification_pb2.ClassificationRequest()),
-                    (env["predict"].Regress, regression_pb2.RegressionRequest()),
-                    (env["predict"].MultiInference, inference_pb2.MultiInferenceRequest())):
+    for fn, req in (
+        (env["predict"].Classify, classification_pb2.ClassificationRequest()),
+        (env["predict"].Regress, regression_pb2.RegressionRequest()),
+        (env["predict"].MultiInference, inference_pb2.MultiInferenceRequest()),
+    ):
         code, details = _code(fn, req)
         assert code == grpc.StatusCode.UNIMPLEMENTED and "use Predict" in details
 
@@ -204,23 +307,35 @@ def test_reload_config_rejects_bad_and_applies_good(env, tmp_path):
     code, details = _code(env["models"].HandleReloadConfigRequest, req)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "model_platform 'pytorch'" in details
     good = parse_model_server_config(f'''model_config_list {{
-        config {{ name: "seg" base_path: "{env['base']}" model_platform: "tensorflow"
+        config {{ name: "seg" base_path: "{env["base"]}" model_platform: "tensorflow"
                  version_labels {{ key: "stable" value: 1 }} }}
-        config {{ name: "seg2" base_path: "{env['base']}" }} }}''')
+        config {{ name: "seg2" base_path: "{env["base"]}" }} }}''')
     req = model_management_pb2.ReloadConfigRequest(config=good)
     env["models"].HandleReloadConfigRequest(req, timeout=60)
     img = np.random.default_rng(3).random((1, 9, 9, 3), dtype=np.float32)
     a = env["predict"].Predict(_request(label="stable", image=img), timeout=30)
     b = env["predict"].Predict(_request(model="seg2", image=img), timeout=30)
     assert a.model_spec.version.value == 1
-    np.testing.assert_array_equal(tf.make_ndarray(a.outputs["mask"]), tf.make_ndarray(b.outputs["mask"]))
+    np.testing.assert_array_equal(
+        tf.make_ndarray(a.outputs["mask"]), tf.make_ndarray(b.outputs["mask"])
+    )
     # A label naming a version that is not loaded: TF Serving's FAILED_PRECONDITION, labels kept.
     bad = parse_model_server_config(f'''model_config_list {{
-        config {{ name: "seg" base_path: "{env['base']}"
-                 version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 9 }} }} }}''')
-    code, details = _code(env["models"].HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest(config=bad))
+        config {{ name: "seg" base_path: "{env["base"]}"
+                 version_labels {{ key: "stable" value: 1 }}
+                 version_labels {{ key: "canary" value: 9 }} }} }}''')
+    code, details = _code(
+        env["models"].HandleReloadConfigRequest,
+        model_management_pb2.ReloadConfigRequest(config=bad),
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "Request to assign label to version 9 of model seg, which is not currently available" in details
+    assert (
+        "Request to assign label to version 9 of model seg, which is not currently available"
+        in details
+    )
     a = env["predict"].Predict(_request(label="stable", image=img), timeout=30)
     assert a.model_spec.version.value == 1
-    assert _code(env["predict"].Predict, _request(label="canary", image=img))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        _code(env["predict"].Predict, _request(label="canary", image=img))[0]
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )

@@ -1,4 +1,6 @@
-"""indep_seg.serving.limits: image headers read as TensorFlow's decoders read them, request budgets."""
+"""indep_seg.serving.limits: image headers read as TensorFlow's decoders read them, request
+budgets."""
+
 import io
 import struct
 import zlib
@@ -9,8 +11,14 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from indep_seg.serving.errors import ServingError
-from indep_seg.serving.limits import (HeaderError, RequestLimits, check_encoded_images, declared_string_bytes,
-                            declared_tensor_size, image_header)
+from indep_seg.serving.limits import (
+    HeaderError,
+    RequestLimits,
+    check_encoded_images,
+    declared_string_bytes,
+    declared_tensor_size,
+    image_header,
+)
 
 
 def _pil(fmt, size=(37, 23), **kwargs):
@@ -42,8 +50,13 @@ def png_bomb(w, h, bad_text_crc=True):
     with a wrong CRC (Pillow refuses such files; TensorFlow decodes them)."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     text = _chunk(b"tEXt", b"k\x00v", crc=0 if bad_text_crc else None)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + text + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + text
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def jpeg_bomb(w, h):
@@ -62,20 +75,37 @@ def gif_bomb(sw, sh, frames, fw=None, fh=None):
 
 
 def bmp_header(w, h):
-    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHH", 40, w, h, 1, 24) + b"\x00" * 24
+    return (
+        b"BM"
+        + struct.pack("<IHHI", 54, 0, 0, 54)
+        + struct.pack("<IiiHH", 40, w, h, 1, 24)
+        + b"\x00" * 24
+    )
 
 
 def webp_vp8x(w, h, animated=False):
-    payload = bytes([0x02 if animated else 0x00, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + \
-        (h - 1).to_bytes(3, "little")
+    payload = (
+        bytes([0x02 if animated else 0x00, 0, 0, 0])
+        + (w - 1).to_bytes(3, "little")
+        + (h - 1).to_bytes(3, "little")
+    )
     body = b"WEBP" + b"VP8X" + struct.pack("<I", len(payload)) + payload
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-@pytest.mark.parametrize("fmt,kwargs", [
-    ("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {}), ("BMP", {}),
-    ("WEBP", {"lossless": False}), ("WEBP", {"lossless": True}), ("WEBP", {"exif": b"Exif\x00\x00II*\x00"}),
-])
+@pytest.mark.parametrize(
+    "fmt,kwargs",
+    [
+        ("PNG", {}),
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("WEBP", {"lossless": False}),
+        ("WEBP", {"lossless": True}),
+        ("WEBP", {"exif": b"Exif\x00\x00II*\x00"}),
+    ],
+)
 def test_header_size_is_what_tensorflow_decodes(fmt, kwargs):
     import tensorflow as tf
 
@@ -90,18 +120,23 @@ def test_gif_counts_every_frame():
     head = image_header(_gif_animated(frames=5))
     assert (head.format, head.width, head.height, head.frames) == ("GIF", 20, 11, 5)
     assert head.pixels >= 5 * 20 * 11
-    bomb = image_header(gif_bomb(4000, 4000, 10))  # 16 M pixels per frame: fine alone, not 10 of them
+    bomb = image_header(
+        gif_bomb(4000, 4000, 10)
+    )  # 16 M pixels per frame: fine alone, not 10 of them
     assert bomb.frames == 10 and bomb.pixels >= 10 * 4000 * 4000
 
 
-@pytest.mark.parametrize("data,declared", [
-    (png_bomb(8200, 8200), 8200 * 8200),
-    (png_bomb(65500, 65500, bad_text_crc=False), 65500 * 65500),
-    (jpeg_bomb(65500, 65500), 65500 * 65500),
-    (gif_bomb(65535, 65535, 1), 2 * 65535 * 65535),
-    (bmp_header(65500, -65500), 65500 * 65500),
-    (webp_vp8x(16384, 16384), 16384 * 16384),
-])
+@pytest.mark.parametrize(
+    "data,declared",
+    [
+        (png_bomb(8200, 8200), 8200 * 8200),
+        (png_bomb(65500, 65500, bad_text_crc=False), 65500 * 65500),
+        (jpeg_bomb(65500, 65500), 65500 * 65500),
+        (gif_bomb(65535, 65535, 1), 2 * 65535 * 65535),
+        (bmp_header(65500, -65500), 65500 * 65500),
+        (webp_vp8x(16384, 16384), 16384 * 16384),
+    ],
+)
 def test_bombs_declare_their_size(data, declared):
     assert image_header(data).pixels >= declared
     with pytest.raises(ServingError) as e:
@@ -110,30 +145,35 @@ def test_bombs_declare_their_size(data, declared):
     assert "over this server's cap of 67,108,864" in e.value.message
 
 
-@pytest.mark.parametrize("data,why", [
-    (b"\xff\x0a\xfa\x7f\xfa\x7f" + b"\x00" * 85, "JPEG XL"),  # JPEG XL codestream
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\x00" * 20, "JPEG XL"),  # JPEG XL container
-    (b"II*\x00" + b"\x00" * 40, "Unknown image file format"),  # TIFF
-    (b"", "Unknown image file format"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "truncated"),
-    (png_bomb(10, 10)[:29] + b"\x00\x00\x00\x00" + png_bomb(10, 10)[33:], "IHDR CRC"),
-    (b"\x89PNG\r\n\x1a\n" + _chunk(b"tEXt", b"a\x00b" * 5) + b"\x00" * 8, "IHDR"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20, "no SOF"),
-    (jpeg_bomb(0, 100), "zero"),
-    (b"\xff\xd8\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00", "scan before any SOF"),
-    (b"GIF89a" + struct.pack("<HH", 10, 10) + b"\x00\x00\x00" + b"\x3b", "no image descriptor"),
-    (b"GIF8zz" + b"\x00" * 20, "version"),
-    (b"BM" + b"\x00" * 10, "truncated"),
-    (bmp_header(-5, 10), "invalid size"),
-    (webp_vp8x(100, 100, animated=True), "animated"),
-    (b"RIFF\x20\x00\x00\x00WEBPXXXX" + b"\x00" * 20, "unknown first chunk"),
-])
+@pytest.mark.parametrize(
+    "data,why",
+    [
+        (b"\xff\x0a\xfa\x7f\xfa\x7f" + b"\x00" * 85, "JPEG XL"),  # JPEG XL codestream
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\x00" * 20, "JPEG XL"),  # JPEG XL container
+        (b"II*\x00" + b"\x00" * 40, "Unknown image file format"),  # TIFF
+        (b"", "Unknown image file format"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "truncated"),
+        (png_bomb(10, 10)[:29] + b"\x00\x00\x00\x00" + png_bomb(10, 10)[33:], "IHDR CRC"),
+        (b"\x89PNG\r\n\x1a\n" + _chunk(b"tEXt", b"a\x00b" * 5) + b"\x00" * 8, "IHDR"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20, "no SOF"),
+        (jpeg_bomb(0, 100), "zero"),
+        (b"\xff\xd8\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00", "scan before any SOF"),
+        (b"GIF89a" + struct.pack("<HH", 10, 10) + b"\x00\x00\x00" + b"\x3b", "no image descriptor"),
+        (b"GIF8zz" + b"\x00" * 20, "version"),
+        (b"BM" + b"\x00" * 10, "truncated"),
+        (bmp_header(-5, 10), "invalid size"),
+        (webp_vp8x(100, 100, animated=True), "animated"),
+        (b"RIFF\x20\x00\x00\x00WEBPXXXX" + b"\x00" * 20, "unknown first chunk"),
+    ],
+)
 def test_unreadable_headers_are_refused(data, why):
     with pytest.raises(HeaderError, match=why):
         image_header(data)
     with pytest.raises(ServingError) as e:
         check_encoded_images("image_bytes", [data], RequestLimits())
-    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and e.value.message.startswith("image_bytes[0]: ")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and e.value.message.startswith(
+        "image_bytes[0]: "
+    )
 
 
 def test_jpeg_scans_are_bounded():
@@ -151,7 +191,9 @@ def test_request_pixel_budget_is_resource_exhausted():
     check_encoded_images("image_bytes", [one] * 3, limits)
     with pytest.raises(ServingError) as e:
         check_encoded_images("image_bytes", [one] * 4, limits)
-    assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "image_bytes[3]" in e.value.message
+    assert (
+        e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "image_bytes[3]" in e.value.message
+    )
 
 
 def test_declared_tensor_size_ignores_nothing():
@@ -174,7 +216,9 @@ def test_declared_tensor_size_ignores_nothing():
         declared_tensor_size(neg)
 
 
-@pytest.mark.parametrize("dtype", [types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, 47, 1000, 2 ** 31 - 1])
+@pytest.mark.parametrize(
+    "dtype", [types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, 47, 1000, 2**31 - 1]
+)
 def test_declared_tensor_size_of_odd_dtypes(dtype):
     """DT_RESOURCE made tf.as_dtype(...).as_numpy_dtype raise KeyError (UNKNOWN in the fuzz run)."""
     t = tensor_pb2.TensorProto(dtype=dtype)

@@ -1,4 +1,6 @@
-"""Model management: version policies, labels, hot loading while serving, config files, confinement."""
+"""Model management: version policies, labels, hot loading while serving, config files,
+confinement."""
+
 import logging
 import os
 import shutil
@@ -9,14 +11,18 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, \
-    prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from indep_seg.serving.config import ConfigError, parse_model_server_config
-from indep_seg.serving.export import export_segmenter
-from indep_seg.serving.server import ModelServer
 from indep_seg.serving.errors import ServingError
+from indep_seg.serving.export import export_segmenter
 from indep_seg.serving.servables import ModelManager, wait_for
+from indep_seg.serving.server import ModelServer
 from tests._serving_helpers import conv_model, segmenter
 
 
@@ -44,12 +50,15 @@ def _config(text):
 
 def test_version_policies_and_labels(exported, tmp_path):
     base = _base_with(tmp_path, exported["a"], [1, 2, 3])
-    cases = {"": [3], "model_version_policy { latest { num_versions: 2 } }": [2, 3],
-             "model_version_policy { all {} }": [1, 2, 3],
-             "model_version_policy { specific { versions: 1 versions: 3 } }": [1, 3]}
+    cases = {
+        "": [3],
+        "model_version_policy { latest { num_versions: 2 } }": [2, 3],
+        "model_version_policy { all {} }": [1, 2, 3],
+        "model_version_policy { specific { versions: 1 versions: 3 } }": [1, 3],
+    }
     for policy, expected in cases.items():
         text = f'model_config_list {{ config {{ name: "m" base_path: "{base}" {policy} '
-        m = ModelManager(_config(text + '} }'))
+        m = ModelManager(_config(text + "} }"))
         available = [s.version for s in m.status("m") if s.state == "AVAILABLE"]
         assert available == expected, policy
         assert m.get("m").version == expected[-1]
@@ -57,7 +66,9 @@ def test_version_policies_and_labels(exported, tmp_path):
         if 1 in expected:
             assert ModelManager(labelled).get("m", label="stable").version == 1
         else:  # TF Serving labels only available versions
-            with pytest.raises(ServingError, match="label to version 1 of model m, which is not currently") as e:
+            with pytest.raises(
+                ServingError, match="label to version 1 of model m, which is not currently"
+            ) as e:
                 ModelManager(labelled)
             assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -68,8 +79,12 @@ def test_symlink_outside_base_is_never_loaded(exported, tmp_path, caplog):
     shutil.copytree(exported["b"], outside)
     os.symlink(outside, base / "5")
     with caplog.at_level(logging.WARNING, logger="indep_seg.serving"):
-        m = ModelManager(_config(f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
-                                 'model_version_policy { all {} } } }'))
+        m = ModelManager(
+            _config(
+                f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+                "model_version_policy { all {} } } }"
+            )
+        )
     assert [s.version for s in m.status("m")] == [1]
     assert "outside the base path" in caplog.text
 
@@ -90,7 +105,10 @@ def test_malformed_config_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="models.config.*ModelServerConfig"):
         ModelServer.from_config_file(bad)
     with pytest.raises(ConfigError, match="appears twice"):
-        _config('model_config_list { config { name: "m" base_path: "/x" } config { name: "m" base_path: "/y" } }')
+        _config(
+            'model_config_list { config { name: "m" base_path: "/x" } config { name: "m" '
+            'base_path: "/y" } }'
+        )
     from indep_seg.cli import main
 
     assert main(["serve", "--model_config_file", str(bad), "--port", "0"]) == 2
@@ -109,8 +127,13 @@ def test_hot_load_new_version_while_requests_in_flight(exported, tmp_path, batch
     from indep_seg.serving.config import BatchingOptions
 
     base = _base_with(tmp_path, exported["a"], [1])
-    server = ModelServer.from_base_path("m", base, port=0, file_system_poll_wait_seconds=0.05,
-                                        batching=BatchingOptions(batch_timeout_micros=2000) if batching else None)
+    server = ModelServer.from_base_path(
+        "m",
+        base,
+        port=0,
+        file_system_poll_wait_seconds=0.05,
+        batching=BatchingOptions(batch_timeout_micros=2000) if batching else None,
+    )
     server.start()
     img = np.random.default_rng(0).random((1, 20, 24, 3), dtype=np.float32)
     ref = {1: exported["seg_a"].predict([img[0]])[0], 2: exported["seg_b"].predict([img[0]])[0]}
@@ -134,7 +157,9 @@ def test_hot_load_new_version_while_requests_in_flight(exported, tmp_path, batch
         tmp = base / ".tmp-incoming"
         shutil.copytree(exported["b"], tmp)
         os.replace(tmp, base / "2")
-        assert wait_for(lambda: any(v == 2 for v, _ in results[-3:]), timeout=60), "version 2 never served"
+        assert wait_for(lambda: any(v == 2 for v, _ in results[-3:]), timeout=60), (
+            "version 2 never served"
+        )
         n = len(results)
         assert wait_for(lambda: len(results) >= n + 5, timeout=60)
     finally:
@@ -152,17 +177,22 @@ def test_hot_load_new_version_while_requests_in_flight(exported, tmp_path, batch
             req.model_spec.name = "m"
             st = model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(req, timeout=30)
             states = {s.version: s.state for s in st.model_version_status}
-            assert states == {1: get_model_status_pb2.ModelVersionStatus.END,
-                              2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+            assert states == {
+                1: get_model_status_pb2.ModelVersionStatus.END,
+                2: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+            }
     finally:
         server.stop()
 
 
 def test_config_file_with_two_models_and_polling(exported, tmp_path):
     cfg = tmp_path / "models.config"
-    cfg.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{exported["a"].parent}" }} }}')
-    server = ModelServer.from_config_file(cfg, port=0, file_system_poll_wait_seconds=0,
-                                          model_config_file_poll_wait_seconds=0.05).start()
+    cfg.write_text(
+        f'model_config_list {{ config {{ name: "a" base_path: "{exported["a"].parent}" }} }}'
+    )
+    server = ModelServer.from_config_file(
+        cfg, port=0, file_system_poll_wait_seconds=0, model_config_file_poll_wait_seconds=0.05
+    ).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
@@ -171,11 +201,15 @@ def test_config_file_with_two_models_and_polling(exported, tmp_path):
             with pytest.raises(grpc.RpcError) as info:
                 _predict(stub, img, "b")
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
-            cfg.write_text(cfg.read_text().replace("}} }", "") + "")  # malformed: kept the old config
+            cfg.write_text(
+                cfg.read_text().replace("}} }", "") + ""
+            )  # malformed: kept the old config
             time.sleep(0.3)
             assert _predict(stub, img, "a")[0] == 1
-            cfg.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{exported["a"].parent}" }}\n'
-                           f'  config {{ name: "b" base_path: "{exported["b"].parent}" }} }}')
+            cfg.write_text(
+                f'model_config_list {{ config {{ name: "a" base_path: "{exported["a"].parent}" }}\n'
+                f'  config {{ name: "b" base_path: "{exported["b"].parent}" }} }}'
+            )
 
             def b_served():
                 try:
@@ -185,14 +219,19 @@ def test_config_file_with_two_models_and_polling(exported, tmp_path):
 
             assert wait_for(lambda: b_served() is not None, timeout=60)
             _, out_b = _predict(stub, img, "b")
-            np.testing.assert_allclose(out_a[0, ..., 0], exported["seg_a"].predict([img[0]])[0], atol=1e-5)
-            np.testing.assert_allclose(out_b[0, ..., 0], exported["seg_b"].predict([img[0]])[0], atol=1e-5)
+            np.testing.assert_allclose(
+                out_a[0, ..., 0], exported["seg_a"].predict([img[0]])[0], atol=1e-5
+            )
+            np.testing.assert_allclose(
+                out_b[0, ..., 0], exported["seg_b"].predict([img[0]])[0], atol=1e-5
+            )
     finally:
         server.stop()
 
 
 def test_serve_command_end_to_end(exported, tmp_path):
-    """`indep-seg serve` as users run it: a separate process, TF Serving's flags, SIGTERM to stop."""
+    """`indep-seg serve` as users run it: a separate process, TF Serving's flags, SIGTERM to
+    stop."""
     import json
     import signal
     import subprocess
@@ -206,22 +245,48 @@ def test_serve_command_end_to_end(exported, tmp_path):
     ready = tmp_path / "ready"
     rest_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "indep_seg.cli", "serve", "--port", "0", "--rest_api_port", str(rest_port),
-         "--model_name", "horse", "--model_base_path", str(exported["a"].parent),
-         "--batching_parameters_file", str(batching), "--ready_file", str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "indep_seg.cli",
+            "serve",
+            "--port",
+            "0",
+            "--rest_api_port",
+            str(rest_port),
+            "--model_name",
+            "horse",
+            "--model_base_path",
+            str(exported["a"].parent),
+            "--batching_parameters_file",
+            str(batching),
+            "--ready_file",
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=180), "server did not start"
+        assert wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=180), (
+            "server did not start"
+        )
         assert proc.poll() is None, proc.stderr.read()
         grpc_port, got_rest = map(int, ready.read_text().split())
         assert got_rest == rest_port
-        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/horse", timeout=30) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{rest_port}/v1/models/horse", timeout=30
+        ) as r:
             assert json.loads(r.read())["model_version_status"][0]["state"] == "AVAILABLE"
         img = np.random.default_rng(4).random((1, 10, 12, 3), dtype=np.float32)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
-            version, out = _predict(prediction_service_pb2_grpc.PredictionServiceStub(ch), img, "horse")
+            version, out = _predict(
+                prediction_service_pb2_grpc.PredictionServiceStub(ch), img, "horse"
+            )
         assert version == 1
-        np.testing.assert_allclose(out[0, ..., 0], exported["seg_a"].predict([img[0]])[0], atol=1e-5)
+        np.testing.assert_allclose(
+            out[0, ..., 0], exported["seg_a"].predict([img[0]])[0], atol=1e-5
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
@@ -243,7 +308,10 @@ def test_base_path_prefix_confines_configs_and_polls(exported, tmp_path, monkeyp
     monkeypatch.setenv("INDEP_SEG_MODEL_BASE_PATH_PREFIX", str(root))
     with pytest.raises(ServingError) as e:
         ModelServer.from_base_path("m", outside, port=0)
-    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED and "--model_base_path_prefix" in e.value.message
+    assert (
+        e.value.code == grpc.StatusCode.PERMISSION_DENIED
+        and "--model_base_path_prefix" in e.value.message
+    )
     with pytest.raises(ServingError):
         ModelServer.from_base_path("m", root / ".." / "outside", port=0)
     monkeypatch.delenv("INDEP_SEG_MODEL_BASE_PATH_PREFIX")

@@ -1,4 +1,5 @@
 """SN discriminator (Dai et al. 2019, Table 1): structure and active spectral normalisation."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,19 +8,23 @@ from indep_seg.networks.sn_discriminator import SNDiscriminator, sn_discriminato
 
 
 def _sn_layers(d):
-    return [l for l in d.layers if isinstance(l, keras.layers.SpectralNormalization)]
+    return [layer for layer in d.layers if isinstance(layer, keras.layers.SpectralNormalization)]
 
 
 def test_paper_preset_is_table_1():
     d = sn_discriminator_preset("paper")
     sn = _sn_layers(d)
-    inner = [l.layer for l in sn]
+    inner = [wrapped.layer for wrapped in sn]
     assert [c.filters for c in inner] == [64, 128, 256, 512, 256, 1]
     assert [c.kernel_size for c in inner] == [(3, 3)] * 5 + [(1, 1)]
     assert [c.strides for c in inner] == [(2, 2)] * 4 + [(1, 1)] * 2
     assert d.input_shape == (None, 128, 128, 3) and d.output_shape == (None, 1)
     # every weight layer is spectrally normalised
-    weighted = [l for l in d.layers if l.weights and not isinstance(l, keras.layers.SpectralNormalization)]
+    weighted = [
+        layer
+        for layer in d.layers
+        if layer.weights and not isinstance(layer, keras.layers.SpectralNormalization)
+    ]
     assert weighted == []
 
 

@@ -1,12 +1,23 @@
 """StyleGAN2 layers and networks (indep_seg/networks/stylegan2*.py) on tiny configs."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from indep_seg.networks.stylegan2 import (LayeredGenerator, StyleGAN2Discriminator, StyleGAN2Generator,
-                                          channels_per_resolution)
-from indep_seg.networks.stylegan2_layers import (EqualizedDense, MappingNetwork, MinibatchStdDev,
-                                                 ModulatedConv2D, NoiseInjection, modulated_conv_reference)
+from indep_seg.networks.stylegan2 import (
+    LayeredGenerator,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    channels_per_resolution,
+)
+from indep_seg.networks.stylegan2_layers import (
+    EqualizedDense,
+    MappingNetwork,
+    MinibatchStdDev,
+    ModulatedConv2D,
+    NoiseInjection,
+    modulated_conv_reference,
+)
 
 
 def _modconv(demodulate, k=3):
@@ -39,8 +50,8 @@ def test_demodulation_is_invariant_to_style_scale():
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
     # and the demodulated per-sample weights have unit L2 norm per output channel
     w1 = k * s[0][None, None, :, None]
-    w2 = w1 / tf.sqrt(tf.reduce_sum(w1 ** 2, axis=[0, 1, 2], keepdims=True) + 1e-8)
-    np.testing.assert_allclose(tf.reduce_sum(w2 ** 2, axis=[0, 1, 2]).numpy(), 1.0, rtol=1e-5)
+    w2 = w1 / tf.sqrt(tf.reduce_sum(w1**2, axis=[0, 1, 2], keepdims=True) + 1e-8)
+    np.testing.assert_allclose(tf.reduce_sum(w2**2, axis=[0, 1, 2]).numpy(), 1.0, rtol=1e-5)
 
 
 def test_modulated_conv_up_doubles_size_and_config():
@@ -95,8 +106,9 @@ def test_channels_per_resolution_rule_and_errors():
 
 
 def test_generator_and_discriminator_shapes():
-    g = StyleGAN2Generator(16, z_dim=8, w_dim=8, out_channels=4, mapping_layers=1, channel_base=64,
-                           channel_max=8)
+    g = StyleGAN2Generator(
+        16, z_dim=8, w_dim=8, out_channels=4, mapping_layers=1, channel_base=64, channel_max=8
+    )
     assert g(tf.random.normal([2, 8])).shape == (2, 16, 16, 4)
     d = StyleGAN2Discriminator(16, channel_base=64, channel_max=8)
     assert d(tf.random.uniform([3, 16, 16, 3])).shape == (3, 1)  # 3 not divisible by group 4
@@ -123,8 +135,15 @@ def test_layered_generator_layers_and_separate_mappings():
 
 
 def test_mask_center_prior_option():
-    lg = LayeredGenerator(16, z_dim=4, w_dim=4, mapping_layers=1, channel_base=32, channel_max=4,
-                          mask_center_prior=2.0)
+    lg = LayeredGenerator(
+        16,
+        z_dim=4,
+        w_dim=4,
+        mapping_layers=1,
+        channel_base=32,
+        channel_max=4,
+        mask_center_prior=2.0,
+    )
     prior = lg.mask_prior.numpy()[0, ..., 0]
     assert prior[8, 8] > 1.9 and prior[0, 0] < -5  # centre vs corner
     assert abs((prior > 0).mean() - 0.30) < 0.05  # a centred disc of ~30 % of the image
@@ -134,7 +153,8 @@ def test_mask_center_prior_option():
 
 
 def test_checkpoints_hold_every_variable(tmp_path):
-    """Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint unless tracked by name
+    """Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint unless tracked by
+    name
     (`track_for_checkpoint`): a checkpoint must hold as many variables as the model has weights."""
     g = LayeredGenerator(8, z_dim=4, w_dim=4, mapping_layers=2, channel_base=32, channel_max=4)
     d = StyleGAN2Discriminator(8, channel_base=32, channel_max=4)

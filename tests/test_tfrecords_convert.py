@@ -1,4 +1,6 @@
-"""Converters: round trips files -> TFRecords -> dataset, shard names, atomicity, --skip-bad, patches, inspect."""
+"""Converters: round trips files -> TFRecords -> dataset, shard names, atomicity, --skip-bad,
+patches, inspect."""
+
 import json
 import os
 
@@ -8,7 +10,13 @@ import tensorflow as tf
 from PIL import Image
 
 from indep_seg.data import DataError, read_dataset, read_tfrecords
-from indep_seg.tfrecords_tools import convert_folder, convert_masks, convert_patches, inspect_tfrecords, patch_windows
+from indep_seg.tfrecords_tools import (
+    convert_folder,
+    convert_masks,
+    convert_patches,
+    inspect_tfrecords,
+    patch_windows,
+)
 
 
 def _save(path, array, **kw):
@@ -24,7 +32,7 @@ def _dataset(root, n=5, jpeg_first=False):
         h, w = 20 + 4 * i, 30 + 2 * i
         photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         mask = np.zeros((h, w), np.uint8)
-        mask[2 + i:h - 3, 4:w - 5 - i] = 255
+        mask[2 + i : h - 3, 4 : w - 5 - i] = 255
         name = f"p{i}"
         if i == 1:
             photo = photo[::2, ::2].copy()
@@ -38,33 +46,57 @@ def _dataset(root, n=5, jpeg_first=False):
 def test_round_trip_masks_folder_gives_identical_pixels_masks_and_boxes(tmp_path):
     _dataset(tmp_path / "data", n=5, jpeg_first=True)
     (tmp_path / "data" / "boxes.csv").write_text("p2.png,1,2,20,15\np2.png,3,3,9,9\n")
-    summary = convert_masks(tmp_path / "data" / "images", tmp_path / "data" / "masks", tmp_path / "out" / "train",
-                            boxes_csv=tmp_path / "data" / "boxes.csv", num_shards=2, progress=False)
+    summary = convert_masks(
+        tmp_path / "data" / "images",
+        tmp_path / "data" / "masks",
+        tmp_path / "out" / "train",
+        boxes_csv=tmp_path / "data" / "boxes.csv",
+        num_shards=2,
+        progress=False,
+    )
     assert summary.records == 5 and not summary.skipped
     assert [os.path.basename(s) for s in summary.shards] == [
-        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.path.basename(s) for s in summary.shards)
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
+    ]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        os.path.basename(s) for s in summary.shards
+    )
     assert summary.bytes == sum(os.path.getsize(s) for s in summary.shards)
     from_files = list(read_dataset(tmp_path / "data").as_numpy_iterator())
-    from_records = list(read_tfrecords(str(tmp_path / "out" / "train-*.tfrecord")).as_numpy_iterator())
+    from_records = list(
+        read_tfrecords(str(tmp_path / "out" / "train-*.tfrecord")).as_numpy_iterator()
+    )
     # Shards are interleaved in parallel: records come in a fixed order, not file order.
     from_records.sort(key=lambda e: e["source_id"])
-    assert [e["source_id"] for e in from_records] == [b"p0.jpg", b"p1.png", b"p2.png", b"p3.png", b"p4.png"]
+    assert [e["source_id"] for e in from_records] == [
+        b"p0.jpg",
+        b"p1.png",
+        b"p2.png",
+        b"p3.png",
+        b"p4.png",
+    ]
     for a, b in zip(from_files, from_records):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["mask"], b["mask"])
         np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-3)
         assert a["has_mask"] and b["has_mask"]
     # PNG photos at their mask's size come back bit-exact from the original files.
-    arrays = {f"p{i}.png": np.asarray(Image.open(tmp_path / "data" / "images" / f"p{i}.png")) for i in (2, 3, 4)}
+    arrays = {
+        f"p{i}.png": np.asarray(Image.open(tmp_path / "data" / "images" / f"p{i}.png"))
+        for i in (2, 3, 4)
+    }
     for e in from_records[2:]:
         np.testing.assert_array_equal(e["image"], arrays[e["source_id"].decode()])
     np.testing.assert_allclose(from_records[2]["boxes"], [[1, 2, 20, 15], [3, 3, 9, 9]], atol=1e-3)
     m = np.asarray(Image.open(tmp_path / "data" / "masks" / "p3.png"))
     np.testing.assert_array_equal(from_records[3]["mask"][..., 0], (m > 127).astype(np.uint8))
     rows, cols = np.nonzero(m)
-    np.testing.assert_allclose(from_records[3]["boxes"], [[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        from_records[3]["boxes"],
+        [[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]],
+        atol=1e-3,
+    )
     # The resized photo (p1) is stored as PNG, the JPEG (p0) keeps its original bytes.
     raw = tf.data.TFRecordDataset(summary.shards[0]).take(2)
     from indep_seg.data.example import parse_example
@@ -81,7 +113,9 @@ def test_folder_without_masks_round_trip(tmp_path):
     _save(tmp_path / "f" / "a.png", a)
     _save(tmp_path / "f" / "b.bmp", a[::-1].copy())
     (tmp_path / "f" / "boxes.csv").write_text("a.png,0,0,9,12\n")
-    summary = convert_folder(tmp_path / "f", tmp_path / "r", boxes_csv=tmp_path / "f" / "boxes.csv", progress=False)
+    summary = convert_folder(
+        tmp_path / "f", tmp_path / "r", boxes_csv=tmp_path / "f" / "boxes.csv", progress=False
+    )
     els = list(read_tfrecords(summary.shards).as_numpy_iterator())
     np.testing.assert_array_equal(els[0]["image"], a)
     np.testing.assert_array_equal(els[1]["image"], a[::-1])  # BMP re-encoded losslessly as PNG
@@ -97,10 +131,22 @@ def test_failure_leaves_no_shard_and_skip_bad_counts(tmp_path):
     _save(tmp_path / "d" / "masks" / "p3.png", np.zeros((50, 10), np.uint8))  # other aspect ratio
     out = tmp_path / "o"
     with pytest.raises(DataError, match=r"p2\.png: truncated PNG"):
-        convert_masks(tmp_path / "d" / "images", tmp_path / "d" / "masks", out / "x", num_shards=2, progress=False)
+        convert_masks(
+            tmp_path / "d" / "images",
+            tmp_path / "d" / "masks",
+            out / "x",
+            num_shards=2,
+            progress=False,
+        )
     assert not out.exists() or os.listdir(out) == []
-    summary = convert_masks(tmp_path / "d" / "images", tmp_path / "d" / "masks", out / "x", num_shards=2,
-                            skip_bad=True, progress=False)
+    summary = convert_masks(
+        tmp_path / "d" / "images",
+        tmp_path / "d" / "masks",
+        out / "x",
+        num_shards=2,
+        skip_bad=True,
+        progress=False,
+    )
     assert summary.records == 2
     assert sorted(os.path.basename(f) for f, _ in summary.skipped) == ["p2.png", "p3.png"]
     reasons = " ".join(r for _, r in summary.skipped)
@@ -108,9 +154,22 @@ def test_failure_leaves_no_shard_and_skip_bad_counts(tmp_path):
     assert "skipped 2" in summary.format()
     assert sorted(os.listdir(out)) == ["x-00000-of-00002.tfrecord", "x-00001-of-00002.tfrecord"]
     with pytest.raises(DataError, match="already exist"):
-        convert_masks(tmp_path / "d" / "images", tmp_path / "d" / "masks", out / "x", skip_bad=True, progress=False)
-    summary = convert_masks(tmp_path / "d" / "images", tmp_path / "d" / "masks", out / "x", num_shards=1,
-                            skip_bad=True, overwrite=True, progress=False)
+        convert_masks(
+            tmp_path / "d" / "images",
+            tmp_path / "d" / "masks",
+            out / "x",
+            skip_bad=True,
+            progress=False,
+        )
+    summary = convert_masks(
+        tmp_path / "d" / "images",
+        tmp_path / "d" / "masks",
+        out / "x",
+        num_shards=1,
+        skip_bad=True,
+        overwrite=True,
+        progress=False,
+    )
     assert os.listdir(out) == ["x-00000-of-00001.tfrecord"]
 
 
@@ -140,15 +199,24 @@ def test_patches_cover_the_image_and_keep_pixels(tmp_path):
     Image.fromarray(labels).save(tmp_path / "labels.png")
     corners = patch_windows(50, 70, 32, 16)
     assert corners == [(y, x) for y in (0, 16, 18) for x in (0, 16, 32, 38)]
-    summary = convert_patches(tmp_path / "big.png", tmp_path / "p" / "patch", 32, 16, mask_path=tmp_path / "labels.png",
-                              num_shards=3, progress=False)
+    summary = convert_patches(
+        tmp_path / "big.png",
+        tmp_path / "p" / "patch",
+        32,
+        16,
+        mask_path=tmp_path / "labels.png",
+        num_shards=3,
+        progress=False,
+    )
     assert summary.records == len(corners) and len(summary.shards) == 3
     els = {e["source_id"]: e for e in read_tfrecords(str(tmp_path / "p")).as_numpy_iterator()}
     assert len(els) == len(corners)
     for y, x in corners:
         e = els[f"big.png#y={y},x={x}".encode()]
-        np.testing.assert_array_equal(e["image"], image[y:y + 32, x:x + 32])
-        np.testing.assert_array_equal(e["mask"][..., 0], (labels[y:y + 32, x:x + 32] > 0).astype(np.uint8))
+        np.testing.assert_array_equal(e["image"], image[y : y + 32, x : x + 32])
+        np.testing.assert_array_equal(
+            e["mask"][..., 0], (labels[y : y + 32, x : x + 32] > 0).astype(np.uint8)
+        )
         np.testing.assert_allclose(e["boxes"], [[0, 0, 32, 32]])
     with pytest.raises(DataError, match="window"):
         convert_patches(tmp_path / "big.png", tmp_path / "q" / "p", 64, 8, progress=False)
@@ -156,28 +224,52 @@ def test_patches_cover_the_image_and_keep_pixels(tmp_path):
 
 def test_inspect_counts_and_writes_a_png(tmp_path):
     _dataset(tmp_path / "d", n=3)
-    convert_masks(tmp_path / "d" / "images", tmp_path / "d" / "masks", tmp_path / "o" / "x", num_shards=2,
-                  progress=False)
-    report = inspect_tfrecords(str(tmp_path / "o" / "x-*"), png_path=tmp_path / "prev.png", num_preview=2)
-    assert report["records"] == 3 and report["files"] == 2 and report["with_mask"] == 3 and report["boxes"] == 3
+    convert_masks(
+        tmp_path / "d" / "images",
+        tmp_path / "d" / "masks",
+        tmp_path / "o" / "x",
+        num_shards=2,
+        progress=False,
+    )
+    report = inspect_tfrecords(
+        str(tmp_path / "o" / "x-*"), png_path=tmp_path / "prev.png", num_preview=2
+    )
+    assert (
+        report["records"] == 3
+        and report["files"] == 2
+        and report["with_mask"] == 3
+        and report["boxes"] == 3
+    )
     assert Image.open(tmp_path / "prev.png").size[0] > 300
     json.dumps(report)
 
 
-WEIZMANN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse")
+WEIZMANN = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse"
+)
 
 
-@pytest.mark.skipif(not os.path.isdir(WEIZMANN), reason="../shared/datasets/weizmann_horse is absent")
+@pytest.mark.skipif(
+    not os.path.isdir(WEIZMANN), reason="../shared/datasets/weizmann_horse is absent"
+)
 def test_weizmann_photos_round_trip_through_tfrecords(tmp_path):
     import shutil
 
-    names = ["horse001.jpg", "horse065.jpg", "horse317.jpg"]  # 800x590 -> 315x232, 1280x960 -> 283x212, 288x288 -> 195x195
+    names = [
+        "horse001.jpg",
+        "horse065.jpg",
+        "horse317.jpg",
+    ]  # 800x590 -> 315x232, 1280x960 -> 283x212, 288x288 -> 195x195
     for sub in ("rgb", "figure_ground"):
         os.makedirs(tmp_path / "w" / sub)
         for n in names:
             shutil.copy(os.path.join(WEIZMANN, sub, n), tmp_path / "w" / sub / n)
-    summary = convert_masks(tmp_path / "w" / "rgb", tmp_path / "w" / "figure_ground", tmp_path / "r" / "h",
-                            progress=False)
+    summary = convert_masks(
+        tmp_path / "w" / "rgb",
+        tmp_path / "w" / "figure_ground",
+        tmp_path / "r" / "h",
+        progress=False,
+    )
     assert summary.records == 3 and len(summary.shards) == 1
     ref = {e["source_id"]: e for e in read_dataset(tmp_path / "w").as_numpy_iterator()}
     got = {e["source_id"]: e for e in read_tfrecords(summary.shards).as_numpy_iterator()}
@@ -206,7 +298,7 @@ def test_patch_windows_cover_every_pixel_property():
         assert len(set(corners)) == len(corners)
         for y, x in corners:
             assert 0 <= y <= h - window and 0 <= x <= w - window
-            covered[y:y + window, x:x + window] = True
+            covered[y : y + window, x : x + window] = True
         # Every pixel is covered when windows overlap or touch (stride > window samples sparsely,
         # but the last window still reaches the far edges).
         assert covered.all() if stride <= window else (covered[-1, -1] and covered[0, 0])
@@ -226,9 +318,13 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_live_ones_kept(tmp_pa
     live = tmp_path / f"s-00001-of-00002.tfrecord.tmp-{os.getppid()}"
     stale.write_bytes(b"half")
     live.write_bytes(b"writing")
-    summary = write_sharded([("a", lambda: b"a"), ("b", lambda: b"b")], tmp_path / "s", 2, progress=False)
+    summary = write_sharded(
+        [("a", lambda: b"a"), ("b", lambda: b"b")], tmp_path / "s", 2, progress=False
+    )
     assert not stale.exists() and live.exists()
-    assert sorted(os.listdir(tmp_path)) == sorted([live.name] + [os.path.basename(s) for s in summary.shards])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [live.name] + [os.path.basename(s) for s in summary.shards]
+    )
 
 
 def test_overwrite_removes_the_old_set_before_renaming(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """UNet (Dai et al. 2019, Table 1): structure of the paper preset, options, serialisation."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from indep_seg.networks.unet import UNet, unet_preset
 
 
 def _layers(net, cls):
-    return [l for l in net.layers if isinstance(l, cls)]
+    return [layer for layer in net.layers if isinstance(layer, cls)]
 
 
 def test_paper_preset_is_table_1():
@@ -23,8 +24,12 @@ def test_paper_preset_is_table_1():
     assert all(d.strides == (2, 2) for d in deconvs)
     # BN after every conv / deconv except the last; sigmoid mask; skip connections.
     assert len(_layers(net, keras.layers.BatchNormalization)) == 11
-    # Keras' layers with the faster training kernels (fused_batch_norm / gemm_conv_transpose / unfused_bias_conv)
-    assert all(type(b).__name__ == "FusedBatchNormalization" for b in _layers(net, keras.layers.BatchNormalization))
+    # Keras' layers with the faster training kernels (fused_batch_norm / gemm_conv_transpose /
+    # unfused_bias_conv)
+    assert all(
+        type(b).__name__ == "FusedBatchNormalization"
+        for b in _layers(net, keras.layers.BatchNormalization)
+    )
     assert all(type(d).__name__ == "GemmConv2DTranspose" for d in deconvs)
     assert all(type(c).__name__ == "UnfusedBiasConv2D" for c in _layers(net, keras.layers.Conv2D))
     assert len(_layers(net, keras.layers.Concatenate)) == 5

@@ -1,6 +1,7 @@
 """`UnfusedBiasConv2D` equals `keras.layers.Conv2D`: outputs and gradients (input, kernel, bias)
 for strides / padding / activation, inside SpectralNormalization, Keras' own call where it does
 not apply; config and serialisation; the bias reaches the output as a rank-1 add."""
+
 import keras
 import numpy as np
 import pytest
@@ -34,13 +35,16 @@ def _assert_same_outputs_and_gradients(ref, got, x, call=lambda layer, x: layer(
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-3, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(filters=6, kernel_size=3, strides=2, padding="same"),
-    dict(filters=4, kernel_size=4, strides=2, padding="same", activation="relu"),
-    dict(filters=5, kernel_size=3, strides=1, padding="valid"),
-    dict(filters=3, kernel_size=1),
-    dict(filters=4, kernel_size=3, use_bias=False),                     # Keras' call
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filters=6, kernel_size=3, strides=2, padding="same"),
+        dict(filters=4, kernel_size=4, strides=2, padding="same", activation="relu"),
+        dict(filters=5, kernel_size=3, strides=1, padding="valid"),
+        dict(filters=3, kernel_size=1),
+        dict(filters=4, kernel_size=3, use_bias=False),  # Keras' call
+    ],
+)
 def test_equals_keras_conv2d_with_gradients(kwargs):
     x = tf.random.stateless_normal((2, 9, 9, 3), seed=(1, 2))
     ref, got = _pair(x.shape, **kwargs)
@@ -51,7 +55,10 @@ def test_channels_first_is_keras_call():
     x = tf.random.stateless_normal((2, 3, 8, 8), seed=(3, 4))
     ref, got = _pair(x.shape, 4, 3, padding="same", data_format="channels_first")
     # TensorFlow's CPU conv has no NCHW kernel: compare the layers' definitions, not a run
-    assert got.data_format == "channels_first" and got.get_config() == {**ref.get_config(), "name": got.name}
+    assert got.data_format == "channels_first" and got.get_config() == {
+        **ref.get_config(),
+        "name": got.name,
+    }
 
 
 def test_inside_spectral_normalization_training_step():

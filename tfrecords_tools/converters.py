@@ -10,6 +10,7 @@ Photos that need no resizing are stored as their original JPEG / PNG bytes (no r
 so reading the records gives exactly the pixels the folder reader gives); other formats and
 resized photos are stored as PNG. Masks are stored as PNG class ids (0 / 1).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,8 @@ def _encode_png(array) -> bytes:
 
 
 def folder_record(item) -> bytes:
-    """The serialized tf.train.Example of one `FolderItem` (raises `DataError` naming the bad file)."""
+    """The serialized tf.train.Example of one `FolderItem` (raises `DataError` naming the bad
+    file)."""
     image, mask, boxes, raw, fmt = load_folder_item(item)
     if item.needs_resize or fmt not in ("jpeg", "png"):
         encoded, fmt = _encode_png(image), "png"
@@ -40,7 +42,9 @@ def folder_record(item) -> bytes:
         encoded = raw
     mask_png = _encode_png(mask) if mask is not None else None
     h, w = image.shape[:2]
-    return make_example(encoded, fmt, h, w, item.source_id, mask_png=mask_png, boxes=boxes).SerializeToString()
+    return make_example(
+        encoded, fmt, h, w, item.source_id, mask_png=mask_png, boxes=boxes
+    ).SerializeToString()
 
 
 def _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, progress, desc):
@@ -49,33 +53,68 @@ def _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, pr
     if not plan.items:
         raise DataError(f"{out_prefix}: no valid images to convert ({len(plan.problems)} skipped)")
     if num_shards is None:
-        total = sum(os.path.getsize(it.image_path) + (os.path.getsize(it.mask_path) if it.mask_path else 0)
-                    for it in plan.items)
+        total = sum(
+            os.path.getsize(it.image_path) + (os.path.getsize(it.mask_path) if it.mask_path else 0)
+            for it in plan.items
+        )
         num_shards = auto_num_shards(total, len(plan.items))
     tasks = [(it.image_path, functools.partial(folder_record, it)) for it in plan.items]
-    return write_sharded(tasks, out_prefix, num_shards, workers=workers, skip_bad=skip_bad,
-                         overwrite=overwrite, progress=progress, desc=desc, skipped=plan.problems)
+    return write_sharded(
+        tasks,
+        out_prefix,
+        num_shards,
+        workers=workers,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        progress=progress,
+        desc=desc,
+        skipped=plan.problems,
+    )
 
 
-def convert_folder(images_dir, out_prefix, boxes_csv=None, *, num_shards=None, workers=None,
-                   skip_bad=False, overwrite=False, progress=True):
+def convert_folder(
+    images_dir,
+    out_prefix,
+    boxes_csv=None,
+    *,
+    num_shards=None,
+    workers=None,
+    skip_bad=False,
+    overwrite=False,
+    progress=True,
+):
     """(a) An image folder (+ optional `boxes.csv`) -> `OUT_PREFIX-0000i-of-0000N.tfrecord`.
 
     Returns a `ConversionSummary` (records, shards, bytes, skipped with reasons).
     """
     plan = plan_folder(images_dir, None, boxes_csv)
-    return _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, progress, "folder")
+    return _convert_plan(
+        plan, out_prefix, num_shards, workers, skip_bad, overwrite, progress, "folder"
+    )
 
 
-def convert_masks(images_dir, masks_dir, out_prefix, boxes_csv=None, *, num_shards=None, workers=None,
-                  skip_bad=False, overwrite=False, progress=True):
+def convert_masks(
+    images_dir,
+    masks_dir,
+    out_prefix,
+    boxes_csv=None,
+    *,
+    num_shards=None,
+    workers=None,
+    skip_bad=False,
+    overwrite=False,
+    progress=True,
+):
     """(b) Image + mask folders (matched by stem; + optional `boxes.csv`) -> sharded TFRecords."""
     plan = plan_folder(images_dir, masks_dir, boxes_csv)
-    return _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, progress, "masks")
+    return _convert_plan(
+        plan, out_prefix, num_shards, workers, skip_bad, overwrite, progress, "masks"
+    )
 
 
 def patch_windows(height: int, width: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """Top-left corners `(y, x)` of `window x window` patches every `stride` pixels covering the image.
+    """Top-left corners `(y, x)` of `window x window` patches every `stride` pixels covering the
+    image.
 
     The last row / column of windows is aligned with the image's edge, so every pixel is covered.
     """
@@ -101,8 +140,19 @@ def _load_array(path, what):
         return np.asarray(img)
 
 
-def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=None, *, num_shards=None,
-                    workers=None, overwrite=False, progress=True, skip_empty: bool = False):
+def convert_patches(
+    image_path,
+    out_prefix,
+    window: int,
+    stride: int,
+    mask_path=None,
+    *,
+    num_shards=None,
+    workers=None,
+    overwrite=False,
+    progress=True,
+    skip_empty: bool = False,
+):
     """(c) One large image -> `window x window` patches every `stride` pixels, as sharded TFRecords.
 
     Args:
@@ -130,8 +180,10 @@ def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=
         if raw.ndim == 3:
             raw = raw[..., 0]
         if raw.shape != (h, w):
-            raise DataError(f"{mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} but the image {image_path} "
-                            f"is {w}x{h}")
+            raise DataError(
+                f"{mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} but the image {image_path} "
+                f"is {w}x{h}"
+            )
         # 8-bit masks follow `binarize_mask` (> 127 when 0..255, > 0 when 0/1); wider
         # integer images are instance label maps (> 0).
         threshold = 127 if (raw.dtype == np.uint8 and raw.max() > 1) else 0
@@ -143,22 +195,36 @@ def convert_patches(image_path, out_prefix, window: int, stride: int, mask_path=
     except ValueError as e:
         raise DataError(f"{image_path}: {e}") from None
     if skip_empty:
-        corners = [(y, x) for y, x in corners if mask[y:y + window, x:x + window].any()]
+        corners = [(y, x) for y, x in corners if mask[y : y + window, x : x + window].any()]
     name = os.path.basename(image_path)
 
     def build(y, x):
-        patch = np.ascontiguousarray(image[y:y + window, x:x + window])
+        patch = np.ascontiguousarray(image[y : y + window, x : x + window])
         mask_png = None
         if mask is not None:
-            mask_png = _encode_png(np.ascontiguousarray(mask[y:y + window, x:x + window]))
+            mask_png = _encode_png(np.ascontiguousarray(mask[y : y + window, x : x + window]))
         # The box of a patch is the whole patch (not its mask's box): the dense-cluster
         # application trains on whole windows.
-        return make_example(_encode_png(patch), "png", window, window, f"{name}#y={y},x={x}",
-                            mask_png=mask_png, boxes=[[0, 0, window, window]],
-                            patch_offset=(y, x)).SerializeToString()
+        return make_example(
+            _encode_png(patch),
+            "png",
+            window,
+            window,
+            f"{name}#y={y},x={x}",
+            mask_png=mask_png,
+            boxes=[[0, 0, window, window]],
+            patch_offset=(y, x),
+        ).SerializeToString()
 
     if num_shards is None:
         num_shards = auto_num_shards(len(corners) * window * window * 2, len(corners))
     tasks = [(f"{name}#y={y},x={x}", functools.partial(build, y, x)) for y, x in corners]
-    return write_sharded(tasks, out_prefix, num_shards, workers=workers, overwrite=overwrite,
-                         progress=progress, desc="patches")
+    return write_sharded(
+        tasks,
+        out_prefix,
+        num_shards,
+        workers=workers,
+        overwrite=overwrite,
+        progress=progress,
+        desc="patches",
+    )

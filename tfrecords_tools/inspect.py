@@ -1,4 +1,5 @@
 """`indep-seg tfrecords inspect`: counts of a TFRecord set and a PNG of a few decoded records."""
+
 from __future__ import annotations
 
 import collections
@@ -57,11 +58,16 @@ def inspect_tfrecords(pattern, png_path=None, num_preview: int = 8) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['records']} records in {report['files']} file(s); {report['with_mask']} with masks; "
-             f"{report['boxes']} boxes stored; formats {report['formats']}"]
+    lines = [
+        f"{report['records']} records in {report['files']} file(s); {report['with_mask']} with "
+        "masks; "
+        f"{report['boxes']} boxes stored; formats {report['formats']}"
+    ]
     if report["height"]:
-        lines.append(f"image sizes: height {report['height'][0]}-{report['height'][1]}, "
-                     f"width {report['width'][0]}-{report['width'][1]}")
+        lines.append(
+            f"image sizes: height {report['height'][0]}-{report['height'][1]}, "
+            f"width {report['width'][0]}-{report['width'][1]}"
+        )
     for f, n in list(report["records_per_file"].items())[:10]:
         lines.append(f"  {os.path.basename(f)}: {n}")
     if len(report["records_per_file"]) > 10:
@@ -69,6 +75,3 @@ def format_report(report: dict) -> str:
     if report["preview"]:
         lines.append(f"preview: {report['preview']}")
     return "\n".join(lines)
-
-
-

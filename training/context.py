@@ -1,4 +1,5 @@
 """`TrainContext`: what the `train` command hands to an experiment's `train_fn(config, ctx)`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,8 @@ class TrainContext:
         steps: `--steps N`, total optimisation steps of the run counted from step 0 (a resumed run
             trains only the remaining ones); None: the config's own number.
         budget_minutes: `--budget-minutes M`, wall-clock budget of this process (None: no budget).
-        strategy: the `tf.distribute.Strategy`; build models and optimizers inside `strategy.scope()`.
+        strategy: the `tf.distribute.Strategy`; build models and optimizers inside
+        `strategy.scope()`.
         seed: `--seed S` (also applied with `keras.utils.set_random_seed` by the command).
         extra: free-form run options (e.g. `checkpoint_every` for tests).
     """
@@ -42,7 +44,9 @@ class TrainContext:
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 0):
             raise ValueError(f"steps: expected a non-negative int or None, got {self.steps!r}")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
-            raise ValueError(f"budget_minutes: expected a positive number or None, got {self.budget_minutes!r}")
+            raise ValueError(
+                f"budget_minutes: expected a positive number or None, got {self.budget_minutes!r}"
+            )
 
     @property
     def num_replicas(self) -> int:

@@ -40,6 +40,7 @@ them per worker. Under multi-worker training every worker saves (the non-chief o
 folders that are deleted, TensorFlow's pattern), only the chief writes logs and pictures, and the
 time-budget stop is agreed on by all workers at the same step.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,11 +61,20 @@ from indep_seg.distribute import step_outputs
 from indep_seg.gallery import tile_images
 from indep_seg.training.strategy import is_chief, is_multi_worker, worker_dir
 
-__all__ = ["run_fit", "step_outputs", "Checkpointer", "collect_seed_generators", "image_grid",
-           "write_png", "RunCallback", "read_jsonl"]
+__all__ = [
+    "run_fit",
+    "step_outputs",
+    "Checkpointer",
+    "collect_seed_generators",
+    "image_grid",
+    "write_png",
+    "RunCallback",
+    "read_jsonl",
+]
 
 
 # ----------------------------------------------------------------------------- helpers for trainers
+
 
 def collect_seed_generators(model) -> dict[str, keras.random.SeedGenerator]:
     """Every `keras.random.SeedGenerator` tracked by `model` and its sub-layers, keyed by a stable
@@ -88,7 +98,8 @@ def collect_seed_generators(model) -> dict[str, keras.random.SeedGenerator]:
 
 
 def image_grid(images, columns: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tile `images` [N, H, W, C] (C in 1, 3, 4; float in [0, 1] or uint8) into one uint8 [H', W', 3]
+    """Tile `images` [N, H, W, C] (C in 1, 3, 4; float in [0, 1] or uint8) into one uint8 [H', W',
+    3]
     (`indep_seg.gallery.tile_images`: black gutters of `padding` px, none around)."""
     return tile_images(images, columns, padding)
 
@@ -160,6 +171,7 @@ def _first_images(batch):
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 class Checkpointer:
     """tf.train.Checkpoint over `model.checkpoint_items()` + step counter + SeedGenerator states,
     managed by tf.train.CheckpointManager in `model_dir/checkpoints` (non-chief workers: a scratch
@@ -167,7 +179,9 @@ class Checkpointer:
 
     def __init__(self, model, model_dir, strategy=None, keep_checkpoints: int = 5):
         if not hasattr(model, "checkpoint_items"):
-            raise TypeError(f"model: {type(model).__name__} must implement checkpoint_items() -> dict")
+            raise TypeError(
+                f"model: {type(model).__name__} must implement checkpoint_items() -> dict"
+            )
         if not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints: expected an int >= 1, got {keep_checkpoints!r}")
         self.model = model
@@ -176,30 +190,39 @@ class Checkpointer:
         self.chief = is_chief(self.strategy)
         items = model.checkpoint_items()
         if not isinstance(items, dict) or not items:
-            raise TypeError(f"model.checkpoint_items(): expected a non-empty dict of name -> trackable, "
-                            f"got {type(items).__name__}")
+            raise TypeError(
+                f"model.checkpoint_items(): expected a non-empty dict of name -> trackable, "
+                f"got {type(items).__name__}"
+            )
         reserved = {"step", "rng"} & set(items)
         if reserved:
-            raise ValueError(f"model.checkpoint_items(): names {sorted(reserved)} are reserved by the loop")
+            raise ValueError(
+                f"model.checkpoint_items(): names {sorted(reserved)} are reserved by the loop"
+            )
         tracked = {}
         for name, obj in items.items():
             if isinstance(obj, keras.random.SeedGenerator):
                 obj = obj.state
             if isinstance(obj, keras.optimizers.Optimizer) and not obj.built:
-                raise ValueError(f"model.checkpoint_items()[{name!r}]: the optimizer is not built; build it on "
-                                 f"its variables inside strategy.scope() before training (DESIGN.md section 4)")
+                raise ValueError(
+                    f"model.checkpoint_items()[{name!r}]: the optimizer is not built; build it on "
+                    f"its variables inside strategy.scope() before training (DESIGN.md section 4)"
+                )
             tracked[name] = obj
         self.seed_generators = collect_seed_generators(model)
         for name, obj in items.items():  # seed generators the model lists itself but does not track
-            if isinstance(obj, keras.random.SeedGenerator) and all(sg is not obj for sg in self.seed_generators.values()):
+            if isinstance(obj, keras.random.SeedGenerator) and all(
+                sg is not obj for sg in self.seed_generators.values()
+            ):
                 self.seed_generators[f"item:{name}"] = obj
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         rng = {k: sg.state for k, sg in self.seed_generators.items()}
         self.checkpoint = tf.train.Checkpoint(step=self.step, rng=rng, **tracked)
         self.directory = worker_dir(self.model_dir, self.strategy) / "checkpoints"
         self.read_directory = self.model_dir / "checkpoints"
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory),
-                                                  max_to_keep=keep_checkpoints if self.chief else 1)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.directory), max_to_keep=keep_checkpoints if self.chief else 1
+        )
 
     @property
     def checkpoints(self) -> list[str]:
@@ -220,23 +243,32 @@ class Checkpointer:
                 status = self.checkpoint.restore(path)
                 status.assert_existing_objects_matched()
             except AssertionError as e:
-                raise ValueError(f"model_dir: checkpoint {path} does not match the model (was the run started "
-                                 f"with another experiment or config?): {str(e)[:400]}") from None
+                raise ValueError(
+                    f"model_dir: checkpoint {path} does not match the model (was the run started "
+                    f"with another experiment or config?): {str(e)[:400]}"
+                ) from None
             except ValueError as e:
                 if "incompatible tensor" in str(e) or "shape" in str(e):
-                    raise ValueError(f"model_dir: checkpoint {path} does not match the model (was the run "
-                                     f"started with another experiment or config?): {str(e)[:400]}") from None
+                    raise ValueError(
+                        f"model_dir: checkpoint {path} does not match the model (was the run "
+                        f"started with another experiment or config?): {str(e)[:400]}"
+                    ) from None
                 errors.append(f"{path}: {type(e).__name__}: {str(e)[:200]}")
             except Exception as e:  # truncated / missing files: OpError, IndexError...
                 errors.append(f"{path}: {type(e).__name__}: {str(e)[:200]}")
             else:
                 for err in errors:
-                    log(f"warning: checkpoint {err.split(': ', 1)[0]} cannot be read ({err.split(': ', 1)[1]}); "
-                        f"restored the older {path}")
+                    log(
+                        f"warning: checkpoint {err.split(': ', 1)[0]} cannot be read "
+                        f"({err.split(': ', 1)[1]}); "
+                        f"restored the older {path}"
+                    )
                 return int(self.step.numpy())
         if candidates:
-            raise ValueError(f"model_dir: none of the checkpoints in {self.read_directory} can be read "
-                             f"({'; '.join(errors)}); move the folder away to start over")
+            raise ValueError(
+                f"model_dir: none of the checkpoints in {self.read_directory} can be read "
+                f"({'; '.join(errors)}); move the folder away to start over"
+            )
         return 0
 
     def save(self, step: int) -> str:
@@ -246,7 +278,8 @@ class Checkpointer:
         if not self.chief:  # TensorFlow's multi-worker pattern: only the chief's copy is kept
             shutil.rmtree(self.directory.parent, ignore_errors=True)
             try:
-                self.directory.parent.parent.rmdir()  # model_dir/.workers, once every worker is done
+                # model_dir/.workers, once every worker is done
+                self.directory.parent.parent.rmdir()
             except OSError:
                 pass
         return path
@@ -260,6 +293,7 @@ class Checkpointer:
 
 
 # ----------------------------------------------------------------------------- the callback
+
 
 class RunCallback(keras.callbacks.Callback):
     """Step counter, budget stop, logs (stdout, log.txt, stats.jsonl, TensorBoard), PNG grids,
@@ -277,8 +311,10 @@ class RunCallback(keras.callbacks.Callback):
         bad = sorted(k for k, v in r.last_logs.items() if not math.isfinite(v))
         if bad:  # never checkpoint a diverged state: the last good checkpoint stays the latest
             r.diverged = True
-            r.log(f"error: non-finite {', '.join(bad)} at step {step}; stopping without saving "
-                  f"(the latest checkpoint is step {max(r.last_saved, 0)})")
+            r.log(
+                f"error: non-finite {', '.join(bad)} at step {step}; stopping without saving "
+                f"(the latest checkpoint is step {max(r.last_saved, 0)})"
+            )
             self.model.stop_training = True
             return
         if r.log_every and step % r.log_every == 0:
@@ -301,8 +337,21 @@ class RunCallback(keras.callbacks.Callback):
 class _Run:
     """State shared by `run_fit` and its callback."""
 
-    def __init__(self, model, ctx, checkpointer, total_steps, checkpoint_every, log_every, image_every,
-                 metric_every, metric_fns, preview_batch, budget_check_every, verbose):
+    def __init__(
+        self,
+        model,
+        ctx,
+        checkpointer,
+        total_steps,
+        checkpoint_every,
+        log_every,
+        image_every,
+        metric_every,
+        metric_fns,
+        preview_batch,
+        budget_check_every,
+        verbose,
+    ):
         self.model = model
         self.ctx = ctx
         self.ckpt = checkpointer
@@ -325,7 +374,9 @@ class _Run:
         self.t0 = time.time()
         self.t_last = self.t0
         self.step_last = 0
-        self.deadline = None if ctx.budget_minutes is None else self.t0 + 60.0 * float(ctx.budget_minutes)
+        self.deadline = (
+            None if ctx.budget_minutes is None else self.t0 + 60.0 * float(ctx.budget_minutes)
+        )
         self.budget_check_every = budget_check_every
         self.writer = None
         if self.chief:
@@ -349,15 +400,23 @@ class _Run:
         now = time.time()
         rate = (step - self.step_last) / max(now - self.t_last, 1e-9)
         self.t_last, self.step_last = now, step
-        record = {"step": step, "time_s": round(now - self.t0, 3), "steps_per_s": round(rate, 4), **values}
+        record = {
+            "step": step,
+            "time_s": round(now - self.t0, 3),
+            "steps_per_s": round(rate, 4),
+            **values,
+        }
         _append_jsonl(self.model_dir / "stats.jsonl", record)
         with self.writer.as_default(step=step):
             for k, v in values.items():
                 tf.summary.scalar(k, v)
             tf.summary.scalar("perf/steps_per_s", rate)
         self.writer.flush()
-        self.log(f"step {step}/{self.total_steps} " + " ".join(f"{k}={v:.4g}" for k, v in values.items())
-                 + f" ({rate:.2f} steps/s)")
+        self.log(
+            f"step {step}/{self.total_steps} "
+            + " ".join(f"{k}={v:.4g}" for k, v in values.items())
+            + f" ({rate:.2f} steps/s)"
+        )
 
     # -- pictures
     def _grid(self, fn, batch):
@@ -397,13 +456,21 @@ class _Run:
             finally:
                 self.ckpt.set_rng_states(states)
             results = {name: float(result)} if np.isscalar(result) else _floats(result)
-            record = {"results": results, "metric": name, "step": step,
-                      "total_time": round(time.time() - t, 3), "timestamp": time.time()}
+            record = {
+                "results": results,
+                "metric": name,
+                "step": step,
+                "total_time": round(time.time() - t, 3),
+                "timestamp": time.time(),
+            }
             _append_jsonl(self.model_dir / f"metric-{name}.jsonl", record)
             with self.writer.as_default(step=step):
                 for k, v in results.items():
                     tf.summary.scalar(f"metrics/{k}", v)
-            self.log(f"metric {name} at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in results.items()))
+            self.log(
+                f"metric {name} at step {step}: "
+                + " ".join(f"{k}={v:.4g}" for k, v in results.items())
+            )
 
     # -- checkpoints
     def save(self, step: int) -> None:
@@ -416,13 +483,16 @@ class _Run:
 
     # -- budget
     def _agree(self, flag: bool) -> bool:
-        """True if any worker says True (a tiny all-reduce; all workers call it at the same step)."""
+        """True if any worker says True (a tiny all-reduce; all workers call it at the same
+        step)."""
         strategy = self.ctx.strategy
         if self._any_fn is None:
+
             @tf.function
             def any_fn(x):
                 per_replica = strategy.run(lambda: tf.identity(x))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
             self._any_fn = any_fn
         return bool(self._any_fn(tf.constant(1.0 if flag else 0.0)).numpy() > 0.5)
 
@@ -437,7 +507,8 @@ class _Run:
 
 
 def _truncate_jsonl_after(path: Path, step: int) -> None:
-    """Drop records of steps after `step` (logged by a run that was killed before its next checkpoint)."""
+    """Drop records of steps after `step` (logged by a run that was killed before its next
+    checkpoint)."""
     if not path.exists():
         return
     records = read_jsonl(path)
@@ -447,6 +518,7 @@ def _truncate_jsonl_after(path: Path, step: int) -> None:
 
 
 # ----------------------------------------------------------------------------- run_fit
+
 
 class _no_symbolic_build_of_built_model:
     """Skip Keras' pre-`fit` symbolic build when the model has nothing left to build.
@@ -474,14 +546,18 @@ class _no_symbolic_build_of_built_model:
         # checkpoint items, which the Checkpointer requires built; `super().compile()` without one
         # makes a stray RMSprop that no step uses, and building it would only allocate slots
         # (on one device Keras does not build it either).
-        return (all(layer.built for layer in m._flatten_layers())
-                and (compile_loss is None or compile_loss.built)
-                and (compile_metrics is None or compile_metrics.built))
+        return (
+            all(layer.built for layer in m._flatten_layers())
+            and (compile_loss is None or compile_loss.built)
+            and (compile_metrics is None or compile_metrics.built)
+        )
 
     def __enter__(self):
         original = getattr(self.model, "_maybe_symbolic_build", None)
         if original is not None and self._nothing_to_build():
-            object.__setattr__(self.model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
+            object.__setattr__(
+                self.model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None
+            )
             self.patched = True
         return self
 
@@ -491,11 +567,25 @@ class _no_symbolic_build_of_built_model:
         return False
 
 
-def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 500, keep_checkpoints: int = 5,
-            log_every: int = 50, image_every: int | None = None, metric_every: int | None = None,
-            metric_fns: dict[str, Callable] | None = None, preview_batch=None, callbacks=(),
-            budget_check_every: int | None = None, verbose: bool = True) -> dict:
-    """Train `model` to `total_steps` (counted from step 0 of the run), resuming from `ctx.model_dir`.
+def run_fit(
+    model,
+    dataset,
+    ctx,
+    *,
+    total_steps: int,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 5,
+    log_every: int = 50,
+    image_every: int | None = None,
+    metric_every: int | None = None,
+    metric_fns: dict[str, Callable] | None = None,
+    preview_batch=None,
+    callbacks=(),
+    budget_check_every: int | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Train `model` to `total_steps` (counted from step 0 of the run), resuming from
+    `ctx.model_dir`.
 
     Args:
         model: a compiled keras.Model whose optimizers are built (see the module docstring).
@@ -511,12 +601,15 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
         metric_fns: {name: fn(model) -> float | dict of floats}, appended to `metric-<name>.jsonl`.
         preview_batch: the batch given to `image_grid` / `real_grid` (default: the dataset's first).
         callbacks: extra keras callbacks.
-        budget_check_every: multi-worker only: steps between agreed budget checks (default log_every).
+        budget_check_every: multi-worker only: steps between agreed budget checks (default
+        log_every).
 
     Returns:
         {"step": final step, "stopped_by_budget": bool, "resumed_from": step, "seconds": float,
-         **last training scalars}; when a logged value became NaN / Inf the run stops at once without
-        saving and the dict has `"diverged": True` and `"last_checkpoint"` (the step a restart resumes).
+         **last training scalars}; when a logged value became NaN / Inf the run stops at once
+         without
+        saving and the dict has `"diverged": True` and `"last_checkpoint"` (the step a restart
+        resumes).
     """
     if not isinstance(total_steps, int) or total_steps < 0:
         raise ValueError(f"total_steps: expected a non-negative int, got {total_steps!r}")
@@ -526,10 +619,15 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
     image_every = checkpoint_every if image_every is None else image_every
     metric_every = checkpoint_every if metric_every is None else metric_every
     if not callable(dataset) and not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(f"dataset: expected a tf.data.Dataset or dataset_fn(start_step), got {type(dataset).__name__}")
+        raise TypeError(
+            "dataset: expected a tf.data.Dataset or dataset_fn(start_step), got "
+            f"{type(dataset).__name__}"
+        )
     if getattr(model, "optimizer", None) is None and not getattr(model, "compiled", False):
-        raise ValueError(f"model: {type(model).__name__} is not compiled; call model.compile(...) inside "
-                         f"strategy.scope() first")
+        raise ValueError(
+            f"model: {type(model).__name__} is not compiled; call model.compile(...) inside "
+            f"strategy.scope() first"
+        )
 
     # A GAN wrapper has no call(): under tf.distribute, fit builds any unbuilt layer by calling the
     # model ("Unable to automatically build the model", DESIGN.md section 4). So the wrapper is
@@ -541,35 +639,63 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
         if layer.built:
             continue
         if type(layer).build is keras.layers.Layer.build:
-            layer.built = True  # no build() of its own: it has no state to create (e.g. minibatch-std)
+            layer.built = (
+                True  # no build() of its own: it has no state to create (e.g. minibatch-std)
+            )
         else:
             unbuilt.append(getattr(layer, "path", None) or layer.name)
     if unbuilt:
-        message = (f"model: layers not built before training: {', '.join(unbuilt[:8])}"
-                   f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. net.build(input_shape) "
-                   f"or call it once) inside strategy.scope() - under tf.distribute fit cannot build a "
-                   f"model without call()")
-        if ctx.strategy is not tf.distribute.get_strategy() or ctx.strategy.num_replicas_in_sync > 1:
+        message = (
+            f"model: layers not built before training: {', '.join(unbuilt[:8])}"
+            f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. "
+            "net.build(input_shape) "
+            f"or call it once) inside strategy.scope() - under tf.distribute fit cannot build a "
+            f"model without call()"
+        )
+        if (
+            ctx.strategy is not tf.distribute.get_strategy()
+            or ctx.strategy.num_replicas_in_sync > 1
+        ):
             raise ValueError(message)
         print(f"warning: {message}", file=sys.stderr)
     ckpt = Checkpointer(model, ctx.model_dir, ctx.strategy, keep_checkpoints=keep_checkpoints)
-    run = _Run(model, ctx, ckpt, total_steps, checkpoint_every, log_every, image_every, metric_every,
-               metric_fns, preview_batch, budget_check_every or log_every, verbose)
+    run = _Run(
+        model,
+        ctx,
+        ckpt,
+        total_steps,
+        checkpoint_every,
+        log_every,
+        image_every,
+        metric_every,
+        metric_fns,
+        preview_batch,
+        budget_check_every or log_every,
+        verbose,
+    )
     start = ckpt.restore(log=run.log if run.chief else (lambda m: print(m, file=sys.stderr)))
     run.step = run.step_last = start
     run.last_saved = start if start else -1
     if run.chief:
         for p in [run.model_dir / "stats.jsonl", *run.model_dir.glob("metric-*.jsonl")]:
             _truncate_jsonl_after(p, start)
-    run.log(f"{'resuming from step ' + str(start) if start else 'starting'}: {total_steps} steps in all, "
-            f"{ctx.strategy.num_replicas_in_sync} replica(s) ({type(ctx.strategy).__name__}), dir {run.model_dir}")
+    run.log(
+        f"{'resuming from step ' + str(start) if start else 'starting'}: {total_steps} steps in "
+        "all, "
+        f"{ctx.strategy.num_replicas_in_sync} replica(s) ({type(ctx.strategy).__name__}), dir "
+        f"{run.model_dir}"
+    )
     result = {"step": start, "stopped_by_budget": False, "resumed_from": start}
     if start >= total_steps:
         run.log(f"nothing to do: the checkpoint is at step {start} >= {total_steps}")
         result["seconds"] = 0.0
         return result
 
-    ds = dataset(start) if callable(dataset) and not isinstance(dataset, tf.data.Dataset) else dataset
+    ds = (
+        dataset(start)
+        if callable(dataset) and not isinstance(dataset, tf.data.Dataset)
+        else dataset
+    )
     if not isinstance(ds, tf.data.Dataset):
         raise TypeError(f"dataset_fn({start}): expected a tf.data.Dataset, got {type(ds).__name__}")
     if run.preview_batch is None and run.chief and (image_every or hasattr(model, "real_grid")):
@@ -581,15 +707,27 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
 
     t0 = time.time()
     with _no_symbolic_build_of_built_model(model):
-        model.fit(ds, epochs=1, steps_per_epoch=total_steps - start, verbose=0, shuffle=False,
-                  callbacks=[RunCallback(run), *callbacks])
+        model.fit(
+            ds,
+            epochs=1,
+            steps_per_epoch=total_steps - start,
+            verbose=0,
+            shuffle=False,
+            callbacks=[RunCallback(run), *callbacks],
+        )
     final = run.step
     if run.diverged:
         if run.writer is not None:
             run.writer.close()
         result.update(run.last_logs)
-        result.update({"step": final, "diverged": True, "last_checkpoint": max(run.last_saved, 0),
-                       "seconds": time.time() - t0})
+        result.update(
+            {
+                "step": final,
+                "diverged": True,
+                "last_checkpoint": max(run.last_saved, 0),
+                "seconds": time.time() - t0,
+            }
+        )
         return result
     if run.last_logs and (final % log_every):
         run.log_scalars(final, run.last_logs)
@@ -599,7 +737,10 @@ def run_fit(model, dataset, ctx, *, total_steps: int, checkpoint_every: int = 50
         run.run_metrics(final)
     run.save(final)
     seconds = time.time() - t0
-    run.log(f"stopped at step {final}{' (time budget)' if run.stopped_by_budget else ''} after {seconds:.1f} s")
+    run.log(
+        f"stopped at step {final}{' (time budget)' if run.stopped_by_budget else ''} after "
+        f"{seconds:.1f} s"
+    )
     if run.writer is not None:
         run.writer.close()
     result.update(run.last_logs)

@@ -5,6 +5,7 @@ Writes `BASE/<version>/` (a SavedModel with the `serving_default`, `segment_in_b
 more than the largest existing one, and optionally converts it to ONNX. Prints a JSON
 summary; a line per stage (load, SavedModel, ONNX) with its time goes to standard error.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,24 @@ from indep_seg.commands import CommandError
 
 
 def add_arguments(parser):
-    parser.add_argument("--model-dir", required=True,
-                        help="training model dir (or its segmenter/ artifact folder)")
-    parser.add_argument("--export-base", required=True, help="model base path: versions go in BASE/<N>/")
-    parser.add_argument("--version", type=int, default=None,
-                        help="version number (default: largest existing + 1)")
-    parser.add_argument("--onnx", default=None, metavar="FILE", help="also write an ONNX model here")
-    parser.add_argument("--onnx-signature", default="serving_default",
-                        choices=["serving_default", "segment_in_box"],
-                        help="signature converted to ONNX (default serving_default)")
+    parser.add_argument(
+        "--model-dir", required=True, help="training model dir (or its segmenter/ artifact folder)"
+    )
+    parser.add_argument(
+        "--export-base", required=True, help="model base path: versions go in BASE/<N>/"
+    )
+    parser.add_argument(
+        "--version", type=int, default=None, help="version number (default: largest existing + 1)"
+    )
+    parser.add_argument(
+        "--onnx", default=None, metavar="FILE", help="also write an ONNX model here"
+    )
+    parser.add_argument(
+        "--onnx-signature",
+        default="serving_default",
+        choices=["serving_default", "segment_in_box"],
+        help="signature converted to ONNX (default serving_default)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tf2onnx's)")
 
 
@@ -33,8 +43,10 @@ def run(args) -> int:
     if args.version is not None and args.version < 1:
         raise CommandError(f"--version: expected a positive integer, got {args.version}")
     if not Path(args.model_dir).is_dir():
-        raise CommandError(f"--model-dir {args.model_dir}: no such folder (give the training run's "
-                           "--model-dir, or its segmenter/ folder)")
+        raise CommandError(
+            f"--model-dir {args.model_dir}: no such folder (give the training run's "
+            "--model-dir, or its segmenter/ folder)"
+        )
     from indep_seg.segmenter import Segmenter
     from indep_seg.serving.export import export_onnx, export_segmenter
 
@@ -53,9 +65,14 @@ def run(args) -> int:
         path = export_segmenter(segmenter, args.export_base, args.version)
     except ValueError as e:
         raise CommandError(f"--{e}") from None
-    summary = {"saved_model": str(path), "version": int(path.name),
-               "signatures": ["serving_default", "segment_in_box", "segment_bytes"],
-               "resolution": segmenter.resolution, "margin": segmenter.margin, "square": segmenter.square}
+    summary = {
+        "saved_model": str(path),
+        "version": int(path.name),
+        "signatures": ["serving_default", "segment_in_box", "segment_bytes"],
+        "resolution": segmenter.resolution,
+        "margin": segmenter.margin,
+        "square": segmenter.square,
+    }
     stage(f"wrote {path}")
     if args.onnx:
         stage(f"converting {args.onnx_signature} to ONNX: {args.onnx}")

@@ -11,6 +11,7 @@
 list of full-size float `[H, W]` masks, whichever of the three it is; `RemotePredictor`
 does the same through a running model server.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,14 @@ from indep_seg.segmenter import Segmenter
 from indep_seg.serving.client import SegmentationClient
 from indep_seg.serving.export import is_saved_model_dir, list_versions
 
-__all__ = ["resolve_model", "load_predictor", "ResolvedModel", "SegmenterPredictor",
-           "SavedModelPredictor", "RemotePredictor"]
+__all__ = [
+    "resolve_model",
+    "load_predictor",
+    "ResolvedModel",
+    "SegmenterPredictor",
+    "SavedModelPredictor",
+    "RemotePredictor",
+]
 
 
 @dataclass
@@ -50,7 +57,8 @@ def resolve_model(path) -> ResolvedModel:
     raise ValueError(
         f"--model {path}: not an exported SavedModel (no saved_model.pb), not a version base "
         "directory (no integer sub-folder holding one), and not a training model dir (no "
-        "segmenter/segmenter.json + model.keras)")
+        "segmenter/segmenter.json + model.keras)"
+    )
 
 
 def _float_image(image):
@@ -66,7 +74,9 @@ def _check_boxes(images, boxes):
     if boxes is None:
         return [None] * len(images)
     if len(boxes) != len(images):
-        raise ValueError(f"boxes: expected one box (or None) per image ({len(images)}), got {len(boxes)}")
+        raise ValueError(
+            f"boxes: expected one box (or None) per image ({len(images)}), got {len(boxes)}"
+        )
     return list(boxes)
 
 
@@ -100,23 +110,30 @@ class SavedModelPredictor:
                 m = self.signatures["serving_default"](image=x)["mask"]
             else:
                 if "segment_in_box" not in self.signatures:
-                    raise ValueError(f"--model {self.path}: SavedModel has no segment_in_box signature, "
-                                     "so boxes cannot be given")
-                m = self.signatures["segment_in_box"](image=x, box=tf.constant([box], tf.float32))["mask"]
+                    raise ValueError(
+                        f"--model {self.path}: SavedModel has no segment_in_box signature, "
+                        "so boxes cannot be given"
+                    )
+                m = self.signatures["segment_in_box"](image=x, box=tf.constant([box], tf.float32))[
+                    "mask"
+                ]
             out.append(np.asarray(m)[0, :, :, 0])
         return out
 
 
 class RemotePredictor:
-    """A model served by `indep-seg serve` (or tensorflow_model_server) via `indep_seg.serving.client`."""
+    """A model served by `indep-seg serve` (or tensorflow_model_server) via
+    `indep_seg.serving.client`."""
 
     def __init__(self, target, model_name="default", version=None):
         self.client = SegmentationClient(target, model_name=model_name, version=version)
         self.description = f"{target} model {model_name}"
 
     def predict(self, images, boxes=None):
-        return [self.client.segment(_float_image(im), box=box)
-                for im, box in zip(images, _check_boxes(images, boxes))]
+        return [
+            self.client.segment(_float_image(im), box=box)
+            for im, box in zip(images, _check_boxes(images, boxes))
+        ]
 
 
 def load_predictor(path):

@@ -1,4 +1,5 @@
-"""`indep-seg segment --model PATH IMAGES_OR_DIRS... --out DIR [--box x0,y0,x1,y1 | --boxes boxes.csv]`.
+"""`indep-seg segment --model PATH IMAGES_OR_DIRS... --out DIR [--box x0,y0,x1,y1 | --boxes
+boxes.csv]`.
 
 Writes one 8-bit mask PNG per input at the input's own size, named after it
 (`OUT/<stem>.png`; the crop's mask pasted back, 0 outside the box's crop window), and
@@ -10,6 +11,7 @@ exported SavedModel, a version base dir or a training model dir; `--server HOST:
 the photo by default (`--refine grabcut`: `indep_seg.box_prior.refine_full_mask`, binary masks
 that follow the photo's edges, 0 outside the object); `--refine none` writes the model's own.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,23 +27,34 @@ from indep_seg.imageio import list_images, read_image, write_png
 
 
 def add_arguments(parser):
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images"
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="exported SavedModel, version base dir, or training model dir")
-    src.add_argument("--server", help="HOST:PORT (gRPC) or http://HOST:PORT (REST) of a model server")
+    src.add_argument(
+        "--server", help="HOST:PORT (gRPC) or http://HOST:PORT (REST) of a model server"
+    )
     parser.add_argument("--model-name", default="default", help="served model name (with --server)")
     parser.add_argument("--out", required=True, help="output folder")
     boxes = parser.add_mutually_exclusive_group()
     boxes.add_argument("--box", default=None, help="x0,y0,x1,y1 in pixels, for every input")
     boxes.add_argument("--boxes", default=None, help="CSV filename,x0,y0,x1,y1 (header optional)")
-    parser.add_argument("--refine", choices=("grabcut", "none"), default="grabcut",
-                        help="boxed inputs: move each mask's outline to the photo's colour edges "
-                             "(GrabCut started from the mask blended with the box's own prior; a "
-                             "degenerate or inverted mask gives way to that prior; default grabcut)")
+    parser.add_argument(
+        "--refine",
+        choices=("grabcut", "none"),
+        default="grabcut",
+        help="boxed inputs: move each mask's outline to the photo's colour edges "
+        "(GrabCut started from the mask blended with the box's own prior; a "
+        "degenerate or inverted mask gives way to that prior; default grabcut)",
+    )
     parser.add_argument("--cutout", action="store_true", help="also write RGBA cut-outs")
     parser.add_argument("--binary", action="store_true", help="write 0/255 masks (threshold 0.5)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="warn about and skip unreadable images / bad boxes instead of failing")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="warn about and skip unreadable images / bad boxes instead of failing",
+    )
 
 
 def parse_box(text: str, what: str = "--box"):
@@ -112,8 +125,10 @@ def run(args) -> int:
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems and stems[f.stem] != f:
-            raise CommandError(f"{f} and {stems[f.stem]} would both write {f.stem}.png; "
-                               "segment them into different --out folders")
+            raise CommandError(
+                f"{f} and {stems[f.stem]} would both write {f.stem}.png; "
+                "segment them into different --out folders"
+            )
         stems[f.stem] = f
     fixed_box = parse_box(args.box) if args.box else None
     csv_boxes = read_boxes_csv(args.boxes) if args.boxes else None
@@ -130,9 +145,12 @@ def run(args) -> int:
 
     t0 = time.time()
     for index, f in enumerate(files, start=1):
-        if len(files) > 1:   # a folder or several images: one progress line per image
-            print(f"indep-seg segment: [{index}/{len(files)}] {f.name} ({time.time() - t0:.1f} s)",
-                  file=sys.stderr, flush=True)
+        if len(files) > 1:  # a folder or several images: one progress line per image
+            print(
+                f"indep-seg segment: [{index}/{len(files)}] {f.name} ({time.time() - t0:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             image = read_image(f)
         except ValueError as e:
@@ -144,7 +162,9 @@ def run(args) -> int:
                 rows = csv_boxes.get(f.name) or csv_boxes.get(str(f)) or csv_boxes.get(f.stem)
                 if not rows:
                     raise CommandError(f"--boxes {args.boxes}: no row for {f.name}")
-                boxes = [_clip_box(b, w, h, f"--boxes {args.boxes} row {n} ({f.name})") for n, b in rows]
+                boxes = [
+                    _clip_box(b, w, h, f"--boxes {args.boxes} row {n} ({f.name})") for n, b in rows
+                ]
             elif fixed_box is not None:
                 boxes = [_clip_box(fixed_box, w, h, f"--box for {f}")]
             else:
@@ -157,7 +177,9 @@ def run(args) -> int:
         except ClientError as e:
             raise CommandError(f"{f}: the server answered {e}") from None
         if args.refine == "grabcut":
-            masks = [m if b is None else refine_full_mask(image, m, b) for m, b in zip(masks, boxes)]
+            masks = [
+                m if b is None else refine_full_mask(image, m, b) for m, b in zip(masks, boxes)
+            ]
         mask = np.max(np.stack(masks), axis=0)
         if args.binary:
             mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)
@@ -169,6 +191,16 @@ def run(args) -> int:
             rgba = np.concatenate([image, mask8[..., None]], axis=-1)
             item["cutout"] = str(write_png(out / f"{f.stem}_cutout.png", rgba))
         written.append(item)
-    print(json.dumps({"written": len(written), "skipped": len(skipped), "out": str(out),
-                      "model": getattr(predictor, "description", ""), "files": written}, indent=2))
+    print(
+        json.dumps(
+            {
+                "written": len(written),
+                "skipped": len(skipped),
+                "out": str(out),
+                "model": getattr(predictor, "description", ""),
+                "files": written,
+            },
+            indent=2,
+        )
+    )
     return 0 if written or not files else 1

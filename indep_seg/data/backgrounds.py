@@ -13,6 +13,7 @@ colours and the vertical layout of the scene (sky above, ground below) match a r
 foreground pixel is used. `folder_backgrounds` takes random crops of a folder of background images
 instead (the paper's choice for CelebA and birds).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,7 @@ def _one_background(image, box, resolution, margin, min_strip, rng):
     bx0, bx1 = np.clip([bx0, bx1], 0, w2)
     by0, by1 = np.clip([by0, by1], 0, h2)
     horizontal = np.concatenate([scaled[:, :bx0], scaled[:, bx1:]], axis=1)  # [h2, n, 3]
-    vertical = np.concatenate([scaled[:by0], scaled[by1:]], axis=0)           # [n, w2, 3]
+    vertical = np.concatenate([scaled[:by0], scaled[by1:]], axis=0)  # [n, w2, 3]
     filled = scaled.copy()
     if horizontal.shape[1] >= min_strip and horizontal.shape[1] >= vertical.shape[0] / 2:
         idx = _reflect_indices(bx1 - bx0, horizontal.shape[1], int(rng.integers(0, 1 << 16)))
@@ -70,12 +71,19 @@ def _one_background(image, box, resolution, margin, min_strip, rng):
     ys0, xs0 = max(0, wy0), max(0, wx0)
     ys1, xs1 = min(h2, wy0 + resolution), min(w2, wx0 + resolution)
     if ys1 > ys0 and xs1 > xs0:
-        out[ys0 - wy0:ys1 - wy0, xs0 - wx0:xs1 - wx0] = filled[ys0:ys1, xs0:xs1]
+        out[ys0 - wy0 : ys1 - wy0, xs0 - wx0 : xs1 - wx0] = filled[ys0:ys1, xs0:xs1]
     return out
 
 
-def scale_matched_backgrounds(images, boxes, resolution: int, margin: float = 0.0,
-                              variants: int = 2, min_strip: int = 6, seed: int = 0):
+def scale_matched_backgrounds(
+    images,
+    boxes,
+    resolution: int,
+    margin: float = 0.0,
+    variants: int = 2,
+    min_strip: int = 6,
+    seed: int = 0,
+):
     """Backgrounds without foreground, at the scale and sharpness of the box crops.
 
     Args:
@@ -120,10 +128,12 @@ def scale_matched_backgrounds(images, boxes, resolution: int, margin: float = 0.
     if not out:
         from indep_seg.data.files import DataError
 
-        raise DataError("images: no photo has enough pixels outside its box for a background "
-                        f"(min_strip={min_strip}): the boxes cover (almost) the whole photos; give boxes "
-                        "around the objects only, or pass a background folder instead "
-                        "(--override background=FOLDER, photos of the scenes without the objects)")
+        raise DataError(
+            "images: no photo has enough pixels outside its box for a background "
+            f"(min_strip={min_strip}): the boxes cover (almost) the whole photos; give boxes "
+            "around the objects only, or pass a background folder instead "
+            "(--override background=FOLDER, photos of the scenes without the objects)"
+        )
     return np.stack(out), np.asarray(src, np.int64)
 
 
@@ -135,14 +145,18 @@ def folder_backgrounds(folder, resolution: int, per_image: int = 4, seed: int = 
     """
     from PIL import Image
 
-    from indep_seg.data.files import DataError   # a ValueError: bad user data, named
+    from indep_seg.data.files import DataError  # a ValueError: bad user data, named
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"background folder (--override background=...): {folder} is not a directory")
+        raise DataError(
+            f"background folder (--override background=...): {folder} is not a directory"
+        )
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DataError(f"background folder: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(
+            f"background folder: {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     rng = np.random.default_rng(seed)
     out = []
     for f in files:
@@ -154,5 +168,5 @@ def folder_backgrounds(folder, resolution: int, per_image: int = 4, seed: int = 
         for _ in range(per_image):
             side = int(rng.integers(max(1, min(h, w) // 2), min(h, w) + 1))
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            out.append(_resize(image[y:y + side, x:x + side], resolution, resolution))
+            out.append(_resize(image[y : y + side, x : x + side], resolution, resolution))
     return np.stack(out).astype(np.float32)

@@ -11,13 +11,20 @@ The decoded element (the common structure of every reader in `indep_seg.data`):
      "boxes": float32 [K, 4] pixel x0, y0, x1, y1 (x1, y1 exclusive), K >= 1,
      "source_id": string []}
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
 
 __all__ = [
-    "ELEMENT_SPEC_KEYS", "decode_photo", "decode_photo_to_size", "decode_mask", "binarize_mask",
-    "mask_box", "finalize_boxes", "element_signature",
+    "ELEMENT_SPEC_KEYS",
+    "decode_photo",
+    "decode_photo_to_size",
+    "decode_mask",
+    "binarize_mask",
+    "mask_box",
+    "finalize_boxes",
+    "element_signature",
 ]
 
 ELEMENT_SPEC_KEYS = ("image", "mask", "has_mask", "boxes", "source_id")
@@ -63,7 +70,9 @@ def decode_photo_to_size(contents, height, width, dct_scaling: bool = True):
         factor = tf.minimum(shape[0] // height, shape[1] // width)
         # Branch index 0..3 <-> ratio 1, 2, 4, 8 (ratio is an op attribute, not a tensor).
         index = tf.add_n([tf.cast(factor >= f, tf.int32) for f in (2, 4, 8)])
-        branches = [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r) for r in (1, 2, 4, 8)]
+        branches = [
+            lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r) for r in (1, 2, 4, 8)
+        ]
         return tf.switch_case(index, branches)
 
     if not dct_scaling:
@@ -74,8 +83,9 @@ def decode_photo_to_size(contents, height, width, dct_scaling: bool = True):
     same = tf.logical_and(tf.equal(tf.shape(image)[0], height), tf.equal(tf.shape(image)[1], width))
 
     def resize():
-        r = tf.image.resize(tf.cast(image, tf.float32), tf.stack([height, width]),
-                            method="bilinear", antialias=True)
+        r = tf.image.resize(
+            tf.cast(image, tf.float32), tf.stack([height, width]), method="bilinear", antialias=True
+        )
         return tf.cast(tf.clip_by_value(tf.round(r), 0.0, 255.0), tf.uint8)
 
     return tf.cond(same, lambda: image, resize)
@@ -89,7 +99,9 @@ def binarize_mask(mask):
     compression noise the threshold at 127 removes.
     """
     mask = tf.convert_to_tensor(mask)
-    threshold = tf.where(tf.reduce_max(mask) > 1, tf.constant(127, mask.dtype), tf.constant(0, mask.dtype))
+    threshold = tf.where(
+        tf.reduce_max(mask) > 1, tf.constant(127, mask.dtype), tf.constant(0, mask.dtype)
+    )
     return tf.cast(mask > threshold, tf.uint8)
 
 
@@ -101,7 +113,8 @@ def decode_mask(contents):
 
 
 def mask_box(mask):
-    """Tight pixel box `[1, 4]` (x0, y0, x1, y1; exclusive) of a 0/1 mask `[H, W, 1]`; whole image if empty."""
+    """Tight pixel box `[1, 4]` (x0, y0, x1, y1; exclusive) of a 0/1 mask `[H, W, 1]`; whole image
+    if empty."""
     m = tf.cast(mask[..., 0] > 0, tf.int32)
     h = tf.shape(m)[0]
     w = tf.shape(m)[1]
@@ -109,8 +122,17 @@ def mask_box(mask):
     cols = tf.where(tf.reduce_any(m > 0, axis=0))[:, 0]
 
     def box():
-        return tf.cast(tf.stack([tf.reduce_min(cols), tf.reduce_min(rows),
-                                 tf.reduce_max(cols) + 1, tf.reduce_max(rows) + 1]), tf.float32)
+        return tf.cast(
+            tf.stack(
+                [
+                    tf.reduce_min(cols),
+                    tf.reduce_min(rows),
+                    tf.reduce_max(cols) + 1,
+                    tf.reduce_max(rows) + 1,
+                ]
+            ),
+            tf.float32,
+        )
 
     def whole():
         return tf.cast(tf.stack([0, 0, w, h]), tf.float32)
@@ -146,7 +168,11 @@ def load_folder_item(item):
 
     with open(item.image_path, "rb") as f:
         raw = f.read()
-    fmt = "jpeg" if raw[:3] == _JPEG_MAGIC else ("png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else "other")
+    fmt = (
+        "jpeg"
+        if raw[:3] == _JPEG_MAGIC
+        else ("png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else "other")
+    )
     mask = None
     if item.mask_path:
         try:
@@ -155,8 +181,10 @@ def load_folder_item(item):
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             raise DataError(f"{item.mask_path}: mask does not decode ({_first_line(e)})") from None
         if mask.shape[:2] != (item.height, item.width):
-            raise DataError(f"{item.mask_path}: decoded mask is {mask.shape[1]}x{mask.shape[0]}, "
-                            f"expected {item.width}x{item.height}")
+            raise DataError(
+                f"{item.mask_path}: decoded mask is {mask.shape[1]}x{mask.shape[0]}, "
+                f"expected {item.width}x{item.height}"
+            )
     try:
         if mask is not None:
             image = decode_photo_to_size(raw, item.height, item.width).numpy()

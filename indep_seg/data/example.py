@@ -6,12 +6,14 @@
 | `image/format` | `jpeg` / `png` |
 | `image/height`, `image/width` | its size |
 | `image/source_id` | where it came from (file name, or `name#y=Y,x=X` for patches) |
-| `image/segmentation/class/encoded` | PNG of class ids (0 background, 1 foreground), same size; absent = no mask |
+| `image/segmentation/class/encoded` | PNG of class ids (0 background, 1 foreground), same size;
+absent = no mask |
 | `image/segmentation/class/format` | `png` |
 | `image/object/bbox/xmin` ... `ymax` | boxes normalised by width / height |
 | `image/object/class/label` | 1 per box (foreground) |
 | `image/patch/x`, `image/patch/y` | offset of a patch in its source image (patch records only) |
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,12 +49,25 @@ def _ints(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
-def make_example(encoded: bytes, image_format: str, height: int, width: int, source_id: str,
-                 mask_png: bytes | None = None, boxes=None, patch_offset=None) -> tf.train.Example:
-    """One record. `boxes`: `[K, 4]` pixel x0, y0, x1, y1 (stored normalised); `mask_png`: 0/1 PNG."""
+def make_example(
+    encoded: bytes,
+    image_format: str,
+    height: int,
+    width: int,
+    source_id: str,
+    mask_png: bytes | None = None,
+    boxes=None,
+    patch_offset=None,
+) -> tf.train.Example:
+    """One record. `boxes`: `[K, 4]` pixel x0, y0, x1, y1 (stored normalised); `mask_png`: 0/1
+    PNG."""
     if image_format not in ("jpeg", "png"):
         raise ValueError(f"image_format: expected 'jpeg' or 'png', got {image_format!r}")
-    boxes = np.zeros([0, 4], np.float64) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4)
+    boxes = (
+        np.zeros([0, 4], np.float64)
+        if boxes is None
+        else np.asarray(boxes, np.float64).reshape(-1, 4)
+    )
     feature = {
         "image/encoded": _bytes([encoded]),
         "image/format": _bytes([image_format.encode()]),
@@ -79,7 +94,9 @@ def parse_example(serialized):
     f = tf.io.parse_single_example(serialized, FEATURES)
     h = tf.cast(f["image/height"], tf.float32)
     w = tf.cast(f["image/width"], tf.float32)
-    coords = [tf.sparse.to_dense(f[f"image/object/bbox/{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")]
+    coords = [
+        tf.sparse.to_dense(f[f"image/object/bbox/{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")
+    ]
     boxes = tf.stack([coords[0] * w, coords[1] * h, coords[2] * w, coords[3] * h], axis=-1)
     return {
         "encoded": f["image/encoded"],
@@ -100,8 +117,14 @@ def decode_example(serialized):
     mask = tf.cond(
         has_mask,
         lambda: _decode.decode_mask(f["mask_encoded"]),
-        lambda: tf.zeros(tf.concat([tf.shape(image)[:2], [1]], 0), tf.uint8))
+        lambda: tf.zeros(tf.concat([tf.shape(image)[:2], [1]], 0), tf.uint8),
+    )
     mask.set_shape([None, None, 1])
     boxes = _decode.finalize_boxes(f["boxes"], mask, has_mask)
-    return {"image": image, "mask": mask, "has_mask": has_mask, "boxes": boxes,
-            "source_id": f["source_id"]}
+    return {
+        "image": image,
+        "mask": mask,
+        "has_mask": has_mask,
+        "boxes": boxes,
+        "source_id": f["source_id"],
+    }

@@ -12,6 +12,7 @@ Conventions (shared with ../shared/datasets/README.md):
 - `boxes.csv` has rows `filename,x0,y0,x1,y1` (pixels, x1/y1 exclusive, optional header row,
   several rows per file for several boxes); a box must be non-empty and inside the image.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,16 @@ import os
 import numpy as np
 
 __all__ = [
-    "DataError", "FolderItem", "FolderPlan", "IMAGE_EXTENSIONS", "ASPECT_TOLERANCE",
-    "list_images", "read_boxes_csv", "probe_image", "plan_folder", "find_folder_layout",
+    "DataError",
+    "FolderItem",
+    "FolderPlan",
+    "IMAGE_EXTENSIONS",
+    "ASPECT_TOLERANCE",
+    "list_images",
+    "read_boxes_csv",
+    "probe_image",
+    "plan_folder",
+    "find_folder_layout",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -74,19 +83,25 @@ class FolderPlan:
     def raise_if_problems(self):
         if self.problems:
             first_file, first_reason = self.problems[0]
-            more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+            more = (
+                f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
+            )
             raise DataError(f"{first_file}: {first_reason}{more}")
 
 
 def list_images(directory) -> list[str]:
-    """Sorted image files of `directory` (by extension); errors on empty folders and duplicate stems."""
+    """Sorted image files of `directory` (by extension); errors on empty folders and duplicate
+    stems."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: not a directory")
     files = sorted(
-        f for f in os.listdir(directory)
-        if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        and os.path.isfile(os.path.join(directory, f)))
+        f
+        for f in os.listdir(directory)
+        if not f.startswith(".")
+        and f.lower().endswith(IMAGE_EXTENSIONS)
+        and os.path.isfile(os.path.join(directory, f))
+    )
     if not files:
         raise DataError(f"{directory}: empty folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
     seen = {}
@@ -94,7 +109,9 @@ def list_images(directory) -> list[str]:
         stem = os.path.splitext(f)[0]
         if stem in seen:
             raise DataError(
-                f"{os.path.join(directory, f)}: duplicate name: {seen[stem]} has the same stem {stem!r}")
+                f"{os.path.join(directory, f)}: duplicate name: {seen[stem]} has the same stem "
+                f"{stem!r}"
+            )
         seen[stem] = f
     return [os.path.join(directory, f) for f in files]
 
@@ -115,7 +132,9 @@ def read_boxes_csv(path) -> tuple[dict, list]:
                 continue
             where = f"{path} row {row_number}"
             if len(row) != 5:
-                problems.append((where, f"expected 5 fields filename,x0,y0,x1,y1, got {len(row)}: {row!r}"))
+                problems.append(
+                    (where, f"expected 5 fields filename,x0,y0,x1,y1, got {len(row)}: {row!r}")
+                )
                 continue
             name = row[0].strip()
             try:
@@ -133,7 +152,9 @@ def read_boxes_csv(path) -> tuple[dict, list]:
                 continue
             x0, y0, x1, y1 = coords
             if not (x1 > x0 and y1 > y0):
-                problems.append((where, f"empty box {coords} for {name} (expected x1 > x0 and y1 > y0)"))
+                problems.append(
+                    (where, f"empty box {coords} for {name} (expected x1 > x0 and y1 > y0)")
+                )
                 continue
             boxes.setdefault(name, []).append((row_number, coords))
     return boxes, problems
@@ -153,7 +174,8 @@ def _jpeg_or_png_truncated(path: str, fmt: str) -> bool:
 
 
 def probe_image(path, full: bool = False) -> tuple[int, int, str]:
-    """`(height, width, format)` of an image file, raising `DataError` naming the file if unreadable.
+    """`(height, width, format)` of an image file, raising `DataError` naming the file if
+    unreadable.
 
     Checks the header, and for JPEG/PNG that the end-of-image marker is present (a cheap
     truncation check); `full=True` decodes the whole file.
@@ -186,12 +208,30 @@ def find_folder_layout(directory):
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: not a directory")
-    images_dir = next((os.path.join(directory, n) for n in IMAGE_DIR_NAMES
-                       if os.path.isdir(os.path.join(directory, n))), directory)
-    masks_dir = next((os.path.join(directory, n) for n in MASK_DIR_NAMES
-                      if os.path.isdir(os.path.join(directory, n))), None)
-    boxes_csv = next((p for p in (os.path.join(directory, "boxes.csv"), os.path.join(images_dir, "boxes.csv"))
-                      if os.path.isfile(p)), None)
+    images_dir = next(
+        (
+            os.path.join(directory, n)
+            for n in IMAGE_DIR_NAMES
+            if os.path.isdir(os.path.join(directory, n))
+        ),
+        directory,
+    )
+    masks_dir = next(
+        (
+            os.path.join(directory, n)
+            for n in MASK_DIR_NAMES
+            if os.path.isdir(os.path.join(directory, n))
+        ),
+        None,
+    )
+    boxes_csv = next(
+        (
+            p
+            for p in (os.path.join(directory, "boxes.csv"), os.path.join(images_dir, "boxes.csv"))
+            if os.path.isfile(p)
+        ),
+        None,
+    )
     return images_dir, masks_dir, boxes_csv
 
 
@@ -216,7 +256,9 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
         names = {os.path.basename(p) for p in images}
         for name, rows in csv_boxes.items():
             if name not in names:
-                problems.append((f"{boxes_csv} row {rows[0][0]}", f"{name} is not an image of {images_dir}"))
+                problems.append(
+                    (f"{boxes_csv} row {rows[0][0]}", f"{name} is not an image of {images_dir}")
+                )
     items = []
     for path in images:
         name = os.path.basename(path)
@@ -240,25 +282,42 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
             if (h, w) != (ph, pw):
                 ratio_photo, ratio_mask = pw / ph, w / h
                 if abs(ratio_photo / ratio_mask - 1.0) > ASPECT_TOLERANCE:
-                    problems.append((path, (
-                        f"mask {mask_path} is {w}x{h} (aspect {ratio_mask:.3f}) but the photo is "
-                        f"{pw}x{ph} (aspect {ratio_photo:.3f}): aspect ratios differ by more than "
-                        f"{ASPECT_TOLERANCE:.0%}")))
+                    problems.append(
+                        (
+                            path,
+                            (
+                                f"mask {mask_path} is {w}x{h} (aspect {ratio_mask:.3f}) but the "
+                                "photo is "
+                                f"{pw}x{ph} (aspect {ratio_photo:.3f}): aspect ratios differ by "
+                                "more than "
+                                f"{ASPECT_TOLERANCE:.0%}"
+                            ),
+                        )
+                    )
                     continue
         boxes = []
         bad = None
         for row_number, (x0, y0, x1, y1) in csv_boxes.get(name, []):
             if x0 < 0 or y0 < 0 or x1 > pw or y1 > ph:
-                bad = (f"{boxes_csv} row {row_number}",
-                       f"box {[x0, y0, x1, y1]} of {name} lies outside the {pw}x{ph} image")
+                bad = (
+                    f"{boxes_csv} row {row_number}",
+                    f"box {[x0, y0, x1, y1]} of {name} lies outside the {pw}x{ph} image",
+                )
                 break
             sx, sy = w / pw, h / ph
             boxes.append([x0 * sx, y0 * sy, x1 * sx, y1 * sy])
         if bad is not None:
             problems.append(bad)
             continue
-        items.append(FolderItem(
-            image_path=path, mask_path=mask_path,
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4), height=h, width=w,
-            photo_size=(ph, pw), source_id=name))
+        items.append(
+            FolderItem(
+                image_path=path,
+                mask_path=mask_path,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                height=h,
+                width=w,
+                photo_size=(ph, pw),
+                source_id=name,
+            )
+        )
     return FolderPlan(items=items, problems=problems)

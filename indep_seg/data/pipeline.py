@@ -20,6 +20,7 @@ Order of work, so that the expensive part runs once:
    that the stream is identical across runs and independent of parallelism;
 5. prefetch.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,16 @@ def _context_pad(resolution: int, jitter: float) -> int:
     return int(math.ceil(1.5 * jitter * resolution)) if jitter > 0 else 0
 
 
-def crop_boxes(element, resolution: int, margin: float = 0.0, square: bool = False, pad: int = 0,
-               supersample: int = 2):
-    """One decoded element -> `[K, R + 2 pad, R + 2 pad, 4]` uint8 crops (RGB + mask x 255) and windows.
+def crop_boxes(
+    element,
+    resolution: int,
+    margin: float = 0.0,
+    square: bool = False,
+    pad: int = 0,
+    supersample: int = 2,
+):
+    """One decoded element -> `[K, R + 2 pad, R + 2 pad, 4]` uint8 crops (RGB + mask x 255) and
+    windows.
 
     Each box's window (`box_window(box, margin, square)`) is grown by `pad / resolution` of its
     size on every side, so that the window proper covers the central `R x R` pixels.
@@ -55,21 +63,37 @@ def crop_boxes(element, resolution: int, margin: float = 0.0, square: bool = Fal
     else:
         context = windows
     mask = tf.cast(element["mask"], tf.uint8)
-    stacked = tf.concat([tf.cast(element["image"], tf.uint8), mask * tf.constant(255, tf.uint8)], axis=-1)
+    stacked = tf.concat(
+        [tf.cast(element["image"], tf.uint8), mask * tf.constant(255, tf.uint8)], axis=-1
+    )
     k = tf.shape(boxes)[0]
-    images = tf.cond(k > 1, lambda: tf.repeat(stacked[tf.newaxis], k, axis=0),
-                     lambda: stacked[tf.newaxis])
+    images = tf.cond(
+        k > 1, lambda: tf.repeat(stacked[tf.newaxis], k, axis=0), lambda: stacked[tf.newaxis]
+    )
     crops = box_crop.crop_to_window(images, context, size, supersample=supersample)
     crops = tf.cast(tf.clip_by_value(tf.round(crops), 0.0, 255.0), tf.uint8)
     crops.set_shape([None, size, size, 4])
     return crops, boxes, windows
 
 
-def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = False,
-                      augment: bool = False, *, batch_size: int | None = None,
-                      drop_remainder: bool = False, shuffle_buffer: int = 0, seed: int = 0,
-                      cache=False, repeat=False, jitter: float = 0.05, flip: bool = True,
-                      supersample: int = 2, prefetch: bool = True):
+def box_crop_pipeline(
+    ds,
+    resolution: int,
+    margin: float = 0.0,
+    square: bool = False,
+    augment: bool = False,
+    *,
+    batch_size: int | None = None,
+    drop_remainder: bool = False,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    cache=False,
+    repeat=False,
+    jitter: float = 0.05,
+    flip: bool = True,
+    supersample: int = 2,
+    prefetch: bool = True,
+):
     """Per-box crops of a reader's dataset, ready for `keras.Model.fit`.
 
     Args:
@@ -99,9 +123,14 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
     if not isinstance(seed, int):
         raise ValueError(f"seed: expected an integer, got {seed!r}")
     spec = ds.element_spec
-    missing = {"image", "mask", "has_mask", "boxes", "source_id"} - set(spec if isinstance(spec, dict) else {})
+    missing = {"image", "mask", "has_mask", "boxes", "source_id"} - set(
+        spec if isinstance(spec, dict) else {}
+    )
     if missing:
-        raise ValueError(f"ds: expected decoded elements from indep_seg.data readers, missing keys {sorted(missing)}")
+        raise ValueError(
+            "ds: expected decoded elements from indep_seg.data readers, missing keys "
+            f"{sorted(missing)}"
+        )
     augment = bool(augment)
     pad = _context_pad(resolution, jitter) if augment else 0
     size = resolution + 2 * pad
@@ -109,8 +138,13 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
     def stage_crop(e):
         crops, boxes, windows = crop_boxes(e, resolution, margin, square, pad, supersample)
         k = tf.shape(boxes)[0]
-        return {"crop": crops, "box": boxes, "window": windows,
-                "has_mask": tf.fill([k], e["has_mask"]), "source_id": tf.fill([k], e["source_id"])}
+        return {
+            "crop": crops,
+            "box": boxes,
+            "window": windows,
+            "has_mask": tf.fill([k], e["has_mask"]),
+            "source_id": tf.fill([k], e["source_id"]),
+        }
 
     out = ds.map(stage_crop, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
     if cache is True:
@@ -129,9 +163,12 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
         crop = e["crop"]
         if augment:
             s = tf.random.experimental.stateless_split(
-                tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 3)
+                tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 3
+            )
             n = tf.shape(crop)[0]
-            scale = tf.exp(tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter)))
+            scale = tf.exp(
+                tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter))
+            )
             shift = tf.random.stateless_uniform([n, 2], s[1], -jitter, jitter) * resolution
             # Sub-window of the context crop, in its pixels: output pixel i samples the input
             # at start + (i + 0.5) * step - 0.5 (pixel centres, as crop_to_window); a flip
@@ -148,13 +185,25 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
                 first_x, last_x = first[:, 0], last[:, 0]
             denom = float(size - 1)
             boxes = tf.stack([first[:, 1], first_x, last[:, 1], last_x], axis=-1) / denom
-            crop = tf.image.crop_and_resize(crop, boxes, tf.range(n), [resolution, resolution],
-                                            method="bilinear", extrapolation_value=0.0)
+            crop = tf.image.crop_and_resize(
+                crop,
+                boxes,
+                tf.range(n),
+                [resolution, resolution],
+                method="bilinear",
+                extrapolation_value=0.0,
+            )
         else:
             crop = tf.cast(crop, tf.float32)
         crop = crop * (1.0 / 255.0)
-        return {"image": crop[..., :3], "mask": crop[..., 3:], "has_mask": e["has_mask"], "box": e["box"],
-                "window": e["window"], "source_id": e["source_id"]}
+        return {
+            "image": crop[..., :3],
+            "mask": crop[..., 3:],
+            "has_mask": e["has_mask"],
+            "box": e["box"],
+            "window": e["window"],
+            "source_id": e["source_id"],
+        }
 
     def augment_one(index, e):
         out = stage_augment(index, tf.nest.map_structure(lambda t: t[tf.newaxis], e))
@@ -174,10 +223,22 @@ def box_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = F
     return out
 
 
-def background_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: bool = False, *,
-                             max_overlap: float = 0.0, tries: int = 16, batch_size: int | None = None,
-                             drop_remainder: bool = False, shuffle_buffer: int = 0, seed: int = 0,
-                             repeat=False, supersample: int = 2, prefetch: bool = True):
+def background_crop_pipeline(
+    ds,
+    resolution: int,
+    margin: float = 0.0,
+    square: bool = False,
+    *,
+    max_overlap: float = 0.0,
+    tries: int = 16,
+    batch_size: int | None = None,
+    drop_remainder: bool = False,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    repeat=False,
+    supersample: int = 2,
+    prefetch: bool = True,
+):
     """Background crops at the same scale as the box crops (Dai et al. 2019's background source).
 
     For every box of every image, a window of the same pixel size as the box's crop window
@@ -212,8 +273,16 @@ def background_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: b
         x0 = u[..., 0] * tf.maximum(w - ww, 0.0)[:, None]
         y0 = u[..., 1] * tf.maximum(h - wh, 0.0)[:, None]
         cand = tf.stack([x0, y0, x0 + ww[:, None], y0 + wh[:, None]], axis=-1)  # [K, T, 4]
-        ix = tf.maximum(0.0, tf.minimum(cand[..., None, 2], boxes[:, 2]) - tf.maximum(cand[..., None, 0], boxes[:, 0]))
-        iy = tf.maximum(0.0, tf.minimum(cand[..., None, 3], boxes[:, 3]) - tf.maximum(cand[..., None, 1], boxes[:, 1]))
+        ix = tf.maximum(
+            0.0,
+            tf.minimum(cand[..., None, 2], boxes[:, 2])
+            - tf.maximum(cand[..., None, 0], boxes[:, 0]),
+        )
+        iy = tf.maximum(
+            0.0,
+            tf.minimum(cand[..., None, 3], boxes[:, 3])
+            - tf.maximum(cand[..., None, 1], boxes[:, 1]),
+        )
         overlap = tf.reduce_sum(ix * iy, axis=-1) / (ww * wh)[:, None]  # sum over boxes >= union
         fits = tf.logical_and(ww <= w, wh <= h)[:, None]
         valid = tf.logical_and(overlap <= max_overlap, fits)
@@ -222,8 +291,12 @@ def background_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: b
         images = tf.repeat(tf.cast(e["image"], tf.float32)[tf.newaxis], k, axis=0)
         crops = box_crop.crop_to_window(images, chosen, resolution, supersample=supersample)
         crops = tf.clip_by_value(tf.round(crops), 0.0, 255.0) / 255.0
-        return {"image": crops, "window": chosen, "valid": tf.reduce_any(valid, axis=1),
-                "source_id": tf.fill([k], e["source_id"])}
+        return {
+            "image": crops,
+            "window": chosen,
+            "valid": tf.reduce_any(valid, axis=1),
+            "source_id": tf.fill([k], e["source_id"]),
+        }
 
     out = ds
     if repeat is True:
@@ -232,8 +305,14 @@ def background_crop_pipeline(ds, resolution: int, margin: float = 0.0, square: b
         out = out.repeat(int(repeat))
     out = out.enumerate().map(place, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
     out = out.filter(lambda e: e["valid"]).map(
-        lambda e: {"image": tf.ensure_shape(e["image"], [resolution, resolution, 3]), "window": e["window"],
-                   "source_id": e["source_id"]}, num_parallel_calls=AUTOTUNE, deterministic=True)
+        lambda e: {
+            "image": tf.ensure_shape(e["image"], [resolution, resolution, 3]),
+            "window": e["window"],
+            "source_id": e["source_id"],
+        },
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
     if shuffle_buffer:
         out = out.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if batch_size:

@@ -1,4 +1,5 @@
 """PNG previews of decoded elements: image | mask overlay with boxes, a few per row."""
+
 from __future__ import annotations
 
 import io
@@ -43,14 +44,19 @@ def preview_tiles(element, tile: int = 160):
     for canvas in (left, right):
         draw = ImageDraw.Draw(canvas)
         for x0, y0, x1, y1 in boxes:
-            draw.rectangle([ox + x0 * s, oy + y0 * s, ox + x1 * s - 1, oy + y1 * s - 1],
-                           outline=(255, 230, 0), width=2)
+            draw.rectangle(
+                [ox + x0 * s, oy + y0 * s, ox + x1 * s - 1, oy + y1 * s - 1],
+                outline=(255, 230, 0),
+                width=2,
+            )
     if not has_mask:
         ImageDraw.Draw(right).text((4, 4), "no mask", fill=(255, 255, 255))
     return left, right
 
 
-def save_preview(elements, path, tile: int = 160, columns: int = 4, title_key: str = "source_id") -> str:
+def save_preview(
+    elements, path, tile: int = 160, columns: int = 4, title_key: str = "source_id"
+) -> str:
     """Writes a PNG grid of `(image + boxes, mask overlay)` pairs, `columns` pairs per row (atomic).
 
     A band of column titles on top ("photo + boxes", "mask overlay") says what each column is;
@@ -81,7 +87,11 @@ def save_preview(elements, path, tile: int = 160, columns: int = 4, title_key: s
         elif hasattr(name, "numpy"):
             name = name.numpy().decode("utf-8", "replace")
         elif isinstance(name, np.ndarray):
-            name = name.item().decode("utf-8", "replace") if isinstance(name.item(), bytes) else str(name.item())
+            name = (
+                name.item().decode("utf-8", "replace")
+                if isinstance(name.item(), bytes)
+                else str(name.item())
+            )
         draw.text((x + 2, y + 1), str(name)[:40], fill=(0, 0, 0))
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

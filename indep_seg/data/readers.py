@@ -14,6 +14,7 @@ Auto-shard policy under `tf.distribute` (set on purpose, kept by every later tra
   reads the (small) dataset and keeps every N-th element, which works for any number of
   workers, where `FILE` with fewer files than workers fails.
 """
+
 from __future__ import annotations
 
 import glob as _glob
@@ -28,8 +29,13 @@ from indep_seg.data import example as _example
 from indep_seg.data.files import DataError, find_folder_layout, plan_folder
 
 __all__ = [
-    "read_image_folder", "read_tfrecords", "read_synthetic", "read_tfds", "read_dataset",
-    "resolve_tfrecord_files", "MIN_FILES_FOR_FILE_SHARDING",
+    "read_image_folder",
+    "read_tfrecords",
+    "read_synthetic",
+    "read_tfds",
+    "read_dataset",
+    "resolve_tfrecord_files",
+    "MIN_FILES_FOR_FILE_SHARDING",
 ]
 
 MIN_FILES_FOR_FILE_SHARDING = 8
@@ -71,8 +77,11 @@ def read_image_folder(images_dir, boxes_csv=None, masks_dir=None, *, full_check:
     plan.raise_if_problems()
     items = plan.items
     boxes = tf.RaggedTensor.from_row_lengths(
-        np.concatenate([it.boxes for it in items]).reshape(-1, 4) if items else np.zeros([0, 4], np.float32),
-        [len(it.boxes) for it in items])
+        np.concatenate([it.boxes for it in items]).reshape(-1, 4)
+        if items
+        else np.zeros([0, 4], np.float32),
+        [len(it.boxes) for it in items],
+    )
     table = {
         "image_path": [it.image_path for it in items],
         "mask_path": [it.mask_path or "" for it in items],
@@ -98,11 +107,17 @@ def read_image_folder(images_dir, boxes_csv=None, masks_dir=None, *, full_check:
         image, mask = tf.cond(has_mask, with_mask, without_mask)
         image.set_shape([None, None, 3])
         mask.set_shape([None, None, 1])
-        return {"image": image, "mask": mask, "has_mask": has_mask,
-                "boxes": _decode.finalize_boxes(row["boxes"], mask, has_mask),
-                "source_id": row["source_id"]}
+        return {
+            "image": image,
+            "mask": mask,
+            "has_mask": has_mask,
+            "boxes": _decode.finalize_boxes(row["boxes"], mask, has_mask),
+            "source_id": row["source_id"],
+        }
 
-    ds = tf.data.Dataset.from_tensor_slices(table).map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices(table).map(
+        load, num_parallel_calls=AUTOTUNE, deterministic=True
+    )
     return _with_shard_policy(ds, tf.data.experimental.AutoShardPolicy.DATA)
 
 
@@ -112,7 +127,8 @@ _SHARD_RE = re.compile(r"^(?P<prefix>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.t
 
 
 def resolve_tfrecord_files(pattern) -> list[str]:
-    """Files of a TFRecord spec: a glob, a comma-separated list, a list, or a folder of `*.tfrecord`.
+    """Files of a TFRecord spec: a glob, a comma-separated list, a list, or a folder of
+    `*.tfrecord`.
 
     Raises `DataError` when nothing matches or when a `PREFIX-i-of-N` shard set is incomplete.
     """
@@ -124,8 +140,11 @@ def resolve_tfrecord_files(pattern) -> list[str]:
     for p in patterns:
         if os.path.isdir(p):
             p = os.path.join(p, "*.tfrecord")
-        matched = sorted(tf.io.gfile.glob(p)) if any(c in p for c in "*?[") else (
-            [p] if tf.io.gfile.exists(p) else [])
+        matched = (
+            sorted(tf.io.gfile.glob(p))
+            if any(c in p for c in "*?[")
+            else ([p] if tf.io.gfile.exists(p) else [])
+        )
         if not matched:
             raise DataError(f"{p}: no TFRecord files match")
         files.extend(matched)
@@ -139,9 +158,11 @@ def resolve_tfrecord_files(pattern) -> list[str]:
         if len(indices) != count:
             missing = sorted(set(range(count)) - indices)
             raise DataError(
-                f"{prefix}-*-of-{count:05d}.tfrecord: incomplete shard set, {len(indices)} of {count} "
+                f"{prefix}-*-of-{count:05d}.tfrecord: incomplete shard set, {len(indices)} of "
+                f"{count} "
                 f"present (missing {prefix}-{missing[0]:05d}-of-{count:05d}.tfrecord"
-                f"{' and more' if len(missing) > 1 else ''})")
+                f"{' and more' if len(missing) > 1 else ''})"
+            )
     return files
 
 
@@ -155,8 +176,12 @@ def read_tfrecords(pattern, *, shuffle_files: bool = False, seed: int | None = N
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
-                       num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.map(_example.decode_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     return _with_shard_policy(ds, _policy_for(len(files)))
 
@@ -179,11 +204,18 @@ def _tfds_adapter(features: dict):
     keys = set(features.keys())
     mask_key = next((k for k in ("mask", "segmentation_mask") if k in keys), None)
     box_key = None
-    if "objects" in keys and hasattr(features["objects"], "keys") and "bbox" in features["objects"].keys():
+    if (
+        "objects" in keys
+        and hasattr(features["objects"], "keys")
+        and "bbox" in features["objects"].keys()
+    ):
         box_key = ("objects", "bbox")
     elif "bbox" in keys:
         box_key = ("bbox",)
-    id_key = next((k for k in ("source_id", "image/filename", "file_name", "filename", "id") if k in keys), None)
+    id_key = next(
+        (k for k in ("source_id", "image/filename", "file_name", "filename", "id") if k in keys),
+        None,
+    )
 
     def adapt(ex):
         image = ex["image"]
@@ -209,16 +241,26 @@ def _tfds_adapter(features: dict):
             b = ex
             for k in box_key:
                 b = b[k]
-            b = tf.reshape(tf.cast(b, tf.float32), [-1, 4])  # tfds: normalised ymin, xmin, ymax, xmax
+            b = tf.reshape(
+                tf.cast(b, tf.float32), [-1, 4]
+            )  # tfds: normalised ymin, xmin, ymax, xmax
             h = tf.cast(hw[0], tf.float32)
             w = tf.cast(hw[1], tf.float32)
             boxes = tf.stack([b[:, 1] * w, b[:, 0] * h, b[:, 3] * w, b[:, 2] * h], axis=-1)
         else:
             boxes = tf.zeros([0, 4], tf.float32)
-        sid = tf.strings.as_string(ex[id_key]) if id_key is not None and ex[id_key].dtype != tf.string else (
-            ex[id_key] if id_key is not None else tf.constant(""))
-        return {"image": image, "mask": mask, "has_mask": has_mask,
-                "boxes": _decode.finalize_boxes(boxes, mask, has_mask), "source_id": sid}
+        sid = (
+            tf.strings.as_string(ex[id_key])
+            if id_key is not None and ex[id_key].dtype != tf.string
+            else (ex[id_key] if id_key is not None else tf.constant(""))
+        )
+        return {
+            "image": image,
+            "mask": mask,
+            "has_mask": has_mask,
+            "boxes": _decode.finalize_boxes(boxes, mask, has_mask),
+            "source_id": sid,
+        }
 
     return adapt
 
@@ -246,14 +288,24 @@ def read_tfds(name: str, split: str = "train", data_dir=None, manual_dir=None):
     if not prepared:
         if manual_dir is None:
             raise DataError(
-                f"tfds:{name}: not prepared in {builder.data_dir}; nothing is downloaded at run time: "
-                "prepare it first (tfds build) or, for image_mask_folder, pass a manual_dir")
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(manual_dir), download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+                f"tfds:{name}: not prepared in {builder.data_dir}; nothing is downloaded at run "
+                "time: "
+                "prepare it first (tfds build) or, for image_mask_folder, pass a manual_dir"
+            )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=os.fspath(manual_dir),
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+            )
+        )
     if split not in builder.info.splits and "[" not in split:
-        raise DataError(f"tfds:{name}: no split {split!r} (has {sorted(builder.info.splits.keys())})")
+        raise DataError(
+            f"tfds:{name}: no split {split!r} (has {sorted(builder.info.splits.keys())})"
+        )
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(_tfds_adapter(builder.info.features), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        _tfds_adapter(builder.info.features), num_parallel_calls=AUTOTUNE, deterministic=True
+    )
     try:
         num_files = builder.info.splits[split].num_shards
     except Exception:
@@ -264,8 +316,15 @@ def read_tfds(name: str, split: str = "train", data_dir=None, manual_dir=None):
 # ----------------------------------------------------------------------------- dispatcher
 
 
-def read_dataset(spec, *, seed: int = 0, synthetic_size: int = 128, tfds_data_dir=None,
-                 tfds_manual_dir=None, full_check: bool = False):
+def read_dataset(
+    spec,
+    *,
+    seed: int = 0,
+    synthetic_size: int = 128,
+    tfds_data_dir=None,
+    tfds_manual_dir=None,
+    full_check: bool = False,
+):
     """The one entry point behind every trainer's `--data`.
 
     `spec` is one of:
@@ -279,8 +338,10 @@ def read_dataset(spec, *, seed: int = 0, synthetic_size: int = 128, tfds_data_di
       written by `write_synthetic_dataset`, or ../shared/datasets/weizmann_horse).
     """
     if not isinstance(spec, (str, os.PathLike)):
-        raise ValueError(f"spec: expected a folder, a TFRecord glob, 'tfds:NAME[:split]' or "
-                         f"'synthetic[:N]', got {spec!r}")
+        raise ValueError(
+            f"spec: expected a folder, a TFRecord glob, 'tfds:NAME[:split]' or "
+            f"'synthetic[:N]', got {spec!r}"
+        )
     spec = os.fspath(spec)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         n = 1000
@@ -288,20 +349,34 @@ def read_dataset(spec, *, seed: int = 0, synthetic_size: int = 128, tfds_data_di
             try:
                 n = int(spec.split(":", 1)[1])
             except ValueError:
-                raise ValueError(f"spec: expected 'synthetic:N' with an integer N, got {spec!r}") from None
+                raise ValueError(
+                    f"spec: expected 'synthetic:N' with an integer N, got {spec!r}"
+                ) from None
         return read_synthetic(num_images=n, seed=seed, size=synthetic_size)
     if spec.startswith("tfds:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
             raise ValueError(f"spec: expected 'tfds:NAME' or 'tfds:NAME:SPLIT', got {spec!r}")
-        return read_tfds(parts[1], parts[2] if len(parts) == 3 else "train",
-                         data_dir=tfds_data_dir, manual_dir=tfds_manual_dir)
+        return read_tfds(
+            parts[1],
+            parts[2] if len(parts) == 3 else "train",
+            data_dir=tfds_data_dir,
+            manual_dir=tfds_manual_dir,
+        )
     if os.path.isdir(spec):
         if _glob.glob(os.path.join(spec, "*.tfrecord")):
             return read_tfrecords(spec)
         images_dir, masks_dir, boxes_csv = find_folder_layout(spec)
-        return read_image_folder(images_dir, boxes_csv=boxes_csv, masks_dir=masks_dir, full_check=full_check)
-    if any(c in spec for c in "*?[,") or spec.endswith((".tfrecord", ".tfrecords")) or os.path.isfile(spec):
+        return read_image_folder(
+            images_dir, boxes_csv=boxes_csv, masks_dir=masks_dir, full_check=full_check
+        )
+    if (
+        any(c in spec for c in "*?[,")
+        or spec.endswith((".tfrecord", ".tfrecords"))
+        or os.path.isfile(spec)
+    ):
         return read_tfrecords(spec)
-    raise DataError(f"{spec}: no such folder or file (expected a folder, a TFRecord glob, "
-                    "'tfds:NAME[:split]' or 'synthetic[:N]')")
+    raise DataError(
+        f"{spec}: no such folder or file (expected a folder, a TFRecord glob, "
+        "'tfds:NAME[:split]' or 'synthetic[:N]')"
+    )

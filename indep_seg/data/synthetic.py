@@ -20,6 +20,7 @@ Design, so that box-level segmentation (Dai et al. 2019) is learnable on it in m
 `make_cluster_image` draws one dense image of many similar blobs (nucleus-like) with an
 instance label map, for the dense-cluster application (Dai et al. 2019, Sec. 4.3).
 """
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,14 @@ import os
 import numpy as np
 
 __all__ = [
-    "generate_example", "generate_batch", "read_synthetic", "write_synthetic_dataset",
-    "make_cluster_image", "write_cluster_image", "SHAPES", "TEXTURES",
+    "generate_example",
+    "generate_batch",
+    "read_synthetic",
+    "write_synthetic_dataset",
+    "make_cluster_image",
+    "write_cluster_image",
+    "SHAPES",
+    "TEXTURES",
 ]
 
 SHAPES = ("star", "thin_ellipse", "blob", "crescent", "ring", "cross", "creature")
@@ -51,7 +58,9 @@ def _hsv_to_rgb(h, s, v):
     i = int(h * 6.0) % 6
     f = h * 6.0 - int(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32)
+    return np.array(
+        [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32
+    )
 
 
 def _smooth_noise(rng, h, w, cell, channels=1):
@@ -94,11 +103,16 @@ def _background(rng, h, w):
     sat = rng.uniform(0.05, 0.30)
     val = rng.uniform(0.35, 0.72)
     c0 = _hsv_to_rgb(hue, sat, val)
-    c1 = _hsv_to_rgb((hue + rng.uniform(-0.08, 0.08)) % 1.0, np.clip(sat + rng.uniform(-0.08, 0.08), 0, 1),
-                     np.clip(val + rng.choice([-1, 1]) * rng.uniform(0.10, 0.22), 0.1, 0.9))
-    t = (_smooth_noise(rng, h, w, rng.uniform(20, 40)) * 0.55
-         + _smooth_noise(rng, h, w, rng.uniform(7, 12)) * 0.30
-         + _smooth_noise(rng, h, w, rng.uniform(2.5, 4)) * 0.15)
+    c1 = _hsv_to_rgb(
+        (hue + rng.uniform(-0.08, 0.08)) % 1.0,
+        np.clip(sat + rng.uniform(-0.08, 0.08), 0, 1),
+        np.clip(val + rng.choice([-1, 1]) * rng.uniform(0.10, 0.22), 0.1, 0.9),
+    )
+    t = (
+        _smooth_noise(rng, h, w, rng.uniform(20, 40)) * 0.55
+        + _smooth_noise(rng, h, w, rng.uniform(7, 12)) * 0.30
+        + _smooth_noise(rng, h, w, rng.uniform(2.5, 4)) * 0.15
+    )
     t = np.clip((t - 0.5) * rng.uniform(1.2, 2.0) + 0.5, 0, 1)
     bg = c0 * (1 - t) + c1 * t
     angle = rng.uniform(0, 2 * np.pi)
@@ -148,12 +162,12 @@ def _shape_mask(rng, kind, n):
         a2 = rng.uniform(np.deg2rad(20), np.deg2rad(70)) + rng.integers(0, 4) * np.pi / 2
         uu = (xx * np.cos(a2) + yy * np.sin(a2)) / scale
         vv = (-xx * np.sin(a2) + yy * np.cos(a2)) / scale
-        bend = rng.uniform(-0.3, 0.3) * uu ** 2
-        return (uu ** 2 + ((vv - bend) / b) ** 2) <= 1.0
+        bend = rng.uniform(-0.3, 0.3) * uu**2
+        return (uu**2 + ((vv - bend) / b) ** 2) <= 1.0
     if kind == "blob":
         radius = np.ones_like(theta)
         for k in range(2, 7):
-            radius += rng.uniform(0.1, 0.5) / k ** 0.5 * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+            radius += rng.uniform(0.1, 0.5) / k**0.5 * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
         radius = (np.clip(radius, 0.05, None) / radius.max()) ** rng.uniform(1.5, 3.0)
         return rho <= radius
     if kind == "crescent":
@@ -167,7 +181,9 @@ def _shape_mask(rng, kind, n):
     if kind == "cross":
         w1, w2 = rng.uniform(0.18, 0.35, size=2)
         c = rng.uniform(-0.5, 0.5)
-        return ((np.abs(v) <= w1) & (np.abs(u) <= 1.0)) | ((np.abs(u - c) <= w2) & (np.abs(v) <= 1.0))
+        return ((np.abs(v) <= w1) & (np.abs(u) <= 1.0)) | (
+            (np.abs(u - c) <= w2) & (np.abs(v) <= 1.0)
+        )
     if kind == "creature":
         # u: along the body; v: down. Body, four legs, neck + head, tail (a horse-like silhouette).
         uu = (xx * np.cos(angle * 0.1) + yy * np.sin(angle * 0.1)) / scale
@@ -179,7 +195,11 @@ def _shape_mask(rng, kind, n):
         leg_w = rng.uniform(0.05, 0.09)
         for x_leg in (-0.5, -0.35, 0.3, 0.45):
             x_leg = x_leg + rng.uniform(-0.05, 0.05)
-            legs |= (np.abs(uu - x_leg - 0.15 * (vv - 0.1)) <= leg_w) & (vv >= -0.1) & (vv <= rng.uniform(0.75, 0.95))
+            legs |= (
+                (np.abs(uu - x_leg - 0.15 * (vv - 0.1)) <= leg_w)
+                & (vv >= -0.1)
+                & (vv <= rng.uniform(0.75, 0.95))
+            )
         neck = (np.abs((uu - 0.55) + 0.6 * (vv + 0.25)) <= 0.1) & (vv <= -0.1) & (vv >= -0.7)
         head = (((uu - 0.8) / 0.2) ** 2 + ((vv + 0.72) / 0.11) ** 2) <= 1.0
         tail = (np.abs((uu + 0.7) - 0.4 * (vv + 0.1)) <= 0.04) & (vv >= -0.15) & (vv <= 0.45)
@@ -194,7 +214,8 @@ def _tight_box(mask):
 
 
 def _object_mask(rng, side):
-    """A shape mask cropped to its tight box, covering `FILL_RANGE` of the box (rejection sampling)."""
+    """A shape mask cropped to its tight box, covering `FILL_RANGE` of the box (rejection
+    sampling)."""
     best = None
     for _ in range(40):
         kind = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -243,7 +264,11 @@ def _texture(rng, h, w):
     elif kind == "spots":
         t = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(4, 12))):
-            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1.5, max(2.0, min(h, w) / 7))
+            cy, cx, r = (
+                rng.uniform(0, h),
+                rng.uniform(0, w),
+                rng.uniform(1.5, max(2.0, min(h, w) / 7)),
+            )
             t[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1.0
     elif kind == "gradient":
         t = (proj - proj.min()) / max(1e-6, proj.max() - proj.min())
@@ -289,17 +314,18 @@ def generate_example(index: int, seed: int = 0, size: int = 128) -> dict:
     x0 = int(rng.integers(1, size - ow)) if size - ow > 1 else 0
     texture, tex_kind = _texture(rng, oh, ow)
     image = bg.copy()
-    region = image[y0:y0 + oh, x0:x0 + ow]
+    region = image[y0 : y0 + oh, x0 : x0 + ow]
     region[obj] = texture[obj]
     mask = np.zeros((size, size, 1), np.uint8)
-    mask[y0:y0 + oh, x0:x0 + ow, 0] = obj
+    mask[y0 : y0 + oh, x0 : x0 + ow, 0] = obj
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     boxes = np.array([[x0, y0, x0 + ow, y0 + oh]], np.float32)
     return {"image": image, "mask": mask, "boxes": boxes, "shape": kind, "texture": tex_kind}
 
 
 def generate_batch(num_images: int, seed: int = 0, size: int = 128, start: int = 0) -> dict:
-    """Images `start .. start + num_images - 1` stacked: `image [N, S, S, 3]`, `mask`, `boxes [N, 4]`."""
+    """Images `start .. start + num_images - 1` stacked: `image [N, S, S, 3]`, `mask`, `boxes [N,
+    4]`."""
     num_images = _check_int("num_images", num_images, 1)
     examples = [generate_example(start + i, seed, size) for i in range(num_images)]
     return {
@@ -314,7 +340,8 @@ def source_id(index: int, seed: int = 0) -> str:
 
 
 def read_synthetic(num_images: int = 1000, seed: int = 0, size: int = 128):
-    """The synthetic dataset as a `tf.data.Dataset` of decoded elements (see `indep_seg.data.decode`).
+    """The synthetic dataset as a `tf.data.Dataset` of decoded elements (see
+    `indep_seg.data.decode`).
 
     Images are generated on the fly in parallel (`num_parallel_calls=AUTOTUNE`, order kept);
     cache the dataset (or a pipeline on it) to generate each image once.
@@ -330,15 +357,26 @@ def read_synthetic(num_images: int = 1000, seed: int = 0, size: int = 128):
         return e["image"], e["mask"], e["boxes"]
 
     def to_element(i):
-        image, mask, boxes = tf.numpy_function(gen, [i], [tf.uint8, tf.uint8, tf.float32], stateful=False)
+        image, mask, boxes = tf.numpy_function(
+            gen, [i], [tf.uint8, tf.uint8, tf.float32], stateful=False
+        )
         image.set_shape([size, size, 3])
         mask.set_shape([size, size, 1])
         boxes.set_shape([1, 4])
-        sid = tf.strings.join([f"synthetic-{seed}-", tf.strings.as_string(i, width=6, fill="0"), ".png"])
-        return {"image": image, "mask": mask, "has_mask": tf.constant(True), "boxes": boxes, "source_id": sid}
+        sid = tf.strings.join(
+            [f"synthetic-{seed}-", tf.strings.as_string(i, width=6, fill="0"), ".png"]
+        )
+        return {
+            "image": image,
+            "mask": mask,
+            "has_mask": tf.constant(True),
+            "boxes": boxes,
+            "source_id": sid,
+        }
 
-    ds = tf.data.Dataset.range(num_images).map(to_element, num_parallel_calls=tf.data.AUTOTUNE,
-                                                deterministic=True)
+    ds = tf.data.Dataset.range(num_images).map(
+        to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     options = tf.data.Options()
     # Generated from a range, not files: shard by data under tf.distribute.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -361,7 +399,8 @@ def _png_bytes(array) -> bytes:
 
 
 def write_synthetic_dataset(out_dir, num_images: int = 200, seed: int = 0, size: int = 128) -> dict:
-    """Writes the dataset as files: `OUT/images/NNNNNN.png`, `OUT/masks/NNNNNN.png` (0/255) and `OUT/boxes.csv`.
+    """Writes the dataset as files: `OUT/images/NNNNNN.png`, `OUT/masks/NNNNNN.png` (0/255) and
+    `OUT/boxes.csv`.
 
     The folder is readable by `read_image_folder(OUT/images, OUT/boxes.csv, OUT/masks)`, by
     `read_dataset(OUT)` and by the converters. Files are written atomically.
@@ -391,8 +430,9 @@ def write_synthetic_dataset(out_dir, num_images: int = 200, seed: int = 0, size:
 # ----------------------------------------------------------------------------- dense cluster
 
 
-def make_cluster_image(size: int = 256, num_objects: int = 60, radius: float = 7.0, seed: int = 0,
-                       clusters: int = 5):
+def make_cluster_image(
+    size: int = 256, num_objects: int = 60, radius: float = 7.0, seed: int = 0, clusters: int = 5
+):
     """One dense image of many similar blobs (nucleus-like) and its instance label map.
 
     Blobs are slightly irregular ellipses of radius `radius * U(0.8, 1.2)`, bright with a
@@ -409,7 +449,10 @@ def make_cluster_image(size: int = 256, num_objects: int = 60, radius: float = 7
     if not (np.isfinite(radius) and 1.0 <= radius <= size / 4):
         raise ValueError(f"radius: expected a number in [1, size/4], got {radius!r}")
     rng = np.random.default_rng([seed, 7_777_777])
-    t = _smooth_noise(rng, size, size, size / 6)[..., 0] * 0.6 + _smooth_noise(rng, size, size, 3)[..., 0] * 0.4
+    t = (
+        _smooth_noise(rng, size, size, size / 6)[..., 0] * 0.6
+        + _smooth_noise(rng, size, size, 3)[..., 0] * 0.4
+    )
     image = 0.05 + 0.07 * t
     labels = np.zeros((size, size), np.uint16)
     centres = rng.uniform(radius * 2, size - radius * 2, size=(clusters, 2))
@@ -425,10 +468,14 @@ def make_cluster_image(size: int = 256, num_objects: int = 60, radius: float = 7
             continue
         aspect = rng.uniform(1.0, 1.5)
         ang = rng.uniform(0, np.pi)
-        u = ((xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)) / (r * aspect ** 0.5)
-        v = (-(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)) / (r / aspect ** 0.5)
+        u = ((xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)) / (r * aspect**0.5)
+        v = (-(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)) / (r / aspect**0.5)
         theta = np.arctan2(v, u)
-        wobble = 1 + 0.08 * np.cos(3 * theta + rng.uniform(0, 6.28)) + 0.05 * np.cos(5 * theta + rng.uniform(0, 6.28))
+        wobble = (
+            1
+            + 0.08 * np.cos(3 * theta + rng.uniform(0, 6.28))
+            + 0.05 * np.cos(5 * theta + rng.uniform(0, 6.28))
+        )
         rho = np.hypot(u, v)
         m = rho <= wobble
         if (labels[m] > 0).any():
@@ -445,9 +492,11 @@ def make_cluster_image(size: int = 256, num_objects: int = 60, radius: float = 7
     return rgb, labels
 
 
-def write_cluster_image(out_dir, size: int = 256, num_objects: int = 60, radius: float = 7.0,
-                        seed: int = 0) -> dict:
-    """Writes `OUT/image.png` and `OUT/instances.png` (16-bit label map, as datasets/nuclei_dsb2018)."""
+def write_cluster_image(
+    out_dir, size: int = 256, num_objects: int = 60, radius: float = 7.0, seed: int = 0
+) -> dict:
+    """Writes `OUT/image.png` and `OUT/instances.png` (16-bit label map, as
+    datasets/nuclei_dsb2018)."""
     from PIL import Image
 
     image, labels = make_cluster_image(size, num_objects, radius, seed)

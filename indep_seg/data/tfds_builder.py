@@ -17,6 +17,7 @@ or, through the common reader, `read_tfds("image_mask_folder", manual_dir=...)`,
 everything is the `train` split. Photos are decoded (and resized to their mask's size, as
 `read_image_folder` does) with the same functions as every other reader, and stored as PNG.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,20 +48,25 @@ class ImageMaskFolder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description="Images with binary foreground masks and boxes from a local folder.",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "objects": tfds.features.Sequence({"bbox": tfds.features.BBoxFeature()}),
-                "source_id": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "objects": tfds.features.Sequence({"bbox": tfds.features.BBoxFeature()}),
+                    "source_id": tfds.features.Text(),
+                }
+            ),
             supervised_keys=("image", "mask"),
             homepage="https://github.com/indep-seg/indep_seg",
         )
 
     def _split_generators(self, dl_manager):
         root = tf.io.gfile.join(str(dl_manager.manual_dir))
-        splits = {name: tf.io.gfile.join(root, name) for name in _SPLIT_NAMES
-                  if tf.io.gfile.isdir(tf.io.gfile.join(root, name))}
+        splits = {
+            name: tf.io.gfile.join(root, name)
+            for name in _SPLIT_NAMES
+            if tf.io.gfile.isdir(tf.io.gfile.join(root, name))
+        }
         if not splits:
             splits = {"train": root}
         return {name: self._generate_examples(path) for name, path in splits.items()}
@@ -71,18 +77,29 @@ class ImageMaskFolder(tfds.core.GeneratorBasedBuilder):
 
         images_dir, masks_dir, boxes_csv = find_folder_layout(path)
         if masks_dir is None:
-            raise DataError(f"{path}: no masks folder (expected masks/ or figure_ground/ next to the images)")
+            raise DataError(
+                f"{path}: no masks folder (expected masks/ or figure_ground/ next to the images)"
+            )
         plan = plan_folder(images_dir, masks_dir, boxes_csv)
         plan.raise_if_problems()
         for item in plan.items:
             image, mask, boxes, _, _ = load_folder_item(item)
             h, w = image.shape[:2]
-            bboxes = [tfds.features.BBox(ymin=float(np.clip(y0 / h, 0, 1)), xmin=float(np.clip(x0 / w, 0, 1)),
-                                         ymax=float(np.clip(y1 / h, 0, 1)), xmax=float(np.clip(x1 / w, 0, 1)))
-                      for x0, y0, x1, y1 in boxes]
-            yield item.source_id, {
-                "image": image,
-                "mask": mask,
-                "objects": {"bbox": bboxes},
-                "source_id": item.source_id,
-            }
+            bboxes = [
+                tfds.features.BBox(
+                    ymin=float(np.clip(y0 / h, 0, 1)),
+                    xmin=float(np.clip(x0 / w, 0, 1)),
+                    ymax=float(np.clip(y1 / h, 0, 1)),
+                    xmax=float(np.clip(x1 / w, 0, 1)),
+                )
+                for x0, y0, x1, y1 in boxes
+            ]
+            yield (
+                item.source_id,
+                {
+                    "image": image,
+                    "mask": mask,
+                    "objects": {"bbox": bboxes},
+                    "source_id": item.source_id,
+                },
+            )

@@ -1,4 +1,5 @@
-"""Counting instances without labels: a centre-heatmap network trained on the generator's composites.
+"""Counting instances without labels: a centre-heatmap network trained on the generator's
+composites.
 
 Beyond Dai et al. 2019. After HocGAN training, every generated composite comes with its own ground
 truth: layer i's soft mask m_i gives the instance's centre (the mask centroid, moved by the layout
@@ -10,6 +11,7 @@ same as sliding it window by window and stitching the outputs; the count is the 
 divided by a single Gaussian's (robust to touching instances) and the centres are its strongest
 local maxima. Details and limits: docs/counting.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +33,26 @@ from indep_seg.hoc.estimate import foreground_components
 from indep_seg.hoc.patches import rescale_image
 from indep_seg.optimizers import FusedAdam
 
-__all__ = ["build_counter", "centre_targets", "to_gray", "jitter_instance_gain", "match_instance_contrast",
-           "gaussian_blur", "blur_augment", "dihedral_augment", "train_counter", "predict_heatmap", "single_instance_mass",
-           "count_image", "count_instances", "check_counting_image",
-           "peaks", "save_counter", "load_counter", "draw_overlay"]
+__all__ = [
+    "build_counter",
+    "centre_targets",
+    "to_gray",
+    "jitter_instance_gain",
+    "match_instance_contrast",
+    "gaussian_blur",
+    "blur_augment",
+    "dihedral_augment",
+    "train_counter",
+    "predict_heatmap",
+    "single_instance_mass",
+    "count_image",
+    "count_instances",
+    "check_counting_image",
+    "peaks",
+    "save_counter",
+    "load_counter",
+    "draw_overlay",
+]
 
 
 def build_counter(width: int = 32, name: str = "centre_counter") -> keras.Model:
@@ -55,14 +73,22 @@ def build_counter(width: int = 32, name: str = "centre_counter") -> keras.Model:
     return keras.Model(inp, out, name=name)
 
 
-def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float = 1.0, background=None,
-                   min_contrast: float = 0.0):
+def centre_targets(
+    out,
+    sigma: float,
+    min_visible: float = 0.5,
+    min_mass: float = 1.0,
+    background=None,
+    min_contrast: float = 0.0,
+):
     """Heatmap targets from one `HocGAN.generate(..., return_all=True)` output.
 
-    Instance i of an example counts with weight ``clip((v_i - 0.25) / 0.5, 0, 1)`` where ``v_i`` is the
+    Instance i of an example counts with weight ``clip((v_i - 0.25) / 0.5, 0, 1)`` where ``v_i`` is
+    the
     visible fraction of its in-window mask (eq. 5's visibility over the warped mask), so a layer
     hidden under others does not count; layers with mask mass below `min_mass` pixels are empty.
-    `min_visible` is where the weight reaches 0.5 (default 0.5). With `background` (x_0, ``[B, R, R, 3]``)
+    `min_visible` is where the weight reaches 0.5 (default 0.5). With `background` (x_0, ``[B, R, R,
+    3]``)
     and ``min_contrast > 0``, an instance also needs its mean visible difference from the background
     beneath, ``|I_i - x_0|``, to reach `min_contrast` (weight ramps from 0 at half of it): a layer
     that paints background-coloured pixels is invisible in the composite and must not count.
@@ -70,14 +96,14 @@ def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float 
     Returns ``(heatmap [B, R, R, 1], centres [B, N, 2] (x, y), weights [B, N])``.
     """
     layers_ = out["layers"]
-    m = layers_[..., 3]                                     # [B, N, R, R]
+    m = layers_[..., 3]  # [B, N, R, R]
     r = tf.shape(m)[-1]
     rf = tf.cast(r, tf.float32)
     grid = tf.range(rf) + 0.0
-    mass = tf.reduce_sum(m, axis=[-2, -1])                  # [B, N]
+    mass = tf.reduce_sum(m, axis=[-2, -1])  # [B, N]
     cx = tf.reduce_sum(m * grid[None, None, None, :], axis=[-2, -1]) / (mass + 1e-6)
     cy = tf.reduce_sum(m * grid[None, None, :, None], axis=[-2, -1]) / (mass + 1e-6)
-    shifts = tf.cast(out["shifts"], tf.float32)             # [B, N, 2] (dx, dy)
+    shifts = tf.cast(out["shifts"], tf.float32)  # [B, N, 2] (dx, dy)
     cx, cy = cx + shifts[..., 0], cy + shifts[..., 1]
     inwin = tf.reduce_sum(out["warped"][..., 3], axis=[-2, -1])
     vis = tf.reduce_sum(out["visibility"][..., 0], axis=[-2, -1])
@@ -85,13 +111,15 @@ def centre_targets(out, sigma: float, min_visible: float = 0.5, min_mass: float 
     weight = tf.clip_by_value((frac - (min_visible - 0.25)) / 0.5, 0.0, 1.0)
     weight *= tf.cast(mass > min_mass, tf.float32) * tf.cast(inwin > 0.25 * mass, tf.float32)
     if background is not None and min_contrast > 0:
-        diff = tf.reduce_mean(tf.abs(out["warped"][..., :3] - background[:, None]), axis=-1)  # [B, N, R, R]
+        diff = tf.reduce_mean(
+            tf.abs(out["warped"][..., :3] - background[:, None]), axis=-1
+        )  # [B, N, R, R]
         vis_m = out["visibility"][..., 0]
         contrast = tf.reduce_sum(vis_m * diff, axis=[-2, -1]) / (vis + 1e-6)
         weight *= tf.clip_by_value((contrast - 0.5 * min_contrast) / (0.5 * min_contrast), 0.0, 1.0)
     dx2 = tf.square(grid[None, None, None, :] - cx[..., None, None])
     dy2 = tf.square(grid[None, None, :, None] - cy[..., None, None])
-    g = tf.exp(-(dx2 + dy2) / (2.0 * sigma * sigma))        # [B, N, R, R]
+    g = tf.exp(-(dx2 + dy2) / (2.0 * sigma * sigma))  # [B, N, R, R]
     heat = tf.reduce_sum(weight[..., None, None] * g, axis=1)[..., None]
     return heat, tf.stack([cx, cy], -1), weight
 
@@ -112,8 +140,11 @@ def jitter_instance_gain(out, background, gain_jitter: float, seed=None):
     """
     warped = out["warped"]
     shape = tf.concat([tf.shape(warped)[:2], [1, 1, 1]], 0)
-    u = (tf.random.uniform(shape, -1.0, 1.0, seed=seed) if seed is None or isinstance(seed, int)
-         else tf.random.stateless_uniform(shape, seed, -1.0, 1.0))
+    u = (
+        tf.random.uniform(shape, -1.0, 1.0, seed=seed)
+        if seed is None or isinstance(seed, int)
+        else tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+    )
     gain = tf.exp(gain_jitter * u)
     rgb = tf.clip_by_value(warped[..., :-1] * gain, 0.0, 1.0)
     warped = tf.concat([rgb, warped[..., -1:]], axis=-1)
@@ -126,12 +157,16 @@ def match_instance_contrast(out, background, low: float, high: float, seed=None)
     contrast to the background beneath it drawn log-uniformly from ``[low, high]``.
 
     Layer i's contrast is its mask-weighted mean difference from x_0, ``c_i = sum m_i (I_i - x_0) /
-    sum m_i``; its appearance becomes ``x_0 + (c / c_i) (I_i - x_0)`` (clipped to [0, 1]), which keeps
+    sum m_i``; its appearance becomes ``x_0 + (c / c_i) (I_i - x_0)`` (clipped to [0, 1]), which
+    keeps
     its texture, mask, layout and eq. (5)'s visibility. Layers darker than the background (c_i <= 0,
     a generator's "holes") are left as they are. A generator trained for minutes paints instances at
-    the brightnesses it found easiest (on the DSB nuclei image twice the real median contrast), while
-    a counter must count every instance that stands out of the background, from the faintest one that
-    still counts (`centre_targets`' ``min_contrast``) to the brightest; `low` and `high` come from the
+    the brightnesses it found easiest (on the DSB nuclei image twice the real median contrast),
+    while
+    a counter must count every instance that stands out of the background, from the faintest one
+    that
+    still counts (`centre_targets`' ``min_contrast``) to the brightest; `low` and `high` come from
+    the
     image (`instance_contrast_range`).
     """
     low, high = float(low), float(high)
@@ -141,10 +176,15 @@ def match_instance_contrast(out, background, low: float, high: float, seed=None)
     rgb, m = warped[..., :-1], warped[..., -1:]
     x0 = background[:, None]
     diff = tf.reduce_mean(rgb - x0, axis=-1, keepdims=True)
-    c_i = tf.reduce_sum(m * diff, axis=[2, 3, 4], keepdims=True) / (tf.reduce_sum(m, axis=[2, 3, 4], keepdims=True) + 1e-6)
+    c_i = tf.reduce_sum(m * diff, axis=[2, 3, 4], keepdims=True) / (
+        tf.reduce_sum(m, axis=[2, 3, 4], keepdims=True) + 1e-6
+    )
     shape = tf.shape(c_i)
-    u = (tf.random.uniform(shape, seed=seed) if seed is None or isinstance(seed, int)
-         else tf.random.stateless_uniform(shape, seed))
+    u = (
+        tf.random.uniform(shape, seed=seed)
+        if seed is None or isinstance(seed, int)
+        else tf.random.stateless_uniform(shape, seed)
+    )
     target = tf.exp(math.log(low) + u * (math.log(high) - math.log(low)))
     k = tf.where(c_i > 0.02, target / tf.maximum(c_i, 0.02), tf.ones_like(c_i))
     rgb = tf.clip_by_value(x0 + k * (rgb - x0), 0.0, 1.0)
@@ -154,19 +194,20 @@ def match_instance_contrast(out, background, low: float, high: float, seed=None)
 
 
 def gaussian_blur(images, sigma, radius: int):
-    """Each example ``images[b]`` (``[B, H, W, C]``) blurred by its own Gaussian of standard deviation
+    """Each example ``images[b]`` (``[B, H, W, C]``) blurred by its own Gaussian of standard
+    deviation
     ``sigma[b]`` px, truncated at `radius` px, borders mirrored (scipy's ``mode="reflect"``)."""
     images = tf.convert_to_tensor(images, tf.float32)
     b, c = tf.shape(images)[0], images.shape[-1]
     t = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
     sig = tf.reshape(tf.convert_to_tensor(sigma, tf.float32), [-1, 1])
     k = tf.exp(-tf.square(t) / (2.0 * tf.square(sig)))
-    k = k / tf.reduce_sum(k, axis=1, keepdims=True)                 # [B, K]
+    k = k / tf.reduce_sum(k, axis=1, keepdims=True)  # [B, K]
     # one depthwise pass per axis over the (example, channel) pairs stacked as channels
-    xt = tf.transpose(images, [1, 2, 0, 3])                          # [H, W, B, C]
+    xt = tf.transpose(images, [1, 2, 0, 3])  # [H, W, B, C]
     h, w = tf.shape(xt)[0], tf.shape(xt)[1]
     xt = tf.reshape(xt, [1, h, w, -1])
-    kk = tf.transpose(tf.repeat(k, c, axis=0))                       # [K, B*C]
+    kk = tf.transpose(tf.repeat(k, c, axis=0))  # [K, B*C]
     xt = tf.pad(xt, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
     xt = tf.nn.depthwise_conv2d(xt, kk[None, :, :, None], [1, 1, 1, 1], "VALID")
     xt = tf.nn.depthwise_conv2d(xt, kk[:, None, :, None], [1, 1, 1, 1], "VALID")
@@ -211,18 +252,34 @@ def dihedral_augment(images, heatmaps, seed=None):
     return x[..., :c], x[..., c:]
 
 
-def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning_rate=1e-3,
-                  time_limit_s: float | None = None, log_every: int = 200, log=print, min_contrast: float = 0.0,
-                  gain_jitter: float = 0.0, grayscale: bool = False, dihedral: bool = False,
-                  contrast_range=None, blur_sigma: float = 0.0, noise: float = 0.0):
-    """Train the centre counter on the (frozen) generator's composites over the dataset's backgrounds.
+def train_counter(
+    gan,
+    dataset,
+    steps: int,
+    sigma: float,
+    counter=None,
+    learning_rate=1e-3,
+    time_limit_s: float | None = None,
+    log_every: int = 200,
+    log=print,
+    min_contrast: float = 0.0,
+    gain_jitter: float = 0.0,
+    grayscale: bool = False,
+    dihedral: bool = False,
+    contrast_range=None,
+    blur_sigma: float = 0.0,
+    noise: float = 0.0,
+):
+    """Train the centre counter on the (frozen) generator's composites over the dataset's
+    backgrounds.
 
     `gain_jitter` > 0 re-composites each batch with per-instance gains (`jitter_instance_gain`);
     `grayscale` trains on luminance only (`to_gray`), for gray images, whose counter then never sees
     the colours a generator may paint; `dihedral` shows every composite and its target in a random
     one of the square's 8 orientations (`dihedral_augment`); `contrast_range` ``(low, high)`` draws
     every instance's contrast from that range (`match_instance_contrast`, after any gain jitter);
-    `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). Returns ``(counter, history)``, history a list of ``(step, loss)``.
+    `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). Returns ``(counter,
+    history)``, history a list of ``(step, loss)``.
     """
     steps = checks.check_int(steps, "steps", minimum=0)
     gain_jitter = float(checks.check_positive_number(gain_jitter, "gain_jitter", allow_zero=True))
@@ -231,13 +288,19 @@ def train_counter(gan, dataset, steps: int, sigma: float, counter=None, learning
 
     @tf.function
     def step_fn(batch):
-        out = gan.generate(tf.shape(batch["background"])[0], background=batch["background"],
-                           training=False, return_all=True)
+        out = gan.generate(
+            tf.shape(batch["background"])[0],
+            background=batch["background"],
+            training=False,
+            return_all=True,
+        )
         if gain_jitter > 0:
             out = jitter_instance_gain(out, batch["background"], gain_jitter)
         if contrast_range is not None:
             out = match_instance_contrast(out, batch["background"], *contrast_range)
-        target, _, _ = centre_targets(out, sigma, background=batch["background"], min_contrast=min_contrast)
+        target, _, _ = centre_targets(
+            out, sigma, background=batch["background"], min_contrast=min_contrast
+        )
         x = to_gray(out["composite"]) if grayscale else out["composite"]
         if blur_sigma > 0 or noise > 0:
             x = blur_augment(x, blur_sigma, noise)
@@ -277,7 +340,9 @@ def predict_heatmap(counter, image_scaled, margin: int = 16) -> np.ndarray:
     h, w = a.shape[:2]
     m = int(max(0, min(margin, h - 1, w - 1)))
     ph, pw = (-(h + 2 * m)) % 4, (-(w + 2 * m)) % 4
-    a = np.pad(a, ((m, m + ph), (m, m + pw), (0, 0)), mode="reflect" if m or ph or pw else "constant")
+    a = np.pad(
+        a, ((m, m + ph), (m, m + pw), (0, 0)), mode="reflect" if m or ph or pw else "constant"
+    )
     tile = 2048
     H, W = a.shape[:2]
     if H <= tile and W <= tile:
@@ -289,10 +354,12 @@ def predict_heatmap(counter, image_scaled, margin: int = 16) -> np.ndarray:
             for x0 in range(0, W, step):
                 ys, xs = max(0, min(y0, H - tile)), max(0, min(x0, W - tile))
                 ys, xs = ys - ys % 4, xs - xs % 4
-                part = np.asarray(counter(a[None, ys:ys + tile, xs:xs + tile], training=False))[0, :, :, 0]
+                part = np.asarray(counter(a[None, ys : ys + tile, xs : xs + tile], training=False))[
+                    0, :, :, 0
+                ]
                 ty, tx = (64 if ys > 0 else 0), (64 if xs > 0 else 0)
-                heat[ys + ty:ys + part.shape[0], xs + tx:xs + part.shape[1]] = part[ty:, tx:]
-    return heat[m:m + h, m:m + w]
+                heat[ys + ty : ys + part.shape[0], xs + tx : xs + part.shape[1]] = part[ty:, tx:]
+    return heat[m : m + h, m : m + w]
 
 
 def peaks(heat, sigma: float, threshold: float = 0.3):
@@ -303,8 +370,11 @@ def peaks(heat, sigma: float, threshold: float = 0.3):
     ys, xs = np.nonzero((heat >= mx) & (heat > threshold))
     vals = heat[ys, xs]
     order = np.argsort(-vals)
-    return np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64) if len(order) else \
-        np.zeros((0, 3))
+    return (
+        np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64)
+        if len(order)
+        else np.zeros((0, 3))
+    )
 
 
 def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles: int = 5):
@@ -327,12 +397,18 @@ def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles
         return None, 0
     med = float(np.median(areas))
     single = (areas >= band[0] * med) & (areas <= band[1] * med)
-    small = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((heat.shape[1], heat.shape[0]), Image.NEAREST))
+    small = np.asarray(
+        Image.fromarray(labels.astype(np.int32)).resize(
+            (heat.shape[1], heat.shape[0]), Image.NEAREST
+        )
+    )
     if not (small > 0).any():
         return None, 0
     _, (iy, ix) = ndimage.distance_transform_edt(small == 0, return_indices=True)
     owner = small[iy, ix]
-    mass = ndimage.sum(heat, owner, np.arange(1, int(labels.max()) + 1)) / (2.0 * math.pi * sigma * sigma)
+    mass = ndimage.sum(heat, owner, np.arange(1, int(labels.max()) + 1)) / (
+        2.0 * math.pi * sigma * sigma
+    )
     present = np.isin(np.arange(1, int(labels.max()) + 1), np.unique(small))
     chosen = single & present
     if int(chosen.sum()) < min_singles:
@@ -340,8 +416,17 @@ def single_instance_mass(heat, image, sigma: float, band=(0.5, 1.5), min_singles
     return float(np.median(mass[chosen])), int(chosen.sum())
 
 
-def count_image(counter, image, window: int, resolution: int, sigma: float, threshold: float = 0.3,
-                grayscale: bool = False, calibrate: bool = True, calibration_limits=(1 / 3, 3.0)):
+def count_image(
+    counter,
+    image,
+    window: int,
+    resolution: int,
+    sigma: float,
+    threshold: float = 0.3,
+    grayscale: bool = False,
+    calibrate: bool = True,
+    calibration_limits=(1 / 3, 3.0),
+):
     """Count instances in a full image (float ``[H, W, 3]`` in [0, 1]); `grayscale`: the counter was
     trained on luminance (`train_counter(grayscale=True)`), so it sees the image's luminance.
 
@@ -370,46 +455,71 @@ def count_image(counter, image, window: int, resolution: int, sigma: float, thre
     n = int(round(mass))
     chosen = pk[:n]
     sy, sx = h / scaled.shape[0], w / scaled.shape[1]
-    centres = [[round(float((x + 0.5) * sx - 0.5), 1), round(float((y + 0.5) * sy - 0.5), 1)]
-               for x, y, _ in chosen]
-    return {"count": n, "centres": centres, "mass": round(mass, 3), "count_raw": round(raw, 3),
-            "calibration": None if cal is None else round(cal, 4), "calibration_instances": n_single,
-            "num_peaks": int(len(pk)), "heatmap": heat}
+    centres = [
+        [round(float((x + 0.5) * sx - 0.5), 1), round(float((y + 0.5) * sy - 0.5), 1)]
+        for x, y, _ in chosen
+    ]
+    return {
+        "count": n,
+        "centres": centres,
+        "mass": round(mass, 3),
+        "count_raw": round(raw, 3),
+        "calibration": None if cal is None else round(cal, 4),
+        "calibration_instances": n_single,
+        "num_peaks": int(len(pk)),
+        "heatmap": heat,
+    }
 
 
-MIN_COUNTER_STEPS = 500           # a counter trained less is not trusted by default (count_instances)
-MAX_COUNT_PIXELS = 64_000_000     # 8000 x 8000: larger images are refused (memory), see docs/counting.md
+MIN_COUNTER_STEPS = 500  # a counter trained less is not trusted by default (count_instances)
+MAX_COUNT_PIXELS = (
+    64_000_000  # 8000 x 8000: larger images are refused (memory), see docs/counting.md
+)
 
 
 def check_counting_image(image, name: str = "image"):
-    """Clear errors for images that cannot be counted: too large (over `MAX_COUNT_PIXELS`), too small
+    """Clear errors for images that cannot be counted: too large (over `MAX_COUNT_PIXELS`), too
+    small
     (under 16 px a side), constant. Returns the image as float32."""
     a = np.asarray(image, np.float32)
     if a.ndim != 3 or a.shape[-1] != 3:
         raise ValueError(f"{name}: expected [H, W, 3], got shape {a.shape}")
     h, w = a.shape[:2]
     if h * w > MAX_COUNT_PIXELS:
-        raise ValueError(f"{name}: {w}x{h} pixels is more than the {MAX_COUNT_PIXELS // 1_000_000} megapixels one "
-                         f"count handles; cut it into tiles and add the counts")
+        raise ValueError(
+            f"{name}: {w}x{h} pixels is more than the {MAX_COUNT_PIXELS // 1_000_000} megapixels "
+            "one "
+            f"count handles; cut it into tiles and add the counts"
+        )
     if min(h, w) < 16:
         raise ValueError(f"{name}: {w}x{h} pixels is too small to count (at least 16 px a side)")
     return a
 
 
-def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrate: bool = True,
-                    window: int | None = None, centres_from: str | None = None) -> dict:
+def count_instances(
+    counter,
+    meta: dict,
+    image,
+    threshold: float = 0.3,
+    calibrate: bool = True,
+    window: int | None = None,
+    centres_from: str | None = None,
+) -> dict:
     """The whole counting pipeline on one image (float ``[H, W, 3]`` in [0, 1]), the Python API of
     `indep-seg count`.
 
-    1. With a normalising model (``meta["normalise"]``, the default since issue 19) the image becomes
+    1. With a normalising model (``meta["normalise"]``, the default since issue 19) the image
+    becomes
        its nucleus signal (`instances.nucleus_signal`: polarity and stain from its own histogram)
        and its window follows its own LoG scale (`instances.estimate_scale`), ``window_per_sigma x
        sigma``, so the counter sees nuclei at the size it was trained on whatever the magnification.
     2. The learned counter (`count_image`) gives the heatmap, the calibrated count and its centres.
     3. The classical detector (`instances.log_centres`) gives the LoG centres on the same signal.
-    4. The instance label map: a watershed seeded at the chosen centres (`instances.watershed_instances`).
+    4. The instance label map: a watershed seeded at the chosen centres
+    (`instances.watershed_instances`).
 
-    `centres_from`: "learned", "log" or None (the model's ``centres_from``, else "learned" unless the
+    `centres_from`: "learned", "log" or None (the model's ``centres_from``, else "learned" unless
+    the
     counter trained fewer than `MIN_COUNTER_STEPS` steps: then "log") picks which
     centres are the answer (``count``: the learned calibrated count, whose centres are its strongest
     peaks, or the number of LoG centres). Both counts are always returned.
@@ -423,17 +533,35 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
     if centres_from is None:
         trained = meta.get("steps")
         centres_from = meta.get("centres_from") or (
-            "log" if trained is not None and int(trained) < MIN_COUNTER_STEPS else "learned")
+            "log" if trained is not None and int(trained) < MIN_COUNTER_STEPS else "learned"
+        )
     checks.check_choice(centres_from, "centres_from", ("learned", "log"))
     try:
         ns = inst.nucleus_signal(a)
         sc = inst.estimate_scale(ns.signal)
     except inst.ImageKindError as e:
-        return {"count": 0, "centres": [], "labels": np.zeros((h, w), np.int32), "count_learned": 0,
-                "count_log": 0, "count_raw": 0.0, "calibration": None, "window": None, "sigma": None,
-                "polarity": None, "kind": None, "kind_mismatch": False, "heatmap": None, "note": str(e)}
+        return {
+            "count": 0,
+            "centres": [],
+            "labels": np.zeros((h, w), np.int32),
+            "count_learned": 0,
+            "count_log": 0,
+            "count_raw": 0.0,
+            "calibration": None,
+            "window": None,
+            "sigma": None,
+            "polarity": None,
+            "kind": None,
+            "kind_mismatch": False,
+            "heatmap": None,
+            "note": str(e),
+        }
     kind = inst.describe_kind(ns.meta())
-    trained = [(i.get("polarity"), i.get("colour")) for i in (meta.get("images") or []) if i.get("polarity")]
+    trained = [
+        (i.get("polarity"), i.get("colour"))
+        for i in (meta.get("images") or [])
+        if i.get("polarity")
+    ]
     mismatch = bool(trained) and (ns.polarity, ns.colour) not in trained
     if meta.get("normalise"):
         x = np.repeat(ns.signal[..., None], 3, -1)
@@ -442,8 +570,16 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
         x = a
         win = window or int(meta["window"])
     win = int(max(4, min(win, h, w)))
-    learned = count_image(counter, x, win, int(meta["resolution"]), float(meta["sigma"]), threshold=threshold,
-                          grayscale=bool(meta.get("grayscale", False)), calibrate=calibrate)
+    learned = count_image(
+        counter,
+        x,
+        win,
+        int(meta["resolution"]),
+        float(meta["sigma"]),
+        threshold=threshold,
+        grayscale=bool(meta.get("grayscale", False)),
+        calibrate=calibrate,
+    )
     # bright field: the cytoplasm's plateau removed, its texture split from the nuclei
     det, split = inst.detection_signal(a, ns, sc["sigma"])
     log = inst.log_centres(det, sc["sigma"], texture_split=split)
@@ -452,12 +588,25 @@ def count_instances(counter, meta: dict, image, threshold: float = 0.3, calibrat
     seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)
     labels = inst.watershed_instances(det, seeds, sc["sigma"])
     count = learned["count"] if centres_from == "learned" else len(log_xy)
-    return {"count": count, "centres": centres, "labels": labels,
-            "count_learned": learned["count"], "count_log": len(log_xy), "count_raw": learned["count_raw"],
-            "calibration": learned["calibration"], "calibration_instances": learned["calibration_instances"],
-            "num_peaks": learned["num_peaks"], "mass": learned["mass"], "window": win,
-            "sigma": round(float(sc["sigma"]), 3), "polarity": ns.polarity, "kind": kind,
-            "kind_mismatch": mismatch, "centres_from": centres_from, "heatmap": learned["heatmap"]}
+    return {
+        "count": count,
+        "centres": centres,
+        "labels": labels,
+        "count_learned": learned["count"],
+        "count_log": len(log_xy),
+        "count_raw": learned["count_raw"],
+        "calibration": learned["calibration"],
+        "calibration_instances": learned["calibration_instances"],
+        "num_peaks": learned["num_peaks"],
+        "mass": learned["mass"],
+        "window": win,
+        "sigma": round(float(sc["sigma"]), 3),
+        "polarity": ns.polarity,
+        "kind": kind,
+        "kind_mismatch": mismatch,
+        "centres_from": centres_from,
+        "heatmap": learned["heatmap"],
+    }
 
 
 def save_counter(directory, counter, meta: dict):
@@ -477,12 +626,16 @@ def load_counter(path):
     path = os.fspath(path)
     cands = [path, os.path.join(path, "counter")]
     for c in cands:
-        if os.path.isfile(os.path.join(c, "counter.keras")) and os.path.isfile(os.path.join(c, "counter.json")):
+        if os.path.isfile(os.path.join(c, "counter.keras")) and os.path.isfile(
+            os.path.join(c, "counter.json")
+        ):
             with open(os.path.join(c, "counter.json")) as f:
                 meta = json.load(f)
             return keras.saving.load_model(os.path.join(c, "counter.keras"), compile=False), meta
-    raise FileNotFoundError(f"model: no counter found in {path} (expected counter/counter.keras and "
-                            f"counter/counter.json from 'indep-seg train --experiment hoc')")
+    raise FileNotFoundError(
+        f"model: no counter found in {path} (expected counter/counter.keras and "
+        f"counter/counter.json from 'indep-seg train --experiment hoc')"
+    )
 
 
 def draw_overlay(image, centres, radius: float = 6.0) -> np.ndarray:

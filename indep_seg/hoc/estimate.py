@@ -1,12 +1,14 @@
 """What the one image says about its instances: window, size, coverage, density, a, layers, padding.
 
 Dai et al. 2019 ("Learning Instance Appearances and Masks From One Image of HOC") fix these by hand
-for dense images (window ~1.5 x the widest instance, 64x64 patches, padding 26-32 px, N = 8-12, a from
+for dense images (window ~1.5 x the widest instance, 64x64 patches, padding 26-32 px, N = 8-12, a
+from
 Table 4). Real images are often sparser (the DSB2018 nuclei image: ~1 nucleus per window, 20 %
 coverage), so every quantity is estimated here from a classical segmentation (Otsu threshold on the
 lightly smoothed gray image, a 3x3 opening, connected components) and each can be overridden.
 Only the image is used, never labels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,13 +19,21 @@ from scipy import ndimage
 
 from indep_seg import checks
 
-__all__ = ["ImageEstimate", "otsu_threshold", "foreground_components", "significant_foreground", "instance_contrast_range",
-           "half_maximum_areas", "estimate_from_image",
-           "layers_and_padding"]
+__all__ = [
+    "ImageEstimate",
+    "otsu_threshold",
+    "foreground_components",
+    "significant_foreground",
+    "instance_contrast_range",
+    "half_maximum_areas",
+    "estimate_from_image",
+    "layers_and_padding",
+]
 
 
 def otsu_threshold(gray) -> float:
-    """Otsu's threshold of a gray image with values in [0, 1] (256 bins); returns a value in [0, 1]."""
+    """Otsu's threshold of a gray image with values in [0, 1] (256 bins); returns a value in [0,
+    1]."""
     g = np.asarray(gray, dtype=np.float64).ravel()
     if g.size == 0:
         raise ValueError("gray: expected a non-empty image")
@@ -102,7 +112,8 @@ def instance_contrast_range(image, smooth_sigma: float = 1.0, upper_percentile: 
 
     With Otsu's threshold t on the lightly smoothed gray image, ``low`` is a quarter of the gap
     between the mean foreground and mean background level (what `centre_targets` calls
-    ``min_contrast``) and ``high`` the `upper_percentile` of the Otsu components' mean level minus the
+    ``min_contrast``) and ``high`` the `upper_percentile` of the Otsu components' mean level minus
+    the
     background median. On the DSB nuclei image: (0.060, 0.47); the nuclei's true contrasts run
     from 0.12 (5th percentile) to 0.70 (95th).
     """
@@ -167,7 +178,9 @@ def layers_and_padding(density: float, resolution: int, num_layers: int | None =
     """
     density = float(density)
     if not math.isfinite(density) or density <= 0:
-        raise ValueError(f"density: expected a positive number of instances per window, got {density}")
+        raise ValueError(
+            f"density: expected a positive number of instances per window, got {density}"
+        )
     if num_layers is None:
         num_layers = int(min(12, max(2, round(2.0 * density + 2.0))))
     num_layers = checks.check_int(num_layers, "num_layers", minimum=1)
@@ -180,25 +193,28 @@ def layers_and_padding(density: float, resolution: int, num_layers: int | None =
 @dataclasses.dataclass
 class ImageEstimate:
     """Everything estimated from one image (full-resolution pixels unless stated)."""
+
     height: int
     width: int
     threshold: float
     num_components: int
-    instance_width: float      # the widest single instance (95th percentile of single-like blobs)
-    median_area: float         # median single-instance area in pixels, at half maximum
-    otsu_median_area: float    # the same at the Otsu threshold (density's unit)
-    coverage: float            # foreground fraction of the image
-    window: int                # patch window: 1.5 x instance_width, clipped to the image
-    density: float             # instances per window
-    a: float                   # area penalty target: instance area / window area (Dai eq. 7)
-    dense: bool                # no visible background -> the paper's black-disk background
-    background: str            # "disk" (dense) or "inpaint" (real patches, foreground filled in)
+    instance_width: float  # the widest single instance (95th percentile of single-like blobs)
+    median_area: float  # median single-instance area in pixels, at half maximum
+    otsu_median_area: float  # the same at the Otsu threshold (density's unit)
+    coverage: float  # foreground fraction of the image
+    window: int  # patch window: 1.5 x instance_width, clipped to the image
+    density: float  # instances per window
+    a: float  # area penalty target: instance area / window area (Dai eq. 7)
+    dense: bool  # no visible background -> the paper's black-disk background
+    background: str  # "disk" (dense) or "inpaint" (real patches, foreground filled in)
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
-def estimate_from_image(image, window_factor: float = 1.5, smooth_sigma: float = 1.0) -> ImageEstimate:
+def estimate_from_image(
+    image, window_factor: float = 1.5, smooth_sigma: float = 1.0
+) -> ImageEstimate:
     """Estimate the HOC settings from one image (float [H, W, C] in [0, 1]).
 
     Raises ValueError when no foreground instance can be found (e.g. a constant image): then the
@@ -208,8 +224,10 @@ def estimate_from_image(image, window_factor: float = 1.5, smooth_sigma: float =
     h, w = gray.shape
     binary, labels, areas, widths = foreground_components(gray, smooth_sigma=smooth_sigma)
     if areas.size == 0 or float(gray.max() - gray.min()) < 1e-6:
-        raise ValueError("image: no foreground instances found by Otsu thresholding "
-                         "(constant or empty image); give the window and a explicitly")
+        raise ValueError(
+            "image: no foreground instances found by Otsu thresholding "
+            "(constant or empty image); give the window and a explicitly"
+        )
     med = float(np.median(areas))
     single = (areas >= 0.3 * med) & (areas <= 1.8 * med)
     if single.sum() < 3:
@@ -226,8 +244,21 @@ def estimate_from_image(image, window_factor: float = 1.5, smooth_sigma: float =
     a = float(min(0.9, median_area / (window * window)))
     dense = coverage > 0.5
     return ImageEstimate(
-        height=int(h), width=int(w), threshold=float(otsu_threshold(
-            ndimage.gaussian_filter(gray, smooth_sigma) if smooth_sigma > 0 else gray)),
-        num_components=int(areas.size), instance_width=inst_w, median_area=median_area, otsu_median_area=otsu_median_area,
-        coverage=coverage, window=window, density=float(density), a=a, dense=bool(dense),
-        background="disk" if dense else "inpaint")
+        height=int(h),
+        width=int(w),
+        threshold=float(
+            otsu_threshold(
+                ndimage.gaussian_filter(gray, smooth_sigma) if smooth_sigma > 0 else gray
+            )
+        ),
+        num_components=int(areas.size),
+        instance_width=inst_w,
+        median_area=median_area,
+        otsu_median_area=otsu_median_area,
+        coverage=coverage,
+        window=window,
+        density=float(density),
+        a=a,
+        dense=bool(dense),
+        background="disk" if dense else "inpaint",
+    )

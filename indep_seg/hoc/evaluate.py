@@ -1,4 +1,5 @@
 """Unsupervised checks of learned instance masks (used by training logs and the benchmark)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,8 @@ def mask_statistics(masks, pixel_scale: float = 1.0, threshold: float = 0.5, dom
     """Per-mask connected-component statistics of sampled layer masks.
 
     Args:
-        masks: ``[K, R, R]`` or ``[K, R, R, 1]`` soft masks in [0, 1] (the generator's, before layout).
+        masks: ``[K, R, R]`` or ``[K, R, R, 1]`` soft masks in [0, 1] (the generator's, before
+        layout).
         pixel_scale: full-resolution pixels per mask pixel (``(window / resolution) ** 2``), so that
             areas compare with the image's instances.
         threshold: binarisation threshold.

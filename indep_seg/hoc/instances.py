@@ -24,6 +24,7 @@ Everything here is estimated from the one image, never from labels or another im
 
 Only numpy and scipy are used. Details: docs/counting.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,10 +38,26 @@ from scipy import ndimage
 
 from indep_seg.hoc.estimate import otsu_threshold
 
-__all__ = ["ImageKindError", "NucleusSignal", "nucleus_signal", "estimate_scale", "log_stack", "log_centres",
-           "foreground_threshold", "seeded_watershed", "watershed_instances", "otsu_watershed", "match_instances",
-           "save_label_png", "colour_labels", "describe_kind", "optical_density", "remove_plateau",
-           "split_texture", "detection_signal"]
+__all__ = [
+    "ImageKindError",
+    "NucleusSignal",
+    "nucleus_signal",
+    "estimate_scale",
+    "log_stack",
+    "log_centres",
+    "foreground_threshold",
+    "seeded_watershed",
+    "watershed_instances",
+    "otsu_watershed",
+    "match_instances",
+    "save_label_png",
+    "colour_labels",
+    "describe_kind",
+    "optical_density",
+    "remove_plateau",
+    "split_texture",
+    "detection_signal",
+]
 
 MAX_PIXELS = 4096 * 4096
 
@@ -51,17 +68,21 @@ class ImageKindError(ValueError):
 
 @dataclasses.dataclass
 class NucleusSignal:
-    signal: np.ndarray         # [H, W] float32, nuclei bright, background ~0, strong nucleus ~1
-    polarity: str              # "bright" (light nuclei on dark) or "dark" (dark nuclei on light)
-    stain: list                # unit RGB direction of the nucleus colour relative to the background
-    background: list           # background RGB level
-    colour: bool               # the image has colour (not R = G = B)
-    contrast: float            # tail level minus background level in the gray image (0..1)
+    signal: np.ndarray  # [H, W] float32, nuclei bright, background ~0, strong nucleus ~1
+    polarity: str  # "bright" (light nuclei on dark) or "dark" (dark nuclei on light)
+    stain: list  # unit RGB direction of the nucleus colour relative to the background
+    background: list  # background RGB level
+    colour: bool  # the image has colour (not R = G = B)
+    contrast: float  # tail level minus background level in the gray image (0..1)
 
     def meta(self):
-        return {"polarity": self.polarity, "stain": [round(float(v), 4) for v in self.stain],
-                "background": [round(float(v), 4) for v in self.background], "colour": self.colour,
-                "contrast": round(float(self.contrast), 4)}
+        return {
+            "polarity": self.polarity,
+            "stain": [round(float(v), 4) for v in self.stain],
+            "background": [round(float(v), 4) for v in self.background],
+            "colour": self.colour,
+            "contrast": round(float(self.contrast), 4),
+        }
 
 
 def _histogram_mode(values, bins=256):
@@ -76,7 +97,8 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
 
     The background is the histogram's mode (the most common level; a dense image's median can fall
     inside the nuclei). Nuclei are the long tail: when the 99.5th percentile lies further above the
-    mode than the 0.5th below it, the nuclei are bright (fluorescence), else dark (bright field, H&E).
+    mode than the 0.5th below it, the nuclei are bright (fluorescence), else dark (bright field,
+    H&E).
     The stain direction is the mean colour of the extreme `tail` percent on that side minus the
     background colour; the signal is every pixel's projection on it, divided by the 99.5th
     percentile of the projection, clipped to [0, 1]. Raises ImageKindError on a constant image.
@@ -88,7 +110,9 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
         raise ValueError(f"image: expected [H, W] or [H, W, 3], got shape {np.shape(image)}")
     gray = a.mean(-1)
     if float(gray.max() - gray.min()) < 2.0 / 255:
-        raise ImageKindError("image: constant image (no contrast at all), nothing to count; count 0")
+        raise ImageKindError(
+            "image: constant image (no contrast at all), nothing to count; count 0"
+        )
     sm = ndimage.gaussian_filter(gray, 1.0)
     mode = _histogram_mode(sm)
     lo, hi = np.percentile(sm, [0.5, 99.5])
@@ -113,12 +137,19 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
     if top <= 1e-4:
         raise ImageKindError("image: no pixel stands out of the background on the nucleus side")
     sig = np.clip(proj / top, 0.0, 1.0).astype(np.float32)
-    return NucleusSignal(signal=sig, polarity=polarity, stain=unit.tolist(), background=bg.tolist(),
-                         colour=colour, contrast=float(abs(np.mean(fg) - np.mean(bg))))
+    return NucleusSignal(
+        signal=sig,
+        polarity=polarity,
+        stain=unit.tolist(),
+        background=bg.tolist(),
+        colour=colour,
+        contrast=float(abs(np.mean(fg) - np.mean(bg))),
+    )
 
 
 def log_stack(signal, sigmas):
-    """``[S, H, W]`` of the scale-normalised negative LoG, ``-sigma^2 LoG_sigma(signal)`` (bright blobs
+    """``[S, H, W]`` of the scale-normalised negative LoG, ``-sigma^2 LoG_sigma(signal)`` (bright
+    blobs
     positive), reflect padding."""
     s = np.asarray(signal, np.float32)
     return np.stack([-(sg * sg) * ndimage.gaussian_laplace(s, sg, mode="reflect") for sg in sigmas])
@@ -133,8 +164,13 @@ def _shrink(signal, max_side):
     return signal[:hh, :ww].reshape(hh // f, f, ww // f, f).mean((1, 3)), f
 
 
-def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = None, num: int = 24,
-                   strong: float = 0.5) -> dict:
+def estimate_scale(
+    signal,
+    min_sigma: float = 1.0,
+    max_sigma: float | None = None,
+    num: int = 24,
+    strong: float = 0.5,
+) -> dict:
     """The nuclei's characteristic LoG scale from scale space (`log_stack`), image only.
 
     3-D maxima (3 scales x 3x3 px) above 0.05 are blobs; the strong ones (response at least `strong`
@@ -154,20 +190,36 @@ def estimate_scale(signal, min_sigma: float = 1.0, max_sigma: float | None = Non
     st = log_stack(s, sigmas)
     mx = ndimage.maximum_filter(st, size=(3, 3, 3), mode="nearest")
     peak = (st >= mx) & (st > 0.05)
-    peak[0] = peak[-1] = False            # a maximum at the end of the range is not a scale
+    peak[0] = peak[-1] = False  # a maximum at the end of the range is not a scale
     si, ys, xs = np.nonzero(peak)
     if si.size == 0:
-        raise ImageKindError("image: no blob-like structure in scale space (not a nuclei image, or empty)")
+        raise ImageKindError(
+            "image: no blob-like structure in scale space (not a nuclei image, or empty)"
+        )
     resp = st[si, ys, xs]
     keep = resp >= strong * np.percentile(resp, 99)
     sigma = float(np.median(sigmas[si[keep]])) * f
     radius = sigma * math.sqrt(2.0)
-    return {"sigma": sigma, "radius": radius, "area": math.pi * radius * radius, "num_blobs": int(keep.sum()),
-            "response": float(np.median(resp[keep])), "downsample": f}
+    return {
+        "sigma": sigma,
+        "radius": radius,
+        "area": math.pi * radius * radius,
+        "num_blobs": int(keep.sum()),
+        "response": float(np.median(resp[keep])),
+        "downsample": f,
+    }
 
 
-def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: float = 1.25, num: int = 5,
-                min_dist: float = 1.0, border: float = 0.0, texture_split: bool = False):
+def log_centres(
+    signal,
+    sigma: float,
+    rel_threshold: float = 0.2,
+    scale_range: float = 1.25,
+    num: int = 5,
+    min_dist: float = 1.0,
+    border: float = 0.0,
+    texture_split: bool = False,
+):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
     The maximum over `num` scales in ``[sigma / scale_range, sigma * scale_range]`` of the
@@ -205,7 +257,11 @@ def log_centres(signal, sigma: float, rel_threshold: float = 0.2, scale_range: f
         if keep.any() and not keep.all():
             xs, ys, vals = _add_small_objects(s, sigma, scale_range, num, border, xs, ys, vals)
     order = np.argsort(-vals)
-    return np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64) if order.size else np.zeros((0, 3))
+    return (
+        np.stack([xs[order], ys[order], vals[order]], -1).astype(np.float64)
+        if order.size
+        else np.zeros((0, 3))
+    )
 
 
 def _add_small_objects(signal, sigma, scale_range, num, border, xs, ys, vals):
@@ -214,16 +270,23 @@ def _add_small_objects(signal, sigma, scale_range, num, border, xs, ys, vals):
     just below, ``[sigma / (2 scale_range), sigma / scale_range]``, that reach the response the
     texture split accepted (the same threshold, no new one) and lie more than a nucleus radius
     (sqrt(2) sigma) from every accepted centre."""
-    small = log_centres(signal, sigma / (scale_range * math.sqrt(2.0)), scale_range=math.sqrt(2.0),
-                        num=num, border=border)
+    small = log_centres(
+        signal,
+        sigma / (scale_range * math.sqrt(2.0)),
+        scale_range=math.sqrt(2.0),
+        num=num,
+        border=border,
+    )
     small = small[small[:, 2] >= float(vals.min())] if len(small) else small
     if not len(small):
         return xs, ys, vals
     d2 = (small[:, None, 0] - xs[None, :]) ** 2 + (small[:, None, 1] - ys[None, :]) ** 2
     add = small[d2.min(1) > 2.0 * sigma * sigma]
-    return (np.concatenate([xs, add[:, 0].astype(xs.dtype)]),
-            np.concatenate([ys, add[:, 1].astype(ys.dtype)]),
-            np.concatenate([vals, add[:, 2].astype(vals.dtype)]))
+    return (
+        np.concatenate([xs, add[:, 0].astype(xs.dtype)]),
+        np.concatenate([ys, add[:, 1].astype(ys.dtype)]),
+        np.concatenate([vals, add[:, 2].astype(vals.dtype)]),
+    )
 
 
 def optical_density(image, background) -> np.ndarray:
@@ -271,7 +334,7 @@ def split_texture(responses, min_candidates: int = 8, min_class: int = 3) -> np.
         return keep
     v = np.sort(np.log(r))
     n = v.size
-    k = np.arange(min_class, n - min_class + 1)              # size of the lower class
+    k = np.arange(min_class, n - min_class + 1)  # size of the lower class
     c1, c2 = np.cumsum(v), np.cumsum(v * v)
     m1, q1 = c1[k - 1] / k, c2[k - 1] / k
     m2, q2 = (c1[-1] - c1[k - 1]) / (n - k), (c2[-1] - c2[k - 1]) / (n - k)
@@ -310,7 +373,8 @@ def detection_signal(image, ns: "NucleusSignal", sigma: float) -> tuple:
 
 
 def foreground_threshold(signal) -> tuple[float, float, float]:
-    """``(background level, noise sd, threshold)``: the background is the mode of the (lightly smoothed)
+    """``(background level, noise sd, threshold)``: the background is the mode of the (lightly
+    smoothed)
     signal, its sd the MAD of the pixels below the mode mirrored; a pixel is foreground above
     ``max(bg + 3 sd, bg + 0.1)``."""
     s = ndimage.gaussian_filter(np.asarray(signal, np.float32), 1.0)
@@ -325,7 +389,8 @@ def seeded_watershed(cost, markers, mask) -> np.ndarray:
     `mask`: each unlabelled pixel of the mask goes to the marker whose flood reaches it first in
     order of `cost`. Pixels of the mask that no marker reaches stay 0. ``[H, W]`` int32.
 
-    (scipy's `ndimage.watershed_ift` floods a smooth basin from the wrong side: on two Gaussian blobs
+    (scipy's `ndimage.watershed_ift` floods a smooth basin from the wrong side: on two Gaussian
+    blobs
     it gives one marker 56 of 2400 pixels, so it is not used.)
     """
     cost = np.asarray(cost, np.float64)
@@ -353,7 +418,9 @@ def seeded_watershed(cost, markers, mask) -> np.ndarray:
     return lab
 
 
-def watershed_instances(signal, centres, sigma: float, half_max: float = 0.5, max_radius: float = 3.0):
+def watershed_instances(
+    signal, centres, sigma: float, half_max: float = 0.5, max_radius: float = 3.0
+):
     """Instance label map ``[H, W]`` int32 (0 = background, 1..K in the order of `centres`).
 
     One marker per centre; a watershed (scipy's `watershed_ift`) on the inverted smoothed signal
@@ -364,7 +431,9 @@ def watershed_instances(signal, centres, sigma: float, half_max: float = 0.5, ma
     """
     s = ndimage.gaussian_filter(np.asarray(signal, np.float32), max(0.5, 0.3 * sigma))
     h, w = s.shape
-    cen = np.asarray(centres, np.float64).reshape(-1, 3)[:, :2] if len(centres) else np.zeros((0, 2))
+    cen = (
+        np.asarray(centres, np.float64).reshape(-1, 3)[:, :2] if len(centres) else np.zeros((0, 2))
+    )
     labels = np.zeros((h, w), np.int32)
     if cen.shape[0] == 0:
         return labels
@@ -400,7 +469,8 @@ def watershed_instances(signal, centres, sigma: float, half_max: float = 0.5, ma
 
 
 def otsu_watershed(image_signal, min_distance: float | None = None):
-    """Classical baseline: Otsu threshold (smoothed signal, 3x3 opening) + distance-transform watershed
+    """Classical baseline: Otsu threshold (smoothed signal, 3x3 opening) + distance-transform
+    watershed
     seeded at the distance maxima at least `min_distance` px apart (default: half the median Otsu
     component's equivalent radius). Returns ``(labels [H, W] int32, seeds [K, 2] (x, y))``."""
     s = ndimage.gaussian_filter(np.asarray(image_signal, np.float32), 1.0)
@@ -427,7 +497,11 @@ def otsu_watershed(image_signal, min_distance: float | None = None):
     for cy, cx in cms:
         seeds.append((cx, cy))
     # a component without a seed gets one at its deepest point
-    have = np.unique(comp[[int(round(y)) for _, y in seeds], [int(round(x)) for x, _ in seeds]]) if seeds else []
+    have = (
+        np.unique(comp[[int(round(y)) for _, y in seeds], [int(round(x)) for x, _ in seeds]])
+        if seeds
+        else []
+    )
     for j, sl in enumerate(ndimage.find_objects(comp)):
         if sl is None or (j + 1) in have:
             continue
@@ -442,7 +516,8 @@ def otsu_watershed(image_signal, min_distance: float | None = None):
 
 
 def match_instances(pred, truth, iou_threshold: float = 0.5) -> dict:
-    """Instance matching at IoU > `iou_threshold` (unique at 0.5). Returns ``ap`` = TP / (TP + FP + FN),
+    """Instance matching at IoU > `iou_threshold` (unique at 0.5). Returns ``ap`` = TP / (TP + FP +
+    FN),
     ``precision``, ``recall``, ``mean_iou`` (over matched pairs), ``tp``, ``fp``, ``fn``."""
     p = np.asarray(pred).astype(np.int64)
     t = np.asarray(truth).astype(np.int64)
@@ -468,9 +543,17 @@ def match_instances(pred, truth, iou_threshold: float = 0.5) -> dict:
     tp = int(match.sum())
     fp, fn = npred - tp, ntrue - tp
     ious = iou[match]
-    return {"ap": tp / max(tp + fp + fn, 1), "precision": tp / max(npred, 1), "recall": tp / max(ntrue, 1),
-            "mean_iou": float(ious.mean()) if ious.size else 0.0, "tp": tp, "fp": fp, "fn": fn,
-            "num_pred": npred, "num_true": ntrue}
+    return {
+        "ap": tp / max(tp + fp + fn, 1),
+        "precision": tp / max(npred, 1),
+        "recall": tp / max(ntrue, 1),
+        "mean_iou": float(ious.mean()) if ious.size else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "num_pred": npred,
+        "num_true": ntrue,
+    }
 
 
 def save_label_png(path, labels):
@@ -494,7 +577,8 @@ def colour_labels(labels, seed: int = 1) -> np.ndarray:
 
 
 def describe_kind(meta: dict) -> str:
-    """'fluorescence' / 'bright-field' / 'stained' from polarity and colour (a label for reports)."""
+    """'fluorescence' / 'bright-field' / 'stained' from polarity and colour (a label for
+    reports)."""
     if meta["polarity"] == "bright":
         return "fluorescence"
     return "stained" if meta["colour"] else "bright-field"

@@ -5,21 +5,19 @@ foregrounds (by raw results) and random backgrounds, and the label for training 
 prediction of teacher network. Additional horizontal flip augmentation is used. We adopt smooth
 L1 loss for each pixel" (eq. 8).
 """
+
 from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.distribute import global_batch_draw, scale_loss
-
 from indep_seg import checks
+from indep_seg.distribute import global_batch_draw, scale_loss
 from indep_seg.gallery import tile_rows
 from indep_seg.optimizers import FusedAdam
 
 __all__ = ["Distiller", "smooth_l1"]
-
-
 
 
 def smooth_l1(x):
@@ -68,22 +66,36 @@ class Distiller(keras.Model):
         self.optimizer.build(self.student.trainable_variables)
 
     def checkpoint_items(self):
-        return {"student": self.student, "teacher": self.teacher, "optimizer": self.optimizer,
-                "seed_generator": self.seed_generator}
+        return {
+            "student": self.student,
+            "teacher": self.teacher,
+            "optimizer": self.optimizer,
+            "seed_generator": self.seed_generator,
+        }
 
     def make_samples(self, image, background):
-        """(student inputs, labels): teacher-carved composites (flipped at random), teacher labels."""
+        """(student inputs, labels): teacher-carved composites (flipped at random), teacher
+        labels."""
         image = tf.convert_to_tensor(image, tf.float32)
         background = tf.convert_to_tensor(background, tf.float32)
         m_t = self.teacher(image, training=False)
         comp = m_t * image + (1.0 - m_t) * background
         n = tf.shape(image)[0]
-        flip = global_batch_draw(lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < 0.5
+        flip = (
+            global_batch_draw(
+                lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n
+            )
+            < 0.5
+        )
         comp = tf.where(flip, tf.reverse(comp, [2]), comp)
         carve = tf.where(flip, tf.reverse(m_t, [2]), m_t)
         if self.real_fraction > 0:
-            use_real = global_batch_draw(
-                lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n) < self.real_fraction
+            use_real = (
+                global_batch_draw(
+                    lambda k: keras.random.uniform((k, 1, 1, 1), seed=self.seed_generator), n
+                )
+                < self.real_fraction
+            )
             real = tf.where(flip, tf.reverse(image, [2]), image)
             comp = tf.where(use_real, real, comp)
         if self.label == "composite":

@@ -6,6 +6,7 @@ foreground (Fig. 4, third case). Their composite (eq. 5 with two layers, ``m x +
 judged by a discriminator. Losses: eq. (6) for D and eq. (7) for the segmentation network,
 adversarial + lambda * area penalty.
 """
+
 from __future__ import annotations
 
 import keras
@@ -18,9 +19,19 @@ from indep_seg.distribute import scale_loss
 from indep_seg.gallery import tile_rows
 from indep_seg.losses import area_penalty, discriminator_loss, generator_loss_ns
 from indep_seg.optimizers import FusedAdam
-from indep_seg.presets import PresetMixin, build_box_seg_discriminator, build_box_seg_unet, effective_area_a
+from indep_seg.presets import (
+    PresetMixin,
+    build_box_seg_discriminator,
+    build_box_seg_unet,
+    effective_area_a,
+)
 
-__all__ = ["ForegroundSegGAN", "box_projection_loss", "pairwise_colour_loss", "prior_consistency_loss"]
+__all__ = [
+    "ForegroundSegGAN",
+    "box_projection_loss",
+    "pairwise_colour_loss",
+    "prior_consistency_loss",
+]
 
 to_grid = tile_rows  # the former name (benchmarks); the tiler's home is indep_seg.gallery
 
@@ -37,8 +48,8 @@ def box_projection_loss(mask, margin=0.0):
     pos = (tf.cast(tf.range(r), tf.float32) + 0.5) / tf.cast(r, tf.float32)
     lo = margin / (1.0 + 2.0 * margin)
     target = tf.cast((pos >= lo) & (pos <= 1.0 - lo), mask.dtype)[None, :]
-    px = tf.reduce_max(mask[..., 0], axis=1)   # [B, W]: max over rows, per column
-    py = tf.reduce_max(mask[..., 0], axis=2)   # [B, H]: max over columns, per row
+    px = tf.reduce_max(mask[..., 0], axis=1)  # [B, W]: max over rows, per column
+    py = tf.reduce_max(mask[..., 0], axis=2)  # [B, H]: max over columns, per row
     return tf.reduce_mean(tf.square(px - target)) + tf.reduce_mean(tf.square(py - target))
 
 
@@ -64,8 +75,8 @@ def pairwise_colour_loss(mask, image, threshold=0.1, dilation=2):
 
 def _shifted(x, axis, d, n):
     if axis == 1:
-        return x[:, d:], x[:, :n - d]
-    return x[:, :, d:], x[:, :, :n - d]
+        return x[:, d:], x[:, : n - d]
+    return x[:, :, d:], x[:, :, : n - d]
 
 
 def prior_consistency_loss(mask, prior):
@@ -117,9 +128,22 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         >>> gan.fit(dataset, steps_per_epoch=10)   # doctest: +SKIP
     """
 
-    def __init__(self, segmenter, discriminator, area_lambda=1000.0, area_a=0.25,
-                 area_mode="two_sided", d_downsample=1, box_prior_weight=0.0, box_margin=0.0,
-                 pairwise_weight=0.0, adversarial_weight=1.0, prior_weight=0.0, seed=0, **kwargs):
+    def __init__(
+        self,
+        segmenter,
+        discriminator,
+        area_lambda=1000.0,
+        area_a=0.25,
+        area_mode="two_sided",
+        d_downsample=1,
+        box_prior_weight=0.0,
+        box_margin=0.0,
+        pairwise_weight=0.0,
+        adversarial_weight=1.0,
+        prior_weight=0.0,
+        seed=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         checks.check_positive_number(area_lambda, "area_lambda", allow_zero=True)
         checks.check_fraction(area_a, "area_a")
@@ -151,13 +175,21 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
 
     @property
     def metrics(self):
-        return [self.d_loss_tracker, self.g_adv_tracker, self.area_tracker,
-                self.mask_mean_tracker, self.d_real_tracker, self.d_fake_tracker]
+        return [
+            self.d_loss_tracker,
+            self.g_adv_tracker,
+            self.area_tracker,
+            self.mask_mean_tracker,
+            self.d_real_tracker,
+            self.d_fake_tracker,
+        ]
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         """Adam(beta1 0.5, beta2 0.999), lr 2e-4 for D and 4e-4 for G (Dai et al.) by default."""
-        # no `model.optimizer`: Keras' default would be a stray RMSprop that fit builds (slots for every
-        # variable) and save_weights / BackupAndRestore store; the two optimizers below do the training
+        # no `model.optimizer`: Keras' default would be a stray RMSprop that fit builds (slots for
+        # every
+        # variable) and save_weights / BackupAndRestore store; the two optimizers below do the
+        # training
         kwargs.setdefault("optimizer", None)
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer or FusedAdam(2e-4, beta_1=0.5, beta_2=0.999)
@@ -166,9 +198,13 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         self.g_optimizer.build(self.segmenter.trainable_variables)
 
     def checkpoint_items(self):
-        return {"segmenter": self.segmenter, "discriminator": self.discriminator,
-                "d_optimizer": self.d_optimizer, "g_optimizer": self.g_optimizer,
-                "seed_generator": self.seed_generator}
+        return {
+            "segmenter": self.segmenter,
+            "discriminator": self.discriminator,
+            "d_optimizer": self.d_optimizer,
+            "g_optimizer": self.g_optimizer,
+            "seed_generator": self.seed_generator,
+        }
 
     # ------------------------------------------------------------------ pieces
     def _d_input(self, x):
@@ -185,20 +221,35 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
     def _from_preset_options(cls, options, seed=0, **kwargs):
         """The model of one preset's options (`indep_seg.presets.BOX_SEG_PRESETS`), compiled."""
         prior_on = options["prior"] != "none"
-        model = cls(build_box_seg_unet(options), build_box_seg_discriminator(options),
-                    area_lambda=options["area_lambda"], area_a=effective_area_a(options),
-                    area_mode=options["area_mode"], d_downsample=options["d_downsample"],
-                    box_prior_weight=options["box_prior_weight"], box_margin=options["margin"],
-                    pairwise_weight=options["pairwise_weight"],
-                    adversarial_weight=options["adversarial_weight"],
-                    prior_weight=options["prior_weight"] if prior_on else 0.0, seed=seed, **kwargs)
-        model.compile(d_optimizer=FusedAdam(options["d_learning_rate"], beta_1=0.5, beta_2=0.999),
-                      g_optimizer=FusedAdam(options["g_learning_rate"], beta_1=0.5, beta_2=0.999))
+        model = cls(
+            build_box_seg_unet(options),
+            build_box_seg_discriminator(options),
+            area_lambda=options["area_lambda"],
+            area_a=effective_area_a(options),
+            area_mode=options["area_mode"],
+            d_downsample=options["d_downsample"],
+            box_prior_weight=options["box_prior_weight"],
+            box_margin=options["margin"],
+            pairwise_weight=options["pairwise_weight"],
+            adversarial_weight=options["adversarial_weight"],
+            prior_weight=options["prior_weight"] if prior_on else 0.0,
+            seed=seed,
+            **kwargs,
+        )
+        model.compile(
+            d_optimizer=FusedAdam(options["d_learning_rate"], beta_1=0.5, beta_2=0.999),
+            g_optimizer=FusedAdam(options["g_learning_rate"], beta_1=0.5, beta_2=0.999),
+        )
         return model
 
     def train_step(self, data):
-        data = prepare_box_seg_batch(data, getattr(self.segmenter, "resolution", None), self.box_margin,
-                                     self.seed_generator, needs_prior=self.prior_weight > 0)
+        data = prepare_box_seg_batch(
+            data,
+            getattr(self.segmenter, "resolution", None),
+            self.box_margin,
+            self.seed_generator,
+            needs_prior=self.prior_weight > 0,
+        )
         image, background = data["image"], data["background"]
 
         # One forward pass of the segmentation network serves both updates.
@@ -208,7 +259,8 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
                 # Discriminator, eq. (6), on the detached composite.
                 with tf.GradientTape() as d_tape:
                     both = self.discriminator(
-                        self._d_input(tf.concat([image, tf.stop_gradient(fake)], 0)), training=True)
+                        self._d_input(tf.concat([image, tf.stop_gradient(fake)], 0)), training=True
+                    )
                     real_logits, fake_logits = tf.split(both, 2, axis=0)
                     d_loss = discriminator_loss(real_logits, fake_logits)
                     d_scaled = scale_loss(d_loss)
@@ -226,7 +278,8 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
                 g_loss += self.pairwise_weight * pairwise_colour_loss(mask, image)
             if self.prior_weight > 0:
                 g_loss += self.prior_weight * prior_consistency_loss(
-                    mask, tf.cast(data["prior"], tf.float32))
+                    mask, tf.cast(data["prior"], tf.float32)
+                )
             g_scaled = scale_loss(g_loss)
         grads = g_tape.gradient(g_scaled, self.segmenter.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.segmenter.trainable_variables))
@@ -237,9 +290,13 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         self.mask_mean_tracker.update_state(tf.reduce_mean(mask))
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
-        # shape [1] under MultiWorkerMirroredStrategy, which cannot reduce scalars in fit (DESIGN.md 4);
-        # scalars elsewhere: Keras' callbacks (TensorBoard's batch summaries) cannot take [1] with NumPy 2
-        multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        # shape [1] under MultiWorkerMirroredStrategy, which cannot reduce scalars in fit (DESIGN.md
+        # 4);
+        # scalars elsewhere: Keras' callbacks (TensorBoard's batch summaries) cannot take [1] with
+        # NumPy 2
+        multi_worker = isinstance(
+            tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
+        )
         return {m.name: tf.reshape(m.result(), [1] if multi_worker else []) for m in self.metrics}
 
     def image_grid(self, batch, max_images=8):
@@ -247,5 +304,7 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         image = np.asarray(batch["image"], np.float32)[:max_images]
         background = np.asarray(batch["background"], np.float32)[:max_images]
         mask, fake = self.compose(image, background, training=False)
-        return tile_rows([image, mask.numpy(), background, fake.numpy()],
-                         titles=["crop", "mask", "background", "composite"])
+        return tile_rows(
+            [image, mask.numpy(), background, fake.numpy()],
+            titles=["crop", "mask", "background", "composite"],
+        )

@@ -13,10 +13,10 @@ judges the composite against real patches of the image. Losses:
   plus an optional mask binarisation term (ILSGAN's L_b, weight 0 in the paper presets) that rules
   out the uniform translucent mask, which satisfies the area penalty exactly (DESIGN.md section 7).
 """
+
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from indep_seg import _random, checks, losses
@@ -52,9 +52,22 @@ class HocGAN(keras.Model):
     `train_step(batch)` takes ``{"real": [B, R, R, 3], "background": [B, R, R, 3]}``.
     """
 
-    def __init__(self, generator, discriminator, q_head=None, latent_dim=6, num_layers=8, padding=30,
-                 a=0.1, area_weight=1000.0, info_weight=50.0, binarization_weight=0.0, grayscale=False, seed=0,
-                 **kwargs):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        q_head=None,
+        latent_dim=6,
+        num_layers=8,
+        padding=30,
+        a=0.1,
+        area_weight=1000.0,
+        info_weight=50.0,
+        binarization_weight=0.0,
+        grayscale=False,
+        seed=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.grayscale = bool(grayscale)
         self.generator = generator
@@ -65,17 +78,37 @@ class HocGAN(keras.Model):
         self.padding = checks.check_int(padding, "padding", minimum=0)
         checks.check_fraction(a, "a")
         self.a = float(a)
-        self.area_weight = float(checks.check_positive_number(area_weight, "area_weight", allow_zero=True))
-        self.info_weight = float(checks.check_positive_number(info_weight, "info_weight", allow_zero=True))
+        self.area_weight = float(
+            checks.check_positive_number(area_weight, "area_weight", allow_zero=True)
+        )
+        self.info_weight = float(
+            checks.check_positive_number(info_weight, "info_weight", allow_zero=True)
+        )
         if self.info_weight > 0 and q_head is None:
             raise ValueError("q_head: required when info_weight (beta) > 0")
-        self.binarization_weight = float(checks.check_positive_number(
-            binarization_weight, "binarization_weight", allow_zero=True))
-        self.provider = GeneratorProvider(generator, latent_dim=self.latent_dim, num_layers=self.num_layers,
-                                          seed=seed)
+        self.binarization_weight = float(
+            checks.check_positive_number(
+                binarization_weight, "binarization_weight", allow_zero=True
+            )
+        )
+        self.provider = GeneratorProvider(
+            generator, latent_dim=self.latent_dim, num_layers=self.num_layers, seed=seed
+        )
         self.layout_seed = keras.random.SeedGenerator(seed + 1)
-        self.trackers = {k: keras.metrics.Mean(name=k) for k in (
-            "d_loss", "g_loss", "g_adv", "area", "info", "binarization", "mask_mean", "d_real", "d_fake")}
+        self.trackers = {
+            k: keras.metrics.Mean(name=k)
+            for k in (
+                "d_loss",
+                "g_loss",
+                "g_adv",
+                "area",
+                "info",
+                "binarization",
+                "mask_mean",
+                "d_real",
+                "d_fake",
+            )
+        }
         self.built = True  # no call(): DESIGN.md section 4 (MirroredStrategy)
 
     @property
@@ -119,9 +152,15 @@ class HocGAN(keras.Model):
         r = self.generator.resolution
         layers = tf.reshape(layers, [-1, self.num_layers, r, r, 4])
         z = tf.reshape(z, [-1, self.num_layers, self.latent_dim])
-        shifts = global_batch_draw(lambda n: _random.randint(
-            tf.stack([tf.cast(n, tf.int32), self.num_layers, 2]), -self.padding, self.padding,
-            seed=self.layout_seed), batch_size)
+        shifts = global_batch_draw(
+            lambda n: _random.randint(
+                tf.stack([tf.cast(n, tf.int32), self.num_layers, 2]),
+                -self.padding,
+                self.padding,
+                seed=self.layout_seed,
+            ),
+            batch_size,
+        )
         warped = integer_translate(layers, shifts)
         composite, extras = composite_layers(warped, background=background, return_layers=True)
         if not return_all:
@@ -157,7 +196,9 @@ class HocGAN(keras.Model):
                 r = self.generator.resolution
                 flat = tf.reshape(out["layers"], [-1, r, r, 4])
                 z_pred = self.q_head(flat, training=True)
-                info = losses.infogan_information_loss(tf.reshape(out["z"], [-1, self.latent_dim]), z_pred)
+                info = losses.infogan_information_loss(
+                    tf.reshape(out["z"], [-1, self.latent_dim]), z_pred
+                )
                 g_loss += self.info_weight * info
             binar = losses.binarization_loss(masks)
             if self.binarization_weight > 0:
@@ -166,35 +207,52 @@ class HocGAN(keras.Model):
         grads = tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
 
-        values = dict(d_loss=d_loss, g_loss=g_loss, g_adv=g_adv, area=area, info=info, binarization=binar,
-                      mask_mean=tf.reduce_mean(masks), d_real=tf.reduce_mean(tf.sigmoid(real_logits)),
-                      d_fake=tf.reduce_mean(tf.sigmoid(fake_logits)))
+        values = dict(
+            d_loss=d_loss,
+            g_loss=g_loss,
+            g_adv=g_adv,
+            area=area,
+            info=info,
+            binarization=binar,
+            mask_mean=tf.reduce_mean(masks),
+            d_real=tf.reduce_mean(tf.sigmoid(real_logits)),
+            d_fake=tf.reduce_mean(tf.sigmoid(fake_logits)),
+        )
         for k, v in values.items():
             self.trackers[k].update_state(v)
         return step_outputs({k: t.result() for k, t in self.trackers.items()})
 
     def checkpoint_items(self):
-        items = dict(generator=self.generator, discriminator=self.discriminator,
-                     d_optimizer=self.d_optimizer, g_optimizer=self.g_optimizer,
-                     provider_seed=self.provider.seed_generator.state, layout_seed=self.layout_seed.state)
+        items = dict(
+            generator=self.generator,
+            discriminator=self.discriminator,
+            d_optimizer=self.d_optimizer,
+            g_optimizer=self.g_optimizer,
+            provider_seed=self.provider.seed_generator.state,
+            layout_seed=self.layout_seed.state,
+        )
         if self.q_head is not None:
             items["q_head"] = self.q_head
         return items
 
     def image_grid(self, batch, num=8):
-        """uint8 ``[H, W, 3]``: rows = real patches, composites, learned instances (RGB), soft masks,
+        """uint8 ``[H, W, 3]``: rows = real patches, composites, learned instances (RGB), soft
+        masks,
         carved instances ``I m`` (Dai Figs. 8-11), then the carved (laid-out) top layers."""
         real = batch["real"][:num]
         background = batch["background"][:num]
         n = int(real.shape[0])
         out = self.generate(n, background=background, training=False, return_all=True)
         layers = out["layers"][:, 0]  # one instance per example
-        rows = [real, out["composite"], layers[..., :3], tf.tile(layers[..., 3:], [1, 1, 1, 3]),
-                layers[..., :3] * layers[..., 3:]]
+        rows = [
+            real,
+            out["composite"],
+            layers[..., :3],
+            tf.tile(layers[..., 3:], [1, 1, 1, 3]),
+            layers[..., :3] * layers[..., 3:],
+        ]
         titles = ["real patch", "composite", "instance", "its mask", "carved"]
         for i in range(min(self.num_layers, 4)):
             rows.append(out["carved"][:, self.num_layers - 1 - i])
             titles.append(f"layer {self.num_layers - i}")
         return tile_rows(rows, min_cell=64, titles=titles)
-
-

@@ -22,20 +22,24 @@ StyleGAN2 parts (Karras et al. 2020b; the authors' code builds on stylegan2-ada)
 - Style mixing (`style_mixing_prob`): with that probability per step and per generator (G_f and G_b
   separately, the authors' `mixing='orig'`), the per-layer latents from the crossover layer
   `cutoff ~ U{1 .. num_ws - 1}` on come from a second z.
-- Lazy path-length regularisation (`pl_weight`, every `pl_interval` steps, scaled by the interval) on
-  half the batch (`pl_batch_shrink`): `a = || J_w^T y ||_2` per example with `y ~ N(0, I) / sqrt(HW)`
+- Lazy path-length regularisation (`pl_weight`, every `pl_interval` steps, scaled by the interval)
+on
+  half the batch (`pl_batch_shrink`): `a = || J_w^T y ||_2` per example with `y ~ N(0, I) /
+  sqrt(HW)`
   on the composite in StyleGAN2's [-1, 1] units, the gradient taken with respect to the per-layer
   latents of both generators (concatenated over layers, squared, summed over channels, averaged
   over layers), penalty `(a - a_mean)^2` with `a_mean` a running mean (decay `pl_decay`). The
   authors' code disables it (their loss.py raises NotImplementedError: "when Gpl is enabled, the
   layers fail to emerge").
 
-The paper's equations live in one place each: T and eq. (3) in `indep_seg.layout`, L_m, L_b, eq. (10),
+The paper's equations live in one place each: T and eq. (3) in `indep_seg.layout`, L_m, L_b, eq.
+(10),
 ILS-MI, ILS-L1 and R1 in `indep_seg.losses`.
 
 Losses are averaged per example and scaled for tf.distribute once (sum over the replica's examples
 divided by the global batch), so a single replica computes plain means.
 """
+
 from __future__ import annotations
 
 import keras
@@ -101,7 +105,8 @@ def path_length_penalty(synthesis, ws, noise, pl_mean, pl_decay=0.01):
 # ----------------------------------------------------------------------------- model
 @keras.saving.register_keras_serializable("indep_seg")
 class ILSGAN(keras.Model):
-    """ILSGAN: layered generator + discriminator with a custom `train_step` (Zou et al. 2023, eq. 1-5, 12).
+    """ILSGAN: layered generator + discriminator with a custom `train_step` (Zou et al. 2023, eq.
+    1-5, 12).
 
     Args:
         generator: `indep_seg.networks.stylegan2.LayeredGenerator` (or any model z -> dict with
@@ -122,55 +127,101 @@ class ILSGAN(keras.Model):
             ada_kimg (500).
         ema_kimg: EMA half-life in thousands of images (None or 0: no EMA copy); ema_rampup: None or
             the ramp-up factor (stylegan2-ada: 0.05).
-        style_mixing_prob: probability of style mixing per step and generator (0: off; StyleGAN2 0.9).
+        style_mixing_prob: probability of style mixing per step and generator (0: off; StyleGAN2
+        0.9).
         pl_weight: path-length weight (0: off; StyleGAN2 2); pl_interval (4), pl_batch_shrink (2),
             pl_decay (0.01).
         global_batch_size: used for loss scaling and the R1 heuristic (None: the batch seen).
         seed: int seed of the model's SeedGenerator.
 
     Example:
-        >>> model = ILSGAN(LayeredGenerator(16, 8, 8, 1, 64, 16), StyleGAN2Discriminator(16, 64, 16))  # doctest: +SKIP
+        >>> model = ILSGAN(LayeredGenerator(16, 8, 8, 1, 64, 16),  # doctest: +SKIP
+        ...                StyleGAN2Discriminator(16, 64, 16))
         >>> model.compile(d_optimizer=keras.optimizers.Adam(2.5e-3, 0.0, 0.99),
         ...               g_optimizer=keras.optimizers.Adam(2.5e-3, 0.0, 0.99))  # doctest: +SKIP
         >>> model.fit(dataset_of_images, steps_per_epoch=100)  # doctest: +SKIP
     """
 
-    def __init__(self, generator, discriminator, shift_fraction=0.125, eta=0.25, eta_max=None, lambda_m=2.0,
-                 lambda_b=2.0, ils="mi", lambda_ils=1.0, lambda_ils_warmup=0.2,
-                 ils_warmup_images=400_000, ils_separate=True, ils_opt_visible=True, ils_opt_mask=True,
-                 ils_distribution="laplace", r1_gamma=None, r1_interval=16, ada=True, ada_target=0.6,
-                 ada_interval=4, ada_kimg=500.0, ema_kimg=None, ema_rampup=None, style_mixing_prob=0.0,
-                 pl_weight=0.0, pl_interval=4, pl_batch_shrink=2, pl_decay=0.01, global_batch_size=None,
-                 seed=0, **kwargs):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        shift_fraction=0.125,
+        eta=0.25,
+        eta_max=None,
+        lambda_m=2.0,
+        lambda_b=2.0,
+        ils="mi",
+        lambda_ils=1.0,
+        lambda_ils_warmup=0.2,
+        ils_warmup_images=400_000,
+        ils_separate=True,
+        ils_opt_visible=True,
+        ils_opt_mask=True,
+        ils_distribution="laplace",
+        r1_gamma=None,
+        r1_interval=16,
+        ada=True,
+        ada_target=0.6,
+        ada_interval=4,
+        ada_kimg=500.0,
+        ema_kimg=None,
+        ema_rampup=None,
+        style_mixing_prob=0.0,
+        pl_weight=0.0,
+        pl_interval=4,
+        pl_batch_shrink=2,
+        pl_decay=0.01,
+        global_batch_size=None,
+        seed=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.shift_fraction = float(checks.check_fraction(shift_fraction, "shift_fraction"))
         self.eta = float(checks.check_fraction(eta, "eta"))
-        self.eta_max = None if eta_max is None else float(checks.check_fraction(eta_max, "eta_max", eta, 1.0))
+        self.eta_max = (
+            None if eta_max is None else float(checks.check_fraction(eta_max, "eta_max", eta, 1.0))
+        )
         self.lambda_m = float(checks.check_positive_number(lambda_m, "lambda_m", allow_zero=True))
         self.lambda_b = float(checks.check_positive_number(lambda_b, "lambda_b", allow_zero=True))
         self.ils = checks.check_choice(ils, "ils", ("mi", "l1", "none"))
-        self.lambda_ils = float(checks.check_positive_number(lambda_ils, "lambda_ils", allow_zero=True))
-        self.lambda_ils_warmup = float(checks.check_positive_number(lambda_ils_warmup, "lambda_ils_warmup",
-                                                                    allow_zero=True))
-        self.ils_warmup_images = checks.check_int(int(ils_warmup_images), "ils_warmup_images", minimum=0)
+        self.lambda_ils = float(
+            checks.check_positive_number(lambda_ils, "lambda_ils", allow_zero=True)
+        )
+        self.lambda_ils_warmup = float(
+            checks.check_positive_number(lambda_ils_warmup, "lambda_ils_warmup", allow_zero=True)
+        )
+        self.ils_warmup_images = checks.check_int(
+            int(ils_warmup_images), "ils_warmup_images", minimum=0
+        )
         self.ils_separate = checks.check_bool(ils_separate, "ils_separate")
         self.ils_opt_visible = checks.check_bool(ils_opt_visible, "ils_opt_visible")
         self.ils_opt_mask = checks.check_bool(ils_opt_mask, "ils_opt_mask")
-        self.ils_distribution = checks.check_choice(ils_distribution, "ils_distribution",
-                                                    ("laplace", "gaussian"))
+        self.ils_distribution = checks.check_choice(
+            ils_distribution, "ils_distribution", ("laplace", "gaussian")
+        )
         if r1_gamma is not None:
             checks.check_positive_number(r1_gamma, "r1_gamma", allow_zero=True)
         self.r1_gamma = r1_gamma
         self.r1_interval = checks.check_int(r1_interval, "r1_interval", minimum=0)
         self.use_ada = checks.check_bool(ada, "ada")
         self.ada = AdaptiveAugment(ada_target, ada_interval, ada_kimg)
-        self.ema_kimg = float(checks.check_positive_number(ema_kimg or 0.0, "ema_kimg", allow_zero=True))
-        self.ema_rampup = None if ema_rampup is None else float(
-            checks.check_positive_number(ema_rampup, "ema_rampup"))
-        self.style_mixing_prob = float(checks.check_fraction(style_mixing_prob, "style_mixing_prob"))
-        self.pl_weight = float(checks.check_positive_number(pl_weight, "pl_weight", allow_zero=True))
+        self.ema_kimg = float(
+            checks.check_positive_number(ema_kimg or 0.0, "ema_kimg", allow_zero=True)
+        )
+        self.ema_rampup = (
+            None
+            if ema_rampup is None
+            else float(checks.check_positive_number(ema_rampup, "ema_rampup"))
+        )
+        self.style_mixing_prob = float(
+            checks.check_fraction(style_mixing_prob, "style_mixing_prob")
+        )
+        self.pl_weight = float(
+            checks.check_positive_number(pl_weight, "pl_weight", allow_zero=True)
+        )
         self.pl_interval = checks.check_int(pl_interval, "pl_interval", minimum=1)
         self.pl_batch_shrink = checks.check_int(pl_batch_shrink, "pl_batch_shrink", minimum=1)
         self.pl_decay = float(checks.check_fraction(pl_decay, "pl_decay"))
@@ -181,7 +232,10 @@ class ILSGAN(keras.Model):
             self.generator_ema.build((None, generator.z_dim))
             src, dst = generator.weights, self.generator_ema.weights
             if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
-                raise ValueError("generator: its copy from get_config() has other weights; EMA needs an exact copy")
+                raise ValueError(
+                    "generator: its copy from get_config() has other weights; EMA needs an exact "
+                    "copy"
+                )
             for d, v in zip(dst, src):
                 d.assign(v)
         self.global_batch_size = global_batch_size
@@ -190,8 +244,21 @@ class ILSGAN(keras.Model):
         self.grid_z = keras.random.normal([8, generator.z_dim], seed=self.seed + 1)
         self.step_counter = tf.Variable(0, trainable=False, dtype=tf.int64, name="step")
         self.images_seen = tf.Variable(0, trainable=False, dtype=tf.int64, name="images_seen")
-        self._tracker_names = ["d_loss", "g_loss", "g_adv", "mask_hinge", "binarization", "ils",
-                               "ils_weight", "r1", "ada_p", "r_t", "mask_mean", "real_logit", "fake_logit"]
+        self._tracker_names = [
+            "d_loss",
+            "g_loss",
+            "g_adv",
+            "mask_hinge",
+            "binarization",
+            "ils",
+            "ils_weight",
+            "r1",
+            "ada_p",
+            "r_t",
+            "mask_mean",
+            "real_logit",
+            "fake_logit",
+        ]
         if self.pl_weight > 0:
             self._tracker_names += ["pl_penalty", "pl_mean"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self._tracker_names}
@@ -215,11 +282,19 @@ class ILSGAN(keras.Model):
 
     def checkpoint_items(self):
         """Everything a resumed run needs (for `tf.train.Checkpoint(**items)`)."""
-        items = {"generator": self.generator, "discriminator": self.discriminator,
-                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
-                 "seed_generator": self.seed_generator, "ada_p": self.ada.p,
-                 "ada_sign_sum": self.ada.sign_sum, "ada_count": self.ada.count, "ada_steps": self.ada.steps,
-                 "train_step": self.step_counter, "images_seen": self.images_seen}
+        items = {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "g_optimizer": self.g_optimizer,
+            "d_optimizer": self.d_optimizer,
+            "seed_generator": self.seed_generator,
+            "ada_p": self.ada.p,
+            "ada_sign_sum": self.ada.sign_sum,
+            "ada_count": self.ada.count,
+            "ada_steps": self.ada.steps,
+            "train_step": self.step_counter,
+            "images_seen": self.images_seen,
+        }
         if self.generator_ema is not None:
             items["generator_ema"] = self.generator_ema
         if self.pl_weight > 0:
@@ -236,15 +311,23 @@ class ILSGAN(keras.Model):
         return keras.random.normal([n, self.generator.z_dim], seed=self.seed_generator)
 
     def generate(self, z):
-        """Layers and the *unperturbed* composite (eq. 1) for latents `z`, from `sampling_generator`."""
+        """Layers and the *unperturbed* composite (eq. 1) for latents `z`, from
+        `sampling_generator`."""
         out = dict(self.sampling_generator(z, training=True))
-        out["composite"] = composite(out["foreground"], out["mask"], out["background"], unit_range=False)
+        out["composite"] = composite(
+            out["foreground"], out["mask"], out["background"], unit_range=False
+        )
         return out
 
     def image_grid(self, batch=None, n=8):
         """uint8 grid, rows background / foreground / composite / mask (paper Fig. 3), fixed z."""
         out = self.generate(self.grid_z[:n])
-        rows = [out["background"], out["foreground"], out["composite"], tf.tile(out["mask"], [1, 1, 1, 3])]
+        rows = [
+            out["background"],
+            out["foreground"],
+            out["composite"],
+            tf.tile(out["mask"], [1, 1, 1, 3]),
+        ]
         rows = [tf.concat(tf.unstack(tf.clip_by_value(r, 0.0, 1.0)), axis=1) for r in rows]
         grid = tf.concat(rows, axis=0).numpy()
         return (grid * 255.0 + 0.5).astype(np.uint8)
@@ -265,23 +348,46 @@ class ILSGAN(keras.Model):
         return warm * self.lambda_ils_warmup + (1.0 - warm) * self.lambda_ils
 
     def ils_loss(self, layers, shuffle_index):
-        """L_ILS per example `[N]` on the unperturbed layers: eq. (12) or (13) (`indep_seg.losses`)."""
+        """L_ILS per example `[N]` on the unperturbed layers: eq. (12) or (13)
+        (`indep_seg.losses`)."""
         f, b, m = layers["foreground"], layers["background"], layers["mask"]
         if self.ils == "mi":
-            return losses.ils_mi_loss(f, b, m, separate=self.ils_separate, optimize_visible=self.ils_opt_visible,
-                                      optimize_mask=self.ils_opt_mask, distribution=self.ils_distribution,
-                                      permutation=shuffle_index, reduction="none")
+            return losses.ils_mi_loss(
+                f,
+                b,
+                m,
+                separate=self.ils_separate,
+                optimize_visible=self.ils_opt_visible,
+                optimize_mask=self.ils_opt_mask,
+                distribution=self.ils_distribution,
+                permutation=shuffle_index,
+                reduction="none",
+            )
         if self.ils == "l1":
-            return losses.ils_l1_loss(f, b, m, optimize_visible=self.ils_opt_visible,
-                                      optimize_mask=self.ils_opt_mask, reduction="none")
+            return losses.ils_l1_loss(
+                f,
+                b,
+                m,
+                optimize_visible=self.ils_opt_visible,
+                optimize_mask=self.ils_opt_mask,
+                reduction="none",
+            )
         return tf.zeros([tf.shape(f)[0]])
 
     def generator_losses(self, layers, shifts, shuffle_index, ils_weight):
-        """Eq. (5), second line, per example, for generated `layers`, T's `shifts` `[N, 2]` and the CLUB
-        negatives `shuffle_index` `[N]`: returns `(x_fake, terms)`, `terms` with `adv`, `l_m`, `l_b`,
+        """Eq. (5), second line, per example, for generated `layers`, T's `shifts` `[N, 2]` and the
+        CLUB
+        negatives `shuffle_index` `[N]`: returns `(x_fake, terms)`, `terms` with `adv`, `l_m`,
+        `l_b`,
         `l_ils` and `total = adv + lambda_m L_m + lambda_b L_b + w_ils L_ILS`, each `[N]`."""
-        x_fake = perturbed_composite(layers["foreground"], layers["mask"], layers["background"],
-                                     self.shift_fraction, shifts=shifts, unit_range=False)
+        x_fake = perturbed_composite(
+            layers["foreground"],
+            layers["mask"],
+            layers["background"],
+            self.shift_fraction,
+            shifts=shifts,
+            unit_range=False,
+        )
         fake_logits = self.discriminator(self._augment(x_fake), training=True)
         adv = losses.generator_loss_ns(fake_logits[:, 0], reduction="none")
         l_m = losses.mask_hinge_loss(layers["mask"], self.eta, reduction="none")
@@ -293,25 +399,32 @@ class ILSGAN(keras.Model):
         return x_fake, {"adv": adv, "l_m": l_m, "l_b": l_b, "l_ils": l_ils, "total": total}
 
     def discriminator_losses(self, real, x_fake):
-        """Eq. (5), first line (without R1), per example: `(d_loss [N], real_logits [N], fake_logits [N])`."""
+        """Eq. (5), first line (without R1), per example: `(d_loss [N], real_logits [N], fake_logits
+        [N])`."""
         fake_d = self.discriminator(self._augment(x_fake), training=True)[:, 0]
         real_d = self.discriminator(self._augment(real), training=True)[:, 0]
         d_per_example = losses.discriminator_loss(real_d, fake_d, reduction="none")
         return d_per_example, real_d, fake_d
 
     def r1_per_example(self, real):
-        """`|grad_x D(A(x))|^2` per real example `[N]` (`indep_seg.losses.r1_penalty`, through ADA)."""
+        """`|grad_x D(A(x))|^2` per real example `[N]` (`indep_seg.losses.r1_penalty`, through
+        ADA)."""
         real = tf.identity(real)  # a tensor of this graph (the caller may be inside tf.cond)
-        return losses.r1_penalty(lambda x, training=True: self.discriminator(self._augment(x), training=training),
-                                 real, reduction="none")
+        return losses.r1_penalty(
+            lambda x, training=True: self.discriminator(self._augment(x), training=training),
+            real,
+            reduction="none",
+        )
 
     def draw_shifts(self, n, height, width):
-        """T's integer shifts `[n, 2]`, drawn for the global batch (the same under any number of replicas)."""
+        """T's integer shifts `[n, 2]`, drawn for the global batch (the same under any number of
+        replicas)."""
         u = global_batch_draw(lambda k: keras.random.uniform([k, 2], seed=self.seed_generator), n)
         return shifts_from_uniform(u, height, width, self.shift_fraction)
 
     def mixed_latents(self, z, z_mix=None):
-        """Per-layer latents of both generators for `z`; with style mixing on, each generator's layers
+        """Per-layer latents of both generators for `z`; with style mixing on, each generator's
+        layers
         from a random crossover layer on take the latents of `z_mix` (with probability
         `style_mixing_prob`, one cutoff per generator and step, as the authors' `mixing='orig'`)."""
         ws = self.generator.mapping(z)
@@ -336,7 +449,9 @@ class ILSGAN(keras.Model):
         beta = ema_beta(global_batch, self.images_seen, self.ema_kimg, self.ema_rampup)
         for e, p in zip(self.generator_ema.trainable_variables, self.generator.trainable_variables):
             e.assign(p + (e - p) * beta)
-        for e, p in zip(self.generator_ema.non_trainable_variables, self.generator.non_trainable_variables):
+        for e, p in zip(
+            self.generator_ema.non_trainable_variables, self.generator.non_trainable_variables
+        ):
             e.assign(p)
 
     def _path_length_grads(self, z, n, global_batch, g_vars):
@@ -350,12 +465,20 @@ class ILSGAN(keras.Model):
 
             def synth(w):
                 lay = self.generator.synthesis(w)
-                return 2.0 * composite(lay["foreground"], lay["mask"], lay["background"], unit_range=False) - 1.0
+                return (
+                    2.0
+                    * composite(lay["foreground"], lay["mask"], lay["background"], unit_range=False)
+                    - 1.0
+                )
 
             noise = keras.random.normal([nb, res, res, 3], seed=self.seed_generator) / float(res)
             pen, _, new_mean = path_length_penalty(synth, ws, noise, self.pl_mean, self.pl_decay)
-            loss = tf.reduce_sum(pen) * self.pl_weight * float(self.pl_interval) / (
-                global_batch / float(self.pl_batch_shrink))
+            loss = (
+                tf.reduce_sum(pen)
+                * self.pl_weight
+                * float(self.pl_interval)
+                / (global_batch / float(self.pl_batch_shrink))
+            )
         grads = tape.gradient(loss, g_vars)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, g_vars)]
         return [tf.reduce_mean(pen), new_mean] + grads
@@ -384,9 +507,14 @@ class ILSGAN(keras.Model):
         g_grads = g_tape.gradient(g_loss, g_vars)
         if self.pl_weight > 0:
             do_pl = tf.equal(self.step_counter % self.pl_interval, 0)
-            pl_out = tf.cond(do_pl, lambda: self._path_length_grads(z, n, global_batch, g_vars),
-                             lambda: [tf.constant(0.0), tf.identity(self.pl_mean)] +
-                             [tf.zeros_like(v) for v in g_vars])
+            pl_out = tf.cond(
+                do_pl,
+                lambda: self._path_length_grads(z, n, global_batch, g_vars),
+                lambda: (
+                    [tf.constant(0.0), tf.identity(self.pl_mean)]
+                    + [tf.zeros_like(v) for v in g_vars]
+                ),
+            )
             pl_value, new_pl_mean, pl_g = pl_out[0], pl_out[1], pl_out[2:]
             g_grads = [g + pg for g, pg in zip(g_grads, pl_g)]
             self.pl_mean.assign(new_pl_mean)
@@ -397,8 +525,9 @@ class ILSGAN(keras.Model):
         # ---- discriminator step: eq. (5), first line, lazy R1
         x_fake = tf.stop_gradient(x_fake)
         d_vars = self.discriminator.trainable_variables
-        do_r1 = tf.logical_and(self.r1_interval > 0,
-                               tf.equal(self.step_counter % max(self.r1_interval, 1), 0))
+        do_r1 = tf.logical_and(
+            self.r1_interval > 0, tf.equal(self.step_counter % max(self.r1_interval, 1), 0)
+        )
         with tf.GradientTape() as d_tape:
             d_per_example, real_d, fake_d = self.discriminator_losses(real, x_fake)
             d_loss = self._scale(d_per_example, global_batch)
@@ -407,7 +536,9 @@ class ILSGAN(keras.Model):
         def r1_grads():
             with tf.GradientTape() as r_tape:
                 pen = self.r1_per_example(real)
-                r1_loss = self._scale(pen * (gamma / 2.0) * float(max(self.r1_interval, 1)), global_batch)
+                r1_loss = self._scale(
+                    pen * (gamma / 2.0) * float(max(self.r1_interval, 1)), global_batch
+                )
             grads = r_tape.gradient(r1_loss, d_vars)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, d_vars)]
             return [tf.reduce_mean(pen)] + grads
@@ -424,16 +555,27 @@ class ILSGAN(keras.Model):
         self.step_counter.assign_add(1)
         self.images_seen.assign_add(tf.cast(n * replicas, tf.int64))
 
-        values = {"d_loss": d_loss, "g_loss": g_loss, "g_adv": tf.reduce_mean(terms["adv"]),
-                  "mask_hinge": tf.reduce_mean(terms["l_m"]), "binarization": tf.reduce_mean(terms["l_b"]),
-                  "ils": tf.reduce_mean(terms["l_ils"]), "ils_weight": w_ils, "r1": r1_value,
-                  "ada_p": self.ada.p, "r_t": r_t, "mask_mean": tf.reduce_mean(layers["mask"]),
-                  "real_logit": tf.reduce_mean(real_d), "fake_logit": tf.reduce_mean(fake_d)}
+        values = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "g_adv": tf.reduce_mean(terms["adv"]),
+            "mask_hinge": tf.reduce_mean(terms["l_m"]),
+            "binarization": tf.reduce_mean(terms["l_b"]),
+            "ils": tf.reduce_mean(terms["l_ils"]),
+            "ils_weight": w_ils,
+            "r1": r1_value,
+            "ada_p": self.ada.p,
+            "r_t": r_t,
+            "mask_mean": tf.reduce_mean(layers["mask"]),
+            "real_logit": tf.reduce_mean(real_d),
+            "fake_logit": tf.reduce_mean(fake_d),
+        }
         if self.pl_weight > 0:
             values.update(pl_penalty=pl_value, pl_mean=self.pl_mean)
         for k, v in values.items():
             self.trackers[k].update_state(v)
-        # shape-[1] values: fit under MultiWorkerMirroredStrategy cannot reduce scalars (DESIGN.md 4)
+        # shape-[1] values: fit under MultiWorkerMirroredStrategy cannot reduce scalars (DESIGN.md
+        # 4)
         return {k: tf.reshape(self.trackers[k].result(), [1]) for k in self._tracker_names}
 
     def get_config(self):

@@ -3,6 +3,7 @@
 `Segmenter.load` (and anything else that deserialises a saved `.keras` model) imports this
 package first, so a saved UNet or generator loads without the caller importing its module.
 """
+
 from indep_seg.networks import (  # noqa: F401  (registration side effects)
     fused_batch_norm,
     gemm_conv,

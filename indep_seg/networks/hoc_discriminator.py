@@ -3,13 +3,16 @@
 Table 2 (discriminator, 64x64x3): 3x3 conv 64 / 128 / 256 / 512, stride 2, lReLU, SN; 3x3 conv
 1024, stride 1, lReLU, SN; 1x1 conv 1, SN. The paper's 1x1 head gives one score per position; here
 ``head="conv1x1"`` averages it over space (the paper preset). DESIGN.md section 7 measured that this
-averaged head gave the discriminator almost no signal on the nuclei image, while a dense layer on the
-flattened features learned real-vs-fake within 60 steps: ``head="dense"`` (the small preset's default).
+averaged head gave the discriminator almost no signal on the nuclei image, while a dense layer on
+the
+flattened features learned real-vs-fake within 60 steps: ``head="dense"`` (the small preset's
+default).
 The output is a logit (the sigmoid is in the loss).
 
 Spectral normalisation is Keras' `SpectralNormalization`, which normalises only when called with
 ``training=True``: call the discriminator with ``training=True`` in every train step (DESIGN.md 4).
 """
+
 from __future__ import annotations
 
 import keras
@@ -44,12 +47,20 @@ class HocDiscriminator(keras.Model):
         self.final_width = checks.check_int(final_width, "final_width", minimum=0)
         self.head = checks.check_choice(head, "head", ("conv1x1", "dense"))
         sn = layers.SpectralNormalization
-        self.convs = [sn(UnfusedBiasConv2D(w, 3, strides=2, padding="same"), name=f"sn_conv{i}")
-                      for i, w in enumerate(self.widths)]
+        self.convs = [
+            sn(UnfusedBiasConv2D(w, 3, strides=2, padding="same"), name=f"sn_conv{i}")
+            for i, w in enumerate(self.widths)
+        ]
         if self.final_width:
-            self.convs.append(sn(UnfusedBiasConv2D(self.final_width, 3, strides=1, padding="same"),
-                                 name="sn_conv_final"))
-        track_for_checkpoint(self, "conv", self.convs)  # lists are not followed by tf.train.Checkpoint
+            self.convs.append(
+                sn(
+                    UnfusedBiasConv2D(self.final_width, 3, strides=1, padding="same"),
+                    name="sn_conv_final",
+                )
+            )
+        track_for_checkpoint(
+            self, "conv", self.convs
+        )  # lists are not followed by tf.train.Checkpoint
         self.act = layers.LeakyReLU(0.2)
         if self.head == "conv1x1":
             self.out = sn(GemmConv2D(1, 1), name="sn_head_1x1")

@@ -3,13 +3,15 @@
 Table 2 (generator, 64x64): z ``1x1x6`` -> 1x1 conv 8*8*256 (lReLU, BN) -> 4x4 conv 256 (stride 1)
 -> 4x4 conv 256 (stride 1) -> 4x4 deconv 128 (stride 2) -> 4x4 deconv 64 (stride 2) -> 4x4 deconv 4,
 sigmoid (stride 2). `RGBAGenerator.paper()` builds exactly that; the constructor arguments make
-smaller versions (the 2-core preset) and an ``upsample`` mode (nearest upsampling + conv, which avoids
+smaller versions (the 2-core preset) and an ``upsample`` mode (nearest upsampling + conv, which
+avoids
 the checkerboard masks of transposed convolutions, DESIGN.md section 7).
 
 The InfoGAN information term (Dai et al. appendix: "an information regularization term like InfoGAN
 for more diversity", weight beta) needs a network Q that recovers z from a generated instance:
 `InfoGANQHead` maps an RGBA layer to an estimate of z.
 """
+
 from __future__ import annotations
 
 import keras
@@ -47,7 +49,8 @@ class RGBAGenerator(keras.Model):
             which changes nothing else (BN's beta is the bias).
         alpha_bias: initial bias of the alpha logit (e.g. ``logit(a)`` to start near area a).
         border_taper: if > 0, the alpha channel is multiplied by a fixed ramp that is 0 on the
-            canvas' outermost pixels and reaches 1 after `border_taper` pixels, so an instance cannot
+            canvas' outermost pixels and reaches 1 after `border_taper` pixels, so an instance
+            cannot
             be cut by its own canvas border (a layer must hold one complete instance; not in the
             paper, 0 in the paper preset).
 
@@ -59,9 +62,20 @@ class RGBAGenerator(keras.Model):
     Reference: Dai et al. 2019, "Learning Segmentation Masks with the Independence Prior", Table 2.
     """
 
-    def __init__(self, latent_dim=6, resolution=64, initial_size=8, widths=(256, 256, 128, 64),
-                 upsample="deconv", bn_momentum=0.9, alpha_bias=0.0, border_taper=0, bn_synchronized=False,
-                 bias_before_bn=True, **kwargs):
+    def __init__(
+        self,
+        latent_dim=6,
+        resolution=64,
+        initial_size=8,
+        widths=(256, 256, 128, 64),
+        upsample="deconv",
+        bn_momentum=0.9,
+        alpha_bias=0.0,
+        border_taper=0,
+        bn_synchronized=False,
+        bias_before_bn=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.resolution = checks.check_int(resolution, "resolution", minimum=2)
@@ -71,36 +85,52 @@ class RGBAGenerator(keras.Model):
             raise ValueError(f"widths: expected at least 2 positive channel counts, got {widths}")
         self.widths = widths
         n_up = len(widths) - 1
-        if self.initial_size * 2 ** n_up != self.resolution:
-            raise ValueError(f"resolution: expected initial_size * 2 ** (len(widths) - 1) = "
-                             f"{self.initial_size * 2 ** n_up}, got {self.resolution}")
+        if self.initial_size * 2**n_up != self.resolution:
+            raise ValueError(
+                f"resolution: expected initial_size * 2 ** (len(widths) - 1) = "
+                f"{self.initial_size * 2**n_up}, got {self.resolution}"
+            )
         self.upsample = checks.check_choice(upsample, "upsample", ("deconv", "upsample"))
         self.bn_momentum = float(bn_momentum)
         self.bn_synchronized = bool(bn_synchronized)
         self.bias_before_bn = bool(bias_before_bn)
         self.alpha_bias = float(alpha_bias)
-        self.border_taper = checks.check_int(border_taper, "border_taper", minimum=0,
-                                             maximum=self.resolution // 2)
+        self.border_taper = checks.check_int(
+            border_taper, "border_taper", minimum=0, maximum=self.resolution // 2
+        )
         if self.border_taper:
             idx = np.arange(self.resolution, dtype=np.float32)
-            edge = np.minimum(idx, self.resolution - 1 - idx)          # 0 on the outermost pixels
+            edge = np.minimum(idx, self.resolution - 1 - idx)  # 0 on the outermost pixels
             ramp = np.clip(edge / float(self.border_taper), 0.0, 1.0)
-            self._taper = np.concatenate([np.ones((self.resolution, self.resolution, 3), np.float32),
-                                          np.minimum(ramp[:, None], ramp[None, :])[..., None]], -1)
+            self._taper = np.concatenate(
+                [
+                    np.ones((self.resolution, self.resolution, 3), np.float32),
+                    np.minimum(ramp[:, None], ramp[None, :])[..., None],
+                ],
+                -1,
+            )
 
         s, c0 = self.initial_size, widths[0]
+
         def bn(name):
-            return FusedBatchNormalization(momentum=self.bn_momentum, synchronized=self.bn_synchronized,
-                                           name=name)
+            return FusedBatchNormalization(
+                momentum=self.bn_momentum, synchronized=self.bn_synchronized, name=name
+            )
 
         bias = self.bias_before_bn
-        self.project = layers.Dense(s * s * c0, use_bias=bias, name="project")  # 1x1 conv on a 1x1 z
+        self.project = layers.Dense(
+            s * s * c0, use_bias=bias, name="project"
+        )  # 1x1 conv on a 1x1 z
         self.project_bn = bn("project_bn")
         self.reshape = layers.Reshape((s, s, c0))
         blocks = []
         for i in range(2):
-            blocks.append((UnfusedBiasConv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
-                           bn(f"conv{i}_bn")))
+            blocks.append(
+                (
+                    UnfusedBiasConv2D(widths[1], 4, padding="same", use_bias=bias, name=f"conv{i}"),
+                    bn(f"conv{i}_bn"),
+                )
+            )
         for i, w in enumerate(widths[2:]):
             blocks.append((self._up(w, f"up{i}", use_bias=bias), bn(f"up{i}_bn")))
         self.block_convs = [c for c, _ in blocks]
@@ -114,9 +144,16 @@ class RGBAGenerator(keras.Model):
 
     def _up(self, filters, name, use_bias=True):
         if self.upsample == "deconv":
-            return GemmConv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias, name=name)
-        return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
-                                 UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias)], name=name)
+            return GemmConv2DTranspose(
+                filters, 4, strides=2, padding="same", use_bias=use_bias, name=name
+            )
+        return keras.Sequential(
+            [
+                layers.UpSampling2D(2, interpolation="nearest"),
+                UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias),
+            ],
+            name=name,
+        )
 
     @property
     def blocks(self):
@@ -145,16 +182,29 @@ class RGBAGenerator(keras.Model):
     @classmethod
     def paper(cls, latent_dim=6, **kwargs):
         """Table 2 exactly: 64x64, 8x8x256 projection, 256-256 convs, 128-64-4 deconvs."""
-        return cls(latent_dim=latent_dim, resolution=64, initial_size=8, widths=(256, 256, 128, 64),
-                   upsample="deconv", **kwargs)
+        return cls(
+            latent_dim=latent_dim,
+            resolution=64,
+            initial_size=8,
+            widths=(256, 256, 128, 64),
+            upsample="deconv",
+            **kwargs,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, resolution=self.resolution,
-                      initial_size=self.initial_size, widths=list(self.widths), upsample=self.upsample,
-                      bn_momentum=self.bn_momentum, alpha_bias=self.alpha_bias,
-                      border_taper=self.border_taper, bn_synchronized=self.bn_synchronized,
-                      bias_before_bn=self.bias_before_bn)
+        config.update(
+            latent_dim=self.latent_dim,
+            resolution=self.resolution,
+            initial_size=self.initial_size,
+            widths=list(self.widths),
+            upsample=self.upsample,
+            bn_momentum=self.bn_momentum,
+            alpha_bias=self.alpha_bias,
+            border_taper=self.border_taper,
+            bn_synchronized=self.bn_synchronized,
+            bias_before_bn=self.bias_before_bn,
+        )
         return config
 
 
@@ -175,8 +225,10 @@ class InfoGANQHead(keras.Model):
         super().__init__(**kwargs)
         self.latent_dim = checks.check_int(latent_dim, "latent_dim", minimum=1)
         self.widths = tuple(int(w) for w in widths)
-        self.convs = [UnfusedBiasConv2D(w, 3, strides=2, padding="same", name=f"q_conv{i}")
-                      for i, w in enumerate(self.widths)]
+        self.convs = [
+            UnfusedBiasConv2D(w, 3, strides=2, padding="same", name=f"q_conv{i}")
+            for i, w in enumerate(self.widths)
+        ]
         track_for_checkpoint(self, "conv", self.convs)
         self.act = layers.LeakyReLU(0.2)
         self.pool = layers.Flatten()

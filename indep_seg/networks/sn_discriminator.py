@@ -13,6 +13,7 @@ the discriminator with `training=True` in every train step (DESIGN.md section 4)
 convolutions are `UnfusedBiasConv2D` and the 1x1 logit convolution `GemmConv2D` (Keras' Conv2D
 with faster training kernels on CPU).
 """
+
 from __future__ import annotations
 
 import keras
@@ -61,8 +62,17 @@ class SNDiscriminator(keras.Model):
     Miyato et al., "Spectral Normalization for Generative Adversarial Networks", ICLR 2018.
     """
 
-    def __init__(self, resolution=128, filters=(64, 128, 256, 512), last_filters=256, head="conv",
-                 power_iterations=1, leaky_slope=0.2, name="sn_discriminator", **kwargs):
+    def __init__(
+        self,
+        resolution=128,
+        filters=(64, 128, 256, 512),
+        last_filters=256,
+        head="conv",
+        power_iterations=1,
+        leaky_slope=0.2,
+        name="sn_discriminator",
+        **kwargs,
+    ):
         resolution = checks.check_int(resolution, "resolution", minimum=2)
         filters = tuple(int(f) for f in filters)
         if not filters or min(filters) < 1:
@@ -72,8 +82,9 @@ class SNDiscriminator(keras.Model):
         power_iterations = checks.check_int(power_iterations, "power_iterations", minimum=1)
 
         def sn(layer):
-            return keras.layers.SpectralNormalization(layer, power_iterations=power_iterations,
-                                                      name="sn_" + layer.name)
+            return keras.layers.SpectralNormalization(
+                layer, power_iterations=power_iterations, name="sn_" + layer.name
+            )
 
         inputs = keras.Input((resolution, resolution, 3), name="image")
         x = inputs
@@ -97,10 +108,15 @@ class SNDiscriminator(keras.Model):
         self.leaky_slope = float(leaky_slope)
 
     def get_config(self):
-        return {"resolution": self.resolution, "filters": list(self.filters),
-                "last_filters": self.last_filters, "head": self.head,
-                "power_iterations": self.power_iterations, "leaky_slope": self.leaky_slope,
-                "name": self.name}
+        return {
+            "resolution": self.resolution,
+            "filters": list(self.filters),
+            "last_filters": self.last_filters,
+            "head": self.head,
+            "power_iterations": self.power_iterations,
+            "leaky_slope": self.leaky_slope,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -1,4 +1,5 @@
-"""StyleGAN2-style generators and discriminator for ILSGAN (Zou et al. 2023, "Implementation Details").
+"""StyleGAN2-style generators and discriminator for ILSGAN (Zou et al. 2023, "Implementation
+Details").
 
 - `StyleGAN2Generator`: mapping network + synthesis network (learned 4x4 constant, modulated 3x3
   convolutions with noise inputs, skip architecture with toRGB at every resolution).
@@ -10,6 +11,7 @@
 Channel widths follow StyleGAN2-ADA: `min(channel_base // res, channel_max)`; the paper preset uses
 `channel_base=32768, channel_max=512` (512 channels at every resolution up to 64).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,11 +21,23 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg.checks import check_int
-from indep_seg.networks.stylegan2_layers import (EqualizedConv2D, EqualizedDense, MappingNetwork,
-                                                 MinibatchStdDev, ModulatedConv2D, NoiseInjection,
-                                                 lrelu_gain, track_for_checkpoint)
+from indep_seg.networks.stylegan2_layers import (
+    EqualizedConv2D,
+    EqualizedDense,
+    MappingNetwork,
+    MinibatchStdDev,
+    ModulatedConv2D,
+    NoiseInjection,
+    lrelu_gain,
+    track_for_checkpoint,
+)
 
-__all__ = ["StyleGAN2Generator", "LayeredGenerator", "StyleGAN2Discriminator", "channels_per_resolution"]
+__all__ = [
+    "StyleGAN2Generator",
+    "LayeredGenerator",
+    "StyleGAN2Discriminator",
+    "channels_per_resolution",
+]
 
 
 def channels_per_resolution(resolution, channel_base, channel_max):
@@ -81,7 +95,8 @@ class _ToRGB(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("indep_seg")
 class StyleGAN2Generator(keras.Model):
-    """StyleGAN2 generator (Karras et al. 2020b): z -> w -> image with `out_channels` linear channels.
+    """StyleGAN2 generator (Karras et al. 2020b): z -> w -> image with `out_channels` linear
+    channels.
 
     Args:
         resolution: output side (power of two >= 4).
@@ -97,9 +112,19 @@ class StyleGAN2Generator(keras.Model):
         TensorShape([2, 16, 16, 3])
     """
 
-    def __init__(self, resolution=64, z_dim=512, w_dim=512, out_channels=3, mapping_layers=8,
-                 channel_base=32768, channel_max=512, use_noise=True, mapping_lr_multiplier=0.01,
-                 **kwargs):
+    def __init__(
+        self,
+        resolution=64,
+        z_dim=512,
+        w_dim=512,
+        out_channels=3,
+        mapping_layers=8,
+        channel_base=32768,
+        channel_max=512,
+        use_noise=True,
+        mapping_lr_multiplier=0.01,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.resolution = check_int(resolution, "resolution", minimum=4)
         self.z_dim = check_int(z_dim, "z_dim", minimum=1)
@@ -111,18 +136,21 @@ class StyleGAN2Generator(keras.Model):
         self.use_noise = bool(use_noise)
         self.mapping_lr_multiplier = float(mapping_lr_multiplier)
         self.channels = channels_per_resolution(self.resolution, channel_base, channel_max)
-        self.mapping = MappingNetwork(self.w_dim, self.mapping_layers, self.mapping_lr_multiplier,
-                                      name="mapping")
+        self.mapping = MappingNetwork(
+            self.w_dim, self.mapping_layers, self.mapping_lr_multiplier, name="mapping"
+        )
         # flat lists of layers (layers nested in tuples are invisible to tf.train.Checkpoint)
         self.synthesis_layers = []
         self.torgb_layers = []
         self.layers_per_block = []
         for res, ch in self.channels.items():
             if res > 4:
-                self.synthesis_layers.append(_SynthesisLayer(ch, up=True, use_noise=self.use_noise,
-                                                             name=f"b{res}_conv0"))
-            self.synthesis_layers.append(_SynthesisLayer(ch, up=False, use_noise=self.use_noise,
-                                                         name=f"b{res}_conv1"))
+                self.synthesis_layers.append(
+                    _SynthesisLayer(ch, up=True, use_noise=self.use_noise, name=f"b{res}_conv0")
+                )
+            self.synthesis_layers.append(
+                _SynthesisLayer(ch, up=False, use_noise=self.use_noise, name=f"b{res}_conv1")
+            )
             self.layers_per_block.append(1 if res == 4 else 2)
             self.torgb_layers.append(_ToRGB(self.out_channels, name=f"b{res}_torgb"))
         track_for_checkpoint(self, "synthesis", self.synthesis_layers)
@@ -132,13 +160,14 @@ class StyleGAN2Generator(keras.Model):
     def _blocks(self):
         i = 0
         for n, torgb in zip(self.layers_per_block, self.torgb_layers):
-            yield self.synthesis_layers[i:i + n], torgb
+            yield self.synthesis_layers[i : i + n], torgb
             i += n
 
     def build(self, input_shape):
         c4 = self.channels[4]
-        self.const = self.add_weight(name="const", shape=(4, 4, c4),
-                                     initializer=keras.initializers.RandomNormal(0.0, 1.0))
+        self.const = self.add_weight(
+            name="const", shape=(4, 4, c4), initializer=keras.initializers.RandomNormal(0.0, 1.0)
+        )
         self.mapping.build((None, self.z_dim))
         cin = c4
         wshape = (None, self.w_dim)
@@ -151,11 +180,13 @@ class StyleGAN2Generator(keras.Model):
 
     @property
     def num_ws(self):
-        """Number of per-layer latents of `synthesis` (StyleGAN2: one per conv, plus the last toRGB)."""
+        """Number of per-layer latents of `synthesis` (StyleGAN2: one per conv, plus the last
+        toRGB)."""
         return len(self.synthesis_layers) + 1
 
     def synthesis(self, w):
-        """Image from `w` `[N, w_dim]` (every layer the same w) or per-layer `ws` `[N, num_ws, w_dim]`.
+        """Image from `w` `[N, w_dim]` (every layer the same w) or per-layer `ws` `[N, num_ws,
+        w_dim]`.
 
         With per-layer ws (StyleGAN2's indexing): conv layer i takes ws[:, i] and each block's toRGB
         takes the w of the next block's first conv (the last toRGB takes ws[:, num_ws - 1])."""
@@ -179,11 +210,18 @@ class StyleGAN2Generator(keras.Model):
         return self.synthesis(self.mapping(z))
 
     def get_config(self):
-        return {"name": self.name, "resolution": self.resolution, "z_dim": self.z_dim,
-                "w_dim": self.w_dim, "out_channels": self.out_channels,
-                "mapping_layers": self.mapping_layers, "channel_base": self.channel_base,
-                "channel_max": self.channel_max, "use_noise": self.use_noise,
-                "mapping_lr_multiplier": self.mapping_lr_multiplier}
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "z_dim": self.z_dim,
+            "w_dim": self.w_dim,
+            "out_channels": self.out_channels,
+            "mapping_layers": self.mapping_layers,
+            "channel_base": self.channel_base,
+            "channel_max": self.channel_max,
+            "use_noise": self.use_noise,
+            "mapping_lr_multiplier": self.mapping_lr_multiplier,
+        }
 
 
 @keras.saving.register_keras_serializable("indep_seg")
@@ -194,27 +232,50 @@ class LayeredGenerator(keras.Model):
     background RGB. Each has its own mapping network; both take the same z. RGB outputs are linear,
     mapped to the [0, 1] convention as `0.5 + 0.5 * y` (not clipped, so gradients always flow).
 
-    Call with z `[N, z_dim]` -> dict `foreground [N,R,R,3]`, `mask [N,R,R,1]`, `background [N,R,R,3]`.
+    Call with z `[N, z_dim]` -> dict `foreground [N,R,R,3]`, `mask [N,R,R,1]`, `background
+    [N,R,R,3]`.
 
     Args: as `StyleGAN2Generator` (shared by both generators), plus
         mask_bias: constant offset added to the mask logit.
-        mask_center_prior: 0 (paper) or a, adding the fixed logit map `a (1 - (d / 0.62)^2)` (d: distance
-            from the centre in half-widths; > 0 on a centred disc of 30 % of the image). Not in the paper:
+        mask_center_prior: 0 (paper) or a, adding the fixed logit map `a (1 - (d / 0.62)^2)` (d:
+        distance
+            from the centre in half-widths; > 0 on a centred disc of 30 % of the image). Not in the
+            paper:
             an option of the small preset (object-centred photos), which the networks can override.
     """
 
-    def __init__(self, resolution=64, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768,
-                 channel_max=512, use_noise=True, mapping_lr_multiplier=0.01, mask_bias=0.0,
-                 mask_center_prior=0.0, **kwargs):
+    def __init__(
+        self,
+        resolution=64,
+        z_dim=512,
+        w_dim=512,
+        mapping_layers=8,
+        channel_base=32768,
+        channel_max=512,
+        use_noise=True,
+        mapping_lr_multiplier=0.01,
+        mask_bias=0.0,
+        mask_center_prior=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        common = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                      channel_base=channel_base, channel_max=channel_max, use_noise=use_noise,
-                      mapping_lr_multiplier=mapping_lr_multiplier)
-        self.config_ = dict(common, mask_bias=float(mask_bias), mask_center_prior=float(mask_center_prior))
+        common = dict(
+            resolution=resolution,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=mapping_layers,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            use_noise=use_noise,
+            mapping_lr_multiplier=mapping_lr_multiplier,
+        )
+        self.config_ = dict(
+            common, mask_bias=float(mask_bias), mask_center_prior=float(mask_center_prior)
+        )
         self.mask_center_prior = float(mask_center_prior)
         c = (np.arange(resolution) + 0.5) / resolution * 2.0 - 1.0
         d2 = c[None, :] ** 2 + c[:, None] ** 2
-        prior = self.mask_center_prior * (1.0 - d2 / 0.62 ** 2)
+        prior = self.mask_center_prior * (1.0 - d2 / 0.62**2)
         self.mask_prior = tf.constant(prior[None, :, :, None].astype(np.float32))
         self.resolution = resolution
         self.z_dim = z_dim
@@ -227,12 +288,15 @@ class LayeredGenerator(keras.Model):
         return self._output_layers(self.G_f(z), self.G_b(z))
 
     def _output_layers(self, fm, b):
-        return {"foreground": 0.5 + 0.5 * fm[..., :3],
-                "mask": tf.sigmoid(fm[..., 3:4] + self.mask_bias + self.mask_prior),
-                "background": 0.5 + 0.5 * b}
+        return {
+            "foreground": 0.5 + 0.5 * fm[..., :3],
+            "mask": tf.sigmoid(fm[..., 3:4] + self.mask_bias + self.mask_prior),
+            "background": 0.5 + 0.5 * b,
+        }
 
     def mapping(self, z):
-        """Per-layer latents of both generators: `{"fg": [N, num_ws_f, w_dim], "bg": [N, num_ws_b, w_dim]}`
+        """Per-layer latents of both generators: `{"fg": [N, num_ws_f, w_dim], "bg": [N, num_ws_b,
+        w_dim]}`
         (every layer the same w; `synthesis(mapping(z))` equals `call(z)`)."""
         out = {}
         for key, g in (("fg", self.G_f), ("bg", self.G_b)):
@@ -241,7 +305,8 @@ class LayeredGenerator(keras.Model):
         return out
 
     def synthesis(self, ws):
-        """Layers from the per-layer latents of `mapping` (style mixing and path-length use them)."""
+        """Layers from the per-layer latents of `mapping` (style mixing and path-length use
+        them)."""
         return self._output_layers(self.G_f.synthesis(ws["fg"]), self.G_b.synthesis(ws["bg"]))
 
     def get_config(self):
@@ -252,7 +317,8 @@ class LayeredGenerator(keras.Model):
 class StyleGAN2Discriminator(keras.Model):
     """StyleGAN2 residual discriminator with minibatch standard deviation; returns logits `[N, 1]`.
 
-    Input images in [0, 1] are mapped to [-1, 1]. Blocks: fromRGB (1x1) at the top resolution, then per
+    Input images in [0, 1] are mapped to [-1, 1]. Blocks: fromRGB (1x1) at the top resolution, then
+    per
     resolution `conv3x3 -> conv3x3 + down` with a 1x1 down-sampling skip, summed and scaled by
     `sqrt(1/2)`; epilogue at 4x4: minibatch std, conv3x3, dense, dense -> 1.
 
@@ -261,8 +327,16 @@ class StyleGAN2Discriminator(keras.Model):
         mbstd_group_size, mbstd_num_channels: minibatch-std settings (4, 1).
     """
 
-    def __init__(self, resolution=64, channel_base=32768, channel_max=512, mbstd_group_size=4,
-                 mbstd_num_channels=1, in_channels=3, **kwargs):
+    def __init__(
+        self,
+        resolution=64,
+        channel_base=32768,
+        channel_max=512,
+        mbstd_group_size=4,
+        mbstd_num_channels=1,
+        in_channels=3,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.resolution = check_int(resolution, "resolution", minimum=4)
         self.channel_base = channel_base
@@ -276,11 +350,17 @@ class StyleGAN2Discriminator(keras.Model):
         self.conv0_layers, self.conv1_layers, self.skip_layers = [], [], []
         res = self.resolution
         while res > 4:
-            self.conv0_layers.append(EqualizedConv2D(ch[res], 3, activation="lrelu", name=f"b{res}_conv0"))
-            self.conv1_layers.append(EqualizedConv2D(ch[res // 2], 3, down=True, activation="lrelu",
-                                                     name=f"b{res}_conv1"))
-            self.skip_layers.append(EqualizedConv2D(ch[res // 2], 1, down=True, use_bias=False,
-                                                    name=f"b{res}_skip"))
+            self.conv0_layers.append(
+                EqualizedConv2D(ch[res], 3, activation="lrelu", name=f"b{res}_conv0")
+            )
+            self.conv1_layers.append(
+                EqualizedConv2D(
+                    ch[res // 2], 3, down=True, activation="lrelu", name=f"b{res}_conv1"
+                )
+            )
+            self.skip_layers.append(
+                EqualizedConv2D(ch[res // 2], 1, down=True, use_bias=False, name=f"b{res}_skip")
+            )
             res //= 2
         track_for_checkpoint(self, "conv0_", self.conv0_layers)
         track_for_checkpoint(self, "conv1_", self.conv1_layers)
@@ -318,6 +398,12 @@ class StyleGAN2Discriminator(keras.Model):
         return self.out(self.fc(x))
 
     def get_config(self):
-        return {"name": self.name, "resolution": self.resolution, "channel_base": self.channel_base,
-                "channel_max": self.channel_max, "mbstd_group_size": self.mbstd_group_size,
-                "mbstd_num_channels": self.mbstd_num_channels, "in_channels": self.in_channels}
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "channel_base": self.channel_base,
+            "channel_max": self.channel_max,
+            "mbstd_group_size": self.mbstd_group_size,
+            "mbstd_num_channels": self.mbstd_num_channels,
+            "in_channels": self.in_channels,
+        }

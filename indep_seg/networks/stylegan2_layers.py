@@ -1,7 +1,8 @@
 """StyleGAN2 building blocks (Karras et al. 2020b), used by ILSGAN (Zou et al. 2023, "Implementation
 Details": "We employ StyleGAN2 ... with adaptive discriminator augmentation").
 
-- `EqualizedDense`, `EqualizedConv2D`: equalised learning rate (weights drawn from N(0, 1) and scaled
+- `EqualizedDense`, `EqualizedConv2D`: equalised learning rate (weights drawn from N(0, 1) and
+scaled
   by `1 / sqrt(fan_in)` at run time; dense layers of the mapping network use `lr_multiplier` 0.01).
 - `MappingNetwork`: z -> w (pixel-norm of z, then `num_layers` dense + leaky ReLU).
 - `ModulatedConv2D`: modulated convolution with weight demodulation (StyleGAN2 eq. 1-3). Implemented
@@ -12,6 +13,7 @@ Details": "We employ StyleGAN2 ... with adaptive discriminator augmentation").
 - `NoiseInjection`: per-pixel Gaussian noise with a learned per-layer strength (initialised to 0).
 - `MinibatchStdDev`: the minibatch standard-deviation feature of the discriminator's epilogue.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,11 +77,15 @@ class EqualizedDense(keras.layers.Layer):
     def build(self, input_shape):
         fan_in = int(input_shape[-1])
         self.kernel = self.add_weight(
-            name="kernel", shape=(fan_in, self.units),
-            initializer=keras.initializers.RandomNormal(0.0, 1.0 / self.lr_multiplier))
+            name="kernel",
+            shape=(fan_in, self.units),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0 / self.lr_multiplier),
+        )
         self.bias = self.add_weight(
-            name="bias", shape=(self.units,),
-            initializer=keras.initializers.Constant(self.bias_init / self.lr_multiplier))
+            name="bias",
+            shape=(self.units,),
+            initializer=keras.initializers.Constant(self.bias_init / self.lr_multiplier),
+        )
         self.weight_gain = self.lr_multiplier / math.sqrt(fan_in)
 
     def call(self, x):
@@ -87,8 +93,13 @@ class EqualizedDense(keras.layers.Layer):
         return lrelu_gain(y) if self.activation == "lrelu" else y
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "lr_multiplier": self.lr_multiplier,
-                "bias_init": self.bias_init, "activation": self.activation}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "lr_multiplier": self.lr_multiplier,
+            "bias_init": self.bias_init,
+            "activation": self.activation,
+        }
 
 
 @keras.saving.register_keras_serializable("indep_seg")
@@ -103,7 +114,9 @@ class EqualizedConv2D(keras.layers.Layer):
         activation: None or "lrelu".
     """
 
-    def __init__(self, filters, kernel_size=3, down=False, use_bias=True, activation=None, **kwargs):
+    def __init__(
+        self, filters, kernel_size=3, down=False, use_bias=True, activation=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = check_int(filters, "filters", minimum=1)
         self.kernel_size = check_int(kernel_size, "kernel_size", minimum=1)
@@ -116,8 +129,11 @@ class EqualizedConv2D(keras.layers.Layer):
     def build(self, input_shape):
         cin = int(input_shape[-1])
         k = self.kernel_size
-        self.kernel = self.add_weight(name="kernel", shape=(k, k, cin, self.filters),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0))
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(k, k, cin, self.filters),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+        )
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         self.weight_gain = 1.0 / math.sqrt(cin * k * k)
@@ -131,8 +147,14 @@ class EqualizedConv2D(keras.layers.Layer):
         return lrelu_gain(y) if self.activation == "lrelu" else y
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "down": self.down, "use_bias": self.use_bias, "activation": self.activation}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "down": self.down,
+            "use_bias": self.use_bias,
+            "activation": self.activation,
+        }
 
 
 @keras.saving.register_keras_serializable("indep_seg")
@@ -150,8 +172,12 @@ class MappingNetwork(keras.layers.Layer):
         self.w_dim = check_int(w_dim, "w_dim", minimum=1)
         self.num_layers = check_int(num_layers, "num_layers", minimum=1)
         self.lr_multiplier = float(check_positive_number(lr_multiplier, "lr_multiplier"))
-        self.dense = [EqualizedDense(self.w_dim, lr_multiplier=self.lr_multiplier, activation="lrelu",
-                                     name=f"fc{i}") for i in range(self.num_layers)]
+        self.dense = [
+            EqualizedDense(
+                self.w_dim, lr_multiplier=self.lr_multiplier, activation="lrelu", name=f"fc{i}"
+            )
+            for i in range(self.num_layers)
+        ]
         track_for_checkpoint(self, "fc", self.dense)
 
     def build(self, input_shape):
@@ -167,8 +193,12 @@ class MappingNetwork(keras.layers.Layer):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "w_dim": self.w_dim, "num_layers": self.num_layers,
-                "lr_multiplier": self.lr_multiplier}
+        return {
+            **super().get_config(),
+            "w_dim": self.w_dim,
+            "num_layers": self.num_layers,
+            "lr_multiplier": self.lr_multiplier,
+        }
 
 
 @keras.saving.register_keras_serializable("indep_seg")
@@ -176,9 +206,11 @@ class ModulatedConv2D(keras.layers.Layer):
     """Modulated convolution with demodulation (Karras et al. 2020b, StyleGAN2 eq. 1-3).
 
     With style `s = A(w)` (an affine layer, bias initialised to 1), the per-sample weight is
-    `w'_ijk = s_i * w_ijk` (eq. 1) and, when `demodulate`, `w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)`
+    `w'_ijk = s_i * w_ijk` (eq. 1) and, when `demodulate`, `w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2
+    + eps)`
     (eq. 3), for input channel i, output channel j and kernel tap k. Computed without materialising
-    the per-sample weights: `conv(x * s, w) * d` with `d_j = rsqrt(sum_i s_i^2 sum_k w_ijk^2 + eps)`.
+    the per-sample weights: `conv(x * s, w) * d` with `d_j = rsqrt(sum_i s_i^2 sum_k w_ijk^2 +
+    eps)`.
 
     Call with `[x, w]`: `x` `[N, H, W, Cin]`, `w` `[N, w_dim]` -> `[N, H', W', filters]`.
 
@@ -202,8 +234,11 @@ class ModulatedConv2D(keras.layers.Layer):
         k = self.kernel_size
         self.affine = EqualizedDense(cin, bias_init=1.0, name="affine")
         self.affine.build(tuple(w_shape))
-        self.kernel = self.add_weight(name="kernel", shape=(k, k, cin, self.filters),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0))
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(k, k, cin, self.filters),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0),
+        )
         self.weight_gain = 1.0 / math.sqrt(cin * k * k)
 
     def styles(self, w):
@@ -224,8 +259,13 @@ class ModulatedConv2D(keras.layers.Layer):
         return y
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "demodulate": self.demodulate, "up": self.up}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "demodulate": self.demodulate,
+            "up": self.up,
+        }
 
 
 def modulated_conv_reference(x, styles, kernel, demodulate=True):
@@ -238,8 +278,10 @@ def modulated_conv_reference(x, styles, kernel, demodulate=True):
     for i in range(int(x.shape[0])):
         w1 = kernel * styles[i][tf.newaxis, tf.newaxis, :, tf.newaxis]  # eq. 1
         if demodulate:
-            w1 = w1 / tf.sqrt(tf.reduce_sum(tf.square(w1), axis=[0, 1, 2], keepdims=True) + 1e-8)  # eq. 3
-        outs.append(tf.nn.conv2d(x[i:i + 1], w1, strides=1, padding="SAME"))
+            w1 = w1 / tf.sqrt(
+                tf.reduce_sum(tf.square(w1), axis=[0, 1, 2], keepdims=True) + 1e-8
+            )  # eq. 3
+        outs.append(tf.nn.conv2d(x[i : i + 1], w1, strides=1, padding="SAME"))
     return tf.concat(outs, axis=0)
 
 
@@ -266,7 +308,8 @@ class NoiseInjection(keras.layers.Layer):
 @keras.saving.register_keras_serializable("indep_seg")
 class MinibatchStdDev(keras.layers.Layer):
     """StyleGAN2's minibatch standard deviation: appends `num_channels` feature maps holding the
-    average over features and pixels of the standard deviation within groups of `group_size` samples.
+    average over features and pixels of the standard deviation within groups of `group_size`
+    samples.
 
     When the batch is not divisible by the group size the whole batch is one group.
     """
@@ -281,8 +324,9 @@ class MinibatchStdDev(keras.layers.Layer):
         n, h, w = shape[0], shape[1], shape[2]
         c = x.shape[-1]
         if c % self.num_channels:
-            raise ValueError(f"x: expected channels divisible by num_channels={self.num_channels}, "
-                             f"got {c}")
+            raise ValueError(
+                f"x: expected channels divisible by num_channels={self.num_channels}, got {c}"
+            )
         g = tf.minimum(self.group_size, n)
         g = tf.where(tf.equal(n % g, 0), g, n)
         f = self.num_channels
@@ -294,4 +338,8 @@ class MinibatchStdDev(keras.layers.Layer):
         return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "group_size": self.group_size, "num_channels": self.num_channels}
+        return {
+            **super().get_config(),
+            "group_size": self.group_size,
+            "num_channels": self.num_channels,
+        }

@@ -17,6 +17,7 @@ mask layer): Keras' layers (same weights and results) with faster training kerne
 batch norm; one GEMM on 4x4 maps and for 1-channel outputs; oneDNN's plain filter gradient),
 docs/performance.md.
 """
+
 from __future__ import annotations
 
 import keras
@@ -31,14 +32,29 @@ __all__ = ["UNet", "unet_preset", "UNET_PRESETS"]
 
 UNET_PRESETS = {
     # Dai et al. 2019, appendix Table 1.
-    "paper": dict(resolution=128, encoder_filters=(64, 128, 256, 512, 512, 512),
-                  encoder_kernels=(4, 4, 4, 4, 4, 2), upsampling="transpose", bn_momentum=0.9),
+    "paper": dict(
+        resolution=128,
+        encoder_filters=(64, 128, 256, 512, 512, 512),
+        encoder_kernels=(4, 4, 4, 4, 4, 2),
+        upsampling="transpose",
+        bn_momentum=0.9,
+    ),
     # The small preset of the `box_seg` experiment (2 CPU cores).
-    "small": dict(resolution=64, encoder_filters=(32, 64, 128, 256, 256),
-                  encoder_kernels=(4, 4, 4, 4, 4), upsampling="conv_bilinear", bn_momentum=0.9),
+    "small": dict(
+        resolution=64,
+        encoder_filters=(32, 64, 128, 256, 256),
+        encoder_kernels=(4, 4, 4, 4, 4),
+        upsampling="conv_bilinear",
+        bn_momentum=0.9,
+    ),
     # Tests.
-    "tiny": dict(resolution=16, encoder_filters=(4, 8, 8), encoder_kernels=(4, 4, 2),
-                 upsampling="bilinear", bn_momentum=0.9),
+    "tiny": dict(
+        resolution=16,
+        encoder_filters=(4, 8, 8),
+        encoder_kernels=(4, 4, 2),
+        upsampling="bilinear",
+        bn_momentum=0.9,
+    ),
 }
 
 
@@ -86,28 +102,46 @@ class UNet(keras.Model):
     Prior", AAAI 2019.
     """
 
-    def __init__(self, resolution=128, encoder_filters=(64, 128, 256, 512, 512, 512),
-                 encoder_kernels=(4, 4, 4, 4, 4, 2), upsampling="transpose", bn_momentum=0.9,
-                 leaky_slope=0.2, bn_synchronized=False, bias_before_bn=True, in_channels=3, name="unet",
-                 **kwargs):
+    def __init__(
+        self,
+        resolution=128,
+        encoder_filters=(64, 128, 256, 512, 512, 512),
+        encoder_kernels=(4, 4, 4, 4, 4, 2),
+        upsampling="transpose",
+        bn_momentum=0.9,
+        leaky_slope=0.2,
+        bn_synchronized=False,
+        bias_before_bn=True,
+        in_channels=3,
+        name="unet",
+        **kwargs,
+    ):
         resolution = checks.check_int(resolution, "resolution", minimum=2)
         encoder_filters = tuple(int(f) for f in encoder_filters)
         encoder_kernels = tuple(int(k) for k in encoder_kernels)
         if not encoder_filters or min(encoder_filters) < 1:
-            raise ValueError(f"encoder_filters: expected a non-empty list of positive ints, "
-                             f"got {encoder_filters}")
+            raise ValueError(
+                f"encoder_filters: expected a non-empty list of positive ints, "
+                f"got {encoder_filters}"
+            )
         if len(encoder_kernels) != len(encoder_filters) or min(encoder_kernels) < 1:
-            raise ValueError(f"encoder_kernels: expected {len(encoder_filters)} positive ints "
-                             f"(one per encoder layer), got {encoder_kernels}")
+            raise ValueError(
+                f"encoder_kernels: expected {len(encoder_filters)} positive ints "
+                f"(one per encoder layer), got {encoder_kernels}"
+            )
         if resolution % (2 ** len(encoder_filters)):
-            raise ValueError(f"resolution: expected a multiple of 2**{len(encoder_filters)} = "
-                             f"{2 ** len(encoder_filters)} for {len(encoder_filters)} encoder "
-                             f"layers, got {resolution}")
+            raise ValueError(
+                f"resolution: expected a multiple of 2**{len(encoder_filters)} = "
+                f"{2 ** len(encoder_filters)} for {len(encoder_filters)} encoder "
+                f"layers, got {resolution}"
+            )
         checks.check_choice(upsampling, "upsampling", ("transpose", "bilinear", "conv_bilinear"))
         checks.check_fraction(bn_momentum, "bn_momentum")
 
         def bn(tag):
-            return FusedBatchNormalization(momentum=bn_momentum, synchronized=bool(bn_synchronized), name=tag)
+            return FusedBatchNormalization(
+                momentum=bn_momentum, synchronized=bool(bn_synchronized), name=tag
+            )
 
         def act(tag):
             return keras.layers.LeakyReLU(negative_slope=leaky_slope, name=tag)
@@ -115,21 +149,25 @@ class UNet(keras.Model):
         def up(x, filters, kernel, tag, last=False):
             use_bias = last or bool(bias_before_bn)  # every decoder layer but the last feeds a BN
             if upsampling == "transpose":
-                return GemmConv2DTranspose(filters, kernel, strides=2, padding="same", use_bias=use_bias,
-                                           name=tag)(x)
+                return GemmConv2DTranspose(
+                    filters, kernel, strides=2, padding="same", use_bias=use_bias, name=tag
+                )(x)
             if upsampling == "conv_bilinear" and not last:
                 x = UnfusedBiasConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)
                 return keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
             x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=tag + "_up")(x)
-            return GemmConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(x)  # GEMM for the mask
+            return GemmConv2D(filters, 3, padding="same", use_bias=use_bias, name=tag)(
+                x
+            )  # GEMM for the mask
 
         in_channels = checks.check_int(in_channels, "in_channels", minimum=1)
         inputs = keras.Input((resolution, resolution, in_channels), name="image")
         x = inputs
         skips = []
         for i, (f, k) in enumerate(zip(encoder_filters, encoder_kernels)):
-            x = UnfusedBiasConv2D(f, k, strides=2, padding="same", use_bias=bool(bias_before_bn),
-                                  name=f"enc{i}_conv")(x)
+            x = UnfusedBiasConv2D(
+                f, k, strides=2, padding="same", use_bias=bool(bias_before_bn), name=f"enc{i}_conv"
+            )(x)
             x = act(f"enc{i}_act")(bn(f"enc{i}_bn")(x))
             skips.append(x)
         n = len(encoder_filters)
@@ -151,11 +189,18 @@ class UNet(keras.Model):
         self.in_channels = in_channels
 
     def get_config(self):
-        return {"resolution": self.resolution, "encoder_filters": list(self.encoder_filters),
-                "encoder_kernels": list(self.encoder_kernels), "upsampling": self.upsampling,
-                "bn_momentum": self.bn_momentum, "leaky_slope": self.leaky_slope,
-                "bn_synchronized": self.bn_synchronized, "bias_before_bn": self.bias_before_bn,
-                "in_channels": self.in_channels, "name": self.name}
+        return {
+            "resolution": self.resolution,
+            "encoder_filters": list(self.encoder_filters),
+            "encoder_kernels": list(self.encoder_kernels),
+            "upsampling": self.upsampling,
+            "bn_momentum": self.bn_momentum,
+            "leaky_slope": self.leaky_slope,
+            "bn_synchronized": self.bn_synchronized,
+            "bias_before_bn": self.bias_before_bn,
+            "in_channels": self.in_channels,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -3,6 +3,7 @@
 Every process started here runs with a timeout and is killed (its whole process group) in the
 fixtures' teardown; servers listen on 127.0.0.1 only, on free ports.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,15 +26,23 @@ def child_env(**extra):
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["CUDA_VISIBLE_DEVICES"] = ""
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
 def cli(*args, cwd=None, timeout=180):
     """`indep-seg ARGS...` in a subprocess (python -m indep_seg), bounded in time."""
-    return subprocess.run([PY, "-m", "indep_seg", *map(str, args)], cwd=cwd or REPO, env=child_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PY, "-m", "indep_seg", *map(str, args)],
+        cwd=cwd or REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def command_status(name: str) -> str | None:
@@ -71,8 +80,12 @@ def tiny_segmenter(resolution=16, bias=0.0, seed=0):
 
     from indep_seg.segmenter import Segmenter
 
-    model = keras.Sequential([keras.layers.Input((resolution, resolution, 3)),
-                              keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((resolution, resolution, 3)),
+            keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid"),
+        ]
+    )
     rng = np.random.default_rng(seed)
     kernel = rng.normal(0, 0.5, size=(3, 3, 3, 1)).astype(np.float32)
     model.layers[-1].set_weights([kernel, np.array([bias], np.float32)])
@@ -99,7 +112,8 @@ s.wait()
 
 
 class ServerProcess:
-    """`indep-seg serve` (or, while that command is a placeholder, `indep_seg.serving.server.ModelServer`
+    """`indep-seg serve` (or, while that command is a placeholder,
+    `indep_seg.serving.server.ModelServer`
     run the same way) in its own process group, with an address-space cap so that a request
     that makes it allocate without bound fails there instead of exhausting the shared machine."""
 
@@ -115,7 +129,7 @@ class ServerProcess:
         self.via_cli = command_status("serve") is None
 
     def _limits(self):
-        cap = int(self.address_space_gb * 2 ** 30)
+        cap = int(self.address_space_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     def start(self, timeout=120):
@@ -123,13 +137,40 @@ class ServerProcess:
         log = open(self.log_path, "w")
         if self.via_cli:
             self.port = free_port()
-            cmd = [PY, "-m", "indep_seg", "serve", "--port", str(self.port), "--model_name", self.name,
-                   "--model_base_path", str(self.base), "--file_system_poll_wait_seconds", str(self.poll)]
+            cmd = [
+                PY,
+                "-m",
+                "indep_seg",
+                "serve",
+                "--port",
+                str(self.port),
+                "--model_name",
+                self.name,
+                "--model_base_path",
+                str(self.base),
+                "--file_system_poll_wait_seconds",
+                str(self.poll),
+            ]
         else:
             port_file = self.workdir / "port"
-            cmd = [PY, "-c", _FALLBACK_SERVER, self.name, str(self.base), str(port_file), str(self.poll)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=self._limits)
+            cmd = [
+                PY,
+                "-c",
+                _FALLBACK_SERVER,
+                self.name,
+                str(self.base),
+                str(port_file),
+                str(self.poll),
+            ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=self._limits,
+        )
         deadline = time.time() + timeout
         if not self.via_cli:
             while not port_file.exists():
@@ -188,7 +229,9 @@ class ServerProcess:
         while version not in self.available_versions():
             self._check_alive()
             if time.time() > deadline:
-                raise TimeoutError(f"version {version} not AVAILABLE after {timeout} s; log: {self.log()}")
+                raise TimeoutError(
+                    f"version {version} not AVAILABLE after {timeout} s; log: {self.log()}"
+                )
             time.sleep(0.1)
 
     def stop(self):
@@ -222,7 +265,9 @@ def saved_model_masks(version_dir, images):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(version_dir))
-    return loaded.signatures["serving_default"](image=tf.constant(images, tf.float32))["mask"].numpy()
+    return loaded.signatures["serving_default"](image=tf.constant(images, tf.float32))[
+        "mask"
+    ].numpy()
 
 
 _KWARGS_SERVER = r"""
@@ -238,13 +283,19 @@ s.wait()
 
 
 class ModelServerProcess(ServerProcess):
-    """`indep_seg.serving.server.ModelServer` with keyword arguments that `indep-seg serve` has no flag for
+    """`indep_seg.serving.server.ModelServer` with keyword arguments that `indep-seg serve` has no
+    flag for
     (REST timeouts, limits, `model_base_path_prefix`), in its own process group with the same
     address-space cap as `ServerProcess`; `.rest_port` is its REST port when `rest_api_port=0`."""
 
     def __init__(self, name, base, workdir: Path, address_space_gb=10.0, **server_kwargs):
-        super().__init__(name, base, workdir, poll=server_kwargs.get("file_system_poll_wait_seconds", 0),
-                         address_space_gb=address_space_gb)
+        super().__init__(
+            name,
+            base,
+            workdir,
+            poll=server_kwargs.get("file_system_poll_wait_seconds", 0),
+            address_space_gb=address_space_gb,
+        )
         self.server_kwargs = server_kwargs
         self.rest_port = None
         self.via_cli = False
@@ -257,9 +308,24 @@ class ModelServerProcess(ServerProcess):
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
         port_file = self.workdir / "ports"
-        cmd = [PY, "-c", _KWARGS_SERVER, self.name, str(self.base), str(port_file), json.dumps(self.server_kwargs)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=self._limits)
+        cmd = [
+            PY,
+            "-c",
+            _KWARGS_SERVER,
+            self.name,
+            str(self.base),
+            str(port_file),
+            json.dumps(self.server_kwargs),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=self._limits,
+        )
         deadline = time.time() + timeout
         while not port_file.exists():
             self._check_alive()

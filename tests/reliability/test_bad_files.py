@@ -8,6 +8,7 @@ TensorFlow start per command instead of one per file), capped in address space s
 decoder that tries to allocate the huge image fails there rather than exhaust the machine.
 Commands that are still placeholders are skipped with the reason.
 """
+
 import io
 import json
 import struct
@@ -44,9 +45,20 @@ print("RESULTS " + json.dumps(out))
 
 def _png(w, h, rows=None, bit_depth=8, color_type=2):
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_corpus(folder):
@@ -66,9 +78,15 @@ def make_corpus(folder):
         "truncated_png": ("truncated.png", png[: len(png) // 2]),
         "truncated_jpeg": ("truncated.jpg", jpg[: len(jpg) // 3]),
         "zero_byte": ("empty.png", b""),
-        "wrong_extension": ("notes.png", b"filename,x0,y0,x1,y1\nthis is a text file, not an image\n"),
+        "wrong_extension": (
+            "notes.png",
+            b"filename,x0,y0,x1,y1\nthis is a text file, not an image\n",
+        ),
         # valid 1-bit PNG of 20000 x 20000 pixels: 1.2 GB as uint8 RGB, 4.8 GB as float32
-        "huge": ("huge.png", _png(20000, 20000, b"\x00" * ((20000 // 8 + 1) * 20000), bit_depth=1, color_type=0)),
+        "huge": (
+            "huge.png",
+            _png(20000, 20000, b"\x00" * ((20000 // 8 + 1) * 20000), bit_depth=1, color_type=0),
+        ),
     }
     out = {}
     for kind, (name, data) in files.items():
@@ -91,11 +109,17 @@ def good_images(folder, n=2):
 
 
 def _run_cases(cases, timeout=600):
-    p = subprocess.run([PY, "-c", _DRIVER, json.dumps(cases)], cwd=REPO, env=child_env(), capture_output=True,
-                       text=True, timeout=timeout)
+    p = subprocess.run(
+        [PY, "-c", _DRIVER, json.dumps(cases)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in p.stdout.splitlines() if line.startswith("RESULTS ")]
     assert lines, f"the driver died (exit {p.returncode}): {p.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULTS "):])
+    return json.loads(lines[-1][len("RESULTS ") :])
 
 
 def _files_under(path):
@@ -117,7 +141,9 @@ def _check(results, cases, allowed_files=()):
         if written:
             problems.append(f"wrote {written}")
         if problems:
-            failures.append(f"{case['kind']} ({name}): {'; '.join(problems)}; stderr: {res['stderr'][-400:]!r}")
+            failures.append(
+                f"{case['kind']} ({name}): {'; '.join(problems)}; stderr: {res['stderr'][-400:]!r}"
+            )
     assert not failures, "\n".join(failures)
 
 
@@ -127,8 +153,16 @@ def _cases(tmp_path, corpus, argv_fn):
         scratch = tmp_path / f"scratch_{kind}"
         scratch.mkdir()
         argv = argv_fn(kind, path, scratch)
-        cases.append({"kind": kind, "file": str(path), "file_name": path.name, "argv": [str(a) for a in argv],
-                      "cwd": str(scratch), "scratch_path": scratch})
+        cases.append(
+            {
+                "kind": kind,
+                "file": str(path),
+                "file_name": path.name,
+                "argv": [str(a) for a in argv],
+                "cwd": str(scratch),
+                "scratch_path": scratch,
+            }
+        )
     return cases
 
 
@@ -162,8 +196,18 @@ def test_bad_files_count(tmp_path, corpus):
     if command_status("count"):
         pytest.skip(command_status("count"))
     model = tmp_path / "no_model_needed"  # the image is read (and rejected) before the model
-    _go(tmp_path, corpus, lambda kind, path, scratch: ["count", "--model", model, path,
-                                                        "--json-out", scratch / "out.json"])
+    _go(
+        tmp_path,
+        corpus,
+        lambda kind, path, scratch: [
+            "count",
+            "--model",
+            model,
+            path,
+            "--json-out",
+            scratch / "out.json",
+        ],
+    )
 
 
 def test_bad_files_segment(tmp_path, corpus):
@@ -173,7 +217,11 @@ def test_bad_files_segment(tmp_path, corpus):
     from reliability_helpers import tiny_segmenter
 
     tiny_segmenter().save(model / "segmenter")
-    _go(tmp_path, corpus, lambda kind, path, scratch: ["segment", "--model", model, path, "--out", scratch / "masks"])
+    _go(
+        tmp_path,
+        corpus,
+        lambda kind, path, scratch: ["segment", "--model", model, path, "--out", scratch / "masks"],
+    )
 
 
 def test_bad_files_evaluate(tmp_path, corpus):
@@ -195,6 +243,7 @@ def test_bad_files_evaluate(tmp_path, corpus):
         for p in images.iterdir():
             Image.fromarray(square).save(masks / (p.stem + ".png"))
         return ["evaluate", "--model", model, "--images", images, "--masks", masks]
+
     _go(tmp_path, corpus, argv)
 
 
@@ -202,19 +251,56 @@ def test_bad_files_tfrecords(tmp_path, corpus):
     if command_status("tfrecords"):
         pytest.skip(command_status("tfrecords"))
     # one call per file through `folder` (a folder of good images plus the bad one) ...
-    _go(tmp_path, corpus, lambda kind, path, scratch: [
-        "tfrecords", "folder", _folder_with(tmp_path, kind, path), "--out", scratch / "data", "--no-progress"])
+    _go(
+        tmp_path,
+        corpus,
+        lambda kind, path, scratch: [
+            "tfrecords",
+            "folder",
+            _folder_with(tmp_path, kind, path),
+            "--out",
+            scratch / "data",
+            "--no-progress",
+        ],
+    )
     # ... and through `patches` (the one image is the bad file)
     tmp2 = tmp_path / "patches"
     tmp2.mkdir()
-    _go(tmp2, corpus, lambda kind, path, scratch: [
-        "tfrecords", "patches", path, "--out", scratch / "data", "--window", 16, "--stride", 16, "--no-progress"])
+    _go(
+        tmp2,
+        corpus,
+        lambda kind, path, scratch: [
+            "tfrecords",
+            "patches",
+            path,
+            "--out",
+            scratch / "data",
+            "--window",
+            16,
+            "--stride",
+            16,
+            "--no-progress",
+        ],
+    )
 
 
 def test_bad_files_train_data(tmp_path, corpus):
     if command_status("train"):
         pytest.skip(command_status("train"))
     # config.yaml (the resolved options of the run) is written before the data are read
-    _go(tmp_path, corpus, lambda kind, path, scratch: [
-        "train", "--experiment", "box_seg", "--model-dir", scratch / "run", "--steps", 1,
-        "--data", _folder_with(tmp_path, kind, path)], allowed=("run/config.yaml",))
+    _go(
+        tmp_path,
+        corpus,
+        lambda kind, path, scratch: [
+            "train",
+            "--experiment",
+            "box_seg",
+            "--model-dir",
+            scratch / "run",
+            "--steps",
+            1,
+            "--data",
+            _folder_with(tmp_path, kind, path),
+        ],
+        allowed=("run/config.yaml",),
+    )

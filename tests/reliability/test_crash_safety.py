@@ -5,12 +5,14 @@ then nothing half-written may be taken as valid, and the restarted command must 
   trainer uses the same loop and checkpointer) with a checkpoint every few steps, killed twice
   at random moments; every checkpoint the state file lists must be complete and readable, and
   the same command then resumes and finishes at the requested step.
-- export: `indep-seg export` when implemented, else `indep_seg.serving.export.export_segmenter` (what the
+- export: `indep-seg export` when implemented, else `indep_seg.serving.export.export_segmenter`
+(what the
   command calls) exporting versions in a loop, killed mid-write; every integer version folder
   must load and answer, and the export must then complete.
 - TFRecords: `indep-seg tfrecords folder`, killed once shard files are being written; either no
   shard set or a complete, readable one, and the same command must then complete.
 """
+
 import json
 import os
 import random
@@ -28,8 +30,14 @@ pytestmark = pytest.mark.reliability
 
 def _start(args, log_path):
     log = open(log_path, "w")
-    return subprocess.Popen([PY, *args], cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [PY, *args],
+        cwd=REPO,
+        env=child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _kill_when(proc, predicate, delay, timeout=180):
@@ -53,6 +61,7 @@ def _kill_when(proc, predicate, delay, timeout=180):
 
 
 # ----------------------------------------------------------------------------- training
+
 
 def _checkpoint_state(ckdir):
     import tensorflow as tf
@@ -91,23 +100,46 @@ def test_sigkill_during_training_then_resume(tmp_path):
         pytest.skip(command_status("train"))
     model_dir = tmp_path / "run"
     total = 120
-    args = ["-m", "indep_seg", "train", "--experiment", "toy", "--model-dir", str(model_dir),
-            "--steps", str(total), "--override", "checkpoint_every=3", "log_every=3", "image_every=0"]
+    args = [
+        "-m",
+        "indep_seg",
+        "train",
+        "--experiment",
+        "toy",
+        "--model-dir",
+        str(model_dir),
+        "--steps",
+        str(total),
+        "--override",
+        "checkpoint_every=3",
+        "log_every=3",
+        "image_every=0",
+    ]
     rnd = random.Random(0)
     killed = 0
     for attempt in range(2):
         proc = _start(args, tmp_path / f"train{attempt}.log")
-        seen = len(_checkpoint_state(model_dir / "checkpoints")) if (model_dir / "checkpoints").is_dir() else 0
+        seen = (
+            len(_checkpoint_state(model_dir / "checkpoints"))
+            if (model_dir / "checkpoints").is_dir()
+            else 0
+        )
 
         def new_checkpoint():
             d = model_dir / "checkpoints"
-            return d.is_dir() and len(list(d.glob("*.index"))) > 0 and \
-                len(_checkpoint_state(d)) + attempt > seen
+            return (
+                d.is_dir()
+                and len(list(d.glob("*.index"))) > 0
+                and len(_checkpoint_state(d)) + attempt > seen
+            )
+
         if _kill_when(proc, new_checkpoint, delay=rnd.uniform(0.0, 0.6)):
             killed += 1
         _assert_checkpoints_valid(model_dir)
     assert killed >= 1, "training finished before it could be killed; make the run longer"
-    p = subprocess.run([PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     final = json.loads(p.stdout.strip().splitlines()[-1])
     assert final["step"] == total
@@ -135,7 +167,9 @@ def _assert_versions_valid(base, images):
 
     from indep_seg.serving.export import is_saved_model_dir, list_versions
 
-    versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+    versions = sorted(
+        int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)
+    )
     for v in versions:
         d = base / str(v)
         assert is_saved_model_dir(d), f"{d}: an integer version folder without saved_model.pb"
@@ -153,7 +187,15 @@ def test_sigkill_during_export_then_export_again(tmp_path):
     if via_cli:
         model_dir = tmp_path / "run"
         tiny_segmenter().save(model_dir / "segmenter")
-        args = ["-m", "indep_seg", "export", "--model-dir", str(model_dir), "--export-base", str(base)]
+        args = [
+            "-m",
+            "indep_seg",
+            "export",
+            "--model-dir",
+            str(model_dir),
+            "--export-base",
+            str(base),
+        ]
     else:
         args = ["-c", _EXPORT_LOOP, str(base), str(REPO / "tests" / "reliability")]
     rnd = random.Random(1)
@@ -162,19 +204,34 @@ def test_sigkill_during_export_then_export_again(tmp_path):
         proc = _start(args, tmp_path / f"export{attempt}.log")
 
         def writing():  # a temporary export folder exists: the SavedModel is being written
-            return base.is_dir() and any(p.name.startswith(".tmp") or "tmp" in p.name for p in base.iterdir())
+            return base.is_dir() and any(
+                p.name.startswith(".tmp") or "tmp" in p.name for p in base.iterdir()
+            )
+
         if _kill_when(proc, writing, delay=rnd.uniform(0.0, 0.3)):
             killed += 1
         _assert_versions_valid(base, images)
     assert killed >= 1
     before = _assert_versions_valid(base, images)
     if via_cli:
-        p = subprocess.run([PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [PY, *args], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300
+        )
     else:
-        code = ("import sys; sys.path.insert(0, sys.argv[2]); from reliability_helpers import tiny_segmenter; "
-                "from indep_seg.serving.export import export_segmenter; print(export_segmenter(tiny_segmenter(), sys.argv[1]))")
-        p = subprocess.run([PY, "-c", code, str(base), str(REPO / "tests" / "reliability")], cwd=REPO,
-                           env=child_env(), capture_output=True, text=True, timeout=300)
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[2]); from reliability_helpers import "
+            "tiny_segmenter; "
+            "from indep_seg.serving.export import export_segmenter; "
+            "print(export_segmenter(tiny_segmenter(), sys.argv[1]))"
+        )
+        p = subprocess.run(
+            [PY, "-c", code, str(base), str(REPO / "tests" / "reliability")],
+            cwd=REPO,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     after = _assert_versions_valid(base, images)
     assert len(after) == len(before) + 1 and after[-1] > max(before, default=0)
@@ -182,13 +239,16 @@ def test_sigkill_during_export_then_export_again(tmp_path):
 
 # ----------------------------------------------------------------------------- TFRecords
 
+
 def _write_images(folder, n, size=256):
     from PIL import Image
 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"img{i:04d}.png")
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            folder / f"img{i:04d}.png"
+        )
 
 
 def _assert_shards_valid(prefix, n_images):
@@ -199,8 +259,12 @@ def _assert_shards_valid(prefix, n_images):
         return 0
     counts = {re.search(r"-of-(\d+)\.tfrecord$", s.name).group(1) for s in shards}
     assert len(counts) == 1, f"mixed shard sets: {shards}"
-    assert len(shards) == int(counts.pop()), f"incomplete shard set left behind: {[s.name for s in shards]}"
-    records = sum(1 for _ in tf.data.TFRecordDataset([str(s) for s in shards]))  # DataLossError if truncated
+    assert len(shards) == int(counts.pop()), (
+        f"incomplete shard set left behind: {[s.name for s in shards]}"
+    )
+    records = sum(
+        1 for _ in tf.data.TFRecordDataset([str(s) for s in shards])
+    )  # DataLossError if truncated
     assert records == n_images, f"{records} records for {n_images} images"
     return len(shards)
 
@@ -212,19 +276,39 @@ def test_sigkill_during_tfrecord_writing_then_rerun(tmp_path):
     n = 400
     _write_images(images, n)
     prefix = tmp_path / "out" / "data"
-    args = ["-m", "indep_seg", "tfrecords", "folder", str(images), "--out", str(prefix), "--num-shards", "4",
-            "--no-progress", "--workers", "1"]
+    args = [
+        "-m",
+        "indep_seg",
+        "tfrecords",
+        "folder",
+        str(images),
+        "--out",
+        str(prefix),
+        "--num-shards",
+        "4",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     (tmp_path / "out").mkdir()
 
     def writing():
         return any(".tmp" in p.name for p in (tmp_path / "out").iterdir())
+
     proc = _start(args, tmp_path / "tfrecords.log")
     killed = _kill_when(proc, writing, delay=0.05)
     assert killed, "the conversion finished before it could be killed; use more images"
     complete = _assert_shards_valid(prefix, n)
     leftovers = [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
     # the same command again (with --overwrite only if the kill came after the set was complete)
-    p = subprocess.run([PY, *args] + (["--overwrite"] if complete else []), cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [PY, *args] + (["--overwrite"] if complete else []),
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert _assert_shards_valid(prefix, n) == 4
     # temporary files of the killed run are named `*.tmp-<pid>`: never read as shards

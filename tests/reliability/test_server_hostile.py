@@ -9,6 +9,7 @@ capped) serves them all; after each test a well-formed request must still get th
 (the exported SavedModel run directly is the reference), and bombs must be refused at once
 without the server's peak memory growing.
 """
+
 import io
 import json
 import socket
@@ -19,10 +20,21 @@ import zlib
 import grpc
 import numpy as np
 import pytest
-from reliability_helpers import ModelServerProcess, export_version, image_request, saved_model_masks, tiny_segmenter
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from reliability_helpers import (
+    ModelServerProcess,
+    export_version,
+    image_request,
+    saved_model_masks,
+    tiny_segmenter,
+)
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -40,17 +52,38 @@ def served(tmp_path_factory):
     v1 = export_version(tiny_segmenter(), base, 1)
     outside = work / "elsewhere" / "other"
     export_version(tiny_segmenter(seed=1), outside, 1)
-    server = ModelServerProcess(NAME, base, work / "server", file_system_poll_wait_seconds=0,
-                                rest_api_port=0, rest_read_timeout=READ_TIMEOUT,
-                                rest_idle_timeout=IDLE_TIMEOUT, rest_max_connections=MAX_CONNECTIONS,
-                                model_base_path_prefix=str(root)).start()
-    channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 256 * 2 ** 20),
-                                                             ("grpc.max_receive_message_length", 64 * 2 ** 20)])
+    server = ModelServerProcess(
+        NAME,
+        base,
+        work / "server",
+        file_system_poll_wait_seconds=0,
+        rest_api_port=0,
+        rest_read_timeout=READ_TIMEOUT,
+        rest_idle_timeout=IDLE_TIMEOUT,
+        rest_max_connections=MAX_CONNECTIONS,
+        model_base_path_prefix=str(root),
+    ).start()
+    channel = grpc.insecure_channel(
+        server.address,
+        options=[
+            ("grpc.max_send_message_length", 256 * 2**20),
+            ("grpc.max_receive_message_length", 64 * 2**20),
+        ],
+    )
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     model_stub = model_service_pb2_grpc.ModelServiceStub(channel)
     images = np.random.default_rng(1).random((2, 20, 24, 3), dtype=np.float32)
-    ctx = {"server": server, "stub": stub, "model_stub": model_stub, "v1": v1, "root": root, "base": base,
-           "outside": outside, "work": work, "reference": (images, saved_model_masks(v1, images))}
+    ctx = {
+        "server": server,
+        "stub": stub,
+        "model_stub": model_stub,
+        "v1": v1,
+        "root": root,
+        "base": base,
+        "outside": outside,
+        "work": work,
+        "reference": (images, saved_model_masks(v1, images)),
+    }
     try:
         _assert_answers(ctx)  # warm: the first requests' allocations are not a bomb's
         _bytes_request_ok(ctx)
@@ -73,7 +106,8 @@ def _assert_answers(ctx):
     images, reference = ctx["reference"]
     resp = ctx["stub"].Predict(image_request(NAME, images), timeout=30)
     got = np.array(resp.outputs["mask"].float_val, np.float32).reshape(
-        [d.size for d in resp.outputs["mask"].tensor_shape.dim])
+        [d.size for d in resp.outputs["mask"].tensor_shape.dim]
+    )
     np.testing.assert_allclose(got, reference, atol=1e-5)
     status, _, doc = _http(ctx, b"GET /v1/models/%s HTTP/1.1\r\nHost: x\r\n\r\n" % NAME.encode())
     assert status == 200 and doc["model_version_status"][0]["state"] == "AVAILABLE", doc
@@ -113,12 +147,15 @@ def _refused_at_once(ctx, req, codes, max_seconds=2.0, max_growth_mb=100):
     assert e.value.code() in codes, (e.value.code(), e.value.details())
     grew = server.peak_rss_mb() - before
     assert took < max_seconds, f"refused after {took:.1f} s: {e.value.details()}"
-    assert grew < max_growth_mb, f"peak memory grew by {grew:.0f} MB for a {req.ByteSize()}-byte request"
+    assert grew < max_growth_mb, (
+        f"peak memory grew by {grew:.0f} MB for a {req.ByteSize()}-byte request"
+    )
     _assert_answers(ctx)
     return e.value.details()
 
 
 # ----------------------------------------------------------------------------- image bombs
+
 
 def _chunk(kind, data, crc=None):
     crc = zlib.crc32(kind + data) if crc is None else crc
@@ -131,8 +168,13 @@ def _png_8200_bad_text_crc():
     c = zlib.compressobj(1)
     row = b"\x00" * (1 + 8200 * 3)
     idat = b"".join(c.compress(row) for _ in range(8200)) + c.flush()
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 8200, 8200, 8, 2, 0, 0, 0))
-            + _chunk(b"tEXt", b"k\x00v", crc=0) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 8200, 8200, 8, 2, 0, 0, 0))
+        + _chunk(b"tEXt", b"k\x00v", crc=0)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _jpeg(w, h):
@@ -149,19 +191,34 @@ def _gif(sw, sh, frames):
 
 
 def _bmp(w, h):
-    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHH", 40, w, h, 1, 24) + b"\x00" * 24
+    return (
+        b"BM"
+        + struct.pack("<IHHI", 54, 0, 0, 54)
+        + struct.pack("<IiiHH", 40, w, h, 1, 24)
+        + b"\x00" * 24
+    )
 
 
 def _webp(w, h, animated=False):
-    payload = bytes([0x02 if animated else 0, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    payload = (
+        bytes([0x02 if animated else 0, 0, 0, 0])
+        + (w - 1).to_bytes(3, "little")
+        + (h - 1).to_bytes(3, "little")
+    )
     body = b"WEBP" + b"VP8X" + struct.pack("<I", len(payload)) + payload
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 BOMBS = {
     "png_8200_bad_text_crc": (_png_8200_bad_text_crc, "8200x8200"),
-    "png_65500": (lambda: b"\x89PNG\r\n\x1a\n" + _chunk(
-        b"IHDR", struct.pack(">IIBBBBB", 65500, 65500, 8, 2, 0, 0, 0)) + _chunk(b"IEND", b""), "65500x65500"),
+    "png_65500": (
+        lambda: (
+            b"\x89PNG\r\n\x1a\n"
+            + _chunk(b"IHDR", struct.pack(">IIBBBBB", 65500, 65500, 8, 2, 0, 0, 0))
+            + _chunk(b"IEND", b"")
+        ),
+        "65500x65500",
+    ),
     "jpeg_65500": (lambda: _jpeg(65500, 65500), "65500x65500"),
     "gif_65535": (lambda: _gif(65535, 65535, 1), "65535x65535"),
     "gif_10_frames_of_4000": (lambda: _gif(4000, 4000, 10), "10 frames of 4000x4000"),
@@ -169,8 +226,14 @@ BOMBS = {
     "webp_16384": (lambda: _webp(16384, 16384), "16384x16384"),
     "jpeg_xl_91_bytes": (lambda: b"\xff\x0a\xfa\x7f\xfa\x7f" + b"\x00" * 85, "JPEG XL"),
     "webp_animated": (lambda: _webp(64, 64, animated=True), "animated"),
-    "png_bad_ihdr_crc": (lambda: b"\x89PNG\r\n\x1a\n" + _chunk(
-        b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0), crc=1) + _chunk(b"IEND", b""), "IHDR CRC"),
+    "png_bad_ihdr_crc": (
+        lambda: (
+            b"\x89PNG\r\n\x1a\n"
+            + _chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0), crc=1)
+            + _chunk(b"IEND", b"")
+        ),
+        "IHDR CRC",
+    ),
     "tiff": (lambda: b"II*\x00" + b"\x00" * 100, "Unknown image file format"),
 }
 
@@ -184,12 +247,17 @@ def test_image_bombs_are_refused_before_decoding(served, kind):
 
 def test_request_pixel_budget(served):
     """Two 6000 x 6000 PNG headers: each under the per-image cap, together over the request's."""
-    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 6000, 6000, 8, 2, 0, 0, 0))
-    details = _refused_at_once(served, _bytes_request(head, head), {grpc.StatusCode.RESOURCE_EXHAUSTED})
+    head = b"\x89PNG\r\n\x1a\n" + _chunk(
+        b"IHDR", struct.pack(">IIBBBBB", 6000, 6000, 8, 2, 0, 0, 0)
+    )
+    details = _refused_at_once(
+        served, _bytes_request(head, head), {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    )
     assert "image_bytes[1]" in details and "budget per request" in details
 
 
 # ----------------------------------------------------------------------------- tensor shape bombs
+
 
 def _shape_request(shape, unknown_rank=False, one_float=True):
     req = predict_pb2.PredictRequest()
@@ -210,17 +278,25 @@ def test_unknown_rank_shape_bomb_is_refused_without_allocating(served):
     assert req.inputs["image"].ByteSize() < 60
     details = _refused_at_once(served, req, {grpc.StatusCode.INVALID_ARGUMENT})
     assert "unknown_rank" in details
-    _refused_at_once(served, _shape_request([1, 2 ** 40, 2 ** 20, 3], unknown_rank=True),
-                     {grpc.StatusCode.INVALID_ARGUMENT})
+    _refused_at_once(
+        served,
+        _shape_request([1, 2**40, 2**20, 3], unknown_rank=True),
+        {grpc.StatusCode.INVALID_ARGUMENT},
+    )
 
 
 def test_declared_bytes_over_the_request_budget_are_resource_exhausted(served):
     """[1, 4096, 4096, 3] from one float is 201 MB: under the old 256 MB cap per tensor, over the
     request budget (the 64 MiB message size), so it is refused before anything is built."""
-    details = _refused_at_once(served, _shape_request([1, 4096, 4096, 3]), {grpc.StatusCode.RESOURCE_EXHAUSTED})
+    details = _refused_at_once(
+        served, _shape_request([1, 4096, 4096, 3]), {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    )
     assert "budget" in details
-    _refused_at_once(served, _shape_request([2 ** 62, 2 ** 62, 4, 3], one_float=False),
-                     {grpc.StatusCode.RESOURCE_EXHAUSTED})
+    _refused_at_once(
+        served,
+        _shape_request([2**62, 2**62, 4, 3], one_float=False),
+        {grpc.StatusCode.RESOURCE_EXHAUSTED},
+    )
 
 
 @pytest.mark.parametrize("signature", ["segment_bytes", "serving_default"])
@@ -234,11 +310,16 @@ def test_string_floods_are_refused_at_once(served, signature):
     details = _refused_at_once(served, req, {grpc.StatusCode.RESOURCE_EXHAUSTED}, max_seconds=1.0)
     assert "strings" in details
     # 1000 strings declared, one value of 100 KB repeated: 100 MB of strings
-    _refused_at_once(served, _bytes_request(b"\x89PNG" + b"\x00" * 100_000, shape=1000),
-                     {grpc.StatusCode.RESOURCE_EXHAUSTED}, max_seconds=1.0)
+    _refused_at_once(
+        served,
+        _bytes_request(b"\x89PNG" + b"\x00" * 100_000, shape=1000),
+        {grpc.StatusCode.RESOURCE_EXHAUSTED},
+        max_seconds=1.0,
+    )
 
 
 # ----------------------------------------------------------------------------- reloads
+
 
 def _config(*models):
     from tensorflow_serving.config import model_server_config_pb2
@@ -295,6 +376,7 @@ def test_reloads_outside_the_base_path_prefix_are_refused(served, tmp_path):
 
 # ----------------------------------------------------------------------------- names and labels
 
+
 def test_long_names_are_clipped_in_errors(served):
     long = "n" * 16384
     cases = []
@@ -304,13 +386,19 @@ def test_long_names_are_clipped_in_errors(served):
     cases.append((req, grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nnn'))
     req = image_request(NAME, np.zeros((1, 8, 8, 3), np.float32))
     req.inputs[long].CopyFrom(req.inputs["image"])
-    cases.append((req, grpc.StatusCode.INVALID_ARGUMENT, "input tensor alias not found in signature: nnn"))
+    cases.append(
+        (req, grpc.StatusCode.INVALID_ARGUMENT, "input tensor alias not found in signature: nnn")
+    )
     req = image_request(NAME, np.zeros((1, 8, 8, 3), np.float32))
     req.model_spec.version_label = long
-    cases.append((req, grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: nnn"))
+    cases.append(
+        (req, grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: nnn")
+    )
     req = image_request(NAME, np.zeros((1, 8, 8, 3), np.float32))
     req.output_filter.append(long)
-    cases.append((req, grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found in signature: nnn"))
+    cases.append(
+        (req, grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found in signature: nnn")
+    )
     for req, code, start in cases:
         with pytest.raises(grpc.RpcError) as e:
             served["stub"].Predict(req, timeout=30)
@@ -341,7 +429,9 @@ def test_empty_version_label_is_an_unknown_label(served):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-# ----------------------------------------------------------------------------- REST over raw sockets
+# ----------------------------------------------------------------------------- REST over raw
+# sockets
+
 
 def _connect(ctx, timeout=10.0):
     s = socket.create_connection(("127.0.0.1", ctx["server"].rest_port), timeout=timeout)
@@ -374,7 +464,9 @@ def _responses(raw):
         head, _, rest = raw.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:])}
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:])
+        }
         n = int(headers[b"content-length"])
         body, raw = rest[:n], rest[n:]
         out.append((status, headers, json.loads(body) if body else None))
@@ -395,42 +487,80 @@ def _http(ctx, data, expect_close=False):
         while b"\r\n\r\n" not in raw:
             raw += s.recv(65536)
         head, _, rest = raw.partition(b"\r\n\r\n")
-        n = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0])
+        n = int(
+            [
+                ln.split(b":")[1]
+                for ln in head.split(b"\r\n")
+                if ln.lower().startswith(b"content-length")
+            ][0]
+        )
         while len(rest) < n:
             rest += s.recv(65536)
         return _responses(head + b"\r\n\r\n" + rest[:n])[0]
 
 
 def _post(path, body, headers=b""):
-    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
-            % (path, headers, len(body)) + body)
+    return (
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: "
+        b"%d\r\n\r\n" % (path, headers, len(body)) + body
+    )
 
 
 PREDICT = b"/v1/models/hostile:predict"
 GOOD = json.dumps({"instances": np.zeros((1, 4, 4, 3)).tolist()}).encode()
 
 
-@pytest.mark.parametrize("name,data,status", [
-    ("content_length_abc", b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
-     400),
-    ("content_length_negative", b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-     400),
-    ("content_length_huge", b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
-     + b"9" * 40 + b"\r\n\r\n", 400),
-    ("content_length_conflict", b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-     b"Content-Length: 3\r\n\r\n{}", 400),
-    ("int_401_digits", _post(PREDICT, b'{"instances": [[[[' + b"9" * 401 + b', 0, 0]]]]}'), 400),
-    ("int_5000_digits", _post(PREDICT, b'{"instances": [' + b"9" * 5000 + b"]}"), 400),
-    ("nested_5000", _post(PREDICT, b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}"), 400),
-    ("nested_objects_5000", _post(PREDICT, b'{"instances": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"), 400),
-    ("not_json", _post(PREDICT, b"\xff\xfe garbage"), 400),
-    ("nan", _post(PREDICT, b'{"instances": [[[[NaN, 0, 0]]]]}'), 400),
-    ("ragged", _post(PREDICT, b'{"instances": [[[[0, 0, 0]], [[0]]]]}'), 400),
-    ("bad_request_line", b"HELLO\r\n\r\n", 400),
-    ("bad_header", b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
-    ("unknown_method", b"DELETE /v1/models/hostile HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-    ("version_of_30_digits", b"GET /v1/models/hostile/versions/" + b"9" * 30 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    "name,data,status",
+    [
+        (
+            "content_length_abc",
+            b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+            400,
+        ),
+        (
+            "content_length_negative",
+            b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            400,
+        ),
+        (
+            "content_length_huge",
+            b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + b"9" * 40
+            + b"\r\n\r\n",
+            400,
+        ),
+        (
+            "content_length_conflict",
+            b"POST /v1/models/hostile:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Content-Length: 3\r\n\r\n{}",
+            400,
+        ),
+        (
+            "int_401_digits",
+            _post(PREDICT, b'{"instances": [[[[' + b"9" * 401 + b", 0, 0]]]]}"),
+            400,
+        ),
+        ("int_5000_digits", _post(PREDICT, b'{"instances": [' + b"9" * 5000 + b"]}"), 400),
+        ("nested_5000", _post(PREDICT, b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}"), 400),
+        (
+            "nested_objects_5000",
+            _post(PREDICT, b'{"instances": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"),
+            400,
+        ),
+        ("not_json", _post(PREDICT, b"\xff\xfe garbage"), 400),
+        ("nan", _post(PREDICT, b'{"instances": [[[[NaN, 0, 0]]]]}'), 400),
+        ("ragged", _post(PREDICT, b'{"instances": [[[[0, 0, 0]], [[0]]]]}'), 400),
+        ("bad_request_line", b"HELLO\r\n\r\n", 400),
+        ("bad_header", b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
+        ("unknown_method", b"DELETE /v1/models/hostile HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (
+            "version_of_30_digits",
+            b"GET /v1/models/hostile/versions/" + b"9" * 30 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+        ),
+    ],
+)
 def test_rest_client_mistakes_are_4xx_with_tf_serving_error_bodies(served, name, data, status):
     got, headers, doc = _http(served, data, expect_close=True)
     assert got == status, (got, doc)
@@ -441,13 +571,20 @@ def test_rest_client_mistakes_are_4xx_with_tf_serving_error_bodies(served, name,
 
 def test_rest_valid_requests_keep_the_connection(served):
     """Content-Length and chunked bodies, pipelined: each answered, in order, on one connection."""
-    chunked = (b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % PREDICT
-               + b"".join(b"%x\r\n%s\r\n" % (len(GOOD[i:i + 7]), GOOD[i:i + 7]) for i in range(0, len(GOOD), 7))
-               + b"0\r\n\r\n")
+    chunked = (
+        b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % PREDICT
+        + b"".join(
+            b"%x\r\n%s\r\n" % (len(GOOD[i : i + 7]), GOOD[i : i + 7])
+            for i in range(0, len(GOOD), 7)
+        )
+        + b"0\r\n\r\n"
+    )
     get = b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\n\r\n"
     with _connect(served) as s:
-        s.sendall(_post(PREDICT, GOOD) + chunked + get + b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\n"
-                  b"Connection: close\r\n\r\n")
+        s.sendall(
+            _post(PREDICT, GOOD) + chunked + get + b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         raw, closed = _read_all(s)
     rs = _responses(raw)
     assert [r[0] for r in rs] == [200, 200, 200, 200] and closed
@@ -458,26 +595,62 @@ def test_rest_valid_requests_keep_the_connection(served):
 SMUGGLED = b"GET /v1/models/hostile/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.mark.parametrize("name,data,status", [
-    # no Content-Length: the body must not become a second request
-    ("post_without_length", b"POST %s HTTP/1.1\r\nHost: x\r\n\r\n" % PREDICT + SMUGGLED, 411),
-    # both framings: refused, whichever a proxy would have believed
-    ("te_and_cl", b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     % PREDICT + b"0\r\n\r\n" + SMUGGLED, 400),
-    ("te_not_chunked", b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" % PREDICT
-     + b"0\r\n\r\n" + SMUGGLED, 501),
-    ("te_obfuscated", b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n" % PREDICT
-     + b"0\r\n\r\n" + SMUGGLED, 400),
-    # Content-Length shorter than the body: the error closes the connection, the rest is never read
-    ("short_content_length", b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (PREDICT, len(GOOD) - 5)
-     + GOOD + SMUGGLED, 400),
-    ("get_with_body", b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED)
-     + SMUGGLED, 400),
-    ("get_chunked", b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED), 400),
-    ("bad_chunk_size", b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" % PREDICT
-     + SMUGGLED, 400),
-])
+@pytest.mark.parametrize(
+    "name,data,status",
+    [
+        # no Content-Length: the body must not become a second request
+        ("post_without_length", b"POST %s HTTP/1.1\r\nHost: x\r\n\r\n" % PREDICT + SMUGGLED, 411),
+        # both framings: refused, whichever a proxy would have believed
+        (
+            "te_and_cl",
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: "
+            b"chunked\r\n\r\n" % PREDICT + b"0\r\n\r\n" + SMUGGLED,
+            400,
+        ),
+        (
+            "te_not_chunked",
+            b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" % PREDICT
+            + b"0\r\n\r\n"
+            + SMUGGLED,
+            501,
+        ),
+        (
+            "te_obfuscated",
+            b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n" % PREDICT
+            + b"0\r\n\r\n"
+            + SMUGGLED,
+            400,
+        ),
+        # Content-Length shorter than the body: the error closes the connection, the rest is never
+        # read
+        (
+            "short_content_length",
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (PREDICT, len(GOOD) - 5)
+            + GOOD
+            + SMUGGLED,
+            400,
+        ),
+        (
+            "get_with_body",
+            b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(SMUGGLED)
+            + SMUGGLED,
+            400,
+        ),
+        (
+            "get_chunked",
+            b"GET /v1/models/hostile HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED),
+            400,
+        ),
+        (
+            "bad_chunk_size",
+            b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" % PREDICT
+            + SMUGGLED,
+            400,
+        ),
+    ],
+)
 def test_rest_smuggling_framings_get_one_answer_and_a_closed_connection(served, name, data, status):
     got, headers, doc = _http(served, data, expect_close=True)
     assert got == status, (got, doc)
@@ -487,12 +660,13 @@ def test_rest_smuggling_framings_get_one_answer_and_a_closed_connection(served, 
 
 def test_rest_oversize_body_is_refused(served):
     with _connect(served) as s:
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (PREDICT, 2 ** 40))
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (PREDICT, 2**40))
         raw, closed = _read_all(s, deadline=5)
     assert closed and _responses(raw)[0][0] == 429
 
 
 # ----------------------------------------------------------------------------- slow clients
+
 
 def test_slowloris_is_cut_off_and_valid_requests_are_answered(served):
     """Slow clients (a head dribbled a byte at a time, a body that never completes, a connection
@@ -512,7 +686,7 @@ def test_slowloris_is_cut_off_and_valid_requests_are_answered(served):
             if n in closed_at:
                 continue
             try:
-                s.sendall(head[i:i + 1] if n < 3 else b" ")
+                s.sendall(head[i : i + 1] if n < 3 else b" ")
             except OSError:
                 closed_at[n] = time.monotonic() - t0
         i += 1

@@ -5,13 +5,20 @@ Every answer must be exactly the mask of the version it names (v1 or v2: no requ
 by a half-loaded model), both versions must have answered (the swap happened under load), and
 after the swap version 2 is the one served.
 """
+
 import threading
 import time
 
 import grpc
 import numpy as np
 import pytest
-from reliability_helpers import ServerProcess, export_version, image_request, saved_model_masks, tiny_segmenter
+from reliability_helpers import (
+    ServerProcess,
+    export_version,
+    image_request,
+    saved_model_masks,
+    tiny_segmenter,
+)
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 pytestmark = pytest.mark.reliability
@@ -45,7 +52,9 @@ def test_16_clients_x_500_requests_during_hot_reload(tmp_path):
                     resp = stub.Predict(request, timeout=30)
                     version = resp.model_spec.version.value
                     t = resp.outputs["mask"]
-                    got = np.array(t.float_val, np.float32).reshape([d.size for d in t.tensor_shape.dim])
+                    got = np.array(t.float_val, np.float32).reshape(
+                        [d.size for d in t.tensor_shape.dim]
+                    )
                     with lock:
                         done[0] += 1
                         answered[version] = answered.get(version, 0) + 1
@@ -55,10 +64,13 @@ def test_16_clients_x_500_requests_during_hot_reload(tmp_path):
                         if ref is not None and not np.allclose(got, ref, atol=1e-5):
                             raise AssertionError("a v2 answer differs from the v2 model")
                     elif not np.allclose(got, expected[version], atol=1e-5):
-                        raise AssertionError(f"a v{version} answer differs from the v{version} model")
+                        raise AssertionError(
+                            f"a v{version} answer differs from the v{version} model"
+                        )
                 except Exception as e:  # noqa: BLE001 - every failure is recorded
                     with lock:
-                        errors.append(f"client {i}: {type(e).__name__}: {getattr(e, 'code', lambda: '')()} {e}"[:300])
+                        code = getattr(e, "code", lambda: "")()
+                        errors.append(f"client {i}: {type(e).__name__}: {code} {e}"[:300])
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
     try:
@@ -75,15 +87,26 @@ def test_16_clients_x_500_requests_during_hot_reload(tmp_path):
         assert not any(t.is_alive() for t in threads), "clients still running after 600 s"
         assert not errors, f"{len(errors)} errors, first: {errors[:3]}"
         assert sum(answered.values()) == CLIENTS * REQUESTS
-        assert answered[1] > 0 and answered[2] > 0, f"the swap did not happen under load: {answered}"
+        assert answered[1] > 0 and answered[2] > 0, (
+            f"the swap did not happen under load: {answered}"
+        )
         server.wait_available(2, timeout=30)
         with grpc.insecure_channel(server.address) as ch:
-            resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request, timeout=30)
+            resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(
+                request, timeout=30
+            )
         assert resp.model_spec.version.value == 2
-        got = np.array(resp.outputs["mask"].float_val, np.float32).reshape(v2_expected["mask"].shape)
+        got = np.array(resp.outputs["mask"].float_val, np.float32).reshape(
+            v2_expected["mask"].shape
+        )
         np.testing.assert_allclose(got, v2_expected["mask"], atol=1e-5)
-        assert not np.allclose(expected[1], v2_expected["mask"], atol=1e-3)  # the versions do differ
-        print(f"{CLIENTS * REQUESTS} requests in {elapsed:.1f} s ({CLIENTS * REQUESTS / elapsed:.0f}/s); "
-              f"answered by version: {answered}")
+        assert not np.allclose(
+            expected[1], v2_expected["mask"], atol=1e-3
+        )  # the versions do differ
+        print(
+            f"{CLIENTS * REQUESTS} requests in {elapsed:.1f} s "
+            f"({CLIENTS * REQUESTS / elapsed:.0f}/s); "
+            f"answered by version: {answered}"
+        )
     finally:
         server.stop()

@@ -11,10 +11,12 @@ truth is never used. The run ends with
 
 Data (`--data`): an image folder with `boxes.csv` (`filename,x0,y0,x1,y1`, several rows per file
 allowed; names relative to the folder or to its `images/` subfolder), none (the embedded synthetic
-dataset of `indep_seg.data.synthetic` is written into the run directory), an image folder with masks (`--override masks=MASK_DIR` or `ctx.extra["masks"]`; boxes
+dataset of `indep_seg.data.synthetic` is written into the run directory), an image folder with masks
+(`--override masks=MASK_DIR` or `ctx.extra["masks"]`; boxes
 are taken from the masks, the pixel labels are never used), or TFRecords read through
 `indep_seg.data.read_dataset` when the data module provides it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,17 +32,22 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg.box_crop import box_window, crop_to_window
-from indep_seg.data.files import DataError
 from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
+from indep_seg.data.files import DataError
 from indep_seg.models.distiller import Distiller
 from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
 from indep_seg.networks.sn_discriminator import SNDiscriminator
 from indep_seg.networks.unet import UNet
 from indep_seg.optimizers import FusedAdam
-from indep_seg.presets import build_box_seg_discriminator, build_box_seg_unet, effective_area_a, preset_options
+from indep_seg.presets import (
+    build_box_seg_discriminator,
+    build_box_seg_unet,
+    effective_area_a,
+    preset_options,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-UNBOUNDED_STEPS = 10 ** 9   # a time budget alone bounds the run
+UNBOUNDED_STEPS = 10**9  # a time budget alone bounds the run
 
 
 @dataclasses.dataclass
@@ -48,44 +55,46 @@ class BoxSegConfig:
     """Options of the box-level experiment (the `box_seg` preset; see `box_seg_paper`)."""
 
     resolution: int = 64
-    margin: float = 0.0             # crop = box grown by margin x size on each side (paper: 0)
-    unet: str = "small"             # UNET_PRESETS name
-    unet_filters: str = ""          # "32,64,128,256,256" overrides the preset's widths
-    upsampling: str = "conv_bilinear"   # "transpose" (paper), "bilinear", "conv_bilinear"
+    margin: float = 0.0  # crop = box grown by margin x size on each side (paper: 0)
+    unet: str = "small"  # UNET_PRESETS name
+    unet_filters: str = ""  # "32,64,128,256,256" overrides the preset's widths
+    upsampling: str = "conv_bilinear"  # "transpose" (paper), "bilinear", "conv_bilinear"
     bn_momentum: float = 0.9
-    bn_synchronized: bool = False   # UNet BN over the global batch under tf.distribute (box_seg_tiny: True)
-    bias_before_bn: bool = True     # box_seg_tiny: False (see UNet)
-    discriminator: str = "small"    # SN_DISCRIMINATOR_PRESETS name
-    d_head: str = "dense"           # "conv" (Table 1) or "dense"
-    d_downsample: int = 2           # D judges 2x average-pooled images (real and fake alike)
-    area_lambda: float = 1000.0     # Table 3
-    area_a: float = 0.35            # a for a crop equal to the box; scaled by 1/(1+2 margin)^2
-    area_mode: str = "two_sided"    # eq. 7 as printed, or "above"
-    box_prior_weight: float = 0.5   # box tightness prior (BoxInst), not in the paper
-    pairwise_weight: float = 1.0    # colour-affinity smoothness prior (BoxInst), not in the paper
+    bn_synchronized: bool = (
+        False  # UNet BN over the global batch under tf.distribute (box_seg_tiny: True)
+    )
+    bias_before_bn: bool = True  # box_seg_tiny: False (see UNet)
+    discriminator: str = "small"  # SN_DISCRIMINATOR_PRESETS name
+    d_head: str = "dense"  # "conv" (Table 1) or "dense"
+    d_downsample: int = 2  # D judges 2x average-pooled images (real and fake alike)
+    area_lambda: float = 1000.0  # Table 3
+    area_a: float = 0.35  # a for a crop equal to the box; scaled by 1/(1+2 margin)^2
+    area_mode: str = "two_sided"  # eq. 7 as printed, or "above"
+    box_prior_weight: float = 0.5  # box tightness prior (BoxInst), not in the paper
+    pairwise_weight: float = 1.0  # colour-affinity smoothness prior (BoxInst), not in the paper
     adversarial_weight: float = 1.0  # 0: ablation without the adversarial term
-    prior: str = "grabcut"          # per-image box prior (indep_seg.box_prior), "none": the paper
-    prior_weight: float = 1.0       # weight of the prior consistency term in eq. (7)
-    area_from_prior: bool = True    # a of eq. (7) per image: the prior's share of its box
-    area_clip: str = "0.1,0.95"     # range of the per-image a
+    prior: str = "grabcut"  # per-image box prior (indep_seg.box_prior), "none": the paper
+    prior_weight: float = 1.0  # weight of the prior consistency term in eq. (7)
+    area_from_prior: bool = True  # a of eq. (7) per image: the prior's share of its box
+    area_clip: str = "0.1,0.95"  # range of the per-image a
     batch_size: int = 32
-    d_learning_rate: float = 6e-4   # paper: 2e-4 (with 4e-4 for G the small D stayed near chance)
-    g_learning_rate: float = 2e-4   # paper: 4e-4
-    steps: int = 3000               # adversarial + distillation steps (when --steps is not given)
-    adversarial_fraction: float = 0.8   # share of the steps / time budget for phase 1
+    d_learning_rate: float = 6e-4  # paper: 2e-4 (with 4e-4 for G the small D stayed near chance)
+    g_learning_rate: float = 2e-4  # paper: 4e-4
+    steps: int = 3000  # adversarial + distillation steps (when --steps is not given)
+    adversarial_fraction: float = 0.8  # share of the steps / time budget for phase 1
     distill_learning_rate: float = 1e-4
-    distill_label: str = "carve"        # label of a composite: "carve" = the teacher's mask of the
-                                        # photo that was carved, or "composite" = teacher(composite)
+    distill_label: str = "carve"  # label of a composite: "carve" = the teacher's mask of the
+    # photo that was carved, or "composite" = teacher(composite)
     distill_real_fraction: float = 0.0
-    distill_init: str = "teacher"       # student starts from "teacher" weights or "scratch"
-    background: str = "scale_matched"   # or a folder of background images
+    distill_init: str = "teacher"  # student starts from "teacher" weights or "scratch"
+    background: str = "scale_matched"  # or a folder of background images
     background_variants: int = 2
     snapshot_every: int = 100
     probe_images: int = 96
-    masks: str = ""                  # mask folder: boxes from masks
-    max_images: int = 0              # 0 = all
+    masks: str = ""  # mask folder: boxes from masks
+    max_images: int = 0  # 0 = all
     log_every: int = 50
-    evidence_images: int = 200       # photos of the end-of-run unsupervised report (0: none)
+    evidence_images: int = 200  # photos of the end-of-run unsupervised report (0: none)
 
 
 def box_seg_config() -> BoxSegConfig:
@@ -97,8 +106,15 @@ def box_seg_config() -> BoxSegConfig:
 def paper_config() -> BoxSegConfig:
     """Table 1 networks and Table 3 hyperparameters (128x128, lambda 1000, a 0.25, crop = box):
     the core's `box_seg_paper` options (`indep_seg.presets`) and the paper's run settings."""
-    return BoxSegConfig(**{**preset_options("box_seg_paper"), "distill_label": "composite",
-                           "distill_learning_rate": 2e-4, "steps": 20000, "snapshot_every": 500})
+    return BoxSegConfig(
+        **{
+            **preset_options("box_seg_paper"),
+            "distill_label": "composite",
+            "distill_learning_rate": 2e-4,
+            "steps": 20000,
+            "snapshot_every": 500,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------- data
@@ -108,6 +124,7 @@ class BoxSegDataError(DataError):
 
 def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
+
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
@@ -122,9 +139,11 @@ def _box_of_mask(mask: np.ndarray):
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-BOXES_CSV_HELP = ("boxes.csv rows are filename,x0,y0,x1,y1 in pixels of the photo (x1, y1 exclusive; "
-                  "filename as in the folder, e.g. cat1.jpg,40,30,210,180; several rows per photo "
-                  "for several objects)")
+BOXES_CSV_HELP = (
+    "boxes.csv rows are filename,x0,y0,x1,y1 in pixels of the photo (x1, y1 exclusive; "
+    "filename as in the folder, e.g. cat1.jpg,40,30,210,180; several rows per photo "
+    "for several objects)"
+)
 
 
 def _describe_data_spec(spec: str) -> tuple[str, str]:
@@ -137,8 +156,11 @@ def _describe_data_spec(spec: str) -> tuple[str, str]:
         return "TensorFlow Datasets " + spec[5:], "the dataset's boxes (or its masks)"
     if os.path.isdir(spec) and not list(Path(spec).glob("*.tfrecord")):
         images_dir, masks_dir, boxes_csv = find_folder_layout(spec)
-        layout = ("flat folder of photos" if os.path.samefile(images_dir, spec)
-                  else f"{Path(images_dir).name}/ photos") + (f" + {Path(masks_dir).name}/ masks" if masks_dir else "")
+        layout = (
+            "flat folder of photos"
+            if os.path.samefile(images_dir, spec)
+            else f"{Path(images_dir).name}/ photos"
+        ) + (f" + {Path(masks_dir).name}/ masks" if masks_dir else "")
         return layout, (boxes_csv if boxes_csv else f"the masks in {masks_dir}")
     return "TFRecords", "the records' boxes (or their masks)"
 
@@ -157,15 +179,21 @@ def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
     try:
         layout, source = _describe_data_spec(spec)
         # TFRecords are read file by file, so that a bad record is reported with its file
-        tfrecords = layout == "TFRecords" and (os.path.exists(spec) or any(c in spec for c in "*?[,"))
+        tfrecords = layout == "TFRecords" and (
+            os.path.exists(spec) or any(c in spec for c in "*?[,")
+        )
         sources = resolve_tfrecord_files(spec) if tfrecords else [spec]
     except (DataError, ValueError) as e:
         raise BoxSegDataError(f"--data {spec}: {e}") from None
+
     def read(source_spec):
         if not tfrecords:
             return read_dataset(source_spec)
-        from indep_seg.data.example import decode_example   # one file of a set checked whole above
-        return tf.data.TFRecordDataset(source_spec).map(decode_example, num_parallel_calls=tf.data.AUTOTUNE)
+        from indep_seg.data.example import decode_example  # one file of a set checked whole above
+
+        return tf.data.TFRecordDataset(source_spec).map(
+            decode_example, num_parallel_calls=tf.data.AUTOTUNE
+        )
 
     for source_spec in sources:
         try:
@@ -183,13 +211,19 @@ def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
                     count += 1
                     yield (f"{name}#{k}", element["image"], [float(v) for v in box])
         except tf.errors.DataLossError as e:
-            raise BoxSegDataError(f"{source_spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})") from None
+            raise BoxSegDataError(
+                f"{source_spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})"
+            ) from None
         except tf.errors.InvalidArgumentError as e:
             msg = e.message.strip()
             if "is required but could not be found" in msg:
-                msg = (f"a record lacks a feature box_seg needs ({msg.split(' is required')[0]}; records "
-                       f"are read with the keys of `indep-seg tfrecords`: image/encoded, image/height, "
-                       f"image/width, image/object/bbox/* or a mask)")
+                msg = (
+                    f"a record lacks a feature box_seg needs ({msg.split(' is required')[0]}; "
+                    "records "
+                    "are read with the keys of `indep-seg tfrecords`: image/encoded, "
+                    "image/height, "
+                    f"image/width, image/object/bbox/* or a mask)"
+                )
             raise BoxSegDataError(f"{source_spec}: {msg[:400]}") from None
         except (DataError, ValueError, tf.errors.OpError) as e:
             raise BoxSegDataError(f"--data {source_spec}: {e}") from None
@@ -222,17 +256,29 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     from indep_seg.data.files import IMAGE_DIR_NAMES, MASK_DIR_NAMES, find_folder_layout
 
     folder = Path(str(data))
-    flat_csv_folder = (folder.is_dir() and (folder / "boxes.csv").is_file()
-                       and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES))
-    if (not masks and folder.is_dir() and not flat_csv_folder and not list(folder.glob("*.tfrecord"))
-            and not any((folder / n).is_dir() for n in MASK_DIR_NAMES)
-            and find_folder_layout(folder)[2] is None):
+    flat_csv_folder = (
+        folder.is_dir()
+        and (folder / "boxes.csv").is_file()
+        and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES)
+    )
+    if (
+        not masks
+        and folder.is_dir()
+        and not flat_csv_folder
+        and not list(folder.glob("*.tfrecord"))
+        and not any((folder / n).is_dir() for n in MASK_DIR_NAMES)
+        and find_folder_layout(folder)[2] is None
+    ):
         images_dir = find_folder_layout(folder)[0]
         photos = [p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         raise BoxSegDataError(
-            f"--data {folder}: no boxes: box_seg needs a box around each object, and {images_dir} holds "
-            f"{len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} ({BOXES_CSV_HELP}), "
-            f"or pass --masks MASK_DIR (one mask per photo with the same file stem; only their boxes are used)")
+            f"--data {folder}: no boxes: box_seg needs a box around each object, and {images_dir} "
+            "holds "
+            f"{len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} "
+            f"({BOXES_CSV_HELP}), "
+            "or pass --masks MASK_DIR (one mask per photo with the same file stem; only their "
+            "boxes are used)"
+        )
     if not masks and not flat_csv_folder:
         yield from _iter_box_data_via_data_layer(str(data), max_images, log=log)
         return
@@ -240,7 +286,7 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     if not data.is_dir():
         raise BoxSegDataError(f"--data: {data} is not a directory")
     bad = 0
-    names = []     # item names (for the summary), not the images
+    names = []  # item names (for the summary), not the images
 
     def problem(msg):
         nonlocal bad
@@ -251,6 +297,7 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
 
     if masks:
         from PIL import Image
+
         masks = Path(masks)
         if not masks.is_dir():
             raise BoxSegDataError(f"--masks: {masks} is not a directory")
@@ -271,11 +318,14 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
             if mask.shape != image.shape[:2]:
                 ra, rb = mask.shape[1] / mask.shape[0], image.shape[1] / image.shape[0]
                 if abs(ra - rb) > 0.02 * max(ra, rb):
-                    problem(f"{by_stem[f.stem]}: mask size {mask.shape[1]}x{mask.shape[0]} does "
-                            f"not match photo {f.name} {image.shape[1]}x{image.shape[0]}")
+                    problem(
+                        f"{by_stem[f.stem]}: mask size {mask.shape[1]}x{mask.shape[0]} does "
+                        f"not match photo {f.name} {image.shape[1]}x{image.shape[0]}"
+                    )
                     continue
-                image = np.asarray(Image.fromarray(image).resize(
-                    (mask.shape[1], mask.shape[0]), Image.BILINEAR))
+                image = np.asarray(
+                    Image.fromarray(image).resize((mask.shape[1], mask.shape[0]), Image.BILINEAR)
+                )
             box = _box_of_mask(mask)
             if box is None:
                 problem(f"{by_stem[f.stem]}: empty mask, no box")
@@ -285,9 +335,11 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     else:
         csv_path = data / "boxes.csv"
         if not csv_path.is_file():
-            raise BoxSegDataError(f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
-                                  "or pass --masks MASK_DIR to take the boxes from masks")
-        cache = {}   # the last photo read (rows of one photo usually follow each other)
+            raise BoxSegDataError(
+                f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
+                "or pass --masks MASK_DIR to take the boxes from masks"
+            )
+        cache = {}  # the last photo read (rows of one photo usually follow each other)
         with open(csv_path, newline="") as fh:
             for row_no, row in enumerate(csv.reader(fh), start=1):
                 if max_images and len(names) >= max_images:
@@ -305,7 +357,7 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                     continue
                 path = data / row[0].strip()
                 if not path.is_file() and (data / "images" / row[0].strip()).is_file():
-                    path = data / "images" / row[0].strip()   # indep_seg.data.synthetic layout
+                    path = data / "images" / row[0].strip()  # indep_seg.data.synthetic layout
                 if not path.is_file():
                     problem(f"{where}: image {path} not found")
                     continue
@@ -323,26 +375,38 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
                     problem(f"{where}: empty box {box} (expected x1 > x0 and y1 > y0)")
                     continue
                 if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                    problem(f"{where}: box {box} leaves the image {path.name} ({w}x{h}): boxes are "
-                            f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
-                            "fix or remove the row")
+                    problem(
+                        f"{where}: box {box} leaves the image {path.name} ({w}x{h}): boxes are "
+                        f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
+                        "fix or remove the row"
+                    )
                     continue
                 names.append(f"{path.name}#{row_no}")
                 yield (f"{path.name}#{row_no}", image, box)
     if not names:
-        raise BoxSegDataError(f"--data: no usable image/box pair in {data}"
-                              + (f" ({bad} bad item(s) skipped)" if bad else ""))
+        raise BoxSegDataError(
+            f"--data: no usable image/box pair in {data}"
+            + (f" ({bad} bad item(s) skipped)" if bad else "")
+        )
     if bad:
         log(f"{bad} bad item(s) skipped")
     photos = len({n.rsplit("#", 1)[0] for n in names})
     if masks:
-        log(f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(names)} boxes "
-            f"from the masks (one box per mask; the mask pixels are never used)")
+        log(
+            f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(names)} boxes "
+            f"from the masks (one box per mask; the mask pixels are never used)"
+        )
     else:
-        unused = len({p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-                     - {n.rsplit("#", 1)[0] for n in names})
-        log(f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, {len(names)} boxes "
-            f"from {data / 'boxes.csv'}" + (f" ({unused} photo(s) without a row are not used)" if unused else ""))
+        unused = len(
+            {p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+            - {n.rsplit("#", 1)[0] for n in names}
+        )
+        log(
+            f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, "
+            f"{len(names)} boxes "
+            f"from {data / 'boxes.csv'}"
+            + (f" ({unused} photo(s) without a row are not used)" if unused else "")
+        )
 
 
 def make_crops(items, resolution, margin):
@@ -358,8 +422,13 @@ def make_crops(items, resolution, margin):
 def make_backgrounds(items, cfg: BoxSegConfig, seed=0):
     if cfg.background == "scale_matched":
         bgs, _ = scale_matched_backgrounds(
-            [np.asarray(im, np.float32) / 255.0 for _, im, _ in items], [b for _, _, b in items],
-            cfg.resolution, cfg.margin, variants=cfg.background_variants, seed=seed)
+            [np.asarray(im, np.float32) / 255.0 for _, im, _ in items],
+            [b for _, _, b in items],
+            cfg.resolution,
+            cfg.margin,
+            variants=cfg.background_variants,
+            seed=seed,
+        )
         return bgs
     return folder_backgrounds(cfg.background, cfg.resolution, seed=seed)
 
@@ -375,11 +444,13 @@ def make_priors(items, cfg: BoxSegConfig, log=print):
     t = time.time()
     priors = box_priors(items, cfg.resolution, cfg.margin)
     lo, hi = (float(v) for v in cfg.area_clip.split(","))
-    inner = priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2   # share of the box
+    inner = priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2  # share of the box
     areas = np.clip(inner, lo, hi) / (1.0 + 2.0 * cfg.margin) ** 2
-    log(f"box prior (GrabCut from each box): {len(priors)} priors in {time.time() - t:.1f} s; "
+    log(
+        f"box prior (GrabCut from each box): {len(priors)} priors in {time.time() - t:.1f} s; "
         f"object share of its box {np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / "
-        f"{np.percentile(inner, 90):.2f} (10th / 50th / 90th percentile)")
+        f"{np.percentile(inner, 90):.2f} (10th / 50th / 90th percentile)"
+    )
     return priors, areas.astype(np.float32)
 
 
@@ -388,25 +459,36 @@ def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None
 
     With `priors` (`[N, R, R, 1]`) the image batches also carry `"prior"` (flipped with its crop)
     and, with `areas` (`[N]`), `"area"`: the per-image a of eq. (7)."""
+
     def stream(array, s):
         ds = tf.data.Dataset.from_tensor_slices(array).repeat()
-        # reshuffle_each_iteration=False: every iterator (preview, fit under any strategy) sees the same
+        # reshuffle_each_iteration=False: every iterator (preview, fit under any strategy) sees the
+        # same
         # stream; the shuffle follows repeat(), so there are no epochs it could reshuffle
         ds = ds.shuffle(min(len(array), 2048), seed=s, reshuffle_each_iteration=False)
-        # stateless flip keyed by (seed, position in the stream): a stateful one under a parallel map
+        # stateless flip keyed by (seed, position in the stream): a stateful one under a parallel
+        # map
         # gives each run other flips (no exact resume, N replicas != 1 device)
-        return ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(
-            x, seed=tf.stack([tf.cast(s, tf.int64), i])), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.enumerate().map(
+            lambda i, x: tf.image.stateless_random_flip_left_right(
+                x, seed=tf.stack([tf.cast(s, tf.int64), i])
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
     if priors is None:
-        ds = tf.data.Dataset.zip({"image": stream(crops, seed), "background": stream(backgrounds, seed + 1)})
+        ds = tf.data.Dataset.zip(
+            {"image": stream(crops, seed), "background": stream(backgrounds, seed + 1)}
+        )
         return ds.batch(batch_size, drop_remainder=True).prefetch(4)
-    stacked = np.concatenate([crops, priors], axis=-1)   # one flip for the crop and its prior
+    stacked = np.concatenate([crops, priors], axis=-1)  # one flip for the crop and its prior
     has_area = areas is not None
     if not has_area:
         areas = np.zeros(len(crops), np.float32)
     planes = stacked.shape[-1]
-    area_plane = np.broadcast_to(np.asarray(areas, np.float32)[:, None, None, None],
-                                 stacked.shape[:3] + (1,))
+    area_plane = np.broadcast_to(
+        np.asarray(areas, np.float32)[:, None, None, None], stacked.shape[:3] + (1,)
+    )
     stacked = np.concatenate([stacked, area_plane], axis=-1)
 
     def split(x, bg):
@@ -414,6 +496,7 @@ def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None
         if has_area:
             out["area"] = x[0, 0, planes]
         return out
+
     ds = tf.data.Dataset.zip((stream(stacked, seed), stream(backgrounds, seed + 1))).map(split)
     return ds.batch(batch_size, drop_remainder=True).prefetch(4)
 
@@ -422,6 +505,7 @@ def _jpeg(image) -> bytes:
     from io import BytesIO
 
     from PIL import Image
+
     buf = BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=95)
     return buf.getvalue()
@@ -429,14 +513,35 @@ def _jpeg(image) -> bytes:
 
 def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
     """What the prepared shards depend on: a run resumed with the same settings reuses them."""
-    return {"data": str(data), "masks": str(masks or ""), "resolution": cfg.resolution, "margin": cfg.margin,
-            "prior": cfg.prior, "area_clip": cfg.area_clip, "background": cfg.background,
-            "background_variants": cfg.background_variants, "max_images": cfg.max_images, "seed": int(seed),
-            "probe_images": cfg.probe_images, "evidence_images": cfg.evidence_images, "version": 1}
+    return {
+        "data": str(data),
+        "masks": str(masks or ""),
+        "resolution": cfg.resolution,
+        "margin": cfg.margin,
+        "prior": cfg.prior,
+        "area_clip": cfg.area_clip,
+        "background": cfg.background,
+        "background_variants": cfg.background_variants,
+        "max_images": cfg.max_images,
+        "seed": int(seed),
+        "probe_images": cfg.probe_images,
+        "evidence_images": cfg.evidence_images,
+        "version": 1,
+    }
 
 
-def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_bad=False, seed=0,
-                       chunk_size=32, records_per_shard=None, log=print):
+def prepare_box_shards(
+    data,
+    cfg: BoxSegConfig,
+    directory,
+    *,
+    masks=None,
+    skip_bad=False,
+    seed=0,
+    chunk_size=32,
+    records_per_shard=None,
+    log=print,
+):
     """The run's box shards (`indep_seg.data.box_seg_stream`), written once from `data`, streamed.
 
     Photos are read one at a time (`iter_box_data`: folders, TFRecords, tfds, synthetic); every
@@ -448,7 +553,11 @@ def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_b
 
     Returns the manifest of `read_box_seg_shards` (absolute file names; `"evidence_file"` or None).
     """
-    from indep_seg.data.box_seg_stream import RECORDS_PER_SHARD, read_box_seg_shards, write_box_seg_shards
+    from indep_seg.data.box_seg_stream import (
+        RECORDS_PER_SHARD,
+        read_box_seg_shards,
+        write_box_seg_shards,
+    )
     from indep_seg.data.example import make_example
 
     directory = Path(directory)
@@ -456,15 +565,20 @@ def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_b
     use_prior = cfg.prior != "none"
     manifest = read_box_seg_shards(directory, info=settings)
     if manifest is not None:
-        log(f"box shards: reusing {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in {directory}")
+        log(
+            f"box shards: reusing {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds "
+            f"in {directory}"
+        )
         return manifest
     t = time.time()
     rng = np.random.default_rng(seed)
-    evidence, inner, areas_seen = [], [], []   # (floats: 16 bytes a box)
+    evidence, inner, areas_seen = [], [], []  # (floats: 16 bytes a box)
 
     def chunks():
         batch, index, seen, backgrounds, no_background = [], 0, 0, 0, None
-        items = iter_box_data(data, masks=masks, max_images=cfg.max_images, skip_bad=skip_bad, log=log)
+        items = iter_box_data(
+            data, masks=masks, max_images=cfg.max_images, skip_bad=skip_bad, log=log
+        )
         while True:
             item = next(items, None)
             if item is not None:
@@ -486,14 +600,21 @@ def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_b
                 else:
                     try:
                         bgs = make_backgrounds(batch, cfg, seed=seed + 1009 * index)
-                    except DataError as e:   # none in this chunk: a problem only if none at all
+                    except DataError as e:  # none in this chunk: a problem only if none at all
                         bgs, no_background = crops[:0], e
                 backgrounds += len(bgs)
                 if priors is not None:
-                    inner.extend((priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2).tolist())
+                    inner.extend(
+                        (priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2).tolist()
+                    )
                     areas_seen.extend(np.asarray(areas, np.float64).tolist())
-                yield {"crops": crops, "source_ids": [n for n, _, _ in batch], "priors": priors,
-                       "areas": areas, "backgrounds": bgs}
+                yield {
+                    "crops": crops,
+                    "source_ids": [n for n, _, _ in batch],
+                    "priors": priors,
+                    "areas": areas,
+                    "backgrounds": bgs,
+                }
                 batch, index = [], index + 1
             if item is None:
                 if not backgrounds and no_background is not None:
@@ -501,27 +622,49 @@ def prepare_box_shards(data, cfg: BoxSegConfig, directory, *, masks=None, skip_b
                 return
 
     def finish(folder):
-        stats = ({"area_min": min(areas_seen), "area_max": max(areas_seen),
-                  "area_mean": float(np.mean(areas_seen))} if areas_seen else {})
+        stats = (
+            {
+                "area_min": min(areas_seen),
+                "area_max": max(areas_seen),
+                "area_mean": float(np.mean(areas_seen)),
+            }
+            if areas_seen
+            else {}
+        )
         if not evidence:
             return {"evidence_file": None, **stats}
         tmp = folder / f"evidence.tfrecord.tmp-{os.getpid()}"
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for name, jpeg, (h, w), box in evidence:
-                writer.write(make_example(jpeg, "jpeg", h, w, name, boxes=[box]).SerializeToString())
+                writer.write(
+                    make_example(jpeg, "jpeg", h, w, name, boxes=[box]).SerializeToString()
+                )
         os.replace(tmp, folder / "evidence.tfrecord")
         return {"evidence_file": "evidence.tfrecord", **stats}
 
-    manifest = write_box_seg_shards(chunks(), directory, resolution=cfg.resolution, prior=use_prior,
-                                    area=use_prior, records_per_shard=records_per_shard or RECORDS_PER_SHARD,
-                                    info=settings, finish=finish)
+    manifest = write_box_seg_shards(
+        chunks(),
+        directory,
+        resolution=cfg.resolution,
+        prior=use_prior,
+        area=use_prior,
+        records_per_shard=records_per_shard or RECORDS_PER_SHARD,
+        info=settings,
+        finish=finish,
+    )
     if inner:
-        log(f"box prior (GrabCut from each box): {len(inner)} priors; object share of its box "
-            f"{np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / {np.percentile(inner, 90):.2f} "
-            f"(10th / 50th / 90th percentile)")
-    log(f"box shards: {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in "
-        f"{len(manifest['crop_files'])} + {len(manifest['background_files'])} file(s) in {directory}, "
-        f"written in {time.time() - t:.1f} s")
+        log(
+            f"box prior (GrabCut from each box): {len(inner)} priors; object share of its box "
+            f"{np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / "
+            f"{np.percentile(inner, 90):.2f} "
+            f"(10th / 50th / 90th percentile)"
+        )
+    log(
+        f"box shards: {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in "
+        f"{len(manifest['crop_files'])} + {len(manifest['background_files'])} file(s) in "
+        f"{directory}, "
+        f"written in {time.time() - t:.1f} s"
+    )
     return read_box_seg_shards(directory, info=settings)
 
 
@@ -566,8 +709,9 @@ class SnapshotSelector:
     to pick the last step, 3163). See docs/box_seg_notes.md.
     """
 
-    def __init__(self, probe, path=None, a=None, min_stability=0.9, area_tolerance=0.1,
-                 max_degenerate=0.25):
+    def __init__(
+        self, probe, path=None, a=None, min_stability=0.9, area_tolerance=0.1, max_degenerate=0.25
+    ):
         self.probe = probe
         self.prev = None
         self.a = a
@@ -594,13 +738,22 @@ class SnapshotSelector:
         self.prev = b
         area = float(m.mean())
         degenerate = self.degenerate_share(b)
-        eligible = (stability >= self.min_stability and degenerate <= self.max_degenerate
-                    and (self.a is None or abs(area - self.a) <= self.area_tolerance))
+        eligible = (
+            stability >= self.min_stability
+            and degenerate <= self.max_degenerate
+            and (self.a is None or abs(area - self.a) <= self.area_tolerance)
+        )
         score = confidence if eligible else confidence * stability
         key = (int(eligible), score)
-        rec = {"step": int(step), "confidence": confidence, "stability": stability,
-               "eligible": bool(eligible), "score": score, "mask_mean": area,
-               "degenerate": degenerate}
+        rec = {
+            "step": int(step),
+            "confidence": confidence,
+            "stability": stability,
+            "eligible": bool(eligible),
+            "score": score,
+            "mask_mean": area,
+            "degenerate": degenerate,
+        }
         self.history.append(rec)
         if self.best_key is None or key >= self.best_key:
             self.best_key, self.best_score, self.best_step = key, score, int(step)
@@ -608,7 +761,6 @@ class SnapshotSelector:
             if self.path is not None:
                 segmenter.save_weights(str(self.path))
         return rec
-
 
     @staticmethod
     def degenerate_share(binary_masks):
@@ -642,7 +794,9 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     extra = ctx.extra or {}
     log = extra.get("log", print)
-    study = extra.get("study_fn")  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
+    study = extra.get(
+        "study_fn"
+    )  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
     from indep_seg.training.strategy import is_chief, worker_dir
 
     # Multi-worker: every worker runs this function; only the chief writes into model_dir, the
@@ -652,37 +806,66 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     data = ctx.data
     if data is None:  # the embedded synthetic dataset (objects on textured backgrounds, boxes.csv)
         from indep_seg.data.synthetic import write_synthetic_dataset
+
         data = out_dir / "default_data"
         if not (data / "boxes.csv").is_file():
             write_synthetic_dataset(data, num_images=200, seed=ctx.seed)
         log(f"{name}: no --data given; training on the embedded synthetic dataset in {data}")
     # The data set is streamed: photos are read one at a time into the run's box shards (crops,
     # priors, areas, backgrounds; once, reused on resume), which the trainers then read through
-    # tf.data (indep_seg.data.box_seg_stream). Each worker writes its own copy (no shared disk needed).
+    # tf.data (indep_seg.data.box_seg_stream). Each worker writes its own copy (no shared disk
+    # needed).
     from indep_seg.data.box_seg_stream import box_seg_dataset, sample_box_records
 
     shard_dir = out_dir / "box_shards"
-    shards = prepare_box_shards(data, cfg, shard_dir, masks=extra.get("masks") or cfg.masks or None,
-                                skip_bad=bool(extra.get("skip_bad")), seed=ctx.seed, log=log)
-    priors = True if shards["prior"] else None        # the records hold priors and areas
-    areas = (np.asarray([shards["area_mean"]]) if shards["prior"] and cfg.area_from_prior else None)
-    probe = sample_box_records(shards["crop_files"], cfg.resolution, cfg.probe_images, seed=ctx.seed)
+    shards = prepare_box_shards(
+        data,
+        cfg,
+        shard_dir,
+        masks=extra.get("masks") or cfg.masks or None,
+        skip_bad=bool(extra.get("skip_bad")),
+        seed=ctx.seed,
+        log=log,
+    )
+    priors = True if shards["prior"] else None  # the records hold priors and areas
+    areas = np.asarray([shards["area_mean"]]) if shards["prior"] and cfg.area_from_prior else None
+    probe = sample_box_records(
+        shards["crop_files"], cfg.resolution, cfg.probe_images, seed=ctx.seed
+    )
 
     def stream(seed, with_prior=True):
         def dataset_fn(start_step=0):
-            return box_seg_dataset(shards["crop_files"], shards["background_files"], cfg.batch_size,
-                                   resolution=cfg.resolution, seed=seed, prior=with_prior and priors is not None,
-                                   area=with_prior and areas is not None, start_batch=int(start_step))
+            return box_seg_dataset(
+                shards["crop_files"],
+                shards["background_files"],
+                cfg.batch_size,
+                resolution=cfg.resolution,
+                seed=seed,
+                prior=with_prior and priors is not None,
+                area=with_prior and areas is not None,
+                start_batch=int(start_step),
+            )
+
         return dataset_fn
 
-    a_text = (f"a = {effective_a(cfg):.3f}" if areas is None else
-              f"a per image {shards['area_min']:.2f}-{shards['area_max']:.2f} (mean {shards['area_mean']:.2f})")
-    log(f"{name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at {cfg.resolution}px, "
-        f"{a_text}, prepared in {time.time() - t_start:.1f} s")
+    a_text = (
+        f"a = {effective_a(cfg):.3f}"
+        if areas is None
+        else f"a per image {shards['area_min']:.2f}-{shards['area_max']:.2f} (mean "
+        f"{shards['area_mean']:.2f})"
+    )
+    log(
+        f"{name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at "
+        f"{cfg.resolution}px, "
+        f"{a_text}, prepared in {time.time() - t_start:.1f} s"
+    )
 
     # --budget-minutes without --steps: the phases share the budget, however many steps fit
-    total_steps = (UNBOUNDED_STEPS if ctx.steps is None and ctx.budget_minutes is not None
-                   else ctx.resolve_steps(cfg.steps))
+    total_steps = (
+        UNBOUNDED_STEPS
+        if ctx.steps is None and ctx.budget_minutes is not None
+        else ctx.resolve_steps(cfg.steps)
+    )
     adv_steps = int(round(total_steps * cfg.adversarial_fraction))
     distill_steps = total_steps - adv_steps
     budget = ctx.budget_minutes
@@ -693,17 +876,29 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
     # ---------------- phase 1: adversarial
     with ctx.strategy.scope():
         unet = build_unet(cfg)
-        gan = ForegroundSegGAN(unet, build_discriminator(cfg), area_lambda=cfg.area_lambda,
-                               area_a=effective_a(cfg), area_mode=cfg.area_mode,
-                               d_downsample=cfg.d_downsample, box_prior_weight=cfg.box_prior_weight,
-                               box_margin=cfg.margin, pairwise_weight=cfg.pairwise_weight,
-                               adversarial_weight=cfg.adversarial_weight,
-                               prior_weight=cfg.prior_weight if priors is not None else 0.0,
-                               seed=ctx.seed)
-        gan.compile(d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
-                    g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999))
-    selector = SnapshotSelector(probe, out_dir / "adversarial_selected.weights.h5",
-                                a=effective_a(cfg) if areas is None else float(np.mean(areas)))
+        gan = ForegroundSegGAN(
+            unet,
+            build_discriminator(cfg),
+            area_lambda=cfg.area_lambda,
+            area_a=effective_a(cfg),
+            area_mode=cfg.area_mode,
+            d_downsample=cfg.d_downsample,
+            box_prior_weight=cfg.box_prior_weight,
+            box_margin=cfg.margin,
+            pairwise_weight=cfg.pairwise_weight,
+            adversarial_weight=cfg.adversarial_weight,
+            prior_weight=cfg.prior_weight if priors is not None else 0.0,
+            seed=ctx.seed,
+        )
+        gan.compile(
+            d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
+            g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999),
+        )
+    selector = SnapshotSelector(
+        probe,
+        out_dir / "adversarial_selected.weights.h5",
+        a=effective_a(cfg) if areas is None else float(np.mean(areas)),
+    )
     study_log = []
 
     def on_snapshot(step, phase, net):
@@ -718,28 +913,49 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
             fh.write(json.dumps(rec) + "\n")
 
     adv_ctx = dataclasses.replace(
-        ctx, model_dir=model_dir / "adversarial",
-        budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction)
+        ctx,
+        model_dir=model_dir / "adversarial",
+        budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction,
+    )
     ds = stream(ctx.seed)
-    adv = run_fit(gan, ds, adv_ctx, total_steps=adv_steps, checkpoint_every=max(cfg.snapshot_every, 500),
-                  log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
-                  callbacks=[_SnapshotCallback(cfg.snapshot_every,
-                                               lambda s: on_snapshot(s, "adversarial", unet))],
-                  verbose=bool(extra.get("verbose", True)))
+    adv = run_fit(
+        gan,
+        ds,
+        adv_ctx,
+        total_steps=adv_steps,
+        checkpoint_every=max(cfg.snapshot_every, 500),
+        log_every=cfg.log_every,
+        image_every=max(cfg.snapshot_every, 500),
+        callbacks=[
+            _SnapshotCallback(cfg.snapshot_every, lambda s: on_snapshot(s, "adversarial", unet))
+        ],
+        verbose=bool(extra.get("verbose", True)),
+    )
     on_snapshot(adv["step"], "adversarial", unet)
     last_weights = unet.get_weights()
     if selector.best_weights is not None:
         unet.set_weights(selector.best_weights)
     chosen = selector.best_step
-    log(f"{name}: adversarial phase {adv['step']} steps; chosen snapshot step {chosen} "
-        f"(score {selector.best_score:.3f})")
-    result = {"adversarial_steps": int(adv["step"]), "selected_step": chosen,
-              "adversarial_seconds": adv.get("seconds")}
+    log(
+        f"{name}: adversarial phase {adv['step']} steps; chosen snapshot step {chosen} "
+        f"(score {selector.best_score:.3f})"
+    )
+    result = {
+        "adversarial_steps": int(adv["step"]),
+        "selected_step": chosen,
+        "adversarial_seconds": adv.get("seconds"),
+    }
     sample = next(iter(ds().take(1)))
     write_png(out_dir / "adversarial_selected.png", gan.image_grid(sample))
     final_net, phase = unet, "adversarial"
-    Segmenter(unet.as_functional(), cfg.resolution, cfg.margin, False, name,
-              {"phase": "adversarial", "selected_step": chosen}).save(out_dir / "segmenter_adversarial")
+    Segmenter(
+        unet.as_functional(),
+        cfg.resolution,
+        cfg.margin,
+        False,
+        name,
+        {"phase": "adversarial", "selected_step": chosen},
+    ).save(out_dir / "segmenter_adversarial")
 
     # ---------------- phase 2: distillation
     if distill_steps > 0 and (budget is None or remaining_minutes() > 0.2):
@@ -749,27 +965,52 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
             student = build_unet(cfg, name="student")
             if cfg.distill_init == "teacher":
                 student.set_weights(unet.get_weights())
-            distiller = Distiller(teacher, student, label=cfg.distill_label,
-                                  real_fraction=cfg.distill_real_fraction, seed=ctx.seed)
+            distiller = Distiller(
+                teacher,
+                student,
+                label=cfg.distill_label,
+                real_fraction=cfg.distill_real_fraction,
+                seed=ctx.seed,
+            )
             distiller.compile(FusedAdam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
-        dctx = dataclasses.replace(ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes())
-        dist = run_fit(distiller, stream(ctx.seed + 7, with_prior=False), dctx,
-                       total_steps=distill_steps, checkpoint_every=max(cfg.snapshot_every, 500),
-                       log_every=cfg.log_every, image_every=max(cfg.snapshot_every, 500),
-                       callbacks=[_SnapshotCallback(cfg.snapshot_every,
-                                                    lambda s: on_snapshot(s, "distill", student))],
-                       verbose=bool(extra.get("verbose", True)))
+        dctx = dataclasses.replace(
+            ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes()
+        )
+        dist = run_fit(
+            distiller,
+            stream(ctx.seed + 7, with_prior=False),
+            dctx,
+            total_steps=distill_steps,
+            checkpoint_every=max(cfg.snapshot_every, 500),
+            log_every=cfg.log_every,
+            image_every=max(cfg.snapshot_every, 500),
+            callbacks=[
+                _SnapshotCallback(cfg.snapshot_every, lambda s: on_snapshot(s, "distill", student))
+            ],
+            verbose=bool(extra.get("verbose", True)),
+        )
         on_snapshot(dist["step"], "distill", student)
         write_png(out_dir / "distill.png", distiller.image_grid(sample))
         result["distill_steps"] = int(dist["step"])
         final_net, phase = student, "distill"
-    final = Segmenter(final_net.as_functional(), cfg.resolution, cfg.margin, False, name,
-                      {"phase": phase, "selected_step": chosen})
+    final = Segmenter(
+        final_net.as_functional(),
+        cfg.resolution,
+        cfg.margin,
+        False,
+        name,
+        {"phase": phase, "selected_step": chosen},
+    )
     final.save(out_dir / "segmenter")
     if cfg.evidence_images > 0:
-        result["evidence"] = evidence_report(final, read_evidence_items(shards), out_dir,
-                                             max_images=cfg.evidence_images,
-                                             seed=ctx.seed, log=log)
+        result["evidence"] = evidence_report(
+            final,
+            read_evidence_items(shards),
+            out_dir,
+            max_images=cfg.evidence_images,
+            seed=ctx.seed,
+            log=log,
+        )
     result["seconds"] = round(time.time() - t_start, 1)
     result["phase"] = phase
     extra["study_log"] = study_log
@@ -779,7 +1020,7 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
 
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
-            out_dir.parent.rmdir()   # model_dir/.workers, once every worker is done
+            out_dir.parent.rmdir()  # model_dir/.workers, once every worker is done
         except OSError:
             pass
     return result
@@ -803,29 +1044,42 @@ def evidence_report(segmenter, items, model_dir, refine=None, max_images=200, se
     masks = segmenter.predict([items[i][1] for i in idx], [items[i][2] for i in idx], refine=refine)
     ev = [mask_evidence(items[i][1], m, items[i][2]) for i, m in zip(idx, masks)]
     c = np.asarray([e["contrast"] for e in ev])
-    report = {"images": int(len(ev)), "refine": refine,
-              "contrast": round(float(c.mean()), 4),
-              "contrast_ellipse": round(float(np.mean([e["contrast_ellipse"] for e in ev])), 4),
-              "contrast_box": round(float(np.mean([e["contrast_box"] for e in ev])), 4),
-              "degenerate_share": round(float(np.mean([e["degenerate"] for e in ev])), 4)}
+    report = {
+        "images": int(len(ev)),
+        "refine": refine,
+        "contrast": round(float(c.mean()), 4),
+        "contrast_ellipse": round(float(np.mean([e["contrast_ellipse"] for e in ev])), 4),
+        "contrast_box": round(float(np.mean([e["contrast_box"] for e in ev])), 4),
+        "degenerate_share": round(float(np.mean([e["degenerate"] for e in ev])), 4),
+    }
     report["beats_ellipse"] = bool(report["contrast"] > report["contrast_ellipse"])
     tmp = model_dir / f".evidence.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, model_dir / "evidence.json")
     order = np.argsort(c)
     n = len(order)
-    pick = list(order[::-1][:4]) + list(order[max(0, n // 2 - 2):n // 2 + 2]) + list(order[:4])
+    pick = list(order[::-1][:4]) + list(order[max(0, n // 2 - 2) : n // 2 + 2]) + list(order[:4])
     labels = ["highest"] * 4 + ["median"] * 4 + ["lowest"] * 4
-    save_gallery(model_dir / "gallery.png", [ev[i]["crop"] for i in pick], [ev[i]["crop_mask"] for i in pick],
-                 captions=[f"{lab} contrast {c[i]:.2f} {items[idx[i]][0]}" for lab, i in zip(labels, pick)],
-                 title="masks ranked by colour contrast with the background outside the box (no labels)")
-    log(f"unsupervised evidence on {len(ev)} photos: colour contrast of the masks {report['contrast']:.3f} "
+    save_gallery(
+        model_dir / "gallery.png",
+        [ev[i]["crop"] for i in pick],
+        [ev[i]["crop_mask"] for i in pick],
+        captions=[f"{lab} contrast {c[i]:.2f} {items[idx[i]][0]}" for lab, i in zip(labels, pick)],
+        title="masks ranked by colour contrast with the background outside the box (no labels)",
+    )
+    log(
+        f"unsupervised evidence on {len(ev)} photos: colour contrast of the masks "
+        f"{report['contrast']:.3f} "
         f"(ellipse {report['contrast_ellipse']:.3f}, box {report['contrast_box']:.3f}), "
-        f"degenerate masks {100 * report['degenerate_share']:.0f} %; gallery: {model_dir / 'gallery.png'}")
+        f"degenerate masks {100 * report['degenerate_share']:.0f} %; gallery: "
+        f"{model_dir / 'gallery.png'}"
+    )
     if not report["beats_ellipse"]:
-        log("WARNING: the masks separate from the background outside the boxes no better than the "
+        log(
+            "WARNING: the masks separate from the background outside the boxes no better than the "
             "ellipse inscribed in each box: this run did not learn the objects; use "
-            "`indep-seg segment --refine grabcut`, more time, or check the boxes")
+            "`indep-seg segment --refine grabcut`, more time, or check the boxes"
+        )
     return report
 
 
@@ -836,10 +1090,18 @@ def train_box_seg_paper(cfg, ctx):
 try:
     from indep_seg.training.registry import register_experiment
 
-    register_experiment("box_seg", box_seg_config(), train_box_seg,
-                        "box-level foreground masks, independence prior + distillation "
-                        "(Dai et al. 2019, application 1), small preset for 2 CPU cores")
-    register_experiment("box_seg_paper", paper_config(), train_box_seg_paper,
-                        "box_seg with the paper's Table 1 networks and Table 3 hyperparameters")
+    register_experiment(
+        "box_seg",
+        box_seg_config(),
+        train_box_seg,
+        "box-level foreground masks, independence prior + distillation "
+        "(Dai et al. 2019, application 1), small preset for 2 CPU cores",
+    )
+    register_experiment(
+        "box_seg_paper",
+        paper_config(),
+        train_box_seg_paper,
+        "box_seg with the paper's Table 1 networks and Table 3 hyperparameters",
+    )
 except ImportError:  # pragma: no cover
     pass

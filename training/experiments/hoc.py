@@ -1,4 +1,5 @@
-"""Experiments `hoc` and `hoc_paper`: instances, masks and counts from ONE image (Dai et al. 2019, app. 2).
+"""Experiments `hoc` and `hoc_paper`: instances, masks and counts from ONE image (Dai et al. 2019,
+app. 2).
 
     indep-seg train --experiment hoc --data IMAGE --model-dir OUT [--budget-minutes M]
     indep-seg train --experiment hoc_paper --data IMAGE --model-dir OUT --override setting=fruit
@@ -14,6 +15,7 @@ the generator's own composites, saved to ``MODEL_DIR/counter/`` for `indep-seg c
 the model dir: ``instances.png``, ``masks.png``, ``composites.png``, ``carved.png`` (Figs. 8-11),
 ``fakesNNNNNN.png`` during training, the same images in TensorBoard.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,42 +50,52 @@ PAPER_SETTINGS = {
     "seed": dict(num_layers=12, latent_dim=2, a=0.25, info_weight=50.0, padding=26, flips=True),
 }
 
-DEFAULT_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "nuclei_dsb2018" / "image.png"
+DEFAULT_IMAGE = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "datasets"
+    / "nuclei_dsb2018"
+    / "image.png"
+)
 
 
 @dataclasses.dataclass
 class HocConfig:
-    """Options of the one-image HOC experiments. ``None`` = estimated from the image (or the setting).
+    """Options of the one-image HOC experiments. ``None`` = estimated from the image (or the
+    setting).
 
     setting: "auto" (everything estimated from the image) or a Table-4 setting "crowd" / "fruit" /
         "seed" (its layers, dim z, a, beta, padding, flips; black-disk background).
     """
+
     setting: str = "auto"
     resolution: int = 32
     window: int | None = None
     num_layers: int | None = None
     padding: int | None = None
     a: float | None = None
-    background: str = "auto"            # auto | disk | inpaint | black
-    grayscale: bool | None = None       # None: True when the image is gray (R = G = B)
-    counter_gain_jitter: float = 0.7    # per-instance gain exp(U(-j, j)) in the counter's training
-    counter_dihedral: bool = True       # composites and targets in random flips / transposes
-    counter_contrast: bool = True       # instance contrasts drawn from the image's range
-    counter_blur_sigma: float = 1.0     # composites blurred by U(0, s) px (soft rims, as after rescaling)
-    counter_noise: float = 0.02         # and noised by N(0, U(0, n))
-    disk_radius: float | None = None    # default 20/64 * resolution
+    background: str = "auto"  # auto | disk | inpaint | black
+    grayscale: bool | None = None  # None: True when the image is gray (R = G = B)
+    counter_gain_jitter: float = 0.7  # per-instance gain exp(U(-j, j)) in the counter's training
+    counter_dihedral: bool = True  # composites and targets in random flips / transposes
+    counter_contrast: bool = True  # instance contrasts drawn from the image's range
+    counter_blur_sigma: float = (
+        1.0  # composites blurred by U(0, s) px (soft rims, as after rescaling)
+    )
+    counter_noise: float = 0.02  # and noised by N(0, U(0, n))
+    disk_radius: float | None = None  # default 20/64 * resolution
     flips: bool | None = None
     latent_dim: int | None = None
-    area_weight: float = 1000.0         # lambda
-    info_weight: float | None = None    # beta (50)
-    binarization_weight: float = 1.0    # ILSGAN's L_b on the layer masks; 0 in hoc_paper (the paper)
+    area_weight: float = 1000.0  # lambda
+    info_weight: float | None = None  # beta (50)
+    binarization_weight: float = 1.0  # ILSGAN's L_b on the layer masks; 0 in hoc_paper (the paper)
     g_initial_size: int = 8
     g_widths: tuple[int, ...] = (128, 64, 32)
     g_upsample: str = "upsample"
     g_bn_momentum: float = 0.9
-    g_bn_synchronized: bool = False     # BN over the global batch under tf.distribute (hoc_tiny: True)
-    g_bias_before_bn: bool = True       # hoc_tiny: False (see RGBAGenerator)
-    g_border_taper: int = 3             # alpha ramps to 0 on the canvas border (0 = paper)
+    g_bn_synchronized: bool = False  # BN over the global batch under tf.distribute (hoc_tiny: True)
+    g_bias_before_bn: bool = True  # hoc_tiny: False (see RGBAGenerator)
+    g_border_taper: int = 3  # alpha ramps to 0 on the canvas border (0 = paper)
     d_widths: tuple[int, ...] = (32, 64, 128)
     d_final_width: int = 0
     d_head: str = "dense"
@@ -96,32 +108,39 @@ class HocConfig:
     image_every: int = 500
     log_every: int = 100
     counter_steps: int = 2000
-    counter_fraction: float = 0.12       # share of --budget-minutes kept for the counter
+    counter_fraction: float = 0.12  # share of --budget-minutes kept for the counter
     counter_width: int = 32
     counter_sigma: float | None = None  # heatmap Gaussian sigma (px at resolution); default width/5
     jit_compile: bool = False
-    normalise: bool = True              # polarity, stain and scale estimated from each image (hoc.instances)
-    window_per_sigma: float = 4.25      # window = this x the image's LoG scale (1.5 x a nucleus' width)
+    normalise: bool = True  # polarity, stain and scale estimated from each image (hoc.instances)
+    window_per_sigma: float = 4.25  # window = this x the image's LoG scale (1.5 x a nucleus' width)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def data_paths(data) -> list[str]:
-    """`--data`: one image, a folder (its images, sorted; label maps ``*_instances*``, ``*_labels*``,
-    ``*_count*`` skipped) or several images separated by commas. Raises ValueError when none is found."""
+    """`--data`: one image, a folder (its images, sorted; label maps ``*_instances*``,
+    ``*_labels*``,
+    ``*_count*`` skipped) or several images separated by commas. Raises ValueError when none is
+    found."""
     items = [x.strip() for x in str(data).split(",") if x.strip()]
     out = []
     for it in items:
         if os.path.isdir(it):
             for name in sorted(os.listdir(it)):
                 low = name.lower()
-                if low.endswith(IMAGE_SUFFIXES) and not any(k in low for k in ("_instances", "_labels", "_count")):
+                if low.endswith(IMAGE_SUFFIXES) and not any(
+                    k in low for k in ("_instances", "_labels", "_count")
+                ):
                     out.append(os.path.join(it, name))
         else:
             out.append(it)
     if not out:
-        raise ValueError(f"data: no image found in {data!r} (a file, a folder of images, or files separated by commas)")
+        raise ValueError(
+            f"data: no image found in {data!r} (a file, a folder of images, or files separated by "
+            "commas)"
+        )
     return out
 
 
@@ -138,18 +157,37 @@ def prepare_image(image, window_per_sigma: float = 4.25):
 
 
 def hoc_paper_config() -> HocConfig:
-    return HocConfig(setting="crowd", resolution=64, g_initial_size=8, g_widths=(256, 256, 128, 64),
-                     g_upsample="deconv", d_widths=(64, 128, 256, 512), d_final_width=1024, d_head="conv1x1",
-                     q_widths=(64, 128, 256), d_lr=2e-4, g_lr=4e-4, steps=50000, batch_size=32,
-                     background="disk", binarization_weight=0.0, g_border_taper=0, counter_width=48)
+    return HocConfig(
+        setting="crowd",
+        resolution=64,
+        g_initial_size=8,
+        g_widths=(256, 256, 128, 64),
+        g_upsample="deconv",
+        d_widths=(64, 128, 256, 512),
+        d_final_width=1024,
+        d_head="conv1x1",
+        q_widths=(64, 128, 256),
+        d_lr=2e-4,
+        g_lr=4e-4,
+        steps=50000,
+        batch_size=32,
+        background="disk",
+        binarization_weight=0.0,
+        g_border_taper=0,
+        counter_width=48,
+    )
 
 
 def resolve(config: HocConfig, image) -> dict:
     """Fill every ``None`` of `config` from the setting and the image; returns the resolved dict."""
     if config.setting not in ("auto", *PAPER_SETTINGS):
-        raise ValueError(f"setting: expected 'auto', 'crowd', 'fruit' or 'seed', got {config.setting!r}")
+        raise ValueError(
+            f"setting: expected 'auto', 'crowd', 'fruit' or 'seed', got {config.setting!r}"
+        )
     if config.background not in ("auto", "disk", "inpaint", "black"):
-        raise ValueError(f"background: expected auto, disk, inpaint or black, got {config.background!r}")
+        raise ValueError(
+            f"background: expected auto, disk, inpaint or black, got {config.background!r}"
+        )
     r = dataclasses.asdict(config)
     h, w = image.shape[:2]
     try:
@@ -161,7 +199,9 @@ def resolve(config: HocConfig, image) -> dict:
     r["estimate"] = est
     window = config.window if config.window is not None else est["window"]
     if window > min(h, w):
-        raise ValueError(f"window: expected at most the image's smaller side ({min(h, w)} px), got {window}")
+        raise ValueError(
+            f"window: expected at most the image's smaller side ({min(h, w)} px), got {window}"
+        )
     if window < 4:
         raise ValueError(f"window: expected at least 4 px, got {window}")
     r["window"] = int(window)
@@ -169,7 +209,9 @@ def resolve(config: HocConfig, image) -> dict:
     paper = PAPER_SETTINGS.get(config.setting)
     for key in ("num_layers", "latent_dim", "a", "info_weight", "padding", "flips"):
         if r[key] is None and paper is not None:
-            r[key] = paper[key] if key != "padding" else int(round(paper[key] * config.resolution / 64))
+            r[key] = (
+                paper[key] if key != "padding" else int(round(paper[key] * config.resolution / 64))
+            )
     if r["a"] is None:
         # capped: a LoG window smaller than the Otsu size (hard-edged, pixelated blobs) gave a > 1
         r["a"] = float(min(0.9, est["median_area"] / (window * window)))
@@ -189,7 +231,9 @@ def resolve(config: HocConfig, image) -> dict:
         r["counter_sigma"] = max(1.0, inst_w * scale / 5.0)
     if r["grayscale"] is None:
         rgb = np.asarray(image, np.float32)
-        r["grayscale"] = bool(rgb.ndim == 3 and np.abs(rgb - rgb.mean(-1, keepdims=True)).max() < 1.0 / 255)
+        r["grayscale"] = bool(
+            rgb.ndim == 3 and np.abs(rgb - rgb.mean(-1, keepdims=True)).max() < 1.0 / 255
+        )
     r["density"] = density
     r["scale"] = scale
     return r
@@ -197,23 +241,50 @@ def resolve(config: HocConfig, image) -> dict:
 
 def build_model(r: dict, seed: int = 0):
     a = float(r["a"])
-    g = RGBAGenerator(latent_dim=r["latent_dim"], resolution=r["resolution"], initial_size=r["g_initial_size"],
-                      widths=tuple(r["g_widths"]), upsample=r["g_upsample"], bn_momentum=r["g_bn_momentum"],
-                      bn_synchronized=bool(r.get("g_bn_synchronized", False)),
-                      bias_before_bn=bool(r.get("g_bias_before_bn", True)),
-                      alpha_bias=float(math.log(a / (1 - a))), border_taper=r["g_border_taper"],
-                      name="generator")
-    d = HocDiscriminator(widths=tuple(r["d_widths"]), final_width=r["d_final_width"], head=r["d_head"],
-                         name="discriminator")
-    q = InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head") if r["info_weight"] > 0 else None
-    model = HocGAN(g, d, q, latent_dim=r["latent_dim"], num_layers=r["num_layers"], padding=r["padding"], a=a,
-                   area_weight=r["area_weight"], info_weight=r["info_weight"],
-                   binarization_weight=r["binarization_weight"], grayscale=bool(r.get("grayscale", False)),
-                   seed=seed)
+    g = RGBAGenerator(
+        latent_dim=r["latent_dim"],
+        resolution=r["resolution"],
+        initial_size=r["g_initial_size"],
+        widths=tuple(r["g_widths"]),
+        upsample=r["g_upsample"],
+        bn_momentum=r["g_bn_momentum"],
+        bn_synchronized=bool(r.get("g_bn_synchronized", False)),
+        bias_before_bn=bool(r.get("g_bias_before_bn", True)),
+        alpha_bias=float(math.log(a / (1 - a))),
+        border_taper=r["g_border_taper"],
+        name="generator",
+    )
+    d = HocDiscriminator(
+        widths=tuple(r["d_widths"]),
+        final_width=r["d_final_width"],
+        head=r["d_head"],
+        name="discriminator",
+    )
+    q = (
+        InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head")
+        if r["info_weight"] > 0
+        else None
+    )
+    model = HocGAN(
+        g,
+        d,
+        q,
+        latent_dim=r["latent_dim"],
+        num_layers=r["num_layers"],
+        padding=r["padding"],
+        a=a,
+        area_weight=r["area_weight"],
+        info_weight=r["info_weight"],
+        binarization_weight=r["binarization_weight"],
+        grayscale=bool(r.get("grayscale", False)),
+        seed=seed,
+    )
     model.build_networks(r["resolution"])
-    model.compile(d_optimizer=FusedAdam(r["d_lr"], beta_1=0.5, beta_2=0.999),
-                  g_optimizer=FusedAdam(r["g_lr"], beta_1=0.5, beta_2=0.999),
-                  jit_compile=bool(r["jit_compile"]))
+    model.compile(
+        d_optimizer=FusedAdam(r["d_lr"], beta_1=0.5, beta_2=0.999),
+        g_optimizer=FusedAdam(r["g_lr"], beta_1=0.5, beta_2=0.999),
+        jit_compile=bool(r["jit_compile"]),
+    )
     return model
 
 
@@ -221,7 +292,10 @@ def make_dataset_multi(images, windows, r: dict, seed: int = 0):
     """Batches from several images of one kind, each rescaled by its own window, taken in turn."""
     if len(images) == 1:
         return make_dataset(images[0], dict(r, window=windows[0]), seed=seed)
-    dss = [make_dataset(im, dict(r, window=w), seed=seed + 7919 * i) for i, (im, w) in enumerate(zip(images, windows))]
+    dss = [
+        make_dataset(im, dict(r, window=w), seed=seed + 7919 * i)
+        for i, (im, w) in enumerate(zip(images, windows))
+    ]
     order = tf.data.Dataset.range(len(dss)).repeat()
     return tf.data.Dataset.choose_from_datasets(dss, order)
 
@@ -230,10 +304,19 @@ def make_dataset(image, r: dict, seed: int = 0):
     scaled = rescale_image(image, r["window"], r["resolution"])
     scaled_bg = None
     if r["background"] == "inpaint":
-        scaled_bg = rescale_image(inpaint_background(image, seed=seed), r["window"], r["resolution"])
-    return random_patch_dataset(scaled, r["resolution"], r["batch_size"], scaled_background=scaled_bg,
-                                background=r["background"], disk_radius=r["disk_radius"], flips=r["flips"],
-                                seed=seed)
+        scaled_bg = rescale_image(
+            inpaint_background(image, seed=seed), r["window"], r["resolution"]
+        )
+    return random_patch_dataset(
+        scaled,
+        r["resolution"],
+        r["batch_size"],
+        scaled_background=scaled_bg,
+        background=r["background"],
+        disk_radius=r["disk_radius"],
+        flips=r["flips"],
+        seed=seed,
+    )
 
 
 def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=print):
@@ -248,24 +331,47 @@ def counter_stage(model, ds, image, r: dict, model_dir, time_limit_s=None, log=p
     """
     try:
         min_contrast, high = instance_contrast_range(image)
-    except ValueError:                  # a constant image (window and a were given by hand)
+    except ValueError:  # a constant image (window and a were given by hand)
         min_contrast, high = 0.0, None
     contrast_range = (min_contrast, high) if r.get("counter_contrast") and high else None
     gain_jitter = 0.0 if contrast_range else r["counter_gain_jitter"]
     counter, history = counting.train_counter(
-        model, ds, r["counter_steps"], r["counter_sigma"], counter=counting.build_counter(r["counter_width"]),
-        time_limit_s=time_limit_s, min_contrast=min_contrast, log=log,
-        gain_jitter=gain_jitter, grayscale=r["grayscale"],
-        dihedral=r["counter_dihedral"], contrast_range=contrast_range,
-        blur_sigma=r.get("counter_blur_sigma", 0.0), noise=r.get("counter_noise", 0.0))
-    counting.save_counter(Path(model_dir) / "counter", counter, dict(
-        window=r["window"], resolution=r["resolution"], sigma=r["counter_sigma"], experiment="hoc",
-        min_contrast=min_contrast, contrast_range=list(contrast_range) if contrast_range else None,
-        gain_jitter=gain_jitter, grayscale=r["grayscale"],
-        dihedral=r["counter_dihedral"], blur_sigma=r.get("counter_blur_sigma", 0.0),
-        noise=r.get("counter_noise", 0.0), steps=history[-1][0] + 1 if history else 0,
-        normalise=bool(r.get("normalise", False)), window_per_sigma=r.get("window_per_sigma"),
-        images=r.get("images")))
+        model,
+        ds,
+        r["counter_steps"],
+        r["counter_sigma"],
+        counter=counting.build_counter(r["counter_width"]),
+        time_limit_s=time_limit_s,
+        min_contrast=min_contrast,
+        log=log,
+        gain_jitter=gain_jitter,
+        grayscale=r["grayscale"],
+        dihedral=r["counter_dihedral"],
+        contrast_range=contrast_range,
+        blur_sigma=r.get("counter_blur_sigma", 0.0),
+        noise=r.get("counter_noise", 0.0),
+    )
+    counting.save_counter(
+        Path(model_dir) / "counter",
+        counter,
+        dict(
+            window=r["window"],
+            resolution=r["resolution"],
+            sigma=r["counter_sigma"],
+            experiment="hoc",
+            min_contrast=min_contrast,
+            contrast_range=list(contrast_range) if contrast_range else None,
+            gain_jitter=gain_jitter,
+            grayscale=r["grayscale"],
+            dihedral=r["counter_dihedral"],
+            blur_sigma=r.get("counter_blur_sigma", 0.0),
+            noise=r.get("counter_noise", 0.0),
+            steps=history[-1][0] + 1 if history else 0,
+            normalise=bool(r.get("normalise", False)),
+            window_per_sigma=r.get("window_per_sigma"),
+            images=r.get("images"),
+        ),
+    )
     return counter, history
 
 
@@ -281,35 +387,43 @@ def mask_metric(r):
     def fn(model):
         st = mask_statistics(sample_masks(model, 128)[..., 3], pixel_scale=pixel_scale)
         return {k: v for k, v in st.items() if k != "areas"}
+
     return fn
 
 
 def write_figures(model, batch, model_dir: Path, n: int = 12):
-    """instances.png, masks.png, composites.png, carved.png (Dai Figs. 8-11) + TensorBoard images."""
+    """instances.png, masks.png, composites.png, carved.png (Dai Figs. 8-11) + TensorBoard
+    images."""
     lay = sample_masks(model, n)
     write_png(model_dir / "instances.png", tile_rows([lay[..., :3]], min_cell=64))
     write_png(model_dir / "masks.png", tile_rows([np.repeat(lay[..., 3:], 3, -1)], min_cell=64))
     bg = batch["background"][:n]
     out = model.generate(int(bg.shape[0]), background=bg, training=False, return_all=True)
-    write_png(model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]], min_cell=64))
+    write_png(
+        model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]], min_cell=64)
+    )
     carved = [out["carved"][:, i] for i in range(model.num_layers)]
     write_png(model_dir / "carved.png", tile_rows(carved + [out["composite"]], min_cell=64))
-    summary = tile_rows([lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]],
-                        min_cell=64)
+    summary = tile_rows(
+        [lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]], min_cell=64
+    )
     write_png(model_dir / "figure.png", summary)
     with tf.summary.create_file_writer(str(model_dir / "tensorboard")).as_default(step=0):
         for name in ("instances", "masks", "composites", "carved"):
-            tf.summary.image(f"final/{name}", np.asarray(Image.open(model_dir / f"{name}.png"))[None], step=0)
+            tf.summary.image(
+                f"final/{name}", np.asarray(Image.open(model_dir / f"{name}.png"))[None], step=0
+            )
 
 
 def train_hoc(config: HocConfig, ctx) -> dict:
 
-
     t_start = time.time()
     data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)
     if data is None:
-        raise ValueError("data: expected --data IMAGE (one image of a dense homogeneous cluster), a folder "
-                         "or several images of one kind separated by commas")
+        raise ValueError(
+            "data: expected --data IMAGE (one image of a dense homogeneous cluster), a folder "
+            "or several images of one kind separated by commas"
+        )
     paths = data_paths(data)
     raw = [load_image(p) for p in paths]
     if config.normalise:
@@ -318,13 +432,19 @@ def train_hoc(config: HocConfig, ctx) -> dict:
         infos = [p[1] for p in prepared]
         kinds = {(i["polarity"], i["colour"]) for i in infos}
         if len(kinds) > 1:
-            print(f"hoc: warning: the images are not of one kind (polarity, colour: {sorted(kinds)}); "
-                  f"each is normalised to bright nuclei on a dark background", flush=True)
+            print(
+                "hoc: warning: the images are not of one kind (polarity, colour: "
+                f"{sorted(kinds)}); "
+                f"each is normalised to bright nuclei on a dark background",
+                flush=True,
+            )
         windows = [i["window"] for i in infos]
         if config.window is None:
             config = dataclasses.replace(config, window=windows[0])
-        else:   # a given window is the first image's; the others follow their own scale
-            windows = [max(4, int(round(config.window * i["sigma"] / infos[0]["sigma"]))) for i in infos]
+        else:  # a given window is the first image's; the others follow their own scale
+            windows = [
+                max(4, int(round(config.window * i["sigma"] / infos[0]["sigma"]))) for i in infos
+            ]
     else:
         images, infos = raw, [{} for _ in raw]
         windows = [config.window] * len(raw)
@@ -340,9 +460,12 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     tmp = model_dir / f"hoc.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(r, indent=2, default=float))
     os.replace(tmp, model_dir / "hoc.json")
-    print(f"hoc: window {r['window']} px -> {r['resolution']} px, {r['num_layers']} layers, padding "
-          f"{r['padding']}, a {r['a']:.4f}, background {r['background']}, density {r['density']:.2f}/window",
-          flush=True)
+    print(
+        f"hoc: window {r['window']} px -> {r['resolution']} px, {r['num_layers']} layers, padding "
+        f"{r['padding']}, a {r['a']:.4f}, background {r['background']}, density "
+        f"{r['density']:.2f}/window",
+        flush=True,
+    )
 
     with ctx.strategy.scope():
         model = build_model(r, seed=ctx.seed)
@@ -350,26 +473,41 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     budget = ctx.budget_minutes
     gan_ctx = ctx
     if budget is not None:
-        gan_ctx = dataclasses.replace(ctx, budget_minutes=max(0.1, budget * (1 - r["counter_fraction"])
-                                                               - (time.time() - t_start) / 60))
-    result = run_fit(model, ds, gan_ctx, total_steps=ctx.resolve_steps(r["steps"]),
-                     checkpoint_every=r["checkpoint_every"], log_every=r["log_every"],
-                     image_every=r["image_every"], metric_fns={"masks": mask_metric(r)})
+        gan_ctx = dataclasses.replace(
+            ctx,
+            budget_minutes=max(
+                0.1, budget * (1 - r["counter_fraction"]) - (time.time() - t_start) / 60
+            ),
+        )
+    result = run_fit(
+        model,
+        ds,
+        gan_ctx,
+        total_steps=ctx.resolve_steps(r["steps"]),
+        checkpoint_every=r["checkpoint_every"],
+        log_every=r["log_every"],
+        image_every=r["image_every"],
+        metric_fns={"masks": mask_metric(r)},
+    )
     batch = next(iter(ds))
     write_figures(model, batch, model_dir)
 
     # Counter phase: learned from the generator's own composites only.
     # the counter keeps its share even when the GAN phase overran (start-up, figures, a loaded
     # machine): until issue 19 it could be left 10 s, i.e. one step, on a busy 2-core machine
-    limit = None if budget is None else max(r["counter_fraction"] * budget * 60,
-                                            budget * 60 - (time.time() - t_start) - 20)
+    limit = (
+        None
+        if budget is None
+        else max(r["counter_fraction"] * budget * 60, budget * 60 - (time.time() - t_start) - 20)
+    )
     counter, history = counter_stage(model, ds, image, r, model_dir, time_limit_s=limit)
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
     stats = mask_metric(r)(model)
-    count = counting.count_image(counter, image, r["window"], r["resolution"], r["counter_sigma"],
-                                 grayscale=r["grayscale"])   # the first image, already normalised
+    count = counting.count_image(
+        counter, image, r["window"], r["resolution"], r["counter_sigma"], grayscale=r["grayscale"]
+    )  # the first image, already normalised
     final = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
     final.update({f"masks_{k}": float(v) for k, v in stats.items()})
     final["count"] = float(count["count"])
@@ -379,7 +517,15 @@ def train_hoc(config: HocConfig, ctx) -> dict:
     return final
 
 
-register_experiment("hoc", HocConfig(), train_hoc,
-                    "Dai et al. 2019 app. 2: instances, masks and counts from one image (small, 2 CPU cores)")
-register_experiment("hoc_paper", hoc_paper_config(), train_hoc,
-                    "Dai et al. 2019 app. 2 with Table 2 networks at 64x64; --override setting=crowd|fruit|seed")
+register_experiment(
+    "hoc",
+    HocConfig(),
+    train_hoc,
+    "Dai et al. 2019 app. 2: instances, masks and counts from one image (small, 2 CPU cores)",
+)
+register_experiment(
+    "hoc_paper",
+    hoc_paper_config(),
+    train_hoc,
+    "Dai et al. 2019 app. 2 with Table 2 networks at 64x64; --override setting=crowd|fruit|seed",
+)

@@ -3,20 +3,24 @@
 One `train_fn` runs the paper's whole pipeline:
 1. GAN training of `ILSGAN` (layered StyleGAN2-style generator, residual discriminator, perturbed
    composition, L_m, L_b, ILS-MI, lazy R1, ADA) on square centre crops of the photos, with
-   `indep_seg.training.loop.run_fit` (checkpoints, resume, PNG grids rows background / foreground / composite /
+   `indep_seg.training.loop.run_fit` (checkpoints, resume, PNG grids rows background / foreground /
+   composite /
    mask, TensorBoard, time budget);
 2. every `eval_every` steps: the selection metric and the mask-collapse check. The paper keeps the
    checkpoint with the lowest FID. FID/KID use InceptionV3 when its weights are on this machine
    (`indep_seg.metrics_gan.find_inception_weights`); otherwise the run says so and uses KID on the
-   features of a fixed random conv net (an unsupervised criterion; no mask is ever used). A collapsed
+   features of a fixed random conv net (an unsupervised criterion; no mask is ever used). A
+   collapsed
    checkpoint is never selected; with `collapse_policy="restart"` the run goes back to the last
    healthy checkpoint;
 3. the selected generator makes synthetic (image, mask) pairs, a post-hoc UNet is trained on them
    (90/10 split, best validation IoU) and saved as `model_dir/segmenter` (`indep_seg.segmenter`).
 
-Data (`--data`): anything `indep_seg.data.read_dataset` reads (default: ../shared/datasets/weizmann_horse);
+Data (`--data`): anything `indep_seg.data.read_dataset` reads (default:
+../shared/datasets/weizmann_horse);
 only the photos are used, centre-cropped to squares.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,16 +39,26 @@ from indep_seg.collapse import CollapseMonitor
 from indep_seg.models.ilsgan import ILSGAN
 from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminator
 from indep_seg.optimizers import FusedAdam
-from indep_seg.posthoc import (discriminator_scores, generate_pairs, save_posthoc_segmenter, small_unet,
-                               top_k_pairs, train_posthoc_unet, zoom_out_pairs)
+from indep_seg.posthoc import (
+    discriminator_scores,
+    generate_pairs,
+    save_posthoc_segmenter,
+    small_unet,
+    top_k_pairs,
+    train_posthoc_unet,
+    zoom_out_pairs,
+)
 from indep_seg.training.registry import register_experiment
 
-DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "weizmann_horse")
+DEFAULT_DATA = str(
+    Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "weizmann_horse"
+)
 
 
 @dataclasses.dataclass
 class ILSGANConfig:
-    """Options of the `ilsgan` (small, 2 CPU cores) preset; `paper_config()` gives `ilsgan_paper`."""
+    """Options of the `ilsgan` (small, 2 CPU cores) preset; `paper_config()` gives
+    `ilsgan_paper`."""
 
     resolution: int = 32
     z_dim: int = 64
@@ -55,34 +69,38 @@ class ILSGANConfig:
     d_channel_base: int = 1024
     d_channel_max: int = 64
     use_noise: bool = True
-    mbstd_group_size: int = 4       # minibatch-std group (StyleGAN2: 4); ilsgan_tiny: 1 (replica-independent)
-    mask_bias: float = 0.0          # mask-logit offset
+    mbstd_group_size: int = (
+        4  # minibatch-std group (StyleGAN2: 4); ilsgan_tiny: 1 (replica-independent)
+    )
+    mask_bias: float = 0.0  # mask-logit offset
     mask_center_prior: float = 2.0  # small preset only (paper: 0): fixed centred logit map, see
-                                    # LayeredGenerator; without it, masks went translucent / all-0 / all-1
-                                    # within the CPU budget on the horse photos
+    # LayeredGenerator; without it, masks went translucent / all-0 / all-1
+    # within the CPU budget on the horse photos
     batch_size: int = 32
     learning_rate: float = 0.0025
     beta_1: float = 0.0
     beta_2: float = 0.99
-    r1_gamma: float = -1.0          # < 0: 0.0002 * res^2 / batch (StyleGAN2-ADA heuristic)
+    r1_gamma: float = -1.0  # < 0: 0.0002 * res^2 / batch (StyleGAN2-ADA heuristic)
     r1_interval: int = 16
     ada: bool = True
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 100.0
-    ema_kimg: float = 10.0          # StyleGAN2-ADA: batch * 10 / 32 kimg half-life; 0 = no EMA copy
-    ema_rampup: float = 0.05        # StyleGAN2-ADA's ramp-up (< 0: none)
-    style_mixing_prob: float = 0.0  # StyleGAN2 / the authors' code: 0.9 (off here: not measured on CPU yet)
-    pl_weight: float = 0.0          # StyleGAN2: 2; the authors' code has it off (their loss.py raises)
+    ema_kimg: float = 10.0  # StyleGAN2-ADA: batch * 10 / 32 kimg half-life; 0 = no EMA copy
+    ema_rampup: float = 0.05  # StyleGAN2-ADA's ramp-up (< 0: none)
+    style_mixing_prob: float = (
+        0.0  # StyleGAN2 / the authors' code: 0.9 (off here: not measured on CPU yet)
+    )
+    pl_weight: float = 0.0  # StyleGAN2: 2; the authors' code has it off (their loss.py raises)
     pl_interval: int = 4
     shift_fraction: float = 0.125
     eta: float = 0.25
-    eta_max: float = 0.5            # small preset only (paper: -1 = off): upper area hinge. On the horse
-                                    # photos, without it masks went all-0 in 500 steps (mask_bias 0) or
-                                    # all-1 in 250 steps (mask_bias 1) within the CPU budget
+    eta_max: float = 0.5  # small preset only (paper: -1 = off): upper area hinge. On the horse
+    # photos, without it masks went all-0 in 500 steps (mask_bias 0) or
+    # all-1 in 250 steps (mask_bias 1) within the CPU budget
     lambda_m: float = 2.0
     lambda_b: float = 2.0
-    ils: str = "mi"                 # "mi" (eq. 12), "l1" (eq. 13), "none"
+    ils: str = "mi"  # "mi" (eq. 12), "l1" (eq. 13), "none"
     lambda_ils: float = 1.0
     lambda_ils_warmup: float = 0.2
     ils_warmup_images: int = 20000
@@ -90,19 +108,21 @@ class ILSGANConfig:
     ils_opt_visible: bool = True
     ils_opt_mask: bool = True
     ils_distribution: str = "laplace"
-    steps: int = 200000             # the time budget usually stops the small preset first
+    steps: int = 200000  # the time budget usually stops the small preset first
     checkpoint_every: int = 250
     log_every: int = 50
     eval_every: int = 250
     eval_samples: int = 384
-    inception_weights: str = ""     # path of InceptionV3 no-top weights ("" = the Keras cache)
+    inception_weights: str = ""  # path of InceptionV3 no-top weights ("" = the Keras cache)
     collapse_policy: str = "restart"  # "report" or "restart"
     collapse_patience: int = 2
-    posthoc_pairs: int = 16000      # 4000 pairs and 12 epochs gave real-horse IoU 0.547, this 0.585
-    posthoc_epochs: int = 30        # a 60-minute budget's 9-minute share stops it after ~18
+    posthoc_pairs: int = 16000  # 4000 pairs and 12 epochs gave real-horse IoU 0.547, this 0.585
+    posthoc_epochs: int = 30  # a 60-minute budget's 9-minute share stops it after ~18
     posthoc_zoom_out: float = 0.55  # 1.0 = off
-    posthoc_topk: int = 0           # > 0: keep the posthoc_topk pairs of posthoc_pool that D scores most real
-    posthoc_pool: int = 0           # pairs drawn before the top-k filter (0: posthoc_pairs)
+    posthoc_topk: int = (
+        0  # > 0: keep the posthoc_topk pairs of posthoc_pool that D scores most real
+    )
+    posthoc_pool: int = 0  # pairs drawn before the top-k filter (0: posthoc_pairs)
     posthoc_budget_fraction: float = 0.15  # share of --budget-minutes kept for the post-hoc UNet
     posthoc_widths: str = "32,64,128,128"
     max_images: int = 0
@@ -110,23 +130,45 @@ class ILSGANConfig:
 
 
 def paper_config() -> ILSGANConfig:
-    """Zou et al. 2023, Implementation Details: StyleGAN2 at 128x128 (Table 1; 64 for the ablations), z and w
-    512, 8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta 0.25,
-    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown; from the authors' code
-    (stylegan2-ada): EMA of G (10 kimg, ramp-up 0.05), style mixing 0.9, no path-length regularisation."""
-    return ILSGANConfig(resolution=128, z_dim=512, w_dim=512, mapping_layers=8, g_channel_base=32768,
-                        g_channel_max=512, d_channel_base=32768, d_channel_max=512, eta_max=-1.0,
-                        mask_center_prior=0.0,
-                        batch_size=32,
-                        ada_kimg=500.0, style_mixing_prob=0.9, ils_warmup_images=400000, steps=250000, checkpoint_every=2500,
-                        eval_every=2500, eval_samples=10000, posthoc_pairs=10000, posthoc_epochs=20,
-                        posthoc_zoom_out=1.0, posthoc_budget_fraction=0.05,
-                        posthoc_widths="64,128,256,512,512")
+    """Zou et al. 2023, Implementation Details: StyleGAN2 at 128x128 (Table 1; 64 for the
+    ablations), z and w
+    512, 8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta
+    0.25,
+    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown; from the authors'
+    code
+    (stylegan2-ada): EMA of G (10 kimg, ramp-up 0.05), style mixing 0.9, no path-length
+    regularisation."""
+    return ILSGANConfig(
+        resolution=128,
+        z_dim=512,
+        w_dim=512,
+        mapping_layers=8,
+        g_channel_base=32768,
+        g_channel_max=512,
+        d_channel_base=32768,
+        d_channel_max=512,
+        eta_max=-1.0,
+        mask_center_prior=0.0,
+        batch_size=32,
+        ada_kimg=500.0,
+        style_mixing_prob=0.9,
+        ils_warmup_images=400000,
+        steps=250000,
+        checkpoint_every=2500,
+        eval_every=2500,
+        eval_samples=10000,
+        posthoc_pairs=10000,
+        posthoc_epochs=20,
+        posthoc_zoom_out=1.0,
+        posthoc_budget_fraction=0.05,
+        posthoc_widths="64,128,256,512,512",
+    )
 
 
 # ----------------------------------------------------------------------------- data
 def load_training_images(spec, resolution, max_images=0, log=print):
-    """Photos of `spec` (via `indep_seg.data.read_dataset`), centre-cropped to squares and resized to
+    """Photos of `spec` (via `indep_seg.data.read_dataset`), centre-cropped to squares and resized
+    to
     `resolution` (antialiased): float32 `[N, R, R, 3]` in [0, 1]. Masks, if any, are ignored."""
     from indep_seg.data import read_dataset
 
@@ -137,7 +179,7 @@ def load_training_images(spec, resolution, max_images=0, log=print):
         h, w = int(img.shape[0]), int(img.shape[1])
         s = min(h, w)
         y0, x0 = (h - s) // 2, (w - s) // 2
-        crop = tf.cast(img[y0:y0 + s, x0:x0 + s], tf.float32) / 255.0
+        crop = tf.cast(img[y0 : y0 + s, x0 : x0 + s], tf.float32) / 255.0
         out.append(tf.image.resize(crop, [resolution, resolution], antialias=True).numpy())
         if max_images and len(out) >= max_images:
             break
@@ -149,13 +191,20 @@ def load_training_images(spec, resolution, max_images=0, log=print):
 
 
 def prepare_image_shards(spec, resolution, directory, max_images=0, log=print):
-    """The run's image shards (`indep_seg.data.image_stream`): the photos of `spec` read one at a time,
-    centre-cropped and resized as `load_training_images` does, written once (reused when complete and
+    """The run's image shards (`indep_seg.data.image_stream`): the photos of `spec` read one at a
+    time,
+    centre-cropped and resized as `load_training_images` does, written once (reused when complete
+    and
     made from the same spec); memory holds one photo. Returns the shards' manifest."""
     from indep_seg.data import DataError, read_dataset
     from indep_seg.data.image_stream import centre_square, read_image_shards, write_image_shards
 
-    info = {"data": str(spec), "resolution": int(resolution), "max_images": int(max_images), "version": 1}
+    info = {
+        "data": str(spec),
+        "resolution": int(resolution),
+        "max_images": int(max_images),
+        "version": 1,
+    }
     manifest = read_image_shards(directory, info=info)
     if manifest is not None:
         log(f"data: reusing {manifest['images']} photos of {spec} in {directory}")
@@ -168,7 +217,9 @@ def prepare_image_shards(spec, resolution, directory, max_images=0, log=print):
                 if max_images and n >= max_images:
                     return
         except tf.errors.DataLossError as e:
-            raise DataError(f"{spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})") from None
+            raise DataError(
+                f"{spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})"
+            ) from None
         except tf.errors.InvalidArgumentError as e:
             raise DataError(f"{spec}: {e.message.strip()[:300]}") from None
 
@@ -179,74 +230,127 @@ def prepare_image_shards(spec, resolution, directory, max_images=0, log=print):
         if "no image to write" in str(e):
             raise ValueError(f"data: {spec} holds no images") from None
         raise
-    log(f"data: {manifest['images']} photos from {spec}, centre-cropped to {resolution}x{resolution}, "
-        f"written to {len(manifest['image_files'])} shard(s) in {directory} in {time.time() - t:.1f} s")
+    log(
+        f"data: {manifest['images']} photos from {spec}, centre-cropped to "
+        f"{resolution}x{resolution}, "
+        f"written to {len(manifest['image_files'])} shard(s) in {directory} in "
+        f"{time.time() - t:.1f} s"
+    )
     return manifest
 
 
 def make_dataset(images, batch_size, seed=0):
-    # epoch e = the permutation drawn with the stateless seed (seed, e): a new order every epoch as with
+    # epoch e = the permutation drawn with the stateless seed (seed, e): a new order every epoch as
+    # with
     # shuffle().repeat(), but the same stream for every iterator (the preview batch, fit under any
     # strategy, a resumed run); a stateful shuffle gave fit under MirroredStrategy another order
     n = len(images)
     images = tf.constant(images)
-    order = tf.data.Dataset.range(2 ** 62).flat_map(lambda e: tf.data.Dataset.from_tensor_slices(tf.argsort(
-        tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), e])))))
+    order = tf.data.Dataset.range(2**62).flat_map(
+        lambda e: tf.data.Dataset.from_tensor_slices(
+            tf.argsort(
+                tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), e]))
+            )
+        )
+    )
     ds = order.map(lambda i: tf.gather(images, i))
-    # stateless flip keyed by (seed, position in the stream): the unseeded stateful flip under a parallel
+    # stateless flip keyed by (seed, position in the stream): the unseeded stateful flip under a
+    # parallel
     # map gave each run other flips (no exact resume, N replicas != 1 device)
-    ds = ds.enumerate().map(lambda i, x: tf.image.stateless_random_flip_left_right(
-        x, seed=tf.stack([tf.cast(seed, tf.int64), i])), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(
+        lambda i, x: tf.image.stateless_random_flip_left_right(
+            x, seed=tf.stack([tf.cast(seed, tf.int64), i])
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
 # ----------------------------------------------------------------------------- model
 def build_model(cfg: ILSGANConfig, global_batch_size=None):
-    gen = LayeredGenerator(cfg.resolution, cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.g_channel_base,
-                           cfg.g_channel_max, use_noise=cfg.use_noise, mask_bias=cfg.mask_bias,
-                           mask_center_prior=cfg.mask_center_prior,
-                           name="layered_generator")
-    disc = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max,
-                                  mbstd_group_size=cfg.mbstd_group_size, name="discriminator")
-    model = ILSGAN(gen, disc, shift_fraction=cfg.shift_fraction, eta=cfg.eta,
-                   eta_max=None if cfg.eta_max < 0 else cfg.eta_max, lambda_m=cfg.lambda_m,
-                   lambda_b=cfg.lambda_b, ils=cfg.ils, lambda_ils=cfg.lambda_ils,
-                   lambda_ils_warmup=cfg.lambda_ils_warmup, ils_warmup_images=cfg.ils_warmup_images,
-                   ils_separate=cfg.ils_separate, ils_opt_visible=cfg.ils_opt_visible,
-                   ils_opt_mask=cfg.ils_opt_mask, ils_distribution=cfg.ils_distribution,
-                   r1_gamma=None if cfg.r1_gamma < 0 else cfg.r1_gamma, r1_interval=cfg.r1_interval,
-                   ada=cfg.ada, ada_target=cfg.ada_target, ada_interval=cfg.ada_interval,
-                   ada_kimg=cfg.ada_kimg, ema_kimg=cfg.ema_kimg,
-                   ema_rampup=None if cfg.ema_rampup < 0 else cfg.ema_rampup,
-                   style_mixing_prob=cfg.style_mixing_prob, pl_weight=cfg.pl_weight,
-                   pl_interval=cfg.pl_interval, global_batch_size=global_batch_size or cfg.batch_size,
-                   seed=cfg.seed)
+    gen = LayeredGenerator(
+        cfg.resolution,
+        cfg.z_dim,
+        cfg.w_dim,
+        cfg.mapping_layers,
+        cfg.g_channel_base,
+        cfg.g_channel_max,
+        use_noise=cfg.use_noise,
+        mask_bias=cfg.mask_bias,
+        mask_center_prior=cfg.mask_center_prior,
+        name="layered_generator",
+    )
+    disc = StyleGAN2Discriminator(
+        cfg.resolution,
+        cfg.d_channel_base,
+        cfg.d_channel_max,
+        mbstd_group_size=cfg.mbstd_group_size,
+        name="discriminator",
+    )
+    model = ILSGAN(
+        gen,
+        disc,
+        shift_fraction=cfg.shift_fraction,
+        eta=cfg.eta,
+        eta_max=None if cfg.eta_max < 0 else cfg.eta_max,
+        lambda_m=cfg.lambda_m,
+        lambda_b=cfg.lambda_b,
+        ils=cfg.ils,
+        lambda_ils=cfg.lambda_ils,
+        lambda_ils_warmup=cfg.lambda_ils_warmup,
+        ils_warmup_images=cfg.ils_warmup_images,
+        ils_separate=cfg.ils_separate,
+        ils_opt_visible=cfg.ils_opt_visible,
+        ils_opt_mask=cfg.ils_opt_mask,
+        ils_distribution=cfg.ils_distribution,
+        r1_gamma=None if cfg.r1_gamma < 0 else cfg.r1_gamma,
+        r1_interval=cfg.r1_interval,
+        ada=cfg.ada,
+        ada_target=cfg.ada_target,
+        ada_interval=cfg.ada_interval,
+        ada_kimg=cfg.ada_kimg,
+        ema_kimg=cfg.ema_kimg,
+        ema_rampup=None if cfg.ema_rampup < 0 else cfg.ema_rampup,
+        style_mixing_prob=cfg.style_mixing_prob,
+        pl_weight=cfg.pl_weight,
+        pl_interval=cfg.pl_interval,
+        global_batch_size=global_batch_size or cfg.batch_size,
+        seed=cfg.seed,
+    )
     # StyleGAN2 lazy regularisation: the D optimizer's lr and betas are adjusted by c = k / (k + 1).
     c = cfg.r1_interval / (cfg.r1_interval + 1.0) if cfg.r1_interval > 0 else 1.0
     cg = cfg.pl_interval / (cfg.pl_interval + 1.0) if cfg.pl_weight > 0 else 1.0
     model.compile(
-        d_optimizer=FusedAdam(cfg.learning_rate * c, beta_1=cfg.beta_1 ** c, beta_2=cfg.beta_2 ** c,
-                              epsilon=1e-8),
-        g_optimizer=FusedAdam(cfg.learning_rate * cg, beta_1=cfg.beta_1 ** cg, beta_2=cfg.beta_2 ** cg,
-                              epsilon=1e-8))
+        d_optimizer=FusedAdam(
+            cfg.learning_rate * c, beta_1=cfg.beta_1**c, beta_2=cfg.beta_2**c, epsilon=1e-8
+        ),
+        g_optimizer=FusedAdam(
+            cfg.learning_rate * cg, beta_1=cfg.beta_1**cg, beta_2=cfg.beta_2**cg, epsilon=1e-8
+        ),
+    )
     return model
 
 
 def feature_extractor(cfg: ILSGANConfig, log=print):
-    """(extractor, name, is_inception): InceptionV3 when its weights are here, else a random conv net."""
+    """(extractor, name, is_inception): InceptionV3 when its weights are here, else a random conv
+    net."""
     try:
         ext = metrics_gan.inception_feature_extractor(cfg.inception_weights or None)
         log("selection metric: FID/KID with InceptionV3 pool features")
         return ext, "inception_v3", True
     except metrics_gan.InceptionWeightsUnavailable as e:
         log(f"NOTE: {e}")
-        log("selection metric: KID on the features of a FIXED RANDOM conv net (seed 0), an unsupervised "
-            "criterion comparable only between runs of this project; no mask is used")
+        log(
+            "selection metric: KID on the features of a FIXED RANDOM conv net (seed 0), an "
+            "unsupervised "
+            "criterion comparable only between runs of this project; no mask is used"
+        )
         return metrics_gan.random_feature_extractor(seed=0), "random_conv_kid", False
 
 
 class _Selector:
-    """The metric fn of run_fit: selection metric, collapse check, best and last-healthy checkpoints."""
+    """The metric fn of run_fit: selection metric, collapse check, best and last-healthy
+    checkpoints."""
 
     def __init__(self, model, cfg, model_dir, real_images, log=print):
         self.model = model
@@ -255,17 +359,27 @@ class _Selector:
         self.log = log
         self.extractor, self.metric_name, self.inception = feature_extractor(cfg, log)
         self.real_feats = metrics_gan.compute_features(real_images, self.extractor)
-        self.z = tf.constant(np.random.default_rng(1234).standard_normal(
-            (cfg.eval_samples, cfg.z_dim)).astype(np.float32))
-        self.monitor = CollapseMonitor(cfg.collapse_policy, cfg.collapse_patience,
-                                       log_path=self.dir / "collapse.jsonl")
+        self.z = tf.constant(
+            np.random.default_rng(1234)
+            .standard_normal((cfg.eval_samples, cfg.z_dim))
+            .astype(np.float32)
+        )
+        self.monitor = CollapseMonitor(
+            cfg.collapse_policy, cfg.collapse_patience, log_path=self.dir / "collapse.jsonl"
+        )
         self.best = {"kid": float("inf"), "step": -1}
         state = self.dir / "selection.json"
         if state.exists():  # a resumed run keeps its best so far
             self.best = json.loads(state.read_text()).get("best", self.best)
-        self.items = tf.train.Checkpoint(**{k: (v.state if isinstance(v, keras.random.SeedGenerator) else v)
-                                            for k, v in model.checkpoint_items().items()})
-        self.gen_ckpt = tf.train.Checkpoint(generator=model.sampling_generator)  # the EMA copy when on
+        self.items = tf.train.Checkpoint(
+            **{
+                k: (v.state if isinstance(v, keras.random.SeedGenerator) else v)
+                for k, v in model.checkpoint_items().items()
+            }
+        )
+        self.gen_ckpt = tf.train.Checkpoint(
+            generator=model.sampling_generator
+        )  # the EMA copy when on
         self.restarts = 0
 
     def _save(self, ckpt, name):
@@ -286,13 +400,17 @@ class _Selector:
         step = int(model.step_counter.numpy())
         comps, masks = [], []
         for i in range(0, self.cfg.eval_samples, 128):
-            out = model.generate(self.z[i:i + 128])
+            out = model.generate(self.z[i : i + 128])
             comps.append(np.clip(out["composite"].numpy(), 0, 1))
             masks.append(out["mask"].numpy())
         comps, masks = np.concatenate(comps), np.concatenate(masks)
         feats = metrics_gan.compute_features(comps, self.extractor)
-        kid, _ = metrics_gan.kid_from_features(feats, self.real_feats, num_subsets=20,
-                                               subset_size=min(256, len(feats), len(self.real_feats)))
+        kid, _ = metrics_gan.kid_from_features(
+            feats,
+            self.real_feats,
+            num_subsets=20,
+            subset_size=min(256, len(feats), len(self.real_feats)),
+        )
         result = {"kid": kid, "mask_coverage": float((masks > 0.5).mean())}
         if self.inception:
             result["fid"] = metrics_gan.fid_from_features(feats, self.real_feats)
@@ -303,7 +421,11 @@ class _Selector:
             self.monitor.last_healthy = (step, str(healthy_path))
             if kid < self.best["kid"]:
                 self._save(self.gen_ckpt, "best")
-                self.best = {"kid": kid, "step": step, **{k: v for k, v in result.items() if k != "kid"}}
+                self.best = {
+                    "kid": kid,
+                    "step": step,
+                    **{k: v for k, v in result.items() if k != "kid"},
+                }
         else:
             self.log(report.message)
         if action == "restart":
@@ -312,8 +434,14 @@ class _Selector:
             self.restarts += 1
             model.seed_generator.state.assign(model.seed_generator.state + 7919 * self.restarts)
             self.log(f"restarted from {path} (restart {self.restarts})")
-        result.update({"collapsed": float(report.collapsed), "best_kid": self.best["kid"],
-                       "best_step": float(self.best["step"]), "restarts": float(self.restarts)})
+        result.update(
+            {
+                "collapsed": float(report.collapsed),
+                "best_kid": self.best["kid"],
+                "best_step": float(self.best["step"]),
+                "restarts": float(self.restarts),
+            }
+        )
         state = {"metric": self.metric_name, "best": self.best, "restarts": self.restarts}
         tmp = self.dir / f"selection.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(state, indent=2))
@@ -321,7 +449,9 @@ class _Selector:
         return result
 
 
-def posthoc_stage(model, cfg: ILSGANConfig, model_dir, chosen, selection_metric, budget_seconds=None, log=print):
+def posthoc_stage(
+    model, cfg: ILSGANConfig, model_dir, chosen, selection_metric, budget_seconds=None, log=print
+):
     """Zou et al., "Evaluation": `cfg.posthoc_pairs` synthetic (image, mask) pairs from the selected
     generator (half of them zoomed out when `posthoc_zoom_out` < 1), a post-hoc UNet trained on them
     (90/10 split, best validation IoU, at most `posthoc_epochs` or `budget_seconds`), saved as
@@ -332,8 +462,12 @@ def posthoc_stage(model, cfg: ILSGANConfig, model_dir, chosen, selection_metric,
         pair_images, pair_masks = generate_pairs(model, pool, seed=cfg.seed)
         scores = discriminator_scores(model.discriminator, pair_images)
         pair_images, pair_masks = top_k_pairs(pair_images, pair_masks, scores, cfg.posthoc_topk)
-        log(f"post-hoc pairs: the {cfg.posthoc_topk} of {pool} that the discriminator scores most real "
-            f"(logit >= {np.sort(scores)[-cfg.posthoc_topk]:.3f}; median of the pool {np.median(scores):.3f})")
+        log(
+            f"post-hoc pairs: the {cfg.posthoc_topk} of {pool} that the discriminator scores most "
+            "real "
+            f"(logit >= {np.sort(scores)[-cfg.posthoc_topk]:.3f}; median of the pool "
+            f"{np.median(scores):.3f})"
+        )
     else:
         pair_images, pair_masks = generate_pairs(model, cfg.posthoc_pairs, seed=cfg.seed)
     if cfg.posthoc_zoom_out < 1.0:
@@ -345,14 +479,32 @@ def posthoc_stage(model, cfg: ILSGANConfig, model_dir, chosen, selection_metric,
     unet = small_unet(cfg.resolution, widths)
     if budget_seconds is not None:  # the pairs' generation is part of the stage's time
         budget_seconds = max(10.0, budget_seconds - (time.time() - t_post))
-    unet, hist = train_posthoc_unet(pair_images, pair_masks, unet, epochs=cfg.posthoc_epochs,
-                                    budget_seconds=budget_seconds, seed=cfg.seed, log=log)
-    save_posthoc_segmenter(unet, model_dir, cfg.resolution, "ilsgan",
-                           extra={"selected_step": int(chosen["step"]), "selection_metric": selection_metric,
-                                  "posthoc_best_val_iou": hist["best_val_iou"]})
+    unet, hist = train_posthoc_unet(
+        pair_images,
+        pair_masks,
+        unet,
+        epochs=cfg.posthoc_epochs,
+        budget_seconds=budget_seconds,
+        seed=cfg.seed,
+        log=log,
+    )
+    save_posthoc_segmenter(
+        unet,
+        model_dir,
+        cfg.resolution,
+        "ilsgan",
+        extra={
+            "selected_step": int(chosen["step"]),
+            "selection_metric": selection_metric,
+            "posthoc_best_val_iou": hist["best_val_iou"],
+        },
+    )
     hist["seconds"] = time.time() - t_post
-    log(f"segmenter saved to {Path(model_dir) / 'segmenter'} (post-hoc val IoU {hist['best_val_iou']:.4f}, "
-        f"{hist['seconds']:.0f} s)")
+    log(
+        f"segmenter saved to {Path(model_dir) / 'segmenter'} (post-hoc val IoU "
+        f"{hist['best_val_iou']:.4f}, "
+        f"{hist['seconds']:.0f} s)"
+    )
     return hist
 
 
@@ -378,42 +530,68 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     from indep_seg.data.image_stream import image_dataset, sample_image_records
     from indep_seg.training.strategy import worker_dir
 
-    scratch = worker_dir(model_dir, ctx.strategy)   # a non-chief worker's own copy, beside (not in) the
-    shard_dir = (scratch / "image_shards" if scratch == model_dir    # folder its checkpoints clear
-                 else scratch.with_name(scratch.name + "-data") / "image_shards")
+    scratch = worker_dir(
+        model_dir, ctx.strategy
+    )  # a non-chief worker's own copy, beside (not in) the
+    shard_dir = (
+        scratch / "image_shards"
+        if scratch == model_dir  # folder its checkpoints clear
+        else scratch.with_name(scratch.name + "-data") / "image_shards"
+    )
     shards = prepare_image_shards(data, cfg.resolution, shard_dir, cfg.max_images, log)
-    images = sample_image_records(shards["image_files"], cfg.resolution, max(cfg.eval_samples, 2048),
-                                  seed=cfg.seed)
+    images = sample_image_records(
+        shards["image_files"], cfg.resolution, max(cfg.eval_samples, 2048), seed=cfg.seed
+    )
     global_batch = cfg.batch_size
     with ctx.strategy.scope():
         model = build_model(cfg, global_batch)
     selector = _Selector(model, cfg, model_dir, images, log)
 
     def dataset_fn(start_step=0):
-        return image_dataset(shards["image_files"], global_batch, resolution=cfg.resolution, seed=cfg.seed,
-                             start_batch=int(start_step))
+        return image_dataset(
+            shards["image_files"],
+            global_batch,
+            resolution=cfg.resolution,
+            seed=cfg.seed,
+            start_batch=int(start_step),
+        )
 
     budget = ctx.budget_minutes
     gan_ctx = ctx
     if budget is not None:
-        gan_ctx = dataclasses.replace(ctx, budget_minutes=budget * (1.0 - cfg.posthoc_budget_fraction))
+        gan_ctx = dataclasses.replace(
+            ctx, budget_minutes=budget * (1.0 - cfg.posthoc_budget_fraction)
+        )
     total_steps = ctx.resolve_steps(cfg.steps)
-    fit = run_fit(model, dataset_fn, gan_ctx, total_steps=total_steps,
-                  checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-                  image_every=cfg.checkpoint_every, metric_every=cfg.eval_every,
-                  metric_fns={"selection": selector})
+    fit = run_fit(
+        model,
+        dataset_fn,
+        gan_ctx,
+        total_steps=total_steps,
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        image_every=cfg.checkpoint_every,
+        metric_every=cfg.eval_every,
+        metric_fns={"selection": selector},
+    )
     gan_seconds = time.time() - t_start
 
     # ---- selected checkpoint
     best_dir = model_dir / "best"
     if best_dir.exists():
-        tf.train.Checkpoint(generator=model.sampling_generator).read(str(best_dir / "ckpt")).expect_partial()
+        tf.train.Checkpoint(generator=model.sampling_generator).read(
+            str(best_dir / "ckpt")
+        ).expect_partial()
         chosen = selector.best
-        log(f"selected checkpoint: step {chosen['step']} ({selector.metric_name} {chosen['kid']:.5f})")
+        log(
+            f"selected checkpoint: step {chosen['step']} ({selector.metric_name} "
+            f"{chosen['kid']:.5f})"
+        )
     else:
         chosen = {"kid": float("nan"), "step": int(model.step_counter.numpy())}
         log("no healthy checkpoint was evaluated; using the final generator")
     from indep_seg.training.loop import write_png
+
     write_png(model_dir / "selected.png", model.image_grid())
 
     # ---- post-hoc UNet
@@ -421,19 +599,40 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     if budget is not None:
         post_budget = max(30.0, budget * 60.0 - (time.time() - t_start) - 20.0)
     hist = posthoc_stage(model, cfg, model_dir, chosen, selector.metric_name, post_budget, log)
-    summary = {"selection_metric": selector.metric_name, "selected": chosen, "fit": {
-        k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in fit.items()},
-        "posthoc": hist, "gan_seconds": gan_seconds, "total_seconds": time.time() - t_start,
-        "collapse_events": selector.monitor.events, "restarts": selector.restarts}
+    summary = {
+        "selection_metric": selector.metric_name,
+        "selected": chosen,
+        "fit": {
+            k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in fit.items()
+        },
+        "posthoc": hist,
+        "gan_seconds": gan_seconds,
+        "total_seconds": time.time() - t_start,
+        "collapse_events": selector.monitor.events,
+        "restarts": selector.restarts,
+    }
     tmp = model_dir / f"ilsgan_summary.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     os.replace(tmp, model_dir / "ilsgan_summary.json")
-    return {"steps": float(fit["step"]), "selected_step": float(chosen["step"]),
-            "selected_kid": float(chosen["kid"]), "posthoc_val_iou": float(hist["best_val_iou"]),
-            "restarts": float(selector.restarts), "seconds": float(time.time() - t_start)}
+    return {
+        "steps": float(fit["step"]),
+        "selected_step": float(chosen["step"]),
+        "selected_kid": float(chosen["kid"]),
+        "posthoc_val_iou": float(hist["best_val_iou"]),
+        "restarts": float(selector.restarts),
+        "seconds": float(time.time() - t_start),
+    }
 
 
-register_experiment("ilsgan", ILSGANConfig(), train_ilsgan,
-                    "ILSGAN small preset (32x32, narrow StyleGAN2-style nets; 2 CPU cores), Zou et al. 2023")
-register_experiment("ilsgan_paper", paper_config(), train_ilsgan,
-                    "ILSGAN as in the paper (StyleGAN2 128x128, z/w 512, ADA, EMA, 8M images), Zou et al. 2023")
+register_experiment(
+    "ilsgan",
+    ILSGANConfig(),
+    train_ilsgan,
+    "ILSGAN small preset (32x32, narrow StyleGAN2-style nets; 2 CPU cores), Zou et al. 2023",
+)
+register_experiment(
+    "ilsgan_paper",
+    paper_config(),
+    train_ilsgan,
+    "ILSGAN as in the paper (StyleGAN2 128x128, z/w 512, ADA, EMA, 8M images), Zou et al. 2023",
+)

@@ -16,12 +16,14 @@ with the settings that make N replicas train exactly as one device:
   contrastive estimator whose negatives come from the local batch: it cannot be split-invariant),
   no ADA (its augmentation draws are per replica) and no per-pixel noise (unseeded
   `tf.random.normal` in `NoiseInjection`);
-- every other random draw in the train steps goes through `indep_seg.training.strategy.global_batch_draw`
+- every other random draw in the train steps goes through
+`indep_seg.training.strategy.global_batch_draw`
   (done in the model files, unconditionally: one device draws exactly the numbers it drew before),
   and the input pipelines are pure functions of the seed (stateless flips, no reshuffling state).
 
 The generated data lands in `MODEL_DIR/tiny_data/` (rewritten identically on every run).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,13 +47,25 @@ def _data_dir(ctx) -> Path:
 # ----------------------------------------------------------------------------- box_seg_tiny
 def box_seg_tiny_config() -> BoxSegConfig:
     """The core's `box_seg_tiny` model options (`indep_seg.presets`) and a run of 3 steps."""
-    return BoxSegConfig(**{**preset_options("box_seg_tiny"), **dict(
-        steps=3, adversarial_fraction=0.67, background_variants=1, snapshot_every=1000, probe_images=8,
-        log_every=1, evidence_images=0)})
+    return BoxSegConfig(
+        **{
+            **preset_options("box_seg_tiny"),
+            **dict(
+                steps=3,
+                adversarial_fraction=0.67,
+                background_variants=1,
+                snapshot_every=1000,
+                probe_images=8,
+                log_every=1,
+                evidence_images=0,
+            ),
+        }
+    )
 
 
 def train_box_seg_tiny(cfg: BoxSegConfig, ctx) -> dict:
-    """`train_box_seg` on 8 synthetic photos (`indep_seg.data.write_synthetic_dataset`, boxes from masks)."""
+    """`train_box_seg` on 8 synthetic photos (`indep_seg.data.write_synthetic_dataset`, boxes from
+    masks)."""
     from indep_seg.data import write_synthetic_dataset
 
     if ctx.data is not None:  # e.g. TFRecords of the same photos (the distribution tests)
@@ -64,12 +78,34 @@ def train_box_seg_tiny(cfg: BoxSegConfig, ctx) -> dict:
 
 # ----------------------------------------------------------------------------- ilsgan_tiny
 def ilsgan_tiny_config() -> ILSGANConfig:
-    return ILSGANConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, g_channel_base=64, g_channel_max=16,
-                        d_channel_base=64, d_channel_max=16, use_noise=False, mbstd_group_size=1,
-                        mask_center_prior=0.0, batch_size=4, ada=False, ils="l1", r1_interval=2, steps=3,
-                        checkpoint_every=1000, log_every=1, eval_every=1000, eval_samples=16,
-                        collapse_policy="report", posthoc_pairs=40, posthoc_epochs=1, posthoc_zoom_out=1.0,
-                        posthoc_widths="4,8", max_images=16)
+    return ILSGANConfig(
+        resolution=16,
+        z_dim=8,
+        w_dim=8,
+        mapping_layers=1,
+        g_channel_base=64,
+        g_channel_max=16,
+        d_channel_base=64,
+        d_channel_max=16,
+        use_noise=False,
+        mbstd_group_size=1,
+        mask_center_prior=0.0,
+        batch_size=4,
+        ada=False,
+        ils="l1",
+        r1_interval=2,
+        steps=3,
+        checkpoint_every=1000,
+        log_every=1,
+        eval_every=1000,
+        eval_samples=16,
+        collapse_policy="report",
+        posthoc_pairs=40,
+        posthoc_epochs=1,
+        posthoc_zoom_out=1.0,
+        posthoc_widths="4,8",
+        max_images=16,
+    )
 
 
 def train_ilsgan_tiny(cfg: ILSGANConfig, ctx) -> dict:
@@ -79,24 +115,57 @@ def train_ilsgan_tiny(cfg: ILSGANConfig, ctx) -> dict:
 
 # ----------------------------------------------------------------------------- hoc_tiny
 def hoc_tiny_config() -> HocConfig:
-    return HocConfig(resolution=16, window=16, num_layers=2, padding=4, a=0.15, background="disk",
-                     flips=True, latent_dim=3, g_initial_size=4, g_widths=(16, 8, 8), g_bn_synchronized=True,
-                     g_bias_before_bn=False,
-                     d_widths=(8, 16), q_widths=(8, 8), batch_size=4, steps=3, checkpoint_every=1000,
-                     image_every=0, log_every=1, counter_steps=2, counter_width=8, counter_sigma=2.0)
+    return HocConfig(
+        resolution=16,
+        window=16,
+        num_layers=2,
+        padding=4,
+        a=0.15,
+        background="disk",
+        flips=True,
+        latent_dim=3,
+        g_initial_size=4,
+        g_widths=(16, 8, 8),
+        g_bn_synchronized=True,
+        g_bias_before_bn=False,
+        d_widths=(8, 16),
+        q_widths=(8, 8),
+        batch_size=4,
+        steps=3,
+        checkpoint_every=1000,
+        image_every=0,
+        log_every=1,
+        counter_steps=2,
+        counter_width=8,
+        counter_sigma=2.0,
+    )
 
 
 def train_hoc_tiny(cfg: HocConfig, ctx) -> dict:
     """`train_hoc` on one synthetic 64x64 cluster image (`indep_seg.data.write_cluster_image`)."""
     from indep_seg.data import write_cluster_image
 
-    paths = write_cluster_image(_data_dir(ctx), size=64, num_objects=24, radius=4.0, seed=int(ctx.seed))
+    paths = write_cluster_image(
+        _data_dir(ctx), size=64, num_objects=24, radius=4.0, seed=int(ctx.seed)
+    )
     return train_hoc(cfg, dataclasses.replace(ctx, data=ctx.data or paths["image"]))
 
 
-register_experiment("box_seg_tiny", box_seg_tiny_config(), train_box_seg_tiny,
-                    "box_seg at toy size on synthetic data (distribution tests; seconds on a CPU)")
-register_experiment("ilsgan_tiny", ilsgan_tiny_config(), train_ilsgan_tiny,
-                    "ilsgan at toy size on synthetic data (distribution tests; seconds on a CPU)")
-register_experiment("hoc_tiny", hoc_tiny_config(), train_hoc_tiny,
-                    "hoc at toy size on a synthetic cluster image (distribution tests; seconds on a CPU)")
+register_experiment(
+    "box_seg_tiny",
+    box_seg_tiny_config(),
+    train_box_seg_tiny,
+    "box_seg at toy size on synthetic data (distribution tests; seconds on a CPU)",
+)
+register_experiment(
+    "ilsgan_tiny",
+    ilsgan_tiny_config(),
+    train_ilsgan_tiny,
+    "ilsgan at toy size on synthetic data (distribution tests; seconds on a CPU)",
+)
+register_experiment(
+    "hoc_tiny",
+    hoc_tiny_config(),
+    train_hoc_tiny,
+    "hoc at toy size on a synthetic cluster image (distribution tests; seconds on a CPU)",
+)
