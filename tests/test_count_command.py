@@ -39,8 +39,12 @@ def test_count_prints_json_and_writes_overlay(model_dir, tmp_path, capsys, kind)
     _write(path, img, kind)
     overlay = tmp_path / "overlay.png"
     assert main(["count", "--model", str(model_dir), str(path), "--overlay", str(overlay)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["count"] == len(CENTRES)
+    # progress on standard error, a line before and after the image (stdout keeps the JSON alone)
+    assert f"counting {path} (1/1)" in captured.err
+    assert f"{path}: {len(CENTRES)} counted" in captured.err
     assert len(out["centres"]) == len(CENTRES)
     ov = np.asarray(Image.open(overlay))
     assert ov.shape == (120, 120, 3)
