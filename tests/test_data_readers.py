@@ -7,7 +7,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from indep_seg.data import DataError, decode, read_dataset, read_image_folder, read_tfrecords
+from indep_seg.data import (
+    DataError,
+    decode,
+    plan_folder,
+    read_dataset,
+    read_image_folder,
+    read_tfrecords,
+)
 
 WEIZMANN = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "weizmann_horse"
@@ -29,15 +36,21 @@ def test_folder_with_csv_boxes_mask_boxes_and_whole_image_fallback(tmp_path):
     _save(str(img / "a.png"), a)
     _save(str(img / "b.png"), b)
     _save(str(img / "c.png"), c)
-    (img / "boxes.csv").write_text("filename,x0,y0,x1,y1\na.png,1,2,11,12\na.png,5,5,40,30\n")
-    els = list(read_image_folder(img, boxes_csv=img / "boxes.csv").as_numpy_iterator())
+    # no boxes.csv, no mask: the whole image is the box
+    els = list(read_image_folder(img).as_numpy_iterator())
     assert [e["source_id"] for e in els] == [b"a.png", b"b.png", b"c.png"]
-    np.testing.assert_array_equal(els[0]["image"], a)
-    np.testing.assert_array_equal(els[0]["boxes"], [[1, 2, 11, 12], [5, 5, 40, 30]])
-    np.testing.assert_array_equal(els[1]["boxes"], [[0, 0, 20, 20]])  # no row, no mask: whole image
+    np.testing.assert_array_equal(els[1]["boxes"], [[0, 0, 20, 20]])
     assert (
         not els[1]["has_mask"] and els[1]["mask"].shape == (20, 20, 1) and not els[1]["mask"].any()
     )
+    # with boxes.csv, photos without a row (and without a mask) are left out and listed
+    (img / "boxes.csv").write_text("filename,x0,y0,x1,y1\na.png,1,2,11,12\na.png,5,5,40,30\n")
+    els = list(read_image_folder(img, boxes_csv=img / "boxes.csv").as_numpy_iterator())
+    assert [e["source_id"] for e in els] == [b"a.png"]
+    np.testing.assert_array_equal(els[0]["image"], a)
+    np.testing.assert_array_equal(els[0]["boxes"], [[1, 2, 11, 12], [5, 5, 40, 30]])
+    plan = plan_folder(img, None, img / "boxes.csv")
+    assert [os.path.basename(p) for p in plan.unboxed] == ["b.png", "c.png"] and not plan.problems
 
 
 def test_masks_thresholded_resized_photo_and_scaled_boxes(tmp_path):

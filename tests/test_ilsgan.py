@@ -327,12 +327,18 @@ def test_generator_step_updates_generator_and_ada_moves():
 def test_image_grid_rows_and_checkpoint_items():
     model = _tiny_model(ada=False)
     grid = model.image_grid()
-    assert grid.shape == (4 * 8, 8 * 8, 3) and grid.dtype == np.uint8
-    mask_row = grid[3 * 8 :]
+    # 8-px tiles shown 8x enlarged (64 px cells), 2-px gutters, a title band at the left
+    cell, gap = 64, 2
+    assert grid.shape[0] == 2 * gap + 4 * (cell + gap) - gap and grid.dtype == np.uint8
+    band = grid.shape[1] - (2 * gap + 8 * (cell + gap) - gap)
+    assert band > 0 and (grid[:, :band] < 128).any()  # the row titles are written in the band
+    row = lambda i: grid[gap + i * (cell + gap) : gap + i * (cell + gap) + cell]  # noqa: E731
+    mask_row = row(3)[:, band + gap :]
     assert (mask_row[..., 0] == mask_row[..., 1]).all()  # the mask row is grey
     out = model.generate(model.grid_z)
     comp = np.clip(out["composite"].numpy(), 0, 1)
-    np.testing.assert_allclose(grid[16:24, :8] / 255.0, comp[0], atol=1 / 255 + 1e-6)
+    first = row(2)[:, band + gap : band + gap + cell : 8][::8]  # composite 0, one pixel per cell
+    np.testing.assert_allclose(first / 255.0, comp[0], atol=1 / 255 + 1e-6)
     items = model.checkpoint_items()
     assert {
         "generator",

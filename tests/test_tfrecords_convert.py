@@ -112,16 +112,24 @@ def test_folder_without_masks_round_trip(tmp_path):
     a = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
     _save(tmp_path / "f" / "a.png", a)
     _save(tmp_path / "f" / "b.bmp", a[::-1].copy())
-    (tmp_path / "f" / "boxes.csv").write_text("a.png,0,0,9,12\n")
-    summary = convert_folder(
-        tmp_path / "f", tmp_path / "r", boxes_csv=tmp_path / "f" / "boxes.csv", progress=False
-    )
+    # without boxes.csv every photo is written, with the whole photo as its box
+    summary = convert_folder(tmp_path / "f", tmp_path / "r", progress=False)
     els = list(read_tfrecords(summary.shards).as_numpy_iterator())
     np.testing.assert_array_equal(els[0]["image"], a)
     np.testing.assert_array_equal(els[1]["image"], a[::-1])  # BMP re-encoded losslessly as PNG
     assert not els[0]["has_mask"] and not els[1]["mask"].any()
-    np.testing.assert_allclose(els[0]["boxes"], [[0, 0, 9, 12]], atol=1e-4)
     np.testing.assert_array_equal(els[1]["boxes"], [[0, 0, 9, 12]])  # no box: whole image
+    assert summary.unboxed == 0
+    # with boxes.csv a photo without a row is left out and counted, as in a flat training folder
+    (tmp_path / "f" / "boxes.csv").write_text("a.png,0,0,9,12\n")
+    summary = convert_folder(
+        tmp_path / "f", tmp_path / "r2", boxes_csv=tmp_path / "f" / "boxes.csv", progress=False
+    )
+    els = list(read_tfrecords(summary.shards).as_numpy_iterator())
+    assert len(els) == 1 and summary.records == 1 and summary.unboxed == 1
+    np.testing.assert_allclose(els[0]["boxes"], [[0, 0, 9, 12]], atol=1e-4)
+    assert "1 photo(s) without a boxes.csv row are not written" in summary.format()
+    assert summary.to_dict()["unboxed"] == 1
 
 
 def test_failure_leaves_no_shard_and_skip_bad_counts(tmp_path):

@@ -59,7 +59,7 @@ def _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, pr
         )
         num_shards = auto_num_shards(total, len(plan.items))
     tasks = [(it.image_path, functools.partial(folder_record, it)) for it in plan.items]
-    return write_sharded(
+    summary = write_sharded(
         tasks,
         out_prefix,
         num_shards,
@@ -70,6 +70,8 @@ def _convert_plan(plan, out_prefix, num_shards, workers, skip_bad, overwrite, pr
         desc=desc,
         skipped=plan.problems,
     )
+    summary.unboxed = len(plan.unboxed)
+    return summary
 
 
 def convert_folder(

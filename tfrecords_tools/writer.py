@@ -46,6 +46,7 @@ class ConversionSummary:
     bytes: int = 0
     skipped: list = dataclasses.field(default_factory=list)  # [(file, reason)]
     seconds: float = 0.0
+    unboxed: int = 0  # photos left out: no boxes.csv row and no mask
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +55,7 @@ class ConversionSummary:
             "bytes": self.bytes,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "seconds": round(self.seconds, 3),
+            "unboxed": self.unboxed,
         }
 
     def format(self) -> str:
@@ -65,6 +67,8 @@ class ConversionSummary:
             lines.append(f"  {path}")
         if len(self.shards) > 3:
             lines.append(f"  ... ({len(self.shards) - 3} more)")
+        if self.unboxed:
+            lines.append(f"{self.unboxed} photo(s) without a boxes.csv row are not written")
         if self.skipped:
             reasons = collections.Counter(r.split(" (")[0] for _, r in self.skipped)
             lines.append("skipped:")

@@ -77,8 +77,19 @@ class FolderItem:
 
 @dataclasses.dataclass
 class FolderPlan:
+    """The validated items of a folder, its problems, and the photos that `boxes.csv` leaves out.
+
+    Attributes:
+        items: `FolderItem`s to read.
+        problems: `[(file, reason)]`, one per bad file or row.
+        unboxed: photos without a `boxes.csv` row and without a mask: with a `boxes.csv`, a
+            photo that has no row is not used (as in a flat folder for training), never given the
+            whole photo as its box.
+    """
+
     items: list
     problems: list  # [(file, reason)]
+    unboxed: list = dataclasses.field(default_factory=list)
 
     def raise_if_problems(self):
         if self.problems:
@@ -241,7 +252,8 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
     Folder-level errors (missing or empty folder, duplicate stems) raise `DataError` at once;
     per-file problems (unreadable image, missing mask, other aspect ratio, box outside the
     image, bad CSV rows) are collected so that a converter can skip them (`--skip-bad`); call
-    `plan.raise_if_problems()` to stop at the first one.
+    `plan.raise_if_problems()` to stop at the first one. With a `boxes_csv`, a photo that has
+    neither a row nor a mask is left out and listed in `plan.unboxed`.
     """
     images = list_images(images_dir)
     masks = {}
@@ -259,7 +271,7 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
                 problems.append(
                     (f"{boxes_csv} row {rows[0][0]}", f"{name} is not an image of {images_dir}")
                 )
-    items = []
+    items, unboxed = [], []
     for path in images:
         name = os.path.basename(path)
         try:
@@ -295,6 +307,9 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
                         )
                     )
                     continue
+        if boxes_csv is not None and mask_path is None and name not in csv_boxes:
+            unboxed.append(path)
+            continue
         boxes = []
         bad = None
         for row_number, (x0, y0, x1, y1) in csv_boxes.get(name, []):
@@ -320,4 +335,4 @@ def plan_folder(images_dir, masks_dir=None, boxes_csv=None, full_check: bool = F
                 source_id=name,
             )
         )
-    return FolderPlan(items=items, problems=problems)
+    return FolderPlan(items=items, problems=problems, unboxed=unboxed)

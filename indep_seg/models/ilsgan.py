@@ -43,13 +43,13 @@ divided by the global batch), so a single replica computes plain means.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks, losses
 from indep_seg.augment import AdaptiveAugment, augment
 from indep_seg.composition import composite
 from indep_seg.distribute import global_batch_draw
+from indep_seg.gallery import tile_rows
 from indep_seg.layout import perturbed_composite, shifts_from_uniform
 
 __all__ = ["ILSGAN", "mask_max_area_loss", "ema_beta", "mix_at_cutoff", "path_length_penalty"]
@@ -320,17 +320,15 @@ class ILSGAN(keras.Model):
         return out
 
     def image_grid(self, batch=None, n=8):
-        """uint8 grid, rows background / foreground / composite / mask (paper Fig. 3), fixed z."""
+        """uint8 grid, rows background / foreground / composite / mask (paper Fig. 3), fixed z,
+        each row titled at its left."""
         out = self.generate(self.grid_z[:n])
-        rows = [
-            out["background"],
-            out["foreground"],
-            out["composite"],
-            tf.tile(out["mask"], [1, 1, 1, 3]),
-        ]
-        rows = [tf.concat(tf.unstack(tf.clip_by_value(r, 0.0, 1.0)), axis=1) for r in rows]
-        grid = tf.concat(rows, axis=0).numpy()
-        return (grid * 255.0 + 0.5).astype(np.uint8)
+        rows = [out["background"], out["foreground"], out["composite"], out["mask"]]
+        return tile_rows(
+            [tf.clip_by_value(r, 0.0, 1.0).numpy() for r in rows],
+            min_cell=64,
+            titles=["background", "foreground", "composite", "mask"],
+        )
 
     # ------------------------------------------------------------------ training
     def _augment(self, x):

@@ -400,12 +400,26 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
     bg = batch["background"][:n]
     out = model.generate(int(bg.shape[0]), background=bg, training=False, return_all=True)
     write_png(
-        model_dir / "composites.png", tile_rows([batch["real"][:n], out["composite"]], min_cell=64)
+        model_dir / "composites.png",
+        tile_rows(
+            [batch["real"][:n], out["composite"]],
+            min_cell=64,
+            titles=["real patch", "composite"],
+        ),
     )
     carved = [out["carved"][:, i] for i in range(model.num_layers)]
-    write_png(model_dir / "carved.png", tile_rows(carved + [out["composite"]], min_cell=64))
+    write_png(
+        model_dir / "carved.png",
+        tile_rows(
+            carved + [out["composite"]],
+            min_cell=64,
+            titles=[f"carved {i + 1}" for i in range(model.num_layers)] + ["composite"],
+        ),
+    )
     summary = tile_rows(
-        [lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]], min_cell=64
+        [lay[..., :3], np.repeat(lay[..., 3:], 3, -1), lay[..., :3] * lay[..., 3:]],
+        min_cell=64,
+        titles=["instance", "mask", "instance x mask"],
     )
     write_png(model_dir / "figure.png", summary)
     with tf.summary.create_file_writer(str(model_dir / "tensorboard")).as_default(step=0):
