@@ -49,6 +49,7 @@ __all__ = [
     "parse_background_record",
     "sample_box_records",
     "reservoir_sample",
+    "Reservoir",
     "batch_stream",
     "MANIFEST",
     "RECORDS_PER_SHARD",
@@ -189,6 +190,34 @@ def remove_stale_temporaries(directory) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _chunk_box_records(chunk: dict, resolution: int, prior: bool, area: bool):
+    """The serialized box records (`box_example`) of one chunk of `write_box_seg_shards`; the
+    chunk's crops and priors are checked and converted to uint8 once, as whole arrays."""
+    priors = chunk.get("priors") if prior else None
+    areas = chunk.get("areas") if area else None
+    if prior and priors is None:
+        raise ValueError("chunks: prior=True but a chunk has no 'priors'")
+    if area and areas is None:
+        raise ValueError("chunks: area=True but a chunk has no 'areas'")
+    crops = [np.asarray(c) for c in chunk["crops"]]
+    for c in crops:
+        if c.shape[:2] != (resolution, resolution):
+            raise ValueError(
+                f"chunks: crop of shape {c.shape}, expected [{resolution}, {resolution}, 3]"
+            )
+    if not crops:
+        return
+    crops = _to_uint8(np.stack(crops), "crops")
+    priors = None if priors is None else _to_uint8(np.asarray(priors), "priors")
+    for i, crop in enumerate(crops):
+        yield box_example(
+            crop,
+            None if priors is None else priors[i],
+            None if areas is None else areas[i],
+            chunk["source_ids"][i],
+        )
+
+
 def write_box_seg_shards(
     chunks,
     directory,
@@ -234,27 +263,8 @@ def write_box_seg_shards(
     bgs_w = ShardWriter(directory, "backgrounds", records_per_shard)
     try:
         for chunk in chunks:
-            crops = chunk["crops"]
-            priors = chunk.get("priors") if prior else None
-            areas = chunk.get("areas") if area else None
-            if prior and priors is None:
-                raise ValueError("chunks: prior=True but a chunk has no 'priors'")
-            if area and areas is None:
-                raise ValueError("chunks: area=True but a chunk has no 'areas'")
-            for i in range(len(crops)):
-                if crops[i].shape[:2] != (resolution, resolution):
-                    raise ValueError(
-                        f"chunks: crop of shape {crops[i].shape}, "
-                        f"expected [{resolution}, {resolution}, 3]"
-                    )
-                crops_w.write(
-                    box_example(
-                        crops[i],
-                        None if priors is None else priors[i],
-                        None if areas is None else areas[i],
-                        chunk["source_ids"][i],
-                    )
-                )
+            for record in _chunk_box_records(chunk, resolution, prior, area):
+                crops_w.write(record)
             for bg in chunk["backgrounds"]:
                 bgs_w.write(background_example(bg))
         if crops_w.count == 0:
@@ -355,19 +365,46 @@ def sample_box_records(crop_files, resolution: int, count: int, seed: int = 0) -
     return np.stack(sample) if sample else np.zeros([0, resolution, resolution, 3], np.float32)
 
 
+class Reservoir:
+    """A uniform random sample of `count` values of a stream of unknown length (Algorithm R,
+    seeded): memory holds `count` values. `slot()` counts one more value and says where it goes,
+    so that a caller builds a costly value (a JPEG) only when it is kept."""
+
+    def __init__(self, count: int, seed: int = 0):
+        self.count = int(count)
+        self.items: list = []
+        self._rng = np.random.default_rng(seed)
+        self._seen = 0
+
+    def slot(self) -> int | None:
+        """Counts one more value of the stream; its index in `items`, or None when not kept."""
+        self._seen += 1
+        if len(self.items) < self.count:
+            return len(self.items)
+        j = int(self._rng.integers(0, self._seen))
+        return j if j < self.count else None
+
+    def put(self, slot: int, value) -> None:
+        """Store `value` at a `slot()` answer."""
+        if slot == len(self.items):
+            self.items.append(value)
+        else:
+            self.items[slot] = value
+
+    def add(self, value) -> None:
+        """Offer one value of the stream."""
+        slot = self.slot()
+        if slot is not None:
+            self.put(slot, value)
+
+
 def reservoir_sample(values, count: int, seed: int = 0) -> list:
     """A uniform random sample of `count` items of an iterable of unknown length, in one pass
-    (Algorithm R, seeded): memory holds `count` items."""
-    rng = np.random.default_rng(seed)
-    sample = []
-    for n, value in enumerate(values, start=1):
-        if len(sample) < count:
-            sample.append(value)
-        else:
-            j = int(rng.integers(0, n))
-            if j < count:
-                sample[j] = value
-    return sample
+    (`Reservoir`): memory holds `count` items."""
+    reservoir = Reservoir(count, seed)
+    for value in values:
+        reservoir.add(value)
+    return reservoir.items
 
 
 def parse_background_record(resolution: int):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -31,9 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.box_crop import box_window, crop_to_window
+from indep_seg.box_crop import box_window, crop_to_window, mask_box
 from indep_seg.data.backgrounds import folder_backgrounds, scale_matched_backgrounds
 from indep_seg.data.files import DataError
+from indep_seg.imageio import read_image, read_mask
 from indep_seg.models.distiller import Distiller
 from indep_seg.models.foreground_seg_gan import ForegroundSegGAN
 from indep_seg.networks.sn_discriminator import SNDiscriminator
@@ -122,21 +124,21 @@ class BoxSegDataError(DataError):
     """Bad user data: the message names the file (and row)."""
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
+def _read_photo(path: Path) -> np.ndarray:
+    """uint8 RGB `[H, W, 3]` (`imageio.read_image`); an unreadable file is a BoxSegDataError."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # noqa: BLE001
-        raise BoxSegDataError(f"{path}: cannot read image ({e})") from e
+        return read_image(path)
+    except ValueError as e:
+        reason = str(e).removeprefix(f"{path}: cannot read the image ")
+        raise BoxSegDataError(f"{path}: cannot read image {reason}") from None
 
 
-def _box_of_mask(mask: np.ndarray):
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return None
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+def _read_box_mask(path: Path) -> np.ndarray:
+    """Boolean `[H, W]` mask, grey > 127 (`imageio.read_mask`); unreadable: BoxSegDataError."""
+    try:
+        return read_mask(path)
+    except ValueError as e:
+        raise BoxSegDataError(str(e)) from None
 
 
 BOXES_CSV_HELP = (
@@ -170,38 +172,64 @@ def _load_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
     return list(_iter_box_data_via_data_layer(spec, max_images, log))
 
 
-def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
-    """`_load_box_data_via_data_layer` one item at a time (streamed: memory holds one photo)."""
-    from indep_seg.data import DataError, read_dataset
+def _data_layer_sources(spec: str) -> tuple[str, str, bool, list]:
+    """`(layout, box source, is TFRecords, sources)` of a data-layer spec; TFRecords are listed
+    file by file, so that a bad record is reported with its file."""
+    from indep_seg.data import DataError
     from indep_seg.data.readers import resolve_tfrecord_files
 
-    count, photos = 0, 0
     try:
         layout, source = _describe_data_spec(spec)
-        # TFRecords are read file by file, so that a bad record is reported with its file
         tfrecords = layout == "TFRecords" and (
             os.path.exists(spec) or any(c in spec for c in "*?[,")
         )
-        sources = resolve_tfrecord_files(spec) if tfrecords else [spec]
+        return layout, source, tfrecords, resolve_tfrecord_files(spec) if tfrecords else [spec]
     except (DataError, ValueError) as e:
         raise BoxSegDataError(f"--data {spec}: {e}") from None
 
-    def read(source_spec):
-        if not tfrecords:
-            return read_dataset(source_spec)
-        from indep_seg.data.example import decode_example  # one file of a set checked whole above
 
-        return tf.data.TFRecordDataset(source_spec).map(
-            decode_example, num_parallel_calls=tf.data.AUTOTUNE
+def _read_data_layer_source(source_spec: str, tfrecords: bool) -> tf.data.Dataset:
+    """The decoded elements of one source: a TFRecord file, or any `read_dataset` spec."""
+    from indep_seg.data import read_dataset
+    from indep_seg.data.example import decode_example
+
+    if not tfrecords:
+        return read_dataset(source_spec)
+    return tf.data.TFRecordDataset(source_spec).map(
+        decode_example, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def _data_layer_error(source_spec: str, e: Exception) -> BoxSegDataError:
+    """The BoxSegDataError, naming the file, for an error raised while reading `source_spec`."""
+    if isinstance(e, tf.errors.DataLossError):
+        return BoxSegDataError(
+            f"{source_spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})"
         )
+    if isinstance(e, tf.errors.InvalidArgumentError):
+        msg = e.message.strip()
+        if "is required but could not be found" in msg:
+            msg = (
+                f"a record lacks a feature box_seg needs ({msg.split(' is required')[0]}; "
+                "records are read with the keys of `indep-seg tfrecords`: image/encoded, "
+                "image/height, image/width, image/object/bbox/* or a mask)"
+            )
+        return BoxSegDataError(f"{source_spec}: {msg[:400]}")
+    return BoxSegDataError(f"--data {source_spec}: {e}")
 
+
+def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
+    """`_load_box_data_via_data_layer` one item at a time (streamed: memory holds one photo)."""
+    from indep_seg.data import DataError
+
+    layout, source, tfrecords, sources = _data_layer_sources(spec)
+    count, photos = 0, 0
     for source_spec in sources:
         try:
-            it = read(source_spec).as_numpy_iterator()
+            it = _read_data_layer_source(source_spec, tfrecords).as_numpy_iterator()
             while not (max_images and count >= max_images):
-                try:
-                    element = next(it)
-                except StopIteration:
+                element = next(it, None)
+                if element is None:
                     break
                 name = element["source_id"].decode("utf-8", "replace")
                 photos += 1
@@ -210,23 +238,8 @@ def _iter_box_data_via_data_layer(spec: str, max_images: int = 0, log=None):
                         break
                     count += 1
                     yield (f"{name}#{k}", element["image"], [float(v) for v in box])
-        except tf.errors.DataLossError as e:
-            raise BoxSegDataError(
-                f"{source_spec}: truncated or corrupt TFRecord file ({e.message.strip()[:200]})"
-            ) from None
-        except tf.errors.InvalidArgumentError as e:
-            msg = e.message.strip()
-            if "is required but could not be found" in msg:
-                msg = (
-                    f"a record lacks a feature box_seg needs ({msg.split(' is required')[0]}; "
-                    "records "
-                    "are read with the keys of `indep-seg tfrecords`: image/encoded, "
-                    "image/height, "
-                    f"image/width, image/object/bbox/* or a mask)"
-                )
-            raise BoxSegDataError(f"{source_spec}: {msg[:400]}") from None
         except (DataError, ValueError, tf.errors.OpError) as e:
-            raise BoxSegDataError(f"--data {source_spec}: {e}") from None
+            raise _data_layer_error(source_spec, e) from None
     if not count:
         raise BoxSegDataError(f"--data: no usable image/box pair in {spec}")
     if log is not None:
@@ -241,6 +254,197 @@ def load_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     return list(iter_box_data(data, masks, max_images, skip_bad, log))
 
 
+def _is_flat_csv_folder(folder: Path) -> bool:
+    """A folder of photos holding its own `boxes.csv` (no `images/` subfolder)."""
+    from indep_seg.data.files import IMAGE_DIR_NAMES
+
+    return (
+        folder.is_dir()
+        and (folder / "boxes.csv").is_file()
+        and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES)
+    )
+
+
+def _refuse_photos_without_boxes(folder: Path) -> None:
+    """A BoxSegDataError for a folder of photos with no boxes.csv, no masks and no TFRecords."""
+    from indep_seg.data.files import MASK_DIR_NAMES, find_folder_layout
+
+    if (
+        not folder.is_dir()
+        or list(folder.glob("*.tfrecord"))
+        or any((folder / n).is_dir() for n in MASK_DIR_NAMES)
+        or find_folder_layout(folder)[2] is not None
+    ):
+        return
+    images_dir = find_folder_layout(folder)[0]
+    photos = [p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    raise BoxSegDataError(
+        f"--data {folder}: no boxes: box_seg needs a box around each object, and {images_dir} "
+        f"holds {len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} "
+        f"({BOXES_CSV_HELP}), or pass --masks MASK_DIR (one mask per photo with the same file "
+        "stem; only their boxes are used)"
+    )
+
+
+class _ItemProblems:
+    """A bad item of a folder: an error, or with `skip_bad` a logged warning and a count."""
+
+    def __init__(self, skip_bad: bool, log):
+        self.skip_bad, self.log, self.count = skip_bad, log, 0
+
+    def __call__(self, msg: str) -> None:
+        if not self.skip_bad:
+            raise BoxSegDataError(msg)
+        self.count += 1
+        self.log(f"warning: {msg} (skipped)")
+
+
+def _mask_item(photo: Path, mask_path: Path, problem):
+    """`(photo name, image, box of its mask)`, the photo resized to its mask's size; None (after
+    `problem`) when either file is unreadable, the aspect ratios differ or the mask is empty."""
+    from PIL import Image
+
+    try:
+        image = _read_photo(photo)
+        mask = _read_box_mask(mask_path)
+    except BoxSegDataError as e:
+        problem(str(e))
+        return None
+    if mask.shape != image.shape[:2]:
+        ra, rb = mask.shape[1] / mask.shape[0], image.shape[1] / image.shape[0]
+        if abs(ra - rb) > 0.02 * max(ra, rb):
+            problem(
+                f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does "
+                f"not match photo {photo.name} {image.shape[1]}x{image.shape[0]}"
+            )
+            return None
+        image = np.asarray(
+            Image.fromarray(image).resize((mask.shape[1], mask.shape[0]), Image.BILINEAR)
+        )
+    box = mask_box(mask)
+    if box is None:
+        problem(f"{mask_path}: empty mask, no box")
+        return None
+    return (photo.name, image, box)
+
+
+def _iter_mask_items(data: Path, masks, max_images: int, problem):
+    """The photos of `data` with a mask of the same stem in `masks`, one box (the mask's) each."""
+    masks = Path(masks)
+    if not masks.is_dir():
+        raise BoxSegDataError(f"--masks: {masks} is not a directory")
+    by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    count = 0
+    for photo in sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+        if max_images and count >= max_images:
+            break
+        if photo.stem not in by_stem:
+            problem(f"{photo}: no mask named {photo.stem}.* in {masks}")
+            continue
+        item = _mask_item(photo, by_stem[photo.stem], problem)
+        if item is not None:
+            count += 1
+            yield item
+
+
+def _csv_row_numbers(where: str, row: list, problem):
+    """The four numbers `[x0, y0, x1, y1]` of a boxes.csv row, or None (after `problem`)."""
+    if len(row) != 5:
+        problem(f"{where}: expected 5 fields filename,x0,y0,x1,y1, got {len(row)}")
+        return None
+    try:
+        return [float(v) for v in row[1:]]
+    except ValueError:
+        problem(f"{where}: box values must be numbers, got {row[1:]}")
+        return None
+
+
+def _box_fits(where: str, box: list, path: Path, image: np.ndarray, problem) -> bool:
+    """Whether a row's box is non-empty and inside its photo (if not: `problem`, False)."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:
+        problem(f"{where}: empty box {box} (expected x1 > x0 and y1 > y0)")
+        return False
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        problem(
+            f"{where}: box {box} leaves the image {path.name} ({w}x{h}): boxes are "
+            f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
+            "fix or remove the row"
+        )
+        return False
+    return True
+
+
+def _csv_row_photo(data: Path, where: str, filename: str, cache: dict, problem):
+    """`(path, image)` of a boxes.csv row's photo (in `data` or `data/images`), or None (after
+    `problem`); `cache` keeps the last photo read (rows of one photo usually follow each other)."""
+    path = data / filename
+    if not path.is_file() and (data / "images" / filename).is_file():
+        path = data / "images" / filename  # indep_seg.data.synthetic layout
+    if not path.is_file():
+        problem(f"{where}: image {path} not found")
+        return None
+    if path not in cache:
+        cache.clear()
+        try:
+            cache[path] = _read_photo(path)
+        except BoxSegDataError as e:
+            problem(f"{where}: {e}")
+            return None
+    return path, cache[path]
+
+
+def _iter_csv_items(data: Path, max_images: int, problem):
+    """`(photo name#row, image, box)` for each row of `data/boxes.csv`."""
+    csv_path = data / "boxes.csv"
+    if not csv_path.is_file():
+        raise BoxSegDataError(
+            f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
+            "or pass --masks MASK_DIR to take the boxes from masks"
+        )
+    cache, count = {}, 0
+    with open(csv_path, newline="") as fh:
+        for row_no, row in enumerate(csv.reader(fh), start=1):
+            if max_images and count >= max_images:
+                break
+            if not row or (row_no == 1 and row[0].strip().lower() == "filename"):
+                continue
+            where = f"{csv_path} row {row_no}"
+            box = _csv_row_numbers(where, row, problem)
+            if box is None:
+                continue
+            photo = _csv_row_photo(data, where, row[0].strip(), cache, problem)
+            if photo is None or not _box_fits(where, box, *photo, problem):
+                continue
+            count += 1
+            yield (f"{photo[0].name}#{row_no}", photo[1], box)
+
+
+def _summarise_folder_items(data: Path, masks, names: list, bad: int, log) -> None:
+    """Log what was read from a folder (or raise when nothing usable was)."""
+    if not names:
+        raise BoxSegDataError(
+            f"--data: no usable image/box pair in {data}"
+            + (f" ({bad} bad item(s) skipped)" if bad else "")
+        )
+    if bad:
+        log(f"{bad} bad item(s) skipped")
+    used = {n.rsplit("#", 1)[0] for n in names}
+    if masks:
+        log(
+            f"--data {data}: layout photos + --masks {masks}; {len(used)} photos, "
+            f"{len(names)} boxes from the masks (one box per mask; the mask pixels are never used)"
+        )
+        return
+    unused = len({p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS} - used)
+    log(
+        f"--data {data}: layout flat folder of photos + boxes.csv; {len(used)} photos, "
+        f"{len(names)} boxes from {data / 'boxes.csv'}"
+        + (f" ({unused} photo(s) without a row are not used)" if unused else "")
+    )
+
+
 def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     """Photos and boxes one `(name, uint8 image [H, W, 3], box [4])` at a time (memory: one photo).
 
@@ -253,173 +457,71 @@ def iter_box_data(data, masks=None, max_images=0, skip_bad=False, log=print):
     and `boxes.csv` or `masks/`, TFRecords from `indep-seg tfrecords`, `tfds:NAME`,
     `synthetic:N`) goes through the data layer; its masks, if any, are never used here.
     """
-    from indep_seg.data.files import IMAGE_DIR_NAMES, MASK_DIR_NAMES, find_folder_layout
-
     folder = Path(str(data))
-    flat_csv_folder = (
-        folder.is_dir()
-        and (folder / "boxes.csv").is_file()
-        and not any((folder / n).is_dir() for n in IMAGE_DIR_NAMES)
-    )
-    if (
-        not masks
-        and folder.is_dir()
-        and not flat_csv_folder
-        and not list(folder.glob("*.tfrecord"))
-        and not any((folder / n).is_dir() for n in MASK_DIR_NAMES)
-        and find_folder_layout(folder)[2] is None
-    ):
-        images_dir = find_folder_layout(folder)[0]
-        photos = [p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-        raise BoxSegDataError(
-            f"--data {folder}: no boxes: box_seg needs a box around each object, and {images_dir} "
-            "holds "
-            f"{len(photos)} photo(s) but no boxes.csv. Write {folder / 'boxes.csv'} "
-            f"({BOXES_CSV_HELP}), "
-            "or pass --masks MASK_DIR (one mask per photo with the same file stem; only their "
-            "boxes are used)"
-        )
-    if not masks and not flat_csv_folder:
+    if not masks and not _is_flat_csv_folder(folder):
+        _refuse_photos_without_boxes(folder)
         yield from _iter_box_data_via_data_layer(str(data), max_images, log=log)
         return
     data = Path(data)
     if not data.is_dir():
         raise BoxSegDataError(f"--data: {data} is not a directory")
-    bad = 0
+    problem = _ItemProblems(skip_bad, log)
+    items = (
+        _iter_mask_items(data, masks, max_images, problem)
+        if masks
+        else _iter_csv_items(data, max_images, problem)
+    )
     names = []  # item names (for the summary), not the images
+    for item in items:
+        names.append(item[0])
+        yield item
+    _summarise_folder_items(data, masks, names, problem.count, log)
 
-    def problem(msg):
-        nonlocal bad
-        if not skip_bad:
-            raise BoxSegDataError(msg)
-        bad += 1
-        log(f"warning: {msg} (skipped)")
 
-    if masks:
-        from PIL import Image
+def _group_by_photo(items):
+    """`(image, [boxes])` for each run of consecutive items that share one photo (the rows of a
+    photo in boxes.csv, the boxes of a record), in order."""
+    groups = []
+    for _, image, box in items:
+        if groups and groups[-1][0] is image:
+            groups[-1][1].append(box)
+        else:
+            groups.append((image, [box]))
+    return groups
 
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise BoxSegDataError(f"--masks: {masks} is not a directory")
-        by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-        files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        for f in files:
-            if max_images and len(names) >= max_images:
-                break
-            if f.stem not in by_stem:
-                problem(f"{f}: no mask named {f.stem}.* in {masks}")
-                continue
-            try:
-                image = _read_rgb(f)
-                mask = _read_rgb(by_stem[f.stem])[..., 0] > 127
-            except BoxSegDataError as e:
-                problem(str(e))
-                continue
-            if mask.shape != image.shape[:2]:
-                ra, rb = mask.shape[1] / mask.shape[0], image.shape[1] / image.shape[0]
-                if abs(ra - rb) > 0.02 * max(ra, rb):
-                    problem(
-                        f"{by_stem[f.stem]}: mask size {mask.shape[1]}x{mask.shape[0]} does "
-                        f"not match photo {f.name} {image.shape[1]}x{image.shape[0]}"
-                    )
-                    continue
-                image = np.asarray(
-                    Image.fromarray(image).resize((mask.shape[1], mask.shape[0]), Image.BILINEAR)
-                )
-            box = _box_of_mask(mask)
-            if box is None:
-                problem(f"{by_stem[f.stem]}: empty mask, no box")
-                continue
-            names.append(f.name)
-            yield (f.name, image, box)
-    else:
-        csv_path = data / "boxes.csv"
-        if not csv_path.is_file():
-            raise BoxSegDataError(
-                f"--data {data}: no boxes.csv ({BOXES_CSV_HELP}); "
-                "or pass --masks MASK_DIR to take the boxes from masks"
-            )
-        cache = {}  # the last photo read (rows of one photo usually follow each other)
-        with open(csv_path, newline="") as fh:
-            for row_no, row in enumerate(csv.reader(fh), start=1):
-                if max_images and len(names) >= max_images:
-                    break
-                if not row or (row_no == 1 and row[0].strip().lower() == "filename"):
-                    continue
-                where = f"{csv_path} row {row_no}"
-                if len(row) != 5:
-                    problem(f"{where}: expected 5 fields filename,x0,y0,x1,y1, got {len(row)}")
-                    continue
-                try:
-                    box = [float(v) for v in row[1:]]
-                except ValueError:
-                    problem(f"{where}: box values must be numbers, got {row[1:]}")
-                    continue
-                path = data / row[0].strip()
-                if not path.is_file() and (data / "images" / row[0].strip()).is_file():
-                    path = data / "images" / row[0].strip()  # indep_seg.data.synthetic layout
-                if not path.is_file():
-                    problem(f"{where}: image {path} not found")
-                    continue
-                try:
-                    image = cache.get(path)
-                    if image is None:
-                        cache.clear()
-                        image = cache[path] = _read_rgb(path)
-                except BoxSegDataError as e:
-                    problem(f"{where}: {e}")
-                    continue
-                h, w = image.shape[:2]
-                x0, y0, x1, y1 = box
-                if not all(math.isfinite(v) for v in box) or x1 <= x0 or y1 <= y0:
-                    problem(f"{where}: empty box {box} (expected x1 > x0 and y1 > y0)")
-                    continue
-                if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                    problem(
-                        f"{where}: box {box} leaves the image {path.name} ({w}x{h}): boxes are "
-                        f"pixels of the photo with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}; "
-                        "fix or remove the row"
-                    )
-                    continue
-                names.append(f"{path.name}#{row_no}")
-                yield (f"{path.name}#{row_no}", image, box)
-    if not names:
-        raise BoxSegDataError(
-            f"--data: no usable image/box pair in {data}"
-            + (f" ({bad} bad item(s) skipped)" if bad else "")
-        )
-    if bad:
-        log(f"{bad} bad item(s) skipped")
-    photos = len({n.rsplit("#", 1)[0] for n in names})
-    if masks:
-        log(
-            f"--data {data}: layout photos + --masks {masks}; {photos} photos, {len(names)} boxes "
-            f"from the masks (one box per mask; the mask pixels are never used)"
-        )
-    else:
-        unused = len(
-            {p.name for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-            - {n.rsplit("#", 1)[0] for n in names}
-        )
-        log(
-            f"--data {data}: layout flat folder of photos + boxes.csv; {photos} photos, "
-            f"{len(names)} boxes "
-            f"from {data / 'boxes.csv'}"
-            + (f" ({unused} photo(s) without a row are not used)" if unused else "")
-        )
+
+@functools.lru_cache(maxsize=8)
+def _photo_crop_fn(resolution: int, margin: float):
+    """The experiment's crop rule (`box_window(box, margin)` + `crop_to_window`) compiled for
+    one photo `[H, W, 3]` in [0, 1] and its boxes `[K, 4]`: one graph call per photo instead of a
+    hundred eager TensorFlow ops per box (the same floats as the eager ops)."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None, 4], tf.float32),
+        ]
+    )
+    def crop(image, boxes):
+        images = tf.repeat(image[tf.newaxis], tf.shape(boxes)[0], axis=0)
+        return crop_to_window(images, box_window(boxes, margin, False), resolution)
+
+    return crop
 
 
 def make_crops(items, resolution, margin):
     """Box crops `[N, R, R, 3]` float32 with the experiment's crop rule (`box_window`)."""
-    out = []
-    for _, image, box in items:
-        img = tf.convert_to_tensor(np.asarray(image, np.float32)[None] / 255.0)
-        window = box_window(np.asarray([box], np.float32), margin, False)
-        out.append(crop_to_window(img, window, resolution).numpy()[0])
-    return np.stack(out).astype(np.float32)
+    crop = _photo_crop_fn(int(resolution), float(margin))
+    out = [
+        crop(np.asarray(image, np.float32) / 255.0, np.asarray(boxes, np.float32)).numpy()
+        for image, boxes in _group_by_photo(items)
+    ]
+    return np.concatenate(out).astype(np.float32)
 
 
 def make_backgrounds(items, cfg: BoxSegConfig, seed=0):
+    """Backgrounds `[K, R, R, 3]`: scale-matched ones cut outside the items' boxes, or crops of
+    the `cfg.background` folder."""
     if cfg.background == "scale_matched":
         bgs, _ = scale_matched_backgrounds(
             [np.asarray(im, np.float32) / 255.0 for _, im, _ in items],
@@ -433,6 +535,20 @@ def make_backgrounds(items, cfg: BoxSegConfig, seed=0):
     return folder_backgrounds(cfg.background, cfg.resolution, seed=seed)
 
 
+def _prior_shares(priors, margin: float) -> np.ndarray:
+    """Each prior's object share of its box (`[N, R, R, 1]` crops whose box is 1/(1+2 margin)^2
+    of the crop)."""
+    return priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * margin) ** 2
+
+
+def _prior_share_text(shares) -> str:
+    """The log's summary of the priors' object shares of their boxes."""
+    return (
+        f"object share of its box {np.percentile(shares, 10):.2f} / {np.median(shares):.2f} / "
+        f"{np.percentile(shares, 90):.2f} (10th / 50th / 90th percentile)"
+    )
+
+
 def make_priors(items, cfg: BoxSegConfig, log=print):
     """Per-image priors `[N, R, R, 1]` and area targets a `[N]` (None, None without a prior)."""
     if cfg.prior == "none":
@@ -444,12 +560,11 @@ def make_priors(items, cfg: BoxSegConfig, log=print):
     t = time.time()
     priors = box_priors(items, cfg.resolution, cfg.margin)
     lo, hi = (float(v) for v in cfg.area_clip.split(","))
-    inner = priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2  # share of the box
+    inner = _prior_shares(priors, cfg.margin)
     areas = np.clip(inner, lo, hi) / (1.0 + 2.0 * cfg.margin) ** 2
     log(
         f"box prior (GrabCut from each box): {len(priors)} priors in {time.time() - t:.1f} s; "
-        f"object share of its box {np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / "
-        f"{np.percentile(inner, 90):.2f} (10th / 50th / 90th percentile)"
+        + _prior_share_text(inner)
     )
     return priors, areas.astype(np.float32)
 
@@ -502,6 +617,7 @@ def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None
 
 
 def _jpeg(image) -> bytes:
+    """JPEG bytes (quality 95) of a uint8 photo."""
     from io import BytesIO
 
     from PIL import Image
@@ -530,6 +646,96 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
     }
 
 
+def _chunk_backgrounds(batch, cfg: BoxSegConfig, seed: int, index: int, empty):
+    """`(backgrounds of the chunk number `index`, DataError or None)`: a background folder gives
+    its crops with the first chunk only; a chunk whose photos have no room for a scale-matched
+    background gives `empty` and the error (a problem only when no chunk has any)."""
+    if cfg.background != "scale_matched":
+        return (make_backgrounds(batch, cfg, seed=seed) if index == 0 else empty), None
+    try:
+        return make_backgrounds(batch, cfg, seed=seed + 1009 * index), None
+    except DataError as e:
+        return empty, e
+
+
+class _BoxChunks:
+    """The chunks `write_box_seg_shards` writes, computed `chunk_size` boxes at a time.
+
+    Iterating reads the items once, offers each photo to the evidence `reservoir` (its JPEG record
+    is made only when it is kept) and yields `{"crops", "source_ids", "priors", "areas",
+    "backgrounds"}` per chunk (`make_crops`, `make_priors`, `make_backgrounds`); afterwards
+    `shares` and `areas` hold every box's prior share of its box and area target a."""
+
+    def __init__(self, items, cfg: BoxSegConfig, seed: int, chunk_size: int, reservoir):
+        self.items, self.cfg, self.seed, self.chunk_size = items, cfg, seed, chunk_size
+        self.reservoir = reservoir
+        self.shares: list[float] = []  # 16 bytes a box
+        self.areas: list[float] = []
+        self.backgrounds = 0
+        self.no_background = None
+
+    def __iter__(self):
+        batch, index = [], 0
+        for item in self.items:
+            batch.append(item)
+            self._offer_evidence(item)
+            if len(batch) == self.chunk_size:
+                yield self._chunk(batch, index)
+                batch, index = [], index + 1
+        if batch:
+            yield self._chunk(batch, index)
+        if not self.backgrounds and self.no_background is not None:
+            raise self.no_background
+
+    def _offer_evidence(self, item) -> None:
+        if self.reservoir.count <= 0:
+            return
+        slot = self.reservoir.slot()
+        if slot is not None:
+            name, image, box = item
+            self.reservoir.put(slot, (name, _jpeg(image), image.shape[:2], box))
+
+    def _chunk(self, batch, index: int) -> dict:
+        crops = make_crops(batch, self.cfg.resolution, self.cfg.margin)
+        priors, areas = make_priors(batch, self.cfg, log=lambda *a: None)
+        bgs, missing = _chunk_backgrounds(batch, self.cfg, self.seed, index, crops[:0])
+        if missing is not None:
+            self.no_background = missing
+        self.backgrounds += len(bgs)
+        if priors is not None:
+            self.shares.extend(_prior_shares(priors, self.cfg.margin).tolist())
+            self.areas.extend(np.asarray(areas, np.float64).tolist())
+        return {
+            "crops": crops,
+            "source_ids": [n for n, _, _ in batch],
+            "priors": priors,
+            "areas": areas,
+            "backgrounds": bgs,
+        }
+
+
+def _write_evidence(folder: Path, records) -> str | None:
+    """The kept evidence photos as `folder/evidence.tfrecord` (JPEG, the data layer's record
+    format), written atomically; its name, or None when there is none."""
+    from indep_seg.data.example import make_example
+
+    if not records:
+        return None
+    tmp = folder / f"evidence.tfrecord.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+        for name, jpeg, (h, w), box in records:
+            writer.write(make_example(jpeg, "jpeg", h, w, name, boxes=[box]).SerializeToString())
+    os.replace(tmp, folder / "evidence.tfrecord")
+    return "evidence.tfrecord"
+
+
+def _area_stats(areas) -> dict:
+    """The manifest's summary of the area targets a (empty without priors)."""
+    if not areas:
+        return {}
+    return {"area_min": min(areas), "area_max": max(areas), "area_mean": float(np.mean(areas))}
+
+
 def prepare_box_shards(
     data,
     cfg: BoxSegConfig,
@@ -555,14 +761,13 @@ def prepare_box_shards(
     """
     from indep_seg.data.box_seg_stream import (
         RECORDS_PER_SHARD,
+        Reservoir,
         read_box_seg_shards,
         write_box_seg_shards,
     )
-    from indep_seg.data.example import make_example
 
     directory = Path(directory)
     settings = _shard_settings(cfg, data, masks, seed)
-    use_prior = cfg.prior != "none"
     manifest = read_box_seg_shards(directory, info=settings)
     if manifest is not None:
         log(
@@ -571,99 +776,31 @@ def prepare_box_shards(
         )
         return manifest
     t = time.time()
-    rng = np.random.default_rng(seed)
-    evidence, inner, areas_seen = [], [], []  # (floats: 16 bytes a box)
-
-    def chunks():
-        batch, index, seen, backgrounds, no_background = [], 0, 0, 0, None
-        items = iter_box_data(
-            data, masks=masks, max_images=cfg.max_images, skip_bad=skip_bad, log=log
-        )
-        while True:
-            item = next(items, None)
-            if item is not None:
-                batch.append(item)
-                seen += 1
-                if cfg.evidence_images > 0:  # Algorithm R: a uniform sample of the photos seen
-                    record = (item[0], _jpeg(item[1]), item[1].shape[:2], item[2])
-                    if len(evidence) < cfg.evidence_images:
-                        evidence.append(record)
-                    else:
-                        j = int(rng.integers(0, seen))
-                        if j < cfg.evidence_images:
-                            evidence[j] = record
-            if batch and (len(batch) == chunk_size or item is None):
-                crops = make_crops(batch, cfg.resolution, cfg.margin)
-                priors, areas = make_priors(batch, cfg, log=lambda *a: None)
-                if cfg.background != "scale_matched":  # a background folder: its crops once
-                    bgs = make_backgrounds(batch, cfg, seed=seed) if index == 0 else crops[:0]
-                else:
-                    try:
-                        bgs = make_backgrounds(batch, cfg, seed=seed + 1009 * index)
-                    except DataError as e:  # none in this chunk: a problem only if none at all
-                        bgs, no_background = crops[:0], e
-                backgrounds += len(bgs)
-                if priors is not None:
-                    inner.extend(
-                        (priors.mean(axis=(1, 2, 3)) * (1.0 + 2.0 * cfg.margin) ** 2).tolist()
-                    )
-                    areas_seen.extend(np.asarray(areas, np.float64).tolist())
-                yield {
-                    "crops": crops,
-                    "source_ids": [n for n, _, _ in batch],
-                    "priors": priors,
-                    "areas": areas,
-                    "backgrounds": bgs,
-                }
-                batch, index = [], index + 1
-            if item is None:
-                if not backgrounds and no_background is not None:
-                    raise no_background
-                return
-
-    def finish(folder):
-        stats = (
-            {
-                "area_min": min(areas_seen),
-                "area_max": max(areas_seen),
-                "area_mean": float(np.mean(areas_seen)),
-            }
-            if areas_seen
-            else {}
-        )
-        if not evidence:
-            return {"evidence_file": None, **stats}
-        tmp = folder / f"evidence.tfrecord.tmp-{os.getpid()}"
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for name, jpeg, (h, w), box in evidence:
-                writer.write(
-                    make_example(jpeg, "jpeg", h, w, name, boxes=[box]).SerializeToString()
-                )
-        os.replace(tmp, folder / "evidence.tfrecord")
-        return {"evidence_file": "evidence.tfrecord", **stats}
-
+    items = iter_box_data(data, masks=masks, max_images=cfg.max_images, skip_bad=skip_bad, log=log)
+    reservoir = Reservoir(cfg.evidence_images, seed)
+    chunks = _BoxChunks(items, cfg, seed, chunk_size, reservoir)
     manifest = write_box_seg_shards(
-        chunks(),
+        chunks,
         directory,
         resolution=cfg.resolution,
-        prior=use_prior,
-        area=use_prior,
+        prior=cfg.prior != "none",
+        area=cfg.prior != "none",
         records_per_shard=records_per_shard or RECORDS_PER_SHARD,
         info=settings,
-        finish=finish,
+        finish=lambda folder: {
+            "evidence_file": _write_evidence(folder, reservoir.items),
+            **_area_stats(chunks.areas),
+        },
     )
-    if inner:
+    if chunks.shares:
         log(
-            f"box prior (GrabCut from each box): {len(inner)} priors; object share of its box "
-            f"{np.percentile(inner, 10):.2f} / {np.median(inner):.2f} / "
-            f"{np.percentile(inner, 90):.2f} "
-            f"(10th / 50th / 90th percentile)"
+            f"box prior (GrabCut from each box): {len(chunks.shares)} priors; "
+            + _prior_share_text(chunks.shares)
         )
     log(
         f"box shards: {manifest['boxes']} boxes, {manifest['backgrounds']} backgrounds in "
         f"{len(manifest['crop_files'])} + {len(manifest['background_files'])} file(s) in "
-        f"{directory}, "
-        f"written in {time.time() - t:.1f} s"
+        f"{directory}, written in {time.time() - t:.1f} s"
     )
     return read_box_seg_shards(directory, info=settings)
 
@@ -773,6 +910,8 @@ class SnapshotSelector:
 
 
 class _SnapshotCallback(keras.callbacks.Callback):
+    """Calls `fn(step)` every `every` training steps of this `fit`."""
+
     def __init__(self, every, fn):
         super().__init__()
         self.every, self.fn, self.step = every, fn, 0
@@ -784,97 +923,146 @@ class _SnapshotCallback(keras.callbacks.Callback):
 
 
 # ------------------------------------------------------------------------------------ train
-def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
-    """Both phases (adversarial, then distillation); ends with the Segmenter artifact."""
-    from indep_seg.segmenter import Segmenter
-    from indep_seg.training.loop import run_fit, write_png
+@dataclasses.dataclass
+class _BoxSegRun:
+    """What the steps of one `train_box_seg` call share: settings, folders, clock and shards."""
 
-    t_start = time.time()
-    model_dir = Path(ctx.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    extra = ctx.extra or {}
-    log = extra.get("log", print)
-    study = extra.get(
-        "study_fn"
-    )  # benchmark hook: fn(segmenter, phase, step) -> dict (never selects)
-    from indep_seg.training.strategy import is_chief, worker_dir
+    cfg: BoxSegConfig
+    ctx: object
+    name: str
+    extra: dict
+    log: object
+    model_dir: Path
+    out_dir: Path  # model_dir, or this worker's scratch folder (multi-worker, non-chief)
+    t_start: float
+    shards: dict | None = None
 
-    # Multi-worker: every worker runs this function; only the chief writes into model_dir, the
-    # others into a scratch folder that is removed at the end (run_fit does the same for its files).
-    out_dir = worker_dir(model_dir, ctx.strategy)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = ctx.data
-    if data is None:  # the embedded synthetic dataset (objects on textured backgrounds, boxes.csv)
-        from indep_seg.data.synthetic import write_synthetic_dataset
+    @property
+    def per_image_area(self) -> bool:
+        """Whether a of eq. (7) is each box's own (from its prior) rather than `effective_a`."""
+        return bool(self.shards["prior"]) and self.cfg.area_from_prior
 
-        data = out_dir / "default_data"
-        if not (data / "boxes.csv").is_file():
-            write_synthetic_dataset(data, num_images=200, seed=ctx.seed)
-        log(f"{name}: no --data given; training on the embedded synthetic dataset in {data}")
-    # The data set is streamed: photos are read one at a time into the run's box shards (crops,
-    # priors, areas, backgrounds; once, reused on resume), which the trainers then read through
-    # tf.data (indep_seg.data.box_seg_stream). Each worker writes its own copy (no shared disk
-    # needed).
-    from indep_seg.data.box_seg_stream import box_seg_dataset, sample_box_records
+    @property
+    def area_target(self) -> float:
+        """The area the snapshot choice expects: the mean per-image a, or `effective_a`."""
+        return float(self.shards["area_mean"]) if self.per_image_area else effective_a(self.cfg)
 
-    shard_dir = out_dir / "box_shards"
-    shards = prepare_box_shards(
-        data,
-        cfg,
-        shard_dir,
-        masks=extra.get("masks") or cfg.masks or None,
-        skip_bad=bool(extra.get("skip_bad")),
-        seed=ctx.seed,
-        log=log,
-    )
-    priors = True if shards["prior"] else None  # the records hold priors and areas
-    areas = np.asarray([shards["area_mean"]]) if shards["prior"] and cfg.area_from_prior else None
-    probe = sample_box_records(
-        shards["crop_files"], cfg.resolution, cfg.probe_images, seed=ctx.seed
-    )
+    def remaining_minutes(self) -> float | None:
+        """Minutes left of `--budget-minutes` (at least 0.05), None without a budget."""
+        budget = self.ctx.budget_minutes
+        return None if budget is None else max(0.05, budget - (time.time() - self.t_start) / 60)
 
-    def stream(seed, with_prior=True):
+    def dataset_fn(self, seed: int, with_prior: bool = True):
+        """`dataset_fn(start_step)` of `run_fit`: the shards' batches (`box_seg_dataset`)."""
+        from indep_seg.data.box_seg_stream import box_seg_dataset
+
         def dataset_fn(start_step=0):
             return box_seg_dataset(
-                shards["crop_files"],
-                shards["background_files"],
-                cfg.batch_size,
-                resolution=cfg.resolution,
+                self.shards["crop_files"],
+                self.shards["background_files"],
+                self.cfg.batch_size,
+                resolution=self.cfg.resolution,
                 seed=seed,
-                prior=with_prior and priors is not None,
-                area=with_prior and areas is not None,
+                prior=with_prior and bool(self.shards["prior"]),
+                area=with_prior and self.per_image_area,
                 start_batch=int(start_step),
             )
 
         return dataset_fn
 
+    def fit_options(self, on_snapshot) -> dict:
+        """The `run_fit` options both phases share; `on_snapshot(step)` every `snapshot_every`."""
+        every = max(self.cfg.snapshot_every, 500)
+        return {
+            "checkpoint_every": every,
+            "log_every": self.cfg.log_every,
+            "image_every": every,
+            "callbacks": [_SnapshotCallback(self.cfg.snapshot_every, on_snapshot)],
+            "verbose": bool(self.extra.get("verbose", True)),
+        }
+
+
+def _start_run(cfg: BoxSegConfig, ctx, name: str) -> _BoxSegRun:
+    """The run's folders: every worker of a multi-worker run runs `train_box_seg`; only the chief
+    writes into model_dir, the others into a scratch folder removed at the end."""
+    from indep_seg.training.strategy import worker_dir
+
+    t_start = time.time()
+    model_dir = Path(ctx.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = worker_dir(model_dir, ctx.strategy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = ctx.extra or {}
+    return _BoxSegRun(cfg, ctx, name, extra, extra.get("log", print), model_dir, out_dir, t_start)
+
+
+def _training_data(run: _BoxSegRun):
+    """`--data`, or the embedded synthetic dataset (objects on textured backgrounds, boxes.csv)
+    written into the run's folder."""
+    if run.ctx.data is not None:
+        return run.ctx.data
+    from indep_seg.data.synthetic import write_synthetic_dataset
+
+    data = run.out_dir / "default_data"
+    if not (data / "boxes.csv").is_file():
+        write_synthetic_dataset(data, num_images=200, seed=run.ctx.seed)
+    run.log(f"{run.name}: no --data given; training on the embedded synthetic dataset in {data}")
+    return data
+
+
+def _log_prepared(run: _BoxSegRun) -> None:
+    """One log line: the crops, backgrounds and a the run trains on."""
+    cfg, shards = run.cfg, run.shards
     a_text = (
-        f"a = {effective_a(cfg):.3f}"
-        if areas is None
-        else f"a per image {shards['area_min']:.2f}-{shards['area_max']:.2f} (mean "
+        f"a per image {shards['area_min']:.2f}-{shards['area_max']:.2f} (mean "
         f"{shards['area_mean']:.2f})"
+        if run.per_image_area
+        else f"a = {effective_a(cfg):.3f}"
     )
-    log(
-        f"{name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at "
-        f"{cfg.resolution}px, "
-        f"{a_text}, prepared in {time.time() - t_start:.1f} s"
+    run.log(
+        f"{run.name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at "
+        f"{cfg.resolution}px, {a_text}, prepared in {time.time() - run.t_start:.1f} s"
     )
 
-    # --budget-minutes without --steps: the phases share the budget, however many steps fit
+
+def _phase_steps(cfg: BoxSegConfig, ctx) -> tuple[int, int]:
+    """`(adversarial steps, distillation steps)`; `--budget-minutes` without `--steps`: the
+    phases share the budget, however many steps fit."""
     total_steps = (
         UNBOUNDED_STEPS
         if ctx.steps is None and ctx.budget_minutes is not None
         else ctx.resolve_steps(cfg.steps)
     )
     adv_steps = int(round(total_steps * cfg.adversarial_fraction))
-    distill_steps = total_steps - adv_steps
-    budget = ctx.budget_minutes
+    return adv_steps, total_steps - adv_steps
 
-    def remaining_minutes():
-        return None if budget is None else max(0.05, budget - (time.time() - t_start) / 60.0)
 
-    # ---------------- phase 1: adversarial
-    with ctx.strategy.scope():
+class _SnapshotLog:
+    """Every snapshot of both phases: scored by the `selector` (adversarial phase), extended by
+    the benchmark's `study(net, phase, step)` hook (which never selects), logged and appended to
+    `snapshots.jsonl`."""
+
+    def __init__(self, run: _BoxSegRun, selector: SnapshotSelector):
+        self.run, self.selector = run, selector
+        self.study = run.extra.get("study_fn")
+        self.records: list[dict] = []
+
+    def __call__(self, step: int, phase: str, net) -> None:
+        rec = self.selector(net, step) if phase == "adversarial" else {"step": step}
+        if self.study is not None:
+            rec.update(self.study(net, phase, step))
+        rec["phase"] = phase
+        rec["seconds"] = round(time.time() - self.run.t_start, 1)
+        self.records.append(rec)
+        self.run.log(json.dumps(rec))
+        with open(self.run.out_dir / "snapshots.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+def _compiled_gan(run: _BoxSegRun) -> tuple[ForegroundSegGAN, UNet]:
+    """Phase 1's model (eq. 6-7) and its UNet, built and compiled in the strategy's scope."""
+    cfg = run.cfg
+    with run.ctx.strategy.scope():
         unet = build_unet(cfg)
         gan = ForegroundSegGAN(
             unet,
@@ -887,142 +1075,189 @@ def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
             box_margin=cfg.margin,
             pairwise_weight=cfg.pairwise_weight,
             adversarial_weight=cfg.adversarial_weight,
-            prior_weight=cfg.prior_weight if priors is not None else 0.0,
-            seed=ctx.seed,
+            prior_weight=cfg.prior_weight if run.shards["prior"] else 0.0,
+            seed=run.ctx.seed,
         )
         gan.compile(
             d_optimizer=FusedAdam(cfg.d_learning_rate, beta_1=0.5, beta_2=0.999),
             g_optimizer=FusedAdam(cfg.g_learning_rate, beta_1=0.5, beta_2=0.999),
         )
-    selector = SnapshotSelector(
-        probe,
-        out_dir / "adversarial_selected.weights.h5",
-        a=effective_a(cfg) if areas is None else float(np.mean(areas)),
-    )
-    study_log = []
+    return gan, unet
 
-    def on_snapshot(step, phase, net):
-        rec = selector(net, step) if phase == "adversarial" else {"step": step}
-        if study is not None:
-            rec.update(study(net, phase, step))
-        rec["phase"] = phase
-        rec["seconds"] = round(time.time() - t_start, 1)
-        study_log.append(rec)
-        log(json.dumps(rec))
-        with open(out_dir / "snapshots.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
 
+def _adversarial_phase(run: _BoxSegRun, steps: int, snapshots: _SnapshotLog):
+    """Phase 1: `run_fit` of the GAN into `model_dir/adversarial`, its share of the budget;
+    returns `(gan, unet, run_fit's result)` (the UNet as trained, not yet the chosen one)."""
+    from indep_seg.training.loop import run_fit
+
+    gan, unet = _compiled_gan(run)
+    budget = run.remaining_minutes()
     adv_ctx = dataclasses.replace(
-        ctx,
-        model_dir=model_dir / "adversarial",
-        budget_minutes=None if budget is None else remaining_minutes() * cfg.adversarial_fraction,
+        run.ctx,
+        model_dir=run.model_dir / "adversarial",
+        budget_minutes=None if budget is None else budget * run.cfg.adversarial_fraction,
     )
-    ds = stream(ctx.seed)
     adv = run_fit(
         gan,
-        ds,
+        run.dataset_fn(run.ctx.seed),
         adv_ctx,
-        total_steps=adv_steps,
-        checkpoint_every=max(cfg.snapshot_every, 500),
-        log_every=cfg.log_every,
-        image_every=max(cfg.snapshot_every, 500),
-        callbacks=[
-            _SnapshotCallback(cfg.snapshot_every, lambda s: on_snapshot(s, "adversarial", unet))
-        ],
-        verbose=bool(extra.get("verbose", True)),
+        total_steps=steps,
+        **run.fit_options(lambda s: snapshots(s, "adversarial", unet)),
     )
-    on_snapshot(adv["step"], "adversarial", unet)
+    snapshots(adv["step"], "adversarial", unet)
+    return gan, unet, adv
+
+
+def _choose_snapshot(run: _BoxSegRun, unet: UNet, selector: SnapshotSelector, adv: dict):
+    """Loads the selector's choice into `unet`; returns `(result, the last weights)`."""
     last_weights = unet.get_weights()
     if selector.best_weights is not None:
         unet.set_weights(selector.best_weights)
-    chosen = selector.best_step
-    log(
-        f"{name}: adversarial phase {adv['step']} steps; chosen snapshot step {chosen} "
-        f"(score {selector.best_score:.3f})"
+    run.log(
+        f"{run.name}: adversarial phase {adv['step']} steps; chosen snapshot step "
+        f"{selector.best_step} (score {selector.best_score:.3f})"
     )
     result = {
         "adversarial_steps": int(adv["step"]),
-        "selected_step": chosen,
+        "selected_step": selector.best_step,
         "adversarial_seconds": adv.get("seconds"),
     }
-    sample = next(iter(ds().take(1)))
-    write_png(out_dir / "adversarial_selected.png", gan.image_grid(sample))
-    final_net, phase = unet, "adversarial"
-    Segmenter(
-        unet.as_functional(),
-        cfg.resolution,
-        cfg.margin,
-        False,
-        name,
-        {"phase": "adversarial", "selected_step": chosen},
-    ).save(out_dir / "segmenter_adversarial")
+    return result, last_weights
 
-    # ---------------- phase 2: distillation
-    if distill_steps > 0 and (budget is None or remaining_minutes() > 0.2):
-        with ctx.strategy.scope():
-            teacher = build_unet(cfg, name="teacher")
-            teacher.set_weights(unet.get_weights())
-            student = build_unet(cfg, name="student")
-            if cfg.distill_init == "teacher":
-                student.set_weights(unet.get_weights())
-            distiller = Distiller(
-                teacher,
-                student,
-                label=cfg.distill_label,
-                real_fraction=cfg.distill_real_fraction,
-                seed=ctx.seed,
-            )
-            distiller.compile(FusedAdam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
-        dctx = dataclasses.replace(
-            ctx, model_dir=model_dir / "distill", budget_minutes=remaining_minutes()
-        )
-        dist = run_fit(
-            distiller,
-            stream(ctx.seed + 7, with_prior=False),
-            dctx,
-            total_steps=distill_steps,
-            checkpoint_every=max(cfg.snapshot_every, 500),
-            log_every=cfg.log_every,
-            image_every=max(cfg.snapshot_every, 500),
-            callbacks=[
-                _SnapshotCallback(cfg.snapshot_every, lambda s: on_snapshot(s, "distill", student))
-            ],
-            verbose=bool(extra.get("verbose", True)),
-        )
-        on_snapshot(dist["step"], "distill", student)
-        write_png(out_dir / "distill.png", distiller.image_grid(sample))
-        result["distill_steps"] = int(dist["step"])
-        final_net, phase = student, "distill"
-    final = Segmenter(
-        final_net.as_functional(),
-        cfg.resolution,
-        cfg.margin,
+
+def _compiled_distiller(cfg: BoxSegConfig, unet: UNet, seed: int) -> Distiller:
+    """Phase 2's model (eq. 8): a frozen copy of `unet` teaches a student (from the teacher's
+    weights or from scratch); call inside the strategy's scope."""
+    teacher = build_unet(cfg, name="teacher")
+    teacher.set_weights(unet.get_weights())
+    student = build_unet(cfg, name="student")
+    if cfg.distill_init == "teacher":
+        student.set_weights(unet.get_weights())
+    distiller = Distiller(
+        teacher,
+        student,
+        label=cfg.distill_label,
+        real_fraction=cfg.distill_real_fraction,
+        seed=seed,
+    )
+    distiller.compile(FusedAdam(cfg.distill_learning_rate, beta_1=0.5, beta_2=0.999))
+    return distiller
+
+
+def _distillation_phase(run: _BoxSegRun, unet: UNet, steps: int, snapshots, sample):
+    """Phase 2: `run_fit` of the distiller into `model_dir/distill` with the rest of the budget;
+    writes `distill.png`; returns `(student, steps trained)`."""
+    from indep_seg.training.loop import run_fit, write_png
+
+    with run.ctx.strategy.scope():
+        distiller = _compiled_distiller(run.cfg, unet, run.ctx.seed)
+    student = distiller.student
+    dctx = dataclasses.replace(
+        run.ctx, model_dir=run.model_dir / "distill", budget_minutes=run.remaining_minutes()
+    )
+    dist = run_fit(
+        distiller,
+        run.dataset_fn(run.ctx.seed + 7, with_prior=False),
+        dctx,
+        total_steps=steps,
+        **run.fit_options(lambda s: snapshots(s, "distill", student)),
+    )
+    snapshots(dist["step"], "distill", student)
+    write_png(run.out_dir / "distill.png", distiller.image_grid(sample))
+    return student, int(dist["step"])
+
+
+def _save_segmenter(run: _BoxSegRun, net: UNet, phase: str, chosen, folder: str):
+    """The `Segmenter` artifact of `net`, saved as `out_dir/folder`."""
+    from indep_seg.segmenter import Segmenter
+
+    segmenter = Segmenter(
+        net.as_functional(),
+        run.cfg.resolution,
+        run.cfg.margin,
         False,
-        name,
+        run.name,
         {"phase": phase, "selected_step": chosen},
     )
-    final.save(out_dir / "segmenter")
+    segmenter.save(run.out_dir / folder)
+    return segmenter
+
+
+def _remove_worker_scratch(run: _BoxSegRun) -> None:
+    """A non-chief worker's scratch folder goes (and model_dir/.workers once every worker is
+    done); the chief keeps model_dir."""
+    import shutil
+
+    from indep_seg.training.strategy import is_chief
+
+    if is_chief(run.ctx.strategy):
+        return
+    shutil.rmtree(run.out_dir, ignore_errors=True)
+    try:
+        run.out_dir.parent.rmdir()
+    except OSError:
+        pass
+
+
+def train_box_seg(cfg: BoxSegConfig, ctx, name="box_seg") -> dict:
+    """Both phases (adversarial, then distillation); ends with the Segmenter artifact.
+
+    The data set is streamed: photos are read one at a time into the run's box shards (crops,
+    priors, areas, backgrounds; once, reused on resume; each worker writes its own copy), which
+    both phases read through tf.data. Phase 1 trains the GAN and keeps the snapshot the
+    `SnapshotSelector` chooses without ground truth; phase 2 distills it into a student; an
+    evidence report (`evidence_report`) closes the run.
+    """
+    from indep_seg.data.box_seg_stream import sample_box_records
+    from indep_seg.training.loop import write_png
+
+    run = _start_run(cfg, ctx, name)
+    run.shards = prepare_box_shards(
+        _training_data(run),
+        cfg,
+        run.out_dir / "box_shards",
+        masks=run.extra.get("masks") or cfg.masks or None,
+        skip_bad=bool(run.extra.get("skip_bad")),
+        seed=ctx.seed,
+        log=run.log,
+    )
+    probe = sample_box_records(
+        run.shards["crop_files"], cfg.resolution, cfg.probe_images, seed=ctx.seed
+    )
+    _log_prepared(run)
+    adv_steps, distill_steps = _phase_steps(cfg, ctx)
+    selector = SnapshotSelector(
+        probe, run.out_dir / "adversarial_selected.weights.h5", a=run.area_target
+    )
+    snapshots = _SnapshotLog(run, selector)
+
+    gan, unet, adv = _adversarial_phase(run, adv_steps, snapshots)
+    result, last_weights = _choose_snapshot(run, unet, selector, adv)
+    sample = next(iter(run.dataset_fn(ctx.seed)().take(1)))
+    write_png(run.out_dir / "adversarial_selected.png", gan.image_grid(sample))
+    chosen = result["selected_step"]
+    _save_segmenter(run, unet, "adversarial", chosen, "segmenter_adversarial")
+    final_net, phase = unet, "adversarial"
+    if distill_steps > 0 and (ctx.budget_minutes is None or run.remaining_minutes() > 0.2):
+        final_net, result["distill_steps"] = _distillation_phase(
+            run, unet, distill_steps, snapshots, sample
+        )
+        phase = "distill"
+    final = _save_segmenter(run, final_net, phase, chosen, "segmenter")
     if cfg.evidence_images > 0:
         result["evidence"] = evidence_report(
             final,
-            read_evidence_items(shards),
-            out_dir,
+            read_evidence_items(run.shards),
+            run.out_dir,
             max_images=cfg.evidence_images,
             seed=ctx.seed,
-            log=log,
+            log=run.log,
         )
-    result["seconds"] = round(time.time() - t_start, 1)
+    result["seconds"] = round(time.time() - run.t_start, 1)
     result["phase"] = phase
-    extra["study_log"] = study_log
-    extra["last_adversarial_weights"] = last_weights
-    if not is_chief(ctx.strategy):
-        import shutil
-
-        shutil.rmtree(out_dir, ignore_errors=True)
-        try:
-            out_dir.parent.rmdir()  # model_dir/.workers, once every worker is done
-        except OSError:
-            pass
+    run.extra["study_log"] = snapshots.records
+    run.extra["last_adversarial_weights"] = last_weights
+    _remove_worker_scratch(run)
     return result
 
 
