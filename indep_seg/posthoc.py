@@ -243,8 +243,10 @@ def train_posthoc_unet(
 
 
 def save_posthoc_segmenter(unet, model_dir, resolution, experiment="ilsgan", extra=None):
-    """Save the UNet as the segmenter artifact `model_dir/segmenter` (box-free model; when a box is
-    given, the crop is the evaluation protocol's square of half-side 0.75 max(w, h))."""
+    """Save the UNet as the segmenter artifact `model_dir/segmenter` (box-free model: without a box
+    the network sees the whole image, resized with antialiasing as the GAN's training photos were;
+    when a box is given, the crop is the evaluation protocol's square of half-side 0.75 max(w, h);
+    `indep_seg.segmenter.Segmenter.box_free`)."""
     from indep_seg.segmenter import Segmenter
 
     seg = Segmenter(

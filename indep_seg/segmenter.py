@@ -10,6 +10,13 @@ On disk (`Segmenter.save(dir)`)::
     dir/model.keras        Keras model, [N, R, R, 3] float in [0, 1] -> [N, R, R, 1] mask
     dir/segmenter.json     {"resolution": R, "margin": m, "square": bool, "experiment": name, ...}
 
+A box-free network (`"box_free": true`, ILSGAN's post-hoc UNet, trained on whole generated scenes)
+takes the whole image as its crop when no box is given: the window is the image itself (its
+enclosing square when `square`), not the image grown by the margin. The margin applies only around a
+given object box (the evaluation protocol's crop). Its crops are resized with antialiasing, as its
+training photos were (`network_crops`). A box-level network (Dai et al. 2019) treats the whole image
+as the object box and crops it with its margin, as in training.
+
 `BoxSegmenter` maps `{"image": [N, H, W, 3], "box": [N, 4]}` (the box optional: the whole image)
 to masks `[N, H, W, 1]`: crop with the box rule, run the network, paste back, in one graph (the
 same function, `segment_in_boxes`, that the exported SavedModel's signatures run). It works with
@@ -35,7 +42,14 @@ import tensorflow as tf
 import indep_seg.networks  # noqa: F401  registers the project's layers: load_model finds them
 from indep_seg.box_crop import box_window, crop_to_window, paste_back
 
-__all__ = ["Segmenter", "BoxSegmenter", "segment_in_boxes", "whole_image_boxes"]
+__all__ = [
+    "Segmenter",
+    "BoxSegmenter",
+    "segment_in_boxes",
+    "network_crops",
+    "whole_image_boxes",
+    "image_box",
+]
 
 ARTIFACT_DIR = "segmenter"
 MODEL_FILE = "model.keras"
@@ -64,7 +78,8 @@ class Segmenter:
         margin: crop margin of `indep_seg.box_crop.box_window` used in training.
         square: whether training crops were squares around the box.
         experiment: name of the experiment that produced it (informational).
-        extra: more JSON-serialisable metadata to keep (e.g. which checkpoint was chosen).
+        extra: more JSON-serialisable metadata to keep (e.g. which checkpoint was chosen);
+            `{"box_free": True}` marks a network trained on whole scenes (see `box_free`).
 
     Example:
         >>> seg = Segmenter.load("runs/horse")          # doctest: +SKIP
@@ -85,6 +100,12 @@ class Segmenter:
         self.experiment = experiment
         self.extra = dict(extra or {})
         self._keras = None
+
+    @property
+    def box_free(self) -> bool:
+        """True for a network trained on whole scenes (ILSGAN's post-hoc UNet): without a box its
+        crop window is the image itself (`image_box`), not the image grown by the margin."""
+        return bool(self.extra.get("box_free", False))
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict:
@@ -149,9 +170,9 @@ class Segmenter:
         image = tf.convert_to_tensor(image, tf.float32)
         h, w = int(image.shape[0]), int(image.shape[1])
         if box is None:
-            box = [0.0, 0.0, float(w), float(h)]
+            box = image_box(h, w, self.margin if self.box_free else 0.0)
         window = box_window([box], self.margin, self.square)
-        return crop_to_window(image[tf.newaxis], window, self.resolution), window
+        return network_crops(image[tf.newaxis], window, self.resolution, self.box_free), window
 
     def predict_crops(self, crops):
         """Masks `[N, R, R, 1]` for model-resolution crops `[N, R, R, 3]`."""
@@ -160,7 +181,9 @@ class Segmenter:
     def as_keras(self) -> "BoxSegmenter":
         """This segmenter as a `BoxSegmenter` (a `keras.Model`), sharing its network."""
         if self._keras is None:
-            self._keras = BoxSegmenter(self.model, self.resolution, self.margin, self.square)
+            self._keras = BoxSegmenter(
+                self.model, self.resolution, self.margin, self.square, box_free=self.box_free
+            )
         return self._keras
 
     def predict(self, images, boxes=None, refine=None):
@@ -171,7 +194,9 @@ class Segmenter:
 
         Args:
             images: sequence of `[H, W, 3]` arrays (uint8, or float in [0, 1]).
-            boxes: None (whole image), or one `x0, y0, x1, y1` box (or None) per image.
+            boxes: None (whole image), or one `x0, y0, x1, y1` box (or None) per image. Without a
+                box the whole image is the object box, or, for a `box_free` network, the crop
+                window (`image_box`).
             refine: None, or "grabcut": the mask of each boxed image is refined on the photo's
                 colour edges (`indep_seg.box_prior.refine_full_mask`); images without a box are
                 not refined.
@@ -192,7 +217,7 @@ class Segmenter:
             image = image.astype(np.float32, copy=False)
             h, w = image.shape[:2]
             if box is None:
-                box = [0.0, 0.0, float(w), float(h)]
+                box = image_box(h, w, self.margin if self.box_free else 0.0)
             box = np.asarray(box, np.float32).reshape(-1)
             if (
                 box.shape != (4,)
@@ -225,25 +250,70 @@ class Segmenter:
         return out
 
 
-def whole_image_boxes(images):
-    """`[N, 4]` boxes covering each whole image of a `[N, H, W, C]` batch."""
+def image_box(height, width, margin=0.0):
+    """The box `[x0, y0, x1, y1]` whose crop window `box_window(box, margin, square)` is the whole
+    `height x width` image (with `square`, the square of side max(height, width) around it).
+
+    `margin=0` gives the image itself. With `margin > 0` it is the image shrunk about its centre by
+    `1 + 2 margin`, so that growing it by the margin gives the image back: a box-free network sees
+    the whole image, as in training, instead of the image shrunk inside a black frame.
+    """
+    if not (isinstance(margin, (int, float)) and margin >= 0 and np.isfinite(margin)):
+        raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
+    half_w = float(width) / (2.0 * (1.0 + 2.0 * margin))
+    half_h = float(height) / (2.0 * (1.0 + 2.0 * margin))
+    cx, cy = float(width) / 2.0, float(height) / 2.0
+    return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+
+
+def whole_image_boxes(images, margin=0.0):
+    """`[N, 4]` boxes of each image of a `[N, H, W, C]` batch: the whole image (`margin=0`), or the
+    box whose crop window with `margin` is the whole image (`image_box`, graph version)."""
+    if not (isinstance(margin, (int, float)) and margin >= 0 and np.isfinite(margin)):
+        raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
     shape = tf.shape(images)
-    row = tf.stack([0.0, 0.0, tf.cast(shape[2], tf.float32), tf.cast(shape[1], tf.float32)])
+    w, h = tf.cast(shape[2], tf.float32), tf.cast(shape[1], tf.float32)
+    half_w, half_h = w / (2.0 * (1.0 + 2.0 * margin)), h / (2.0 * (1.0 + 2.0 * margin))
+    row = tf.stack([w / 2.0 - half_w, h / 2.0 - half_h, w / 2.0 + half_w, h / 2.0 + half_h])
     return tf.tile(row[tf.newaxis], tf.stack([shape[0], 1]))
 
 
-def segment_in_boxes(network, images, boxes, resolution, margin=0.0, square=False):
+#: Box-free crops are sampled at this multiple of the network's side, then resized with
+#: `tf.image.resize(antialias=True)`: the filter of ILSGAN's training photos.
+BOX_FREE_OVERSAMPLE = 4
+
+
+def network_crops(images, windows, resolution, box_free=False):
+    """The network's input: each window of `images` `[N, H, W, 3]` at `resolution`, black outside.
+
+    Box-level networks get `crop_to_window` (bilinear samples at twice the side, average-pooled),
+    the crops of their box-level training data. A box-free network (ILSGAN's post-hoc UNet) learned
+    from GAN samples of photos resized with `tf.image.resize(antialias=True)`
+    (`indep_seg.data.image_stream.centre_square`), a wider (triangle) filter: its windows are
+    sampled at `BOX_FREE_OVERSAMPLE` x `resolution` and resized the same way. With the 128-pixel
+    evaluation crops and a 32-pixel network this is the protocol crop followed by the antialiased
+    resize of the in-process evaluation.
+    """
+    resolution = int(resolution)
+    if not box_free:
+        return crop_to_window(images, windows, resolution)
+    big = crop_to_window(images, windows, resolution * BOX_FREE_OVERSAMPLE)
+    return tf.image.resize(big, [resolution, resolution], antialias=True)
+
+
+def segment_in_boxes(network, images, boxes, resolution, margin=0.0, square=False, box_free=False):
     """Graph code of box-level inference: `[N, H, W, 3]`, `[N, 4]` -> masks `[N, H, W, 1]` in [0,
     1].
 
     Crops each image to its box's window (`box_window(box, margin, square)`, resized to
-    `resolution`), runs `network` (inference mode) and pastes the masks back at full size (zero
-    outside the windows). `BoxSegmenter.call` and the exported serving signatures run this.
+    `resolution` by `network_crops`), runs `network` (inference mode) and pastes the masks back at
+    full size (zero outside the windows). `BoxSegmenter.call` and the exported serving signatures
+    run this.
     """
     images = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     windows = box_window(boxes, margin, square)
-    crops = crop_to_window(images, windows, int(resolution))
+    crops = network_crops(images, windows, resolution, box_free)
     masks = network(crops, training=False)
     masks = tf.clip_by_value(tf.cast(masks, tf.float32), 0.0, 1.0)
     return paste_back(masks, windows, (shape[1], shape[2]))
@@ -255,8 +325,9 @@ class BoxSegmenter(keras.Model):
 
     Inputs: a dict `{"image": [N, H, W, 3], "box": [N, 4]}` (images uint8, or float in [0, 1],
     one size per batch; boxes pixel `x0, y0, x1, y1`, x1 / y1 exclusive) or `{"image": ...}` /
-    an image tensor alone (the whole image is the box). Output: masks `[N, H, W, 1]` float32 in
-    [0, 1]. One graph call per batch (`predict`, `predict_on_batch`).
+    an image tensor alone (the whole image is the box; with `box_free`, the crop window).
+    Output: masks `[N, H, W, 1]` float32 in [0, 1]. One graph call per batch (`predict`,
+    `predict_on_batch`).
 
     Args:
         network: the mask network, `[N, R, R, 3]` crops in [0, 1] -> `[N, R, R, 1]` masks (a
@@ -264,6 +335,8 @@ class BoxSegmenter(keras.Model):
         resolution: R.
         margin, square: the crop rule the network was trained with
         (`indep_seg.box_crop.box_window`).
+        box_free: the network was trained on whole scenes (ILSGAN's post-hoc UNet): without a box
+            the crop window is the image itself (`image_box`), not the image grown by `margin`.
 
     Example:
         >>> gan = indep_seg.ForegroundSegGAN.from_preset("box_seg_tiny")     # doctest: +SKIP
@@ -275,10 +348,11 @@ class BoxSegmenter(keras.Model):
     Reference: Dai et al. 2019, "Learning Segmentation Masks with the Independence Prior".
     """
 
-    def __init__(self, network, resolution, margin=0.0, square=False, **kwargs):
+    def __init__(self, network, resolution, margin=0.0, square=False, box_free=False, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.resolution, self.margin, self.square = _crop_rule(resolution, margin, square)
+        self.box_free = bool(box_free)
 
     @property
     def model(self):
@@ -321,7 +395,7 @@ class BoxSegmenter(keras.Model):
             else tf.cast(image, tf.float32)
         )
         if box is None:
-            box = whole_image_boxes(image)
+            box = whole_image_boxes(image, self.margin if self.box_free else 0.0)
         else:
             box = tf.cast(tf.convert_to_tensor(box), tf.float32)
             if box.shape.rank != 2 or box.shape[-1] != 4:
@@ -329,11 +403,14 @@ class BoxSegmenter(keras.Model):
                     f"inputs['box']: expected [N, 4] (one x0, y0, x1, y1 box per image), "
                     f"got shape {box.shape}"
                 )
-        return segment_in_boxes(self.network, image, box, self.resolution, self.margin, self.square)
+        return segment_in_boxes(
+            self.network, image, box, self.resolution, self.margin, self.square, self.box_free
+        )
 
     def to_segmenter(self, experiment: str = "", extra: dict | None = None) -> Segmenter:
         """The on-disk `Segmenter` artifact of this model (`.save(dir)` for `indep-seg segment
         --model dir`)."""
+        extra = {**({"box_free": True} if self.box_free else {}), **(extra or {})}
         seg = Segmenter(self.network, self.resolution, self.margin, self.square, experiment, extra)
         seg._keras = self
         return seg
@@ -345,6 +422,7 @@ class BoxSegmenter(keras.Model):
             "resolution": self.resolution,
             "margin": self.margin,
             "square": self.square,
+            "box_free": self.box_free,
         }
 
     @classmethod

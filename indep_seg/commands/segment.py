@@ -4,7 +4,9 @@ boxes.csv]`.
 Writes one 8-bit mask PNG per input at the input's own size, named after it
 (`OUT/<stem>.png`; the crop's mask pasted back, 0 outside the box's crop window), and
 with `--cutout` an RGBA cut-out `OUT/<stem>_cutout.png` (alpha = mask). Without a box
-the whole image is the box. `--boxes` is a CSV `filename,x0,y0,x1,y1` (pixels of the
+the whole image is the box; for a box-free model (ILSGAN's post-hoc UNet, `"box_free": true` in
+its segmenter.json) the whole image is the crop the network sees, not the image grown by the crop
+margin (`indep_seg.segmenter.image_box`). `--boxes` is a CSV `filename,x0,y0,x1,y1` (pixels of the
 original image; several rows per file give the union of their masks). `--model` takes an
 exported SavedModel, a version base dir or a training model dir; `--server HOST:PORT`
 (or `http://HOST:PORT`) asks a running `indep-seg serve` instead. Boxed masks are refined on
