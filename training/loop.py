@@ -567,6 +567,137 @@ class _no_symbolic_build_of_built_model:
         return False
 
 
+def _check_fit_arguments(model, dataset, total_steps, checkpoint_every, log_every) -> None:
+    """ValueError / TypeError naming the argument of `run_fit` that is wrong."""
+    if not isinstance(total_steps, int) or total_steps < 0:
+        raise ValueError(f"total_steps: expected a non-negative int, got {total_steps!r}")
+    for name, v in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    if not callable(dataset) and not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(
+            "dataset: expected a tf.data.Dataset or dataset_fn(start_step), got "
+            f"{type(dataset).__name__}"
+        )
+    if getattr(model, "optimizer", None) is None and not getattr(model, "compiled", False):
+        raise ValueError(
+            f"model: {type(model).__name__} is not compiled; call model.compile(...) inside "
+            f"strategy.scope() first"
+        )
+
+
+def _check_built(model, strategy) -> None:
+    """Marks the model and its stateless sub-layers built; an unbuilt layer with state is an
+    error under tf.distribute (a warning on one device).
+
+    A GAN wrapper has no call(): under tf.distribute, fit builds any unbuilt layer by calling the
+    model ("Unable to automatically build the model", DESIGN.md section 4). So the wrapper is
+    marked built here, and every sub-layer must already be built (variables created in scope).
+    """
+    if not model.built:
+        model.built = True
+    unbuilt = []
+    for layer in model._flatten_layers(include_self=False):
+        if layer.built:
+            continue
+        if type(layer).build is keras.layers.Layer.build:
+            layer.built = True  # no build() of its own: no state to create (e.g. minibatch-std)
+        else:
+            unbuilt.append(getattr(layer, "path", None) or layer.name)
+    if not unbuilt:
+        return
+    message = (
+        f"model: layers not built before training: {', '.join(unbuilt[:8])}"
+        f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. net.build(input_shape) "
+        "or call it once) inside strategy.scope() - under tf.distribute fit cannot build a "
+        "model without call()"
+    )
+    if strategy is not tf.distribute.get_strategy() or strategy.num_replicas_in_sync > 1:
+        raise ValueError(message)
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _restore(run: _Run) -> int:
+    """Restores the newest readable checkpoint into the run (0 without one), drops the logged
+    records of later steps and logs where the run starts; returns the step."""
+    start = run.ckpt.restore(log=run.log if run.chief else (lambda m: print(m, file=sys.stderr)))
+    run.step = run.step_last = start
+    run.last_saved = start if start else -1
+    if run.chief:
+        for p in [run.model_dir / "stats.jsonl", *run.model_dir.glob("metric-*.jsonl")]:
+            _truncate_jsonl_after(p, start)
+    strategy = run.ctx.strategy
+    run.log(
+        f"{'resuming from step ' + str(start) if start else 'starting'}: {run.total_steps} steps "
+        f"in all, {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), dir "
+        f"{run.model_dir}"
+    )
+    return start
+
+
+def _dataset_from(dataset, start: int) -> tf.data.Dataset:
+    """The stream from step `start` on: `dataset_fn(start)`, or the dataset itself."""
+    ds = (
+        dataset(start)
+        if callable(dataset) and not isinstance(dataset, tf.data.Dataset)
+        else dataset
+    )
+    if not isinstance(ds, tf.data.Dataset):
+        raise TypeError(f"dataset_fn({start}): expected a tf.data.Dataset, got {type(ds).__name__}")
+    return ds
+
+
+def _write_start_pictures(run: _Run, ds: tf.data.Dataset, start: int) -> None:
+    """Takes the preview batch (default: the stream's first) and, on a fresh run, writes
+    `reals.png` and `fakes000000.png`."""
+    model = run.model
+    if run.preview_batch is None and run.chief and (run.image_every or hasattr(model, "real_grid")):
+        run.preview_batch = next(iter(ds.take(1)))
+    if start == 0:
+        run.write_reals()
+        if run.image_every:
+            run.write_fakes(0)
+
+
+def _diverged_result(run: _Run, result: dict, t0: float) -> dict:
+    """`run_fit`'s answer for a run stopped by a non-finite value (nothing saved)."""
+    if run.writer is not None:
+        run.writer.close()
+    result.update(run.last_logs)
+    result.update(
+        {
+            "step": run.step,
+            "diverged": True,
+            "last_checkpoint": max(run.last_saved, 0),
+            "seconds": time.time() - t0,
+        }
+    )
+    return result
+
+
+def _finish(run: _Run, result: dict, t0: float) -> dict:
+    """The last logs, pictures, metrics and checkpoint at the final step (those its period did
+    not already write); returns `run_fit`'s answer."""
+    final = run.step
+    if run.last_logs and (final % run.log_every):
+        run.log_scalars(final, run.last_logs)
+    if run.image_every and final % run.image_every:
+        run.write_fakes(final)
+    if run.metric_every and run.metric_fns and final % run.metric_every:
+        run.run_metrics(final)
+    run.save(final)
+    seconds = time.time() - t0
+    run.log(
+        f"stopped at step {final}{' (time budget)' if run.stopped_by_budget else ''} after "
+        f"{seconds:.1f} s"
+    )
+    if run.writer is not None:
+        run.writer.close()
+    result.update(run.last_logs)
+    result.update({"step": final, "stopped_by_budget": run.stopped_by_budget, "seconds": seconds})
+    return result
+
+
 def run_fit(
     model,
     dataset,
@@ -602,62 +733,19 @@ def run_fit(
         preview_batch: the batch given to `image_grid` / `real_grid` (default: the dataset's first).
         callbacks: extra keras callbacks.
         budget_check_every: multi-worker only: steps between agreed budget checks (default
-        log_every).
+            log_every).
+        verbose: print the log lines too (they always go to log.txt).
 
     Returns:
         {"step": final step, "stopped_by_budget": bool, "resumed_from": step, "seconds": float,
-         **last training scalars}; when a logged value became NaN / Inf the run stops at once
-         without
-        saving and the dict has `"diverged": True` and `"last_checkpoint"` (the step a restart
-        resumes).
+        **last training scalars}; when a logged value became NaN / Inf the run stops at once
+        without saving and the dict has `"diverged": True` and `"last_checkpoint"` (the step a
+        restart resumes).
     """
-    if not isinstance(total_steps, int) or total_steps < 0:
-        raise ValueError(f"total_steps: expected a non-negative int, got {total_steps!r}")
-    for name, v in (("checkpoint_every", checkpoint_every), ("log_every", log_every)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    _check_fit_arguments(model, dataset, total_steps, checkpoint_every, log_every)
     image_every = checkpoint_every if image_every is None else image_every
     metric_every = checkpoint_every if metric_every is None else metric_every
-    if not callable(dataset) and not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(
-            "dataset: expected a tf.data.Dataset or dataset_fn(start_step), got "
-            f"{type(dataset).__name__}"
-        )
-    if getattr(model, "optimizer", None) is None and not getattr(model, "compiled", False):
-        raise ValueError(
-            f"model: {type(model).__name__} is not compiled; call model.compile(...) inside "
-            f"strategy.scope() first"
-        )
-
-    # A GAN wrapper has no call(): under tf.distribute, fit builds any unbuilt layer by calling the
-    # model ("Unable to automatically build the model", DESIGN.md section 4). So the wrapper is
-    # marked built here, and every sub-layer must already be built (variables created in scope).
-    if not model.built:
-        model.built = True
-    unbuilt = []
-    for layer in model._flatten_layers(include_self=False):
-        if layer.built:
-            continue
-        if type(layer).build is keras.layers.Layer.build:
-            layer.built = (
-                True  # no build() of its own: it has no state to create (e.g. minibatch-std)
-            )
-        else:
-            unbuilt.append(getattr(layer, "path", None) or layer.name)
-    if unbuilt:
-        message = (
-            f"model: layers not built before training: {', '.join(unbuilt[:8])}"
-            f"{' ...' if len(unbuilt) > 8 else ''}; build every network (e.g. "
-            "net.build(input_shape) "
-            f"or call it once) inside strategy.scope() - under tf.distribute fit cannot build a "
-            f"model without call()"
-        )
-        if (
-            ctx.strategy is not tf.distribute.get_strategy()
-            or ctx.strategy.num_replicas_in_sync > 1
-        ):
-            raise ValueError(message)
-        print(f"warning: {message}", file=sys.stderr)
+    _check_built(model, ctx.strategy)
     ckpt = Checkpointer(model, ctx.model_dir, ctx.strategy, keep_checkpoints=keep_checkpoints)
     run = _Run(
         model,
@@ -673,38 +761,14 @@ def run_fit(
         budget_check_every or log_every,
         verbose,
     )
-    start = ckpt.restore(log=run.log if run.chief else (lambda m: print(m, file=sys.stderr)))
-    run.step = run.step_last = start
-    run.last_saved = start if start else -1
-    if run.chief:
-        for p in [run.model_dir / "stats.jsonl", *run.model_dir.glob("metric-*.jsonl")]:
-            _truncate_jsonl_after(p, start)
-    run.log(
-        f"{'resuming from step ' + str(start) if start else 'starting'}: {total_steps} steps in "
-        "all, "
-        f"{ctx.strategy.num_replicas_in_sync} replica(s) ({type(ctx.strategy).__name__}), dir "
-        f"{run.model_dir}"
-    )
+    start = _restore(run)
     result = {"step": start, "stopped_by_budget": False, "resumed_from": start}
     if start >= total_steps:
         run.log(f"nothing to do: the checkpoint is at step {start} >= {total_steps}")
         result["seconds"] = 0.0
         return result
-
-    ds = (
-        dataset(start)
-        if callable(dataset) and not isinstance(dataset, tf.data.Dataset)
-        else dataset
-    )
-    if not isinstance(ds, tf.data.Dataset):
-        raise TypeError(f"dataset_fn({start}): expected a tf.data.Dataset, got {type(ds).__name__}")
-    if run.preview_batch is None and run.chief and (image_every or hasattr(model, "real_grid")):
-        run.preview_batch = next(iter(ds.take(1)))
-    if start == 0:
-        run.write_reals()
-        if image_every:
-            run.write_fakes(0)
-
+    ds = _dataset_from(dataset, start)
+    _write_start_pictures(run, ds, start)
     t0 = time.time()
     with _no_symbolic_build_of_built_model(model):
         model.fit(
@@ -715,34 +779,4 @@ def run_fit(
             shuffle=False,
             callbacks=[RunCallback(run), *callbacks],
         )
-    final = run.step
-    if run.diverged:
-        if run.writer is not None:
-            run.writer.close()
-        result.update(run.last_logs)
-        result.update(
-            {
-                "step": final,
-                "diverged": True,
-                "last_checkpoint": max(run.last_saved, 0),
-                "seconds": time.time() - t0,
-            }
-        )
-        return result
-    if run.last_logs and (final % log_every):
-        run.log_scalars(final, run.last_logs)
-    if image_every and final % image_every:
-        run.write_fakes(final)
-    if metric_every and run.metric_fns and final % metric_every:
-        run.run_metrics(final)
-    run.save(final)
-    seconds = time.time() - t0
-    run.log(
-        f"stopped at step {final}{' (time budget)' if run.stopped_by_budget else ''} after "
-        f"{seconds:.1f} s"
-    )
-    if run.writer is not None:
-        run.writer.close()
-    result.update(run.last_logs)
-    result.update({"step": final, "stopped_by_budget": run.stopped_by_budget, "seconds": seconds})
-    return result
+    return _diverged_result(run, result, t0) if run.diverged else _finish(run, result, t0)

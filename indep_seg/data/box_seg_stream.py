@@ -253,12 +253,7 @@ def write_box_seg_shards(
         "background_files", "info", "bytes"}` as `read_box_seg_shards` returns it (absolute file
         names); it is written to `directory/shards.json` (names relative) after every shard.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / MANIFEST
-    if manifest_path.exists():
-        manifest_path.unlink()  # the old set is no longer complete from here on
-    remove_stale_temporaries(directory)
+    directory = _start_fresh_set(directory)
     crops_w = ShardWriter(directory, "crops", records_per_shard)
     bgs_w = ShardWriter(directory, "backgrounds", records_per_shard)
     try:
@@ -267,15 +262,7 @@ def write_box_seg_shards(
                 crops_w.write(record)
             for bg in chunk["backgrounds"]:
                 bgs_w.write(background_example(bg))
-        if crops_w.count == 0:
-            raise DataError(
-                f"{directory}: no box to write (the data set gave no usable image/box pair)"
-            )
-        if bgs_w.count == 0:
-            raise DataError(
-                f"{directory}: no background to write (no photo has enough pixels outside "
-                "its box; pass a background folder)"
-            )
+        _check_counts(directory, crops_w.count, bgs_w.count)
         crop_files = [Path(f).name for f in crops_w.close()]
         bg_files = [Path(f).name for f in bgs_w.close()]
         extra = finish(directory) if finish is not None else {}
@@ -295,10 +282,38 @@ def write_box_seg_shards(
         **(extra or {}),
         "bytes": {f: (directory / f).stat().st_size for f in crop_files + bg_files},
     }
+    _write_manifest(directory, manifest)
+    return read_box_seg_shards(directory)
+
+
+def _start_fresh_set(directory) -> Path:
+    """The shard folder (created), its old manifest removed (the old set is no longer complete
+    from here on) and a killed writer's temporaries gone."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    remove_stale_temporaries(directory)
+    return directory
+
+
+def _check_counts(directory: Path, boxes: int, backgrounds: int) -> None:
+    """A DataError when a set would hold no box or no background."""
+    if boxes == 0:
+        raise DataError(
+            f"{directory}: no box to write (the data set gave no usable image/box pair)"
+        )
+    if backgrounds == 0:
+        raise DataError(
+            f"{directory}: no background to write (no photo has enough pixels outside "
+            "its box; pass a background folder)"
+        )
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    """`directory/shards.json`, written atomically: from now on the set is complete."""
     tmp = directory / f".{MANIFEST}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
-    return read_box_seg_shards(directory)
+    os.replace(tmp, directory / MANIFEST)
 
 
 def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:

@@ -76,6 +76,140 @@ def crop_boxes(
     return crops, boxes, windows
 
 
+def _check_pipeline_arguments(resolution, jitter, batch_size, shuffle_buffer, seed) -> None:
+    """ValueError naming the argument of `box_crop_pipeline` that is out of range."""
+    if not (isinstance(resolution, int) and resolution >= 4):
+        raise ValueError(f"resolution: expected an integer >= 4, got {resolution!r}")
+    if not (isinstance(jitter, (int, float)) and 0 <= jitter <= 0.5):
+        raise ValueError(f"jitter: expected a number in [0, 0.5], got {jitter!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
+    if not (isinstance(shuffle_buffer, int) and shuffle_buffer >= 0):
+        raise ValueError(f"shuffle_buffer: expected an integer >= 0, got {shuffle_buffer!r}")
+    if not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+
+
+def _check_decoded(ds) -> None:
+    """ValueError unless `ds` yields the decoded elements of `indep_seg.data` readers."""
+    spec = ds.element_spec
+    missing = {"image", "mask", "has_mask", "boxes", "source_id"} - set(
+        spec if isinstance(spec, dict) else {}
+    )
+    if missing:
+        raise ValueError(
+            "ds: expected decoded elements from indep_seg.data readers, missing keys "
+            f"{sorted(missing)}"
+        )
+
+
+def _crop_stage(resolution, margin, square, pad, supersample):
+    """The deterministic stage: one decoded element -> its boxes' uint8 context crops
+    (`crop_boxes`), with each box's box, window, has_mask and source_id."""
+
+    def stage_crop(e):
+        crops, boxes, windows = crop_boxes(e, resolution, margin, square, pad, supersample)
+        k = tf.shape(boxes)[0]
+        return {
+            "crop": crops,
+            "box": boxes,
+            "window": windows,
+            "has_mask": tf.fill([k], e["has_mask"]),
+            "source_id": tf.fill([k], e["source_id"]),
+        }
+
+    return stage_crop
+
+
+def _repeat(ds, repeat):
+    """`repeat`: False (once), True (forever) or a number of epochs."""
+    if repeat is True:
+        return ds.repeat()
+    return ds.repeat(int(repeat)) if repeat else ds
+
+
+def _cache_shuffle_repeat(ds, cache, shuffle_buffer: int, seed: int, repeat):
+    """Caches the small crops (`cache`: True for memory, or a file path), shuffles them (seeded)
+    and repeats them."""
+    if cache is True:
+        ds = ds.cache()
+    elif cache:
+        ds = ds.cache(str(cache))
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return _repeat(ds, repeat)
+
+
+def _jitter_boxes(key, n, resolution: int, size: int, jitter: float, flip: bool):
+    """`crop_and_resize` boxes `[n, 4]` of random sub-windows of `size`-pixel context crops: the
+    window proper (the central `resolution` pixels) scaled and shifted by up to `jitter` of its
+    size and, with `flip`, sampled from right to left half of the time.
+
+    Output pixel i samples the context at start + (i + 0.5) * step - 0.5 (pixel centres, as
+    `crop_to_window`); a flip is the same window sampled from right to left (crop_and_resize
+    takes x1 < x0). Randomness: stateless, from `key`."""
+    s = tf.random.experimental.stateless_split(key, 3)
+    scale = tf.exp(tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter)))
+    shift = tf.random.stateless_uniform([n, 2], s[1], -jitter, jitter) * resolution
+    step = scale  # input pixels per output pixel (the window proper is R context pixels)
+    start = size / 2.0 + shift - 0.5 * resolution * step[:, None]
+    first = start + 0.5 * step[:, None] - 0.5
+    last = start + (resolution - 0.5) * step[:, None] - 0.5
+    if flip:
+        do_flip = tf.random.stateless_uniform([n], s[2]) < 0.5
+        first_x = tf.where(do_flip, last[:, 0], first[:, 0])
+        last_x = tf.where(do_flip, first[:, 0], last[:, 0])
+    else:
+        first_x, last_x = first[:, 0], last[:, 0]
+    return tf.stack([first[:, 1], first_x, last[:, 1], last_x], axis=-1) / float(size - 1)
+
+
+def _augment_stage(resolution: int, size: int, seed: int, augment: bool, jitter, flip):
+    """The augmentation stage on a batch `[B, size, size, 4]` of uint8 context crops -> the
+    pipeline's elements (float in [0, 1]); per-batch randomness from `(seed, index)`."""
+
+    def stage_augment(index, e):
+        crop = e["crop"]
+        if augment:
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+            n = tf.shape(crop)[0]
+            boxes = _jitter_boxes(key, n, resolution, size, jitter, flip)
+            crop = tf.image.crop_and_resize(
+                crop,
+                boxes,
+                tf.range(n),
+                [resolution, resolution],
+                method="bilinear",
+                extrapolation_value=0.0,
+            )
+        else:
+            crop = tf.cast(crop, tf.float32)
+        crop = crop * (1.0 / 255.0)
+        return {
+            "image": crop[..., :3],
+            "mask": crop[..., 3:],
+            "has_mask": e["has_mask"],
+            "box": e["box"],
+            "window": e["window"],
+            "source_id": e["source_id"],
+        }
+
+    return stage_augment
+
+
+def _one_at_a_time(stage_augment, resolution: int):
+    """`stage_augment` on one element (a batch of one), with static output shapes."""
+
+    def augment_one(index, e):
+        out = stage_augment(index, tf.nest.map_structure(lambda t: t[tf.newaxis], e))
+        out = tf.nest.map_structure(lambda t: t[0], out)
+        out["image"] = tf.ensure_shape(out["image"], [resolution, resolution, 3])
+        out["mask"] = tf.ensure_shape(out["mask"], [resolution, resolution, 1])
+        return out
+
+    return augment_one
+
+
 def box_crop_pipeline(
     ds,
     resolution: int,
@@ -112,115 +246,70 @@ def box_crop_pipeline(
         supersample: antialiasing of `crop_to_window` for the full-size crop.
         prefetch: add `prefetch(AUTOTUNE)` at the end.
     """
-    if not (isinstance(resolution, int) and resolution >= 4):
-        raise ValueError(f"resolution: expected an integer >= 4, got {resolution!r}")
-    if not (isinstance(jitter, (int, float)) and 0 <= jitter <= 0.5):
-        raise ValueError(f"jitter: expected a number in [0, 0.5], got {jitter!r}")
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
-    if not (isinstance(shuffle_buffer, int) and shuffle_buffer >= 0):
-        raise ValueError(f"shuffle_buffer: expected an integer >= 0, got {shuffle_buffer!r}")
-    if not isinstance(seed, int):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    spec = ds.element_spec
-    missing = {"image", "mask", "has_mask", "boxes", "source_id"} - set(
-        spec if isinstance(spec, dict) else {}
-    )
-    if missing:
-        raise ValueError(
-            "ds: expected decoded elements from indep_seg.data readers, missing keys "
-            f"{sorted(missing)}"
-        )
+    _check_pipeline_arguments(resolution, jitter, batch_size, shuffle_buffer, seed)
+    _check_decoded(ds)
     augment = bool(augment)
     pad = _context_pad(resolution, jitter) if augment else 0
-    size = resolution + 2 * pad
-
-    def stage_crop(e):
-        crops, boxes, windows = crop_boxes(e, resolution, margin, square, pad, supersample)
-        k = tf.shape(boxes)[0]
-        return {
-            "crop": crops,
-            "box": boxes,
-            "window": windows,
-            "has_mask": tf.fill([k], e["has_mask"]),
-            "source_id": tf.fill([k], e["source_id"]),
-        }
-
+    stage_crop = _crop_stage(resolution, margin, square, pad, supersample)
     out = ds.map(stage_crop, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
-    if cache is True:
-        out = out.cache()
-    elif cache:
-        out = out.cache(str(cache))
-    if shuffle_buffer:
-        out = out.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat is True:
-        out = out.repeat()
-    elif repeat:
-        out = out.repeat(int(repeat))
-
-    def stage_augment(index, e):
-        # Works on a batch [B, size, size, 4]; per-element randomness from (seed, index).
-        crop = e["crop"]
-        if augment:
-            s = tf.random.experimental.stateless_split(
-                tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 3
-            )
-            n = tf.shape(crop)[0]
-            scale = tf.exp(
-                tf.random.stateless_uniform([n], s[0], -math.log1p(jitter), math.log1p(jitter))
-            )
-            shift = tf.random.stateless_uniform([n, 2], s[1], -jitter, jitter) * resolution
-            # Sub-window of the context crop, in its pixels: output pixel i samples the input
-            # at start + (i + 0.5) * step - 0.5 (pixel centres, as crop_to_window); a flip
-            # is the same window sampled from right to left (crop_and_resize takes x1 < x0).
-            step = scale  # input pixels per output pixel (the window proper is R context pixels)
-            start = size / 2.0 + shift - 0.5 * resolution * step[:, None]
-            first = start + 0.5 * step[:, None] - 0.5
-            last = start + (resolution - 0.5) * step[:, None] - 0.5
-            if flip:
-                do_flip = tf.random.stateless_uniform([n], s[2]) < 0.5
-                first_x = tf.where(do_flip, last[:, 0], first[:, 0])
-                last_x = tf.where(do_flip, first[:, 0], last[:, 0])
-            else:
-                first_x, last_x = first[:, 0], last[:, 0]
-            denom = float(size - 1)
-            boxes = tf.stack([first[:, 1], first_x, last[:, 1], last_x], axis=-1) / denom
-            crop = tf.image.crop_and_resize(
-                crop,
-                boxes,
-                tf.range(n),
-                [resolution, resolution],
-                method="bilinear",
-                extrapolation_value=0.0,
-            )
-        else:
-            crop = tf.cast(crop, tf.float32)
-        crop = crop * (1.0 / 255.0)
-        return {
-            "image": crop[..., :3],
-            "mask": crop[..., 3:],
-            "has_mask": e["has_mask"],
-            "box": e["box"],
-            "window": e["window"],
-            "source_id": e["source_id"],
-        }
-
-    def augment_one(index, e):
-        out = stage_augment(index, tf.nest.map_structure(lambda t: t[tf.newaxis], e))
-        out = tf.nest.map_structure(lambda t: t[0], out)
-        out["image"] = tf.ensure_shape(out["image"], [resolution, resolution, 3])
-        out["mask"] = tf.ensure_shape(out["mask"], [resolution, resolution, 1])
-        return out
-
+    out = _cache_shuffle_repeat(out, cache, shuffle_buffer, seed, repeat)
+    stage_augment = _augment_stage(resolution, resolution + 2 * pad, seed, augment, jitter, flip)
     if batch_size:
         # Batching the small uint8 crops first makes the augmentation one vectorised op per batch.
         out = out.batch(batch_size, drop_remainder=drop_remainder)
-        out = out.enumerate().map(stage_augment, num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
-        out = out.enumerate().map(augment_one, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if prefetch:
-        out = out.prefetch(AUTOTUNE)
-    return out
+        stage_augment = _one_at_a_time(stage_augment, resolution)
+    out = out.enumerate().map(stage_augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return out.prefetch(AUTOTUNE) if prefetch else out
+
+
+def _overlap_share(cand, boxes, area):
+    """Share of each candidate window `[K, T, 4]` (of area `[K]`) covered by the image's boxes
+    `[M, 4]`: the sum of the pairwise intersections (>= their union), `[K, T]`."""
+    ix = tf.maximum(
+        0.0,
+        tf.minimum(cand[..., None, 2], boxes[:, 2]) - tf.maximum(cand[..., None, 0], boxes[:, 0]),
+    )
+    iy = tf.maximum(
+        0.0,
+        tf.minimum(cand[..., None, 3], boxes[:, 3]) - tf.maximum(cand[..., None, 1], boxes[:, 1]),
+    )
+    return tf.reduce_sum(ix * iy, axis=-1) / area[:, None]
+
+
+def _background_placer(resolution, margin, square, max_overlap, tries, seed, supersample):
+    """`place(index, element)`: for each box, the first of `tries` random windows of its crop
+    window's size inside the image that overlaps the boxes by at most `max_overlap`, cropped
+    like the boxes (`crop_to_window`); `"valid"` is False where none fits."""
+
+    def place(index, e):
+        boxes = tf.reshape(tf.cast(e["boxes"], tf.float32), [-1, 4])
+        windows = box_crop.box_window(boxes, margin=margin, square=square)
+        shape = tf.shape(e["image"])
+        h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+        ww = windows[:, 2] - windows[:, 0]
+        wh = windows[:, 3] - windows[:, 1]
+        k = tf.shape(boxes)[0]
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+        u = tf.random.stateless_uniform(tf.stack([k, tries, 2]), key)
+        x0 = u[..., 0] * tf.maximum(w - ww, 0.0)[:, None]
+        y0 = u[..., 1] * tf.maximum(h - wh, 0.0)[:, None]
+        cand = tf.stack([x0, y0, x0 + ww[:, None], y0 + wh[:, None]], axis=-1)  # [K, T, 4]
+        fits = tf.logical_and(ww <= w, wh <= h)[:, None]
+        valid = tf.logical_and(_overlap_share(cand, boxes, ww * wh) <= max_overlap, fits)
+        first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
+        chosen = tf.gather(cand, first, batch_dims=1)
+        images = tf.repeat(tf.cast(e["image"], tf.float32)[tf.newaxis], k, axis=0)
+        crops = box_crop.crop_to_window(images, chosen, resolution, supersample=supersample)
+        crops = tf.clip_by_value(tf.round(crops), 0.0, 255.0) / 255.0
+        return {
+            "image": crops,
+            "window": chosen,
+            "valid": tf.reduce_any(valid, axis=1),
+            "source_id": tf.fill([k], e["source_id"]),
+        }
+
+    return place
 
 
 def background_crop_pipeline(
@@ -260,50 +349,13 @@ def background_crop_pipeline(
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
 
-    def place(index, e):
-        boxes = tf.reshape(tf.cast(e["boxes"], tf.float32), [-1, 4])
-        windows = box_crop.box_window(boxes, margin=margin, square=square)
-        shape = tf.shape(e["image"])
-        h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-        ww = windows[:, 2] - windows[:, 0]
-        wh = windows[:, 3] - windows[:, 1]
-        k = tf.shape(boxes)[0]
-        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
-        u = tf.random.stateless_uniform(tf.stack([k, tries, 2]), key)
-        x0 = u[..., 0] * tf.maximum(w - ww, 0.0)[:, None]
-        y0 = u[..., 1] * tf.maximum(h - wh, 0.0)[:, None]
-        cand = tf.stack([x0, y0, x0 + ww[:, None], y0 + wh[:, None]], axis=-1)  # [K, T, 4]
-        ix = tf.maximum(
-            0.0,
-            tf.minimum(cand[..., None, 2], boxes[:, 2])
-            - tf.maximum(cand[..., None, 0], boxes[:, 0]),
-        )
-        iy = tf.maximum(
-            0.0,
-            tf.minimum(cand[..., None, 3], boxes[:, 3])
-            - tf.maximum(cand[..., None, 1], boxes[:, 1]),
-        )
-        overlap = tf.reduce_sum(ix * iy, axis=-1) / (ww * wh)[:, None]  # sum over boxes >= union
-        fits = tf.logical_and(ww <= w, wh <= h)[:, None]
-        valid = tf.logical_and(overlap <= max_overlap, fits)
-        first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
-        chosen = tf.gather(cand, first, batch_dims=1)
-        images = tf.repeat(tf.cast(e["image"], tf.float32)[tf.newaxis], k, axis=0)
-        crops = box_crop.crop_to_window(images, chosen, resolution, supersample=supersample)
-        crops = tf.clip_by_value(tf.round(crops), 0.0, 255.0) / 255.0
-        return {
-            "image": crops,
-            "window": chosen,
-            "valid": tf.reduce_any(valid, axis=1),
-            "source_id": tf.fill([k], e["source_id"]),
-        }
-
-    out = ds
-    if repeat is True:
-        out = out.repeat()
-    elif repeat:
-        out = out.repeat(int(repeat))
-    out = out.enumerate().map(place, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+    place = _background_placer(resolution, margin, square, max_overlap, tries, seed, supersample)
+    out = (
+        _repeat(ds, repeat)
+        .enumerate()
+        .map(place, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .unbatch()
+    )
     out = out.filter(lambda e: e["valid"]).map(
         lambda e: {
             "image": tf.ensure_shape(e["image"], [resolution, resolution, 3]),
