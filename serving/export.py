@@ -88,14 +88,19 @@ class _SegmenterModule(tf.Module):
         self.resolution = int(segmenter.resolution)
         self.margin = float(segmenter.margin)
         self.square = bool(segmenter.square)
+        self.box_free = bool(getattr(segmenter, "box_free", False))
 
     def segment(self, model, images, boxes):
         """Crop with the box rule, run the model, paste back: [N,H,W,3], [N,4] -> [N,H,W,1]
         (`indep_seg.segmenter.segment_in_boxes`, the graph of `BoxSegmenter`)."""
-        return segment_in_boxes(model, images, boxes, self.resolution, self.margin, self.square)
+        return segment_in_boxes(
+            model, images, boxes, self.resolution, self.margin, self.square, self.box_free
+        )
 
-
-_whole_image_boxes = whole_image_boxes
+    def whole_image_boxes(self, images):
+        """The box of a request without one: the whole image; for a box-free network (ILSGAN's
+        post-hoc UNet) the box whose crop window is the whole image, as `indep-seg segment`."""
+        return whole_image_boxes(images, self.margin if self.box_free else 0.0)
 
 
 def _decode_batch(image_bytes):
@@ -129,7 +134,7 @@ def build_export_archive(segmenter):
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
 
     def serving_default(image):
-        return {"mask": module.segment(model, image, _whole_image_boxes(image))}
+        return {"mask": module.segment(model, image, module.whole_image_boxes(image))}
 
     def segment_in_box(image, box):
         tf.debugging.assert_equal(
@@ -150,7 +155,7 @@ def build_export_archive(segmenter):
             tf.size(image_bytes), 0, message="image_bytes: expected at least one image"
         )
         images = _decode_batch(image_bytes)
-        return {"mask": module.segment(model, images, _whole_image_boxes(images))}
+        return {"mask": module.segment(model, images, module.whole_image_boxes(images))}
 
     archive.add_endpoint("serving_default", serving_default, input_signature=[image_spec])
     archive.add_endpoint("segment_in_box", segment_in_box, input_signature=[image_spec, box_spec])

@@ -120,3 +120,27 @@ def test_a_box_level_network_still_grows_the_whole_image_box_by_its_margin():
     crop, window = seg.crop(red.astype(np.float32) / 255.0)
     np.testing.assert_allclose(window.numpy(), [[-16, -16, 80, 80]])
     assert crop.numpy()[0, 0, 0, 0] == 0.0 and crop.numpy()[0, R // 2, R // 2, 0] == 1.0
+
+
+def test_exported_box_free_model_sees_the_whole_image(run_dir, tmp_path):
+    """The SavedModel's box-less signatures (`serving_default`, `segment_bytes`) crop as the CLI
+    does, and `segment_in_box` keeps the margin around a given box."""
+    import io
+
+    from indep_seg.serving.export import export_segmenter
+
+    seg = Segmenter.load(run_dir)
+    path = export_segmenter(seg, tmp_path / "export", version=1)
+    loaded = tf.saved_model.load(str(path))
+    red = np.zeros((1, SIDE, SIDE, 3), np.float32)
+    red[..., 0] = 1.0
+    mask = loaded.signatures["serving_default"](image=tf.constant(red))["mask"].numpy()
+    assert mask.min() > 0.97, f"serving_default: mask min {mask.min():.3f} (black frame)"
+    buf = io.BytesIO()
+    Image.fromarray(_photo()).save(buf, format="PNG")
+    served = loaded.signatures["segment_bytes"](image_bytes=tf.constant([buf.getvalue()]))
+    ref = _in_process(run_dir, _photo())
+    assert np.abs(served["mask"].numpy()[0, ..., 0] - ref).max() < 0.01
+    box = tf.constant([[16.0, 16.0, 48.0, 48.0]])
+    inside = loaded.signatures["segment_in_box"](image=tf.constant(red), box=box)["mask"].numpy()
+    assert inside[0, 0, 0, 0] == 0.0 and inside[0, 32, 32, 0] > 0.97  # window: box + margin

@@ -72,6 +72,7 @@ def run(args) -> int:
         "resolution": segmenter.resolution,
         "margin": segmenter.margin,
         "square": segmenter.square,
+        "box_free": bool(getattr(segmenter, "box_free", False)),
     }
     stage(f"wrote {path}")
     if args.onnx:
