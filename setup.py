@@ -31,6 +31,7 @@ LAYERS = ("training", "serving", "tfrecords_tools")
 EXTRAS = {
     "test": [
         "pytest>=8,<10",
+        "pytest-xdist>=3.5,<4",  # the README's test command runs one process per core (-n auto)
         "hypothesis>=6.100,<7",
         "opencv-python-headless>=4.9",
         "dill>=0.3",
