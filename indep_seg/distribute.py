@@ -136,18 +136,24 @@ def global_batch_draw(draw, local_batch_size):
 
 
 def step_outputs(logs: dict) -> dict:
-    """Each value of a train_step's dict reshaped to [1] (the helper every trainer returns through).
+    """A train_step's dict of scalars as `fit` needs it (the helper every trainer returns through).
 
-    `fit` under MultiWorkerMirroredStrategy fails to reduce scalars ("Invalid reduction dimension
-    0"); shape-[1] values are averaged over the replicas like scalars would be. Callbacks and the
-    History see plain floats.
+    Under MultiWorkerMirroredStrategy each value is reshaped to `[1]`: `fit` there fails to reduce
+    scalars ("Invalid reduction dimension 0"), and shape-[1] values are averaged over the replicas
+    like scalars would be. Elsewhere the values stay scalars: Keras' TensorBoard callback cannot
+    write a shape-[1] batch summary with NumPy 2. Integers become float32.
     """
     if not isinstance(logs, dict):
         raise TypeError(f"logs: expected a dict of scalars, got {type(logs).__name__}")
+    shape = (
+        [1]
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        else []
+    )
     out = {}
     for k, v in logs.items():
         v = tf.convert_to_tensor(v)
         if v.shape.rank is not None and v.shape.num_elements() not in (None, 1):
             raise ValueError(f"logs[{k!r}]: expected a scalar, got shape {v.shape}")
-        out[k] = tf.reshape(tf.cast(v, tf.float32) if not v.dtype.is_floating else v, [1])
+        out[k] = tf.reshape(tf.cast(v, tf.float32) if not v.dtype.is_floating else v, shape)
     return out

@@ -324,6 +324,25 @@ def test_generator_step_updates_generator_and_ada_moves():
     )
 
 
+def test_keras_fit_with_the_tensorboard_callback(tmp_path):
+    """Step logs are scalars outside MultiWorkerMirroredStrategy: Keras' TensorBoard callback
+    writes them (shape-[1] logs failed there with NumPy 2)."""
+    import keras
+
+    model = _tiny_model(ada=False, r1_interval=0)
+    real = np.random.rand(8, 8, 8, 3).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(real).batch(4).repeat()
+    hist = model.fit(
+        ds,
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "logs"), update_freq=1)],
+    )
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
+    assert np.isfinite(hist.history["d_loss"]).all()
+
+
 def test_image_grid_rows_and_checkpoint_items():
     model = _tiny_model(ada=False)
     grid = model.image_grid()

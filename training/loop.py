@@ -8,8 +8,9 @@
                      checkpoint_every=cfg.checkpoint_every)
 
 A model used with `run_fit` implements
-- `train_step(batch)` returning a dict of scalars; wrap it in `step_outputs(...)` so every value has
-  shape [1] (MultiWorkerMirroredStrategy cannot reduce scalars in `fit`: DESIGN.md section 4);
+- `train_step(batch)` returning a dict of scalars; wrap it in `step_outputs(...)`, which gives them
+  shape [1] under MultiWorkerMirroredStrategy (it cannot reduce scalars in `fit`: DESIGN.md
+  section 4) and leaves them scalars elsewhere (Keras' TensorBoard callback needs scalars);
 - `checkpoint_items() -> dict[str, trackable]`: networks, both optimizers, seed generators (a
   `keras.random.SeedGenerator` may be given directly), extra state variables (ADA probability...);
 - `image_grid(batch) -> np.uint8 [H, W, 3]` for the PNG grids. It must not change training state:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg import checks
-from indep_seg.distribute import global_batch_draw, scale_loss
+from indep_seg.distribute import global_batch_draw, scale_loss, step_outputs
 from indep_seg.gallery import tile_rows
 from indep_seg.optimizers import FusedAdam
 
@@ -117,7 +117,7 @@ class Distiller(keras.Model):
         grads = tape.gradient(scaled, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
         self.loss_tracker.update_state(loss)
-        return {"distill_loss": tf.reshape(self.loss_tracker.result(), [1])}
+        return step_outputs({"distill_loss": self.loss_tracker.result()})
 
     def image_grid(self, batch, max_images=8):
         """uint8 grid, rows: inputs | teacher masks | student masks on the inputs."""

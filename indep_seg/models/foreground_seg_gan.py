@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from indep_seg import checks
 from indep_seg.box_batches import prepare_box_seg_batch
-from indep_seg.distribute import scale_loss
+from indep_seg.distribute import scale_loss, step_outputs
 from indep_seg.gallery import tile_rows
 from indep_seg.losses import area_penalty, discriminator_loss, generator_loss_ns
 from indep_seg.optimizers import FusedAdam
@@ -290,14 +290,7 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
         self.mask_mean_tracker.update_state(tf.reduce_mean(mask))
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
-        # shape [1] under MultiWorkerMirroredStrategy, which cannot reduce scalars in fit (DESIGN.md
-        # 4);
-        # scalars elsewhere: Keras' callbacks (TensorBoard's batch summaries) cannot take [1] with
-        # NumPy 2
-        multi_worker = isinstance(
-            tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
-        )
-        return {m.name: tf.reshape(m.result(), [1] if multi_worker else []) for m in self.metrics}
+        return step_outputs({m.name: m.result() for m in self.metrics})
 
     def image_grid(self, batch, max_images=8):
         """uint8 grid, rows: inputs | masks | backgrounds | composites (Dai et al. Figs 6-7)."""

@@ -48,7 +48,7 @@ import tensorflow as tf
 from indep_seg import checks, losses
 from indep_seg.augment import AdaptiveAugment, augment
 from indep_seg.composition import composite
-from indep_seg.distribute import global_batch_draw
+from indep_seg.distribute import global_batch_draw, step_outputs
 from indep_seg.gallery import tile_rows
 from indep_seg.layout import perturbed_composite, shifts_from_uniform
 
@@ -572,9 +572,7 @@ class ILSGAN(keras.Model):
             values.update(pl_penalty=pl_value, pl_mean=self.pl_mean)
         for k, v in values.items():
             self.trackers[k].update_state(v)
-        # shape-[1] values: fit under MultiWorkerMirroredStrategy cannot reduce scalars (DESIGN.md
-        # 4)
-        return {k: tf.reshape(self.trackers[k].result(), [1]) for k in self._tracker_names}
+        return step_outputs({k: self.trackers[k].result() for k in self._tracker_names})
 
     def get_config(self):
         raise NotImplementedError("ILSGAN is saved through checkpoint_items(), not get_config()")

@@ -4,7 +4,8 @@ It exercises everything the application trainers rely on, in seconds on a CPU: a
 without `call()` (`self.built = True`), two optimizers built in scope, a spectrally normalised
 discriminator (its `u` vectors are checkpointed state), a `keras.random.SeedGenerator` for the
 latent codes (checkpointed RNG state), hand-written losses scaled with
-`indep_seg.distribute.scale_loss`, shape-[1] step outputs (`indep_seg.training.loop.step_outputs`),
+`indep_seg.distribute.scale_loss`, step outputs shaped for every strategy
+(`indep_seg.training.loop.step_outputs`),
 and a
 data stream that is a pure function of the example index (`dataset_fn(start_step)`), so a resumed
 run repeats an uninterrupted one exactly, and 1 or N replicas give the same updates.
