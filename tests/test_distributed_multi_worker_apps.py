@@ -4,7 +4,7 @@ ADA,
 ILS-MI, per-pixel noise, minibatch-std groups, then the post-hoc UNet; HoC: the counter). ADA and
 ILS-MI draw / estimate per replica, so the runs are not compared with one device (box_seg is:
 tests/test_distributed_box_seg.py); both workers must finish every stage and agree on the reduced
-training scalars, and only the chief keeps checkpoints."""
+training scalars, and only the chief keeps checkpoints and trains ILSGAN's post-hoc UNet."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def test_ilsgan_two_workers_with_ada_ils_mi_and_posthoc_unet(tmp_path):
     )
     results = _wait_workers(tmp_path, procs, logs, timeout_s=600)
     assert [r["steps"] for r in results] == [3.0, 3.0]
-    assert all(
-        r["posthoc_val_iou"] == r["posthoc_val_iou"] for r in results
-    )  # the post-hoc UNet trained
+    chief, other = results
+    assert chief["posthoc_val_iou"] == chief["posthoc_val_iou"]  # the chief's post-hoc UNet trained
+    assert other["posthoc_val_iou"] != other["posthoc_val_iou"]  # the other worker trains none
     log = (run / "log.txt").read_text()
     assert (
         "2 replica(s) (CollectiveAllReduceStrategy)" in log and "ada_p=" in log and " ils=" in log

@@ -575,6 +575,21 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
         metric_fns={"selection": selector},
     )
     gan_seconds = time.time() - t_start
+    from indep_seg.training.strategy import is_chief
+
+    if not is_chief(ctx.strategy):
+        # the GAN is one model across the workers and ends here; the post-hoc UNet is trained
+        # outside the strategy, so only the chief trains and saves it (no two writers of
+        # model_dir/segmenter)
+        log("post-hoc UNet: trained by the chief only")
+        return {
+            "steps": float(fit["step"]),
+            "selected_step": float("nan"),
+            "selected_kid": float("nan"),
+            "posthoc_val_iou": float("nan"),
+            "restarts": float(selector.restarts),
+            "seconds": float(time.time() - t_start),
+        }
 
     # ---- selected checkpoint
     best_dir = model_dir / "best"
