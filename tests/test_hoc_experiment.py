@@ -7,6 +7,7 @@ import pytest
 
 from indep_seg.training.experiments.hoc import PAPER_SETTINGS, HocConfig, hoc_paper_config, resolve
 from indep_seg.training.registry import get_experiment
+from tests._hoc_helpers import tiny_hoc_config
 
 
 def _blob_image(n=12, size=128, r=5, seed=0):
@@ -74,19 +75,7 @@ def test_tiny_run_writes_model_counter_and_figures(tmp_path):
 
     path = tmp_path / "blobs.png"
     Image.fromarray((_blob_image(size=96)[..., 0] * 255).astype(np.uint8)).save(path)
-    cfg = HocConfig(
-        resolution=16,
-        g_initial_size=4,
-        g_widths=(16, 8, 8),
-        d_widths=(8, 16),
-        q_widths=(4, 8),
-        counter_steps=2,
-        counter_width=4,
-        checkpoint_every=2,
-        image_every=2,
-        log_every=1,
-        batch_size=4,
-    )
+    cfg = tiny_hoc_config()
     ctx = TrainContext(model_dir=tmp_path / "run", data=str(path), steps=2)
     out = get_experiment("hoc").train_fn(cfg, ctx)
     run = tmp_path / "run"

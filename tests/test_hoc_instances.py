@@ -285,8 +285,8 @@ def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
     """`--data FOLDER`: every image normalised and rescaled by its own LoG scale; the counter knows
     it."""
     from indep_seg.training.context import TrainContext
-    from indep_seg.training.experiments.hoc import HocConfig
     from indep_seg.training.registry import get_experiment
+    from tests._hoc_helpers import tiny_hoc_config
 
     data = tmp_path / "data"
     data.mkdir()
@@ -296,19 +296,7 @@ def test_train_on_a_folder_of_images_of_one_kind(tmp_path):
         img = 1 - g if i == 1 else g  # one dark-on-light: normalised to bright-on-dark
         Image.fromarray((img * 255).astype(np.uint8)).save(data / f"img{i}.png")
         inst.save_label_png(data / f"img{i}_instances.png", lab)  # skipped as a label map
-    cfg = HocConfig(
-        resolution=16,
-        g_initial_size=4,
-        g_widths=(16, 8, 8),
-        d_widths=(8, 16),
-        q_widths=(4, 8),
-        counter_steps=2,
-        counter_width=4,
-        checkpoint_every=2,
-        image_every=2,
-        log_every=1,
-        batch_size=4,
-    )
+    cfg = tiny_hoc_config()
     ctx = TrainContext(model_dir=tmp_path / "run", data=str(data), steps=2)
     get_experiment("hoc").train_fn(cfg, ctx)
     meta = json.loads((tmp_path / "run" / "counter" / "counter.json").read_text())
