@@ -14,6 +14,7 @@ __all__ = [
     "ellipse_mask",
     "box_mask",
     "grabcut",
+    "fill_outside_photo",
     "mask_diagnostics",
     "is_degenerate",
     "box_prior",
@@ -28,6 +29,7 @@ __all__ = [
     "PRIOR_RESOLUTION",
     "REFINE_PRIOR_BLEND",
     "CORE_SEED_SCALE",
+    "PRIOR_COLOUR",
 ]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
@@ -43,6 +45,12 @@ REFINE_PRIOR_BLEND = 0.5
 #: ellipse itself is taken; chosen on the tuning halves among 0.25 and 0.5 (docs/box_seg_notes.md,
 #: session 8).
 CORE_SEED_SCALE = 0.5
+#: The colour space of the prior's GrabCut colour models (`grabcut(colour=...)`): CIE Lab
+#: (OpenCV's 8-bit encoding), whose lightness axis apart from the chroma axes tells a shadowed
+#: object side from dark ground better than RGB. Chosen on the tuning halves (horse001-164, ECSSD
+#: 0001-0500) among RGB, Lab, YCrCb and the union of the RGB and Lab masks, with the window outside
+#: the photo filled (`fill_outside_photo`): docs/box_seg_notes.md, session 9.
+PRIOR_COLOUR = "lab"
 
 
 def box_mask(shape, box):
@@ -70,7 +78,7 @@ def _int_box(box, shape):
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE):
+def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE, colour="rgb", seed=0):
     """OpenCV GrabCut (Rother et al. 2004) from a box: boolean `[H, W]` foreground.
 
     `init="rect"`: outside the box is background, inside probably foreground (OpenCV's
@@ -78,16 +86,25 @@ def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE):
     and the box's corners outside it as probable background. `init="core"`: as "ellipse", and the
     ellipse of scale `core` (of the inscribed one) is held as foreground, as a user's foreground
     stroke in GrabCut's interactive use: the mask cannot collapse to nothing.
+    `colour`: the space GrabCut's colour models live in, "rgb" (OpenCV's own), "lab" (CIE Lab) or
+    "ycrcb" (OpenCV's 8-bit encodings). `seed`: OpenCV's random seed for GrabCut's k-means start
+    (the same photo and seed give the same mask).
     """
     import cv2
 
-    img = np.ascontiguousarray(np.asarray(image, np.uint8)[..., ::-1])
+    rgb = np.asarray(image, np.uint8)
+    if colour == "rgb":
+        img = np.ascontiguousarray(rgb[..., ::-1])
+    elif colour in ("lab", "ycrcb"):
+        code = cv2.COLOR_RGB2LAB if colour == "lab" else cv2.COLOR_RGB2YCrCb
+        img = cv2.cvtColor(np.ascontiguousarray(rgb), code)
+    else:
+        raise ValueError(f"colour: expected 'rgb', 'lab' or 'ycrcb', got {colour!r}")
     x0, y0, x1, y1 = _int_box(box, img.shape)
     mask = np.zeros(img.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(
-        0
-    )  # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    cv2.setRNGSeed(seed)
     try:
         if init == "rect":
             cv2.grabCut(
@@ -139,15 +156,53 @@ def is_degenerate(mask, box, min_fill=0.1, max_fill=0.97, frame_excess=0.2) -> b
     return d["fill"] < min_fill or d["fill"] > max_fill or d["frame"] > d["core"] + frame_excess
 
 
+def fill_outside_photo(image, box, tol=2):
+    """A box's context window with its part outside the photo filled with the photo's background.
+
+    A window (`context_crop`, the evaluation crops) is black where it leaves the photo; GrabCut
+    takes that black for background colour, and a dark object with it. Returns a copy of the uint8
+    `[H, W, 3]` window whose all-black rows and columns at its edges (values <= `tol`; never rows
+    or columns of the box) are filled with the nearest photo pixel outside the box: background the
+    photo shows, never the object. The image itself where there is nothing to fill.
+    """
+    from scipy import ndimage
+
+    img = np.asarray(image, np.uint8)
+    h, w = img.shape[:2]
+    dark = img.max(axis=-1) <= tol
+    rows, cols = dark.all(axis=1), dark.all(axis=0)
+    x0, y0, x1, y1 = _int_box(box, img.shape)
+    r0 = next((r for r in range(y0) if not rows[r]), y0)
+    r1 = next((r for r in range(h, y1, -1) if not rows[r - 1]), y1)
+    c0 = next((c for c in range(x0) if not cols[c]), x0)
+    c1 = next((c for c in range(w, x1, -1) if not cols[c - 1]), x1)
+    if (r0, r1, c0, c1) == (0, h, 0, w):
+        return img
+    known = np.zeros((h, w), bool)
+    known[r0:r1, c0:c1] = True
+    known &= ~box_mask(img.shape, box)
+    if not known.any():
+        return img
+    _, (iy, ix) = ndimage.distance_transform_edt(~known, return_indices=True)
+    out = img[iy, ix]
+    out[r0:r1, c0:c1] = img[r0:r1, c0:c1]
+    return np.ascontiguousarray(out)
+
+
 def box_prior(image, box, iterations=5):
-    """The per-image prior of one box: GrabCut from the box; where its mask is degenerate
-    (`is_degenerate`: GrabCut's colour models gave the whole box to one side), GrabCut again with
-    the box's core held as foreground (`init="core"`); where that too is degenerate, the inscribed
-    ellipse. Boolean `[H, W]` in the image's pixels."""
-    mask = grabcut(image, box, iterations)
+    """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
+
+    The window's part outside the photo is filled with the photo's background
+    (`fill_outside_photo`); then GrabCut from the box in the colour space `PRIOR_COLOUR`; where
+    its mask is degenerate (`is_degenerate`: GrabCut's colour models gave the whole box to one
+    side), GrabCut again with the box's core held as foreground (`init="core"`); where that too is
+    degenerate, the inscribed ellipse.
+    """
+    img = fill_outside_photo(image, box)
+    mask = grabcut(img, box, iterations, colour=PRIOR_COLOUR)
     if not is_degenerate(mask, box):
         return mask
-    mask = grabcut(image, box, iterations, init="core")
+    mask = grabcut(img, box, iterations, init="core", colour=PRIOR_COLOUR)
     seed = ellipse_mask(mask.shape, box, CORE_SEED_SCALE)
     # a mask that did not grow past its seed holds no evidence of the photo: the ellipse is the
     # better guess then (a flat or uniformly textured box)

@@ -74,7 +74,8 @@ def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
     calls = []
 
     def fake(answers):
-        def grabcut(image, b, iterations=5, init="rect", core=bp.CORE_SEED_SCALE):
+        def grabcut(image, b, iterations=5, init="rect", core=bp.CORE_SEED_SCALE, **kw):
+            assert kw.get("colour") == bp.PRIOR_COLOUR
             calls.append(init)
             return answers[init]
 
@@ -90,6 +91,58 @@ def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
     calls.clear()
     monkeypatch.setattr(bp, "grabcut", fake({"rect": disc, "core": empty}))
     assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect"]
+
+
+def test_grabcut_colour_spaces_and_seed():
+    photo, disc, box = _disc_photo()
+    for colour in ("rgb", "lab", "ycrcb"):
+        assert _iou(bp.grabcut(photo, box, colour=colour), disc) > 0.85
+    with pytest.raises(ValueError, match="colour"):
+        bp.grabcut(photo, box, colour="hsv")
+    a, b = bp.grabcut(photo, box, seed=3), bp.grabcut(photo, box, seed=3)
+    assert np.array_equal(a, b)  # the seed fixes GrabCut's k-means start
+
+
+def test_fill_outside_photo_copies_background_never_the_box():
+    photo, disc, box = _disc_photo()
+    window = photo.copy()
+    window[80:] = 0  # the window leaves the photo below the box ...
+    window[:, :20] = 0  # ... and on its left
+    filled = bp.fill_outside_photo(window, box)
+    assert filled.dtype == np.uint8 and filled.shape == window.shape
+    assert np.array_equal(filled[:80, 20:], window[:80, 20:])  # the photo is kept
+    assert filled[80:].max(axis=-1).min() > 20 and filled[:, :20].max(axis=-1).min() > 20
+    # every filled pixel is a photo pixel outside the box: none of the red disc's colour
+    red = (filled[..., 0] > 150) & (filled[..., 1] < 80)
+    assert not red[80:].any() and not red[:, :20].any()
+    # by hand: below the box's columns the nearest background pixel is the one straight above
+    assert np.array_equal(filled[90, 40], window[79, 40])
+    # nothing to fill: the same pixels
+    assert np.array_equal(bp.fill_outside_photo(photo, box), photo)
+    # the box reaching the black edge: its rows and columns are never taken for the outside
+    dark = np.zeros((32, 32, 3), np.uint8)
+    dark[4:28, 4:28] = 90
+    out = bp.fill_outside_photo(dark, (0, 0, 32, 32))
+    assert np.array_equal(out, dark)
+
+
+def test_prior_finds_a_dark_horse_that_black_padding_hid(shared_datasets):
+    """horse063 (tuning half): a dark horse whose context window leaves the photo. GrabCut took
+    the window's black padding for background colour and gave the horse to the background
+    (docs/box_seg_notes.md, session 9); the filled window and Lab colour models find it."""
+    from PIL import Image
+
+    folder = shared_datasets / "weizmann_horse"
+    gt = np.asarray(Image.open(folder / "figure_ground" / "horse063.jpg").convert("L")) > 127
+    with Image.open(folder / "rgb" / "horse063.jpg") as im:
+        photo = np.asarray(im.convert("RGB").resize((gt.shape[1], gt.shape[0])))
+    ys, xs = np.nonzero(gt)
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    crop, cbox, _, gt_crop = bp.context_crop(photo, box, extra=gt.astype(np.float32))
+    truth = gt_crop > 0.5
+    assert (crop[-1] == 0).all()  # the window does leave the photo
+    assert _iou(bp.grabcut(crop, cbox), truth) < 0.3  # the collapse, RGB on the padded window
+    assert _iou(bp.box_prior(crop, cbox), truth) > 0.5
 
 
 def test_colour_contrast_prefers_the_object_mask():
