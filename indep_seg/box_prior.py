@@ -30,6 +30,9 @@ __all__ = [
     "REFINE_PRIOR_BLEND",
     "CORE_SEED_SCALE",
     "PRIOR_COLOUR",
+    "REFINE_COLOUR",
+    "REFINE_FILL",
+    "grabcut_image",
 ]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
@@ -51,6 +54,10 @@ CORE_SEED_SCALE = 0.5
 #: 0001-0500) among RGB, Lab, YCrCb and the union of the RGB and Lab masks, with the window outside
 #: the photo filled (`fill_outside_photo`): docs/box_seg_notes.md, session 9.
 PRIOR_COLOUR = "lab"
+#: The refinement's GrabCut (`refine_with_grabcut`): its colour space and whether the window
+#: outside the photo is filled first, as the prior's.
+REFINE_COLOUR = "rgb"
+REFINE_FILL = False
 
 
 def box_mask(shape, box):
@@ -78,6 +85,19 @@ def _int_box(box, shape):
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
+def grabcut_image(image, colour="rgb"):
+    """A uint8 RGB `[H, W, 3]` image in the 8-bit colour space GrabCut's colour models are to live
+    in: "rgb" (as OpenCV's BGR), "lab" (CIE Lab) or "ycrcb" (OpenCV's encodings)."""
+    import cv2
+
+    rgb = np.ascontiguousarray(np.asarray(image, np.uint8))
+    if colour == "rgb":
+        return np.ascontiguousarray(rgb[..., ::-1])
+    if colour in ("lab", "ycrcb"):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB if colour == "lab" else cv2.COLOR_RGB2YCrCb)
+    raise ValueError(f"colour: expected 'rgb', 'lab' or 'ycrcb', got {colour!r}")
+
+
 def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE, colour="rgb", seed=0):
     """OpenCV GrabCut (Rother et al. 2004) from a box: boolean `[H, W]` foreground.
 
@@ -92,14 +112,7 @@ def grabcut(image, box, iterations=5, init="rect", core=CORE_SEED_SCALE, colour=
     """
     import cv2
 
-    rgb = np.asarray(image, np.uint8)
-    if colour == "rgb":
-        img = np.ascontiguousarray(rgb[..., ::-1])
-    elif colour in ("lab", "ycrcb"):
-        code = cv2.COLOR_RGB2LAB if colour == "lab" else cv2.COLOR_RGB2YCrCb
-        img = cv2.cvtColor(np.ascontiguousarray(rgb), code)
-    else:
-        raise ValueError(f"colour: expected 'rgb', 'lab' or 'ycrcb', got {colour!r}")
+    img = grabcut_image(image, colour)
     x0, y0, x1, y1 = _int_box(box, img.shape)
     mask = np.zeros(img.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -303,7 +316,16 @@ def is_inverted_or_degenerate(image, mask, box, margin=0.05) -> bool:
     return colour_contrast(image, rest, box) > colour_contrast(image, mask, box) + margin
 
 
-def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=0.0):
+def refine_with_grabcut(
+    image,
+    mask,
+    box,
+    iterations=3,
+    guard=True,
+    prior_blend=0.0,
+    colour=REFINE_COLOUR,
+    fill=REFINE_FILL,
+):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
 
     GrabCut starts from the mask (inside the box: probably foreground where `mask > 0.5`,
@@ -311,12 +333,13 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=
     photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) the mask is
     kept. With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
     replaced by the box's own prior (`box_prior`) instead of refined. With `prior_blend` w > 0
-    GrabCut starts from `(1 - w) mask + w prior`. Returns float32 `[H, W]` in [0, 1], zero
-    outside the box.
+    GrabCut starts from `(1 - w) mask + w prior`. `colour` and `fill` prepare GrabCut's image as
+    the prior's (`grabcut_image`; with `fill`, `fill_outside_photo`). Returns float32 `[H, W]` in
+    [0, 1], zero outside the box.
     """
     import cv2
 
-    img = np.ascontiguousarray(np.asarray(image, np.uint8)[..., ::-1])
+    img = grabcut_image(fill_outside_photo(image, box) if fill else image, colour)
     m = np.asarray(mask, np.float32)
     inside = box_mask(img.shape, box)
     if not inside.any():
@@ -343,7 +366,9 @@ def refine_with_grabcut(image, mask, box, iterations=3, guard=True, prior_blend=
     return out.astype(np.float32)
 
 
-def refine_full_mask(image, mask, box, prior_blend=REFINE_PRIOR_BLEND):
+def refine_full_mask(
+    image, mask, box, prior_blend=REFINE_PRIOR_BLEND, colour=REFINE_COLOUR, fill=REFINE_FILL
+):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
     (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
 
@@ -352,6 +377,7 @@ def refine_full_mask(image, mask, box, prior_blend=REFINE_PRIOR_BLEND):
         mask: `[H, W]` soft mask in [0, 1] (from any model or server).
         box: `x0, y0, x1, y1` in the photo's pixels.
         prior_blend: weight of the box's prior in the starting mask (`refine_with_grabcut`).
+        colour, fill: how GrabCut's image is prepared (`refine_with_grabcut`).
     """
     import tensorflow as tf
 
@@ -360,7 +386,9 @@ def refine_full_mask(image, mask, box, prior_blend=REFINE_PRIOR_BLEND):
     mask = np.asarray(mask, np.float32)
     box = np.asarray(box, np.float32)
     img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
-    refined = refine_with_grabcut(img8, crop_mask, cbox, prior_blend=prior_blend)
+    refined = refine_with_grabcut(
+        img8, crop_mask, cbox, prior_blend=prior_blend, colour=colour, fill=fill
+    )
     back = paste_back(
         tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape
     ).numpy()[0, :, :, 0]

@@ -143,6 +143,14 @@ def test_prior_finds_a_dark_horse_that_black_padding_hid(shared_datasets):
     assert (crop[-1] == 0).all()  # the window does leave the photo
     assert _iou(bp.grabcut(crop, cbox), truth) < 0.3  # the collapse, RGB on the padded window
     assert _iou(bp.box_prior(crop, cbox), truth) > 0.5
+    # the refinement prepares GrabCut's image the same way when asked: from the ellipse, RGB on
+    # the padded window loses the horse, the filled window in Lab keeps it
+    start = bp.ellipse_mask(crop.shape, cbox).astype(np.float32)
+    old = bp.refine_with_grabcut(crop, start, cbox, guard=False, colour="rgb", fill=False)
+    new = bp.refine_with_grabcut(crop, start, cbox, guard=False, colour="lab", fill=True)
+    assert _iou(new > 0.5, truth) > _iou(old > 0.5, truth) + 0.1
+    with pytest.raises(ValueError, match="colour"):
+        bp.refine_with_grabcut(crop, start, cbox, guard=False, colour="hsv")
 
 
 def test_colour_contrast_prefers_the_object_mask():

@@ -1,0 +1,80 @@
+"""Study (issue #17, session 9): how `indep-seg segment` refines a network's mask, on the TUNING
+halves only (horse001-164, ECSSD 0001-0500).
+
+The refinement (`indep_seg.box_prior.refine_full_mask`) runs GrabCut from half the network's mask
+and half the box prior. Session 9 changed the prior's GrabCut (the window outside the photo filled
+with background, colours in Lab); this compares the refinement's GrabCut prepared the old way
+(RGB, black outside the photo) and the prior's way, and the prior alone, on an existing run's
+segmenter (trained on every photo's box; masks only score):
+
+    taskset -c 1 .venv/bin/python benchmarks/study_refine.py --data horse --model-dir RUN
+
+Writes benchmarks/results/study_refine_<data>_tune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.box_seg_eval import Evaluator, eval_crops, load_dataset  # noqa: E402
+
+VARIANTS = {
+    "blend_rgb_nofill": dict(prior_blend=0.5, colour="rgb", fill=False),
+    "blend_lab_fill": dict(prior_blend=0.5, colour="lab", fill=True),
+    "blend_rgb_fill": dict(prior_blend=0.5, colour="rgb", fill=True),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", choices=["horse", "ecssd"], required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--half", default="tune", choices=["tune"], help="tuning half only")
+    args = p.parse_args(argv)
+
+    from indep_seg.box_prior import box_prior, refine_full_mask
+    from indep_seg.segmenter import Segmenter
+
+    items, gts = load_dataset(args.data, args.half)
+    ev = Evaluator(items, gts)
+    seg = Segmenter.load(Path(args.model_dir) / "segmenter")
+    fulls = seg.predict([im for _, im, _ in ev.items], [b for _, _, b in ev.items])
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": args.data,
+        "half": args.half,
+        "model_dir": args.model_dir,
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "load_avg_start": os.getloadavg(),
+        "iou": {},
+    }
+    imgs, boxes = eval_crops(ev)
+    prior = np.stack([box_prior(imgs[i], boxes[i]) for i in range(len(imgs))]).astype(np.float32)
+    res["iou"]["prior_alone"] = round(ev.scores(prior)["iou"], 4)
+    print("prior_alone", res["iou"]["prior_alone"], flush=True)
+    for name, kw in VARIANTS.items():
+        t0 = time.time()
+        refined = [refine_full_mask(im, m, b, **kw) for (_, im, b), m in zip(ev.items, fulls)]
+        pred = np.stack([ev.crop_full(i, m) for i, m in enumerate(refined)])
+        res["iou"][name] = round(ev.scores(pred)["iou"], 4)
+        print(name, res["iou"][name], f"{time.time() - t0:.0f}s", flush=True)
+    res["load_avg_end"] = os.getloadavg()
+    from benchmarks.common import write_json_atomic
+
+    out = ROOT / "benchmarks" / "results" / f"study_refine_{args.data}_{args.half}.json"
+    write_json_atomic(out, res)
+    print("->", out, json.dumps(res["iou"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
