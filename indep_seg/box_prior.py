@@ -54,10 +54,12 @@ CORE_SEED_SCALE = 0.5
 #: 0001-0500) among RGB, Lab, YCrCb and the union of the RGB and Lab masks, with the window outside
 #: the photo filled (`fill_outside_photo`): docs/box_seg_notes.md, session 9.
 PRIOR_COLOUR = "lab"
-#: The refinement's GrabCut (`refine_with_grabcut`): its colour space and whether the window
-#: outside the photo is filled first, as the prior's.
-REFINE_COLOUR = "rgb"
-REFINE_FILL = False
+#: The refinement's GrabCut (`refine_with_grabcut`) prepares its image as the prior's: the window
+#: outside the photo filled, colours in `PRIOR_COLOUR`. Chosen on the tuning halves with session
+#: 7's 30-minute networks (`benchmarks/study_refine.py`): horse001-164 0.688 (RGB, black outside the
+#: photo) -> 0.701, ECSSD 0001-0500 0.804 -> 0.807; docs/box_seg_notes.md, session 9.
+REFINE_COLOUR = PRIOR_COLOUR
+REFINE_FILL = True
 
 
 def box_mask(shape, box):
