@@ -283,6 +283,31 @@ def parse_variant(spec):
     return name, overrides
 
 
+def _run_budget(run_dir: Path):
+    """The `--budget-minutes` the run was trained with (its config.yaml), or None."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()).get("run") or {}).get("budget_minutes")
+
+
+def _selection_history(run_dir: Path) -> list:
+    """Each evaluated checkpoint's step and selection KID (the run's metric-selection.jsonl)."""
+    path = run_dir / "metric-selection.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a torn last line
+            continue
+        out.append({"step": rec["step"], "kid": rec["results"].get("kid")})
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -366,7 +391,8 @@ def main(argv=None):
         "black "
         "outside, 128x128, threshold 0.5",
         "baselines": base,
-        "budget_minutes_per_variant": args.budget_minutes,
+        # with --skip-train the runs' own budgets are in each variant's "run_budget_minutes"
+        "budget_minutes_per_variant": None if args.skip_train else args.budget_minutes,
         "cpu_cores": os.cpu_count(),
         "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -407,6 +433,8 @@ def main(argv=None):
                 "restarts": summary["restarts"],
                 "collapse_events": len(summary["collapse_events"]),
                 "run_dir": str(d),
+                "run_budget_minutes": _run_budget(d),
+                "selection_history": _selection_history(d),
             }
         )
         model = load_generator(d, cfg)

@@ -11,7 +11,7 @@ EXPERIMENT --data SET
 size, wall time, the time spent writing the run's box shards (from the run's log) and the
 training steps/s. Target: the 10,000-record peak within 300 MB of the 1,000-record one.
 Results (with the date and the machine's load average) go to
-benchmarks/results/train_memory_<date>.json.
+benchmarks/results/train_memory_<experiment>_<date>.json.
 """
 
 from __future__ import annotations
@@ -193,7 +193,10 @@ def main() -> int:
         result["peak_growth_mb"] = round(rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"], 1)
         result["target"] = "peak of the largest set within 300 MB of the smallest"
         result["target_met"] = bool(result["peak_growth_mb"] <= 300)
-    out = Path(args.out) / f"train_memory_{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+    out = (
+        Path(args.out)
+        / f"train_memory_{args.experiment}_{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -355,9 +355,8 @@ def refine_with_grabcut(
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
         return (m * inside).astype(np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(
-        0
-    )  # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:

@@ -16,7 +16,8 @@ DESIGN.md §3, the serving contract:
   ============== ======================================================= ======================
 
   The box-crop rule of the segmenter (`indep_seg.box_crop.box_window` with its margin and
-  square flag; the whole image is the box in `serving_default` and `segment_bytes`), the
+  square flag; the whole image is the box in `serving_default` and `segment_bytes`, or, for a
+  box-free segmenter (ILSGAN's post-hoc UNet), the crop window), the
   resize to the model resolution and the paste-back to the input's size are all inside
   the graph, so a client only sends pixels.
 - Layout `BASE/<integer version>/saved_model.pb + variables/`, built in a temporary

@@ -45,12 +45,17 @@ def test_folder_with_csv_boxes_mask_boxes_and_whole_image_fallback(tmp_path):
     )
     # with boxes.csv, photos without a row (and without a mask) are left out and listed
     (img / "boxes.csv").write_text("filename,x0,y0,x1,y1\na.png,1,2,11,12\na.png,5,5,40,30\n")
-    els = list(read_image_folder(img, boxes_csv=img / "boxes.csv").as_numpy_iterator())
+    with pytest.warns(UserWarning, match=r"2 photo\(s\) of .* have no row in .*boxes.csv"):
+        els = list(read_image_folder(img, boxes_csv=img / "boxes.csv").as_numpy_iterator())
     assert [e["source_id"] for e in els] == [b"a.png"]
     np.testing.assert_array_equal(els[0]["image"], a)
     np.testing.assert_array_equal(els[0]["boxes"], [[1, 2, 11, 12], [5, 5, 40, 30]])
     plan = plan_folder(img, None, img / "boxes.csv")
     assert [os.path.basename(p) for p in plan.unboxed] == ["b.png", "c.png"] and not plan.problems
+    # no photo has a row: one clear error, not an empty dataset
+    (img / "boxes.csv").write_text("filename,x0,y0,x1,y1\n")
+    with pytest.raises(DataError, match=r"boxes.csv: 3 photo\(s\) .* no photo to read"):
+        read_image_folder(img, boxes_csv=img / "boxes.csv")
 
 
 def test_masks_thresholded_resized_photo_and_scaled_boxes(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -69,13 +70,22 @@ def read_image_folder(images_dir, boxes_csv=None, masks_dir=None, *, full_check:
 
     Args:
         images_dir: folder of .jpg/.jpeg/.png/.bmp/.gif files.
-        boxes_csv: optional CSV of `filename,x0,y0,x1,y1` rows (pixels of the photo file).
+        boxes_csv: optional CSV of `filename,x0,y0,x1,y1` rows (pixels of the photo file). With
+            it, photos that have neither a row nor a mask are left out (a UserWarning counts
+            them; none left at all is a DataError).
         masks_dir: optional folder of masks matched by file stem (8-bit masks are thresholded
             at 127, 0/1 masks taken as class ids).
     """
     plan = plan_folder(images_dir, masks_dir, boxes_csv, full_check=full_check)
     plan.raise_if_problems()
     items = plan.items
+    if plan.unboxed:
+        what = (
+            f"{len(plan.unboxed)} photo(s) of {images_dir} have no row in {boxes_csv} (and no mask)"
+        )
+        if not items:
+            raise DataError(f"{boxes_csv}: {what}: no photo to read; add a row per object")
+        warnings.warn(f"{what}: they are not used", UserWarning, stacklevel=2)
     boxes = tf.RaggedTensor.from_row_lengths(
         np.concatenate([it.boxes for it in items]).reshape(-1, 4)
         if items
