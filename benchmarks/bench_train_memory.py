@@ -120,18 +120,20 @@ def run_train(
             f"train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    shards = re.search(
+    shards = re.search(  # box_seg's box shards, or ilsgan's image shards
         r"box shards: (\d+) boxes, (\d+) backgrounds .* written in ([\d.]+) s", proc.stdout
+    ) or re.search(
+        r"data: (\d+) photos .* written to (\d+) shard\(s\) in .* in ([\d.]+) s", proc.stdout
     )
-    stats = [
-        json.loads(ln)
-        for ln in (model_dir / "adversarial" / "stats.jsonl").read_text().splitlines()
-    ]
+    stats_file = model_dir / "adversarial" / "stats.jsonl"  # box_seg's first phase
+    if not stats_file.is_file():
+        stats_file = model_dir / "stats.jsonl"  # one-phase trainers (ilsgan)
+    stats = [json.loads(ln) for ln in stats_file.read_text().splitlines()]
     rates = [s["steps_per_s"] for s in stats[1:]] or [stats[-1]["steps_per_s"]]
     return {
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "wall_s": round(wall, 1),
-        "boxes": int(shards.group(1)) if shards else None,
+        "boxes": int(shards.group(1)) if shards else None,  # photos for ilsgan
         "shards_written_s": float(shards.group(3)) if shards else None,
         "train_steps_per_s": round(sum(rates) / len(rates), 3),
     }
