@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -582,7 +581,6 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
         # the GAN is one model across the workers and ends here; the post-hoc UNet is trained
         # outside the strategy, so only the chief trains and saves it (no two writers of
         # model_dir/segmenter)
-        print("post-hoc UNet: trained by the chief only", file=sys.stderr, flush=True)
         return {
             "steps": float(fit["step"]),
             "selected_step": float("nan"),
