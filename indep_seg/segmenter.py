@@ -49,6 +49,7 @@ __all__ = [
     "network_crops",
     "whole_image_boxes",
     "image_box",
+    "whole_image_margin",
 ]
 
 ARTIFACT_DIR = "segmenter"
@@ -170,7 +171,7 @@ class Segmenter:
         image = tf.convert_to_tensor(image, tf.float32)
         h, w = int(image.shape[0]), int(image.shape[1])
         if box is None:
-            box = image_box(h, w, self.margin if self.box_free else 0.0)
+            box = image_box(h, w, whole_image_margin(self.margin, self.box_free))
         window = box_window([box], self.margin, self.square)
         return network_crops(image[tf.newaxis], window, self.resolution, self.box_free), window
 
@@ -217,7 +218,7 @@ class Segmenter:
             image = image.astype(np.float32, copy=False)
             h, w = image.shape[:2]
             if box is None:
-                box = image_box(h, w, self.margin if self.box_free else 0.0)
+                box = image_box(h, w, whole_image_margin(self.margin, self.box_free))
             box = np.asarray(box, np.float32).reshape(-1)
             if (
                 box.shape != (4,)
@@ -248,6 +249,17 @@ class Segmenter:
                 if box is not None:
                     out[i] = refine_full_mask(arrays[i][0], out[i], box)
         return out
+
+
+def whole_image_margin(margin, box_free):
+    """The margin of the box that stands for a whole image given without one.
+
+    A box-free network (ILSGAN's post-hoc UNet, trained on whole scenes) takes the image itself as
+    its crop window, so its box is the image shrunk by the crop `margin` (`image_box(h, w,
+    margin)`); a box-level network (Dai et al. 2019) takes the whole image as the object box
+    (margin 0), and its window grows around it by `margin`, as in training.
+    """
+    return float(margin) if box_free else 0.0
 
 
 def image_box(height, width, margin=0.0):
@@ -395,7 +407,7 @@ class BoxSegmenter(keras.Model):
             else tf.cast(image, tf.float32)
         )
         if box is None:
-            box = whole_image_boxes(image, self.margin if self.box_free else 0.0)
+            box = whole_image_boxes(image, whole_image_margin(self.margin, self.box_free))
         else:
             box = tf.cast(tf.convert_to_tensor(box), tf.float32)
             if box.shape.rank != 2 or box.shape[-1] != 4:

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from indep_seg.segmenter import segment_in_boxes, whole_image_boxes
+from indep_seg.segmenter import segment_in_boxes, whole_image_boxes, whole_image_margin
 
 __all__ = [
     "SIGNATURES",
@@ -101,7 +101,7 @@ class _SegmenterModule(tf.Module):
     def whole_image_boxes(self, images):
         """The box of a request without one: the whole image; for a box-free network (ILSGAN's
         post-hoc UNet) the box whose crop window is the whole image, as `indep-seg segment`."""
-        return whole_image_boxes(images, self.margin if self.box_free else 0.0)
+        return whole_image_boxes(images, whole_image_margin(self.margin, self.box_free))
 
 
 def _decode_batch(image_bytes):

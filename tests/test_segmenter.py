@@ -191,3 +191,27 @@ def test_a_saved_box_segmenter_loads_in_a_fresh_process_after_importing_the_modu
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0 and "LOADED BoxSegmenter" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("box_free", [False, True])
+def test_every_holder_of_the_crop_rule_takes_the_same_box_for_a_whole_image(box_free):
+    """`whole_image_margin` is the one rule: the per-image crop, the Keras model's graph and the
+    serving module pick the same box when none is given (the margin only if box-free)."""
+    from indep_seg.segmenter import image_box, whole_image_margin
+    from indep_seg.serving.export import _SegmenterModule
+
+    assert whole_image_margin(0.25, box_free) == (0.25 if box_free else 0.0)
+    seg = Segmenter(_tiny_model(), 16, margin=0.25, extra={"box_free": box_free})
+    image = np.random.default_rng(0).random((1, 24, 40, 3), dtype=np.float32)
+    expected = image_box(24, 40, 0.25 if box_free else 0.0)
+    _, window = seg.crop(image[0])
+    grown = [[-10.0, -6.0, 50.0, 30.0]]  # the image grown by the margin on each side
+    np.testing.assert_allclose(window.numpy(), [[0, 0, 40, 24]] if box_free else grown, atol=1e-4)
+    net = seg.as_keras()
+    np.testing.assert_allclose(
+        net.predict_on_batch(image),
+        net.predict_on_batch({"image": image, "box": np.float32([expected])}),
+        atol=1e-6,
+    )
+    module_boxes = _SegmenterModule(seg).whole_image_boxes(image)
+    np.testing.assert_allclose(module_boxes, [expected], atol=1e-5)
