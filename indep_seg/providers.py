@@ -11,7 +11,11 @@ channels are the appearance, the last one the soft mask (alpha).
   DSF-HOC application, "All of N foreground providers share the same generator ... but sample
   z independently to guarantee the independence between appearances").
 - `NaturalPatchSampler` (Fig. 4, case 3): random crops of a bank of natural images, alpha
-  all ones (background provider of the box-level application).
+  all ones, drawn inside the graph at each call (a background provider for a model that composes
+  its layers in its train step). The box-level trainer does not draw its backgrounds here: it
+  writes a fixed bank of R x R crops into its shards once
+  (`indep_seg.data.backgrounds.scale_matched_backgrounds`, or `folder_backgrounds` for a folder of
+  background photos); see `NaturalPatchSampler` for why both exist.
 """
 
 from __future__ import annotations
@@ -262,6 +266,16 @@ class NaturalPatchSampler:
             discriminator win on blur).
 
     Call / `sample(batch_size)` returns RGBA ``[batch_size, h, w, C + 1]`` float32 with alpha 1.
+
+    `indep_seg.data.backgrounds.folder_backgrounds` is the same paper provider in the other form
+    the project needs: the box-level trainer's input pipeline streams a fixed bank of backgrounds
+    from its shards, so that function cuts the bank once, offline (NumPy, from a folder of image
+    files, `per_image` crops of each photo), with a side relative to each photo (1/2 to all of its
+    shorter side) so photos of any size give patches of one scene scale. This class samples fresh
+    patches inside the graph at every call, from an in-memory bank, with a fixed side in pixels
+    (`patch_size`) and a checkpointable seed, and returns the RGBA layer of Fig. 4. Drawing the
+    box-level bank from this class would change its crops' scale rule, the property DESIGN.md 7
+    found decisive (the discriminator wins on blur and scale when backgrounds differ from crops).
 
     Example:
         >>> sampler = NaturalPatchSampler(background_photos, patch_size=128, seed=0)

@@ -12,6 +12,12 @@ photo's own outside-box pixels of the same rows (or columns), mirror-tiled: text
 colours and the vertical layout of the scene (sky above, ground below) match a real crop, and no
 foreground pixel is used. `folder_backgrounds` takes random crops of a folder of background images
 instead (the paper's choice for CelebA and birds).
+
+Both build the fixed bank `[K, R, R, 3]` that the box-level trainer writes into its shards once
+and streams (`indep_seg.data.box_seg_stream`). `indep_seg.providers.NaturalPatchSampler` is the
+same paper provider (Fig. 4, case 3) in its in-graph form: fresh RGBA patches of an in-memory bank
+at every call, for a model that draws its layers in its train step; its docstring says why the
+box-level bank is not drawn from it.
 """
 
 from __future__ import annotations
@@ -139,6 +145,11 @@ def scale_matched_backgrounds(
 
 def folder_backgrounds(folder, resolution: int, per_image: int = 4, seed: int = 0):
     """Random square crops (1/2 to all of the shorter side) of every image in `folder`, at R x R.
+
+    The offline form of Dai et al.'s natural-patch background provider (Fig. 4, case 3): a fixed
+    bank for the box-level trainer's shards, `per_image` crops of each photo with a side relative
+    to that photo, so photos of any size give one scene scale. The in-graph form, fresh fixed-size
+    RGBA patches at every call, is `indep_seg.providers.NaturalPatchSampler`.
 
     Returns `[K, R, R, 3]` float32. Raises ValueError naming the folder when it holds no image,
     and naming the file when one cannot be decoded.
