@@ -1,35 +1,28 @@
 """ILSGAN's evaluation step (Zou et al. 2023, "Evaluation"): "we train a post hoc UNet on these
-synthetic
-data ... The trained UNet is tested on real test set".
+synthetic data ... The trained UNet is tested on real test set".
 
-1. `generate_pairs(model, n)`: (composite, mask) pairs from a trained ILSGAN, the composite of eq.
-(1)
-   (unperturbed) and the generated mask binarised at 0.5.
-2. `train_posthoc_unet(images, masks)`: a UNet (`indep_seg.networks.unet.UNet`) trained on them with
-a
-   90/10 split, keeping the weights of the best validation IoU.
+1. `generate_pairs(model, n)`: (composite, mask) pairs from a trained ILSGAN, the composite of
+   eq. (1) (unperturbed) and the generated mask binarised at 0.5.
+2. `train_posthoc_unet(images, masks)`: a UNet (`indep_seg.networks.unet.UNet`) trained on them
+   with a 90/10 split, keeping the weights of the best validation IoU. The step is
+   `PosthocUNetTrainer.train_step` (binary cross-entropy against the generated mask), run by
+   Keras' `fit`.
 3. `save_posthoc_segmenter(...)`: the `indep_seg.segmenter.Segmenter` artifact that
    `indep-seg segment / evaluate / export` load.
 
-Optional top-k filtering (`discriminator_scores`, `top_k_pairs`; off in both presets): draw a larger
-pool
-of pairs and keep the k whose composites the GAN's discriminator scores most real. This is NOT what
-the
-authors' `--topk` does: in qrzou/ILSGAN `generate_segmentation_samples.py --n=50000 --topk=8000`
-keeps all
-50,000 samples and `--topk` only restricts the checkpoint choice to the snapshots at <= 8000 kimg
-(the
-lowest-FID one among them). Discriminator scores as a sample-quality filter follow discriminator
-rejection
-sampling (Azadi et al. 2019), not the ILSGAN paper.
+Optional top-k filtering (`discriminator_scores`, `top_k_pairs`; off in both presets): draw a
+larger pool of pairs and keep the k whose composites the GAN's discriminator scores most real.
+This is NOT what the authors' `--topk` does: in qrzou/ILSGAN `generate_segmentation_samples.py
+--n=50000 --topk=8000` keeps all 50,000 samples and `--topk` only restricts the checkpoint choice
+to the snapshots at <= 8000 kimg (the lowest-FID one among them). Discriminator scores as a
+sample-quality filter follow discriminator rejection sampling (Azadi et al. 2019), not the ILSGAN
+paper.
 
 Optional `zoom_out` augmentation (off in the paper preset): each synthetic pair is shrunk by a
-random
-factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images look like
-the
-training photos (centre crops), while evaluation crops (../shared/datasets/README.md) show the
-object
-smaller, centred, with black where the crop leaves the photo; this only changes the synthetic data.
+random factor in [zoom_out, 1] and pasted at a random place on a black canvas. Generated images
+look like the training photos (centre crops), while evaluation crops (../shared/datasets/README.md)
+show the object smaller, centred, with black where the crop leaves the photo; this only changes the
+synthetic data.
 """
 
 from __future__ import annotations
@@ -50,6 +43,7 @@ __all__ = [
     "top_k_pairs",
     "zoom_out_pairs",
     "train_posthoc_unet",
+    "PosthocUNetTrainer",
     "save_posthoc_segmenter",
     "small_unet",
 ]
@@ -142,6 +136,102 @@ def _batch_iou(pred, target):
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+class PosthocUNetTrainer(keras.Model):
+    """The post-hoc UNet's training step as a `keras.Model` (Zou et al. 2023, "Evaluation"):
+    binary cross-entropy between the UNet's mask of a synthetic composite and the generated mask.
+
+    Batches are `(images [B, R, R, 3], masks [B, R, R, 1])`; `fit` reports the epoch's mean
+    `loss`. Calling it runs the UNet.
+
+    Args:
+        unet: the network to train (`small_unet`).
+    """
+
+    def __init__(self, unet, **kwargs):
+        super().__init__(**kwargs)
+        self.unet = unet
+        self.bce = keras.losses.BinaryCrossentropy()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def compile(self, optimizer=None, learning_rate=1e-3, **kwargs):
+        """`FusedAdam(learning_rate)` unless an optimizer is given."""
+        super().compile(optimizer=optimizer or FusedAdam(learning_rate), **kwargs)
+
+    def call(self, images, training=False):
+        return self.unet(images, training=training)
+
+    def train_step(self, data):
+        images, masks = data
+        with tf.GradientTape() as tape:
+            loss = self.bce(masks, self.unet(images, training=True))
+        variables = self.unet.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+
+def _train_batches(images, masks, train, batch_size, flip, rng):
+    """Endless `(x, y)` batches of the `train` pairs: a fresh permutation each epoch, whole batches
+    only, each pair flipped left-right with probability 1/2 when `flip`."""
+    while True:
+        order = rng.permutation(train)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[i : i + batch_size]
+            x, y = images[idx], masks[idx]
+            if flip:
+                f = rng.random(len(idx)) < 0.5
+                x, y = x.copy(), y.copy()
+                x[f], y[f] = x[f, :, ::-1], y[f, :, ::-1]
+            yield x, y
+
+
+class _BestValidationIoU(keras.callbacks.Callback):
+    """Per epoch: the validation IoU, the weights of the best one, the log line; stops `fit` when
+    the time budget is spent (checked after every step: on a loaded machine one epoch can outlast
+    the budget)."""
+
+    def __init__(self, unet, images, masks, epochs, budget_seconds, log):
+        super().__init__()
+        self.unet, self.images, self.masks = unet, images, masks
+        self.epochs, self.budget_seconds, self.log = epochs, budget_seconds, log
+        self.best, self.best_weights, self.history, self.steps = -1.0, None, [], 0
+        self.t0 = time.time()
+
+    def _out_of_time(self):
+        return self.budget_seconds is not None and time.time() - self.t0 > self.budget_seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self._out_of_time():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        preds = np.concatenate(
+            [
+                self.unet(self.images[i : i + 128], training=False).numpy()
+                for i in range(0, len(self.images), 128)
+            ]
+        )
+        v = float(_batch_iou(preds, self.masks).mean())
+        self.history.append(v)
+        if v > self.best:
+            self.best, self.best_weights = v, [w.numpy() for w in self.unet.weights]
+        self.log(
+            f"post-hoc UNet epoch {epoch + 1}/{self.epochs}: loss {float(logs['loss']):.4f}, "
+            f"val IoU {v:.4f} (best {self.best:.4f})"
+        )
+        if self.model.stop_training or self._out_of_time():
+            self.model.stop_training = True
+            self.log(
+                f"post-hoc UNet: time budget of {self.budget_seconds:.0f} s reached in epoch "
+                f"{epoch + 1} ({self.steps} steps)"
+            )
+
+
 def train_posthoc_unet(
     images,
     masks,
@@ -157,8 +247,11 @@ def train_posthoc_unet(
 ):
     """Train a UNet on synthetic pairs; 90/10 split; keep the best validation IoU.
 
+    `PosthocUNetTrainer.fit` on random left-right flips of the training pairs (whole batches
+    only), the validation IoU after each epoch; stops early when `budget_seconds` is spent.
+
     Returns `(unet, history)` with `history = {"val_iou": [...], "best_val_iou": x, "best_epoch":
-    k}`.
+    k, "train_pairs": n, "val_pairs": m, "steps": s}`.
     """
     images = np.asarray(images, np.float32)
     masks = np.asarray(masks, np.float32)
@@ -170,75 +263,38 @@ def train_posthoc_unet(
             f"{images.shape[0]}"
         )
     checks.check_fraction(val_fraction, "val_fraction", 0.01, 0.5)
+    epochs = checks.check_int(epochs, "epochs", minimum=1)
+    batch_size = checks.check_int(batch_size, "batch_size", minimum=1)
     n = images.shape[0]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     n_val = max(1, int(round(val_fraction * n)))
     val, train = perm[:n_val], perm[n_val:]
+    if len(train) < batch_size:
+        raise ValueError(
+            f"batch_size: expected at most the {len(train)} training pairs, got {batch_size}"
+        )
     unet = unet if unet is not None else small_unet(images.shape[1])
-    opt = FusedAdam(learning_rate)
-    bce = keras.losses.BinaryCrossentropy()
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            p = unet(x, training=True)
-            loss = bce(y, p)
-        grads = tape.gradient(loss, unet.trainable_variables)
-        opt.apply_gradients(zip(grads, unet.trainable_variables))
-        return loss
-
-    def val_iou():
-        preds = np.concatenate(
-            [unet(images[val[i : i + 128]], training=False).numpy() for i in range(0, n_val, 128)]
-        )
-        return float(_batch_iou(preds, masks[val]).mean())
-
-    best, best_w, hist = -1.0, None, []
-    t0 = time.time()
-    steps, out_of_time = 0, False
-    for epoch in range(epochs):
-        order = rng.permutation(train)
-        losses = []
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            if losses and budget_seconds is not None and time.time() - t0 > budget_seconds:
-                out_of_time = (
-                    True  # checked every step: on a loaded machine one epoch can outlast the budget
-                )
-                break
-            steps += 1
-            idx = order[i : i + batch_size]
-            x, y = images[idx], masks[idx]
-            if flip:
-                f = rng.random(len(idx)) < 0.5
-                x, y = x.copy(), y.copy()
-                x[f], y[f] = x[f, :, ::-1], y[f, :, ::-1]
-            losses.append(float(step(tf.constant(x), tf.constant(y))))
-        v = val_iou()
-        hist.append(v)
-        if v > best:
-            best, best_w = v, [w.numpy() for w in unet.weights]
-        log(
-            f"post-hoc UNet epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, val IoU "
-            f"{v:.4f} "
-            f"(best {best:.4f})"
-        )
-        if out_of_time or (budget_seconds is not None and time.time() - t0 > budget_seconds):
-            log(
-                f"post-hoc UNet: time budget of {budget_seconds:.0f} s reached in epoch "
-                f"{epoch + 1} "
-                f"({steps} steps)"
-            )
-            break
-    for w, v in zip(unet.weights, best_w):
+    trainer = PosthocUNetTrainer(unet)
+    trainer.compile(learning_rate=learning_rate)
+    best = _BestValidationIoU(unet, images[val], masks[val], epochs, budget_seconds, log)
+    trainer.fit(
+        _train_batches(images, masks, train, batch_size, flip, rng),
+        epochs=epochs,
+        steps_per_epoch=len(train) // batch_size,
+        callbacks=[best],
+        shuffle=False,  # the generator shuffles (a fresh permutation each epoch)
+        verbose=0,
+    )
+    for w, v in zip(unet.weights, best.best_weights):
         w.assign(v)
     return unet, {
-        "val_iou": hist,
-        "best_val_iou": best,
-        "best_epoch": int(np.argmax(hist)) + 1,
+        "val_iou": best.history,
+        "best_val_iou": best.best,
+        "best_epoch": int(np.argmax(best.history)) + 1,
         "train_pairs": int(len(train)),
         "val_pairs": int(n_val),
-        "steps": steps,
+        "steps": best.steps,
     }
 
 

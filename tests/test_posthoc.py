@@ -132,3 +132,24 @@ def test_time_budget_is_checked_within_an_epoch():
         imgs, masks, small_unet(16, (4, 8)), epochs=1, batch_size=8, log=lambda m: None
     )
     assert full["steps"] == 108 // 8  # 108 training pairs (90 %), whole batches only
+
+
+def test_the_trainer_is_a_keras_model_whose_fit_lowers_the_loss():
+    """`PosthocUNetTrainer.fit` on a tiny fixed set: the step's loss is the binary cross-entropy
+    of the UNet's mask, and it falls epoch after epoch."""
+    import keras
+
+    from indep_seg.posthoc import PosthocUNetTrainer
+
+    keras.utils.set_random_seed(0)
+    imgs, masks = _squares(32)
+    trainer = PosthocUNetTrainer(small_unet(16, (4, 8)))
+    trainer.compile(learning_rate=3e-3)
+    assert isinstance(trainer, keras.Model) and trainer(imgs[:2]).shape == (2, 16, 16, 1)
+    before = float(keras.losses.BinaryCrossentropy()(masks, trainer(imgs, training=True)))
+    first = trainer.train_step((tf.constant(imgs), tf.constant(masks)))["loss"]
+    np.testing.assert_allclose(float(first), before, rtol=1e-4)  # the loss before the update
+    losses = trainer.fit(imgs, masks, batch_size=8, epochs=6, shuffle=False, verbose=0)
+    losses = losses.history["loss"]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.6 * before
