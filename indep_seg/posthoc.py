@@ -158,7 +158,9 @@ class PosthocUNetTrainer(keras.Model):
         return [self.loss_tracker]
 
     def compile(self, optimizer=None, learning_rate=1e-3, **kwargs):
-        """`FusedAdam(learning_rate)` unless an optimizer is given."""
+        """`FusedAdam(learning_rate)` unless an optimizer is given; no XLA unless asked
+        (`jit_compile=True`): the step runs as the graph it always ran as, on every device."""
+        kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer or FusedAdam(learning_rate), **kwargs)
 
     def call(self, images, training=False):
