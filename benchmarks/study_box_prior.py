@@ -7,9 +7,10 @@
 Chose `indep_seg.box_prior.box_prior` (GrabCut from the box, 5 iterations, the ellipse where the
 mask is degenerate; session 8: a second GrabCut with the box's core held as foreground before the
 ellipse; session 9: the window outside the photo filled with the nearest photo pixel outside the
-box, and GrabCut in CIE Lab); figures in docs/box_seg_notes.md, sessions 7, 8 and 9, and
-benchmarks/results/study_box_prior_s9.json. The test halves are measured once, after the choice
-(`--half test --methods final`).
+box, and GrabCut in CIE Lab, now `nbg_lab`; session 10: the best of six GrabCut settings by a
+label-free score, `benchmarks/study_prior_select.py`); figures in docs/box_seg_notes.md,
+sessions 7 to 10, and benchmarks/results/study_box_prior_s9.json. The test halves are measured
+once, after the choice (`--half test --methods final`).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def _methods():
 #: the variants measured in session 9 (`--methods s9`) and the test halves' rows (`final`)
 GROUPS = {
     "s9": [],  # filled in main(): every session-9 name
-    "final": ["gc_rect5", "prior_s8", "box_prior"],
+    "final": ["gc_rect5", "prior_s8", "nbg_lab", "box_prior"],
 }
 
 

@@ -8,6 +8,9 @@ photo's edges, and to check a learned mask without ground truth.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 __all__ = [
@@ -33,6 +36,10 @@ __all__ = [
     "REFINE_COLOUR",
     "REFINE_FILL",
     "grabcut_image",
+    "box_tightness",
+    "prior_score",
+    "PRIOR_CANDIDATES",
+    "PRIOR_TIGHTNESS_POWER",
 ]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
@@ -48,11 +55,12 @@ REFINE_PRIOR_BLEND = 0.5
 #: ellipse itself is taken; chosen on the tuning halves among 0.25 and 0.5 (docs/box_seg_notes.md,
 #: session 8).
 CORE_SEED_SCALE = 0.5
-#: The colour space of the prior's GrabCut colour models (`grabcut(colour=...)`): CIE Lab
-#: (OpenCV's 8-bit encoding), whose lightness axis apart from the chroma axes tells a shadowed
-#: object side from dark ground better than RGB. Chosen on the tuning halves (horse001-164, ECSSD
-#: 0001-0500) among RGB, Lab, YCrCb and the union of the RGB and Lab masks, with the window outside
-#: the photo filled (`fill_outside_photo`): docs/box_seg_notes.md, session 9.
+#: The colour space of session 9's prior (now the first of `PRIOR_CANDIDATES`) and of the
+#: refinement's GrabCut colour models (`grabcut(colour=...)`): CIE Lab (OpenCV's 8-bit encoding),
+#: whose lightness axis apart from the chroma axes tells a shadowed object side from dark ground
+#: better than RGB. Chosen on the tuning halves (horse001-164, ECSSD 0001-0500) among RGB, Lab,
+#: YCrCb and the union of the RGB and Lab masks, with the window outside the photo filled
+#: (`fill_outside_photo`): docs/box_seg_notes.md, session 9.
 PRIOR_COLOUR = "lab"
 #: The refinement's GrabCut (`refine_with_grabcut`) prepares its image as the prior's: the window
 #: outside the photo filled, colours in `PRIOR_COLOUR`. Chosen on the tuning halves with session
@@ -60,6 +68,22 @@ PRIOR_COLOUR = "lab"
 #: photo) -> 0.701, ECSSD 0001-0500 0.804 -> 0.807; docs/box_seg_notes.md, session 9.
 REFINE_COLOUR = PRIOR_COLOUR
 REFINE_FILL = True
+#: The prior's GrabCut settings `(init, colour, seed)`: from the box and with the box's core held
+#: (`grabcut(init=...)`), colour models in CIE Lab and RGB, two k-means starts; `box_prior` keeps
+#: the one with the highest `prior_score`. Chosen on the tuning halves (horse001-164, ECSSD
+#: 0001-0500) against session 9's single chain (Lab from the box, the core retry where it is
+#: degenerate): `benchmarks/study_prior_select.py`, docs/box_seg_notes.md, session 10.
+PRIOR_CANDIDATES = (
+    ("rect", "lab", 0),
+    ("rect", "rgb", 0),
+    ("core", "lab", 0),
+    ("core", "rgb", 0),
+    ("rect", "lab", 1),
+    ("rect", "rgb", 1),
+)
+#: `prior_score` = colour contrast x tightness ** this; chosen among 1, 2, 3, 4 and 6 on the
+#: tuning halves (session 10).
+PRIOR_TIGHTNESS_POWER = 2
 
 
 def box_mask(shape, box):
@@ -204,26 +228,60 @@ def fill_outside_photo(image, box, tol=2):
     return np.ascontiguousarray(out)
 
 
+def box_tightness(mask, box):
+    """How well a mask fills its box's rows and columns: the mean, over the box's rows and
+    columns, of whether the mask reaches that row or column.
+
+    A box drawn tight around an object meets the object in every row and every column (the
+    projection prior of BoxInst, Tian et al. 2021): 1 for such a mask, less for a mask that
+    misses the legs, the head or one side of the object.
+    """
+    x0, y0, x1, y1 = _int_box(box, np.shape(mask))
+    sub = np.asarray(mask, bool)[y0:y1, x0:x1]
+    if sub.size == 0:
+        return 0.0
+    return float(0.5 * (sub.any(axis=1).mean() + sub.any(axis=0).mean()))
+
+
+def prior_score(image, mask, box):
+    """Label-free score of a candidate prior: `colour_contrast` (the mask is unlike the background
+    outside the box) times `box_tightness` ** `PRIOR_TIGHTNESS_POWER` (it meets every row and
+    column of its tight box). `image` is the uint8 window GrabCut saw, in RGB."""
+    return colour_contrast(image, mask, box) * box_tightness(mask, box) ** PRIOR_TIGHTNESS_POWER
+
+
+def _holds_evidence(mask, box, init):
+    """A candidate is kept unless degenerate; a core-held GrabCut also has to grow past its seed
+    (a mask that did not holds no evidence of the photo: a flat or uniformly textured box)."""
+    if is_degenerate(mask, box):
+        return False
+    if init != "core":
+        return True
+    seed = ellipse_mask(mask.shape, box, CORE_SEED_SCALE)
+    return (mask & ~seed).sum() > 0.05 * seed.sum()
+
+
 def box_prior(image, box, iterations=5):
     """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
 
     The window's part outside the photo is filled with the photo's background
-    (`fill_outside_photo`); then GrabCut from the box in the colour space `PRIOR_COLOUR`; where
-    its mask is degenerate (`is_degenerate`: GrabCut's colour models gave the whole box to one
-    side), GrabCut again with the box's core held as foreground (`init="core"`); where that too is
+    (`fill_outside_photo`); then GrabCut runs once per setting of `PRIOR_CANDIDATES` (from the
+    box, or with the box's core held as foreground; colour models in RGB or Lab; two k-means
+    starts), degenerate masks are dropped (`is_degenerate`: GrabCut's colour models gave the
+    whole box to one side), and the mask with the highest `prior_score` is the prior: the
+    candidate most unlike the background that also fills its tight box. Where every candidate is
     degenerate, the inscribed ellipse.
     """
     img = fill_outside_photo(image, box)
-    mask = grabcut(img, box, iterations, colour=PRIOR_COLOUR)
-    if not is_degenerate(mask, box):
-        return mask
-    mask = grabcut(img, box, iterations, init="core", colour=PRIOR_COLOUR)
-    seed = ellipse_mask(mask.shape, box, CORE_SEED_SCALE)
-    # a mask that did not grow past its seed holds no evidence of the photo: the ellipse is the
-    # better guess then (a flat or uniformly textured box)
-    if not is_degenerate(mask, box) and (mask & ~seed).sum() > 0.05 * seed.sum():
-        return mask
-    return ellipse_mask(mask.shape, box)
+    best, best_score = None, -np.inf
+    for init, colour, seed in PRIOR_CANDIDATES:
+        mask = grabcut(img, box, iterations, init=init, colour=colour, seed=seed)
+        if not _holds_evidence(mask, box, init):
+            continue
+        score = prior_score(img, mask, box)
+        if score > best_score:
+            best, best_score = mask, score
+    return best if best is not None else ellipse_mask(img.shape[:2], box)
 
 
 def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
@@ -274,10 +332,18 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
 
     from indep_seg.box_crop import box_window, crop_to_window
 
-    out = []
-    for _, image, box in items:
+    def one(item):
+        _, image, box = item
         crop8, cbox, win, _ = context_crop(image, box)
-        prior = box_prior(crop8, cbox, iterations).astype(np.float32)
+        return box_prior(crop8, cbox, iterations).astype(np.float32), win
+
+    # GrabCut releases the GIL and OpenCV's random generator is per thread (`grabcut` seeds it
+    # before every call): the photos' priors are computed side by side, the same as one by one
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with ThreadPoolExecutor(max(1, min(len(items), cores or 1))) as pool:
+        done = list(pool.map(one, items))
+    out = []
+    for (_, _, box), (prior, win) in zip(items, done):
         s = PRIOR_RESOLUTION / float(win[2] - win[0])
         train_win = box_window(np.asarray(box, np.float32)[None], margin, square).numpy()
         inner = ((train_win - np.tile(win[:2], 2)) * s).astype(np.float32)

@@ -60,9 +60,8 @@ def test_grabcut_finds_the_object_and_prior_falls_back_to_the_ellipse():
     assert np.array_equal(prior, bp.ellipse_mask(flat.shape, (16, 16, 48, 48)))
 
 
-def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
-    """Where GrabCut from the box collapses, GrabCut with the box's core held as foreground is
-    asked next; a mask that did not grow past that seed, or a degenerate one, gives the ellipse."""
+def test_core_held_grabcut_keeps_its_seed():
+    """GrabCut with the box's core held as foreground cannot collapse to nothing."""
     photo, disc, box = _disc_photo()
     seed = bp.ellipse_mask(photo.shape, box, bp.CORE_SEED_SCALE)
     # the core is foreground whatever the colours say (a flat photo included)
@@ -71,26 +70,61 @@ def test_prior_retries_with_the_core_held_as_foreground(monkeypatch):
     assert _iou(bp.grabcut(photo, box, init="core"), disc) > 0.85
     with pytest.raises(ValueError, match="init"):
         bp.grabcut(photo, box, init="circle")
+
+
+def test_box_tightness_and_prior_score_by_hand():
+    box = (2, 2, 10, 6)  # 8 columns, 4 rows
+    mask = np.zeros((8, 12), bool)
+    assert bp.box_tightness(mask, box) == 0.0
+    mask[2:6, 2:10] = True
+    assert bp.box_tightness(mask, box) == 1.0
+    left = np.zeros((8, 12), bool)
+    left[2:6, 2:6] = True  # every row, half of the columns
+    assert bp.box_tightness(left, box) == pytest.approx(0.5 * (1.0 + 0.5))
+    diag = np.zeros((8, 12), bool)
+    diag[[2, 3, 4, 5], [2, 4, 6, 8]] = True  # a thin diagonal meets every row, half the columns
+    assert bp.box_tightness(diag, box) == pytest.approx(0.75)
+    photo, disc, dbox = _disc_photo()
+    half = disc & (np.mgrid[0 : disc.shape[0], 0 : disc.shape[1]][1] < 56)
+    c = bp.colour_contrast(photo, half, dbox)
+    t = bp.box_tightness(half, dbox)
+    assert t == pytest.approx(0.75, abs=0.03)
+    assert bp.prior_score(photo, half, dbox) == pytest.approx(c * t**bp.PRIOR_TIGHTNESS_POWER)
+
+
+def test_prior_keeps_the_best_scoring_grabcut_and_falls_back_to_the_ellipse(monkeypatch):
+    """Every setting of `PRIOR_CANDIDATES` is asked; degenerate masks and core-held masks that did
+    not grow past their seed are dropped; the highest `prior_score` wins; the ellipse where none
+    is left."""
+    photo, disc, box = _disc_photo()
+    seed = bp.ellipse_mask(photo.shape, box, bp.CORE_SEED_SCALE)
+    empty = np.zeros(disc.shape, bool)
+    half = disc & (np.mgrid[0 : disc.shape[0], 0 : disc.shape[1]][1] < 56)
     calls = []
 
-    def fake(answers):
+    def fake(answer):
         def grabcut(image, b, iterations=5, init="rect", core=bp.CORE_SEED_SCALE, **kw):
-            assert kw.get("colour") == bp.PRIOR_COLOUR
-            calls.append(init)
-            return answers[init]
+            calls.append((init, kw["colour"], kw["seed"]))
+            return answer(init, kw["colour"], kw["seed"])
 
         return grabcut
 
-    empty = np.zeros(disc.shape, bool)
-    monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": disc}))
-    assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect", "core"]
+    monkeypatch.setattr(bp, "grabcut", fake(lambda i, c, s: disc if i == "core" else empty))
+    assert np.array_equal(bp.box_prior(photo, box), disc)
+    assert calls == list(bp.PRIOR_CANDIDATES)
     ellipse = bp.ellipse_mask(photo.shape, box)
     for core_answer in (seed, empty, bp.box_mask(photo.shape, box)):  # no growth, empty, full
-        monkeypatch.setattr(bp, "grabcut", fake({"rect": empty, "core": core_answer}))
+        monkeypatch.setattr(
+            bp, "grabcut", fake(lambda i, c, s, a=core_answer: a if i == "core" else empty)
+        )
         assert np.array_equal(bp.box_prior(photo, box), ellipse)
-    calls.clear()
-    monkeypatch.setattr(bp, "grabcut", fake({"rect": disc, "core": empty}))
-    assert np.array_equal(bp.box_prior(photo, box), disc) and calls == ["rect"]
+    # the half disc is as unlike the background as the disc, and reaches half of the box's
+    # columns: the whole disc scores higher, whichever setting gave it
+    for winner in bp.PRIOR_CANDIDATES:
+        monkeypatch.setattr(
+            bp, "grabcut", fake(lambda i, c, s, w=winner: disc if (i, c, s) == w else half)
+        )
+        assert np.array_equal(bp.box_prior(photo, box), disc)
 
 
 def test_grabcut_colour_spaces_and_seed():
