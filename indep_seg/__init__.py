@@ -12,7 +12,10 @@ The public Python API (README, "Python API"):
 - `BoxSegmenter`: a `keras.Model`, photos + boxes -> full-size masks in one graph call;
   `BoxSegmenter.from_gan(gan)`; export with `indep_seg.serving.export.export_segmenter`.
 - `Segmenter`: the on-disk artifact `indep-seg segment / evaluate / export` read.
-- `ILSGAN`, `HocGAN`, `Distiller`, `UNet`, `SNDiscriminator`: the other models and networks.
+- `ILSGAN` (Zou et al. 2023): `ILSGAN.from_preset("ilsgan" | "ilsgan_tiny" | "ilsgan_paper")`,
+  then `fit` on image batches; `HocGAN` (Dai et al. 2019, app. 2):
+  `HocGAN.from_preset("hoc" | "hoc_tiny" | "hoc_paper")`, then `fit` on {"real", "background"}.
+- `Distiller`, `UNet`, `SNDiscriminator`: the other models and networks.
 
 Names are imported on first use, so `import indep_seg` (and `indep-seg --help`) does not import
 TensorFlow.

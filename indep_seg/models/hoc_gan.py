@@ -16,6 +16,8 @@ judges the composite against real patches of the image. Losses:
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -24,14 +26,22 @@ from indep_seg.composition import composite_layers
 from indep_seg.distribute import global_batch_draw, scale_loss, step_outputs
 from indep_seg.gallery import tile_rows
 from indep_seg.layout import integer_translate
+from indep_seg.networks.hoc_discriminator import HocDiscriminator
+from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
 from indep_seg.optimizers import FusedAdam
+from indep_seg.presets import PresetMixin, hoc_model_options
 from indep_seg.providers import GeneratorProvider
 
 __all__ = ["HocGAN"]
 
 
-class HocGAN(keras.Model):
+class HocGAN(PresetMixin, keras.Model):
     """N-layer composition GAN of Dai et al. 2019 (application 2) with a custom `train_step`.
+
+    Presets: `HocGAN.presets`, `HocGAN.from_preset("hoc" | "hoc_tiny" | "hoc_paper")`
+    (`indep_seg.presets.HOC_PRESETS`), compiled with the preset's optimizers. The options the
+    trainer estimates from the image (`indep_seg.presets.HOC_ESTIMATED`) come from the Table-4
+    `setting` or a fallback; `hoc` needs `num_layers`, `padding` and `a` given.
 
     Args:
         generator: the shared RGBA generator (`networks.RGBAGenerator`), z -> ``[n, R, R, 4]``.
@@ -110,6 +120,68 @@ class HocGAN(keras.Model):
             )
         }
         self.built = True  # no call(): DESIGN.md section 4 (MirroredStrategy)
+
+    @classmethod
+    def from_options(cls, options, seed=0, **kwargs):
+        """The model of resolved HoC options (no `None`: a preset's after
+        `indep_seg.presets.hoc_model_options`, or the training layer's resolved `HocConfig`),
+        with every weight created, compiled: the builder of `from_preset` and of
+        `indep-seg train --experiment hoc*`."""
+        o = options
+        a = float(o["a"])
+        generator = RGBAGenerator(
+            latent_dim=o["latent_dim"],
+            resolution=o["resolution"],
+            initial_size=o["g_initial_size"],
+            widths=tuple(o["g_widths"]),
+            upsample=o["g_upsample"],
+            bn_momentum=o["g_bn_momentum"],
+            bn_synchronized=bool(o["g_bn_synchronized"]),
+            bias_before_bn=bool(o["g_bias_before_bn"]),
+            alpha_bias=float(math.log(a / (1 - a))),  # layer masks start at area a
+            border_taper=o["g_border_taper"],
+            name="generator",
+        )
+        discriminator = HocDiscriminator(
+            widths=tuple(o["d_widths"]),
+            final_width=o["d_final_width"],
+            head=o["d_head"],
+            name="discriminator",
+        )
+        q_head = (
+            InfoGANQHead(o["latent_dim"], widths=tuple(o["q_widths"]), name="q_head")
+            if o["info_weight"] > 0
+            else None
+        )
+        model = cls(
+            generator,
+            discriminator,
+            q_head,
+            latent_dim=o["latent_dim"],
+            num_layers=o["num_layers"],
+            padding=o["padding"],
+            a=a,
+            area_weight=o["area_weight"],
+            info_weight=o["info_weight"],
+            binarization_weight=o["binarization_weight"],
+            grayscale=bool(o["grayscale"]),
+            seed=seed,
+            **kwargs,
+        )
+        model.build_networks(o["resolution"])
+        model.compile(
+            d_optimizer=FusedAdam(o["d_lr"], beta_1=0.5, beta_2=0.999),
+            g_optimizer=FusedAdam(o["g_lr"], beta_1=0.5, beta_2=0.999),
+            jit_compile=bool(o["jit_compile"]),
+        )
+        return model
+
+    @classmethod
+    def _from_preset_options(cls, options, seed=0, **kwargs):
+        """`from_options` of a preset's options, its `None`s filled (`hoc_model_options`); the
+        filled values are written back into `options` (the model's `preset_options`)."""
+        options.update(hoc_model_options(options))
+        return cls.from_options(options, seed=seed, **kwargs)
 
     @property
     def metrics(self):

@@ -51,6 +51,9 @@ from indep_seg.composition import composite
 from indep_seg.distribute import global_batch_draw, step_outputs
 from indep_seg.gallery import tile_rows
 from indep_seg.layout import perturbed_composite, shifts_from_uniform
+from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminator
+from indep_seg.optimizers import FusedAdam
+from indep_seg.presets import PresetMixin
 
 __all__ = ["ILSGAN", "mask_max_area_loss", "ema_beta", "mix_at_cutoff", "path_length_penalty"]
 
@@ -104,9 +107,13 @@ def path_length_penalty(synthesis, ws, noise, pl_mean, pl_decay=0.01):
 
 # ----------------------------------------------------------------------------- model
 @keras.saving.register_keras_serializable("indep_seg")
-class ILSGAN(keras.Model):
+class ILSGAN(PresetMixin, keras.Model):
     """ILSGAN: layered generator + discriminator with a custom `train_step` (Zou et al. 2023, eq.
     1-5, 12).
+
+    Presets: `ILSGAN.presets`, `ILSGAN.from_preset("ilsgan" | "ilsgan_tiny" | "ilsgan_paper")`
+    (`indep_seg.presets.ILSGAN_PRESETS`), compiled with the preset's optimizers; then keras `fit`
+    on a `tf.data.Dataset` of image batches `[B, R, R, 3]` in [0, 1] (or dicts with "image").
 
     Args:
         generator: `indep_seg.networks.stylegan2.LayeredGenerator` (or any model z -> dict with
@@ -263,6 +270,79 @@ class ILSGAN(keras.Model):
             self._tracker_names += ["pl_penalty", "pl_mean"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self._tracker_names}
         self.built = True
+
+    @classmethod
+    def from_options(cls, options, seed=0, global_batch_size=None, **kwargs):
+        """The model of ILSGAN options (a preset's, `indep_seg.presets.ILSGAN_PRESETS`, or the
+        training layer's `ILSGANConfig` as a dict), compiled: the builder of `from_preset` and of
+        `indep-seg train --experiment ilsgan*`.
+
+        global_batch_size: the global batch of the loss scaling and of the R1 heuristic (the
+        trainer: its batch size; None: the batch each step sees, right for any batch size).
+        """
+        o = options
+        generator = LayeredGenerator(
+            o["resolution"],
+            o["z_dim"],
+            o["w_dim"],
+            o["mapping_layers"],
+            o["g_channel_base"],
+            o["g_channel_max"],
+            use_noise=o["use_noise"],
+            mask_bias=o["mask_bias"],
+            mask_center_prior=o["mask_center_prior"],
+            name="layered_generator",
+        )
+        discriminator = StyleGAN2Discriminator(
+            o["resolution"],
+            o["d_channel_base"],
+            o["d_channel_max"],
+            mbstd_group_size=o["mbstd_group_size"],
+            name="discriminator",
+        )
+        model = cls(
+            generator,
+            discriminator,
+            shift_fraction=o["shift_fraction"],
+            eta=o["eta"],
+            eta_max=None if o["eta_max"] < 0 else o["eta_max"],
+            lambda_m=o["lambda_m"],
+            lambda_b=o["lambda_b"],
+            ils=o["ils"],
+            lambda_ils=o["lambda_ils"],
+            lambda_ils_warmup=o["lambda_ils_warmup"],
+            ils_warmup_images=o["ils_warmup_images"],
+            ils_separate=o["ils_separate"],
+            ils_opt_visible=o["ils_opt_visible"],
+            ils_opt_mask=o["ils_opt_mask"],
+            ils_distribution=o["ils_distribution"],
+            r1_gamma=None if o["r1_gamma"] < 0 else o["r1_gamma"],
+            r1_interval=o["r1_interval"],
+            ada=o["ada"],
+            ada_target=o["ada_target"],
+            ada_interval=o["ada_interval"],
+            ada_kimg=o["ada_kimg"],
+            ema_kimg=o["ema_kimg"],
+            ema_rampup=None if o["ema_rampup"] < 0 else o["ema_rampup"],
+            style_mixing_prob=o["style_mixing_prob"],
+            pl_weight=o["pl_weight"],
+            pl_interval=o["pl_interval"],
+            global_batch_size=global_batch_size,
+            seed=seed,
+            **kwargs,
+        )
+        # StyleGAN2 lazy regularisation: an optimizer's lr and betas are adjusted by c = k / (k + 1)
+        k_d, k_g = o["r1_interval"], o["pl_interval"]
+        c = k_d / (k_d + 1.0) if k_d > 0 else 1.0
+        cg = k_g / (k_g + 1.0) if o["pl_weight"] > 0 else 1.0
+        lr, b1, b2 = o["learning_rate"], o["beta_1"], o["beta_2"]
+        model.compile(
+            d_optimizer=FusedAdam(lr * c, beta_1=b1**c, beta_2=b2**c, epsilon=1e-8),
+            g_optimizer=FusedAdam(lr * cg, beta_1=b1**cg, beta_2=b2**cg, epsilon=1e-8),
+        )
+        return model
+
+    _from_preset_options = from_options
 
     # ------------------------------------------------------------------ keras plumbing
     def compile(self, d_optimizer, g_optimizer, **kwargs):

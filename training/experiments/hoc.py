@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -37,18 +36,17 @@ from indep_seg.hoc.instances import estimate_scale, nucleus_signal
 from indep_seg.hoc.patches import inpaint_background, random_patch_dataset, rescale_image
 from indep_seg.imageio import load_image
 from indep_seg.models.hoc_gan import HocGAN
-from indep_seg.networks.hoc_discriminator import HocDiscriminator
-from indep_seg.networks.rgba_generator import InfoGANQHead, RGBAGenerator
-from indep_seg.optimizers import FusedAdam
+from indep_seg.presets import (
+    HOC_ESTIMATED,
+    HOC_PAPER_SETTINGS,
+    hoc_setting_options,
+    preset_options,
+)
 from indep_seg.training.loop import run_fit, write_png
 from indep_seg.training.registry import register_experiment
 
-# Dai et al. 2019, Table 4 (+ the padding of "Layout Details" and the flips of "Data Preparation").
-PAPER_SETTINGS = {
-    "crowd": dict(num_layers=8, latent_dim=6, a=0.1, info_weight=50.0, padding=30, flips=False),
-    "fruit": dict(num_layers=10, latent_dim=5, a=0.25, info_weight=50.0, padding=32, flips=True),
-    "seed": dict(num_layers=12, latent_dim=2, a=0.25, info_weight=50.0, padding=26, flips=True),
-}
+# Dai et al. 2019, Table 4: the core's (`indep_seg.presets`), one home with `HocGAN.from_preset`.
+PAPER_SETTINGS = HOC_PAPER_SETTINGS
 
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parents[2].parent
@@ -156,25 +154,20 @@ def prepare_image(image, window_per_sigma: float = 4.25):
     return np.repeat(ns.signal[..., None], 3, -1), info
 
 
+def hoc_config() -> HocConfig:
+    """The `hoc` preset: the core's model options (`indep_seg.presets.HOC_PRESETS`), this class's
+    defaults for the rest of the run."""
+    return HocConfig(**preset_options("hoc"))
+
+
 def hoc_paper_config() -> HocConfig:
+    """The core's `hoc_paper` model options (Table 2 networks at 64 px, Table 4 setting 'crowd')
+    and the paper's run settings."""
     return HocConfig(
-        setting="crowd",
-        resolution=64,
-        g_initial_size=8,
-        g_widths=(256, 256, 128, 64),
-        g_upsample="deconv",
-        d_widths=(64, 128, 256, 512),
-        d_final_width=1024,
-        d_head="conv1x1",
-        q_widths=(64, 128, 256),
-        d_lr=2e-4,
-        g_lr=4e-4,
-        steps=50000,
-        batch_size=32,
-        background="disk",
-        binarization_weight=0.0,
-        g_border_taper=0,
-        counter_width=48,
+        **{
+            **preset_options("hoc_paper"),
+            **dict(steps=50000, background="disk", counter_width=48),
+        }
     )
 
 
@@ -206,12 +199,10 @@ def resolve(config: HocConfig, image) -> dict:
         raise ValueError(f"window: expected at least 4 px, got {window}")
     r["window"] = int(window)
     scale = config.resolution / window
-    paper = PAPER_SETTINGS.get(config.setting)
+    paper = hoc_setting_options(config.setting, config.resolution)  # padding at `resolution`
     for key in ("num_layers", "latent_dim", "a", "info_weight", "padding", "flips"):
         if r[key] is None and paper is not None:
-            r[key] = (
-                paper[key] if key != "padding" else int(round(paper[key] * config.resolution / 64))
-            )
+            r[key] = paper[key]
     if r["a"] is None:
         # capped: a LoG window smaller than the Otsu size (hard-edged, pixelated blobs) gave a > 1
         r["a"] = float(min(0.9, est["median_area"] / (window * window)))
@@ -220,8 +211,8 @@ def resolve(config: HocConfig, image) -> dict:
         n, p = layers_and_padding(density, config.resolution, r["num_layers"])
         r["num_layers"] = r["num_layers"] or n
         r["padding"] = p if r["padding"] is None else r["padding"]
-    r["latent_dim"] = r["latent_dim"] or 4
-    r["info_weight"] = 50.0 if r["info_weight"] is None else r["info_weight"]
+    for key in ("latent_dim", "info_weight"):  # the core's fallbacks (`from_preset`'s too)
+        r[key] = HOC_ESTIMATED[key] if r[key] is None else r[key]
     r["flips"] = True if r["flips"] is None else r["flips"]
     if config.background == "auto":
         r["background"] = "disk" if (paper is not None or (est and est["dense"])) else "inpaint"
@@ -240,52 +231,9 @@ def resolve(config: HocConfig, image) -> dict:
 
 
 def build_model(r: dict, seed: int = 0):
-    a = float(r["a"])
-    g = RGBAGenerator(
-        latent_dim=r["latent_dim"],
-        resolution=r["resolution"],
-        initial_size=r["g_initial_size"],
-        widths=tuple(r["g_widths"]),
-        upsample=r["g_upsample"],
-        bn_momentum=r["g_bn_momentum"],
-        bn_synchronized=bool(r.get("g_bn_synchronized", False)),
-        bias_before_bn=bool(r.get("g_bias_before_bn", True)),
-        alpha_bias=float(math.log(a / (1 - a))),
-        border_taper=r["g_border_taper"],
-        name="generator",
-    )
-    d = HocDiscriminator(
-        widths=tuple(r["d_widths"]),
-        final_width=r["d_final_width"],
-        head=r["d_head"],
-        name="discriminator",
-    )
-    q = (
-        InfoGANQHead(r["latent_dim"], widths=tuple(r["q_widths"]), name="q_head")
-        if r["info_weight"] > 0
-        else None
-    )
-    model = HocGAN(
-        g,
-        d,
-        q,
-        latent_dim=r["latent_dim"],
-        num_layers=r["num_layers"],
-        padding=r["padding"],
-        a=a,
-        area_weight=r["area_weight"],
-        info_weight=r["info_weight"],
-        binarization_weight=r["binarization_weight"],
-        grayscale=bool(r.get("grayscale", False)),
-        seed=seed,
-    )
-    model.build_networks(r["resolution"])
-    model.compile(
-        d_optimizer=FusedAdam(r["d_lr"], beta_1=0.5, beta_2=0.999),
-        g_optimizer=FusedAdam(r["g_lr"], beta_1=0.5, beta_2=0.999),
-        jit_compile=bool(r["jit_compile"]),
-    )
-    return model
+    """The compiled `HocGAN` of the resolved options `r` (`HocGAN.from_options`, the builder of
+    `from_preset`)."""
+    return HocGAN.from_options(r, seed=seed)
 
 
 def make_dataset_multi(images, windows, r: dict, seed: int = 0):
@@ -533,7 +481,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
 
 register_experiment(
     "hoc",
-    HocConfig(),
+    hoc_config(),
     train_hoc,
     "Dai et al. 2019 app. 2: instances, masks and counts from one image (small, 2 CPU cores)",
 )

@@ -37,8 +37,6 @@ import tensorflow as tf
 from indep_seg import metrics_gan
 from indep_seg.collapse import CollapseMonitor
 from indep_seg.models.ilsgan import ILSGAN
-from indep_seg.networks.stylegan2 import LayeredGenerator, StyleGAN2Discriminator
-from indep_seg.optimizers import FusedAdam
 from indep_seg.posthoc import (
     discriminator_scores,
     generate_pairs,
@@ -48,6 +46,7 @@ from indep_seg.posthoc import (
     train_posthoc_unet,
     zoom_out_pairs,
 )
+from indep_seg.presets import preset_options
 from indep_seg.training.registry import register_experiment
 
 DEFAULT_DATA = str(
@@ -58,7 +57,9 @@ DEFAULT_DATA = str(
 @dataclasses.dataclass
 class ILSGANConfig:
     """Options of the `ilsgan` (small, 2 CPU cores) preset; `paper_config()` gives
-    `ilsgan_paper`."""
+    `ilsgan_paper`. The model's options (resolution .. ils_distribution) are the core's
+    (`indep_seg.presets.ILSGAN_PRESETS`, which `ilsgan_config()` / `paper_config()` read); the
+    defaults here repeat the `ilsgan` preset's (tests/test_api_presets.py checks)."""
 
     resolution: int = 32
     z_dim: int = 64
@@ -129,39 +130,34 @@ class ILSGANConfig:
     seed: int = 0
 
 
+def ilsgan_config() -> ILSGANConfig:
+    """The `ilsgan` preset: the core's model options (`indep_seg.presets.ILSGAN_PRESETS`), this
+    class's defaults for the rest of the run."""
+    return ILSGANConfig(**preset_options("ilsgan"))
+
+
 def paper_config() -> ILSGANConfig:
     """Zou et al. 2023, Implementation Details: StyleGAN2 at 128x128 (Table 1; 64 for the
-    ablations), z and w
-    512, 8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99), lambda_m = lambda_b = 2, eta
-    0.25,
-    lambda_ils 1 (0.2 for the first 400k images), ADA target 0.6, 8M images shown; from the authors'
-    code
-    (stylegan2-ada): EMA of G (10 kimg, ramp-up 0.05), style mixing 0.9, no path-length
-    regularisation."""
+    ablations), z and w 512, 8-layer mapping networks, 512 channels, Adam 0.0025 (0, 0.99),
+    lambda_m = lambda_b = 2, eta 0.25, lambda_ils 1 (0.2 for the first 400k images), ADA target
+    0.6, 8M images shown; from the authors' code (stylegan2-ada): EMA of G (10 kimg, ramp-up
+    0.05), style mixing 0.9, no path-length regularisation. The core's `ilsgan_paper` model
+    options (`indep_seg.presets`) and the paper's run settings."""
     return ILSGANConfig(
-        resolution=128,
-        z_dim=512,
-        w_dim=512,
-        mapping_layers=8,
-        g_channel_base=32768,
-        g_channel_max=512,
-        d_channel_base=32768,
-        d_channel_max=512,
-        eta_max=-1.0,
-        mask_center_prior=0.0,
-        batch_size=32,
-        ada_kimg=500.0,
-        style_mixing_prob=0.9,
-        ils_warmup_images=400000,
-        steps=250000,
-        checkpoint_every=2500,
-        eval_every=2500,
-        eval_samples=10000,
-        posthoc_pairs=10000,
-        posthoc_epochs=20,
-        posthoc_zoom_out=1.0,
-        posthoc_budget_fraction=0.05,
-        posthoc_widths="64,128,256,512,512",
+        **{
+            **preset_options("ilsgan_paper"),
+            **dict(
+                steps=250000,
+                checkpoint_every=2500,
+                eval_every=2500,
+                eval_samples=10000,
+                posthoc_pairs=10000,
+                posthoc_epochs=20,
+                posthoc_zoom_out=1.0,
+                posthoc_budget_fraction=0.05,
+                posthoc_widths="64,128,256,512,512",
+            ),
+        }
     )
 
 
@@ -268,67 +264,12 @@ def make_dataset(images, batch_size, seed=0):
 
 # ----------------------------------------------------------------------------- model
 def build_model(cfg: ILSGANConfig, global_batch_size=None):
-    gen = LayeredGenerator(
-        cfg.resolution,
-        cfg.z_dim,
-        cfg.w_dim,
-        cfg.mapping_layers,
-        cfg.g_channel_base,
-        cfg.g_channel_max,
-        use_noise=cfg.use_noise,
-        mask_bias=cfg.mask_bias,
-        mask_center_prior=cfg.mask_center_prior,
-        name="layered_generator",
-    )
-    disc = StyleGAN2Discriminator(
-        cfg.resolution,
-        cfg.d_channel_base,
-        cfg.d_channel_max,
-        mbstd_group_size=cfg.mbstd_group_size,
-        name="discriminator",
-    )
-    model = ILSGAN(
-        gen,
-        disc,
-        shift_fraction=cfg.shift_fraction,
-        eta=cfg.eta,
-        eta_max=None if cfg.eta_max < 0 else cfg.eta_max,
-        lambda_m=cfg.lambda_m,
-        lambda_b=cfg.lambda_b,
-        ils=cfg.ils,
-        lambda_ils=cfg.lambda_ils,
-        lambda_ils_warmup=cfg.lambda_ils_warmup,
-        ils_warmup_images=cfg.ils_warmup_images,
-        ils_separate=cfg.ils_separate,
-        ils_opt_visible=cfg.ils_opt_visible,
-        ils_opt_mask=cfg.ils_opt_mask,
-        ils_distribution=cfg.ils_distribution,
-        r1_gamma=None if cfg.r1_gamma < 0 else cfg.r1_gamma,
-        r1_interval=cfg.r1_interval,
-        ada=cfg.ada,
-        ada_target=cfg.ada_target,
-        ada_interval=cfg.ada_interval,
-        ada_kimg=cfg.ada_kimg,
-        ema_kimg=cfg.ema_kimg,
-        ema_rampup=None if cfg.ema_rampup < 0 else cfg.ema_rampup,
-        style_mixing_prob=cfg.style_mixing_prob,
-        pl_weight=cfg.pl_weight,
-        pl_interval=cfg.pl_interval,
-        global_batch_size=global_batch_size or cfg.batch_size,
+    """The compiled `ILSGAN` of `cfg` (`ILSGAN.from_options`, the builder of `from_preset`)."""
+    return ILSGAN.from_options(
+        dataclasses.asdict(cfg),
         seed=cfg.seed,
+        global_batch_size=global_batch_size or cfg.batch_size,
     )
-    # StyleGAN2 lazy regularisation: the D optimizer's lr and betas are adjusted by c = k / (k + 1).
-    c = cfg.r1_interval / (cfg.r1_interval + 1.0) if cfg.r1_interval > 0 else 1.0
-    cg = cfg.pl_interval / (cfg.pl_interval + 1.0) if cfg.pl_weight > 0 else 1.0
-    model.compile(
-        d_optimizer=FusedAdam(
-            cfg.learning_rate * c, beta_1=cfg.beta_1**c, beta_2=cfg.beta_2**c, epsilon=1e-8
-        ),
-        g_optimizer=FusedAdam(
-            cfg.learning_rate * cg, beta_1=cfg.beta_1**cg, beta_2=cfg.beta_2**cg, epsilon=1e-8
-        ),
-    )
-    return model
 
 
 def feature_extractor(cfg: ILSGANConfig, log=print):
@@ -640,7 +581,7 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
 
 register_experiment(
     "ilsgan",
-    ILSGANConfig(),
+    ilsgan_config(),
     train_ilsgan,
     "ILSGAN small preset (32x32, narrow StyleGAN2-style nets; 2 CPU cores), Zou et al. 2023",
 )

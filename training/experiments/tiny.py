@@ -78,33 +78,24 @@ def train_box_seg_tiny(cfg: BoxSegConfig, ctx) -> dict:
 
 # ----------------------------------------------------------------------------- ilsgan_tiny
 def ilsgan_tiny_config() -> ILSGANConfig:
+    """The core's `ilsgan_tiny` model options (`indep_seg.presets`) and a run of 3 steps."""
     return ILSGANConfig(
-        resolution=16,
-        z_dim=8,
-        w_dim=8,
-        mapping_layers=1,
-        g_channel_base=64,
-        g_channel_max=16,
-        d_channel_base=64,
-        d_channel_max=16,
-        use_noise=False,
-        mbstd_group_size=1,
-        mask_center_prior=0.0,
-        batch_size=4,
-        ada=False,
-        ils="l1",
-        r1_interval=2,
-        steps=3,
-        checkpoint_every=1000,
-        log_every=1,
-        eval_every=1000,
-        eval_samples=16,
-        collapse_policy="report",
-        posthoc_pairs=40,
-        posthoc_epochs=1,
-        posthoc_zoom_out=1.0,
-        posthoc_widths="4,8",
-        max_images=16,
+        **{
+            **preset_options("ilsgan_tiny"),
+            **dict(
+                steps=3,
+                checkpoint_every=1000,
+                log_every=1,
+                eval_every=1000,
+                eval_samples=16,
+                collapse_policy="report",
+                posthoc_pairs=40,
+                posthoc_epochs=1,
+                posthoc_zoom_out=1.0,
+                posthoc_widths="4,8",
+                max_images=16,
+            ),
+        }
     )
 
 
@@ -115,29 +106,23 @@ def train_ilsgan_tiny(cfg: ILSGANConfig, ctx) -> dict:
 
 # ----------------------------------------------------------------------------- hoc_tiny
 def hoc_tiny_config() -> HocConfig:
+    """The core's `hoc_tiny` model options (`indep_seg.presets`) and a run of 3 steps."""
     return HocConfig(
-        resolution=16,
-        window=16,
-        num_layers=2,
-        padding=4,
-        a=0.15,
-        background="disk",
-        flips=True,
-        latent_dim=3,
-        g_initial_size=4,
-        g_widths=(16, 8, 8),
-        g_bn_synchronized=True,
-        g_bias_before_bn=False,
-        d_widths=(8, 16),
-        q_widths=(8, 8),
-        batch_size=4,
-        steps=3,
-        checkpoint_every=1000,
-        image_every=0,
-        log_every=1,
-        counter_steps=2,
-        counter_width=8,
-        counter_sigma=2.0,
+        **{
+            **preset_options("hoc_tiny"),
+            **dict(
+                window=16,
+                background="disk",
+                flips=True,
+                steps=3,
+                checkpoint_every=1000,
+                image_every=0,
+                log_every=1,
+                counter_steps=2,
+                counter_width=8,
+                counter_sigma=2.0,
+            ),
+        }
     )
 
 
