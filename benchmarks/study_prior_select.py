@@ -150,6 +150,32 @@ def rules():
     }
 
 
+def worst_figure(ev, imgs, old, new, path, n=8):
+    """The `n` photos where `new` scores lowest: window | truth | `old` | `new`, IoUs in the
+    row's corner."""
+    from PIL import Image, ImageDraw
+
+    iou = ev.scores(new.astype(np.float32))["per_image_iou"]
+    iou_old = ev.scores(old.astype(np.float32))["per_image_iou"]
+    order = np.argsort(iou)[:n]
+    r = imgs.shape[1]
+
+    def rgb(m):
+        return np.repeat((np.asarray(m, bool)[..., None] * 255).astype(np.uint8), 3, -1)
+
+    rows = [
+        np.concatenate([imgs[i], rgb(ev.gt_crops[i]), rgb(old[i]), rgb(new[i])], 1) for i in order
+    ]
+    grid = Image.fromarray(np.concatenate([np.zeros((16, 4 * r, 3), np.uint8)] + rows, 0))
+    d = ImageDraw.Draw(grid)
+    for c, t in enumerate(["photo (window)", "truth", "session-9 prior", "session-10 prior"]):
+        d.text((c * r + 4, 2), t, fill=(255, 255, 255))
+    for k, i in enumerate(order):
+        text = f"{ev.items[i][0]} s9 {iou_old[i]:.2f} s10 {iou[i]:.2f}"
+        d.text((2, 16 + k * r + 2), text, fill=(255, 255, 0))
+    grid.save(path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="horse")
@@ -157,6 +183,7 @@ def main(argv=None):
     p.add_argument("--cache", default="/tmp/study_prior_select")
     p.add_argument("--rules", default="", help="comma-separated rule names (default all)")
     p.add_argument("--json", default="")
+    p.add_argument("--figure", default="", help="PNG of the adopted rule's worst photos")
     args = p.parse_args(argv)
     from benchmarks.box_seg_eval import Evaluator, baseline_masks, eval_crops, load_dataset
 
@@ -199,6 +226,10 @@ def main(argv=None):
     for r in chosen:
         cand, key = rules()[r]
         report(r, select(masks, scores, cand, key))
+    if args.figure:
+        cand, key = rules()["gc6_contrast_x_tight2"]
+        new = select(masks, scores, cand, key)
+        worst_figure(ev, imgs, session9_prior(masks, scores), new, args.figure)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

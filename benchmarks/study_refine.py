@@ -28,9 +28,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.box_seg_eval import Evaluator, eval_crops, load_dataset  # noqa: E402
 
 VARIANTS = {
-    "blend_rgb_nofill": dict(prior_blend=0.5, colour="rgb", fill=False),
-    "blend_lab_fill": dict(prior_blend=0.5, colour="lab", fill=True),
-    "blend_rgb_fill": dict(prior_blend=0.5, colour="rgb", fill=True),
+    "blend_rgb_nofill": dict(prior_blend=0.5, colour="rgb", fill=False, select=False),
+    "blend_lab_fill": dict(prior_blend=0.5, colour="lab", fill=True, select=False),
+    "blend_rgb_fill": dict(prior_blend=0.5, colour="rgb", fill=True, select=False),
+    # session 10's default: the refined mask or the prior by `prior_score`, in the window
+    "blend_lab_fill_select": dict(prior_blend=0.5, colour="lab", fill=True, select=True),
 }
 
 
@@ -39,6 +41,8 @@ def main(argv=None):
     p.add_argument("--data", choices=["horse", "ecssd"], required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--half", default="tune", choices=["tune"], help="tuning half only")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    p.add_argument("--tag", default="", help="suffix of the results file")
     args = p.parse_args(argv)
 
     from indep_seg.box_prior import box_prior, refine_full_mask
@@ -61,16 +65,31 @@ def main(argv=None):
     prior = np.stack([box_prior(imgs[i], boxes[i]) for i in range(len(imgs))]).astype(np.float32)
     res["iou"]["prior_alone"] = round(ev.scores(prior)["iou"], 4)
     print("prior_alone", res["iou"]["prior_alone"], flush=True)
-    for name, kw in VARIANTS.items():
+    preds = {}
+    for name in args.variants.split(","):
+        kw = VARIANTS[name]
         t0 = time.time()
         refined = [refine_full_mask(im, m, b, **kw) for (_, im, b), m in zip(ev.items, fulls)]
-        pred = np.stack([ev.crop_full(i, m) for i, m in enumerate(refined)])
+        preds[name] = pred = np.stack([ev.crop_full(i, m) for i, m in enumerate(refined)])
         res["iou"][name] = round(ev.scores(pred)["iou"], 4)
         print(name, res["iou"][name], f"{time.time() - t0:.0f}s", flush=True)
+    # session 10: the refined mask or the prior, whichever has the higher label-free
+    # `prior_score` (the score that picks the prior among its GrabCut candidates)
+    from indep_seg.box_prior import fill_outside_photo, prior_score
+
+    for name, pred in [(k, v) for k, v in preds.items() if not VARIANTS[k]["select"]]:
+        pick = []
+        for i in range(len(imgs)):
+            img = fill_outside_photo(imgs[i], boxes[i])
+            r, q = pred[i] > 0.5, prior[i] > 0.5
+            pick.append(r if prior_score(img, r, boxes[i]) >= prior_score(img, q, boxes[i]) else q)
+        key = f"{name}_or_prior_by_score"
+        res["iou"][key] = round(ev.scores(np.stack(pick).astype(np.float32))["iou"], 4)
+        print(key, res["iou"][key], flush=True)
     res["load_avg_end"] = os.getloadavg()
     from benchmarks.common import write_json_atomic
 
-    out = ROOT / "benchmarks" / "results" / f"study_refine_{args.data}_{args.half}.json"
+    out = ROOT / "benchmarks" / "results" / f"study_refine_{args.data}_{args.half}{args.tag}.json"
     write_json_atomic(out, res)
     print("->", out, json.dumps(res["iou"]))
     return 0

@@ -35,6 +35,7 @@ __all__ = [
     "PRIOR_COLOUR",
     "REFINE_COLOUR",
     "REFINE_FILL",
+    "REFINE_SELECT",
     "grabcut_image",
     "box_tightness",
     "prior_score",
@@ -68,6 +69,12 @@ PRIOR_COLOUR = "lab"
 #: photo) -> 0.701, ECSSD 0001-0500 0.804 -> 0.807; docs/box_seg_notes.md, session 9.
 REFINE_COLOUR = PRIOR_COLOUR
 REFINE_FILL = True
+#: With a prior in the refinement's start (`prior_blend` > 0), the refined mask is kept only where
+#: its `prior_score` is at least the prior's; otherwise the prior is the answer. Chosen on the
+#: tuning halves with session 7's 30-minute networks (`benchmarks/study_refine.py`, session 10):
+#: horse001-164 0.706 (always the refined mask) / 0.700 (the prior) / 0.703 (this), ECSSD
+#: 0001-0500 0.815 / 0.822 / 0.823; the best mean of the two halves.
+REFINE_SELECT = True
 #: The prior's GrabCut settings `(init, colour, seed)`: from the box and with the box's core held
 #: (`grabcut(init=...)`), colour models in CIE Lab and RGB, two k-means starts; `box_prior` keeps
 #: the one with the highest `prior_score`. Chosen on the tuning halves (horse001-164, ECSSD
@@ -393,6 +400,7 @@ def refine_with_grabcut(
     prior_blend=0.0,
     colour=REFINE_COLOUR,
     fill=REFINE_FILL,
+    select=REFINE_SELECT,
 ):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
 
@@ -401,21 +409,25 @@ def refine_with_grabcut(
     photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) the mask is
     kept. With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
     replaced by the box's own prior (`box_prior`) instead of refined. With `prior_blend` w > 0
-    GrabCut starts from `(1 - w) mask + w prior`. `colour` and `fill` prepare GrabCut's image as
-    the prior's (`grabcut_image`; with `fill`, `fill_outside_photo`). Returns float32 `[H, W]` in
-    [0, 1], zero outside the box.
+    GrabCut starts from `(1 - w) mask + w prior`; with `select` as well, the refined mask is
+    returned only if its `prior_score` is at least the prior's, else the prior. `colour` and
+    `fill` prepare GrabCut's image as the prior's (`grabcut_image`; with `fill`,
+    `fill_outside_photo`). Returns float32 `[H, W]` in [0, 1], zero outside the box.
     """
     import cv2
 
-    img = grabcut_image(fill_outside_photo(image, box) if fill else image, colour)
+    filled = fill_outside_photo(image, box) if fill else np.asarray(image, np.uint8)
+    img = grabcut_image(filled, colour)
     m = np.asarray(mask, np.float32)
     inside = box_mask(img.shape, box)
     if not inside.any():
         return m * inside
     if guard and is_inverted_or_degenerate(image, m > 0.5, box):
         return box_prior(image, box).astype(np.float32)
+    prior = None
     if prior_blend > 0:
-        m = (1.0 - prior_blend) * m + prior_blend * box_prior(image, box)
+        prior = box_prior(image, box)
+        m = (1.0 - prior_blend) * m + prior_blend * prior
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
     gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
@@ -430,11 +442,20 @@ def refine_with_grabcut(
     out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
     if is_degenerate(out, box):
         return (m * inside).astype(np.float32)
+    if select and prior is not None:
+        if prior_score(filled, out, box) < prior_score(filled, prior, box):
+            return prior.astype(np.float32)
     return out.astype(np.float32)
 
 
 def refine_full_mask(
-    image, mask, box, prior_blend=REFINE_PRIOR_BLEND, colour=REFINE_COLOUR, fill=REFINE_FILL
+    image,
+    mask,
+    box,
+    prior_blend=REFINE_PRIOR_BLEND,
+    colour=REFINE_COLOUR,
+    fill=REFINE_FILL,
+    select=REFINE_SELECT,
 ):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
     (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
@@ -445,6 +466,7 @@ def refine_full_mask(
         box: `x0, y0, x1, y1` in the photo's pixels.
         prior_blend: weight of the box's prior in the starting mask (`refine_with_grabcut`).
         colour, fill: how GrabCut's image is prepared (`refine_with_grabcut`).
+        select: the refined mask or the prior, by `prior_score` (`refine_with_grabcut`).
     """
     import tensorflow as tf
 
@@ -454,7 +476,7 @@ def refine_full_mask(
     box = np.asarray(box, np.float32)
     img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
     refined = refine_with_grabcut(
-        img8, crop_mask, cbox, prior_blend=prior_blend, colour=colour, fill=fill
+        img8, crop_mask, cbox, prior_blend=prior_blend, colour=colour, fill=fill, select=select
     )
     back = paste_back(
         tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape

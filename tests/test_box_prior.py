@@ -220,6 +220,27 @@ def test_refine_with_grabcut_moves_a_blob_to_the_outline():
         assert _iou(bp.refine_with_grabcut(photo, bad, box) > 0.5, disc) > 0.85
 
 
+def test_refinement_keeps_the_refined_mask_or_the_prior_by_score(monkeypatch):
+    """With a prior in its start, the refinement answers with the refined mask only where its
+    `prior_score` is at least the prior's (`select`); without `select`, always the refined mask."""
+    photo, disc, box = _disc_photo()
+    # the prior is the disc's left half, the start leans on the network's (good) disc mask
+    half = disc & (np.mgrid[0 : disc.shape[0], 0 : disc.shape[1]][1] < 56)
+    monkeypatch.setattr(bp, "box_prior", lambda image, b, iterations=5: half)
+    start = disc.astype(np.float32)
+    kw = dict(prior_blend=0.25, guard=False)
+    refined = bp.refine_with_grabcut(photo, start, box, select=False, **kw) > 0.5
+    assert _iou(refined, disc) > 0.85
+    chosen = bp.refine_with_grabcut(photo, start, box, select=True, **kw) > 0.5
+    assert np.array_equal(chosen, refined)  # the disc scores higher than the half disc
+    # a score that prefers smaller masks: the prior wins
+    monkeypatch.setattr(bp, "prior_score", lambda image, m, b: -float(np.sum(m)))
+    chosen = bp.refine_with_grabcut(photo, start, box, select=True, **kw) > 0.5
+    assert np.array_equal(chosen, half)
+    # no prior in the start (prior_blend 0): nothing to choose from
+    assert _iou(bp.refine_with_grabcut(photo, start, box, guard=False) > 0.5, disc) > 0.85
+
+
 def test_box_priors_in_training_crops_and_mask_evidence():
     items = [(f"p{i}", *(_disc_photo(seed=i)[0::2])) for i in range(3)]
     priors = bp.box_priors(items, 32, margin=0.0)
