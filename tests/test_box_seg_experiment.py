@@ -207,3 +207,21 @@ def test_snapshot_selector_refuses_frames_of_background():
     assert [h["degenerate"] for h in sel.history] == [0.0, 0.0, 1.0, 1.0]
     assert [h["eligible"] for h in sel.history] == [False, True, False, False]
     assert sel.best_step == 2  # the frames are as confident and stable, but degenerate
+
+
+def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch):
+    """Shards made with one version of the box prior are not reused by a run whose prior chooses
+    among other GrabCut settings: the prior's method is part of the shards' settings."""
+    from indep_seg import box_prior
+    from indep_seg.training.experiments.box_seg import box_seg_config, prepare_box_shards
+
+    small = dict(resolution=16, unet="tiny", discriminator="tiny", d_downsample=1)
+    cfg = dataclasses.replace(box_seg_config(), **small, evidence_images=0, probe_images=4)
+    lines = []
+    prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
+    prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
+    assert sum("reusing" in str(x) for x in lines) == 1
+    monkeypatch.setattr(box_prior, "PRIOR_TIGHTNESS_POWER", 3)
+    lines.clear()
+    prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
+    assert not any("reusing" in str(x) for x in lines)

@@ -628,7 +628,10 @@ def _jpeg(image) -> bytes:
 
 
 def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
-    """What the prepared shards depend on: a run resumed with the same settings reuses them."""
+    """What the prepared shards depend on: a run resumed with the same settings reuses them (the
+    prior's method included: shards made by another version of `box_prior` are made again)."""
+    from indep_seg import box_prior
+
     return {
         "data": str(data),
         "masks": str(masks or ""),
@@ -642,6 +645,10 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
         "seed": int(seed),
         "probe_images": cfg.probe_images,
         "evidence_images": cfg.evidence_images,
+        "prior_method": {
+            "candidates": [list(c) for c in box_prior.PRIOR_CANDIDATES],
+            "tightness_power": box_prior.PRIOR_TIGHTNESS_POWER,
+        },
         "version": 1,
     }
 
