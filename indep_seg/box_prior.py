@@ -406,9 +406,11 @@ def refine_with_grabcut(
 
     GrabCut starts from the mask (inside the box: probably foreground where `mask > 0.5`,
     probably background elsewhere; outside the box: background) and moves the outline to the
-    photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) the mask is
-    kept. With `guard`, a mask that is degenerate or inverted (`is_inverted_or_degenerate`) is
-    replaced by the box's own prior (`box_prior`) instead of refined. With `prior_blend` w > 0
+    photo's colour edges. Where the refined mask is degenerate (`is_degenerate`) or GrabCut
+    cannot run, the starting mask is kept, thresholded at 0.5 (masks come out binary: no haze
+    over the box). With `guard`, a mask that is degenerate or inverted
+    (`is_inverted_or_degenerate`) is replaced by the box's own prior (`box_prior`) instead of
+    refined. With `prior_blend` w > 0
     GrabCut starts from `(1 - w) mask + w prior`; with `select` as well, the refined mask is
     returned only if its `prior_score` is at least the prior's, else the prior. `colour` and
     `fill` prepare GrabCut's image as the prior's (`grabcut_image`; with `fill`,
@@ -431,17 +433,17 @@ def refine_with_grabcut(
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
     gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
-        return (m * inside).astype(np.float32)
+        return ((m > 0.5) & inside).astype(np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     cv2.setRNGSeed(0)
     try:
         cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
-        return (m * inside).astype(np.float32)
+        return ((m > 0.5) & inside).astype(np.float32)
     out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
     if is_degenerate(out, box):
-        return (m * inside).astype(np.float32)
+        return ((m > 0.5) & inside).astype(np.float32)
     if select and prior is not None:
         if prior_score(filled, out, box) < prior_score(filled, prior, box):
             return prior.astype(np.float32)

@@ -241,6 +241,17 @@ def test_refinement_keeps_the_refined_mask_or_the_prior_by_score(monkeypatch):
     assert _iou(bp.refine_with_grabcut(photo, start, box, guard=False) > 0.5, disc) > 0.85
 
 
+def test_refinement_answers_binary_masks_where_grabcut_result_is_dropped(monkeypatch):
+    """Where the refined mask is degenerate (a ring is frame-shaped) the starting mask is kept,
+    thresholded: no haze of soft values over the box."""
+    photo, disc, box = _disc_photo()
+    soft = np.where(disc, 0.7, 0.3).astype(np.float32) * bp.box_mask(photo.shape, box)
+    monkeypatch.setattr(bp, "is_degenerate", lambda mask, b, **kw: True)
+    out = bp.refine_with_grabcut(photo, soft, box, guard=False)
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    assert np.array_equal(out > 0.5, disc & bp.box_mask(photo.shape, box))
+
+
 def test_box_priors_in_training_crops_and_mask_evidence():
     items = [(f"p{i}", *(_disc_photo(seed=i)[0::2])) for i in range(3)]
     priors = bp.box_priors(items, 32, margin=0.0)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from indep_seg.quiet import is_noise
@@ -59,6 +60,14 @@ def test_tiny_demo_is_honest_and_leads_on(tmp_path):
     assert "procedural shapes" in summary["about"] and any(
         "indep-seg train" in line for line in summary["next"]
     )
+    # the IoU of the masks `segment` wrote (the panel's), by hand over the whole image
+    demo = tmp_path / "demo"
+    ious = []
+    for f in sorted((demo / "data" / "unseen" / "masks").glob("*.png")):
+        t = np.asarray(Image.open(f).convert("L")) > 127
+        p = np.asarray(Image.open(demo / "unseen_masks" / f.name).convert("L")) > 127
+        ious.append((t & p).sum() / max((t | p).sum(), 1))
+    assert ious and summary["unseen_iou_segment"] == pytest.approx(np.mean(ious), abs=1e-4)
     # the train log names the layout, the counts and the boxes' source
     assert "layout images/ photos + masks/ masks; 16 photos, 16 boxes from" in out
     # titled columns over the panel and the evaluation grid

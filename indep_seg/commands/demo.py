@@ -106,6 +106,20 @@ def _panel(unseen_dir: Path, masks_dir: Path, path: Path, tile: int = 128) -> Pa
     return path
 
 
+def _segment_iou(masks_dir: Path, truth_dir: Path, images) -> float:
+    """Mean IoU over the whole image of the masks `indep-seg segment` wrote (its default
+    refinement included: the panel's masks) against the unseen images' true masks (both > 127).
+    `unseen_iou` is the network alone, scored by `indep-seg evaluate`'s box-window protocol."""
+    ious = []
+    for p in images:
+        name = Path(p).name
+        pred = np.asarray(Image.open(masks_dir / name).convert("L")) > 127
+        truth = np.asarray(Image.open(truth_dir / name).convert("L")) > 127
+        union = (pred | truth).sum()
+        ious.append((pred & truth).sum() / union if union else 1.0)
+    return round(float(np.mean(ious)), 4)
+
+
 def run(args) -> int:
     from indep_seg.data import read_dataset, save_preview, write_synthetic_dataset
 
@@ -187,6 +201,7 @@ def run(args) -> int:
         "model_dir": str(model_dir),
         "unseen_iou": scores.get("iou"),
         "unseen_dice": scores.get("dice"),
+        "unseen_iou_segment": _segment_iou(masks_dir, unseen_dir / "masks", images),
     }
 
     # 5. export, serve, query, stop
