@@ -410,11 +410,11 @@ def refine_with_grabcut(
     cannot run, the starting mask is kept, thresholded at 0.5 (masks come out binary: no haze
     over the box). With `guard`, a mask that is degenerate or inverted
     (`is_inverted_or_degenerate`) is replaced by the box's own prior (`box_prior`) instead of
-    refined. With `prior_blend` w > 0
-    GrabCut starts from `(1 - w) mask + w prior`; with `select` as well, the refined mask is
-    returned only if its `prior_score` is at least the prior's, else the prior. `colour` and
-    `fill` prepare GrabCut's image as the prior's (`grabcut_image`; with `fill`,
-    `fill_outside_photo`). Returns float32 `[H, W]` in [0, 1], zero outside the box.
+    refined. With `prior_blend` w > 0 GrabCut starts from `(1 - w) mask + w prior`; with
+    `select` as well, the refined mask is returned only if its `prior_score` is at least the
+    prior's, else the prior. `colour` and `fill` prepare GrabCut's image as the prior's
+    (`grabcut_image`; with `fill`, `fill_outside_photo`). Returns float32 `[H, W]` in [0, 1],
+    zero outside the box.
     """
     import cv2
 
