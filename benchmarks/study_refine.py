@@ -9,6 +9,13 @@ segmenter (trained on every photo's box; masks only score):
 
     taskset -c 1 .venv/bin/python benchmarks/study_refine.py --data horse --model-dir RUN
 
+Session 10 adds, for every variant without `select`, its refined mask or the prior, whichever has
+the higher `prior_score` (`<variant>_or_prior_by_score`, picked on the evaluation crops; adopted
+as `REFINE_SELECT`, whose in-window form is the `blend_lab_fill_select` variant):
+
+    .venv/bin/python benchmarks/study_refine.py --data ecssd --model-dir RUN \
+        --variants blend_lab_fill --tag _s10
+
 Writes benchmarks/results/study_refine_<data>_tune.json.
 """
 
