@@ -35,6 +35,7 @@ import os
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from indep_seg.hoc.estimate import otsu_threshold
 
@@ -57,6 +58,8 @@ __all__ = [
     "remove_plateau",
     "split_texture",
     "detection_signal",
+    "local_half_maximum",
+    "merge_without_neck",
 ]
 
 MAX_PIXELS = 4096 * 4096
@@ -219,20 +222,28 @@ def log_centres(
     min_dist: float = 1.0,
     border: float = 0.0,
     texture_split: bool = False,
+    scale_below: float | None = 1.6,
+    neck: float | None = 0.85,
 ):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
-    The maximum over `num` scales in ``[sigma / scale_range, sigma * scale_range]`` of the
-    scale-normalised LoG; local maxima within ``min_dist * sigma`` px and above ``rel_threshold`` x
+    The maximum over `num` scales in ``[sigma / scale_below, sigma * scale_range]`` of the
+    scale-normalised LoG (`scale_below` None: ``sigma / scale_range``; the smaller scales keep
+    a dim nucleus next to a bright one from being one blob with it); local maxima within
+    ``min_dist * sigma`` px and above ``rel_threshold`` x
     the 95th percentile of all the maxima (at least 0.03, and at least 8 robust sd of the response
     on the background pixels) count. Reflect padding, so edge nuclei
     count like middle ones; `border` > 0 drops centres that close (in px) to the edge.
     With `texture_split` (bright field, `detection_signal`), the maxima are then split by
     `split_texture`, and when that finds texture, compact objects just below the nucleus scale
-    that reach the same threshold are added (`_add_small_objects`).
+    that reach the same threshold are added (`_add_small_objects`). With `neck`, two centres that
+    lie in one object without a neck between them are one nucleus (`merge_without_neck` on the
+    `local_half_maximum` mask): the small scales answer two maxima on one elongated or textured
+    nucleus.
     """
     s = np.asarray(signal, np.float32)
-    sigmas = np.geomspace(sigma / scale_range, sigma * scale_range, num)
+    lo = scale_below if scale_below is not None else scale_range
+    sigmas = np.geomspace(sigma / lo, sigma * scale_range, num)
     m = log_stack(s, sigmas).max(0)
     size = 2 * int(math.ceil(min_dist * sigma)) + 1
     mx = ndimage.maximum_filter(m, size=size, mode="reflect")
@@ -251,6 +262,11 @@ def log_centres(
         ok = (xs >= border) & (ys >= border) & (xs < w - border) & (ys < h - border)
         ys, xs = ys[ok], xs[ok]
     vals = m[ys, xs]
+    if neck is not None and vals.size > 1:
+        keep = merge_without_neck(
+            np.stack([xs, ys], -1), vals, local_half_maximum(s, sigma), sigma, neck
+        )
+        ys, xs, vals = ys[keep], xs[keep], vals[keep]
     if texture_split:
         keep = split_texture(vals)
         ys, xs, vals = ys[keep], xs[keep], vals[keep]
@@ -276,6 +292,8 @@ def _add_small_objects(signal, sigma, scale_range, num, border, xs, ys, vals):
         scale_range=math.sqrt(2.0),
         num=num,
         border=border,
+        scale_below=None,
+        neck=None,
     )
     small = small[small[:, 2] >= float(vals.min())] if len(small) else small
     if not len(small):
@@ -287,6 +305,58 @@ def _add_small_objects(signal, sigma, scale_range, num, border, xs, ys, vals):
         np.concatenate([ys, add[:, 1].astype(ys.dtype)]),
         np.concatenate([vals, add[:, 2].astype(vals.dtype)]),
     )
+
+
+def local_half_maximum(signal, sigma: float, noise: float = 3.0) -> np.ndarray:
+    """Boolean ``[H, W]``: the pixels above half of their neighbourhood's peak over the background
+    (the maximum within a square one nucleus diameter, 2 sqrt(2) sigma, wide, of the signal
+    smoothed by 1 px), and above `noise` sd of the background (`foreground_threshold`). Each
+    nucleus is cut at half its own height, so a dim nucleus keeps its extent next to a bright one
+    and two touching nuclei of different brightness come apart or meet at a neck."""
+    sm = ndimage.gaussian_filter(np.asarray(signal, np.float32), 1.0)
+    bg, sd, _ = foreground_threshold(signal)
+    side = 2 * int(round(math.sqrt(2.0) * sigma)) + 1
+    peak = ndimage.maximum_filter(sm, size=side, mode="reflect")
+    return (sm > bg + 0.5 * (peak - bg)) & (sm > bg + noise * sd)
+
+
+def merge_without_neck(xy, values, mask, sigma: float, neck: float = 0.85, reach: float = 3.0):
+    """Boolean mask of the centres to keep: two centres closer than ``reach * sigma`` are one
+    object when the distance to the edge of `mask` along the segment between them never falls
+    below `neck` x its smaller value at the two ends (no waist: one elongated or textured
+    nucleus); then only the stronger (`values`) is kept. Two nuclei that touch meet at a neck, or
+    are apart in `mask`, and both stay. A centre outside `mask` is never merged."""
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    v = np.asarray(values, np.float64).reshape(-1)
+    keep = np.ones(len(v), bool)
+    if len(v) < 2:
+        return keep
+    dist = ndimage.distance_transform_edt(np.asarray(mask, bool))
+    order = np.argsort(-v, kind="stable")
+    rank = np.empty(len(v), int)
+    rank[order] = np.arange(len(v))
+    parent = np.arange(len(v))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in sorted(cKDTree(pts).query_pairs(reach * sigma)):
+        n = int(math.ceil(float(np.hypot(*(pts[j] - pts[i]))))) + 1
+        t = np.linspace(0.0, 1.0, n)[:, None]
+        line = pts[i] * (1.0 - t) + pts[j] * t
+        prof = ndimage.map_coordinates(dist, [line[:, 1], line[:, 0]], order=1)
+        ends = min(prof[0], prof[-1])
+        if ends > 0 and prof.min() >= neck * ends:
+            ri, rj = root(i), root(j)
+            if ri != rj:  # the stronger centre is the root
+                a, b = (ri, rj) if rank[ri] < rank[rj] else (rj, ri)
+                parent[b] = a
+    for i in range(len(v)):
+        keep[i] = root(i) == i
+    return keep
 
 
 def optical_density(image, background) -> np.ndarray:
