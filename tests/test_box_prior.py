@@ -51,6 +51,36 @@ def test_mask_diagnostics_and_degenerate_shapes():
     assert bp.is_degenerate(bp.box_mask(shape, box), box)  # the whole box
 
 
+def test_a_small_mask_is_degenerate_unless_it_meets_its_box():
+    shape, box = (64, 64), (8, 8, 56, 56)
+    # a thin cross through the box: 2-px arms, fill (2 * 48 * 2 - 4) / 48^2 = 0.082 < 0.1,
+    # yet it reaches all four sides (a kite surfer's lines, a bike's frame)
+    cross = np.zeros(shape, bool)
+    cross[31:33, 8:56] = True
+    cross[8:56, 31:33] = True
+    assert abs(bp.mask_diagnostics(cross, box)["fill"] - 188 / 48**2) < 1e-6
+    assert bp.box_tightness(cross, box) == 1.0
+    assert not bp.is_degenerate(cross, box)
+    # the same pixels as a blob in the middle (a collapsed GrabCut): tightness 14/48
+    blob = np.zeros(shape, bool)
+    blob[25:39, 25:39] = True
+    assert bp.mask_diagnostics(blob, box)["fill"] < 0.1
+    assert bp.box_tightness(blob, box) == 14 / 48
+    assert bp.is_degenerate(blob, box)
+    # the old rule (fill under min_fill is degenerate) with min_meet above 1
+    assert bp.is_degenerate(cross, box, min_meet=1.01)
+    # near-empty or half-met masks stay degenerate
+    corners = np.zeros(shape, bool)
+    corners[[8, 8, 55, 55], [8, 55, 8, 55]] = True
+    assert bp.box_tightness(corners, box) == 2 / 48 and bp.is_degenerate(corners, box)
+    single_line = np.zeros(shape, bool)
+    single_line[8:56, 31] = True  # fill 1/48 = 0.021: meets rows, not columns
+    assert bp.box_tightness(single_line, box) == 0.5 * (1 + 1 / 48)
+    assert bp.is_degenerate(single_line, box)
+    tiny = cross & (np.arange(64)[None, :] % 24 == 0)  # under empty_fill
+    assert bp.mask_diagnostics(tiny, box)["fill"] < 0.01 and bp.is_degenerate(tiny, box)
+
+
 def test_grabcut_finds_the_object_and_prior_falls_back_to_the_ellipse():
     photo, disc, box = _disc_photo()
     assert _iou(bp.grabcut(photo, box), disc) > 0.85
