@@ -21,8 +21,8 @@ manifest is written (atomically) after the renames, so a set without `shards.jso
 `{"image": f32 [B, R, R, 3], "background": f32 [B, R, R, 3]}` plus `"prior"` (`[B, R, R, 1]`) and
 `"area"` (`[B]`) when asked for. Files are interleaved in a fixed order and auto-sharded across
 workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a bounded buffer
-(seeded), flipped with stateless randomness keyed by `(seed, position in the stream)`, batched and
-prefetched: the stream is a pure function of the files and the seed, so `start_batch` resumes it
+(seeded), batched, flipped with stateless randomness keyed by `(seed, hash of the batch's records)`
+and prefetched: the stream is a pure function of the files and the seed, so `start_batch` resumes it
 exactly (a run resumed at step s sees the batches an uninterrupted run saw from step s on).
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from indep_seg.data.files import DataError
-from indep_seg.data.readers import MIN_FILES_FOR_FILE_SHARDING, resolve_tfrecord_files
+from indep_seg.data.readers import _policy_for, _with_shard_policy, resolve_tfrecord_files
 
 __all__ = [
     "ShardWriter",
@@ -454,10 +454,13 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=True)
 
-    def parse_and_flip(i, serialized):
-        # one flip per element (a crop and its prior together), stateless, keyed by (seed, batch)
+    def parse_and_flip(serialized):
+        # one flip per element (a crop and its prior together), stateless, keyed by the seed and
+        # the batch's records (a hash): a key from the position would need a counter (enumerate),
+        # whose RangeDataset source makes tf.distribute's FILE auto-sharding fail
         x = parse(serialized)
-        key = tf.stack([tf.constant(seed, tf.int64), i])
+        batch_hash = tf.reduce_sum(tf.strings.to_hash_bucket_fast(serialized, 2**31 - 1))
+        key = tf.stack([tf.constant(seed, tf.int64), batch_hash])
         do = tf.random.stateless_uniform([batch_size], key) < 0.5
 
         def f(t):
@@ -467,7 +470,7 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int
             return {k: (f(v) if v.shape.rank == 4 else v) for k, v in x.items()}
         return f(x)
 
-    return ds.enumerate().map(parse_and_flip, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.map(parse_and_flip, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def box_seg_dataset(
@@ -529,11 +532,4 @@ def batch_stream(
         ds = ds.skip(start_batch)
     if prefetch is not None:
         ds = ds.prefetch(prefetch)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE
-        if num_files >= MIN_FILES_FOR_FILE_SHARDING
-        else tf.data.experimental.AutoShardPolicy.DATA
-    )
-    return ds.with_options(options)
+    return _with_shard_policy(ds, _policy_for(num_files))

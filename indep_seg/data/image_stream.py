@@ -4,7 +4,7 @@
 R x R (uint8, `images-00000-of-000NN.tfrecord`, manifest `shards.json` written last, as
 `indep_seg.data.box_seg_stream` does for the box-level trainer); `image_dataset(files, batch, ...)`
 streams them: files interleaved in order, FILE / DATA auto-sharding, a bounded seeded shuffle,
-stateless flips keyed by the stream position, batches of `f32 [B, R, R, 3]`, prefetch, and
+stateless flips keyed by the batch's records, batches of `f32 [B, R, R, 3]`, prefetch, and
 `start_batch` for an exact resume. `sample_image_records` draws a bounded uniform sample (e.g. the
 real images of a KID reference). Memory does not grow with the number of photos.
 """
