@@ -4,105 +4,22 @@ computes for the same global batch. Processes are bounded in time and always cle
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import keras
 import pytest
 import yaml
 from _checkpoints import assert_same_checkpoints
-
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 240
-
-
-def _free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _kill(procs):
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
+from _workers import kill_workers as _kill
+from _workers import start_workers
+from _workers import wait_workers as _wait_workers
 
 
 def _start_workers(tmp_path, run, args, experiment="toy"):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs, logs = [], []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            CUDA_VISIBLE_DEVICES="",
-        )
-        log = open(tmp_path / f"worker{index}.log", "w")
-        logs.append(log)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "indep_seg",
-                    "train",
-                    "--experiment",
-                    experiment,
-                    "--model-dir",
-                    str(run),
-                    "--strategy",
-                    "multi_worker",
-                    *args,
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    return procs, logs
-
-
-def _wait_workers(tmp_path, procs, logs, timeout_s=TIMEOUT_S):
-    try:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline and any(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        codes = [p.poll() for p in procs]
-    finally:
-        _kill(procs)
-        for log in logs:
-            log.close()
-    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], (
-        f"worker exit codes {codes} (None = still running after {timeout_s} s):\n"
-        + "\n-----\n".join(o[-4000:] for o in outputs)
-    )
-    return [json.loads([ln for ln in o.splitlines() if ln.startswith("{")][-1]) for o in outputs]
+    """`indep-seg train --experiment EXPERIMENT --model-dir RUN --strategy multi_worker ARGS` on
+    two loopback workers (`_workers.start_workers`)."""
+    argv = ["-m", "indep_seg", "train", "--experiment", experiment, "--model-dir", run]
+    return start_workers(tmp_path, [*argv, "--strategy", "multi_worker", *args])
 
 
 @pytest.mark.slow
