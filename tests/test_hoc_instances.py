@@ -499,3 +499,49 @@ def test_log_centres_count_a_dim_nucleus_touching_a_bright_one_and_a_bar_once():
     assert near(40, 45) == 1 and near(57, 45) == 1
     assert int((np.abs(c[:, 0] - 140) < 20).sum()) == 1
     assert len(c) == 3
+
+
+def test_split_by_area_puts_a_centre_in_a_lobe_without_one():
+    h, w = 120, 240
+    singles = [(20 + 30 * i, 20) for i in range(7)]  # 7 one-centre objects: A = pi 8^2 = 201
+    mask = np.zeros((h, w), bool)
+    for x, y in singles:
+        mask |= ellipse_mask(h, w, x, y, 8, 8)
+    # two elongated nuclei side by side (6 x 12 each, 12 px apart): one object of 2.2 A, one
+    # centre on the left one -> a centre on the right one (the deepest point a radius away)
+    mask |= ellipse_mask(h, w, 34, 70, 6, 12) | ellipse_mask(h, w, 46, 70, 6, 12)
+    # one elongated nucleus of 1.3 A, a round object of 4 A (no lobe), an object without a centre
+    mask |= ellipse_mask(h, w, 100, 70, 14, 6) | ellipse_mask(h, w, 160, 70, 16, 16)
+    mask |= ellipse_mask(h, w, 215, 70, 8, 8) | ellipse_mask(h, w, 227, 70, 8, 8)
+    xy = singles + [(34, 70), (100, 70), (160, 70)]
+    add = inst.split_by_area(xy, mask, sigma=8 / math.sqrt(2.0))
+    assert add.shape == (1, 2)
+    assert abs(add[0, 0] - 46) <= 3 and abs(add[0, 1] - 70) <= 3
+    # the same single area given, and the scale irrelevant then
+    assert np.allclose(inst.split_by_area(xy, mask, 3.0, single_area=math.pi * 64), add)
+    assert inst.split_by_area(np.zeros((0, 2)), mask, 5.0).shape == (0, 2)
+    with pytest.raises(ValueError, match="single_area"):
+        inst.split_by_area(xy, mask, 5.0, single_area=0.0)
+
+
+def test_log_centres_area_split_counts_elongated_nuclei_side_by_side():
+    h, w = 200, 260
+    g = np.full((h, w), 0.05, np.float32)
+    truth = [(30, 30), (80, 30), (130, 30), (180, 30), (230, 30), (30, 170), (80, 170)]
+    for x, y in truth:
+        g[ellipse_mask(h, w, x, y, 6, 11)] = 0.7
+    for x, y in [(40, 100), (120, 100), (200, 100), (160, 170)]:  # pairs without a dip
+        for dx, level in ((-6, 0.7), (6, 0.6)):
+            g[ellipse_mask(h, w, x + dx, y, 6, 12)] = level
+            truth.append((x + dx, y))
+    g = ndimage.gaussian_filter(g, 1.5)
+    g = g + np.random.default_rng(0).normal(0, 0.01, g.shape).astype(np.float32)
+    sigma = inst.estimate_scale(g)["sigma"]
+    assert len(inst.log_centres(g, sigma)) == 11  # each pair is one LoG blob
+    c = inst.log_centres(g, sigma, area_split=True)
+    assert len(c) == len(truth)
+    assert all(min(math.hypot(x - tx, y - ty) for tx, ty in truth) <= 4 for x, y, _ in c)
+    # separate disks, some cut by the image edge, gain nothing
+    d, _ = disks(160, 200, [(x - 15, y) for x, y in CEN], 7, noise=0.03)
+    s = inst.nucleus_signal(rgb(d)).signal
+    assert len(inst.log_centres(s, inst.estimate_scale(s)["sigma"], area_split=True)) == len(CEN)

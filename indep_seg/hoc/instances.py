@@ -11,6 +11,8 @@ Everything here is estimated from the one image, never from labels or another im
   radius r answers best at sigma = r / sqrt(2).
 - `log_centres`: nucleus centres as maxima of the scale-normalised LoG over scales around sigma
   (reflect padding: an image's edge is treated like its middle).
+- `split_by_area`: fluorescence, extra centres in the objects whose area holds more nuclei than
+  they have LoG centres (at the deepest points of the object's shape).
 - `detection_signal`: what the LoG and the watershed run on. For fluorescence and stained images
   the nucleus signal itself; for a bright-field image (dark on light, gray) the optical density
   with the cell bodies' plateau removed (`optical_density`, `remove_plateau`), whose LoG maxima
@@ -60,6 +62,7 @@ __all__ = [
     "detection_signal",
     "local_half_maximum",
     "merge_without_neck",
+    "split_by_area",
 ]
 
 MAX_PIXELS = 4096 * 4096
@@ -224,6 +227,7 @@ def log_centres(
     texture_split: bool = False,
     scale_below: float | None = 1.6,
     neck: float | None = 0.85,
+    area_split: bool = False,
 ):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
@@ -239,7 +243,9 @@ def log_centres(
     that reach the same threshold are added (`_add_small_objects`). With `neck`, two centres that
     lie in one object without a neck between them are one nucleus (`merge_without_neck` on the
     `local_half_maximum` mask): the small scales answer two maxima on one elongated or textured
-    nucleus.
+    nucleus. With `area_split` (fluorescence, where the nuclei of one image are of one size), an
+    object of that mask that holds more nuclei by its area than it has centres gets centres at the
+    deepest points of its shape (`split_by_area`): elongated nuclei side by side give one LoG blob.
     """
     s = np.asarray(signal, np.float32)
     lo = scale_below if scale_below is not None else scale_range
@@ -264,11 +270,20 @@ def log_centres(
         ok = (xs >= border) & (ys >= border) & (xs < w - border) & (ys < h - border)
         ys, xs = ys[ok], xs[ok]
     vals = m[ys, xs]
+    half = local_half_maximum(s, sigma) if (neck is not None or area_split) else None
     if neck is not None and vals.size > 1:
-        keep = merge_without_neck(
-            np.stack([xs, ys], -1), vals, local_half_maximum(s, sigma), sigma, neck
-        )
+        keep = merge_without_neck(np.stack([xs, ys], -1), vals, half, sigma, neck)
         ys, xs, vals = ys[keep], xs[keep], vals[keep]
+    if area_split and vals.size:
+        extra = np.round(split_by_area(np.stack([xs, ys], -1), half, sigma)).astype(xs.dtype)
+        if border > 0:
+            h, w = s.shape
+            inside = (
+                (extra >= border).all(1) & (extra[:, 0] < w - border) & (extra[:, 1] < h - border)
+            )
+            extra = extra[inside]
+        xs, ys = np.concatenate([xs, extra[:, 0]]), np.concatenate([ys, extra[:, 1]])
+        vals = np.concatenate([vals, m[extra[:, 1], extra[:, 0]]])
     if texture_split:
         keep = split_texture(vals)
         ys, xs, vals = ys[keep], xs[keep], vals[keep]
@@ -359,6 +374,52 @@ def merge_without_neck(xy, values, mask, sigma: float, neck: float = 0.85, reach
     for i in range(len(v)):
         keep[i] = root(i) == i
     return keep
+
+
+def split_by_area(xy, mask, sigma: float, single_area: float | None = None) -> np.ndarray:
+    """Extra centres ``[M, 2]`` (x, y) for the objects of `mask` that hold more nuclei by their area
+    than they hold centres (`xy`).
+
+    One nucleus's area A is `single_area`, or the median area of the objects that hold exactly one
+    centre (at least 5 of them; else a disk of radius sqrt(2) sigma). An object of area a holds
+    ``round(a / A)`` nuclei. Where that exceeds its centres, the maxima (3x3) of its distance
+    transform (smoothed by 1 px, as in `otsu_watershed`), deepest first, become centres when they
+    lie at least a nucleus radius ``sqrt(A / pi)`` from every centre of the object, until the
+    object holds its number. A lobe of the shape is a nucleus; an object without a centre stays
+    empty (the LoG threshold found no nucleus in it)."""
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    comp, k = ndimage.label(np.asarray(mask, bool))
+    if k == 0 or len(pts) == 0:
+        return np.zeros((0, 2))
+    h, w = comp.shape
+    ix = np.clip(np.round(pts).astype(int), 0, [w - 1, h - 1])
+    owner = comp[ix[:, 1], ix[:, 0]]
+    areas = np.bincount(comp.ravel(), minlength=k + 1).astype(np.float64)
+    held = np.bincount(owner, minlength=k + 1)
+    singles = areas[1:][held[1:] == 1]
+    if single_area is None:
+        single_area = float(np.median(singles)) if singles.size >= 5 else 2.0 * math.pi * sigma**2
+    if single_area <= 0:
+        raise ValueError(f"single_area: expected > 0, got {single_area}")
+    radius = math.sqrt(single_area / math.pi)
+    added = []
+    for c, sl in enumerate(ndimage.find_objects(comp), 1):
+        target = int(math.floor(areas[c] / single_area + 0.5))
+        if sl is None or held[c] == 0 or target <= held[c]:
+            continue
+        obj = np.pad(comp[sl] == c, 1)
+        dist = ndimage.gaussian_filter(ndimage.distance_transform_edt(obj), 1.0)
+        ys, xs = np.nonzero((dist >= ndimage.maximum_filter(dist, size=3)) & obj)
+        origin = np.array([sl[1].start - 1, sl[0].start - 1], np.float64)
+        have = [p - origin for p in pts[owner == c]]
+        for i in np.argsort(-dist[ys, xs], kind="stable"):
+            if len(have) >= target:
+                break
+            p = np.array([xs[i], ys[i]], np.float64)
+            if min(float(np.hypot(*(p - q))) for q in have) >= radius:
+                have.append(p)
+                added.append(p + origin)
+    return np.asarray(added, np.float64).reshape(-1, 2)
 
 
 def optical_density(image, background) -> np.ndarray:
