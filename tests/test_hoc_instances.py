@@ -545,3 +545,22 @@ def test_log_centres_area_split_counts_elongated_nuclei_side_by_side():
     d, _ = disks(160, 200, [(x - 15, y) for x, y in CEN], 7, noise=0.03)
     s = inst.nucleus_signal(rgb(d)).signal
     assert len(inst.log_centres(s, inst.estimate_scale(s)["sigma"], area_split=True)) == len(CEN)
+
+
+def test_watershed_markers_keep_a_dim_nucleus_on_a_bright_ones_slope():
+    # two touching nuclei without a dip (a bright one beside a dimmer one on its slope): a
+    # point marker on the dim one is flooded by the bright one first; a marker of a nucleus
+    # radius gives each its own half
+    h, w = 60, 100
+    left, right = ellipse_mask(h, w, 44, 30, 6, 12), ellipse_mask(h, w, 56, 30, 6, 12)
+    g = np.full((h, w), 0.05, np.float32)
+    xx = np.mgrid[:h, :w][1]
+    g[right] = (0.7 - 0.02 * (xx - 50))[right]  # falling away from the bright one: no dip
+    g[left] = 0.8
+    g = ndimage.gaussian_filter(g, 1.5)
+    truth = np.where(left, 1, np.where(right, 2, 0))
+    cen = np.array([[44, 30, 1.0], [56, 30, 0.5]])
+    sigma = 6 / math.sqrt(2.0)
+    assert inst.match_instances(inst.watershed_instances(g, cen, sigma), truth)["tp"] == 2
+    point = inst.watershed_instances(g, cen, sigma, marker_radius=0.0)
+    assert inst.match_instances(point, truth)["tp"] < 2

@@ -552,12 +552,21 @@ def seeded_watershed(cost, markers, mask) -> np.ndarray:
 
 
 def watershed_instances(
-    signal, centres, sigma: float, half_max: float = 0.5, max_radius: float = 3.0
+    signal,
+    centres,
+    sigma: float,
+    half_max: float = 0.5,
+    max_radius: float = 3.0,
+    marker_radius: float = 1.0,
 ):
     """Instance label map ``[H, W]`` int32 (0 = background, 1..K in the order of `centres`).
 
-    One marker per centre; a watershed (scipy's `watershed_ift`) on the inverted smoothed signal
-    splits the foreground (`foreground_threshold`) among them; each basin keeps its pixels above
+    One marker per centre: the foreground pixels within `marker_radius` nucleus radii (sqrt(2)
+    sigma) of it that are nearer to it than to any other centre (0: the centre's pixel alone;
+    a point marker on the slope of a bright neighbour, with no dip between them, is flooded by
+    the neighbour before it grows). A watershed (`seeded_watershed`) on the inverted smoothed
+    signal splits the foreground (`foreground_threshold`) among them; each basin keeps its pixels
+    above
     ``bg + half_max (peak - bg)`` (peak: the basin's 95th percentile) within ``max_radius * sqrt(2)
     sigma`` of its centre, and the connected part holding the centre. Centres on no foreground
     keep a disk of radius sqrt(2) sigma clipped to the pixels above the background.
@@ -576,6 +585,10 @@ def watershed_instances(
     xs = np.clip(np.round(cen[:, 0]).astype(int), 0, w - 1)
     ys = np.clip(np.round(cen[:, 1]).astype(int), 0, h - 1)
     markers[ys, xs] = np.arange(1, cen.shape[0] + 1)
+    if marker_radius > 0:
+        near, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
+        own = (near <= marker_radius * math.sqrt(2.0) * sigma) & fg
+        markers = np.where(own, markers[iy, ix], 0).astype(np.int32)
     ws = seeded_watershed(-s, markers, fg)
     reach = max_radius * math.sqrt(2.0) * sigma
     objs = ndimage.find_objects(ws, max_label=cen.shape[0])
