@@ -520,6 +520,14 @@ def test_split_by_area_puts_a_centre_in_a_lobe_without_one():
     # the same single area given, and the scale irrelevant then
     assert np.allclose(inst.split_by_area(xy, mask, 3.0, single_area=math.pi * 64), add)
     assert inst.split_by_area(np.zeros((0, 2)), mask, 5.0).shape == (0, 2)
+    # the guard: 1 extra centre for 10 given is allowed at max_added 0.1, refused below it
+    a = math.pi * 64
+    assert inst.split_by_area(xy, mask, 3.0, single_area=a, max_added=0.1).shape == (1, 2)
+    assert inst.split_by_area(xy, mask, 3.0, single_area=a, max_added=0.09).shape == (0, 2)
+    # a ragged region of ~36 A holding one centre: far more extra centres than half the given
+    big = mask.copy()
+    big[90:120, 0:240] = True
+    assert inst.split_by_area(xy + [(120, 105)], big, 3.0, single_area=math.pi * 64).shape == (0, 2)
     with pytest.raises(ValueError, match="single_area"):
         inst.split_by_area(xy, mask, 5.0, single_area=0.0)
 
