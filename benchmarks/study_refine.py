@@ -16,6 +16,10 @@ as `REFINE_SELECT`, whose in-window form is the `blend_lab_fill_select` variant)
     .venv/bin/python benchmarks/study_refine.py --data ecssd --model-dir RUN \
         --variants blend_lab_fill --tag _s10
 
+Session 11 adds `net_lab_fill` (GrabCut started from the network's mask alone) for the fresh
+30-minute networks trained with the session-10 prior (`--variants
+blend_lab_fill_select,net_lab_fill --tag _s11`).
+
 Writes benchmarks/results/study_refine_<data>_tune.json.
 """
 
@@ -40,6 +44,9 @@ VARIANTS = {
     "blend_rgb_fill": dict(prior_blend=0.5, colour="rgb", fill=True, select=False),
     # session 10's default: the refined mask or the prior by `prior_score`, in the window
     "blend_lab_fill_select": dict(prior_blend=0.5, colour="lab", fill=True, select=True),
+    # session 11: GrabCut from the network's mask alone (no prior in the start), for networks
+    # trained with the session-10 prior
+    "net_lab_fill": dict(prior_blend=0.0, colour="lab", fill=True, select=False),
 }
 
 
