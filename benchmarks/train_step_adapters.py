@@ -98,11 +98,13 @@ def _hoc_image():
     return img
 
 
-def hoc(preset, jit_compile=False, batch_size=None):
+def hoc(preset, jit_compile=False, batch_size=None, resolved=None):
+    """`resolved`: the trainer's resolved options (`hoc.resolve` of its normalised image); default:
+    the preset resolved on the raw image."""
     from indep_seg.training.experiments.hoc import build_model, resolve
 
     cfg = dataclasses.replace(_experiment(preset).default_config)
-    r = resolve(cfg, _hoc_image())
+    r = dict(resolved) if resolved is not None else resolve(cfg, _hoc_image())
     if batch_size:
         r["batch_size"] = int(batch_size)
     r["jit_compile"] = False
