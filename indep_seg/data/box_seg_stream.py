@@ -21,9 +21,10 @@ manifest is written (atomically) after the renames, so a set without `shards.jso
 `{"image": f32 [B, R, R, 3], "background": f32 [B, R, R, 3]}` plus `"prior"` (`[B, R, R, 1]`) and
 `"area"` (`[B]`) when asked for. Files are interleaved in a fixed order and auto-sharded across
 workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a bounded buffer
-(seeded), batched, flipped with stateless randomness keyed by `(seed, hash of the batch's records)`
-and prefetched: the stream is a pure function of the files and the seed, so `start_batch` resumes it
-exactly (a run resumed at step s sees the batches an uninterrupted run saw from step s on).
+(seeded), batched, flipped with stateless randomness keyed by `(seed, position of the batch)` (or,
+with >= 8 files, `(seed, hash of the batch's records)`) and prefetched: the stream is a pure
+function of the files and the seed, so `start_batch` resumes it exactly (a run resumed at step s
+sees the batches an uninterrupted run saw from step s on).
 """
 
 from __future__ import annotations
@@ -437,9 +438,11 @@ def parse_background_record(resolution: int):
     return parse
 
 
-def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int):
+def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int, positional: bool):
     """Batches of the records of `files` forever (files in their order, interleaved): the serialized
-    records are shuffled and batched, then parsed and flipped a batch at a time (vectorised)."""
+    records are shuffled and batched, then parsed and flipped a batch at a time (vectorised); the
+    flips keyed by the batch's position (`positional`, for DATA auto-sharding) or by a hash of its
+    records (for FILE auto-sharding)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files)).repeat()
     ds = ds.interleave(
         tf.data.TFRecordDataset,
@@ -454,13 +457,16 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size, drop_remainder=True)
 
-    def parse_and_flip(serialized):
+    def parse_and_flip(serialized, position=None):
         # one flip per element (a crop and its prior together), stateless, keyed by the seed and
-        # the batch's records (a hash): a key from the position would need a counter (enumerate),
-        # whose RangeDataset source makes tf.distribute's FILE auto-sharding fail
+        # the batch's position in the stream (read by DATA auto-sharding: every worker's share of
+        # a global batch flips as one device's would, tests/test_distributed_box_seg.py), or, for
+        # FILE auto-sharding (>= 8 files), by a hash of the batch's records: a position needs a
+        # counter (enumerate), whose RangeDataset source makes FILE auto-sharding fail
         x = parse(serialized)
-        batch_hash = tf.reduce_sum(tf.strings.to_hash_bucket_fast(serialized, 2**31 - 1))
-        key = tf.stack([tf.constant(seed, tf.int64), batch_hash])
+        if position is None:
+            position = tf.reduce_sum(tf.strings.to_hash_bucket_fast(serialized, 2**31 - 1))
+        key = tf.stack([tf.constant(seed, tf.int64), position])
         do = tf.random.stateless_uniform([batch_size], key) < 0.5
 
         def f(t):
@@ -470,6 +476,10 @@ def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int
             return {k: (f(v) if v.shape.rank == 4 else v) for k, v in x.items()}
         return f(x)
 
+    if positional:
+        return ds.enumerate().map(
+            lambda i, s: parse_and_flip(s, i), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
     return ds.map(parse_and_flip, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
@@ -510,16 +520,26 @@ def box_seg_dataset(
         raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
     crop_files = resolve_tfrecord_files(crop_files)
     background_files = resolve_tfrecord_files(background_files)
+    num_files = min(len(crop_files), len(background_files))
+    positional = _policy_for(num_files) == tf.data.experimental.AutoShardPolicy.DATA
     crops = _record_stream(
-        crop_files, parse_box_record(resolution, prior, area), seed, shuffle_buffer, batch_size
+        crop_files,
+        parse_box_record(resolution, prior, area),
+        seed,
+        shuffle_buffer,
+        batch_size,
+        positional,
     )
     bgs = _record_stream(
-        background_files, parse_background_record(resolution), seed + 1, shuffle_buffer, batch_size
+        background_files,
+        parse_background_record(resolution),
+        seed + 1,
+        shuffle_buffer,
+        batch_size,
+        positional,
     )
     ds = tf.data.Dataset.zip(crops, bgs).map(lambda c, b: {**c, "background": b})
-    return batch_stream(
-        ds, batch_size, start_batch, prefetch, min(len(crop_files), len(background_files))
-    )
+    return batch_stream(ds, batch_size, start_batch, prefetch, num_files)
 
 
 def batch_stream(

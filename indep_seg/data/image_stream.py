@@ -4,9 +4,10 @@
 R x R (uint8, `images-00000-of-000NN.tfrecord`, manifest `shards.json` written last, as
 `indep_seg.data.box_seg_stream` does for the box-level trainer); `image_dataset(files, batch, ...)`
 streams them: files interleaved in order, FILE / DATA auto-sharding, a bounded seeded shuffle,
-stateless flips keyed by the batch's records, batches of `f32 [B, R, R, 3]`, prefetch, and
-`start_batch` for an exact resume. `sample_image_records` draws a bounded uniform sample (e.g. the
-real images of a KID reference). Memory does not grow with the number of photos.
+stateless flips keyed by the batch's position (by its records' hash with >= 8 files), batches of
+`f32 [B, R, R, 3]`, prefetch, and `start_batch` for an exact resume. `sample_image_records` draws
+a bounded uniform sample (e.g. the real images of a KID reference). Memory does not grow with the
+number of photos.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from indep_seg.data.box_seg_stream import (
     reservoir_sample,
 )
 from indep_seg.data.files import DataError
-from indep_seg.data.readers import resolve_tfrecord_files
+from indep_seg.data.readers import _policy_for, resolve_tfrecord_files
 
 __all__ = [
     "centre_square",
@@ -132,8 +133,9 @@ def image_dataset(
     if not (isinstance(start_batch, int) and start_batch >= 0):
         raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
     files = resolve_tfrecord_files(files)
+    positional = _policy_for(len(files)) == tf.data.experimental.AutoShardPolicy.DATA
     ds = _record_stream(
-        files, parse_background_record(resolution), seed, shuffle_buffer, batch_size
+        files, parse_background_record(resolution), seed, shuffle_buffer, batch_size, positional
     )
     return batch_stream(ds, batch_size, start_batch, prefetch, len(files))
 
