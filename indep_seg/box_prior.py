@@ -216,12 +216,16 @@ def is_degenerate(
     box). Needs no ground truth.
 
     A mask filling less than `min_fill` of its box is degenerate unless it meets the box
-    (`box_tightness` >= `min_meet`, the projection prior): a thin object (a kite surfer, a bike)
-    fills little of its tight box but reaches all four sides of it, while a collapsed mask is a
-    blob or a speck that does not. Under `empty_fill`, always degenerate.
+    (`box_tightness` >= `min_meet`, the projection prior) without being a thin frame (its outer
+    band no fuller than its core): a thin object (a bike, a cross-shaped sign) fills little of
+    its tight box but reaches all four sides of it, while a collapsed mask is a blob or a speck
+    that does not, and a GrabCut outline along the box's edges is background. Under
+    `empty_fill`, always degenerate.
     """
     d = mask_diagnostics(mask, box)
-    if d["fill"] < min_fill and (d["fill"] < empty_fill or box_tightness(mask, box) < min_meet):
+    if d["fill"] < min_fill and (
+        d["fill"] < empty_fill or d["frame"] > d["core"] or box_tightness(mask, box) < min_meet
+    ):
         return True
     return d["fill"] > max_fill or d["frame"] > d["core"] + frame_excess
 

@@ -67,6 +67,10 @@ def test_a_small_mask_is_degenerate_unless_it_meets_its_box():
     assert bp.mask_diagnostics(blob, box)["fill"] < 0.1
     assert bp.box_tightness(blob, box) == 14 / 48
     assert bp.is_degenerate(blob, box)
+    # a thin outline along the box's edges meets every row and column, but is a frame
+    outline = bp.box_mask(shape, box) & ~bp.box_mask(shape, (9, 9, 55, 55))
+    assert bp.mask_diagnostics(outline, box)["fill"] < 0.1
+    assert bp.box_tightness(outline, box) == 1.0 and bp.is_degenerate(outline, box)
     # the old rule (fill under min_fill is degenerate) with min_meet above 1
     assert bp.is_degenerate(cross, box, min_meet=1.01)
     # near-empty or half-met masks stay degenerate
