@@ -580,10 +580,10 @@ def watershed_instances(
     a point marker on the slope of a bright neighbour, with no dip between them, is flooded by
     the neighbour before it grows). A watershed (`seeded_watershed`) on the inverted smoothed
     signal splits the foreground (`foreground_threshold`) among them; each basin keeps its pixels
-    above
-    ``bg + half_max (peak - bg)`` (peak: the basin's 95th percentile) within ``max_radius * sqrt(2)
-    sigma`` of its centre, and the connected part holding the centre. Centres on no foreground
-    keep a disk of radius sqrt(2) sigma clipped to the pixels above the background.
+    above ``bg + half_max (peak - bg)`` (peak: the basin's 95th percentile) within
+    ``max_radius * sqrt(2) sigma`` of its centre, and the connected part holding the centre.
+    Centres on no foreground keep a disk of radius sqrt(2) sigma clipped to the pixels above the
+    background.
     """
     s = ndimage.gaussian_filter(np.asarray(signal, np.float32), max(0.5, 0.3 * sigma))
     h, w = s.shape
