@@ -84,10 +84,7 @@ def evaluate_image(name, kind, models, centres_from):
     t0 = time.time()
     ns = inst.nucleus_signal(image)
     sc = inst.estimate_scale(ns.signal)
-    det, split = inst.detection_signal(image, ns, sc["sigma"])
-    log = inst.log_centres(
-        det, sc["sigma"], texture_split=split, area_split=ns.polarity == "bright"
-    )
+    det, split, log = inst.classical_centres(image, ns, sc["sigma"])
     lab_log = inst.watershed_instances(det, log, sc["sigma"])
     t_log = time.time() - t0
     lab_ows, _ = inst.otsu_watershed(ns.signal)

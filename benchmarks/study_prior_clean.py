@@ -81,39 +81,23 @@ def variants():
     return v
 
 
-def choose_small(imgs, boxes, masks, min_meet):
-    """Per photo, the GC6 candidate with the highest `prior_score` among those that
-    `is_degenerate(..., min_meet=min_meet)` keeps; the ellipse where none is kept."""
-    from indep_seg.box_prior import ellipse_mask, is_degenerate, prior_score
+def choose(imgs, boxes, masks, opts, score_clean=True, output_clean=True, min_meet=None):
+    """Per photo: every GC6 candidate cleaned with `opts`; degenerate ones dropped
+    (`is_degenerate`, with `min_meet` if given); the highest `prior_score` (on the cleaned or the
+    raw mask) wins; its cleaned or raw mask is the answer; the ellipse where none is kept."""
+    from indep_seg.box_prior import SMALL_MASK_MEET, ellipse_mask, is_degenerate, prior_score
 
-    out = []
-    for i in range(len(imgs)):
-        best, best_s = None, -np.inf
-        for k in GC6:
-            m = masks[k][i]
-            if not m.any() or is_degenerate(m, boxes[i], min_meet=min_meet):
-                continue
-            s = prior_score(imgs[i], m, boxes[i])
-            if s > best_s:
-                best, best_s = m, s
-        out.append(best if best is not None else ellipse_mask(imgs[i].shape, boxes[i]))
-    return np.stack(out)
-
-
-def choose(imgs, boxes, masks, opts, score_clean=True, output_clean=True):
-    """Per photo: every GC6 candidate cleaned with `opts`; degenerate ones dropped; the highest
-    `prior_score` (on the cleaned or the raw mask) wins; its cleaned or raw mask is the answer."""
-    from indep_seg.box_prior import ellipse_mask, is_degenerate, prior_score
+    meet = SMALL_MASK_MEET if min_meet is None else min_meet
 
     out = []
     for i in range(len(imgs)):
         best, best_s = None, -np.inf
         for k in GC6:
             raw = masks[k][i]
-            if not raw.any() or is_degenerate(raw, boxes[i]):
+            if not raw.any() or is_degenerate(raw, boxes[i], min_meet=meet):
                 continue
             c = clean(raw, **opts)
-            if is_degenerate(c, boxes[i]):
+            if is_degenerate(c, boxes[i], min_meet=meet):
                 continue
             s = prior_score(imgs[i], c if score_clean else raw, boxes[i])
             if s > best_s:
@@ -149,7 +133,8 @@ def main(argv=None):
         low = fill < 0.25
         out["objects_under_0.25_of_box"] = int(low.sum())
         for t in (1.01, 0.95, 0.9, 0.8, 0.7):
-            iou = ev.scores(choose_small(imgs, boxes, masks, t).astype(np.float32))["per_image_iou"]
+            pick = choose(imgs, boxes, masks, {}, min_meet=t)
+            iou = ev.scores(pick.astype(np.float32))["per_image_iou"]
             out["iou"][f"min_meet={t}"] = float(iou.mean())
             out["iou"][f"min_meet={t}, under 0.25"] = float(iou[low].mean()) if low.any() else None
             print(f"min_meet {t}: {iou.mean():.4f}, under 0.25 (n={low.sum()}): "

@@ -438,11 +438,12 @@ def parse_background_record(resolution: int):
     return parse
 
 
-def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int, positional: bool):
+def _record_stream(files, parse, seed: int, shuffle_buffer: int, batch_size: int, shard_files: int):
     """Batches of the records of `files` forever (files in their order, interleaved): the serialized
     records are shuffled and batched, then parsed and flipped a batch at a time (vectorised); the
-    flips keyed by the batch's position (`positional`, for DATA auto-sharding) or by a hash of its
-    records (for FILE auto-sharding)."""
+    flips keyed by the batch's position where the stream is auto-sharded by DATA, or by a hash of
+    its records where by FILE (`_policy_for(shard_files)`: the files the whole stream reads)."""
+    positional = _policy_for(shard_files) == tf.data.experimental.AutoShardPolicy.DATA
     ds = tf.data.Dataset.from_tensor_slices(list(files)).repeat()
     ds = ds.interleave(
         tf.data.TFRecordDataset,
@@ -521,14 +522,13 @@ def box_seg_dataset(
     crop_files = resolve_tfrecord_files(crop_files)
     background_files = resolve_tfrecord_files(background_files)
     num_files = min(len(crop_files), len(background_files))
-    positional = _policy_for(num_files) == tf.data.experimental.AutoShardPolicy.DATA
     crops = _record_stream(
         crop_files,
         parse_box_record(resolution, prior, area),
         seed,
         shuffle_buffer,
         batch_size,
-        positional,
+        num_files,
     )
     bgs = _record_stream(
         background_files,
@@ -536,7 +536,7 @@ def box_seg_dataset(
         seed + 1,
         shuffle_buffer,
         batch_size,
-        positional,
+        num_files,
     )
     ds = tf.data.Dataset.zip(crops, bgs).map(lambda c, b: {**c, "background": b})
     return batch_stream(ds, batch_size, start_batch, prefetch, num_files)

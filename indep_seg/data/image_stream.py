@@ -31,7 +31,7 @@ from indep_seg.data.box_seg_stream import (
     reservoir_sample,
 )
 from indep_seg.data.files import DataError
-from indep_seg.data.readers import _policy_for, resolve_tfrecord_files
+from indep_seg.data.readers import resolve_tfrecord_files
 
 __all__ = [
     "centre_square",
@@ -133,9 +133,8 @@ def image_dataset(
     if not (isinstance(start_batch, int) and start_batch >= 0):
         raise ValueError(f"start_batch: expected an integer >= 0, got {start_batch!r}")
     files = resolve_tfrecord_files(files)
-    positional = _policy_for(len(files)) == tf.data.experimental.AutoShardPolicy.DATA
     ds = _record_stream(
-        files, parse_background_record(resolution), seed, shuffle_buffer, batch_size, positional
+        files, parse_background_record(resolution), seed, shuffle_buffer, batch_size, len(files)
     )
     return batch_stream(ds, batch_size, start_batch, prefetch, len(files))
 

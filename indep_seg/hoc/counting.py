@@ -580,12 +580,7 @@ def count_instances(
         grayscale=bool(meta.get("grayscale", False)),
         calibrate=calibrate,
     )
-    # bright field: the cytoplasm's plateau removed, its texture split from the nuclei
-    det, split = inst.detection_signal(a, ns, sc["sigma"])
-    # fluorescence: nuclei of one size, so an object's area says how many it holds
-    log = inst.log_centres(
-        det, sc["sigma"], texture_split=split, area_split=ns.polarity == "bright"
-    )
+    det, _, log = inst.classical_centres(a, ns, sc["sigma"])
     log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
     centres = learned["centres"] if centres_from == "learned" else log_xy
     seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)

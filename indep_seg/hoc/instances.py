@@ -64,6 +64,7 @@ __all__ = [
     "merge_without_neck",
     "split_by_area",
     "MAX_SPLIT_ADDED",
+    "classical_centres",
 ]
 
 MAX_PIXELS = 4096 * 4096
@@ -434,6 +435,16 @@ def split_by_area(
     if len(added) > max_added * len(pts):
         return np.zeros((0, 2))
     return np.asarray(added, np.float64).reshape(-1, 2)
+
+
+def classical_centres(image, ns: "NucleusSignal", sigma: float) -> tuple:
+    """``(signal, texture_split, centres)``: the classical detector of `indep-seg count` on one
+    image. The detection signal (`detection_signal`: bright field's plateau removed, its texture
+    split from the nuclei), then `log_centres` on it, with `area_split` for bright nuclei on a
+    dark field (fluorescence: nuclei of one size, so an object's area says how many it holds)."""
+    det, split = detection_signal(image, ns, sigma)
+    centres = log_centres(det, sigma, texture_split=split, area_split=ns.polarity == "bright")
+    return det, split, centres
 
 
 def optical_density(image, background) -> np.ndarray:
