@@ -110,13 +110,14 @@ def _segment_iou(masks_dir: Path, truth_dir: Path, images) -> float:
     """Mean IoU over the whole image of the masks `indep-seg segment` wrote (its default
     refinement included: the panel's masks) against the unseen images' true masks (both > 127).
     `unseen_iou` is the network alone, scored by `indep-seg evaluate`'s box-window protocol."""
+    from indep_seg.metrics import iou
+
     ious = []
     for p in images:
         name = Path(p).name
         pred = np.asarray(Image.open(masks_dir / name).convert("L")) > 127
         truth = np.asarray(Image.open(truth_dir / name).convert("L")) > 127
-        union = (pred | truth).sum()
-        ious.append((pred & truth).sum() / union if union else 1.0)
+        ious.append(iou(pred, truth))
     return round(float(np.mean(ious)), 4)
 
 
