@@ -42,6 +42,9 @@ __all__ = [
     "gaussian_blur",
     "blur_augment",
     "dihedral_augment",
+    "counter_pairs",
+    "heatmap_loss",
+    "CounterTrainer",
     "train_counter",
     "predict_heatmap",
     "single_instance_mass",
@@ -214,6 +217,28 @@ def gaussian_blur(images, sigma, radius: int):
     return tf.transpose(tf.reshape(xt, [h, w, b, c]), [2, 0, 1, 3])
 
 
+def _is_stateless(seed) -> bool:
+    """Whether `seed` is a stateless TF seed (a shape-[2] integer tensor), not None / an op seed."""
+    return seed is not None and not isinstance(seed, int)
+
+
+def _three_seeds(seed):
+    """Three draws' seeds from one: None stays None, an int op seed ``s`` gives ``s, s+1, s+2``,
+    a stateless seed is split in three (`tf.random.experimental.stateless_split`)."""
+    if seed is None:
+        return None, None, None
+    if isinstance(seed, int):
+        return seed, seed + 1, seed + 2
+    return tuple(tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)))
+
+
+def _uniform(shape, seed, minval=0.0, maxval=1.0):
+    """``U(minval, maxval)``: stateful with an op seed (or None), stateless with a tensor seed."""
+    if _is_stateless(seed):
+        return tf.random.stateless_uniform(shape, seed, minval, maxval)
+    return tf.random.uniform(shape, minval, maxval, seed=seed)
+
+
 def blur_augment(images, max_sigma: float, noise: float = 0.0, seed=None):
     """Gaussian blur of a random width in ``[0, max_sigma]`` px per example (`gaussian_blur`), plus
     Gaussian noise of a random standard deviation in ``[0, noise]``, clipped to [0, 1].
@@ -221,15 +246,21 @@ def blur_augment(images, max_sigma: float, noise: float = 0.0, seed=None):
     A real image reaches the counter through an area-resampling shrink (`rescale_image`), so its
     instances have soft rims; a small generator's instances have hard, sometimes blocky ones. A
     counter that relied on the hard rim would put its peaks on the real instances' edges.
+    `seed`: None, an int op seed, or a shape-[2] tensor for stateless draws.
     """
     x = images
     b = tf.shape(images)[0]
+    s0, s1, s2 = _three_seeds(seed)
     if max_sigma > 0:
-        sig = tf.random.uniform([b], 1e-3, max_sigma, seed=seed)
+        sig = _uniform([b], s0, 1e-3, max_sigma)
         x = gaussian_blur(x, sig, int(math.ceil(3 * max_sigma)))
     if noise > 0:
-        sd = tf.random.uniform([b, 1, 1, 1], 0.0, noise, seed=None if seed is None else seed + 1)
-        x = x + sd * tf.random.normal(tf.shape(x), seed=None if seed is None else seed + 2)
+        sd = _uniform([b, 1, 1, 1], s1, 0.0, noise)
+        x = x + sd * (
+            tf.random.stateless_normal(tf.shape(x), s2)
+            if _is_stateless(s2)
+            else tf.random.normal(tf.shape(x), seed=s2)
+        )
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
@@ -241,15 +272,138 @@ def dihedral_augment(images, heatmaps, seed=None):
     edge, a shadow below) that a counter can learn to rely on; the instances of a real cluster
     come in every orientation. On the nuclei image, with the same generator, the count went from
     90 to 104 of 125 (docs/counting.md); the centres' placement on real nuclei did not improve.
+    `seed`: None, an int op seed, or a shape-[2] tensor for stateless draws.
     """
     x = tf.concat([images, heatmaps], axis=-1)
     c = images.shape[-1]
-    s = [None, None, None] if seed is None else [seed, seed + 1, seed + 2]
-    x = tf.image.random_flip_left_right(x, seed=s[0])
-    x = tf.image.random_flip_up_down(x, seed=s[1])
-    transpose = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=s[2]) < 0.5
+    s = _three_seeds(seed)
+    if _is_stateless(s[0]):
+        x = tf.image.stateless_random_flip_left_right(x, s[0])
+        x = tf.image.stateless_random_flip_up_down(x, s[1])
+    else:
+        x = tf.image.random_flip_left_right(x, seed=s[0])
+        x = tf.image.random_flip_up_down(x, seed=s[1])
+    transpose = _uniform([tf.shape(x)[0], 1, 1, 1], s[2]) < 0.5
     x = tf.where(transpose, tf.transpose(x, [0, 2, 1, 3]), x)
     return x[..., :c], x[..., c:]
+
+
+def counter_pairs(
+    gan,
+    background,
+    sigma: float,
+    seed=None,
+    min_contrast: float = 0.0,
+    gain_jitter: float = 0.0,
+    grayscale: bool = False,
+    dihedral: bool = False,
+    contrast_range=None,
+    blur_sigma: float = 0.0,
+    noise: float = 0.0,
+):
+    """One batch of the counter's training pairs ``(images [B, R, R, 3], heatmaps [B, R, R, 1])``:
+    the frozen generator's composites over `background` (``[B, R, R, 3]``) and their
+    `centre_targets`, augmented as `train_counter` describes.
+
+    `seed`: a shape-[2] tensor, split among the augmentations' draws (None: TF's stateful ones);
+    the generator draws its layers and layout from its own seed generators.
+    """
+    out = gan.generate(
+        tf.shape(background)[0], background=background, training=False, return_all=True
+    )
+    seeds = (
+        [None] * 4
+        if seed is None
+        else tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4))
+    )
+    if gain_jitter > 0:
+        out = jitter_instance_gain(out, background, gain_jitter, seed=seeds[0])
+    if contrast_range is not None:
+        out = match_instance_contrast(out, background, *contrast_range, seed=seeds[1])
+    target, _, _ = centre_targets(out, sigma, background=background, min_contrast=min_contrast)
+    x = to_gray(out["composite"]) if grayscale else out["composite"]
+    if blur_sigma > 0 or noise > 0:
+        x = blur_augment(x, blur_sigma, noise, seed=seeds[2])
+    if dihedral:
+        x, target = dihedral_augment(x, target, seed=seeds[3])
+    return x, target
+
+
+def heatmap_loss(target, pred):
+    """The counter's regression loss: 100 x the mean squared heatmap error."""
+    return tf.reduce_mean(tf.square(pred - target)) * 100.0
+
+
+class CounterTrainer(keras.Model):
+    """The centre counter's training step as a `keras.Model`: `heatmap_loss` between the counter's
+    heatmap and the target, one optimizer step on the counter's weights.
+
+    Batches are ``(images [B, H, W, 3], heatmaps [B, H, W, 1])``, or, with `pairs`, whatever
+    `pairs(batch, seed)` turns into such a pair inside the step (`train_counter`: the frozen
+    generator's composites over the batch's backgrounds, `counter_pairs`). `fit` reports each
+    step's `loss`. Calling it runs the counter.
+
+    Args:
+        counter: the network to train (`build_counter`).
+        pairs: None, or a function ``(batch, seed) -> (images, heatmaps)``.
+        seed: int or None, the seed of the stateless draws handed to `pairs` (one per step).
+    """
+
+    def __init__(self, counter, pairs=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.counter = counter
+        self.pairs = pairs
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def metrics(self):
+        return []
+
+    def compile(self, optimizer=None, learning_rate=1e-3, **kwargs):
+        """`FusedAdam(learning_rate)` unless an optimizer is given; no XLA unless asked
+        (`jit_compile=True`)."""
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer or FusedAdam(learning_rate), **kwargs)
+
+    def call(self, images, training=False):
+        return self.counter(images, training=training)
+
+    def train_step(self, data):
+        if self.pairs is None:
+            images, target = data
+        else:
+            images, target = self.pairs(data, self.seed_generator.next())
+        with tf.GradientTape() as tape:
+            loss = heatmap_loss(target, self.counter(images, training=True))
+        variables = self.counter.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+class _CounterLog(keras.callbacks.Callback):
+    """The loss every `log_every` steps and at the last one, as ``(step, loss)`` in `history` and a
+    log line; stops `fit` when `time_limit_s` is spent (checked after every step)."""
+
+    def __init__(self, steps, log_every, time_limit_s, log):
+        super().__init__()
+        self.steps, self.log_every, self.log = steps, log_every, log
+        self.time_limit_s = time_limit_s
+        self.history = []
+        self.t0 = time.time()
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        if batch % self.log_every == 0 or batch == self.steps - 1:
+            self.history.append((batch, loss))
+            self.log(f"counter step {batch}: loss {loss:.4f}")
+        if self.time_limit_s is not None and time.time() - self.t0 > self.time_limit_s:
+            if not self.history or self.history[-1][0] != batch:
+                self.history.append((batch, loss))
+            self.log(f"counter: time limit reached at step {batch}")
+            self.model.stop_training = True
 
 
 def train_counter(
@@ -269,63 +423,47 @@ def train_counter(
     contrast_range=None,
     blur_sigma: float = 0.0,
     noise: float = 0.0,
+    seed: int | None = None,
 ):
     """Train the centre counter on the (frozen) generator's composites over the dataset's
-    backgrounds.
+    backgrounds (`CounterTrainer.fit`, `steps` steps of the batches' ``"background"``).
 
     `gain_jitter` > 0 re-composites each batch with per-instance gains (`jitter_instance_gain`);
     `grayscale` trains on luminance only (`to_gray`), for gray images, whose counter then never sees
     the colours a generator may paint; `dihedral` shows every composite and its target in a random
     one of the square's 8 orientations (`dihedral_augment`); `contrast_range` ``(low, high)`` draws
     every instance's contrast from that range (`match_instance_contrast`, after any gain jitter);
-    `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). Returns ``(counter,
-    history)``, history a list of ``(step, loss)``.
+    `blur_sigma` / `noise` soften and noise the composites (`blur_augment`). `seed` seeds those
+    draws (None: a seed from Keras' global one, `keras.utils.set_random_seed`); the same seed,
+    counter weights, generator state and batches give the same counter. Stops early when
+    `time_limit_s` is spent. Returns ``(counter, history)``, history a list of ``(step, loss)``.
     """
     steps = checks.check_int(steps, "steps", minimum=0)
+    log_every = checks.check_int(log_every, "log_every", minimum=1)
     gain_jitter = float(checks.check_positive_number(gain_jitter, "gain_jitter", allow_zero=True))
     counter = counter or build_counter()
-    opt = FusedAdam(learning_rate)
+    if steps == 0:
+        return counter, []
+    options = dict(
+        min_contrast=min_contrast,
+        gain_jitter=gain_jitter,
+        grayscale=grayscale,
+        dihedral=dihedral,
+        contrast_range=contrast_range,
+        blur_sigma=blur_sigma,
+        noise=noise,
+    )
 
-    @tf.function
-    def step_fn(batch):
-        out = gan.generate(
-            tf.shape(batch["background"])[0],
-            background=batch["background"],
-            training=False,
-            return_all=True,
-        )
-        if gain_jitter > 0:
-            out = jitter_instance_gain(out, batch["background"], gain_jitter)
-        if contrast_range is not None:
-            out = match_instance_contrast(out, batch["background"], *contrast_range)
-        target, _, _ = centre_targets(
-            out, sigma, background=batch["background"], min_contrast=min_contrast
-        )
-        x = to_gray(out["composite"]) if grayscale else out["composite"]
-        if blur_sigma > 0 or noise > 0:
-            x = blur_augment(x, blur_sigma, noise)
-        if dihedral:
-            x, target = dihedral_augment(x, target)
-        with tf.GradientTape() as tape:
-            pred = counter(x, training=True)
-            loss = tf.reduce_mean(tf.square(pred - target)) * 100.0
-        grads = tape.gradient(loss, counter.trainable_variables)
-        opt.apply_gradients(zip(grads, counter.trainable_variables))
-        return loss
+    def pairs(batch, step_seed):
+        return counter_pairs(gan, batch["background"], sigma, seed=step_seed, **options)
 
-    history = []
-    t0 = time.time()
-    it = iter(dataset)
-    for s in range(steps):
-        loss = float(step_fn(next(it)))
-        if s % log_every == 0 or s == steps - 1:
-            history.append((s, loss))
-            log(f"counter step {s}: loss {loss:.4f}")
-        if time_limit_s is not None and time.time() - t0 > time_limit_s:
-            history.append((s, loss))
-            log(f"counter: time limit reached at step {s}")
-            break
-    return counter, history
+    trainer = CounterTrainer(counter, pairs=pairs, seed=seed)
+    trainer.compile(learning_rate=learning_rate)
+    logger = _CounterLog(steps, log_every, time_limit_s, log)
+    trainer.fit(
+        dataset, epochs=1, steps_per_epoch=steps, callbacks=[logger], shuffle=False, verbose=0
+    )
+    return counter, logger.history
 
 
 def predict_heatmap(counter, image_scaled, margin: int = 16) -> np.ndarray:
