@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "onnxruntime==1.31.1",
     "numpy>=2.0,<3",
     "scipy>=1.13,<2",
+    "scikit-image>=0.22",  # the marker watershed of the nucleus instance maps (hoc/instances.py)
     "opencv-python-headless>=4.9",  # GrabCut: the per-image box prior and mask refinement
     "pillow>=10,<14",
     "pyyaml>=6,<7",
