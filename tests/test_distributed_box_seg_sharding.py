@@ -17,14 +17,17 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _workers import start_workers, wait_workers
+from _workers import kill_workers, start_workers, wait_workers
 
-PHOTOS, PER_SHARD, GLOBAL_BATCH = 16, 2, 4
-STEPS = 60  # 120 draws per worker from its 8 crops (16 backgrounds): all seen but by chance 1e-6
+PHOTOS, PER_SHARD, GLOBAL_BATCH = 16, 2, 8
+# 320 draws per worker from its 8 crops and its 16 backgrounds: were they random, one would be
+# missed with probability 2e-8; the stream is seeded, so the test is deterministic
+STEPS = 80
 
 
 def _config():
@@ -74,8 +77,10 @@ def _worker(directory):
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     directory = Path(directory)
-    cfg = _config()
-    run = _BoxSegRun(cfg, None, "box_seg_tiny", {}, print, directory, directory, 0.0)
+    deadline = time.time() + 120  # the test process writes the shards meanwhile
+    while read_box_seg_shards(directory / "box_shards") is None and time.time() < deadline:
+        time.sleep(0.2)
+    run = _BoxSegRun(_config(), None, "box_seg_tiny", {}, print, directory, directory, 0.0)
     run.shards = read_box_seg_shards(directory / "box_shards")
     ds = run.dataset_fn(seed=3)()  # the adversarial phase's stream
     policy = ds.options().experimental_distribute.auto_shard_policy
@@ -103,19 +108,26 @@ def test_box_seg_stream_from_8_or_more_shards_is_read_by_whole_files_per_worker(
     from indep_seg.data.readers import MIN_FILES_FOR_FILE_SHARDING
     from indep_seg.training.experiments.box_seg import prepare_box_shards
 
-    paths = write_synthetic_dataset(tmp_path / "photos", num_images=PHOTOS, seed=0, size=32)
-    manifest = prepare_box_shards(
-        paths["images"],
-        _config(),
-        tmp_path / "box_shards",
-        masks=paths["masks"],
-        records_per_shard=PER_SHARD,
-        log=lambda *a: None,
-    )
-    assert manifest["prior"] and manifest["area"]
-    assert len(manifest["crop_files"]) == len(manifest["background_files"]) == 8
-    assert MIN_FILES_FOR_FILE_SHARDING <= 8
+    # the workers start (import TensorFlow) while this process writes the shards they wait for
     procs, logs = start_workers(tmp_path, [__file__, "worker", tmp_path])
+    try:
+        paths = write_synthetic_dataset(tmp_path / "photos", num_images=PHOTOS, seed=0, size=32)
+        manifest = prepare_box_shards(
+            paths["images"],
+            _config(),
+            tmp_path / "box_shards",
+            masks=paths["masks"],
+            records_per_shard=PER_SHARD,
+            log=lambda *a: None,
+        )
+        assert manifest["prior"] and manifest["area"]
+        assert len(manifest["crop_files"]) == len(manifest["background_files"]) == 8
+        assert MIN_FILES_FOR_FILE_SHARDING <= 8
+    except BaseException:
+        kill_workers(procs)
+        for log in logs:
+            log.close()
+        raise
     results = wait_workers(tmp_path, procs, logs, timeout_s=180)
     assert [(r["worker"], r["replicas"], r["policy"]) for r in results] == [
         (0, 2, "FILE"),
