@@ -572,3 +572,27 @@ def test_watershed_markers_keep_a_dim_nucleus_on_a_bright_ones_slope():
     assert inst.match_instances(inst.watershed_instances(g, cen, sigma), truth)["tp"] == 2
     point = inst.watershed_instances(g, cen, sigma, marker_radius=0.0)
     assert inst.match_instances(point, truth)["tp"] < 2
+
+
+def test_stands_out_drops_faint_bumps_on_a_glow_keeps_nuclei():
+    # bright nuclei on a dark field around a broad glow that carries faint, blurred bumps of the
+    # same size (out-of-focus nuclei, as the middle of 20b20ab0): the LoG answers both kinds;
+    # only the nuclei rise above their surroundings by half their height
+    h, w = 160, 240
+    yy, xx = np.mgrid[:h, :w]
+    nuclei = [(20 + 25 * i, 20) for i in range(9)] + [(20 + 25 * i, 140) for i in range(9)]
+    bumps = [(60 + 25 * i, y) for i in range(5) for y in (65, 95)]
+    g = 0.3 * np.exp(-(((xx - 120) / 120.0) ** 2 + ((yy - 80) / 40.0) ** 2))
+    for x, y in nuclei:
+        g[(xx - x) ** 2 + (yy - y) ** 2 <= 36] = 0.8
+    for x, y in bumps:
+        g = g + 0.25 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 32.0)
+    g = ndimage.gaussian_filter(g.astype(np.float32), 1.0)
+    g = g + np.random.default_rng(0).normal(0, 0.005, g.shape).astype(np.float32)
+    sigma = 6 / math.sqrt(2.0)
+    c = inst.log_centres(g, sigma)
+    near = lambda pts, x, y: min(math.hypot(x - px, y - py) for px, py in pts) <= 4  # noqa: E731
+    assert sum(near(bumps, x, y) for x, y, _ in c) == len(bumps)  # the LoG counts the bumps
+    kept = c[inst.stands_out(g, c, sigma)]
+    assert len(kept) == len(nuclei) and all(near(nuclei, x, y) for x, y, _ in kept)
+    assert inst.stands_out(g, np.zeros((0, 3)), sigma).shape == (0,)
