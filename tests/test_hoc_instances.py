@@ -596,3 +596,25 @@ def test_stands_out_drops_faint_bumps_on_a_glow_keeps_nuclei():
     kept = c[inst.stands_out(g, c, sigma)]
     assert len(kept) == len(nuclei) and all(near(nuclei, x, y) for x, y, _ in kept)
     assert inst.stands_out(g, np.zeros((0, 3)), sigma).shape == (0,)
+
+
+def test_watershed_instances_cut_nuclei_on_a_glow_at_their_own_half_height():
+    # nuclei on a broad glow: cut at half their height above the image's background, their masks
+    # would spread over the glow; above the local floor (local_floor, default) they keep their size
+    h, w = 120, 200
+    yy, xx = np.mgrid[:h, :w]
+    cen = [(30 + 35 * i, 60) for i in range(5)]
+    g = 0.6 * np.exp(-(((xx - 100) / 150.0) ** 2 + ((yy - 60) / 80.0) ** 2))
+    truth = np.zeros((h, w), np.int32)
+    for i, (x, y) in enumerate(cen):
+        m = (xx - x) ** 2 + (yy - y) ** 2 <= 64
+        g[m] += 0.4
+        truth[m] = i + 1
+    g = ndimage.gaussian_filter(g.astype(np.float32), 1.0)
+    seeds = np.array([[x, y, 1.0] for x, y in cen])
+    sigma = 8 / math.sqrt(2.0)
+    m = inst.match_instances(inst.watershed_instances(g, seeds, sigma), truth)
+    assert m["tp"] == 5 and m["mean_iou"] > 0.8
+    flat = inst.watershed_instances(g, seeds, sigma, local_floor=False)
+    spread = inst.match_instances(flat, truth)
+    assert spread["mean_iou"] < m["mean_iou"] - 0.1  # masks spread over the glow
