@@ -317,7 +317,42 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
         grid_centres(200, 240, 25, 15)
     )
     meta["steps"] = counting.MIN_COUNTER_STEPS
-    assert counting.count_instances(oracle(), meta, rgb(g))["centres_from"] == "learned"
+    res = counting.count_instances(disk_counter(), meta, rgb(g))
+    assert res["centres_from"] == "learned" and res["fallback"] is None
+
+
+def disk_counter(gain=1.0):
+    """`oracle` scaled so that a disk of radius 5 px (`disks`), seen through `count_instances`'
+    normalised window, holds a heatmap mass of `gain` instances (the oracle's own mass for such a
+    disk is 553 / 63 = 8.8: measured on the grid of the tests below)."""
+    model = oracle()
+    model.layers[-1].kernel.assign(np.full((1, 1, 3, 1), gain * 63 / 553 / 3, np.float32))
+    return model
+
+
+def test_a_learned_count_far_from_the_log_count_falls_back_to_the_log_centres():
+    """A counter whose heatmap holds 5x each instance's mass: uncalibrated it counts 5x the disks
+    (the LoG count is exact), calibrated its factor 5 is outside the limits (1/3-3); either way the
+    automatic choice answers with the LoG centres and says why; asked for, the learned count
+    stays the answer."""
+    cen = grid_centres(200, 240, 25, 15)
+    g, _ = disks(200, 240, cen, 5, noise=0.02)
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5}
+    meta["steps"] = counting.MIN_COUNTER_STEPS
+    five = disk_counter(5.0)
+    res = counting.count_instances(disk_counter(), meta, rgb(g))
+    assert res["fallback"] is None and res["count"] == res["count_learned"]
+    assert abs(res["count"] - len(cen)) <= 2  # calibrated by the image's own single disks
+    res = counting.count_instances(five, meta, rgb(g), calibrate=False)
+    assert res["count_learned"] > counting.MAX_COUNT_DISAGREEMENT * len(cen)
+    assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(cen)
+    assert "differ by more than 2x" in res["fallback"]
+    res = counting.count_instances(five, meta, rgb(g))
+    assert res["calibration"] is None and res["centres_from"] == "log"
+    assert res["count"] == len(cen) and "refused" in res["fallback"]
+    res = counting.count_instances(five, meta, rgb(g), centres_from="learned")
+    assert res["centres_from"] == "learned" and res["count"] == res["count_learned"]
+    assert res["fallback"] is None
 
 
 def bright_field(seed=0, size=448, cells=14, r=7, granules=False):

@@ -575,8 +575,9 @@ def count_image(
     stands and ``calibration`` is None.
 
     Returns dict ``count`` (int), ``count_raw`` (float), ``calibration`` (float or None),
-    ``calibration_instances``, ``centres`` (``[[x, y], ...]`` full-resolution pixels, the `count`
-    strongest heatmap peaks), ``mass`` (float count), ``num_peaks`` and ``heatmap``.
+    ``calibration_instances``, ``calibration_refused`` (measured, outside the limits),
+    ``centres`` (``[[x, y], ...]`` full-resolution pixels, the `count` strongest heatmap peaks),
+    ``mass`` (float count), ``num_peaks`` and ``heatmap``.
     """
     a = np.asarray(image, np.float32)
     if grayscale:
@@ -586,7 +587,8 @@ def count_image(
     heat = predict_heatmap(counter, scaled)
     raw = float(np.clip(heat, 0, None).sum() / (2.0 * math.pi * sigma * sigma))
     cal, n_single = single_instance_mass(heat, a, sigma) if calibrate else (None, 0)
-    if cal is not None and not calibration_limits[0] <= cal <= calibration_limits[1]:
+    refused = cal is not None and not calibration_limits[0] <= cal <= calibration_limits[1]
+    if refused:
         cal = None
     mass = raw / cal if cal else raw
     pk = peaks(heat, sigma, threshold)
@@ -604,12 +606,19 @@ def count_image(
         "count_raw": round(raw, 3),
         "calibration": None if cal is None else round(cal, 4),
         "calibration_instances": n_single,
+        "calibration_refused": bool(refused),
         "num_peaks": int(len(pk)),
         "heatmap": heat,
     }
 
 
 MIN_COUNTER_STEPS = 500  # a counter trained less is not trusted by default (count_instances)
+#: `count_instances`' automatic choice answers with the LoG centres when the learned count is more
+#: than this factor above or below the LoG count: two estimators that disagree that much mean the
+#: learned one met an image unlike its training composites (issue #19, session 12: a counter
+#: trained on three images counted 1789 of 289 nuclei on a fourth, whose calibration was refused;
+#: on the eight other development images the two counts were within a factor of 1.2).
+MAX_COUNT_DISAGREEMENT = 2.0
 MAX_COUNT_PIXELS = (
     64_000_000  # 8000 x 8000: larger images are refused (memory), see docs/counting.md
 )
@@ -657,10 +666,11 @@ def count_instances(
     (`instances.watershed_instances`).
 
     `centres_from`: "learned", "log" or None (the model's ``centres_from``, else "learned" unless
-    the
-    counter trained fewer than `MIN_COUNTER_STEPS` steps: then "log") picks which
-    centres are the answer (``count``: the learned calibrated count, whose centres are its strongest
-    peaks, or the number of LoG centres). Both counts are always returned.
+    the counter trained fewer than `MIN_COUNTER_STEPS` steps, or its calibration on this image was
+    refused (`count_image`), or its count is more than `MAX_COUNT_DISAGREEMENT` times above or below
+    the LoG count: then "log", and ``fallback`` says why) picks which centres are the answer
+    (``count``: the learned calibrated count, whose centres are its strongest peaks, or the number
+    of LoG centres). Both counts are always returned.
     A constant image gives count 0 and an empty label map (``note`` says why).
     Returns dict: ``count``, ``centres``, ``labels`` ([H, W] int32), ``count_learned``,
     ``count_log``, ``count_raw``, ``calibration``, ``window``, ``sigma``, ``polarity``, ``kind``,
@@ -668,6 +678,7 @@ def count_instances(
     """
     a = check_counting_image(image)
     h, w = a.shape[:2]
+    automatic = centres_from is None and not meta.get("centres_from")
     if centres_from is None:
         trained = meta.get("steps")
         centres_from = meta.get("centres_from") or (
@@ -720,6 +731,11 @@ def count_instances(
     )
     det, _, log = inst.classical_centres(a, ns, sc["sigma"])
     log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
+    fallback = None
+    if automatic and centres_from == "learned":
+        fallback = _learned_count_doubt(learned, len(log_xy), calibrate)
+        if fallback:
+            centres_from = "log"
     centres = learned["centres"] if centres_from == "learned" else log_xy
     seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)
     labels = inst.watershed_instances(det, seeds, sc["sigma"])
@@ -741,8 +757,25 @@ def count_instances(
         "kind": kind,
         "kind_mismatch": mismatch,
         "centres_from": centres_from,
+        "fallback": fallback,
         "heatmap": learned["heatmap"],
     }
+
+
+def _learned_count_doubt(learned: dict, count_log: int, calibrate: bool):
+    """Why the learned count of `count_image` should not be the automatic answer (None: no
+    reason): its calibration on this image was measured and refused (outside its limits: the
+    counter gives this image's clear single instances a mass it never gave a training instance),
+    or it and the LoG count differ by more than `MAX_COUNT_DISAGREEMENT` times."""
+    if calibrate and learned.get("calibration_refused"):
+        return "the learned counter's calibration on this image was refused (outside its limits)"
+    n, m = learned["count"], count_log
+    if max(n, m) > MAX_COUNT_DISAGREEMENT * max(min(n, m), 1):
+        return (
+            f"the learned count ({n}) and the LoG count ({m}) differ by more than "
+            f"{MAX_COUNT_DISAGREEMENT:g}x"
+        )
+    return None
 
 
 def save_counter(directory, counter, meta: dict):
