@@ -9,13 +9,13 @@ pinning):
     indep-seg count --model RUN IMAGE... --out-dir OUT --json-out OUT/count.jsonl
 (`--run RUN --train-log LOG` scores a run trained already with that train command; `--centres
 learned` passes the count command's option, to score the learned counter's own label maps; OUT
-is ``count_<out>`` beside RUN). Then scores every count line against the labels (``counts.json``;
-``instances.png`` for ``dsb2018_image``) and the written label maps by AP at IoU 0.5
-(`instances.match_instances`, as bench_hoc_dev.py). Labels are read here only. Each image is
-marked "trained on" (a training image of the run), "tuned" (in bench_hoc_dev's TUNED: some
-setting was chosen looking at it) or "held out". Which centres answered (``centres_from``: "log"
-while the learned counter trained fewer than 500 steps, else "learned") is
-recorded per image with both counts. Writes benchmarks/results/<out>.json.
+is ``count_<out>`` beside RUN). Then scores every count line against the labels (the ids of each
+label map) and the written label maps by AP at IoU 0.5 (`instances.match_instances`, as
+bench_hoc_dev.py). Labels are read here only. Each image is marked "trained on" (a training
+image of the run), "tuned" (in bench_hoc_dev's TUNED: some setting was chosen looking at it) or
+"held out". Which centres answered (``centres_from``: "log" while the learned counter trained
+fewer than 500 steps or where `count_instances` falls back, ``fallback`` saying why; else
+"learned") is recorded per image with both counts. Writes benchmarks/results/<out>.json.
 """
 
 from __future__ import annotations
@@ -37,18 +37,6 @@ from benchmarks.common import REPO, results_dir, write_json_atomic  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("indep-seg"))
 DEFAULT_TRAIN = "dsb2018_image,04acab76,150b0ffa"
-
-
-def true_count(name, labels_path):
-    """The number of annotated nuclei: counts.json, else the label image's ids."""
-    from PIL import Image
-
-    counts = labels_path.parent / "counts.json"
-    if counts.is_file():
-        table = json.loads(counts.read_text())
-        if name in table:
-            return int(table[name])
-    return int(len(np.unique(np.asarray(Image.open(labels_path)))) - 1)
 
 
 def train(names, budget, run, log):
@@ -85,17 +73,19 @@ def score(name, line, status):
     from indep_seg.hoc.instances import match_instances
 
     _, lp = image_paths(name)
-    n_true = true_count(name, lp)
+    truth = np.asarray(Image.open(lp))
+    n_true = int(len(np.unique(truth)) - 1)  # as bench_hoc_dev (= counts.json on every image)
     row = {"image": name, "set": status, "n_true": n_true}
     if "error" in line:
         return {**row, "error": line["error"]}
-    m = match_instances(np.asarray(Image.open(line["labels"])), np.asarray(Image.open(lp)))
+    m = match_instances(np.asarray(Image.open(line["labels"])), truth)
     for key in ("count", "count_log", "count_learned"):
         row[key] = int(line[key])
         row[f"{key}_err_pct"] = round(err_pct(line[key], n_true), 2)
     row.update(
         {
             "centres_from": line.get("centres_from"),
+            "fallback": line.get("fallback"),
             "count_raw": line.get("count_raw"),
             "calibration": line.get("calibration"),
             "kind_mismatch": line.get("kind_mismatch"),

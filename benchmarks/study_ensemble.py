@@ -163,12 +163,14 @@ def main(argv=None):
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
     from indep_seg.box_prior import (
+        PRIOR_TIGHTNESS_POWER,
         box_mask,
         box_tightness,
         colour_contrast,
         ellipse_mask,
         fill_outside_photo,
         is_degenerate,
+        prior_score,
     )
 
     if args.study == "photometric":
@@ -186,13 +188,16 @@ def main(argv=None):
     )
     cands["net"] = net["net_soft"] > 0.5
 
-    def score_of(m, i, p=2):
+    def score_of(m, i, p=PRIOR_TIGHTNESS_POWER):
+        """`prior_score`, or its form with another tightness power `p`."""
+        if p == PRIOR_TIGHTNESS_POWER:
+            return prior_score(filled[i], m, boxes[i])
         return colour_contrast(filled[i], m, boxes[i]) * box_tightness(m, boxes[i]) ** p
 
     def valid(m, i):
         return not is_degenerate(m, boxes[i])
 
-    def pick_masks(masks, i, p=2, edges=None, q=1.0):
+    def pick_masks(masks, i, p=PRIOR_TIGHTNESS_POWER, edges=None, q=1.0):
         best, bv = None, -np.inf
         for j, m in enumerate(masks):
             if not valid(m, i):
@@ -202,7 +207,7 @@ def main(argv=None):
                 best, bv = m, v
         return best if best is not None else ellipse_mask(imgs[i].shape[:2], boxes[i])
 
-    def pick(names, i, p=2, edge=None, q=1.0):
+    def pick(names, i, p=PRIOR_TIGHTNESS_POWER, edge=None, q=1.0):
         edges = None if edge is None else [edge[k][i] for k in names]
         return pick_masks([cands[k][i] for k in names], i, p, edges, q)
 

@@ -733,7 +733,7 @@ def count_instances(
     log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
     fallback = None
     if automatic and centres_from == "learned":
-        fallback = _learned_count_doubt(learned, len(log_xy), calibrate)
+        fallback = _learned_count_doubt(learned, len(log_xy))
         if fallback:
             centres_from = "log"
     centres = learned["centres"] if centres_from == "learned" else log_xy
@@ -762,12 +762,12 @@ def count_instances(
     }
 
 
-def _learned_count_doubt(learned: dict, count_log: int, calibrate: bool):
+def _learned_count_doubt(learned: dict, count_log: int):
     """Why the learned count of `count_image` should not be the automatic answer (None: no
     reason): its calibration on this image was measured and refused (outside its limits: the
     counter gives this image's clear single instances a mass it never gave a training instance),
     or it and the LoG count differ by more than `MAX_COUNT_DISAGREEMENT` times."""
-    if calibrate and learned.get("calibration_refused"):
+    if learned["calibration_refused"]:
         return "the learned counter's calibration on this image was refused (outside its limits)"
     n, m = learned["count"], count_log
     if max(n, m) > MAX_COUNT_DISAGREEMENT * max(min(n, m), 1):
