@@ -157,10 +157,10 @@ def evaluate_segmenter(model_dir, crops, gt):
     }
 
 
-def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
+def evaluate_with_cli(model_dir, crops, gt, names, work_dir, refine="grabcut"):
     """The README's route: the crops written as 8-bit PNGs, `indep-seg segment --model RUN crops
-    --out masks`,
-    the 8-bit masks read back and thresholded at 0.5 (IoU / DICE as `evaluate_segmenter`)."""
+    --out masks --refine REFINE` (the default "grabcut": `indep_seg.refine.refine_unboxed`), the
+    8-bit masks read back and thresholded at 0.5 (IoU / DICE as `evaluate_segmenter`)."""
     import subprocess
 
     work_dir = Path(work_dir)
@@ -172,6 +172,7 @@ def evaluate_with_cli(model_dir, crops, gt, names, work_dir):
         )
     exe = Path(sys.executable).with_name("indep-seg")
     cmd = [str(exe), "segment", "--model", str(model_dir), str(src), "--out", str(out)]
+    cmd += ["--refine", refine]
     subprocess.run(cmd, check=True)
     pred = []
     for name in names:
@@ -344,6 +345,12 @@ def main(argv=None):
         "README's "
         "route) instead of calling the segmenter in-process",
     )
+    ap.add_argument(
+        "--refine",
+        choices=("grabcut", "none"),
+        default="grabcut",
+        help="with --cli: `indep-seg segment --refine` (default grabcut, the CLI's default)",
+    )
     ap.add_argument("--mine-samples", type=int, default=2000)
     ap.add_argument("--mine-steps", type=int, default=400)
     ap.add_argument("--kid-samples", type=int, default=1000)
@@ -396,7 +403,9 @@ def main(argv=None):
         "cpu_cores": os.cpu_count(),
         "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "route": "indep-seg segment (CLI)" if args.cli else "Segmenter.predict_crops (in-process)",
+        "route": f"indep-seg segment --refine {args.refine} (CLI)"
+        if args.cli
+        else "Segmenter.predict_crops (in-process)",
         "note": args.note,
         "variants": {},
     }
@@ -417,7 +426,9 @@ def main(argv=None):
         entry = {"overrides": overrides}
         for h, (crops, gt, names) in halves.items():
             if args.cli:
-                pred, sc = evaluate_with_cli(d, crops, gt, names, d / f"cli_eval_{h}")
+                pred, sc = evaluate_with_cli(
+                    d, crops, gt, names, d / f"cli_eval_{h}_{args.refine}", args.refine
+                )
             else:
                 pred, sc = evaluate_segmenter(d, crops, gt)
             entry[h] = {"iou": sc["iou"], "dice": sc["dice"]}

@@ -51,9 +51,10 @@ def run_dir(tmp_path_factory):
 
 def _segment(run_dir, image, tmp_path, capsys, *extra):
     src = tmp_path / "in"
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(src / "p.png")
-    code = main(["segment", "--model", str(run_dir), str(src / "p.png"), "--out", str(tmp_path)])
+    args = ["segment", "--model", str(run_dir), str(src / "p.png"), "--out", str(tmp_path)]
+    code = main(args + list(extra))
     out = capsys.readouterr()
     assert code == 0, out.err
     assert json.loads(out.out)["written"] == 1
@@ -80,11 +81,25 @@ def test_box_free_network_sees_the_whole_image(run_dir, tmp_path, capsys):
 
 def test_cli_masks_equal_the_in_process_evaluation(run_dir, tmp_path, capsys):
     photo = _photo()
-    cli = _segment(run_dir, photo, tmp_path, capsys)
+    cli = _segment(run_dir, photo, tmp_path, capsys, "--refine", "none")
     ref = _in_process(run_dir, photo)
     # 8-bit PNG of the mask: 1/255 rounding; the box filter (average of 4x4) instead of the
     # antialiased resize differs by ~0.05 on the stripes' edges, the black frame by ~0.9
     assert np.abs(cli - ref).max() < 0.01, f"max |CLI - in-process| = {np.abs(cli - ref).max()}"
+
+
+def test_the_default_refines_a_box_free_mask_on_the_photo(run_dir, tmp_path, capsys):
+    """`segment`'s default `--refine grabcut` without a box: GrabCut from the network's own
+    confidence (`indep_seg.refine.refine_unboxed`) turns the soft red-channel answer (0.9 on the
+    blob, 0.25-0.45 on the stripes) into the blob's binary mask."""
+    photo = _photo()
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE]
+    blob = ((xx - 30) ** 2 / 18.0**2 + (yy - 36) ** 2 / 12.0**2) <= 1.0
+    raw = _segment(run_dir, photo, tmp_path / "raw", capsys, "--refine", "none")
+    refined = _segment(run_dir, photo, tmp_path / "refined", capsys)
+    assert set(np.unique(refined)) <= {0.0, 1.0} and len(np.unique(raw)) > 2
+    inter = ((refined > 0.5) & blob).sum()
+    assert inter / ((refined > 0.5) | blob).sum() > 0.9
 
 
 def test_box_free_flag_survives_keras_and_artifact_round_trips(run_dir, tmp_path):

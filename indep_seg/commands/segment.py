@@ -9,9 +9,10 @@ its segmenter.json) the whole image is the crop the network sees, not the image 
 margin (`indep_seg.segmenter.image_box`). `--boxes` is a CSV `filename,x0,y0,x1,y1` (pixels of the
 original image; several rows per file give the union of their masks). `--model` takes an
 exported SavedModel, a version base dir or a training model dir; `--server HOST:PORT`
-(or `http://HOST:PORT`) asks a running `indep-seg serve` instead. Boxed masks are refined on
-the photo by default (`--refine grabcut`: `indep_seg.box_prior.refine_full_mask`, binary masks
-that follow the photo's edges, 0 outside the object); `--refine none` writes the model's own.
+(or `http://HOST:PORT`) asks a running `indep-seg serve` instead. Masks are refined on the
+photo by default (`--refine grabcut`: binary masks that follow the photo's edges): boxed ones in
+their box (`indep_seg.box_prior.refine_full_mask`, 0 outside the object), the others from the
+network's confidence (`indep_seg.refine.refine_unboxed`); `--refine none` writes the model's own.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def add_arguments(parser):
         "--refine",
         choices=("grabcut", "none"),
         default="grabcut",
-        help="boxed inputs: move each mask's outline to the photo's colour edges "
-        "(GrabCut started from the mask blended with the box's own prior; a "
-        "degenerate or inverted mask gives way to that prior; default grabcut)",
+        help="move each mask's outline to the photo's colour edges (default grabcut): boxed "
+        "inputs by GrabCut started from the mask blended with the box's own prior (a "
+        "degenerate or inverted mask gives way to that prior), inputs without a box by "
+        "GrabCut that keeps the pixels the network is sure of",
     )
     parser.add_argument("--cutout", action="store_true", help="also write RGBA cut-outs")
     parser.add_argument("--binary", action="store_true", help="write 0/255 masks (threshold 0.5)")
@@ -118,6 +120,7 @@ def _clip_box(box, w, h, where):
 
 def run(args) -> int:
     from indep_seg.box_prior import refine_full_mask
+    from indep_seg.refine import refine_unboxed
     from indep_seg.serving.client import ClientError
 
     try:
@@ -180,7 +183,8 @@ def run(args) -> int:
             raise CommandError(f"{f}: the server answered {e}") from None
         if args.refine == "grabcut":
             masks = [
-                m if b is None else refine_full_mask(image, m, b) for m, b in zip(masks, boxes)
+                refine_unboxed(image, m) if b is None else refine_full_mask(image, m, b)
+                for m, b in zip(masks, boxes)
             ]
         mask = np.max(np.stack(masks), axis=0)
         if args.binary:
