@@ -18,9 +18,9 @@ from indep_seg.box_prior import PRIOR_COLOUR, grabcut_image
 __all__ = ["CONFIDENT", "REFINE_MAX_SIDE", "confidence_trimap", "refine_unboxed"]
 
 #: A soft mask is taken as certain where it is within CONFIDENT of 0 or 1 (GrabCut's definite
-#: background / foreground); elsewhere probable, split at 0.5. A round number, chosen on the
-#: tuning half horse001-164 among 0.02, 0.05, 0.1 and 0.2 (0.695 / 0.697 / 0.677 / 0.649 against
-#: 0.591 unrefined, session 12's 60-minute ILSGAN): docs/ilsgan_notes.md, session 13.
+#: background / foreground); elsewhere probable, split at 0.5. Chosen on the tuning half
+#: horse001-164 among 0.02, 0.05, 0.1 and 0.2 (0.700 / 0.702 / 0.684 / 0.651 against 0.591
+#: unrefined, session 12's 60-minute ILSGAN; `benchmarks/study_ilsgan_refine.py`, README ILSGAN).
 CONFIDENT = 0.05
 #: GrabCut runs on the image shrunk to at most this many pixels a side (and the mask scaled back):
 #: seconds become tens of milliseconds on photos of a few megapixels.
