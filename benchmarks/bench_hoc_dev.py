@@ -56,7 +56,8 @@ KINDS = {
     "bright-field": ["08275a5b", "4217e25d"],
     "stained": ["4d14a362", "cbca32da", "f952cc65"],
 }
-# 20b20ab0 since session 12: `instances.MIN_STAND_OUT` was chosen looking at its counts
+# 20b20ab0 since session 12: `instances.MIN_STAND_OUT` was chosen looking at its counts;
+# 08275a5b alone chose the bright-field `instances.SMALL_OBJECT_SCALE` (session 13)
 TUNED = {"dsb2018_image", "04acab76", "150b0ffa", "08275a5b", "f952cc65", "20b20ab0"}
 
 
@@ -86,7 +87,7 @@ def evaluate_image(name, kind, models, centres_from):
     ns = inst.nucleus_signal(image)
     sc = inst.estimate_scale(ns.signal)
     det, split, log = inst.classical_centres(image, ns, sc["sigma"])
-    lab_log = inst.watershed_instances(det, log, sc["sigma"])
+    lab_log = inst.watershed_instances(det, log, sc["sigma"], own_peak=split)
     t_log = time.time() - t0
     lab_ows, _ = inst.otsu_watershed(ns.signal)
     _, cc, _, _ = foreground_components(np.repeat(ns.signal[..., None], 3, -1))

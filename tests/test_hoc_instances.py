@@ -355,10 +355,11 @@ def test_a_learned_count_far_from_the_log_count_falls_back_to_the_log_centres():
     assert res["fallback"] is None
 
 
-def bright_field(seed=0, size=448, cells=14, r=7, granules=False):
+def bright_field(seed=0, size=448, cells=14, r=7, granules=False, cluster=1):
     """A synthetic bright-field image (transmitted light, so transmittances multiply): a light
     field; large overlapping cells of cytoplasm with fine grain and uneven thickness, each holding
-    one dark nucleus with a light halo. Returns ``(gray image, nucleus centres)``."""
+    one dark nucleus with a light halo (and with `granules`, a row of `cluster` dark granules of
+    radius 3, 8 px apart, on the cell's other side). Returns ``(gray image, object centres)``."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     trans = np.full((size, size), 0.92, np.float32)
@@ -383,8 +384,10 @@ def bright_field(seed=0, size=448, cells=14, r=7, granules=False):
         if granules:  # a small dark granule (radius 3) on the cell's other side
             gx, gy = 2 * cx - nx, 2 * cy - ny
             if math.hypot(gx - nx, gy - ny) > 3 * r:
-                trans[(xx - gx) ** 2 + (yy - gy) ** 2 <= 9] *= 0.45
-                centres.append((gx, gy))
+                for k in range(cluster):
+                    kx, ky = gx + 8 * k * math.cos(th), gy + 8 * k * math.sin(th)
+                    trans[(xx - kx) ** 2 + (yy - ky) ** 2 <= 9] *= 0.45
+                    centres.append((kx, ky))
     g = ndimage.gaussian_filter(trans, 1.0) + rng.normal(0, 0.01, (size, size))
     return np.clip(g, 0, 1).astype(np.float32), centres
 
@@ -478,6 +481,70 @@ def test_bright_field_counts_small_granules_below_the_nucleus_scale():
     assert abs(len(c) - n) <= max(1, round(0.15 * n))
     hits = sum(any(math.hypot(x - nx, y - ny) <= 7 for nx, ny in cen) for x, y, _ in c)
     assert hits >= 0.85 * len(c)
+
+
+def disc_truth(shape, centres, r):
+    """Annotations of `bright_field`'s nuclei: a disc of radius `r` each (distinct centres)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, np.int32)
+    for i, (x, y) in enumerate(distinct_centres(centres, r)):
+        truth[((xx - x) ** 2 + (yy - y) ** 2 <= r * r) & (truth == 0)] = i + 1
+    return truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bright_field_label_maps_end_at_the_nucleus_not_the_cell(seed):
+    """Each cell's dark nucleus (radius 7, 154 px) lies in a plateau of grainy cytoplasm that is
+    foreground too. Cut at half of the basin's 95th percentile, a basin is a cell (the percentile
+    is the cytoplasm's level) and the label maps are 2-2.5x a nucleus (AP50 0.22-0.29, measured);
+    cut at half of the nucleus's own peak (`own_peak`) they keep to the nucleus."""
+    g, cen = bright_field(seed)
+    img = rgb(g)
+    truth = disc_truth(g.shape, cen, 7)
+    ns = inst.nucleus_signal(img)
+    sigma = inst.estimate_scale(ns.signal)["sigma"]
+    det, split, c = inst.classical_centres(img, ns, sigma)
+    assert split  # the plateau is there: the bright-field rule applies
+    area = {}
+    for own in (False, True):
+        lab = inst.watershed_instances(det, c, sigma, own_peak=own)
+        a = np.bincount(lab.ravel())[1:]
+        area[own] = float(np.median(a[a > 0])) / (math.pi * 49)
+    assert area[False] > 1.8
+    assert 0.6 < area[True] < 1.2
+    own = inst.match_instances(inst.watershed_instances(det, c, sigma, own_peak=True), truth)
+    assert own["ap"] >= 0.75
+
+
+def test_count_instances_label_maps_on_bright_field_end_at_the_nucleus():
+    """`count_instances` (the Python API of `indep-seg count`) applies the same rule."""
+    g, cen = bright_field(0)
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5}
+    res = counting.count_instances(disk_counter(), meta, rgb(g), centres_from="log")
+    a = np.bincount(res["labels"].ravel())[1:]
+    assert res["kind"] == "bright-field"
+    assert 0.6 < float(np.median(a[a > 0])) / (math.pi * 49) < 1.2
+
+
+def test_small_objects_count_beside_a_granule_but_not_inside_a_nucleus():
+    """The small-object pass (bright field) keeps a compact object that lies outside every accepted
+    centre's own disc: a granule 8 px from an accepted granule (own radius 5) counts, where a
+    nucleus radius (10 px) for every centre had dropped it; a small maximum inside the nucleus's
+    disc (own radius 10) does not."""
+    yy, xx = np.mgrid[:120, :200]
+    s = np.zeros((120, 200), np.float32)
+    s[(xx - 50) ** 2 + (yy - 60) ** 2 <= 100] = 0.6  # a nucleus, radius 10
+    s[(xx - 53) ** 2 + (yy - 57) ** 2 <= 4] = 1.0  # a dark spot inside it
+    for x in (140, 148):  # two granules of radius 3.5, 8 px apart
+        s[(xx - x) ** 2 + (yy - 60) ** 2 <= 12.25] = 1.0
+    s = ndimage.gaussian_filter(s, 1.0)
+    sigma = 10 / math.sqrt(2)
+    xs, ys, vals = np.array([50, 140]), np.array([60, 60]), np.array([0.2, 0.2])
+    ax, ay, _ = inst._add_small_objects(s, sigma, 1.25, 5, 0, xs, ys, vals, [10.0, 5.0])
+    added = sorted(zip(ax[2:].tolist(), ay[2:].tolist()))
+    assert len(added) == 1 and abs(added[0][0] - 148) <= 1 and abs(added[0][1] - 60) <= 1
+    ax, _, _ = inst._add_small_objects(s, sigma, 1.25, 5, 0, xs, ys, vals, [10.0, 10.0])
+    assert len(ax) == 2  # a nucleus radius for the granule: its neighbour is dropped
 
 
 def ellipse_mask(h, w, x, y, a, b):

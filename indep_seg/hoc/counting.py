@@ -663,7 +663,8 @@ def count_instances(
     2. The learned counter (`count_image`) gives the heatmap, the calibrated count and its centres.
     3. The classical detector (`instances.log_centres`) gives the LoG centres on the same signal.
     4. The instance label map: a watershed seeded at the chosen centres
-    (`instances.watershed_instances`).
+    (`instances.watershed_instances`; on bright field with a cytoplasm plateau each basin is cut
+    at half of its nucleus's own peak, ``own_peak``).
 
     `centres_from`: "learned", "log" or None (the model's ``centres_from``, else "learned" unless
     the counter trained fewer than `MIN_COUNTER_STEPS` steps, or its calibration on this image was
@@ -729,7 +730,7 @@ def count_instances(
         grayscale=bool(meta.get("grayscale", False)),
         calibrate=calibrate,
     )
-    det, _, log = inst.classical_centres(a, ns, sc["sigma"])
+    det, plateau, log = inst.classical_centres(a, ns, sc["sigma"])
     log_xy = [[round(float(c[0]), 1), round(float(c[1]), 1)] for c in log]
     fallback = None
     if automatic and centres_from == "learned":
@@ -738,7 +739,7 @@ def count_instances(
             centres_from = "log"
     centres = learned["centres"] if centres_from == "learned" else log_xy
     seeds = np.array([[c[0], c[1], 1.0] for c in centres], np.float64).reshape(-1, 3)
-    labels = inst.watershed_instances(det, seeds, sc["sigma"])
+    labels = inst.watershed_instances(det, seeds, sc["sigma"], own_peak=plateau)
     count = learned["count"] if centres_from == "learned" else len(log_xy)
     return {
         "count": count,
