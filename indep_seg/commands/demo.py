@@ -121,17 +121,10 @@ def _segment_iou(masks_dir: Path, truth_dir: Path, images) -> float:
     return round(float(np.mean(ious)), 4)
 
 
-def run(args) -> int:
+def _write_data(args, out: Path, train_dir: Path, unseen_dir: Path) -> None:
+    """Step 1: the procedural training and unseen sets and the preview PNG."""
     from indep_seg.data import read_dataset, save_preview, write_synthetic_dataset
 
-    t0 = time.time()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train_dir, unseen_dir = out / "data" / "train", out / "data" / "unseen"
-    model_dir = out / "model"
-
-    print(f"indep-seg demo: {ABOUT}.", flush=True)
-    # 1. data
     write_synthetic_dataset(train_dir, num_images=args.num_images, seed=0)
     write_synthetic_dataset(unseen_dir, num_images=args.num_unseen, seed=2024)
     save_preview(
@@ -143,7 +136,9 @@ def run(args) -> int:
         f"preview: {out / 'preview.png'}"
     )
 
-    # 2. train (boxes only)
+
+def _train(train_dir: Path, model_dir: Path, minutes: float) -> None:
+    """Step 2: `indep-seg train --experiment box_seg` on the training set (boxes only)."""
     _cli(
         "train",
         "--experiment",
@@ -153,12 +148,12 @@ def run(args) -> int:
         "--model-dir",
         model_dir,
         "--budget-minutes",
-        args.minutes,
+        minutes,
     )
 
-    # 3. segment unseen images, panel
-    masks_dir = out / "unseen_masks"
-    images = sorted(str(p) for p in (unseen_dir / "images").iterdir())
+
+def _segment_unseen(model_dir: Path, images, unseen_dir: Path, masks_dir: Path) -> None:
+    """Step 3: `indep-seg segment` of the unseen images with their boxes (and cut-outs)."""
     _cli(
         "segment",
         "--model",
@@ -170,9 +165,10 @@ def run(args) -> int:
         unseen_dir / "boxes.csv",
         "--cutout",
     )
-    panel = _panel(unseen_dir, masks_dir, out / "panel.png")
 
-    # 4. evaluate against the ground truth the training never saw
+
+def _evaluate(model_dir: Path, unseen_dir: Path, out: Path) -> dict:
+    """Step 4: `indep-seg evaluate` against the unseen truth; its scores (also evaluation.json)."""
     eval_json = out / "evaluation.json"
     buf = io.StringIO()
     with redirect_stdout(buf):
@@ -194,100 +190,124 @@ def run(args) -> int:
     start = text.rfind("\n{")
     scores = json.loads(text[start + 1 if start >= 0 else text.find("{") :])
     eval_json.write_text(json.dumps(scores, indent=2))
+    return scores
 
-    summary = {
-        "about": ABOUT,
-        "preview": str(out / "preview.png"),
-        "panel": str(panel),
-        "model_dir": str(model_dir),
-        "unseen_iou": scores.get("iou"),
-        "unseen_dice": scores.get("dice"),
-        "unseen_iou_segment": _segment_iou(masks_dir, unseen_dir / "masks", images),
-    }
 
-    # 5. export, serve, query, stop
-    if not args.skip_serving:
-        export_base = out / "export"
-        _cli(
-            "export",
-            "--model-dir",
-            model_dir,
-            "--export-base",
-            export_base,
-            "--onnx",
-            out / "model.onnx",
-        )
-        port, rest_port = _free_port(), _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "indep_seg",
-                "serve",
-                "--port",
-                str(port),
-                "--rest_api_port",
-                str(rest_port),
-                "--model_name",
-                "demo",
-                "--model_base_path",
-                str(export_base.resolve()),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+def _export(model_dir: Path, export_base: Path, onnx_path: Path) -> None:
+    """Step 5a: `indep-seg export` of a versioned SavedModel and the ONNX file."""
+    _cli(
+        "export",
+        "--model-dir",
+        model_dir,
+        "--export-base",
+        export_base,
+        "--onnx",
+        onnx_path,
+    )
+
+
+def _start_server(port: int, rest_port: int, export_base: Path) -> subprocess.Popen:
+    """Step 5b: `indep-seg serve` of the export as model "demo", in a child process."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "indep_seg",
+            "serve",
+            "--port",
+            str(port),
+            "--rest_api_port",
+            str(rest_port),
+            "--model_name",
+            "demo",
+            "--model_base_path",
+            str(export_base.resolve()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_server(server: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
+    """Poll the server until the model is AVAILABLE; raise if it exits or times out."""
+    from indep_seg.serving.client import SegmentationClient
+
+    deadline = time.time() + timeout_s
+    while True:
         try:
-            from indep_seg.serving.client import SegmentationClient
-
-            deadline = time.time() + 120
-            while True:
-                try:
-                    with SegmentationClient(f"127.0.0.1:{port}", model_name="demo", timeout=5) as c:
-                        if any(s.get("state") == "AVAILABLE" for s in c.status()):
-                            break
-                except Exception:
-                    pass
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        "the model server did not come up:\n" + (server.stdout.read() or "")
-                    )
-                time.sleep(0.5)
-            served_dir = out / "served_masks"
-            _cli(
-                "segment",
-                "--server",
-                f"127.0.0.1:{port}",
-                "--model-name",
-                "demo",
-                *images,
-                "--out",
-                served_dir,
-                "--boxes",
-                unseen_dir / "boxes.csv",
+            with SegmentationClient(f"127.0.0.1:{port}", model_name="demo", timeout=5) as c:
+                if any(s.get("state") == "AVAILABLE" for s in c.status()):
+                    break
+        except Exception:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            raise RuntimeError(
+                "the model server did not come up:\n" + (server.stdout.read() or "")
             )
-            diffs = [
-                np.abs(
-                    np.asarray(Image.open(served_dir / Path(p).name), np.int16)
-                    - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)
-                ).max()
-                for p in images
-            ]
-            summary.update(
-                {
-                    "served_masks": str(served_dir),
-                    "server_port": port,
-                    "served_vs_local_max_abs_diff_8bit": int(max(diffs)),
-                }
-            )
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        summary["onnx"] = str(out / "model.onnx")
+        time.sleep(0.5)
 
+
+def _segment_served(port: int, images, unseen_dir: Path, served_dir: Path) -> None:
+    """Step 5c: `indep-seg segment --server` of the unseen images over gRPC."""
+    _cli(
+        "segment",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--model-name",
+        "demo",
+        *images,
+        "--out",
+        served_dir,
+        "--boxes",
+        unseen_dir / "boxes.csv",
+    )
+
+
+def _max_abs_diff(served_dir: Path, masks_dir: Path, images) -> int:
+    """The largest 8-bit difference between the served and the local masks."""
+    diffs = [
+        np.abs(
+            np.asarray(Image.open(served_dir / Path(p).name), np.int16)
+            - np.asarray(Image.open(masks_dir / Path(p).name), np.int16)
+        ).max()
+        for p in images
+    ]
+    return int(max(diffs))
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    """Terminate the server; kill it if it has not exited within 20 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def _export_serve_and_compare(out: Path, model_dir: Path, images, unseen_dir: Path, masks_dir):
+    """Step 5: export, serve, query the unseen images, stop; the summary's serving entries."""
+    export_base = out / "export"
+    _export(model_dir, export_base, out / "model.onnx")
+    port, rest_port = _free_port(), _free_port()
+    server = _start_server(port, rest_port, export_base)
+    try:
+        _wait_for_server(server, port)
+        served_dir = out / "served_masks"
+        _segment_served(port, images, unseen_dir, served_dir)
+        served = {
+            "served_masks": str(served_dir),
+            "server_port": port,
+            "served_vs_local_max_abs_diff_8bit": _max_abs_diff(served_dir, masks_dir, images),
+        }
+    finally:
+        _stop_server(server)
+    served["onnx"] = str(out / "model.onnx")
+    return served
+
+
+def _write_summary(out: Path, summary: dict, t0: float) -> None:
+    """summary.json (with the minutes and the next steps), printed, then the next steps."""
     summary["minutes"] = round((time.time() - t0) / 60, 2)
     summary["next"] = NEXT_STEPS.splitlines()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -297,4 +317,35 @@ def run(args) -> int:
         "smeared blobs.\n" + NEXT_STEPS,
         flush=True,
     )
+
+
+def run(args) -> int:
+    import indep_seg.data  # noqa: F401  (TensorFlow loads before the clock starts, as it always did)
+
+    t0 = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir, unseen_dir = out / "data" / "train", out / "data" / "unseen"
+    model_dir = out / "model"
+    masks_dir = out / "unseen_masks"
+
+    print(f"indep-seg demo: {ABOUT}.", flush=True)
+    _write_data(args, out, train_dir, unseen_dir)
+    _train(train_dir, model_dir, args.minutes)
+    images = sorted(str(p) for p in (unseen_dir / "images").iterdir())
+    _segment_unseen(model_dir, images, unseen_dir, masks_dir)
+    panel = _panel(unseen_dir, masks_dir, out / "panel.png")
+    scores = _evaluate(model_dir, unseen_dir, out)
+    summary = {
+        "about": ABOUT,
+        "preview": str(out / "preview.png"),
+        "panel": str(panel),
+        "model_dir": str(model_dir),
+        "unseen_iou": scores.get("iou"),
+        "unseen_dice": scores.get("dice"),
+        "unseen_iou_segment": _segment_iou(masks_dir, unseen_dir / "masks", images),
+    }
+    if not args.skip_serving:
+        summary.update(_export_serve_and_compare(out, model_dir, images, unseen_dir, masks_dir))
+    _write_summary(out, summary, t0)
     return 0
