@@ -94,9 +94,8 @@ def _stored_run(model_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def run(args) -> int:
-    if args.list:
-        return _list()
+def _checked_model_dir(args) -> Path:
+    """The command line's own errors, before anything is read; returns --model-dir as a Path."""
     if not args.experiment:
         raise CommandError("--experiment is required (indep-seg train --list shows the names)")
     if not args.model_dir:
@@ -112,54 +111,59 @@ def run(args) -> int:
         )
     if args.config is not None and not Path(args.config).is_file():
         raise CommandError(f"--config: file {args.config} does not exist")
+    return model_dir
 
-    stored = _stored_run(model_dir)
+
+def _run_options(args, stored: dict | None, model_dir: Path) -> tuple:
+    """(seed, data, steps): the command line's, else the stored run's (same experiment only)."""
     stored_run = (stored or {}).get("run") or {}
     if stored and stored.get("experiment") not in (None, args.experiment):
         raise CommandError(
             f"--model-dir: {model_dir} holds a run of experiment {stored.get('experiment')!r}, "
             f"not {args.experiment!r}; use another directory"
         )
-    strategy_name = args.strategy or "default"
     seed = args.seed if args.seed is not None else int(stored_run.get("seed", 0))
     data = args.data if args.data is not None else stored_run.get("data")
     steps = args.steps if args.steps is not None else stored_run.get("steps")
+    return seed, data, steps
 
-    # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
-    from indep_seg.training.strategy import is_chief, make_strategy
+
+def _make_strategy(strategy_name: str):
+    """The tf.distribute strategy of --strategy; a CommandError for an unusable one."""
+    from indep_seg.training.strategy import make_strategy
 
     try:
-        strategy = make_strategy(strategy_name)
+        return make_strategy(strategy_name)
     except ValueError as e:
         raise CommandError(str(e)) from None
 
-    import keras
 
-    from indep_seg.training.config import (
-        ConfigError,
-        apply_overrides,
-        resolve_config,
-        save_yaml,
-        to_dict,
-    )
-    from indep_seg.training.context import TrainContext
+def _experiment(name: str):
+    """The registered experiment called `name`; a CommandError listing the names otherwise."""
     from indep_seg.training.registry import UnknownExperimentError, get_experiment
 
     try:
-        exp = get_experiment(args.experiment)
+        return get_experiment(name)
     except UnknownExperimentError as e:
         raise CommandError(str(e)) from None
+
+
+def _resolve_config(exp, args, stored: dict | None, model_dir: Path):
+    """The experiment's preset, then --config (else the stored config.yaml), then --override."""
+    from indep_seg.training.config import ConfigError, apply_overrides, resolve_config
+
     try:
         if args.config is not None:
-            config = resolve_config(exp.default_config, args.config, args.override)
-        elif stored and isinstance(stored.get("config"), dict):
-            config = resolve_config(exp.default_config, model_dir / "config.yaml", args.override)
-        else:
-            config = apply_overrides(exp.default_config, args.override)
+            return resolve_config(exp.default_config, args.config, args.override)
+        if stored and isinstance(stored.get("config"), dict):
+            return resolve_config(exp.default_config, model_dir / "config.yaml", args.override)
+        return apply_overrides(exp.default_config, args.override)
     except ConfigError as e:
         raise CommandError(str(e)) from None
 
-    keras.utils.set_random_seed(seed)
+
+def _extra_options(args) -> dict:
+    """The experiment-specific options of the command line (--masks, --skip-bad)."""
     extra = {}
     if args.masks:
         if not Path(args.masks).is_dir():
@@ -167,6 +171,64 @@ def run(args) -> int:
         extra["masks"] = str(args.masks)
     if args.skip_bad:
         extra["skip_bad"] = True
+    return extra
+
+
+def _save_run_config(exp, config, ctx, strategy_name: str) -> None:
+    """The chief writes MODEL_DIR/config.yaml: experiment, run options and resolved config."""
+    from indep_seg.training.config import save_yaml, to_dict
+    from indep_seg.training.strategy import is_chief
+
+    if not is_chief(ctx.strategy):
+        return
+    ctx.model_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(
+        {
+            "experiment": exp.name,
+            "run": {
+                "data": ctx.data,
+                "steps": ctx.steps,
+                "budget_minutes": ctx.budget_minutes,
+                "strategy": strategy_name,
+                "seed": ctx.seed,
+                "replicas": int(ctx.strategy.num_replicas_in_sync),
+                "command": " ".join(["indep-seg"] + sys.argv[1:]),
+            },
+            "config": to_dict(config),
+        },
+        ctx.model_dir / "config.yaml",
+    )
+
+
+def _train(exp, config, ctx) -> dict:
+    """The experiment's train_fn; a bad --data becomes a CommandError naming the file."""
+    from indep_seg.data.files import (
+        DataError,  # (the indep_seg.data package imports TensorFlow)
+    )
+
+    try:
+        return exp.train_fn(config, ctx) or {}
+    except (DataError, FileNotFoundError) as e:  # bad --data: a clear message naming the file
+        raise CommandError(str(e)) from None
+
+
+def run(args) -> int:
+    if args.list:
+        return _list()
+    model_dir = _checked_model_dir(args)
+    stored = _stored_run(model_dir)
+    seed, data, steps = _run_options(args, stored, model_dir)
+    strategy_name = args.strategy or "default"
+    # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
+    strategy = _make_strategy(strategy_name)
+
+    import keras
+
+    from indep_seg.training.context import TrainContext
+
+    exp = _experiment(args.experiment)
+    config = _resolve_config(exp, args, stored, model_dir)
+    keras.utils.set_random_seed(seed)
     ctx = TrainContext(
         model_dir=model_dir,
         data=data,
@@ -174,34 +236,10 @@ def run(args) -> int:
         budget_minutes=args.budget_minutes,
         strategy=strategy,
         seed=seed,
-        extra=extra,
+        extra=_extra_options(args),
     )
-    if is_chief(strategy):
-        model_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(
-            {
-                "experiment": exp.name,
-                "run": {
-                    "data": data,
-                    "steps": steps,
-                    "budget_minutes": args.budget_minutes,
-                    "strategy": strategy_name,
-                    "seed": seed,
-                    "replicas": int(strategy.num_replicas_in_sync),
-                    "command": " ".join(["indep-seg"] + sys.argv[1:]),
-                },
-                "config": to_dict(config),
-            },
-            model_dir / "config.yaml",
-        )
-    from indep_seg.data.files import (
-        DataError,  # (the indep_seg.data package imports TensorFlow)
-    )
-
-    try:
-        result = exp.train_fn(config, ctx) or {}
-    except (DataError, FileNotFoundError) as e:  # bad --data: a clear message naming the file
-        raise CommandError(str(e)) from None
+    _save_run_config(exp, config, ctx, strategy_name)
+    result = _train(exp, config, ctx)
     print(
         json.dumps(
             {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, type(None)))},
