@@ -42,6 +42,9 @@ __all__ = [
     "PRIOR_CANDIDATES",
     "PRIOR_TIGHTNESS_POWER",
     "SMALL_MASK_MEET",
+    "LOW_RANGE",
+    "window_range",
+    "stretch_low_range",
 ]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
@@ -100,6 +103,36 @@ PRIOR_TIGHTNESS_POWER = 2
 #: unchanged (0.7005), ECSSD 0001-0500 0.8221 -> 0.8230 (its 13 objects under 0.25 of their box
 #: 0.572 -> 0.609).
 SMALL_MASK_MEET = 0.7
+#: A window whose 8-bit values spread less than this between their 1st and 99th percentiles
+#: (`window_range`: a dark or hazy photo) is stretched to 0-255 before GrabCut and `prior_score`
+#: see it (`stretch_low_range`); 0 turns the stretch off. Half the 8-bit levels, checked on the
+#: tuning halves (horse001-164, ECSSD 0001-0500) among 48-160 (`benchmarks/study_low_range.py`,
+#: docs/box_seg_notes.md, session 13): no horse and one ECSSD photo fall under it (IoU unchanged),
+#: the same photos four times darker (ranges 26-63) all do, and their prior recovers most of what
+#: the dark loses (horses 0.669 -> 0.696, photos as they are 0.7005; ECSSD 0.798 -> 0.819, 0.823).
+LOW_RANGE = 128
+
+
+def window_range(image):
+    """The spread between the 1st and 99th percentiles of a uint8 window's values (all channels
+    together): about 255 for a photo that uses every level, under 64 for one four times darker."""
+    lo, hi = np.percentile(np.asarray(image), (1, 99))
+    return float(hi - lo)
+
+
+def stretch_low_range(image, threshold=LOW_RANGE):
+    """A window whose `window_range` is under `threshold` (a dark or hazy photo) stretched
+    linearly, the same gain and offset on every channel (hues kept), so that its 1st and 99th
+    percentiles become 0 and 255; any other window (and a flat one) as it is. uint8 `[H, W, 3]`.
+
+    GrabCut's colour models and `colour_contrast`'s 8-level bins see a dark photo's few levels as
+    one colour; stretched, they see the photo's contrast again.
+    """
+    img = np.asarray(image, np.uint8)
+    lo, hi = np.percentile(img, (1, 99))
+    if hi - lo >= threshold or hi - lo < 1:
+        return img
+    return np.clip((img.astype(np.float32) - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8)
 
 
 def box_mask(shape, box):
@@ -297,18 +330,20 @@ def _holds_evidence(mask, box, init):
     return (mask & ~seed).sum() > 0.05 * seed.sum()
 
 
-def box_prior(image, box, iterations=5):
+def box_prior(image, box, iterations=5, low_range=LOW_RANGE):
     """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
 
     The window's part outside the photo is filled with the photo's background
-    (`fill_outside_photo`); then GrabCut runs once per setting of `PRIOR_CANDIDATES` (from the
+    (`fill_outside_photo`) and a low-range window (under `low_range`: a dark or hazy photo) is
+    stretched (`stretch_low_range`; 0 turns it off); then GrabCut runs once per setting of
+    `PRIOR_CANDIDATES` (from the
     box, or with the box's core held as foreground; colour models in RGB or Lab; two k-means
     starts), degenerate masks are dropped (`is_degenerate`: GrabCut's colour models gave the
     whole box to one side), and the mask with the highest `prior_score` is the prior: the
     candidate most unlike the background that also fills its tight box. Where every candidate is
     degenerate, the inscribed ellipse.
     """
-    img = fill_outside_photo(image, box)
+    img = stretch_low_range(fill_outside_photo(image, box), low_range)
     best, best_score = None, -np.inf
     for init, colour, seed in PRIOR_CANDIDATES:
         mask = grabcut(img, box, iterations, init=init, colour=colour, seed=seed)
@@ -442,12 +477,14 @@ def refine_with_grabcut(
     refined. With `prior_blend` w > 0 GrabCut starts from `(1 - w) mask + w prior`; with
     `select` as well, the refined mask is returned only if its `prior_score` is at least the
     prior's, else the prior. `colour` and `fill` prepare GrabCut's image as the prior's
-    (`grabcut_image`; with `fill`, `fill_outside_photo`). Returns float32 `[H, W]` in [0, 1],
+    (`grabcut_image`; with `fill`, `fill_outside_photo`; a low-range window is stretched as the
+    prior's, `stretch_low_range`). Returns float32 `[H, W]` in [0, 1],
     zero outside the box.
     """
     import cv2
 
     filled = fill_outside_photo(image, box) if fill else np.asarray(image, np.uint8)
+    filled = stretch_low_range(filled)
     img = grabcut_image(filled, colour)
     m = np.asarray(mask, np.float32)
     inside = box_mask(img.shape, box)

@@ -361,3 +361,30 @@ def test_gallery_has_titled_columns_and_one_row_per_case(tmp_path):
     path = save_gallery(tmp_path / "g.png", [photo], [disc])
     assert Image.open(path).size[0] == 3 * (128 + 4) + 4
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_stretch_low_range_by_hand():
+    # half the pixels 100, half 140: 1st / 99th percentiles 100 and 140, range 40 < LOW_RANGE;
+    # stretched, 100 -> 0 and 140 -> 255 on every channel
+    low = np.full((8, 8, 3), 100, np.uint8)
+    low[:, 4:] = 140
+    assert bp.window_range(low) == 40
+    out = bp.stretch_low_range(low)
+    assert out.dtype == np.uint8 and set(np.unique(out)) == {0, 255}
+    assert (out[:, :4] == 0).all() and (out[:, 4:] == 255).all()
+    # half 0, half 255: range 255, kept as it is; a flat window too; threshold 0 turns it off
+    full = np.where(low == 140, 255, 0).astype(np.uint8)
+    assert bp.window_range(full) == 255 and np.array_equal(bp.stretch_low_range(full), full)
+    flat = np.full((8, 8, 3), 30, np.uint8)
+    assert np.array_equal(bp.stretch_low_range(flat), flat)
+    assert np.array_equal(bp.stretch_low_range(low, threshold=0), low)
+
+
+def test_prior_of_a_dark_photo_is_the_photo_s_prior():
+    """The disc photo four times darker: its window is stretched back before GrabCut, so the
+    prior finds the disc as in the photo itself."""
+    photo, disc, box = _disc_photo()
+    dark = (photo.astype(np.float32) * 0.25).astype(np.uint8)
+    assert bp.window_range(dark) < bp.LOW_RANGE <= bp.window_range(photo)
+    assert _iou(bp.box_prior(dark, box), disc) > 0.85
+    assert np.array_equal(bp.box_prior(photo, box), bp.box_prior(photo, box, low_range=0))
