@@ -449,13 +449,8 @@ def posthoc_stage(
     return hist
 
 
-def train_ilsgan(cfg: ILSGANConfig, ctx):
-    """train_fn of `ilsgan` / `ilsgan_paper` (see the module docstring)."""
-    from indep_seg.training.loop import run_fit
-
-    t_start = time.time()
-    model_dir = Path(ctx.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+def _run_log(model_dir: Path):
+    """log(msg): a timestamped line printed and appended to `model_dir/log.txt`."""
     log_file = model_dir / "log.txt"
 
     def log(msg):
@@ -464,29 +459,29 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
         with open(log_file, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
-    keras.utils.set_random_seed(cfg.seed + int(ctx.seed))
-    data = ctx.data or DEFAULT_DATA
-    # streamed: the photos are written once into the run's image shards and read through tf.data;
-    # the KID reference is a bounded uniform sample of them (every photo up to 2048)
-    from indep_seg.data.image_stream import image_dataset, sample_image_records
+    return log
+
+
+def _image_shards(data, cfg: ILSGANConfig, ctx, model_dir: Path, log):
+    """The run's image shards of `data` (`prepare_image_shards`) and their manifest."""
     from indep_seg.training.strategy import worker_dir
 
-    scratch = worker_dir(
-        model_dir, ctx.strategy
-    )  # a non-chief worker's own copy, beside (not in) the
+    # a non-chief worker's own copy, beside (not in) the folder its checkpoints clear
+    scratch = worker_dir(model_dir, ctx.strategy)
     shard_dir = (
         scratch / "image_shards"
-        if scratch == model_dir  # folder its checkpoints clear
+        if scratch == model_dir
         else scratch.with_name(scratch.name + "-data") / "image_shards"
     )
-    shards = prepare_image_shards(data, cfg.resolution, shard_dir, cfg.max_images, log)
-    images = sample_image_records(
-        shards["image_files"], cfg.resolution, max(cfg.eval_samples, 2048), seed=cfg.seed
-    )
+    return prepare_image_shards(data, cfg.resolution, shard_dir, cfg.max_images, log)
+
+
+def _gan_phase(model, shards, cfg: ILSGANConfig, ctx, selector) -> dict:
+    """The GAN training (`run_fit`) on the shards, within the budget less the post-hoc share."""
+    from indep_seg.data.image_stream import image_dataset
+    from indep_seg.training.loop import run_fit
+
     global_batch = cfg.batch_size
-    with ctx.strategy.scope():
-        model = build_model(cfg, global_batch)
-    selector = _Selector(model, cfg, model_dir, images, log)
 
     def dataset_fn(start_step=0):
         return image_dataset(
@@ -504,7 +499,7 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
             ctx, budget_minutes=budget * (1.0 - cfg.posthoc_budget_fraction)
         )
     total_steps = ctx.resolve_steps(cfg.steps)
-    fit = run_fit(
+    return run_fit(
         model,
         dataset_fn,
         gan_ctx,
@@ -515,23 +510,12 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
         metric_every=cfg.eval_every,
         metric_fns={"selection": selector},
     )
-    gan_seconds = time.time() - t_start
-    from indep_seg.training.strategy import is_chief
 
-    if not is_chief(ctx.strategy):
-        # the GAN is one model across the workers and ends here; the post-hoc UNet is trained
-        # outside the strategy, so only the chief trains and saves it (no two writers of
-        # model_dir/segmenter)
-        return {
-            "steps": float(fit["step"]),
-            "selected_step": float("nan"),
-            "selected_kid": float("nan"),
-            "posthoc_val_iou": float("nan"),
-            "restarts": float(selector.restarts),
-            "seconds": float(time.time() - t_start),
-        }
 
-    # ---- selected checkpoint
+def _restore_selected(model, selector, model_dir: Path, log) -> dict:
+    """Load the selected generator (else keep the final one), write `selected.png`; its record."""
+    from indep_seg.training.loop import write_png
+
     best_dir = model_dir / "best"
     if best_dir.exists():
         tf.train.Checkpoint(generator=model.sampling_generator).read(
@@ -545,15 +529,19 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     else:
         chosen = {"kid": float("nan"), "step": int(model.step_counter.numpy())}
         log("no healthy checkpoint was evaluated; using the final generator")
-    from indep_seg.training.loop import write_png
-
     write_png(model_dir / "selected.png", model.image_grid())
+    return chosen
 
-    # ---- post-hoc UNet
-    post_budget = None
-    if budget is not None:
-        post_budget = max(30.0, budget * 60.0 - (time.time() - t_start) - 20.0)
-    hist = posthoc_stage(model, cfg, model_dir, chosen, selector.metric_name, post_budget, log)
+
+def _posthoc_budget(budget_minutes, t_start: float):
+    """Seconds left to the post-hoc stage (at least 30, 20 kept for saving); None: no budget."""
+    if budget_minutes is None:
+        return None
+    return max(30.0, budget_minutes * 60.0 - (time.time() - t_start) - 20.0)
+
+
+def _save_summary(model_dir: Path, selector, chosen, fit, hist, gan_seconds, t_start) -> None:
+    """`model_dir/ilsgan_summary.json`: selection, fit, post-hoc history, times, collapses."""
     summary = {
         "selection_metric": selector.metric_name,
         "selected": chosen,
@@ -569,14 +557,51 @@ def train_ilsgan(cfg: ILSGANConfig, ctx):
     tmp = model_dir / f"ilsgan_summary.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     os.replace(tmp, model_dir / "ilsgan_summary.json")
+
+
+def _result(fit, selector, t_start: float, chosen=None, hist=None) -> dict:
+    """train_fn's result; NaN selection and post-hoc figures where there were none (a worker)."""
     return {
         "steps": float(fit["step"]),
-        "selected_step": float(chosen["step"]),
-        "selected_kid": float(chosen["kid"]),
-        "posthoc_val_iou": float(hist["best_val_iou"]),
+        "selected_step": float("nan") if chosen is None else float(chosen["step"]),
+        "selected_kid": float("nan") if chosen is None else float(chosen["kid"]),
+        "posthoc_val_iou": float("nan") if hist is None else float(hist["best_val_iou"]),
         "restarts": float(selector.restarts),
         "seconds": float(time.time() - t_start),
     }
+
+
+def train_ilsgan(cfg: ILSGANConfig, ctx):
+    """train_fn of `ilsgan` / `ilsgan_paper` (see the module docstring)."""
+    from indep_seg.data.image_stream import sample_image_records
+    from indep_seg.training.strategy import is_chief
+
+    t_start = time.time()
+    model_dir = Path(ctx.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    log = _run_log(model_dir)
+    keras.utils.set_random_seed(cfg.seed + int(ctx.seed))
+    # streamed: the photos are written once into the run's image shards and read through tf.data;
+    # the KID reference is a bounded uniform sample of them (every photo up to 2048)
+    shards = _image_shards(ctx.data or DEFAULT_DATA, cfg, ctx, model_dir, log)
+    images = sample_image_records(
+        shards["image_files"], cfg.resolution, max(cfg.eval_samples, 2048), seed=cfg.seed
+    )
+    with ctx.strategy.scope():
+        model = build_model(cfg, cfg.batch_size)
+    selector = _Selector(model, cfg, model_dir, images, log)
+    fit = _gan_phase(model, shards, cfg, ctx, selector)
+    gan_seconds = time.time() - t_start
+    if not is_chief(ctx.strategy):
+        # the GAN is one model across the workers and ends here; the post-hoc UNet is trained
+        # outside the strategy, so only the chief trains and saves it (no two writers of
+        # model_dir/segmenter)
+        return _result(fit, selector, t_start)
+    chosen = _restore_selected(model, selector, model_dir, log)
+    post_budget = _posthoc_budget(ctx.budget_minutes, t_start)
+    hist = posthoc_stage(model, cfg, model_dir, chosen, selector.metric_name, post_budget, log)
+    _save_summary(model_dir, selector, chosen, fit, hist, gan_seconds, t_start)
+    return _result(fit, selector, t_start, chosen, hist)
 
 
 register_experiment(
