@@ -377,47 +377,56 @@ def write_figures(model, batch, model_dir: Path, n: int = 12):
             )
 
 
-def train_hoc(config: HocConfig, ctx) -> dict:
-
-    t_start = time.time()
+def _data_spec(ctx) -> str:
+    """`--data`, else the default nuclei image when it is here; a ValueError without either."""
     data = ctx.data or (str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None)
     if data is None:
         raise ValueError(
             "data: expected --data IMAGE (one image of a dense homogeneous cluster), a folder "
             "or several images of one kind separated by commas"
         )
-    paths = data_paths(data)
+    return data
+
+
+def _prepare_images(paths, config: HocConfig) -> tuple:
+    """(images, infos, windows, config): the images as the model sees them, and their windows."""
     raw = [load_image(p) for p in paths]
-    if config.normalise:
-        prepared = [prepare_image(im, config.window_per_sigma) for im in raw]
-        images = [p[0] for p in prepared]
-        infos = [p[1] for p in prepared]
-        kinds = {(i["polarity"], i["colour"]) for i in infos}
-        if len(kinds) > 1:
-            print(
-                "hoc: warning: the images are not of one kind (polarity, colour: "
-                f"{sorted(kinds)}); "
-                f"each is normalised to bright nuclei on a dark background",
-                flush=True,
-            )
-        windows = [i["window"] for i in infos]
-        if config.window is None:
-            config = dataclasses.replace(config, window=windows[0])
-        else:  # a given window is the first image's; the others follow their own scale
-            windows = [
-                max(4, int(round(config.window * i["sigma"] / infos[0]["sigma"]))) for i in infos
-            ]
-    else:
-        images, infos = raw, [{} for _ in raw]
-        windows = [config.window] * len(raw)
-    image = images[0]
-    r = resolve(config, image)
+    if not config.normalise:
+        return raw, [{} for _ in raw], [config.window] * len(raw), config
+    prepared = [prepare_image(im, config.window_per_sigma) for im in raw]
+    images = [p[0] for p in prepared]
+    infos = [p[1] for p in prepared]
+    kinds = {(i["polarity"], i["colour"]) for i in infos}
+    if len(kinds) > 1:
+        print(
+            "hoc: warning: the images are not of one kind (polarity, colour: "
+            f"{sorted(kinds)}); "
+            f"each is normalised to bright nuclei on a dark background",
+            flush=True,
+        )
+    windows = [i["window"] for i in infos]
+    if config.window is None:
+        config = dataclasses.replace(config, window=windows[0])
+    else:  # a given window is the first image's; the others follow their own scale
+        windows = [
+            max(4, int(round(config.window * i["sigma"] / infos[0]["sigma"]))) for i in infos
+        ]
+    return images, infos, windows, config
+
+
+def _resolve_run(config: HocConfig, images, windows, data, paths, infos) -> dict:
+    """`resolve` on the first image, plus the data, each image's record and window."""
+    r = resolve(config, images[0])
     if not config.normalise:
         windows = [r["window"]] * len(images)
     r["data"] = str(data)
     r["images"] = [dict(path=str(p), **i) for p, i in zip(paths, infos)]
     r["windows"] = windows
-    model_dir = Path(ctx.model_dir)
+    return r
+
+
+def _save_resolved(r: dict, model_dir: Path) -> None:
+    """`model_dir/hoc.json` (the resolved options) and their one-line summary."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f"hoc.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(r, indent=2, default=float))
@@ -429,9 +438,9 @@ def train_hoc(config: HocConfig, ctx) -> dict:
         flush=True,
     )
 
-    with ctx.strategy.scope():
-        model = build_model(r, seed=ctx.seed)
-    ds = make_dataset_multi(images, windows, r, seed=ctx.seed)
+
+def _gan_phase(model, ds, r: dict, ctx, t_start: float) -> dict:
+    """The GAN training (`run_fit`), within the budget less the counter's share."""
     budget = ctx.budget_minutes
     gan_ctx = ctx
     if budget is not None:
@@ -441,7 +450,7 @@ def train_hoc(config: HocConfig, ctx) -> dict:
                 0.1, budget * (1 - r["counter_fraction"]) - (time.time() - t_start) / 60
             ),
         )
-    result = run_fit(
+    return run_fit(
         model,
         ds,
         gan_ctx,
@@ -451,30 +460,58 @@ def train_hoc(config: HocConfig, ctx) -> dict:
         image_every=r["image_every"],
         metric_fns={"masks": mask_metric(r)},
     )
-    batch = next(iter(ds))
-    write_figures(model, batch, model_dir)
 
-    # Counter phase: learned from the generator's own composites only.
+
+def _counter_time_limit(budget, r: dict, t_start: float):
+    """Seconds for the counter phase, at least its share of the budget (None: no budget)."""
     # the counter keeps its share even when the GAN phase overran (start-up, figures, a loaded
     # machine): until issue 19 it could be left 10 s, i.e. one step, on a busy 2-core machine
-    limit = (
-        None
-        if budget is None
-        else max(r["counter_fraction"] * budget * 60, budget * 60 - (time.time() - t_start) - 20)
-    )
-    counter, history = counter_stage(model, ds, image, r, model_dir, time_limit_s=limit)
+    if budget is None:
+        return None
+    return max(r["counter_fraction"] * budget * 60, budget * 60 - (time.time() - t_start) - 20)
+
+
+def _save_generator(model, model_dir: Path) -> None:
+    """`model_dir/generator.weights.h5`, written under a temporary name then renamed."""
     gen_path = model_dir / "generator.weights.h5"
     model.generator.save_weights(str(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5")))
     os.replace(gen_path.with_name(f"generator.tmp-{os.getpid()}.weights.h5"), gen_path)
+
+
+def _final_metrics(result, model, counter, history, image, r: dict, t_start: float) -> dict:
+    """The run's figures: fit's scalars, mask statistics, the image's count, counter loss, time."""
     stats = mask_metric(r)(model)
     count = counting.count_image(
         counter, image, r["window"], r["resolution"], r["counter_sigma"], grayscale=r["grayscale"]
-    )  # the first image, already normalised
+    )
     final = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
     final.update({f"masks_{k}": float(v) for k, v in stats.items()})
     final["count"] = float(count["count"])
     final["counter_loss"] = float(history[-1][1]) if history else float("nan")
     final["seconds_total"] = time.time() - t_start
+    return final
+
+
+def train_hoc(config: HocConfig, ctx) -> dict:
+    """train_fn of `hoc` / `hoc_paper` (see the module docstring)."""
+    t_start = time.time()
+    data = _data_spec(ctx)
+    paths = data_paths(data)
+    images, infos, windows, config = _prepare_images(paths, config)
+    r = _resolve_run(config, images, windows, data, paths, infos)
+    model_dir = Path(ctx.model_dir)
+    _save_resolved(r, model_dir)
+    with ctx.strategy.scope():
+        model = build_model(r, seed=ctx.seed)
+    ds = make_dataset_multi(images, r["windows"], r, seed=ctx.seed)
+    result = _gan_phase(model, ds, r, ctx, t_start)
+    write_figures(model, next(iter(ds)), model_dir)
+    # Counter phase: learned from the generator's own composites only.
+    limit = _counter_time_limit(ctx.budget_minutes, r, t_start)
+    image = images[0]  # the first image, already normalised
+    counter, history = counter_stage(model, ds, image, r, model_dir, time_limit_s=limit)
+    _save_generator(model, model_dir)
+    final = _final_metrics(result, model, counter, history, image, r, t_start)
     print("hoc: " + json.dumps(final), flush=True)
     return final
 
