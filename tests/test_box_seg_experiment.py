@@ -209,9 +209,14 @@ def test_snapshot_selector_refuses_frames_of_background():
     assert sel.best_step == 2  # the frames are as confident and stable, but degenerate
 
 
-def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "setting, value",
+    [("PRIOR_TIGHTNESS_POWER", 3), ("LOW_RANGE", 0), ("SMALL_MASK_MEET", 0.5)],
+)
+def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch, setting, value):
     """Shards made with one version of the box prior are not reused by a run whose prior chooses
-    among other GrabCut settings: the prior's method is part of the shards' settings."""
+    among other GrabCut settings, stretches other windows or keeps other small masks: the prior's
+    method is part of the shards' settings."""
     from indep_seg import box_prior
     from indep_seg.training.experiments.box_seg import box_seg_config, prepare_box_shards
 
@@ -221,7 +226,7 @@ def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch):
     prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
     prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
     assert sum("reusing" in str(x) for x in lines) == 1
-    monkeypatch.setattr(box_prior, "PRIOR_TIGHTNESS_POWER", 3)
+    monkeypatch.setattr(box_prior, setting, value)
     lines.clear()
     prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
     assert not any("reusing" in str(x) for x in lines)

@@ -648,6 +648,9 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
         "prior_method": {
             "candidates": [list(c) for c in box_prior.PRIOR_CANDIDATES],
             "tightness_power": box_prior.PRIOR_TIGHTNESS_POWER,
+            "small_mask_meet": box_prior.SMALL_MASK_MEET,
+            "core_seed_scale": box_prior.CORE_SEED_SCALE,
+            "low_range": box_prior.LOW_RANGE,
         },
         "version": 1,
     }
