@@ -103,4 +103,7 @@ def test_count_reports_calibration_and_can_skip_it(model_dir, tmp_path, capsys):
         == 0
     )
     out = json.loads(capsys.readouterr().out)
-    assert out["count"] == 2 * len(CENTRES) and out["calibration"] is None
+    assert out["count_learned"] == 2 * len(CENTRES) and out["calibration"] is None
+    # the automatic answer: the mean of the learned and the LoG counts (2N and N: within 2x)
+    assert out["count_from"] == "mean"
+    assert out["count"] == (2 * len(CENTRES) + out["count_log"] + 1) // 2

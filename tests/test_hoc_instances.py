@@ -318,7 +318,15 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
     )
     meta["steps"] = counting.MIN_COUNTER_STEPS
     res = counting.count_instances(disk_counter(), meta, rgb(g))
-    assert res["centres_from"] == "learned" and res["fallback"] is None
+    assert res["count_from"] == "mean" and res["fallback"] is None
+    assert res["count"] == counting.count_by_mean(res["count_learned"], res["count_log"])
+    assert res["centres_from"] == "log"  # the label map is the LoG centres'
+
+
+def test_the_automatic_count_is_the_mean_of_the_two_rounded_half_up():
+    assert counting.count_by_mean(100, 120) == 110
+    assert counting.count_by_mean(135, 120) == 128  # 127.5
+    assert counting.count_by_mean(7, 7) == 7 and counting.count_by_mean(0, 1) == 1
 
 
 def disk_counter(gain=1.0):
@@ -341,8 +349,9 @@ def test_a_learned_count_far_from_the_log_count_falls_back_to_the_log_centres():
     meta["steps"] = counting.MIN_COUNTER_STEPS
     five = disk_counter(5.0)
     res = counting.count_instances(disk_counter(), meta, rgb(g))
-    assert res["fallback"] is None and res["count"] == res["count_learned"]
-    assert abs(res["count"] - len(cen)) <= 2  # calibrated by the image's own single disks
+    assert res["fallback"] is None and res["count_from"] == "mean"
+    assert abs(res["count_learned"] - len(cen)) <= 2  # calibrated by the image's own single disks
+    assert abs(res["count"] - len(cen)) <= 1
     res = counting.count_instances(five, meta, rgb(g), calibrate=False)
     assert res["count_learned"] > counting.MAX_COUNT_DISAGREEMENT * len(cen)
     assert res["centres_from"] == "log" and res["count"] == res["count_log"] == len(cen)
@@ -351,7 +360,8 @@ def test_a_learned_count_far_from_the_log_count_falls_back_to_the_log_centres():
     assert res["calibration"] is None and res["centres_from"] == "log"
     assert res["count"] == len(cen) and "refused" in res["fallback"]
     res = counting.count_instances(five, meta, rgb(g), centres_from="learned")
-    assert res["centres_from"] == "learned" and res["count"] == res["count_learned"]
+    assert res["centres_from"] == res["count_from"] == "learned"
+    assert res["count"] == res["count_learned"]
     assert res["fallback"] is None
 
 

@@ -162,6 +162,7 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
         "count_learned": res["count_learned"],
         "count_log": res["count_log"],
         "centres_from": res.get("centres_from"),
+        "count_from": res.get("count_from"),
         "fallback": res.get("fallback"),
         "sigma": res["sigma"],
         "polarity": res["polarity"],
