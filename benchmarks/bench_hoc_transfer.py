@@ -14,8 +14,9 @@ label map) and the written label maps by AP at IoU 0.5 (`instances.match_instanc
 bench_hoc_dev.py). Labels are read here only. Each image is marked "trained on" (a training
 image of the run), "tuned" (in bench_hoc_dev's TUNED: some setting was chosen looking at it) or
 "held out". Which centres answered (``centres_from``: "log" while the learned counter trained
-fewer than 500 steps or where `count_instances` falls back, ``fallback`` saying why; else
-"learned") is recorded per image with both counts. Writes benchmarks/results/<out>.json.
+fewer than 500 steps or where `count_instances` falls back, ``fallback`` saying why) and which
+rule gave the count (``count_from``: "log", "learned", or since session 13 "mean", the mean of
+the two counts) are recorded per image with both counts. Writes benchmarks/results/<out>.json.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def score(name, line, status):
     row.update(
         {
             "centres_from": line.get("centres_from"),
+            "count_from": line.get("count_from"),
             "fallback": line.get("fallback"),
             "count_raw": line.get("count_raw"),
             "calibration": line.get("calibration"),

@@ -323,6 +323,21 @@ def test_an_undertrained_counter_falls_back_to_the_log_centres():
     assert res["centres_from"] == "log"  # the label map is the LoG centres'
 
 
+def test_a_stained_image_is_answered_by_the_log_alone():
+    """Dark purple discs on a pink field (`describe_kind`: stained): the automatic choice answers
+    with the LoG count and says why, even from a trained counter (`LOG_ONLY_KINDS`)."""
+    cen = grid_centres(200, 240, 25, 15)
+    g, _ = disks(200, 240, cen, 5, noise=0.02)
+    pink, purple = np.array([0.95, 0.8, 0.88]), np.array([0.45, 0.25, 0.6])
+    img = (pink + g[..., None] * (purple - pink)).astype(np.float32)
+    meta = {"normalise": True, "window_per_sigma": 4.25, "resolution": 32, "sigma": 2.5}
+    meta["steps"] = counting.MIN_COUNTER_STEPS
+    res = counting.count_instances(disk_counter(), meta, img)
+    assert res["kind"] == "stained" and res["count_from"] == res["centres_from"] == "log"
+    assert res["count"] == res["count_log"] and "stained" in res["fallback"]
+    assert abs(res["count"] - len(cen)) <= 2
+
+
 def test_the_automatic_count_is_the_mean_of_the_two_rounded_half_up():
     assert counting.count_by_mean(100, 120) == 110
     assert counting.count_by_mean(135, 120) == 128  # 127.5
