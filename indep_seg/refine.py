@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indep_seg.box_prior import PRIOR_COLOUR, grabcut_image
+from indep_seg.box_prior import PRIOR_COLOUR, grabcut_image, stretch_low_range
 
 __all__ = ["CONFIDENT", "REFINE_MAX_SIDE", "confidence_trimap", "refine_unboxed"]
 
@@ -51,7 +51,8 @@ def refine_unboxed(
     max_side=REFINE_MAX_SIDE,
 ):
     """A soft mask of a whole image refined on the image's colour edges: GrabCut (colour models
-    in `colour`, as the box prior's) from `confidence_trimap(mask, confident)`.
+    in `colour`, a low-range image stretched: both as the box prior's, `stretch_low_range`) from
+    `confidence_trimap(mask, confident)`.
 
     The answer is the network's mask unchanged where GrabCut has nothing to decide (no uncertain
     pixel, or no certain pixel of one side) or cannot run, and where its mask is empty or covers
@@ -80,6 +81,7 @@ def refine_unboxed(
     if scale < 1.0:
         img = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
         ms = cv2.resize(m, small, interpolation=cv2.INTER_AREA)
+    img = stretch_low_range(img)  # a dark or hazy photo, as the box prior's window
     trimap = confidence_trimap(ms, confident)
     fg = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
     certain = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_BGD)

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from indep_seg.box_prior import grabcut_image
 from indep_seg.metrics import iou
 from indep_seg.refine import confidence_trimap, refine_unboxed
 
@@ -51,6 +52,29 @@ def test_a_coarse_mask_moves_to_the_colour_edge():
     assert set(np.unique(out)) <= {0.0, 1.0}  # binary at the image's own size
     # uint8 and float images give the same answer
     np.testing.assert_array_equal(refine_unboxed(img.astype(np.float32) / 255.0, coarse), out)
+
+
+def test_a_dark_photo_is_stretched_before_grabcut(monkeypatch):
+    """Four times darker (levels 0-63), the photo reaches GrabCut stretched to the full range, as
+    the box prior's window (`stretch_low_range`), and is refined as the photo."""
+    import indep_seg.refine as refine
+
+    img, disc = _photo()
+    coarse = np.full(disc.shape, 0.3, np.float32)
+    coarse[_disc(*disc.shape, 45, 75, 30)] = 0.7
+    coarse[_disc(*disc.shape, 42, 72, 12)] = 1.0
+    coarse[~_disc(*disc.shape, 45, 75, 38)] = 0.0
+    dark = (img.astype(np.float32) * 0.25).astype(np.uint8)
+    seen = []
+
+    def spy(image, colour="rgb"):
+        seen.append(np.percentile(image, 99) - np.percentile(image, 1))
+        return grabcut_image(image, colour)
+
+    monkeypatch.setattr(refine, "grabcut_image", spy)
+    out = refine_unboxed(dark, coarse)
+    assert np.percentile(dark, 99) - np.percentile(dark, 1) < 64 and seen[0] >= 250
+    assert iou((out > 0.5)[None, ..., None], disc[None, ..., None]) > 0.95
 
 
 def test_a_large_image_is_refined_small_and_scaled_back():
