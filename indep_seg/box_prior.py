@@ -120,14 +120,16 @@ def window_range(image):
     return float(hi - lo)
 
 
-def stretch_low_range(image, threshold=LOW_RANGE):
-    """A window whose `window_range` is under `threshold` (a dark or hazy photo) stretched
-    linearly, the same gain and offset on every channel (hues kept), so that its 1st and 99th
-    percentiles become 0 and 255; any other window (and a flat one) as it is. uint8 `[H, W, 3]`.
+def stretch_low_range(image, threshold=None):
+    """A window whose `window_range` is under `threshold` (a dark or hazy photo; default
+    `LOW_RANGE`, read when called; 0: never) stretched linearly, the same gain and offset on every
+    channel (hues kept), so that its 1st and 99th percentiles become 0 and 255; any other window
+    (and a flat one) as it is. uint8 `[H, W, 3]`.
 
     GrabCut's colour models and `colour_contrast`'s 8-level bins see a dark photo's few levels as
     one colour; stretched, they see the photo's contrast again.
     """
+    threshold = LOW_RANGE if threshold is None else threshold
     img = np.asarray(image, np.uint8)
     lo, hi = np.percentile(img, (1, 99))
     if hi - lo >= threshold or hi - lo < 1:
@@ -330,18 +332,17 @@ def _holds_evidence(mask, box, init):
     return (mask & ~seed).sum() > 0.05 * seed.sum()
 
 
-def box_prior(image, box, iterations=5, low_range=LOW_RANGE):
+def box_prior(image, box, iterations=5, low_range=None):
     """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
 
     The window's part outside the photo is filled with the photo's background
-    (`fill_outside_photo`) and a low-range window (under `low_range`: a dark or hazy photo) is
-    stretched (`stretch_low_range`; 0 turns it off); then GrabCut runs once per setting of
-    `PRIOR_CANDIDATES` (from the
-    box, or with the box's core held as foreground; colour models in RGB or Lab; two k-means
-    starts), degenerate masks are dropped (`is_degenerate`: GrabCut's colour models gave the
-    whole box to one side), and the mask with the highest `prior_score` is the prior: the
-    candidate most unlike the background that also fills its tight box. Where every candidate is
-    degenerate, the inscribed ellipse.
+    (`fill_outside_photo`) and a low-range window (under `low_range`, default `LOW_RANGE`: a dark
+    or hazy photo) is stretched (`stretch_low_range`; 0 turns it off); then GrabCut runs once per
+    setting of `PRIOR_CANDIDATES` (from the box, or with the box's core held as foreground;
+    colour models in RGB or Lab; two k-means starts), degenerate masks are dropped
+    (`is_degenerate`: GrabCut's colour models gave the whole box to one side), and the mask with
+    the highest `prior_score` is the prior: the candidate most unlike the background that also
+    fills its tight box. Where every candidate is degenerate, the inscribed ellipse.
     """
     img = stretch_low_range(fill_outside_photo(image, box), low_range)
     best, best_score = None, -np.inf

@@ -6,16 +6,22 @@ outline is as coarse as the generator that taught it (32-64 px). Refinement at i
 in the paper; it is the boundary refinement that mask-from-box methods apply (GrabCut, Rother et
 al. 2004; dense CRF), here without a box: the pixels the network is sure of hold GrabCut's colour
 models fixed, and GrabCut decides the uncertain band between them on the image's colour edges.
-Boxed masks are refined by `indep_seg.box_prior.refine_full_mask`.
+Boxed masks are refined by `indep_seg.box_prior.refine_full_mask`; `refine_mask` chooses between
+the two for `indep-seg segment --refine grabcut` and `Segmenter.predict(refine="grabcut")`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from indep_seg.box_prior import PRIOR_COLOUR, grabcut_image, stretch_low_range
+from indep_seg.box_prior import (
+    PRIOR_COLOUR,
+    grabcut_image,
+    refine_full_mask,
+    stretch_low_range,
+)
 
-__all__ = ["CONFIDENT", "REFINE_MAX_SIDE", "confidence_trimap", "refine_unboxed"]
+__all__ = ["CONFIDENT", "REFINE_MAX_SIDE", "confidence_trimap", "refine_unboxed", "refine_mask"]
 
 #: A soft mask is taken as certain where it is within CONFIDENT of 0 or 1 (GrabCut's definite
 #: background / foreground); elsewhere probable, split at 0.5. Chosen on the tuning half
@@ -101,3 +107,10 @@ def refine_unboxed(
     if scale < 1.0:
         out = np.clip(cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
     return out
+
+
+def refine_mask(image, mask, box=None):
+    """The refinement of `indep-seg segment --refine grabcut` (and `Segmenter.predict`'s): a mask
+    of a boxed photo in its box (`indep_seg.box_prior.refine_full_mask`), of a photo given without a
+    box from the network's confidence (`refine_unboxed`). Float32 `[H, W]`."""
+    return refine_unboxed(image, mask) if box is None else refine_full_mask(image, mask, box)

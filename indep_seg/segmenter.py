@@ -198,9 +198,9 @@ class Segmenter:
             boxes: None (whole image), or one `x0, y0, x1, y1` box (or None) per image. Without a
                 box the whole image is the object box, or, for a `box_free` network, the crop
                 window (`image_box`).
-            refine: None, or "grabcut": the mask of each image is refined on its colour edges,
-                in its box (`indep_seg.box_prior.refine_full_mask`) or, given without a box,
-                from the network's confidence (`indep_seg.refine.refine_unboxed`).
+            refine: None, or "grabcut": the mask of each image is refined on its colour edges
+                (`indep_seg.refine.refine_mask`: in its box, or, given without a box, from the
+                network's confidence).
         """
         if refine not in (None, "none", "grabcut"):
             raise ValueError(f"refine: expected None or 'grabcut', got {refine!r}")
@@ -243,14 +243,10 @@ class Segmenter:
             for j, i in enumerate(indices):
                 out[i] = np.clip(masks[j, :, :, 0], 0.0, 1.0)
         if refine == "grabcut":
-            from indep_seg.box_prior import refine_full_mask
-            from indep_seg.refine import refine_unboxed
+            from indep_seg.refine import refine_mask
 
             for i, box in enumerate(boxes):
-                if box is None:
-                    out[i] = refine_unboxed(arrays[i][0], out[i])
-                else:
-                    out[i] = refine_full_mask(arrays[i][0], out[i], box)
+                out[i] = refine_mask(arrays[i][0], out[i], box)
         return out
 
 

@@ -363,7 +363,7 @@ def test_gallery_has_titled_columns_and_one_row_per_case(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_stretch_low_range_by_hand():
+def test_stretch_low_range_by_hand(monkeypatch):
     # half the pixels 100, half 140: 1st / 99th percentiles 100 and 140, range 40 < LOW_RANGE;
     # stretched, 100 -> 0 and 140 -> 255 on every channel
     low = np.full((8, 8, 3), 100, np.uint8)
@@ -378,6 +378,9 @@ def test_stretch_low_range_by_hand():
     flat = np.full((8, 8, 3), 30, np.uint8)
     assert np.array_equal(bp.stretch_low_range(flat), flat)
     assert np.array_equal(bp.stretch_low_range(low, threshold=0), low)
+    # the default threshold is the module's LOW_RANGE when called (what box_seg's shards record)
+    monkeypatch.setattr(bp, "LOW_RANGE", 0)
+    assert np.array_equal(bp.stretch_low_range(low), low)
 
 
 def test_prior_of_a_dark_photo_is_the_photo_s_prior():

@@ -119,8 +119,7 @@ def _clip_box(box, w, h, where):
 
 
 def run(args) -> int:
-    from indep_seg.box_prior import refine_full_mask
-    from indep_seg.refine import refine_unboxed
+    from indep_seg.refine import refine_mask
     from indep_seg.serving.client import ClientError
 
     try:
@@ -182,10 +181,7 @@ def run(args) -> int:
         except ClientError as e:
             raise CommandError(f"{f}: the server answered {e}") from None
         if args.refine == "grabcut":
-            masks = [
-                refine_unboxed(image, m) if b is None else refine_full_mask(image, m, b)
-                for m, b in zip(masks, boxes)
-            ]
+            masks = [refine_mask(image, m, b) for m, b in zip(masks, boxes)]
         mask = np.max(np.stack(masks), axis=0)
         if args.binary:
             mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)
