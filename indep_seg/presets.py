@@ -173,6 +173,8 @@ _ILSGAN = dict(
     eta_max=0.5,
     lambda_m=2.0,
     lambda_b=2.0,
+    # L_m and L_b on m (eq. 4 as printed) or on T(m) ("shifted", the authors' loss.py)
+    mask_losses_on="mask",
     ils="mi",  # "mi" (eq. 12), "l1" (eq. 13), "none"
     lambda_ils=1.0,
     lambda_ils_warmup=0.2,

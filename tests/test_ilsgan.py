@@ -559,6 +559,38 @@ def test_trainer_losses_unchanged_by_the_single_homes(kw):
     np.testing.assert_allclose(model.r1_per_example(real).numpy(), r1_by_hand, rtol=1e-5)
 
 
+def test_mask_losses_on_the_shifted_mask_as_the_authors_code():
+    """`mask_losses_on="shifted"`: L_m and L_b of the mask that is composited, T(m) (the authors'
+    training/loss.py); the default takes them on m (eq. 4 as printed). Hand-computed references."""
+    rng = np.random.default_rng(3)
+    f = tf.constant(rng.random((4, R, R, 3)).astype(np.float32))
+    b = tf.constant(rng.random((4, R, R, 3)).astype(np.float32))
+    m = np.zeros((4, R, R, 1), np.float32)
+    m[:, :, :6] = 0.9  # a mask along the left edge: a shift to the left moves part of it out
+    m = tf.constant(m)
+    shifts = tf.constant([[-2, 0], [0, 0], [-1, 1], [2, -2]], tf.int32)
+    k = tf.constant([1, 0, 3, 2], tf.int32)
+    layers = {"foreground": f, "mask": m, "background": b}
+    terms = {}
+    for where in ("mask", "shifted"):
+        model = _compile(
+            ILSGAN(_FixedLayers(), _ScoreD(), ada=False, ils="none", eta=0.4, mask_losses_on=where)
+        )
+        _, terms[where] = model.generator_losses(layers, shifts, k, 0.0)
+    s = int(np.floor(0.125 * R))
+    tm = _old_shift(m, shifts, s).numpy()
+    for where, mm in (("mask", m.numpy()), ("shifted", tm)):
+        area = mm.mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(terms[where]["l_m"], np.maximum(0.4 - area, 0.0), atol=1e-6)
+        np.testing.assert_allclose(
+            terms[where]["l_b"], np.minimum(mm, 1 - mm).mean(axis=(1, 2, 3)), atol=1e-6
+        )
+    # example 0 lost two of its six columns to the shift: a larger hinge than on m
+    assert terms["shifted"]["l_m"][0] > terms["mask"]["l_m"][0] + 0.05
+    with pytest.raises(ValueError, match="mask_losses_on"):
+        ILSGAN(_FixedLayers(), _ScoreD(), mask_losses_on="visible")
+
+
 def test_model_draws_the_old_shifts_from_the_same_seed():
     model = _compile(ILSGAN(_FixedLayers(), _ScoreD(), ada=False, seed=11))
     new = model.draw_shifts(64, R, R).numpy()

@@ -124,6 +124,8 @@ class ILSGAN(PresetMixin, keras.Model):
         eta_max: None (paper) or an upper bound on the mean mask, penalised with weight lambda_m
             (`mask_max_area_loss`; a small-preset option against all-1 collapse).
         lambda_b: binarisation weight (2).
+        mask_losses_on: "mask" (L_m and L_b on m, eq. 4 as printed) or "shifted" (on T(m), the
+            mask that is composited, as the authors' training/loss.py computes them).
         ils: "mi" (eq. 12), "l1" (eq. 13) or "none".
         lambda_ils: ILS weight after the warm-up (1).
         lambda_ils_warmup, ils_warmup_images: weight 0.2 for the first 400k images shown.
@@ -158,6 +160,7 @@ class ILSGAN(PresetMixin, keras.Model):
         eta_max=None,
         lambda_m=2.0,
         lambda_b=2.0,
+        mask_losses_on="mask",
         ils="mi",
         lambda_ils=1.0,
         lambda_ils_warmup=0.2,
@@ -193,6 +196,9 @@ class ILSGAN(PresetMixin, keras.Model):
         )
         self.lambda_m = float(checks.check_positive_number(lambda_m, "lambda_m", allow_zero=True))
         self.lambda_b = float(checks.check_positive_number(lambda_b, "lambda_b", allow_zero=True))
+        self.mask_losses_on = checks.check_choice(
+            mask_losses_on, "mask_losses_on", ("mask", "shifted")
+        )
         self.ils = checks.check_choice(ils, "ils", ("mi", "l1", "none"))
         self.lambda_ils = float(
             checks.check_positive_number(lambda_ils, "lambda_ils", allow_zero=True)
@@ -308,6 +314,7 @@ class ILSGAN(PresetMixin, keras.Model):
             eta_max=None if o["eta_max"] < 0 else o["eta_max"],
             lambda_m=o["lambda_m"],
             lambda_b=o["lambda_b"],
+            mask_losses_on=o["mask_losses_on"],
             ils=o["ils"],
             lambda_ils=o["lambda_ils"],
             lambda_ils_warmup=o["lambda_ils_warmup"],
@@ -458,20 +465,22 @@ class ILSGAN(PresetMixin, keras.Model):
         negatives `shuffle_index` `[N]`: returns `(x_fake, terms)`, `terms` with `adv`, `l_m`,
         `l_b`,
         `l_ils` and `total = adv + lambda_m L_m + lambda_b L_b + w_ils L_ILS`, each `[N]`."""
-        x_fake = perturbed_composite(
+        x_fake, _, shifted_mask = perturbed_composite(
             layers["foreground"],
             layers["mask"],
             layers["background"],
             self.shift_fraction,
             shifts=shifts,
             unit_range=False,
+            return_layers=True,
         )
         fake_logits = self.discriminator(self._augment(x_fake), training=True)
         adv = losses.generator_loss_ns(fake_logits[:, 0], reduction="none")
-        l_m = losses.mask_hinge_loss(layers["mask"], self.eta, reduction="none")
+        m = shifted_mask if self.mask_losses_on == "shifted" else layers["mask"]
+        l_m = losses.mask_hinge_loss(m, self.eta, reduction="none")
         if self.eta_max is not None:
-            l_m = l_m + mask_max_area_loss(layers["mask"], self.eta_max)
-        l_b = losses.binarization_loss(layers["mask"], reduction="none")
+            l_m = l_m + mask_max_area_loss(m, self.eta_max)
+        l_b = losses.binarization_loss(m, reduction="none")
         l_ils = self.ils_loss(layers, shuffle_index)
         total = adv + self.lambda_m * l_m + self.lambda_b * l_b + ils_weight * l_ils
         return x_fake, {"adv": adv, "l_m": l_m, "l_b": l_b, "l_ils": l_ils, "total": total}

@@ -101,6 +101,7 @@ class ILSGANConfig:
     # all-1 in 250 steps (mask_bias 1) within the CPU budget
     lambda_m: float = 2.0
     lambda_b: float = 2.0
+    mask_losses_on: str = "mask"  # eq. 4 as printed; "shifted": on T(m), as the authors' loss.py
     ils: str = "mi"  # "mi" (eq. 12), "l1" (eq. 13), "none"
     lambda_ils: float = 1.0
     lambda_ils_warmup: float = 0.2
