@@ -114,7 +114,8 @@ def test_ilsgan_trainer_and_from_preset_build_the_same_model(name):
     keys = (
         "shift_fraction eta eta_max lambda_m lambda_b mask_losses_on ils lambda_ils "
         "lambda_ils_warmup ils_warmup_images ils_separate ils_opt_visible ils_opt_mask "
-        "ils_distribution r1_gamma r1_interval use_ada ema_kimg ema_rampup style_mixing_prob pl_weight pl_interval"
+        "ils_distribution r1_gamma r1_interval use_ada ema_kimg ema_rampup style_mixing_prob "
+        "pl_weight pl_interval"
     )
     for k in keys.split():
         assert getattr(trained, k) == getattr(api, k), k
