@@ -118,14 +118,8 @@ def _clip_box(box, w, h, where):
     return [cx0, cy0, cx1, cy1]
 
 
-def run(args) -> int:
-    from indep_seg.refine import refine_mask
-    from indep_seg.serving.client import ClientError
-
-    try:
-        files = list_images(args.inputs)
-    except (FileNotFoundError, ValueError) as e:
-        raise CommandError(str(e)) from None
+def _unique_stems(files) -> None:
+    """Refuse inputs whose masks would overwrite each other (`a/x.jpg` and `b/x.png`)."""
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems and stems[f.stem] != f:
@@ -134,6 +128,44 @@ def run(args) -> int:
                 "segment them into different --out folders"
             )
         stems[f.stem] = f
+
+
+def _boxes_for(f: Path, w: int, h: int, args, csv_boxes, fixed_box) -> list:
+    """The boxes of image `f` (`w` x `h`): its `--boxes` rows, the `--box`, or `[None]` (no box)."""
+    if csv_boxes is not None:
+        rows = csv_boxes.get(f.name) or csv_boxes.get(str(f)) or csv_boxes.get(f.stem)
+        if not rows:
+            raise CommandError(f"--boxes {args.boxes}: no row for {f.name}")
+        return [_clip_box(b, w, h, f"--boxes {args.boxes} row {n} ({f.name})") for n, b in rows]
+    if fixed_box is not None:
+        return [_clip_box(fixed_box, w, h, f"--box for {f}")]
+    return [None]
+
+
+def _write_outputs(out: Path, f: Path, image, mask, args) -> dict:
+    """Write `f`'s mask (binary or soft, 8-bit) and, with `--cutout`, its RGBA cut-out."""
+    h, w = image.shape[:2]
+    if args.binary:
+        mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)
+    else:
+        mask8 = np.clip(np.round(mask * 255.0), 0, 255).astype(np.uint8)
+    target = write_png(out / f"{f.stem}.png", mask8)
+    item = {"input": str(f), "mask": str(target), "size": [w, h]}
+    if args.cutout:
+        rgba = np.concatenate([image, mask8[..., None]], axis=-1)
+        item["cutout"] = str(write_png(out / f"{f.stem}_cutout.png", rgba))
+    return item
+
+
+def run(args) -> int:
+    from indep_seg.refine import refine_mask
+    from indep_seg.serving.client import ClientError
+
+    try:
+        files = list_images(args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    _unique_stems(files)
     fixed_box = parse_box(args.box) if args.box else None
     csv_boxes = read_boxes_csv(args.boxes) if args.boxes else None
     predictor = predictor_for(args)
@@ -157,23 +189,8 @@ def run(args) -> int:
             )
         try:
             image = read_image(f)
-        except ValueError as e:
-            bad(str(e))
-            continue
-        h, w = image.shape[:2]
-        try:
-            if csv_boxes is not None:
-                rows = csv_boxes.get(f.name) or csv_boxes.get(str(f)) or csv_boxes.get(f.stem)
-                if not rows:
-                    raise CommandError(f"--boxes {args.boxes}: no row for {f.name}")
-                boxes = [
-                    _clip_box(b, w, h, f"--boxes {args.boxes} row {n} ({f.name})") for n, b in rows
-                ]
-            elif fixed_box is not None:
-                boxes = [_clip_box(fixed_box, w, h, f"--box for {f}")]
-            else:
-                boxes = [None]
-        except CommandError as e:
+            boxes = _boxes_for(f, image.shape[1], image.shape[0], args, csv_boxes, fixed_box)
+        except (ValueError, CommandError) as e:
             bad(str(e))
             continue
         try:
@@ -182,17 +199,7 @@ def run(args) -> int:
             raise CommandError(f"{f}: the server answered {e}") from None
         if args.refine == "grabcut":
             masks = [refine_mask(image, m, b) for m, b in zip(masks, boxes)]
-        mask = np.max(np.stack(masks), axis=0)
-        if args.binary:
-            mask8 = np.where(mask >= 0.5, 255, 0).astype(np.uint8)
-        else:
-            mask8 = np.clip(np.round(mask * 255.0), 0, 255).astype(np.uint8)
-        target = write_png(out / f"{f.stem}.png", mask8)
-        item = {"input": str(f), "mask": str(target), "size": [w, h]}
-        if args.cutout:
-            rgba = np.concatenate([image, mask8[..., None]], axis=-1)
-            item["cutout"] = str(write_png(out / f"{f.stem}_cutout.png", rgba))
-        written.append(item)
+        written.append(_write_outputs(out, f, image, np.max(np.stack(masks), axis=0), args))
     print(
         json.dumps(
             {
