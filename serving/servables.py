@@ -203,6 +203,69 @@ def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMA
     )
 
 
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _check_aliases(sig: SignatureInfo, inputs: dict, model_name: str) -> None:
+    """The request names exactly the signature's inputs (TF Serving's messages)."""
+    expected, sent = set(sig.inputs), set(inputs)
+    for alias in sorted(sent - expected):
+        raise _invalid(
+            f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
+            f"the set {{{','.join(sorted(expected))}}}."
+        )
+    missing = sorted(expected - sent)
+    if missing:
+        raise _invalid(
+            f"Request inputs do not match required inputs for model `{model_name}`. "
+            f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}."
+        )
+
+
+def _check_dtype(alias: str, arr, want) -> None:
+    """`arr` has the signature's dtype (any string kind for DT_STRING)."""
+    if want == tf.string:
+        if arr.dtype.kind not in ("S", "O", "U"):
+            raise _invalid(
+                f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided"
+            )
+    elif arr.dtype != want.as_numpy_dtype:
+        raise _invalid(
+            f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided"
+        )
+
+
+def _check_shape(alias: str, arr, shape) -> None:
+    """`arr` has the signature's rank and fixed dimensions, a batch and no zero-size dimension."""
+    if shape.rank is not None:
+        if arr.ndim != shape.rank:
+            raise _invalid(
+                f"{alias}: expected a tensor of rank {shape.rank} with shape "
+                f"{_shape_str(shape)}, got shape {list(arr.shape)}"
+            )
+        for i, d in enumerate(shape.as_list()):
+            if d is not None and arr.shape[i] != d:
+                raise _invalid(
+                    f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
+                    f"(dimension {i} must be {d})"
+                )
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise _invalid(f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example")
+    if any(s == 0 for s in arr.shape):
+        raise _invalid(f"{alias}: shape {list(arr.shape)} has a zero-size dimension")
+
+
+def _check_boxes(arr) -> None:
+    """Every `[x0, y0, x1, y1]` row of a float `box` input has x1 > x0 and y1 > y0."""
+    bad = np.nonzero(~((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])))[0]
+    if bad.size:
+        raise _invalid(
+            f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
+            "x0, y0, x1, y1 with x1 > x0 and y1 > y0)"
+        )
+
+
 def validate_spec_inputs(
     sig: SignatureInfo,
     inputs: dict,
@@ -221,23 +284,8 @@ def validate_spec_inputs(
         limits = RequestLimits(
             max_image_pixels=max_image_pixels, max_request_pixels=max_image_pixels
         )
+    _check_aliases(sig, inputs, model_name)
     expected = set(sig.inputs)
-    sent = set(inputs)
-    for alias in sorted(sent - expected):
-        raise ServingError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
-            f"the set {{{','.join(sorted(expected))}}}.",
-        )
-    missing = sorted(expected - sent)
-    if missing:
-        raise ServingError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"Request inputs do not match required inputs for model `{model_name}`. "
-            f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}.",
-        )
-    out = {}
-    batch = None
     strings = sum(inputs[a].size for a in expected if sig.inputs[a].dtype == tf.string)
     if strings > limits.max_string_elements:
         raise ServingError(
@@ -245,69 +293,24 @@ def validate_spec_inputs(
             f"the request holds {strings} strings, more than this server's limit of "
             f"{limits.max_string_elements} per request",
         )
-    pixels = [0]
+    out, batch, pixels = {}, None, [0]
     for alias in sorted(expected):
-        spec = sig.inputs[alias]
-        arr = inputs[alias]
-        want = spec.dtype
-        if want == tf.string:
-            if arr.dtype.kind not in ("S", "O", "U"):
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided",
-                )
-        elif arr.dtype != want.as_numpy_dtype:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided",
-            )
-        shape = spec.shape
-        if shape.rank is not None:
-            if arr.ndim != shape.rank:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{alias}: expected a tensor of rank {shape.rank} with shape "
-                    f"{_shape_str(shape)}, got shape {list(arr.shape)}",
-                )
-            for i, d in enumerate(shape.as_list()):
-                if d is not None and arr.shape[i] != d:
-                    raise ServingError(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
-                        f"(dimension {i} must be {d})",
-                    )
-        if arr.ndim == 0 or arr.shape[0] == 0:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example",
-            )
-        if any(s == 0 for s in arr.shape):
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{alias}: shape {list(arr.shape)} has a zero-size dimension",
-            )
+        spec, arr = sig.inputs[alias], inputs[alias]
+        _check_dtype(alias, arr, spec.dtype)
+        _check_shape(alias, arr, spec.shape)
         if batch is None:
             batch = (alias, arr.shape[0])
         elif arr.shape[0] != batch[1]:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise _invalid(
                 f"Input to predict must have equal 0th-dimension size: {batch[0]} has "
-                f"{batch[1]}, {alias} has {arr.shape[0]}",
+                f"{batch[1]}, {alias} has {arr.shape[0]}"
             )
         if alias == "box" and arr.ndim == 2 and arr.shape[1] == 4 and arr.dtype.kind == "f":
-            bad = np.nonzero(~((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])))[0]
-            if bad.size:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
-                    "x0, y0, x1, y1 with x1 > x0 and y1 > y0)",
-                )
-        if want == tf.string:
+            _check_boxes(arr)
+        if spec.dtype == tf.string:
             check_encoded_images(alias, arr.reshape(-1), limits, pixels)
-        if want == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{alias}: contains NaN or Inf values"
-            )
+        if spec.dtype == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
+            raise _invalid(f"{alias}: contains NaN or Inf values")
         out[alias] = arr
     return out
 
