@@ -14,6 +14,7 @@ __all__ = [
     "http_status",
     "not_found_latest",
     "not_found_specific",
+    "invalid_argument",
     "clip",
     "MAX_NAME_CHARS",
     "MAX_MESSAGE_CHARS",
@@ -72,6 +73,11 @@ _HTTP = {
 def http_status(code: grpc.StatusCode) -> int:
     """The HTTP status TF Serving's REST API answers for a gRPC status code."""
     return _HTTP.get(code, 500)
+
+
+def invalid_argument(message: str) -> ServingError:
+    """An INVALID_ARGUMENT error (HTTP 400) with `message`."""
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def not_found_latest(name: str) -> ServingError:

@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
-from indep_seg.serving.errors import ServingError, clip, http_status
+from indep_seg.serving.errors import ServingError, clip, http_status, invalid_argument
 
 log = logging.getLogger("indep_seg.serving")
 
@@ -67,10 +67,6 @@ _STATE = {
 }
 
 
-def _bad(msg):
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, msg)
-
-
 def _decode_value(value, alias):
     """JSON value -> nested lists with {"b64": ...} replaced by bytes."""
     if isinstance(value, dict):
@@ -78,8 +74,8 @@ def _decode_value(value, alias):
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except Exception:
-                raise _bad(f"{alias}: 'b64' value is not valid base64") from None
-        raise _bad(
+                raise invalid_argument(f"{alias}: 'b64' value is not valid base64") from None
+        raise invalid_argument(
             f'{alias}: expected a number, a list or {{"b64": ...}}, got an object with keys '
             f"{sorted(value)}"
         )
@@ -101,33 +97,37 @@ def _to_array(value, spec, alias):
         try:
             arr = np.array(value, dtype=object)
         except Exception as e:
-            raise _bad(f"{alias}: cannot make a string tensor ({e})") from None
+            raise invalid_argument(f"{alias}: cannot make a string tensor ({e})") from None
         for x in arr.ravel():
             if not isinstance(x, (bytes, str)):
-                raise _bad(f'{alias}: expected strings or {{"b64": ...}}, got {type(x).__name__}')
+                raise invalid_argument(
+                    f'{alias}: expected strings or {{"b64": ...}}, got {type(x).__name__}'
+                )
         return np.array(
             [x if isinstance(x, bytes) else x.encode() for x in arr.ravel()], dtype=object
         ).reshape(arr.shape)
     try:
         arr = np.array(value, dtype=np.float64 if spec.dtype.is_floating else np.int64)
     except (ValueError, TypeError) as e:
-        raise _bad(f"{alias}: expected a (rectangular) nested list of numbers: {e}") from None
+        raise invalid_argument(
+            f"{alias}: expected a (rectangular) nested list of numbers: {e}"
+        ) from None
     if spec.dtype.is_floating:
         return arr.astype(spec.dtype.as_numpy_dtype)
     if spec.dtype.is_integer:
         return arr.astype(spec.dtype.as_numpy_dtype)
-    raise _bad(f"{alias}: dtype {spec.dtype.name} is not supported over REST")
+    raise invalid_argument(f"{alias}: dtype {spec.dtype.name} is not supported over REST")
 
 
 def _rows_to_inputs(instances, sig):
     if not isinstance(instances, list) or not instances:
-        raise _bad("'instances' must be a non-empty list")
+        raise invalid_argument("'instances' must be a non-empty list")
     aliases = sorted(sig.inputs)
     if all(isinstance(i, dict) and not (set(i) == {"b64"}) for i in instances):
         columns = {}
         for n, inst in enumerate(instances):
             if set(inst) != set(aliases):
-                raise _bad(
+                raise invalid_argument(
                     f"instances[{n}]: expected the keys {{{','.join(aliases)}}}, got "
                     f"{{{','.join(sorted(inst))}}}"
                 )
@@ -135,7 +135,7 @@ def _rows_to_inputs(instances, sig):
                 columns.setdefault(k, []).append(v)
         return {k: _to_array(v, sig.inputs[k], k) for k, v in columns.items()}
     if len(aliases) != 1:
-        raise _bad(
+        raise invalid_argument(
             f"instances: the signature has several inputs {{{','.join(aliases)}}}; send each "
             "instance as an object with one key per input"
         )
@@ -150,7 +150,7 @@ def _columns_to_inputs(inputs, sig):
             for k, v in inputs.items()
         }
     if len(aliases) != 1:
-        raise _bad(
+        raise invalid_argument(
             f"inputs: the signature has several inputs {{{','.join(aliases)}}}; send an object "
             "with one key per input"
         )
@@ -219,18 +219,20 @@ def _parse_json(body):
     try:
         doc = json.loads(body or b"null")
     except RecursionError:
-        raise _bad("JSON Parse error: nested too deeply") from None
+        raise invalid_argument("JSON Parse error: nested too deeply") from None
     except ValueError as e:  # also integers of more than 4300 digits
-        raise _bad(f"JSON Parse error: {clip(str(e))}") from None
+        raise invalid_argument(f"JSON Parse error: {clip(str(e))}") from None
     if not isinstance(doc, dict):
-        raise _bad("JSON Value: request body must be a JSON object")
+        raise invalid_argument("JSON Value: request body must be a JSON object")
     return doc
 
 
 def _inputs(doc, sig):
     """The request's tensors -> (inputs, row format?); every failure is the client's: 400."""
     if "instances" in doc and "inputs" in doc:
-        raise _bad("Not both of 'instances' or 'inputs' keys may be present in the request")
+        raise invalid_argument(
+            "Not both of 'instances' or 'inputs' keys may be present in the request"
+        )
     try:
         if "instances" in doc:
             return _rows_to_inputs(doc["instances"], sig), True
@@ -239,10 +241,10 @@ def _inputs(doc, sig):
     except ServingError:
         raise
     except RecursionError:
-        raise _bad("JSON Value: nested too deeply") from None
+        raise invalid_argument("JSON Value: nested too deeply") from None
     except Exception as e:  # a number NumPy cannot hold (OverflowError), a ragged list...
-        raise _bad(f"JSON Value: {type(e).__name__}: {clip(str(e))}") from None
-    raise _bad("Missing 'inputs' or 'instances' key")
+        raise invalid_argument(f"JSON Value: {type(e).__name__}: {clip(str(e))}") from None
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 def handle_post(core, target, body):
@@ -261,7 +263,7 @@ def handle_post(core, target, body):
     doc = _parse_json(body)
     sig_name = doc.get("signature_name", "")
     if not isinstance(sig_name, str):
-        raise _bad("'signature_name' must be a string")
+        raise invalid_argument("'signature_name' must be a string")
     servable, sig = core.resolve(name, version, label, sig_name)
     inputs, row = _inputs(doc, sig)
     outputs = core.predict(servable, sig, inputs)

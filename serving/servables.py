@@ -28,6 +28,7 @@ from indep_seg.serving.config import validate_model_server_config
 from indep_seg.serving.errors import (
     ServingError,
     clip,
+    invalid_argument,
     not_found_latest,
     not_found_specific,
 )
@@ -203,21 +204,17 @@ def check_encoded_image_sizes(alias: str, arr, max_pixels: int = DEFAULT_MAX_IMA
     )
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 def _check_aliases(sig: SignatureInfo, inputs: dict, model_name: str) -> None:
     """The request names exactly the signature's inputs (TF Serving's messages)."""
     expected, sent = set(sig.inputs), set(inputs)
     for alias in sorted(sent - expected):
-        raise _invalid(
+        raise invalid_argument(
             f"input tensor alias not found in signature: {clip(alias)}. Inputs expected to be in "
             f"the set {{{','.join(sorted(expected))}}}."
         )
     missing = sorted(expected - sent)
     if missing:
-        raise _invalid(
+        raise invalid_argument(
             f"Request inputs do not match required inputs for model `{model_name}`. "
             f"Send extra: {{}}. Missing but required: {{{','.join(missing)}}}."
         )
@@ -227,11 +224,11 @@ def _check_dtype(alias: str, arr, want) -> None:
     """`arr` has the signature's dtype (any string kind for DT_STRING)."""
     if want == tf.string:
         if arr.dtype.kind not in ("S", "O", "U"):
-            raise _invalid(
+            raise invalid_argument(
                 f"{alias}: expects a DT_STRING tensor but {_np_dtype_name(arr)} is provided"
             )
     elif arr.dtype != want.as_numpy_dtype:
-        raise _invalid(
+        raise invalid_argument(
             f"{alias}: expects a {_tf_name(want)} tensor but {_np_dtype_name(arr)} is provided"
         )
 
@@ -240,27 +237,29 @@ def _check_shape(alias: str, arr, shape) -> None:
     """`arr` has the signature's rank and fixed dimensions, a batch and no zero-size dimension."""
     if shape.rank is not None:
         if arr.ndim != shape.rank:
-            raise _invalid(
+            raise invalid_argument(
                 f"{alias}: expected a tensor of rank {shape.rank} with shape "
                 f"{_shape_str(shape)}, got shape {list(arr.shape)}"
             )
         for i, d in enumerate(shape.as_list()):
             if d is not None and arr.shape[i] != d:
-                raise _invalid(
+                raise invalid_argument(
                     f"{alias}: expected shape {_shape_str(shape)}, got {list(arr.shape)} "
                     f"(dimension {i} must be {d})"
                 )
     if arr.ndim == 0 or arr.shape[0] == 0:
-        raise _invalid(f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example")
+        raise invalid_argument(
+            f"{alias}: empty batch (shape {list(arr.shape)}); send at least one example"
+        )
     if any(s == 0 for s in arr.shape):
-        raise _invalid(f"{alias}: shape {list(arr.shape)} has a zero-size dimension")
+        raise invalid_argument(f"{alias}: shape {list(arr.shape)} has a zero-size dimension")
 
 
 def _check_boxes(arr) -> None:
     """Every `[x0, y0, x1, y1]` row of a float `box` input has x1 > x0 and y1 > y0."""
     bad = np.nonzero(~((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])))[0]
     if bad.size:
-        raise _invalid(
+        raise invalid_argument(
             f"box: box {int(bad[0])} = {arr[bad[0]].tolist()} is empty (expected "
             "x0, y0, x1, y1 with x1 > x0 and y1 > y0)"
         )
@@ -301,7 +300,7 @@ def validate_spec_inputs(
         if batch is None:
             batch = (alias, arr.shape[0])
         elif arr.shape[0] != batch[1]:
-            raise _invalid(
+            raise invalid_argument(
                 f"Input to predict must have equal 0th-dimension size: {batch[0]} has "
                 f"{batch[1]}, {alias} has {arr.shape[0]}"
             )
@@ -310,7 +309,7 @@ def validate_spec_inputs(
         if spec.dtype == tf.string:
             check_encoded_images(alias, arr.reshape(-1), limits, pixels)
         if spec.dtype == tf.float32 and arr.dtype == np.float32 and not np.isfinite(arr).all():
-            raise _invalid(f"{alias}: contains NaN or Inf values")
+            raise invalid_argument(f"{alias}: contains NaN or Inf values")
         out[alias] = arr
     return out
 
