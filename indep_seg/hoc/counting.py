@@ -696,47 +696,14 @@ def count_instances(
     a = check_counting_image(image)
     h, w = a.shape[:2]
     automatic = centres_from is None and not meta.get("centres_from")
-    if centres_from is None:
-        trained = meta.get("steps")
-        centres_from = meta.get("centres_from") or (
-            "log" if trained is not None and int(trained) < MIN_COUNTER_STEPS else "learned"
-        )
-    checks.check_choice(centres_from, "centres_from", ("learned", "log"))
+    centres_from = _requested_centres(meta, centres_from)
     try:
         ns = inst.nucleus_signal(a)
         sc = inst.estimate_scale(ns.signal)
     except inst.ImageKindError as e:
-        return {
-            "count": 0,
-            "centres": [],
-            "labels": np.zeros((h, w), np.int32),
-            "count_learned": 0,
-            "count_log": 0,
-            "count_raw": 0.0,
-            "calibration": None,
-            "window": None,
-            "sigma": None,
-            "polarity": None,
-            "kind": None,
-            "kind_mismatch": False,
-            "heatmap": None,
-            "count_from": None,
-            "note": str(e),
-        }
+        return _nothing_to_count(h, w, str(e))
     kind = inst.describe_kind(ns.meta())
-    trained = [
-        (i.get("polarity"), i.get("colour"))
-        for i in (meta.get("images") or [])
-        if i.get("polarity")
-    ]
-    mismatch = bool(trained) and (ns.polarity, ns.colour) not in trained
-    if meta.get("normalise"):
-        x = np.repeat(ns.signal[..., None], 3, -1)
-        win = window or int(round(float(meta["window_per_sigma"]) * sc["sigma"]))
-    else:
-        x = a
-        win = window or int(meta["window"])
-    win = int(max(4, min(win, h, w)))
+    x, win = _counter_input(a, ns, sc["sigma"], meta, window)
     learned = count_image(
         counter,
         x,
@@ -780,12 +747,71 @@ def count_instances(
         "sigma": round(float(sc["sigma"]), 3),
         "polarity": ns.polarity,
         "kind": kind,
-        "kind_mismatch": mismatch,
+        "kind_mismatch": _kind_mismatch(meta, ns),
         "centres_from": centres_from,
         "count_from": count_from,
         "fallback": fallback,
         "heatmap": learned["heatmap"],
     }
+
+
+def _requested_centres(meta: dict, centres_from: str | None) -> str:
+    """Which centres `count_instances` starts from: the caller's, else the model's
+    ``centres_from``, else the LoG's for a counter trained under `MIN_COUNTER_STEPS` steps and the
+    learned counter's otherwise."""
+    if centres_from is None:
+        trained = meta.get("steps")
+        centres_from = meta.get("centres_from") or (
+            "log" if trained is not None and int(trained) < MIN_COUNTER_STEPS else "learned"
+        )
+    checks.check_choice(centres_from, "centres_from", ("learned", "log"))
+    return centres_from
+
+
+def _nothing_to_count(h: int, w: int, note: str) -> dict:
+    """`count_instances`' answer for an image without a nucleus signal (a constant image): count
+    0, an empty label map, and ``note`` saying why."""
+    return {
+        "count": 0,
+        "centres": [],
+        "labels": np.zeros((h, w), np.int32),
+        "count_learned": 0,
+        "count_log": 0,
+        "count_raw": 0.0,
+        "calibration": None,
+        "window": None,
+        "sigma": None,
+        "polarity": None,
+        "kind": None,
+        "kind_mismatch": False,
+        "heatmap": None,
+        "count_from": None,
+        "note": note,
+    }
+
+
+def _counter_input(a, ns, sigma: float, meta: dict, window: int | None):
+    """`(image the counter sees, window)`: with a normalising model the nucleus signal and a window
+    of ``window_per_sigma x sigma`` (the image's own LoG scale), else the image and the model's
+    window; `window` overrides; clipped to 4 px and the image's sides."""
+    h, w = a.shape[:2]
+    if meta.get("normalise"):
+        x = np.repeat(ns.signal[..., None], 3, -1)
+        win = window or int(round(float(meta["window_per_sigma"]) * sigma))
+    else:
+        x = a
+        win = window or int(meta["window"])
+    return x, int(max(4, min(win, h, w)))
+
+
+def _kind_mismatch(meta: dict, ns) -> bool:
+    """The image's polarity and colour are not those of any image the model trained on."""
+    trained = [
+        (i.get("polarity"), i.get("colour"))
+        for i in (meta.get("images") or [])
+        if i.get("polarity")
+    ]
+    return bool(trained) and (ns.polarity, ns.colour) not in trained
 
 
 def count_by_mean(count_learned: int, count_log: int) -> int:

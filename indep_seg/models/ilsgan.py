@@ -58,6 +58,39 @@ from indep_seg.presets import PresetMixin
 __all__ = ["ILSGAN", "mask_max_area_loss", "ema_beta", "mix_at_cutoff", "path_length_penalty"]
 
 
+#: The running means `ILSGAN.train_step` reports (with ``pl_penalty`` and ``pl_mean`` where the
+#: path length penalty is on).
+TRACKERS = (
+    "d_loss",
+    "g_loss",
+    "g_adv",
+    "mask_hinge",
+    "binarization",
+    "ils",
+    "ils_weight",
+    "r1",
+    "ada_p",
+    "r_t",
+    "mask_mean",
+    "real_logit",
+    "fake_logit",
+)
+
+
+def _exact_copy(generator):
+    """A built copy of `generator` (its config, its weights' values): the EMA generator."""
+    copy = generator.__class__.from_config(generator.get_config())
+    copy.build((None, generator.z_dim))
+    src, dst = generator.weights, copy.weights
+    if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
+        raise ValueError(
+            "generator: its copy from get_config() has other weights; EMA needs an exact copy"
+        )
+    for d, v in zip(dst, src):
+        d.assign(v)
+    return copy
+
+
 def mask_max_area_loss(mask, eta_max):
     """Not in the paper (an option of the small preset): `max(0, |m|_1 / HW - eta_max)` per example,
     the upper twin of L_m, which keeps the mask from covering the whole image (all-1 collapse)."""
@@ -239,41 +272,16 @@ class ILSGAN(PresetMixin, keras.Model):
         self.pl_batch_shrink = checks.check_int(pl_batch_shrink, "pl_batch_shrink", minimum=1)
         self.pl_decay = float(checks.check_fraction(pl_decay, "pl_decay"))
         self.pl_mean = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="pl_mean")
-        self.generator_ema = None
-        if self.ema_kimg > 0:
-            self.generator_ema = generator.__class__.from_config(generator.get_config())
-            self.generator_ema.build((None, generator.z_dim))
-            src, dst = generator.weights, self.generator_ema.weights
-            if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in dst]:
-                raise ValueError(
-                    "generator: its copy from get_config() has other weights; EMA needs an exact "
-                    "copy"
-                )
-            for d, v in zip(dst, src):
-                d.assign(v)
+        self.generator_ema = _exact_copy(generator) if self.ema_kimg > 0 else None
         self.global_batch_size = global_batch_size
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.grid_z = keras.random.normal([8, generator.z_dim], seed=self.seed + 1)
         self.step_counter = tf.Variable(0, trainable=False, dtype=tf.int64, name="step")
         self.images_seen = tf.Variable(0, trainable=False, dtype=tf.int64, name="images_seen")
-        self._tracker_names = [
-            "d_loss",
-            "g_loss",
-            "g_adv",
-            "mask_hinge",
-            "binarization",
-            "ils",
-            "ils_weight",
-            "r1",
-            "ada_p",
-            "r_t",
-            "mask_mean",
-            "real_logit",
-            "fake_logit",
-        ]
-        if self.pl_weight > 0:
-            self._tracker_names += ["pl_penalty", "pl_mean"]
+        self._tracker_names = list(TRACKERS) + (
+            ["pl_penalty", "pl_mean"] if self.pl_weight > 0 else []
+        )
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self._tracker_names}
         self.built = True
 
@@ -570,18 +578,9 @@ class ILSGAN(PresetMixin, keras.Model):
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, g_vars)]
         return [tf.reduce_mean(pen), new_mean] + grads
 
-    def train_step(self, data):
-        real = data[0] if isinstance(data, (tuple, list)) else data
-        if isinstance(real, dict):
-            real = real["image"]
-        real = tf.convert_to_tensor(real, tf.float32)
-        n = tf.shape(real)[0]
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch = tf.cast(self.global_batch_size or n * replicas, tf.float32)
-        res = float(real.shape[1] or self.generator.resolution)
-        gamma = self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / global_batch
-
-        # ---- generator step: eq. (5), second line
+    def _generator_step(self, n, global_batch):
+        """One generator update, eq. (5) second line (with the lazy path length penalty where
+        ``pl_weight`` > 0). Returns `(layers, composite, terms, g_loss, ILS weight, PL value)`."""
         z = global_batch_draw(self.sample_z, n)
         shuffle_index = keras.random.randint([n], 0, n, seed=self.seed_generator)
         w_ils = self.ils_weight()
@@ -592,6 +591,7 @@ class ILSGAN(PresetMixin, keras.Model):
             x_fake, terms = self.generator_losses(layers, shifts, shuffle_index, w_ils)
             g_loss = self._scale(terms["total"], global_batch)
         g_grads = g_tape.gradient(g_loss, g_vars)
+        pl_value = None
         if self.pl_weight > 0:
             do_pl = tf.equal(self.step_counter % self.pl_interval, 0)
             pl_out = tf.cond(
@@ -608,9 +608,11 @@ class ILSGAN(PresetMixin, keras.Model):
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         if self.generator_ema is not None:
             self._update_ema(global_batch)
+        return layers, x_fake, terms, g_loss, w_ils, pl_value
 
-        # ---- discriminator step: eq. (5), first line, lazy R1
-        x_fake = tf.stop_gradient(x_fake)
+    def _discriminator_step(self, real, x_fake, gamma, global_batch):
+        """One discriminator update, eq. (5) first line, with StyleGAN2's lazy R1 every
+        ``r1_interval`` steps. Returns `(d_loss, real logits, fake logits, R1 value)`."""
         d_vars = self.discriminator.trainable_variables
         do_r1 = tf.logical_and(
             self.r1_interval > 0, tf.equal(self.step_counter % max(self.r1_interval, 1), 0)
@@ -637,7 +639,25 @@ class ILSGAN(PresetMixin, keras.Model):
         r1_value, r1_g = r1_out[0], r1_out[1:]
         d_grads = [g + rg for g, rg in zip(d_grads, r1_g)]
         self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+        return d_loss, real_d, fake_d, r1_value
 
+    def train_step(self, data):
+        """One step of eq. (5): the generator's update, then the discriminator's on the same
+        (stopped) composites; ADA's p follows the real logits."""
+        real = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(real, dict):
+            real = real["image"]
+        real = tf.convert_to_tensor(real, tf.float32)
+        n = tf.shape(real)[0]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        global_batch = tf.cast(self.global_batch_size or n * replicas, tf.float32)
+        res = float(real.shape[1] or self.generator.resolution)
+        gamma = self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / global_batch
+
+        layers, x_fake, terms, g_loss, w_ils, pl_value = self._generator_step(n, global_batch)
+        d_loss, real_d, fake_d, r1_value = self._discriminator_step(
+            real, tf.stop_gradient(x_fake), gamma, global_batch
+        )
         r_t = self.ada.update(real_d) if self.use_ada else tf.reduce_mean(tf.sign(real_d))
         self.step_counter.assign_add(1)
         self.images_seen.assign_add(tf.cast(n * replicas, tf.int64))
