@@ -20,7 +20,15 @@ Session 11 adds `net_lab_fill` (GrabCut started from the network's mask alone) f
 30-minute networks trained with the session-10 prior (`--variants
 blend_lab_fill_select,net_lab_fill --tag _s11`).
 
-Writes benchmarks/results/study_refine_<data>_tune.json.
+Session 15 asks whether the network gets any say: at `prior_blend` 0.5 the start
+`0.5 mask + 0.5 prior > 0.5` is the prior's own mask wherever the soft mask is above 0 (always), so
+the default refines the prior whatever the network says. `blend0.25..0.45[_select]` give the
+network the larger share, `net_alone` is the network's mask unrefined (`--variants session15`):
+
+    taskset -c 1 .venv/bin/python benchmarks/study_refine.py --data horse --model-dir RUN \
+        --variants session15 --tag _s15
+
+Writes benchmarks/results/study_refine_<data>_tune[<tag>].json.
 """
 
 from __future__ import annotations
@@ -47,7 +55,39 @@ VARIANTS = {
     # session 11: GrabCut from the network's mask alone (no prior in the start), for networks
     # trained with the session-10 prior
     "net_lab_fill": dict(prior_blend=0.0, colour="lab", fill=True, select=False),
+    # session 15: the network's share of the start above one half
+    **{
+        f"blend{w}{'_select' if sel else ''}": dict(
+            prior_blend=w, colour="lab", fill=True, select=sel
+        )
+        for w in (0.25, 0.4, 0.45)
+        for sel in (False, True)
+    },
 }
+GROUPS = {
+    "session15": ["blend_lab_fill_select", "blend_lab_fill", "net_lab_fill"]
+    + [f"blend{w}{s}" for w in (0.25, 0.4, 0.45) for s in ("", "_select")]
+}
+
+
+def _memoised_prior():
+    """`indep_seg.box_prior.box_prior`, computed once per window (each variant's refinement asks
+    for the prior of the same photos again: six GrabCuts each time)."""
+    import hashlib
+
+    import indep_seg.box_prior as bp
+
+    original, memo = bp.box_prior, {}
+
+    def prior(image, box, *args, **kwargs):
+        key = hashlib.sha1(
+            np.ascontiguousarray(image).tobytes() + np.asarray(box, np.float64).tobytes()
+        ).hexdigest()
+        if key not in memo:
+            memo[key] = original(image, box, *args, **kwargs)
+        return memo[key]
+
+    bp.box_prior = prior
 
 
 def main(argv=None):
@@ -59,6 +99,7 @@ def main(argv=None):
     p.add_argument("--tag", default="", help="suffix of the results file")
     args = p.parse_args(argv)
 
+    _memoised_prior()
     from indep_seg.box_prior import box_prior, refine_full_mask
     from indep_seg.segmenter import Segmenter
 
@@ -79,8 +120,17 @@ def main(argv=None):
     prior = np.stack([box_prior(imgs[i], boxes[i]) for i in range(len(imgs))]).astype(np.float32)
     res["iou"]["prior_alone"] = round(ev.scores(prior)["iou"], 4)
     print("prior_alone", res["iou"]["prior_alone"], flush=True)
+    net = np.stack([ev.crop_full(i, m) for i, m in enumerate(fulls)])
+    res["iou"]["net_alone"] = round(ev.scores(net)["iou"], 4)
+    print("net_alone", res["iou"]["net_alone"], flush=True)
     preds = {}
-    for name in args.variants.split(","):
+    names = [n for v in args.variants.split(",") for n in GROUPS.get(v, [v])]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(
+            f"--variants: unknown {unknown}; known: {sorted(VARIANTS)}, {sorted(GROUPS)}"
+        )
+    for name in names:
         kw = VARIANTS[name]
         t0 = time.time()
         refined = [refine_full_mask(im, m, b, **kw) for (_, im, b), m in zip(ev.items, fulls)]

@@ -230,3 +230,27 @@ def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch, s
     lines.clear()
     prepare_box_shards("synthetic:4", cfg, tmp_path, log=lines.append)
     assert not any("reusing" in str(x) for x in lines)
+
+
+def test_budget_leaves_the_evidence_report_its_time():
+    """The distillation phase ends early enough for the end-of-run evidence report: 0.25 s per
+    evidence photo (200 photos: 50 s of a 30-minute budget), never more than a tenth of it."""
+    import time
+
+    from indep_seg.training.experiments.box_seg import EVIDENCE_SECONDS_PER_IMAGE, _BoxSegRun
+
+    def run(budget, images):
+        ctx = TrainContext(model_dir="unused", budget_minutes=budget)
+        cfg = BoxSegConfig(evidence_images=images)
+        return _BoxSegRun(cfg, ctx, "box_seg", {}, print, None, None, time.time())
+
+    assert EVIDENCE_SECONDS_PER_IMAGE == 0.25
+    assert run(30.0, 200).evidence_reserve_seconds() == 50.0
+    assert run(1.0, 200).evidence_reserve_seconds() == 6.0  # a tenth of one minute
+    assert run(30.0, 0).evidence_reserve_seconds() == 0.0
+    assert run(None, 200).evidence_reserve_seconds() == 0.0
+    r = run(30.0, 200)
+    assert abs(r.remaining_minutes() - 30.0) < 0.01
+    assert abs(r.remaining_minutes(r.evidence_reserve_seconds()) - (30.0 - 50.0 / 60)) < 0.01
+    assert r.remaining_minutes(10**6) == 0.05  # never below its floor
+    assert run(None, 200).remaining_minutes(50.0) is None

@@ -50,6 +50,10 @@ from indep_seg.presets import (
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNBOUNDED_STEPS = 10**9  # a time budget alone bounds the run
+#: Seconds per photo of the end-of-run `evidence_report` (a forward pass and the colour
+#: histograms): 200 photos took 48 s after a 30-minute horse run's budget on this 2-core machine
+#: (session 15), which the budget now leaves for it.
+EVIDENCE_SECONDS_PER_IMAGE = 0.25
 
 
 @dataclasses.dataclass
@@ -957,10 +961,22 @@ class _BoxSegRun:
         """The area the snapshot choice expects: the mean per-image a, or `effective_a`."""
         return float(self.shards["area_mean"]) if self.per_image_area else effective_a(self.cfg)
 
-    def remaining_minutes(self) -> float | None:
-        """Minutes left of `--budget-minutes` (at least 0.05), None without a budget."""
+    def remaining_minutes(self, reserve_seconds: float = 0.0) -> float | None:
+        """Minutes left of `--budget-minutes` (at least 0.05) after `reserve_seconds` kept for
+        what follows, None without a budget."""
         budget = self.ctx.budget_minutes
-        return None if budget is None else max(0.05, budget - (time.time() - self.t_start) / 60)
+        if budget is None:
+            return None
+        return max(0.05, budget - (time.time() - self.t_start + reserve_seconds) / 60)
+
+    def evidence_reserve_seconds(self) -> float:
+        """The time the end-of-run `evidence_report` needs (`EVIDENCE_SECONDS_PER_IMAGE` per
+        photo, at most a tenth of the budget): the distillation phase leaves it, so that the
+        run ends within `--budget-minutes`."""
+        if self.ctx.budget_minutes is None:
+            return 0.0
+        need = EVIDENCE_SECONDS_PER_IMAGE * self.cfg.evidence_images
+        return min(need, 6.0 * self.ctx.budget_minutes)
 
     def dataset_fn(self, seed: int, with_prior: bool = True):
         """`dataset_fn(start_step)` of `run_fit`: the shards' batches (`box_seg_dataset`)."""
@@ -1163,7 +1179,9 @@ def _distillation_phase(run: _BoxSegRun, unet: UNet, steps: int, snapshots, samp
         distiller = _compiled_distiller(run.cfg, unet, run.ctx.seed)
     student = distiller.student
     dctx = dataclasses.replace(
-        run.ctx, model_dir=run.model_dir / "distill", budget_minutes=run.remaining_minutes()
+        run.ctx,
+        model_dir=run.model_dir / "distill",
+        budget_minutes=run.remaining_minutes(run.evidence_reserve_seconds()),
     )
     dist = run_fit(
         distiller,
