@@ -51,6 +51,18 @@ HEADLINES = [
         ">= 0.72",
     ),
     (
+        "box_seg_horse_r30_s15.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min on an idle machine (session 15), `segment` default, horse TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_horse_r30_s15.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), horse TEST half",
+        "",
+    ),
+    (
         "ilsgan_horse_target_s13_refined.json",
         "variants.mi.test.iou",
         "ilsgan, 60 min, `indep-seg segment` default (refined), horse TEST half: mean IoU",
