@@ -63,6 +63,18 @@ HEADLINES = [
         "",
     ),
     (
+        "box_seg_ecssd_r30_s15.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min on an idle machine (session 15), `segment` default, ECSSD TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_ecssd_r30_s15.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), ECSSD TEST half",
+        "",
+    ),
+    (
         "ilsgan_horse_target_s13_refined.json",
         "variants.mi.test.iou",
         "ilsgan, 60 min, `indep-seg segment` default (refined), horse TEST half: mean IoU",
