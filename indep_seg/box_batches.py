@@ -12,6 +12,8 @@ absent: cut from each photo outside its box (below) |
 | `"prior"` | `[B, R, R, 1]` per-image prior mask in [0, 1] of the crop: needed when the model's
 `prior_weight` > 0 | same, of the crop of the box |
 | `"area"` | optional `[B]`: a per-image a of eq. (7) (replaces the model's `area_a`) | same |
+| `"prior_weight"` | optional `[B]`: each prior's weight in the prior-consistency term (e.g. 1
+for the confident priors, 0 for the rest; absent: every prior weighs 1) | same |
 
 Other keys (e.g. `"source_id"`) are ignored. Form B is cropped inside the train step with the
 project's crop rule
@@ -35,7 +37,7 @@ from indep_seg.distribute import global_batch_draw
 
 __all__ = ["BATCH_KEYS", "prepare_box_seg_batch", "backgrounds_outside_boxes"]
 
-BATCH_KEYS = ("image", "box", "background", "prior", "area")
+BATCH_KEYS = ("image", "box", "background", "prior", "area", "prior_weight")
 
 
 def _as_float_images(x):
@@ -123,6 +125,8 @@ def prepare_box_seg_batch(data, resolution, margin=0.0, seed_generator=None, nee
         out["prior"] = tf.cast(data["prior"], tf.float32)
     if "area" in data:
         out["area"] = tf.cast(data["area"], tf.float32)
+    if "prior_weight" in data:
+        out["prior_weight"] = tf.cast(data["prior_weight"], tf.float32)
     return out
 
 

@@ -332,7 +332,7 @@ def _holds_evidence(mask, box, init):
     return (mask & ~seed).sum() > 0.05 * seed.sum()
 
 
-def box_prior(image, box, iterations=5, low_range=None):
+def box_prior(image, box, iterations=5, low_range=None, return_score=False):
     """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
 
     The window's part outside the photo is filled with the photo's background
@@ -343,6 +343,9 @@ def box_prior(image, box, iterations=5, low_range=None):
     (`is_degenerate`: GrabCut's colour models gave the whole box to one side), and the mask with
     the highest `prior_score` is the prior: the candidate most unlike the background that also
     fills its tight box. Where every candidate is degenerate, the inscribed ellipse.
+
+    With `return_score`, `(mask, score)`: the chosen mask's `prior_score`, the prior's label-free
+    confidence (0 for the ellipse, which holds no evidence of the photo).
     """
     img = stretch_low_range(fill_outside_photo(image, box), low_range)
     best, best_score = None, -np.inf
@@ -353,7 +356,9 @@ def box_prior(image, box, iterations=5, low_range=None):
         score = prior_score(img, mask, box)
         if score > best_score:
             best, best_score = mask, score
-    return best if best is not None else ellipse_mask(img.shape[:2], box)
+    if best is None:
+        best, best_score = ellipse_mask(img.shape[:2], box), 0.0
+    return (best, float(best_score)) if return_score else best
 
 
 def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
@@ -388,7 +393,7 @@ def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
     return crop8, cbox, win[0], (None if extra is None else crop[..., 3])
 
 
-def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
+def box_priors(items, resolution, margin=0.0, square=False, iterations=5, return_scores=False):
     """Priors of a data set's boxes, in the experiment's crops.
 
     Each photo is cut to the box's context window (`context_crop`), `box_prior` runs there, and
@@ -396,9 +401,11 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
 
     Args:
         items: sequence of `(name, uint8 image [H, W, 3], box)`.
+        return_scores: also return each prior's `prior_score` (`box_prior(return_score=True)`).
 
     Returns:
-        `[N, resolution, resolution, 1]` float32 in [0, 1].
+        `[N, resolution, resolution, 1]` float32 in [0, 1]; with `return_scores`, `(priors,
+        scores [N] float32)`.
     """
     import tensorflow as tf
 
@@ -407,7 +414,8 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
     def one(item):
         _, image, box = item
         crop8, cbox, win, _ = context_crop(image, box)
-        return box_prior(crop8, cbox, iterations).astype(np.float32), win
+        mask, score = box_prior(crop8, cbox, iterations, return_score=True)
+        return mask.astype(np.float32), win, score
 
     # GrabCut releases the GIL and OpenCV's random generator is per thread (`grabcut` seeds it
     # before every call): the photos' priors are computed side by side, the same as one by one
@@ -415,7 +423,7 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
     with ThreadPoolExecutor(max(1, min(len(items), cores or 1))) as pool:
         done = list(pool.map(one, items))
     out = []
-    for (_, _, box), (prior, win) in zip(items, done):
+    for (_, _, box), (prior, win, _) in zip(items, done):
         s = PRIOR_RESOLUTION / float(win[2] - win[0])
         train_win = box_window(np.asarray(box, np.float32)[None], margin, square).numpy()
         inner = ((train_win - np.tile(win[:2], 2)) * s).astype(np.float32)
@@ -424,7 +432,10 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5):
                 tf.convert_to_tensor(prior[None, :, :, None]), inner, resolution
             ).numpy()[0]
         )
-    return np.stack(out).astype(np.float32)
+    priors = np.stack(out).astype(np.float32)
+    if return_scores:
+        return priors, np.asarray([score for _, _, score in done], np.float32)
+    return priors
 
 
 def colour_contrast(image, mask, box, bins=8):

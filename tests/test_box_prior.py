@@ -323,6 +323,57 @@ def test_prior_consistency_loss_is_binary_cross_entropy():
     assert float(ref) == pytest.approx(want, rel=1e-3)  # an independent implementation
 
 
+def test_prior_consistency_loss_weighs_each_image_by_its_prior_weight():
+    """`weight` [B]: the images' mean cross-entropies averaged with these weights, by hand; a
+    weight of 0 leaves its image out, all zeros give 0, all ones the unweighted term."""
+    from indep_seg.models.foreground_seg_gan import prior_consistency_loss
+
+    rng = np.random.default_rng(3)
+    m = rng.uniform(0.05, 0.95, (3, 4, 4, 1)).astype(np.float32)
+    p = (rng.random((3, 4, 4, 1)) > 0.5).astype(np.float32)
+    per_image = [-np.mean(p[i] * np.log(m[i]) + (1 - p[i]) * np.log(1 - m[i])) for i in range(3)]
+    w = np.array([1.0, 0.0, 2.0], np.float32)
+    want = (per_image[0] + 2 * per_image[2]) / 3.0
+    got = prior_consistency_loss(tf.constant(m), tf.constant(p), tf.constant(w)).numpy()
+    assert got == pytest.approx(want, rel=1e-5)
+    zero = prior_consistency_loss(tf.constant(m), tf.constant(p), tf.zeros([3])).numpy()
+    assert zero == 0.0
+    ones = prior_consistency_loss(tf.constant(m), tf.constant(p), tf.ones([3])).numpy()
+    assert ones == pytest.approx(prior_consistency_loss(tf.constant(m), tf.constant(p)).numpy())
+
+
+def test_box_prior_returns_its_score_and_the_ellipse_scores_zero(monkeypatch):
+    """`return_score`: the chosen mask's `prior_score` in the window GrabCut saw; where every
+    candidate is degenerate the ellipse, whose score is 0 (no evidence of the photo)."""
+    photo, disc, box = _disc_photo()
+    mask, score = bp.box_prior(photo, box, return_score=True)
+    assert np.array_equal(mask, bp.box_prior(photo, box))
+    window = bp.stretch_low_range(bp.fill_outside_photo(photo, box))
+    assert score == pytest.approx(bp.prior_score(window, mask, box)) and score > 0
+    monkeypatch.setattr(bp, "is_degenerate", lambda m, b, **kw: True)
+    ellipse, zero = bp.box_prior(photo, box, return_score=True)
+    assert zero == 0.0 and np.array_equal(ellipse, bp.ellipse_mask(photo.shape[:2], box))
+    items = [("p0", photo, box), ("p1", photo, box)]
+    priors, scores = bp.box_priors(items, 16, return_scores=True)
+    assert priors.shape == (2, 16, 16, 1) and scores.tolist() == [0.0, 0.0]
+
+
+def test_prior_score_threshold_is_the_collections_quantile():
+    from indep_seg.training.experiments.box_seg import _score_stats, prior_score_threshold
+
+    scores = list(np.linspace(0.0, 1.0, 11))
+    manifest = _score_stats(scores)
+    assert len(manifest["prior_score_percentiles"]) == 101
+    assert prior_score_threshold(manifest, 0.5) == pytest.approx(0.5)
+    assert prior_score_threshold(manifest, 0.25) == pytest.approx(0.75)
+    assert prior_score_threshold(manifest, 1.0) is None  # every prior anchors
+    assert prior_score_threshold({}, 0.5) is None  # shards without scores
+    # 0.3 of 11 scores: the 70th percentile, 0.7, keeps 0.7, 0.8, 0.9 and 1.0
+    assert prior_score_threshold(manifest, 0.3) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="prior_confident_share.*got 0"):
+        prior_score_threshold(manifest, 0.0)
+
+
 def test_dataset_flips_prior_with_its_crop_and_carries_area():
     from indep_seg.training.experiments.box_seg import make_dataset
 

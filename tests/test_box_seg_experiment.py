@@ -169,6 +169,46 @@ class _StubNet:
         return [np.array([self.tag])]
 
 
+def test_only_the_confident_priors_anchor_the_network(tmp_path):
+    """`prior_confident_share=0.5`: the shards keep each prior's score, the run's threshold is
+    the collection's median score, its batches weigh the priors at or above it 1 and the rest 0,
+    and the adversarial phase trains with those weights."""
+    from indep_seg.training.experiments import box_seg
+
+    cfg = BoxSegConfig(
+        resolution=16,
+        unet="tiny",
+        discriminator="tiny",
+        d_downsample=1,
+        batch_size=4,
+        steps=4,
+        adversarial_fraction=0.5,
+        snapshot_every=2,
+        probe_images=4,
+        evidence_images=0,
+        prior_confident_share=0.5,
+    )
+    lines = []
+    ctx = TrainContext(
+        model_dir=tmp_path / "run",
+        data="synthetic:8",
+        extra={"verbose": False, "log": lines.append},
+    )
+    result = box_seg.train_box_seg(cfg, ctx)
+    assert result["adversarial_steps"] == 2 and result["distill_steps"] == 2
+    from indep_seg.data.box_seg_stream import read_box_seg_shards
+
+    shards = read_box_seg_shards(tmp_path / "run" / "box_shards")
+    median = float(shards["prior_score_percentiles"][50])
+    assert any(f"scoring at least {median:.3f} (the top 50%" in str(x) for x in lines)
+    run = box_seg._BoxSegRun(cfg, ctx, "box_seg", {}, print, tmp_path, tmp_path, 0.0, shards)
+    assert run.prior_threshold == pytest.approx(median)
+    batch = next(iter(run.dataset_fn(0)()))
+    assert set(np.unique(batch["prior_weight"].numpy())) <= {0.0, 1.0}
+    distill_batch = next(iter(run.dataset_fn(0, with_prior=False)()))
+    assert "prior_weight" not in distill_batch and "prior" not in distill_batch
+
+
 def test_snapshot_selector_prefers_confident_stable_snapshots():
     from indep_seg.training.experiments.box_seg import SnapshotSelector
 

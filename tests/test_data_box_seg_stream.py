@@ -47,6 +47,38 @@ def _write(tmp_path, records_per_shard=4, **kw):
     )
 
 
+def test_records_carry_the_priors_score_and_a_threshold_weighs_them(tmp_path):
+    """A chunk's `prior_scores` are stored per record; with `prior_threshold` each record parses
+    with `"prior_weight"` 1 at or above it, 0 below; without, no weight (every prior counts)."""
+    from indep_seg.data.box_seg_stream import parse_box_record
+
+    def scored():
+        for c, chunk in enumerate(_chunks()):
+            yield {**chunk, "prior_scores": np.array([0.1, 0.2, 0.3, 0.4, 0.5]) + c}
+
+    m = write_box_seg_shards(
+        scored(), tmp_path / "s", resolution=R, prior=True, area=True, records_per_shard=4
+    )
+    records = list(tf.data.TFRecordDataset(m["crop_files"]))
+    got = [parse_box_record(R, prior=True, prior_threshold=1.3)(r) for r in records]
+    weights = sorted(float(g["prior_weight"]) for g in got)
+    assert weights == [0.0] * 7 + [1.0] * 8  # scores 1.3 (exactly) and above
+    assert "prior_weight" not in parse_box_record(R, prior=True)(records[0])
+    batch = next(
+        iter(
+            box_seg_dataset(
+                m["crop_files"],
+                m["background_files"],
+                15,
+                resolution=R,
+                prior=True,
+                prior_threshold=1.3,
+            )
+        )
+    )
+    assert batch["prior_weight"].shape == (15,) and float(batch["prior_weight"].numpy().sum()) == 8
+
+
 def test_shards_hold_every_box_and_stream_the_trainers_batches(tmp_path):
     manifest = _write(tmp_path)
     assert manifest["boxes"] == 15 and manifest["backgrounds"] == 6

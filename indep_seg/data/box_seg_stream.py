@@ -8,7 +8,8 @@ at a time, and written as small records into sharded TFRecords beside the run
 grow with the data set:
 
     crops-00000-of-00012.tfrecord        one record per box: crop (uint8 [R, R, 3]),
-                                          prior (uint8 [R, R, 1], optional), area, source_id
+                                          prior (uint8 [R, R, 1], optional), area, the
+                                          prior's score (optional), source_id
     backgrounds-00000-of-00012.tfrecord  one record per background (uint8 [R, R, 3])
     shards.json                           the manifest, written last: the set is complete
 
@@ -19,12 +20,13 @@ manifest is written (atomically) after the renames, so a set without `shards.jso
 `box_seg_dataset(crop_files, background_files, batch_size, ...)` yields the dicts that
 `ForegroundSegGAN.train_step` and `Distiller.train_step` consume:
 `{"image": f32 [B, R, R, 3], "background": f32 [B, R, R, 3]}` plus `"prior"` (`[B, R, R, 1]`) and
-`"area"` (`[B]`) when asked for. Files are interleaved in a fixed order and auto-sharded across
-workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a bounded buffer
-(seeded), batched, flipped with stateless randomness keyed by `(seed, position of the batch)` (or,
-with >= 8 files, `(seed, hash of the batch's records)`) and prefetched: the stream is a pure
-function of the files and the seed, so `start_batch` resumes it exactly (a run resumed at step s
-sees the batches an uninterrupted run saw from step s on).
+`"area"` (`[B]`) when asked for, and `"prior_weight"` (`[B]`: 1 where the box's prior scored at
+least a threshold, else 0) when given one. Files are interleaved in a fixed order and auto-sharded
+across workers (`FILE` with >= 8 files per set, else `DATA`), elements shuffled with a bounded
+buffer (seeded), batched, flipped with stateless randomness keyed by `(seed, position of the
+batch)` (or, with >= 8 files, `(seed, hash of the batch's records)`) and prefetched: the stream
+is a pure function of the files and the seed, so `start_batch` resumes it exactly (a run resumed
+at step s sees the batches an uninterrupted run saw from step s on).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _CROP_FEATURES = {
     "crop/encoded": tf.io.FixedLenFeature([], tf.string),
     "prior/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "area": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    "prior/score": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
     "source_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 _BACKGROUND_FEATURES = {"background/encoded": tf.io.FixedLenFeature([], tf.string)}
@@ -87,10 +90,10 @@ def _bytes_feature(value: bytes):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def box_example(crop, prior=None, area=None, source_id: str = "") -> bytes:
+def box_example(crop, prior=None, area=None, source_id: str = "", prior_score=None) -> bytes:
     """One serialized box record: `crop` `[R, R, 3]`, optional `prior` `[R, R]` or `[R, R, 1]`
-    (uint8,
-    or float in [0, 1]), optional `area` (the box's a of eq. 7)."""
+    (uint8, or float in [0, 1]), optional `area` (the box's a of eq. 7) and `prior_score` (the
+    prior's label-free confidence, `indep_seg.box_prior.prior_score`)."""
     crop = _to_uint8(crop, "crop")
     if crop.ndim != 3 or crop.shape[-1] != 3 or crop.shape[0] != crop.shape[1]:
         raise ValueError(f"crop: expected [R, R, 3], got shape {crop.shape}")
@@ -107,6 +110,10 @@ def box_example(crop, prior=None, area=None, source_id: str = "") -> bytes:
         feature["prior/encoded"] = _bytes_feature(prior.tobytes())
     if area is not None:
         feature["area"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(area)]))
+    if prior_score is not None:
+        feature["prior/score"] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(prior_score)])
+        )
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -196,6 +203,7 @@ def _chunk_box_records(chunk: dict, resolution: int, prior: bool, area: bool):
     chunk's crops and priors are checked and converted to uint8 once, as whole arrays."""
     priors = chunk.get("priors") if prior else None
     areas = chunk.get("areas") if area else None
+    scores = chunk.get("prior_scores") if prior else None
     if prior and priors is None:
         raise ValueError("chunks: prior=True but a chunk has no 'priors'")
     if area and areas is None:
@@ -216,6 +224,7 @@ def _chunk_box_records(chunk: dict, resolution: int, prior: bool, area: bool):
             None if priors is None else priors[i],
             None if areas is None else areas[i],
             chunk["source_ids"][i],
+            None if scores is None else scores[i],
         )
 
 
@@ -345,9 +354,13 @@ def read_box_seg_shards(directory, info: dict | None = None) -> dict | None:
 # ----------------------------------------------------------------------------- reading
 
 
-def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
+def parse_box_record(
+    resolution: int, prior: bool = False, area: bool = False, prior_threshold=None
+):
     """A function: serialized box record -> `{"image": f32 [R, R, 3]}` (+ `"prior"`, `"area"`); on a
-    batch of records `[B]` it returns batches (one vectorised parse)."""
+    batch of records `[B]` it returns batches (one vectorised parse). With `prior_threshold`, also
+    `"prior_weight"`: 1.0 where the record's prior score is at least the threshold, else 0.0 (the
+    prior-consistency term of `ForegroundSegGAN` then anchors only the confident priors)."""
     r = int(resolution)
 
     def parse(serialized):
@@ -362,6 +375,8 @@ def parse_box_record(resolution: int, prior: bool = False, area: bool = False):
             out["prior"] = tf.cast(p, tf.float32) * (1.0 / 255.0)
         if area:
             out["area"] = f["area"]
+        if prior_threshold is not None:
+            out["prior_weight"] = tf.cast(f["prior/score"] >= float(prior_threshold), tf.float32)
         return out
 
     return parse
@@ -493,6 +508,7 @@ def box_seg_dataset(
     seed: int = 0,
     prior: bool = False,
     area: bool = False,
+    prior_threshold: float | None = None,
     shuffle_buffer: int = 2048,
     start_batch: int = 0,
     prefetch: int | None = AUTOTUNE,
@@ -507,12 +523,15 @@ def box_seg_dataset(
         resolution: R of the records.
         seed: seed of the shuffles and flips (backgrounds use `seed + 1`).
         prior, area: add `"prior"` `[B, R, R, 1]` / `"area"` `[B]` (the records must hold them).
+        prior_threshold: add `"prior_weight"` `[B]`: 1 where the record's prior score is at
+            least this, else 0 (None: no weights).
         shuffle_buffer: elements in each shuffle buffer (bounds memory: 2048 x 12 KB at R = 64).
         start_batch: skip this many batches (an exact resume: the stream is a function of the seed).
         prefetch: batches to prefetch (None: none).
 
     Returns:
-        An infinite `tf.data.Dataset` of `{"image", "background"[, "prior"][, "area"]}` batches
+        An infinite `tf.data.Dataset` of `{"image", "background"[, "prior"][, "area"]
+        [, "prior_weight"]}` batches
         (`drop_remainder=True`), auto-shard policy FILE when both sets have >= 8 files, else DATA.
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
@@ -524,7 +543,7 @@ def box_seg_dataset(
     num_files = min(len(crop_files), len(background_files))
     crops = _record_stream(
         crop_files,
-        parse_box_record(resolution, prior, area),
+        parse_box_record(resolution, prior, area, prior_threshold),
         seed,
         shuffle_buffer,
         batch_size,

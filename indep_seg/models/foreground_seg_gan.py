@@ -79,14 +79,24 @@ def _shifted(x, axis, d, n):
     return x[:, :, d:], x[:, :, : n - d]
 
 
-def prior_consistency_loss(mask, prior):
+def prior_consistency_loss(mask, prior, weight=None):
     """Per-image box prior term (NOT in Dai et al.): binary cross-entropy between the mask and
     a per-image prior mask from the box alone (`indep_seg.box_prior.box_prior`: GrabCut from the
     box, the ellipse where it degenerates). It anchors which side of the carving is the object,
     which the adversarial term cannot tell from a crop equal to the box (a frame of background
-    composites as well as the object does)."""
+    composites as well as the object does).
+
+    With `weight` `[B]`, the images' mean cross-entropies are averaged with these weights
+    (`sum(w_i l_i) / sum(w_i)`; 0 when every weight is 0): a prior of weight 0 does not anchor
+    its image, as ILSGAN's top-k filtering (Zou et al. 2023) and "Simple Does It" (Khoreva et
+    al. 2017) leave out the labels they trust least."""
     m = tf.clip_by_value(mask, 1e-4, 1.0 - 1e-4)
-    return -tf.reduce_mean(prior * tf.math.log(m) + (1.0 - prior) * tf.math.log(1.0 - m))
+    bce = -(prior * tf.math.log(m) + (1.0 - prior) * tf.math.log(1.0 - m))
+    if weight is None:
+        return tf.reduce_mean(bce)
+    per_image = tf.reduce_mean(bce, axis=[1, 2, 3])
+    w = tf.cast(weight, per_image.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(w * per_image), tf.reduce_sum(w))
 
 
 class ForegroundSegGAN(PresetMixin, keras.Model):
@@ -118,7 +128,7 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
             ablation: the priors alone).
         prior_weight: weight of `prior_consistency_loss` (0 = the paper). Batches then carry
             `"prior"` `[B, R, R, 1]`; a batch's `"area"` `[B]`, when present, replaces `area_a`
-            with a per-image target.
+            with a per-image target, and its `"prior_weight"` `[B]` weighs each image's prior.
         seed: seed of the model's `SeedGenerator`.
 
     Example:
@@ -278,7 +288,7 @@ class ForegroundSegGAN(PresetMixin, keras.Model):
                 g_loss += self.pairwise_weight * pairwise_colour_loss(mask, image)
             if self.prior_weight > 0:
                 g_loss += self.prior_weight * prior_consistency_loss(
-                    mask, tf.cast(data["prior"], tf.float32)
+                    mask, tf.cast(data["prior"], tf.float32), data.get("prior_weight")
                 )
             g_scaled = scale_loss(g_loss)
         grads = g_tape.gradient(g_scaled, self.segmenter.trainable_variables)

@@ -82,6 +82,9 @@ class BoxSegConfig:
     prior: str = "grabcut"  # per-image box prior (indep_seg.box_prior), "none": the paper
     prior_weight: float = 1.0  # weight of the prior consistency term in eq. (7)
     area_from_prior: bool = True  # a of eq. (7) per image: the prior's share of its box
+    # share of the boxes whose priors anchor the network: those with the highest prior_score
+    # (the collection's own quantile); the rest weigh 0 in the consistency term. 1: every prior
+    prior_confident_share: float = 1.0
     area_clip: str = "0.1,0.95"  # range of the per-image a
     batch_size: int = 32
     d_learning_rate: float = 6e-4  # paper: 2e-4 (with 4e-4 for G the small D stayed near chance)
@@ -554,15 +557,16 @@ def _prior_share_text(shares) -> str:
 
 
 def make_priors(items, cfg: BoxSegConfig, log=print):
-    """Per-image priors `[N, R, R, 1]` and area targets a `[N]` (None, None without a prior)."""
+    """Per-image priors `[N, R, R, 1]`, area targets a `[N]` and the priors' label-free scores
+    `[N]` (`indep_seg.box_prior.prior_score`; None, None, None without a prior)."""
     if cfg.prior == "none":
-        return None, None
+        return None, None, None
     if cfg.prior != "grabcut":
         raise ValueError(f"prior: expected 'grabcut' or 'none', got {cfg.prior!r}")
     from indep_seg.box_prior import box_priors
 
     t = time.time()
-    priors = box_priors(items, cfg.resolution, cfg.margin)
+    priors, scores = box_priors(items, cfg.resolution, cfg.margin, return_scores=True)
     lo, hi = (float(v) for v in cfg.area_clip.split(","))
     inner = _prior_shares(priors, cfg.margin)
     areas = np.clip(inner, lo, hi) / (1.0 + 2.0 * cfg.margin) ** 2
@@ -570,7 +574,7 @@ def make_priors(items, cfg: BoxSegConfig, log=print):
         f"box prior (GrabCut from each box): {len(priors)} priors in {time.time() - t:.1f} s; "
         + _prior_share_text(inner)
     )
-    return priors, areas.astype(np.float32)
+    return priors, areas.astype(np.float32), scores
 
 
 def make_dataset(crops, backgrounds, batch_size, seed=0, priors=None, areas=None):
@@ -656,7 +660,7 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
             "core_seed_scale": box_prior.CORE_SEED_SCALE,
             "low_range": box_prior.LOW_RANGE,
         },
-        "version": 1,
+        "version": 2,  # 2: records hold the prior's score
     }
 
 
@@ -678,13 +682,15 @@ class _BoxChunks:
     Iterating reads the items once, offers each photo to the evidence `reservoir` (its JPEG record
     is made only when it is kept) and yields `{"crops", "source_ids", "priors", "areas",
     "backgrounds"}` per chunk (`make_crops`, `make_priors`, `make_backgrounds`); afterwards
-    `shares` and `areas` hold every box's prior share of its box and area target a."""
+    `shares`, `areas` and `scores` hold every box's prior share of its box, area target a and
+    prior score."""
 
     def __init__(self, items, cfg: BoxSegConfig, seed: int, chunk_size: int, reservoir):
         self.items, self.cfg, self.seed, self.chunk_size = items, cfg, seed, chunk_size
         self.reservoir = reservoir
         self.shares: list[float] = []  # 16 bytes a box
         self.areas: list[float] = []
+        self.scores: list[float] = []
         self.backgrounds = 0
         self.no_background = None
 
@@ -711,7 +717,7 @@ class _BoxChunks:
 
     def _chunk(self, batch, index: int) -> dict:
         crops = make_crops(batch, self.cfg.resolution, self.cfg.margin)
-        priors, areas = make_priors(batch, self.cfg, log=lambda *a: None)
+        priors, areas, scores = make_priors(batch, self.cfg, log=lambda *a: None)
         bgs, missing = _chunk_backgrounds(batch, self.cfg, self.seed, index, crops[:0])
         if missing is not None:
             self.no_background = missing
@@ -719,11 +725,13 @@ class _BoxChunks:
         if priors is not None:
             self.shares.extend(_prior_shares(priors, self.cfg.margin).tolist())
             self.areas.extend(np.asarray(areas, np.float64).tolist())
+            self.scores.extend(np.asarray(scores, np.float64).tolist())
         return {
             "crops": crops,
             "source_ids": [n for n, _, _ in batch],
             "priors": priors,
             "areas": areas,
+            "prior_scores": scores,
             "backgrounds": bgs,
         }
 
@@ -748,6 +756,28 @@ def _area_stats(areas) -> dict:
     if not areas:
         return {}
     return {"area_min": min(areas), "area_max": max(areas), "area_mean": float(np.mean(areas))}
+
+
+def _score_stats(scores) -> dict:
+    """The manifest's percentiles 0, 1, ..., 100 of the priors' scores (empty without priors):
+    `prior_score_threshold` reads the collection's quantiles from them."""
+    if not scores:
+        return {}
+    return {"prior_score_percentiles": np.percentile(scores, np.arange(101)).tolist()}
+
+
+def prior_score_threshold(manifest, confident_share: float) -> float | None:
+    """The prior score at and above which a box's prior anchors the network: the collection's
+    `1 - confident_share` quantile (`_score_stats`), so that `confident_share` of the boxes are
+    kept. None (every prior weighs 1) at a share of 1 or without scores."""
+    if not 0.0 < confident_share <= 1.0:
+        raise ValueError(
+            f"prior_confident_share: expected a share in (0, 1], got {confident_share}"
+        )
+    percentiles = manifest.get("prior_score_percentiles")
+    if confident_share >= 1.0 or not percentiles:
+        return None
+    return float(np.interp(100.0 * (1.0 - confident_share), np.arange(101), percentiles))
 
 
 def prepare_box_shards(
@@ -804,6 +834,7 @@ def prepare_box_shards(
         finish=lambda folder: {
             "evidence_file": _write_evidence(folder, reservoir.items),
             **_area_stats(chunks.areas),
+            **_score_stats(chunks.scores),
         },
     )
     if chunks.shares:
@@ -961,6 +992,14 @@ class _BoxSegRun:
         """The area the snapshot choice expects: the mean per-image a, or `effective_a`."""
         return float(self.shards["area_mean"]) if self.per_image_area else effective_a(self.cfg)
 
+    @property
+    def prior_threshold(self) -> float | None:
+        """The prior score below which a box's prior does not anchor the network
+        (`prior_score_threshold` of `prior_confident_share`), None: every prior anchors."""
+        if not self.shards["prior"]:
+            return None
+        return prior_score_threshold(self.shards, self.cfg.prior_confident_share)
+
     def remaining_minutes(self, reserve_seconds: float = 0.0) -> float | None:
         """Minutes left of `--budget-minutes` (at least 0.05) after `reserve_seconds` kept for
         what follows, None without a budget."""
@@ -991,6 +1030,7 @@ class _BoxSegRun:
                 seed=seed,
                 prior=with_prior and bool(self.shards["prior"]),
                 area=with_prior and self.per_image_area,
+                prior_threshold=self.prior_threshold if with_prior else None,
                 start_batch=int(start_step),
             )
 
@@ -1049,6 +1089,12 @@ def _log_prepared(run: _BoxSegRun) -> None:
         f"{run.name}: {shards['boxes']} crops, {shards['backgrounds']} backgrounds at "
         f"{cfg.resolution}px, {a_text}, prepared in {time.time() - run.t_start:.1f} s"
     )
+    if run.prior_threshold is not None:
+        run.log(
+            f"{run.name}: the priors scoring at least {run.prior_threshold:.3f} (the top "
+            f"{cfg.prior_confident_share:.0%} of the collection) anchor the network; the rest "
+            "weigh 0 in the prior-consistency term"
+        )
 
 
 def _phase_steps(cfg: BoxSegConfig, ctx) -> tuple[int, int]:
