@@ -75,6 +75,32 @@ HEADLINES = [
         "",
     ),
     (
+        "box_seg_horse_cs05_s16.json",
+        "test.final",
+        "ablation (session 16, one core): `--override prior_confident_share=0.5`, network alone, "
+        "horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_horse_cs05_s16.json",
+        "test.final_refined_blend",
+        "the same run, `segment` default, horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_cs05_s16.json",
+        "test.final",
+        "ablation (session 16, one core): `--override prior_confident_share=0.5`, network alone, "
+        "ECSSD TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_cs05_s16.json",
+        "test.final_refined_blend",
+        "the same run, `segment` default, ECSSD TEST half",
+        "",
+    ),
+    (
         "ilsgan_horse_target_s13_refined.json",
         "variants.mi.test.iou",
         "ilsgan, 60 min, `indep-seg segment` default (refined), horse TEST half: mean IoU",

@@ -81,7 +81,9 @@ def _memoised_prior():
 
     def prior(image, box, *args, **kwargs):
         key = hashlib.sha1(
-            np.ascontiguousarray(image).tobytes() + np.asarray(box, np.float64).tobytes()
+            np.ascontiguousarray(image).tobytes()
+            + np.asarray(box, np.float64).tobytes()
+            + repr((args, sorted(kwargs.items()))).encode()
         ).hexdigest()
         if key not in memo:
             memo[key] = original(image, box, *args, **kwargs)

@@ -83,7 +83,9 @@ class BoxSegConfig:
     prior_weight: float = 1.0  # weight of the prior consistency term in eq. (7)
     area_from_prior: bool = True  # a of eq. (7) per image: the prior's share of its box
     # share of the boxes whose priors anchor the network: those with the highest prior_score
-    # (the collection's own quantile); the rest weigh 0 in the consistency term. 1: every prior
+    # (the collection's own quantile); the rest weigh 0 in the consistency term. 1: every prior.
+    # 0.5 was tried on the tuning halves (session 16, docs/box_seg_notes.md): better where the
+    # prior is unsure on the horses, worse on ECSSD's many kinds of object; not the default
     prior_confident_share: float = 1.0
     area_clip: str = "0.1,0.95"  # range of the per-image a
     batch_size: int = 32
