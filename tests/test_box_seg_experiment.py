@@ -194,6 +194,9 @@ def test_only_the_confident_priors_anchor_the_network(tmp_path):
         data="synthetic:8",
         extra={"verbose": False, "log": lines.append},
     )
+    with pytest.raises(ValueError, match=r"prior_confident_share: .* got 1.5"):
+        box_seg.train_box_seg(dataclasses.replace(cfg, prior_confident_share=1.5), ctx)
+    assert not (tmp_path / "run").exists()  # refused before any work
     result = box_seg.train_box_seg(cfg, ctx)
     assert result["adversarial_steps"] == 2 and result["distill_steps"] == 2
     from indep_seg.data.box_seg_stream import read_box_seg_shards

@@ -1056,6 +1056,7 @@ def _start_run(cfg: BoxSegConfig, ctx, name: str) -> _BoxSegRun:
     from indep_seg.training.strategy import worker_dir
 
     t_start = time.time()
+    prior_score_threshold({}, cfg.prior_confident_share)  # a bad share fails before any work
     model_dir = Path(ctx.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     out_dir = worker_dir(model_dir, ctx.strategy)
