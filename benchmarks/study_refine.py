@@ -79,15 +79,18 @@ def _memoised_prior():
 
     original, memo = bp.box_prior, {}
 
-    def prior(image, box, *args, **kwargs):
+    def prior(image, box, *args, return_score=False, **kwargs):
+        # the mask and its score are kept together: a call with or without `return_score` for
+        # the same window and settings costs its six GrabCuts once
         key = hashlib.sha1(
             np.ascontiguousarray(image).tobytes()
             + np.asarray(box, np.float64).tobytes()
             + repr((args, sorted(kwargs.items()))).encode()
         ).hexdigest()
         if key not in memo:
-            memo[key] = original(image, box, *args, **kwargs)
-        return memo[key]
+            memo[key] = original(image, box, *args, return_score=True, **kwargs)
+        mask, score = memo[key]
+        return (mask, score) if return_score else mask
 
     bp.box_prior = prior
 

@@ -690,7 +690,7 @@ class _BoxChunks:
     def __init__(self, items, cfg: BoxSegConfig, seed: int, chunk_size: int, reservoir):
         self.items, self.cfg, self.seed, self.chunk_size = items, cfg, seed, chunk_size
         self.reservoir = reservoir
-        self.shares: list[float] = []  # 16 bytes a box
+        self.shares: list[float] = []  # one float a box, as areas and scores
         self.areas: list[float] = []
         self.scores: list[float] = []
         self.backgrounds = 0
