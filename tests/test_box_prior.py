@@ -129,7 +129,8 @@ def test_box_tightness_and_prior_score_by_hand():
 def test_prior_keeps_the_best_scoring_grabcut_and_falls_back_to_the_ellipse(monkeypatch):
     """Every setting of `PRIOR_CANDIDATES` is asked; degenerate masks and core-held masks that did
     not grow past their seed are dropped; the highest `prior_score` wins; the ellipse where none
-    is left."""
+    is left (the choice before `clean_prior`, which is off here)."""
+    monkeypatch.setattr(bp, "PRIOR_CLEAN", False)
     photo, disc, box = _disc_photo()
     seed = bp.ellipse_mask(photo.shape, box, bp.CORE_SEED_SCALE)
     empty = np.zeros(disc.shape, bool)
@@ -442,3 +443,74 @@ def test_prior_of_a_dark_photo_is_the_photo_s_prior():
     assert bp.window_range(dark) < bp.LOW_RANGE <= bp.window_range(photo)
     assert _iou(bp.box_prior(dark, box), disc) > 0.85
     assert np.array_equal(bp.box_prior(photo, box), bp.box_prior(photo, box, low_range=0))
+
+
+def _table_photo(h=96, w=112, seed=0):
+    """A brown table (a top and two legs) on textured grass: (uint8 photo, bool table, tight
+    box, the bulky mask that also holds the grass between the legs)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    photo = np.zeros((h, w, 3), np.float32)
+    photo[..., 0] = 0.25 + 0.05 * np.sin(xx / 3.0)
+    photo[..., 1] = 0.6 + 0.1 * np.cos(yy / 4.0)
+    photo[..., 2] = 0.2
+    table = np.zeros((h, w), bool)
+    table[20:56, 20:92] = True  # the top
+    table[56:76, 20:32] = True  # the legs
+    table[56:76, 80:92] = True
+    photo[table] = (0.55, 0.3, 0.15)
+    photo += rng.normal(0, 0.02, photo.shape)
+    bulky = table.copy()
+    bulky[56:70, 32:80] = True  # most of the grass between the legs
+    return (np.clip(photo, 0, 1) * 255).astype(np.uint8), table, (20.0, 20.0, 92.0, 76.0), bulky
+
+
+def test_outside_likelier_by_hand():
+    # outside the box colour A; the mask holds 4 pixels of A and 12 of B: A is likelier outside
+    # (log p_out(A) ~ 0 > log(4.5 / 16 ...)), B inside; nothing outside the box is flagged
+    a, b = (200, 30, 30), (30, 30, 200)
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[:] = a
+    img[2:6, 2:6] = b
+    img[2, 2:6] = a
+    mask = bp.box_mask(img.shape, (2, 2, 6, 6))
+    out = bp.outside_likelier(img, mask, (2, 2, 6, 6))
+    assert out[2, 2:6].all() and out.sum() == 4
+    # an empty mask flags nothing
+    assert not bp.outside_likelier(img, np.zeros((8, 8), bool), (2, 2, 6, 6)).any()
+
+
+def test_clean_prior_takes_the_grass_out_from_between_the_legs():
+    photo, table, box, bulky = _table_photo()
+    assert _iou(bulky, table) < 0.85
+    cleaned = bp.clean_prior(photo, box, bulky)
+    assert _iou(cleaned, table) > 0.9
+    assert bp.prior_score(photo, cleaned, box) >= bp.prior_score(photo, bulky, box)
+
+
+def test_clean_prior_keeps_the_prior_where_cleaning_leaves_rows_of_the_box(monkeypatch):
+    """Legs of the grass's own colours: cleaning cuts their rows off the tight box, so
+    (`CLEAN_TIGHTNESS_SLACK`) the prior stands; without that check the legless mask would win
+    on colour contrast alone."""
+    photo, table, box, _ = _table_photo()
+    grassy = photo.copy()
+    grassy[56:76, 20:32] = photo[56:76, 0:12]
+    grassy[56:76, 80:92] = photo[56:76, 100:112]
+    assert np.array_equal(bp.clean_prior(grassy, box, table), table)
+    monkeypatch.setattr(bp, "CLEAN_TIGHTNESS_SLACK", 1.0)
+    legless = bp.clean_prior(grassy, box, table)
+    assert not legless[60:76].any() and bp.box_tightness(legless, box) < 0.9
+
+
+def test_box_prior_cleans_its_choice_unless_told_not_to(monkeypatch):
+    """`box_prior` hands its chosen candidate to `clean_prior` (`PRIOR_CLEAN`), and returns the
+    cleaned mask's score; `clean=False` or `PRIOR_CLEAN = False` returns the candidate."""
+    photo, table, box, bulky = _table_photo()
+    monkeypatch.setattr(bp, "grabcut", lambda *a, **kw: bulky)
+    mask, score = bp.box_prior(photo, box, return_score=True)
+    window = bp.stretch_low_range(bp.fill_outside_photo(photo, box))
+    assert np.array_equal(mask, bp.clean_prior(window, box, bulky)) and _iou(mask, table) > 0.9
+    assert score == pytest.approx(bp.prior_score(window, mask, box))
+    assert np.array_equal(bp.box_prior(photo, box, clean=False), bulky)
+    monkeypatch.setattr(bp, "PRIOR_CLEAN", False)
+    assert np.array_equal(bp.box_prior(photo, box), bulky)

@@ -254,12 +254,18 @@ def test_snapshot_selector_refuses_frames_of_background():
 
 @pytest.mark.parametrize(
     "setting, value",
-    [("PRIOR_TIGHTNESS_POWER", 3), ("LOW_RANGE", 0), ("SMALL_MASK_MEET", 0.5)],
+    [
+        ("PRIOR_TIGHTNESS_POWER", 3),
+        ("LOW_RANGE", 0),
+        ("SMALL_MASK_MEET", 0.5),
+        ("PRIOR_CLEAN", False),
+        ("CLEAN_TIGHTNESS_SLACK", 0.1),
+    ],
 )
 def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch, setting, value):
     """Shards made with one version of the box prior are not reused by a run whose prior chooses
-    among other GrabCut settings, stretches other windows or keeps other small masks: the prior's
-    method is part of the shards' settings."""
+    among other GrabCut settings, stretches other windows, keeps other small masks or cleans its
+    masks otherwise: the prior's method is part of the shards' settings."""
     from indep_seg import box_prior
     from indep_seg.training.experiments.box_seg import box_seg_config, prepare_box_shards
 

@@ -661,6 +661,8 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
             "small_mask_meet": box_prior.SMALL_MASK_MEET,
             "core_seed_scale": box_prior.CORE_SEED_SCALE,
             "low_range": box_prior.LOW_RANGE,
+            "clean": box_prior.PRIOR_CLEAN,
+            "clean_tightness_slack": box_prior.CLEAN_TIGHTNESS_SLACK,
         },
         "version": 2,  # 2: records hold the prior's score
     }
