@@ -101,6 +101,44 @@ HEADLINES = [
         "",
     ),
     (
+        "box_seg_horse_r30_s17.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min, the prior cleaned (session 17, one core), `segment` default, horse TEST "
+        "half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_horse_r30_s17.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_r30_s17.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min, the prior cleaned (session 17, one core), `segment` default, ECSSD TEST "
+        "half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_ecssd_r30_s17.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), ECSSD TEST half",
+        "",
+    ),
+    (
+        "study_background_clean_horse_test.json",
+        "iou.default",
+        "the box prior alone, cleaned (session 17), horse TEST half",
+        "",
+    ),
+    (
+        "study_background_clean_ecssd_test.json",
+        "iou.default",
+        "the box prior alone, cleaned (session 17), ECSSD TEST half",
+        "",
+    ),
+    (
         "ilsgan_horse_target_s13_refined.json",
         "variants.mi.test.iou",
         "ilsgan, 60 min, `indep-seg segment` default (refined), horse TEST half: mean IoU",

@@ -351,14 +351,14 @@ def _holds_evidence(mask, box, init):
     return (mask & ~seed).sum() > 0.05 * seed.sum()
 
 
-def outside_likelier(image, mask, box, bins=8):
+def outside_likelier(image, mask, box, bins=8, margin=0.0):
     """Pixels whose colour is likelier under the background than under the mask: boolean
-    `[H, W]`, True where `log p_out(c) > log p_mask(c)` for the pixel's colour bin c.
+    `[H, W]`, True where `log p_out(c) - log p_mask(c) > margin` for the pixel's colour bin c.
 
     `p_out` is the colour histogram (`bins`^3 bins of the uint8 image's three channels, half a
     count added to every bin) of the pixels outside the box, the known background; `p_mask` that
-    of the mask's pixels in the box. Equal priors: a pixel goes to the side whose colours it is
-    the more typical of. Outside the box, False."""
+    of the mask's pixels in the box. With `margin` 0 (equal priors) a pixel goes to the side whose
+    colours it is the more typical of. Outside the box, False."""
     img = np.asarray(image, np.uint8)
     q = img.astype(np.int32) * bins // 256
     idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
@@ -371,28 +371,38 @@ def outside_likelier(image, mask, box, bins=8):
 
     if not m.any() or inside.all():
         return np.zeros(img.shape[:2], bool)
-    return inside & (log_hist(~inside)[idx] > log_hist(m)[idx])
+    return inside & (log_hist(~inside)[idx] - log_hist(m)[idx] > margin)
 
 
-def clean_prior(image, box, prior, colour=PRIOR_COLOUR, iterations=5, seed=0):
+def clean_prior(
+    image,
+    box,
+    prior,
+    colour=PRIOR_COLOUR,
+    iterations=5,
+    seed=0,
+    margin=0.0,
+    slack=None,
+    select=True,
+):
     """The prior with the background its foreground colour model absorbed taken out
     (`PRIOR_CLEAN`): boolean `[H, W]`.
 
     GrabCut (Rother et al. 2004) runs again from the prior, with the prior's pixels that the
     background outside the box explains better (`outside_likelier`, in the colour space
-    `colour`) started as probable background, the rest of the prior as probable foreground and
-    the rest of the box as probable background. The result replaces the prior only if it is not
-    degenerate (`is_degenerate`), meets its box's rows and columns at most
-    `CLEAN_TIGHTNESS_SLACK` less than the prior (`box_tightness`) and scores at least the prior's
-    `prior_score`; otherwise the prior is returned. `image` is the uint8 RGB window as
-    `box_prior` prepared it.
+    `colour`, log-ratio above `margin`) started as probable background, the rest of the prior as
+    probable foreground and the rest of the box as probable background. The result replaces the
+    prior only if it is not degenerate (`is_degenerate`) and, with `select`, meets its box's rows
+    and columns at most `slack` (default `CLEAN_TIGHTNESS_SLACK`) less than the prior
+    (`box_tightness`) and scores at least the prior's `prior_score`; otherwise the prior is
+    returned. `image` is the uint8 RGB window as `box_prior` prepared it.
     """
     import cv2
 
     prior = np.asarray(prior, bool)
     img = grabcut_image(image, colour)
     inside = box_mask(img.shape, box)
-    start = inside & prior & ~outside_likelier(img, prior, box)
+    start = inside & prior & ~outside_likelier(img, prior, box, margin=margin)
     if not start.any():
         return prior
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
@@ -407,7 +417,10 @@ def clean_prior(image, box, prior, colour=PRIOR_COLOUR, iterations=5, seed=0):
     out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
     if is_degenerate(out, box):
         return prior
-    if box_tightness(out, box) < box_tightness(prior, box) - CLEAN_TIGHTNESS_SLACK:
+    if not select:
+        return out
+    slack = CLEAN_TIGHTNESS_SLACK if slack is None else slack
+    if box_tightness(out, box) < box_tightness(prior, box) - slack:
         return prior
     if prior_score(image, out, box) < prior_score(image, prior, box):
         return prior

@@ -476,6 +476,12 @@ def test_outside_likelier_by_hand():
     mask = bp.box_mask(img.shape, (2, 2, 6, 6))
     out = bp.outside_likelier(img, mask, (2, 2, 6, 6))
     assert out[2, 2:6].all() and out.sum() == 4
+    # the log-ratio for A by hand: 48 of 48 outside pixels and 4 of the mask's 16, half a count
+    # in each of 8^3 bins: log(48.5 / 304) - log(4.5 / 272) = 2.267
+    ratio = np.log(48.5 / (48 + 256)) - np.log(4.5 / (16 + 256))
+    assert ratio == pytest.approx(2.267, abs=1e-3)
+    assert bp.outside_likelier(img, mask, (2, 2, 6, 6), margin=ratio - 1e-3).sum() == 4
+    assert not bp.outside_likelier(img, mask, (2, 2, 6, 6), margin=ratio + 1e-3).any()
     # an empty mask flags nothing
     assert not bp.outside_likelier(img, np.zeros((8, 8), bool), (2, 2, 6, 6)).any()
 
@@ -500,6 +506,8 @@ def test_clean_prior_keeps_the_prior_where_cleaning_leaves_rows_of_the_box(monke
     monkeypatch.setattr(bp, "CLEAN_TIGHTNESS_SLACK", 1.0)
     legless = bp.clean_prior(grassy, box, table)
     assert not legless[60:76].any() and bp.box_tightness(legless, box) < 0.9
+    assert np.array_equal(bp.clean_prior(grassy, box, table, select=False), legless)
+    assert np.array_equal(bp.clean_prior(grassy, box, table, slack=0.0), table)
 
 
 def test_box_prior_cleans_its_choice_unless_told_not_to(monkeypatch):
