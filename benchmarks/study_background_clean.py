@@ -12,11 +12,12 @@ with the candidate's pixels whose colour the background outside the box explains
 background, and keeps the result where it is not degenerate, meets its tight box's rows and
 columns at most `slack` less than the candidate, and scores at least its `prior_score`.
 
-Variants are `margin:colour:slack` (colour: the space of the histogram and GrabCut, `lab` or
-`rgb`; slack `always` = no tightness or score check) or `default` (the library's constants):
+Variants are `margin:colour:slack[:scale]` (colour: the space of the histogram and GrabCut, `lab`
+or `rgb`; slack `always` = no tightness or score check; scale: the window enlarged for the
+cleaning GrabCut, 1 when not given) or `default` (the library's constants):
 
     taskset -c 0 .venv/bin/python benchmarks/study_background_clean.py --data horse \\
-        --variants 0:lab:0.02,-1:lab:0.02,0:rgb:0.02,0:lab:always
+        --variants 0:lab:0.02,-1:lab:0.02,0:rgb:0.02,0:lab:always,0:lab:0.02:2
 
 Writes benchmarks/results/study_background_clean_<data>_<half><tag>.json (mean IoU of the
 uncleaned prior and of each variant, photos changed) and, for the first variant, a gallery of the
@@ -44,10 +45,11 @@ def _variant(name: str) -> dict:
 
     if name == "default":
         return dict(colour=bp.PRIOR_COLOUR, margin=0.0, slack=None, select=True)
-    margin, colour, slack = name.split(":")
+    margin, colour, slack, *scale = name.split(":")
+    scale = float(scale[0]) if scale else 1.0
     if slack == "always":
-        return dict(colour=colour, margin=float(margin), slack=None, select=False)
-    return dict(colour=colour, margin=float(margin), slack=float(slack), select=True)
+        return dict(colour=colour, margin=float(margin), slack=None, select=False, scale=scale)
+    return dict(colour=colour, margin=float(margin), slack=float(slack), select=True, scale=scale)
 
 
 def main(argv=None):

@@ -49,6 +49,7 @@ __all__ = [
     "clean_prior",
     "PRIOR_CLEAN",
     "CLEAN_TIGHTNESS_SLACK",
+    "CLEAN_SCALE",
 ]
 
 #: The prior looks at a square window of half-side (0.5 + PRIOR_CONTEXT) x max(w, h) around the
@@ -130,6 +131,11 @@ PRIOR_CLEAN = True
 #: trousers on grey paving) leaves rows of the tight box unmet. Chosen with `PRIOR_CLEAN` among
 #: 0, 0.01, 0.02, 0.05 and 0.1 (session 17: ECSSD's best; the horses gain up to 0.1).
 CLEAN_TIGHTNESS_SLACK = 0.02
+#: `clean_prior`'s GrabCut sees the window enlarged this many times: GrabCut's smoothness term
+#: grows with the outline's length and its colour terms with the area, so at a finer grid a thin
+#: leg or the gap between two legs costs less to keep apart. Chosen on the tuning halves among 1,
+#: 1.5, 2 and 3 (docs/box_seg_notes.md, session 17).
+CLEAN_SCALE = 3.0
 
 
 def window_range(image):
@@ -384,6 +390,7 @@ def clean_prior(
     margin=0.0,
     slack=None,
     select=True,
+    scale=None,
 ):
     """The prior with the background its foreground colour model absorbed taken out
     (`PRIOR_CLEAN`): boolean `[H, W]`.
@@ -395,14 +402,25 @@ def clean_prior(
     prior only if it is not degenerate (`is_degenerate`) and, with `select`, meets its box's rows
     and columns at most `slack` (default `CLEAN_TIGHTNESS_SLACK`) less than the prior
     (`box_tightness`) and scores at least the prior's `prior_score`; otherwise the prior is
-    returned. `image` is the uint8 RGB window as `box_prior` prepared it.
+    returned. `image` is the uint8 RGB window as `box_prior` prepared it. This GrabCut sees the
+    window enlarged `scale` times (default `CLEAN_SCALE`; bilinear, the prior nearest) and its
+    mask is brought back to the window's pixels (area average, at least half).
     """
     import cv2
 
     prior = np.asarray(prior, bool)
+    h, w = prior.shape
+    scale = CLEAN_SCALE if scale is None else float(scale)
+    size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))  # OpenCV's (W, H)
+    fx, fy = size[0] / w, size[1] / h
+    big_box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
+    big_prior = prior
     img = grabcut_image(image, colour)
-    inside = box_mask(img.shape, box)
-    start = inside & prior & ~outside_likelier(img, prior, box, margin=margin)
+    if size != (w, h):
+        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+        big_prior = cv2.resize(prior.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    inside = box_mask(img.shape, big_box)
+    start = inside & big_prior & ~outside_likelier(img, big_prior, big_box, margin=margin)
     if not start.any():
         return prior
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
@@ -415,6 +433,9 @@ def clean_prior(
     except cv2.error:
         return prior
     out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
+    if size != (w, h):
+        out = cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+    out &= box_mask(prior.shape, box)
     if is_degenerate(out, box):
         return prior
     if not select:

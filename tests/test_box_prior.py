@@ -486,12 +486,19 @@ def test_outside_likelier_by_hand():
     assert not bp.outside_likelier(img, np.zeros((8, 8), bool), (2, 2, 6, 6)).any()
 
 
-def test_clean_prior_takes_the_grass_out_from_between_the_legs():
+@pytest.mark.parametrize("scale", [None, 1.0, 2.5])
+def test_clean_prior_takes_the_grass_out_from_between_the_legs(scale):
+    """At the window's own grid and enlarged (`CLEAN_SCALE` by default): the mask comes back in
+    the window's pixels, inside the box."""
     photo, table, box, bulky = _table_photo()
     assert _iou(bulky, table) < 0.85
-    cleaned = bp.clean_prior(photo, box, bulky)
+    cleaned = bp.clean_prior(photo, box, bulky, scale=scale)
+    assert cleaned.shape == table.shape and cleaned.dtype == bool
+    assert not (cleaned & ~bp.box_mask(photo.shape, box)).any()
     assert _iou(cleaned, table) > 0.9
     assert bp.prior_score(photo, cleaned, box) >= bp.prior_score(photo, bulky, box)
+    with pytest.raises(ValueError):
+        bp.clean_prior(photo, box, bulky, scale="x")
 
 
 def test_clean_prior_keeps_the_prior_where_cleaning_leaves_rows_of_the_box(monkeypatch):

@@ -663,6 +663,7 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
             "low_range": box_prior.LOW_RANGE,
             "clean": box_prior.PRIOR_CLEAN,
             "clean_tightness_slack": box_prior.CLEAN_TIGHTNESS_SLACK,
+            "clean_scale": box_prior.CLEAN_SCALE,
         },
         "version": 2,  # 2: records hold the prior's score
     }
