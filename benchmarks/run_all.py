@@ -127,6 +127,32 @@ HEADLINES = [
         "",
     ),
     (
+        "box_seg_horse_r30_s17_clean3.json",
+        "test.final_refined_blend",
+        "the same horse run rescored with the cleaning GrabCut at 3x (session 17b, `CLEAN_SCALE`), "
+        "`segment` default, horse TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_horse_r30_s17_clean3.json",
+        "test.box_prior",
+        "the box prior alone, cleaned at 3x (session 17b), horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_r30_s17_clean3.json",
+        "test.final_refined_blend",
+        "the same ECSSD run rescored with the cleaning GrabCut at 3x (session 17b, `CLEAN_SCALE`), "
+        "`segment` default, ECSSD TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_ecssd_r30_s17_clean3.json",
+        "test.box_prior",
+        "the box prior alone, cleaned at 3x (session 17b), ECSSD TEST half",
+        "",
+    ),
+    (
         "study_background_clean_horse_test.json",
         "iou.default",
         "the box prior alone, cleaned (session 17), horse TEST half",
