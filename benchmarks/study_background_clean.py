@@ -19,6 +19,9 @@ cleaning GrabCut, 1 when not given) or `default` (the library's constants):
     taskset -c 0 .venv/bin/python benchmarks/study_background_clean.py --data horse \\
         --variants 0:lab:0.02,-1:lab:0.02,0:rgb:0.02,0:lab:always,0:lab:0.02:2
 
+The untagged results of 2026-12-05 20:31-20:41 UTC were measured before `CLEAN_SCALE`
+existed: their `default` is scale 1; the `_s17b` results name every scale.
+
 Writes benchmarks/results/study_background_clean_<data>_<half><tag>.json (mean IoU of the
 uncleaned prior and of each variant, photos changed) and, for the first variant, a gallery of the
 photos it changes most, gains and losses (`..._gallery.png`: photo | prior | cleaned | truth).
@@ -58,7 +61,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=["horse", "ecssd"], required=True)
     p.add_argument("--half", choices=["tune", "test"], default="tune")
-    p.add_argument("--variants", default="default", help="comma-separated margin:colour:slack")
+    p.add_argument(
+        "--variants", default="default", help="comma-separated margin:colour:slack[:scale]"
+    )
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
     variants = args.variants.split(",")
