@@ -23,8 +23,9 @@ The untagged results of 2026-12-05 20:31-20:41 UTC were measured before `CLEAN_S
 existed: their `default` is scale 1; the `_s17b` results name every scale.
 
 Writes benchmarks/results/study_background_clean_<data>_<half><tag>.json (mean IoU of the
-uncleaned prior and of each variant, photos changed) and, for the first variant, a gallery of the
-photos it changes most, gains and losses (`..._gallery.png`: photo | prior | cleaned | truth).
+uncleaned prior and of each variant, photos changed, CPU seconds of the cleaning per photo) and,
+for the first variant, a gallery of the photos it changes most, gains and losses (`..._gallery.png`:
+photo | prior | cleaned | truth).
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ def main(argv=None):
     windows = [bp.stretch_low_range(bp.fill_outside_photo(i, b)) for i, b in zip(imgs, boxes)]
     priors = np.stack([bp.box_prior(i, b, clean=False) for i, b in zip(imgs, boxes)])
     print(f"uncleaned priors: {time.time() - t0:.0f} s", flush=True)
-    cleaned = {
-        v: np.stack([bp.clean_prior(w, b, m, **o) for w, b, m in zip(windows, boxes, priors)])
-        for v, o in opts.items()
-    }
+    cleaned, seconds_per_photo = {}, {}
+    for v, o in opts.items():
+        t = time.process_time()
+        cleaned[v] = np.stack(
+            [bp.clean_prior(w, b, m, **o) for w, b, m in zip(windows, boxes, priors)]
+        )
+        seconds_per_photo[v] = round((time.process_time() - t) / len(priors), 3)
     per_photo = {"prior": ev.scores(priors.astype(np.float32))["per_image_iou"]}
     per_photo.update(
         {v: ev.scores(m.astype(np.float32))["per_image_iou"] for v, m in cleaned.items()}
@@ -92,19 +96,17 @@ def main(argv=None):
         "load_avg_start": load0,
         "iou": {k: round(float(v.mean()), 4) for k, v in per_photo.items()},
         "changed": {v: int((m != priors).any(axis=(1, 2)).sum()) for v, m in cleaned.items()},
+        "clean_cpu_seconds_per_photo": seconds_per_photo,
         "seconds": round(time.time() - t0, 1),
         "load_avg_end": os.getloadavg(),
     }
     print(json.dumps(result["iou"]), result["changed"], flush=True)
-    out = ROOT / "benchmarks" / "results" / f"study_background_clean_{args.data}_{args.half}"
-    out = out.with_name(out.name + args.tag)
-    tmp = out.with_name(out.name + ".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out.with_suffix(".json"))
-
-    from PIL import Image
-
+    from benchmarks.common import write_json_atomic
     from indep_seg.gallery import titled_grid
+    from indep_seg.imageio import write_png
+
+    stem = f"study_background_clean_{args.data}_{args.half}{args.tag}"
+    write_json_atomic(ROOT / "benchmarks" / "results" / f"{stem}.json", result)
 
     first = variants[0]
     gain = per_photo[first] - per_photo["prior"]
@@ -123,10 +125,7 @@ def main(argv=None):
             ],
             ["photo", "prior", f"cleaned ({first})", "truth"],
         )
-        path = out.with_name(out.name + "_gallery.png")
-        tmp = path.with_name(path.name + ".tmp")
-        Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        write_png(ROOT / "benchmarks" / "results" / f"{stem}_gallery.png", grid)
         print(
             "gallery rows:",
             [

@@ -134,8 +134,8 @@ CLEAN_TIGHTNESS_SLACK = 0.02
 #: `clean_prior`'s GrabCut sees the window enlarged this many times: GrabCut's smoothness term
 #: grows with the outline's length and its colour terms with the area, so at a finer grid a thin
 #: leg or the gap between two legs costs less to keep apart. Chosen on the tuning halves among 1,
-#: 1.5, 2 and 3 (the prior: horses 0.724 / 0.725 / 0.735 / 0.743, ECSSD 0.824 / 0.825 / 0.832 /
-#: 0.835; docs/box_seg_notes.md, session 17); it costs the prior about 0.45 s more a photo.
+#: 1.5, 2 and 3 (the prior: horses 0.724 / 0.725 / 0.735 / 0.743, ECSSD 0.824 / 0.827 / 0.832 /
+#: 0.835; docs/box_seg_notes.md, session 17); it costs the prior about 0.5 CPU seconds more a photo.
 CLEAN_SCALE = 3.0
 
 
