@@ -137,6 +137,12 @@ CLEAN_TIGHTNESS_SLACK = 0.02
 #: 1.5, 2 and 3 (the prior: horses 0.724 / 0.725 / 0.735 / 0.743, ECSSD 0.824 / 0.827 / 0.832 /
 #: 0.835; docs/box_seg_notes.md, session 17); it costs the prior about 0.5 CPU seconds more a photo.
 CLEAN_SCALE = 3.0
+#: Where the photo itself is at hand (`box_priors`, `refine_full_mask`), the cleaning GrabCut
+#: sees the box's context window cut from the photo at `CLEAN_SCALE` times `PRIOR_RESOLUTION`
+#: (`detail`): the photo's own pixels, where a window of ~300 photo pixels has them, instead of
+#: the 128-pixel window enlarged. Chosen on the tuning halves (session 18; the prior: horses
+#: 0.7429 -> 0.7495, ECSSD see docs/box_seg_notes.md), at the same cost.
+CLEAN_PHOTO_DETAIL = True
 
 
 def window_range(image):
@@ -392,6 +398,7 @@ def clean_prior(
     slack=None,
     select=True,
     scale=None,
+    detail=None,
 ):
     """The prior with the background its foreground colour model absorbed taken out
     (`PRIOR_CLEAN`): boolean `[H, W]`.
@@ -405,20 +412,29 @@ def clean_prior(
     (`box_tightness`) and scores at least the prior's `prior_score`; otherwise the prior is
     returned. `image` is the uint8 RGB window as `box_prior` prepared it. This GrabCut sees the
     window enlarged `scale` times (default `CLEAN_SCALE`; bilinear, the prior nearest) and its
-    mask is brought back to the window's pixels (area average, at least half).
+    mask is brought back to the window's pixels (area average, at least half). `detail`, the
+    same window at a higher resolution (uint8, prepared as `image`; `CLEAN_PHOTO_DETAIL`), is
+    used instead of the enlarged window where given (`scale` is then not used).
     """
     import cv2
 
     prior = np.asarray(prior, bool)
     h, w = prior.shape
-    scale = CLEAN_SCALE if scale is None else float(scale)
-    size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))  # OpenCV's (W, H)
+    if detail is not None:
+        detail = np.asarray(detail, np.uint8)
+        if detail.ndim != 3 or detail.shape[2] != 3:
+            raise ValueError(f"detail must be an RGB window [H, W, 3], got shape {detail.shape}")
+        size = (detail.shape[1], detail.shape[0])
+    else:
+        scale = CLEAN_SCALE if scale is None else float(scale)
+        size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))  # OpenCV's (W, H)
     fx, fy = size[0] / w, size[1] / h
     big_box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
     big_prior = prior
-    img = grabcut_image(image, colour)
-    if size != (w, h):
+    img = grabcut_image(image if detail is None else detail, colour)
+    if detail is None and size != (w, h):
         img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    if size != (w, h):
         big_prior = cv2.resize(prior.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     inside = box_mask(img.shape, big_box)
     start = inside & big_prior & ~outside_likelier(img, big_prior, big_box, margin=margin)
@@ -449,7 +465,9 @@ def clean_prior(
     return out
 
 
-def box_prior(image, box, iterations=5, low_range=None, return_score=False, clean=None):
+def box_prior(
+    image, box, iterations=5, low_range=None, return_score=False, clean=None, detail=None
+):
     """The per-image prior of one box, boolean `[H, W]` in the image's pixels.
 
     The window's part outside the photo is filled with the photo's background
@@ -460,8 +478,10 @@ def box_prior(image, box, iterations=5, low_range=None, return_score=False, clea
     (`is_degenerate`: GrabCut's colour models gave the whole box to one side), and the mask with
     the highest `prior_score` is the prior: the candidate most unlike the background that also
     fills its tight box. With `clean` (default `PRIOR_CLEAN`) that mask is then cleaned of the
-    background GrabCut's foreground colour model absorbed (`clean_prior`). Where every
-    candidate is degenerate, the inscribed ellipse.
+    background GrabCut's foreground colour model absorbed (`clean_prior`; `detail`: the same
+    window cut from the photo at a higher resolution, `clean_detail(photo, box)`, prepared as
+    the window and used for the cleaning). Where every candidate is degenerate, the inscribed
+    ellipse.
 
     With `return_score`, `(mask, score)`: the chosen mask's `prior_score`, the prior's label-free
     confidence (0 for the ellipse, which holds no evidence of the photo).
@@ -478,7 +498,13 @@ def box_prior(image, box, iterations=5, low_range=None, return_score=False, clea
     if best is None:
         best, best_score = ellipse_mask(img.shape[:2], box), 0.0
     elif PRIOR_CLEAN if clean is None else clean:
-        cleaned = clean_prior(img, box, best, iterations=iterations)
+        if detail is not None:
+            detail = np.asarray(detail)
+            f = np.asarray([detail.shape[1] / img.shape[1], detail.shape[0] / img.shape[0]] * 2)
+            detail = stretch_low_range(
+                fill_outside_photo(detail, np.asarray(box, np.float64) * f), low_range
+            )
+        cleaned = clean_prior(img, box, best, iterations=iterations, detail=detail)
         if cleaned is not best:
             best, best_score = cleaned, prior_score(img, cleaned, box)
     return (best, float(best_score)) if return_score else best
@@ -516,6 +542,15 @@ def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
     return crop8, cbox, win[0], (None if extra is None else crop[..., 3])
 
 
+def clean_detail(image, box):
+    """The box's context window cut from the photo at `CLEAN_SCALE` x `PRIOR_RESOLUTION` pixels
+    (uint8, as `context_crop`): `box_prior`'s `detail` for the cleaning GrabCut
+    (`CLEAN_PHOTO_DETAIL`); None when the prior is not cleaned or the detail is off."""
+    if not (PRIOR_CLEAN and CLEAN_PHOTO_DETAIL):
+        return None
+    return context_crop(image, box, resolution=int(round(PRIOR_RESOLUTION * CLEAN_SCALE)))[0]
+
+
 def box_priors(items, resolution, margin=0.0, square=False, iterations=5, return_scores=False):
     """Priors of a data set's boxes, in the experiment's crops.
 
@@ -537,7 +572,9 @@ def box_priors(items, resolution, margin=0.0, square=False, iterations=5, return
     def one(item):
         _, image, box = item
         crop8, cbox, win, _ = context_crop(image, box)
-        mask, score = box_prior(crop8, cbox, iterations, return_score=True)
+        mask, score = box_prior(
+            crop8, cbox, iterations, return_score=True, detail=clean_detail(image, box)
+        )
         return mask.astype(np.float32), win, score
 
     # GrabCut releases the GIL and OpenCV's random generator is per thread (`grabcut` seeds it
@@ -600,6 +637,7 @@ def refine_with_grabcut(
     colour=REFINE_COLOUR,
     fill=REFINE_FILL,
     select=REFINE_SELECT,
+    detail=None,
 ):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
 
@@ -613,8 +651,8 @@ def refine_with_grabcut(
     `select` as well, the refined mask is returned only if its `prior_score` is at least the
     prior's, else the prior. `colour` and `fill` prepare GrabCut's image as the prior's
     (`grabcut_image`; with `fill`, `fill_outside_photo`; a low-range window is stretched as the
-    prior's, `stretch_low_range`). Returns float32 `[H, W]` in [0, 1],
-    zero outside the box.
+    prior's, `stretch_low_range`). `detail` is handed to `box_prior`. Returns float32 `[H, W]`
+    in [0, 1], zero outside the box.
     """
     import cv2
 
@@ -626,10 +664,10 @@ def refine_with_grabcut(
     if not inside.any():
         return m * inside
     if guard and is_inverted_or_degenerate(image, m > 0.5, box):
-        return box_prior(image, box).astype(np.float32)
+        return box_prior(image, box, detail=detail).astype(np.float32)
     prior = None
     if prior_blend > 0:
-        prior = box_prior(image, box)
+        prior = box_prior(image, box, detail=detail)
         m = (1.0 - prior_blend) * m + prior_blend * prior
     gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
     gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
@@ -661,7 +699,8 @@ def refine_full_mask(
     select=REFINE_SELECT,
 ):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
-    (`context_crop`) and pasted back: float32 `[H, W]`, zero outside the box.
+    (`context_crop`; the prior cleaned on the photo's `clean_detail`) and pasted back: float32
+    `[H, W]`, zero outside the box.
 
     Args:
         image: `[H, W, 3]` uint8 or float in [0, 1].
@@ -679,7 +718,14 @@ def refine_full_mask(
     box = np.asarray(box, np.float32)
     img8, cbox, win, crop_mask = context_crop(image, box, extra=mask)
     refined = refine_with_grabcut(
-        img8, crop_mask, cbox, prior_blend=prior_blend, colour=colour, fill=fill, select=select
+        img8,
+        crop_mask,
+        cbox,
+        prior_blend=prior_blend,
+        colour=colour,
+        fill=fill,
+        select=select,
+        detail=clean_detail(image, box),
     )
     back = paste_back(
         tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape

@@ -261,7 +261,7 @@ def test_refinement_keeps_the_refined_mask_or_the_prior_by_score(monkeypatch):
     photo, disc, box = _disc_photo()
     # the prior is the disc's left half, the start leans on the network's (good) disc mask
     half = disc & (np.mgrid[0 : disc.shape[0], 0 : disc.shape[1]][1] < 56)
-    monkeypatch.setattr(bp, "box_prior", lambda image, b, iterations=5: half)
+    monkeypatch.setattr(bp, "box_prior", lambda image, b, iterations=5, detail=None: half)
     start = disc.astype(np.float32)
     kw = dict(prior_blend=0.25, guard=False)
     refined = bp.refine_with_grabcut(photo, start, box, select=False, **kw) > 0.5
@@ -499,6 +499,82 @@ def test_clean_prior_takes_the_grass_out_from_between_the_legs(scale):
     assert bp.prior_score(photo, cleaned, box) >= bp.prior_score(photo, bulky, box)
     with pytest.raises(ValueError):
         bp.clean_prior(photo, box, bulky, scale="x")
+
+
+def test_clean_prior_on_the_photos_detail_is_the_enlarged_window_when_that_is_all_it_holds():
+    """`detail` replaces the enlarged window: given the window enlarged as `scale` enlarges it
+    (RGB, where enlarging and the colour space commute), the same mask; given a window with
+    more pixels than the window's grid, the mask comes back in the window's pixels."""
+    import cv2
+
+    photo, table, box, bulky = _table_photo()
+    h, w = table.shape
+    big = cv2.resize(photo, (w * 3, h * 3), interpolation=cv2.INTER_LINEAR)
+    by_scale = bp.clean_prior(photo, box, bulky, colour="rgb", scale=3)
+    by_detail = bp.clean_prior(photo, box, bulky, colour="rgb", detail=big, scale=1)
+    assert np.array_equal(by_detail, by_scale) and _iou(by_detail, table) > 0.9
+    default = bp.clean_prior(photo, box, bulky, detail=big)
+    assert default.shape == table.shape and _iou(default, table) > 0.9
+    with pytest.raises(ValueError, match="detail"):
+        bp.clean_prior(photo, box, bulky, detail=big[..., 0])
+
+
+def test_box_prior_hands_the_prepared_detail_to_the_cleaning(monkeypatch):
+    """`box_prior(detail=...)`: the cleaning GrabCut gets the detail window filled and
+    stretched as the window is (`fill_outside_photo`, `stretch_low_range`), at its own size;
+    without `detail` it gets none."""
+    photo, _, box, bulky = _table_photo()
+    monkeypatch.setattr(bp, "grabcut", lambda *a, **kw: bulky)
+    seen = []
+    real = bp.clean_prior
+    monkeypatch.setattr(
+        bp, "clean_prior", lambda *a, **kw: seen.append(kw.get("detail")) or real(*a, **kw)
+    )
+    dark = (photo // 4).astype(np.uint8)  # a low-range photo: the window is stretched
+    big = np.repeat(np.repeat(dark, 2, axis=0), 2, axis=1)
+    bp.box_prior(dark, box, detail=big)
+    bp.box_prior(dark, box)
+    f = np.asarray(box, np.float64) * 2
+    assert np.array_equal(seen[0], bp.stretch_low_range(bp.fill_outside_photo(big, f)))
+    assert seen[0].max() == 255 and big.max() < 128
+    assert seen[1] is None
+
+
+def test_clean_detail_cuts_the_context_window_from_the_photo(monkeypatch):
+    """`clean_detail`: the box's `context_crop` at `CLEAN_SCALE` x `PRIOR_RESOLUTION`, the
+    photo's own pixels; None with `CLEAN_PHOTO_DETAIL` or `PRIOR_CLEAN` off. `box_priors` and
+    `refine_full_mask` hand it to the prior."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    box = (100.0, 80.0, 260.0, 220.0)
+    detail = bp.clean_detail(photo, box)
+    side = int(round(bp.PRIOR_RESOLUTION * bp.CLEAN_SCALE))
+    assert detail.shape == (side, side, 3) and detail.dtype == np.uint8
+    again = bp.context_crop(photo, box, resolution=side)[0]
+    assert np.array_equal(detail, again)
+    seen = []
+    monkeypatch.setattr(
+        bp,
+        "box_prior",
+        lambda image, b, *a, detail=None, **kw: (
+            seen.append(None if detail is None else detail.shape)
+            or (
+                (bp.ellipse_mask(image.shape[:2], b), 1.0)
+                if kw.get("return_score")
+                else bp.ellipse_mask(image.shape[:2], b)
+            )
+        ),
+    )
+    bp.box_priors([("p", photo, box)], 32)
+    mask = np.zeros(photo.shape[:2], np.float32)
+    mask[100:200, 120:240] = 1.0
+    bp.refine_full_mask(photo, mask, box)
+    assert seen[0] == (side, side, 3) and seen[-1] == (side, side, 3)
+    monkeypatch.setattr(bp, "CLEAN_PHOTO_DETAIL", False)
+    assert bp.clean_detail(photo, box) is None
+    monkeypatch.setattr(bp, "CLEAN_PHOTO_DETAIL", True)
+    monkeypatch.setattr(bp, "PRIOR_CLEAN", False)
+    assert bp.clean_detail(photo, box) is None
 
 
 def test_clean_prior_keeps_the_prior_where_cleaning_leaves_rows_of_the_box(monkeypatch):

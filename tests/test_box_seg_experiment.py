@@ -261,6 +261,7 @@ def test_snapshot_selector_refuses_frames_of_background():
         ("PRIOR_CLEAN", False),
         ("CLEAN_TIGHTNESS_SLACK", 0.1),
         ("CLEAN_SCALE", 1.0),
+        ("CLEAN_PHOTO_DETAIL", False),
     ],
 )
 def test_shards_are_made_again_for_another_prior_method(tmp_path, monkeypatch, setting, value):

@@ -664,6 +664,7 @@ def _shard_settings(cfg: BoxSegConfig, data, masks, seed) -> dict:
             "clean": box_prior.PRIOR_CLEAN,
             "clean_tightness_slack": box_prior.CLEAN_TIGHTNESS_SLACK,
             "clean_scale": box_prior.CLEAN_SCALE,
+            "clean_photo_detail": box_prior.CLEAN_PHOTO_DETAIL,
         },
         "version": 2,  # 2: records hold the prior's score
     }
