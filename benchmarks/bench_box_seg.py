@@ -48,6 +48,7 @@ GALLERY_VARIANT = "final_refined_blend"
 
 def classical(ev: Evaluator) -> dict:
     """Box, ellipse, GrabCut from the box and the library's box prior, as evaluation crops."""
+    from indep_seg import box_prior as bp
     from indep_seg.box_prior import box_prior, grabcut
 
     out = baseline_masks(ev)
@@ -55,9 +56,14 @@ def classical(ev: Evaluator) -> dict:
     out["grabcut"] = np.stack([grabcut(imgs[i], boxes[i]) for i in range(len(imgs))]).astype(
         np.float32
     )
-    out["box_prior"] = np.stack([box_prior(imgs[i], boxes[i]) for i in range(len(imgs))]).astype(
-        np.float32
-    )
+    # the evaluation window is the prior's context window: `clean_detail` is that window cut at
+    # its resolution, as `box_priors` and `refine_full_mask` cut it from the photo
+    details = [None] * len(imgs)
+    if bp.PRIOR_CLEAN and bp.CLEAN_PHOTO_DETAIL:
+        details = eval_crops(ev, int(round(bp.PRIOR_RESOLUTION * bp.CLEAN_SCALE)))[0]
+    out["box_prior"] = np.stack(
+        [box_prior(imgs[i], boxes[i], detail=details[i]) for i in range(len(imgs))]
+    ).astype(np.float32)
     return out
 
 

@@ -14,7 +14,8 @@ columns at most `slack` less than the candidate, and scores at least its `prior_
 
 Variants are `margin:colour:slack[:scale]` (colour: the space of the histogram and GrabCut, `lab`
 or `rgb`; slack `always` = no tightness or score check; scale: the window enlarged for the
-cleaning GrabCut, 1 when not given) or `default` (the library's constants):
+cleaning GrabCut, 1 when not given, or `photo`: the window cut from the photo at `CLEAN_SCALE` x
+128 pixels, `CLEAN_PHOTO_DETAIL`, session 18) or `default` (the library's constants):
 
     taskset -c 0 .venv/bin/python benchmarks/study_background_clean.py --data horse \\
         --variants 0:lab:0.02,-1:lab:0.02,0:rgb:0.02,0:lab:always,0:lab:0.02:2
@@ -48,8 +49,12 @@ def _variant(name: str) -> dict:
     from indep_seg import box_prior as bp
 
     if name == "default":
-        return dict(colour=bp.PRIOR_COLOUR, margin=0.0, slack=None, select=True)
+        return dict(
+            colour=bp.PRIOR_COLOUR, margin=0.0, slack=None, select=True, photo=bp.CLEAN_PHOTO_DETAIL
+        )
     margin, colour, slack, *scale = name.split(":")
+    if scale == ["photo"]:
+        return dict(colour=colour, margin=float(margin), slack=float(slack), photo=True)
     scale = float(scale[0]) if scale else 1.0
     if slack == "always":
         return dict(colour=colour, margin=float(margin), slack=None, select=False, scale=scale)
@@ -75,13 +80,26 @@ def main(argv=None):
     ev = Evaluator(items, gts)
     imgs, boxes = eval_crops(ev)
     windows = [bp.stretch_low_range(bp.fill_outside_photo(i, b)) for i, b in zip(imgs, boxes)]
+    details = [None] * len(windows)
+    if any(o.get("photo") for o in opts.values()):
+        # the evaluation window is the prior's context window (`EVAL_MARGIN` = `PRIOR_CONTEXT`):
+        # cut from the photo at `CLEAN_SCALE` x 128 and prepared as `box_prior` prepares it
+        side = int(round(bp.PRIOR_RESOLUTION * bp.CLEAN_SCALE))
+        big, big_boxes = eval_crops(ev, side)
+        details = [
+            bp.stretch_low_range(bp.fill_outside_photo(i, b)) for i, b in zip(big, big_boxes)
+        ]
     priors = np.stack([bp.box_prior(i, b, clean=False) for i, b in zip(imgs, boxes)])
     print(f"uncleaned priors: {time.time() - t0:.0f} s", flush=True)
     cleaned, seconds_per_photo = {}, {}
     for v, o in opts.items():
         t = time.process_time()
+        kw = {k: x for k, x in o.items() if k != "photo"}
         cleaned[v] = np.stack(
-            [bp.clean_prior(w, b, m, **o) for w, b, m in zip(windows, boxes, priors)]
+            [
+                bp.clean_prior(w, b, m, detail=d if o.get("photo") else None, **kw)
+                for w, b, m, d in zip(windows, boxes, priors, details)
+            ]
         )
         seconds_per_photo[v] = round((time.process_time() - t) / len(priors), 3)
     per_photo = {"prior": ev.scores(priors.astype(np.float32))["per_image_iou"]}
