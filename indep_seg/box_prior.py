@@ -84,6 +84,12 @@ REFINE_FILL = True
 #: horse001-164 0.706 (always the refined mask) / 0.700 (the prior) / 0.703 (this), ECSSD
 #: 0001-0500 0.815 / 0.822 / 0.823; the best mean of the two halves.
 REFINE_SELECT = True
+#: Where the photo is at hand (`refine_full_mask`), the refinement's GrabCut runs on the box's
+#: window cut from the photo at `CLEAN_SCALE` x `PRIOR_RESOLUTION` pixels (`photo_window`), its
+#: start and its mask resampled to and from the window's pixels, as the prior's cleaning does
+#: (`CLEAN_PHOTO_DETAIL`). Chosen on the tuning halves with session 18's networks (the default
+#: output: horses 0.7501 -> 0.7526, ECSSD 0.8434 -> 0.8509; docs/box_seg_notes.md, session 18).
+REFINE_PHOTO_DETAIL = True
 #: The prior's GrabCut settings `(init, colour, seed)`: from the box and with the box's core held
 #: (`grabcut(init=...)`), colour models in CIE Lab and RGB, two k-means starts; `box_prior` keeps
 #: the one with the highest `prior_score`. Chosen on the tuning halves (horse001-164, ECSSD
@@ -141,7 +147,7 @@ CLEAN_SCALE = 3.0
 #: sees the box's context window cut from the photo at `CLEAN_SCALE` times `PRIOR_RESOLUTION`
 #: (`detail`): the photo's own pixels, where a window of ~300 photo pixels has them, instead of
 #: the 128-pixel window enlarged. Chosen on the tuning halves (session 18; the prior: horses
-#: 0.7429 -> 0.7495, ECSSD see docs/box_seg_notes.md), at the same cost.
+#: 0.7429 -> 0.7477, ECSSD 0.8348 -> 0.8439; docs/box_seg_notes.md), at the same cost.
 CLEAN_PHOTO_DETAIL = True
 
 
@@ -542,13 +548,19 @@ def context_crop(image, box, extra=None, resolution=PRIOR_RESOLUTION):
     return crop8, cbox, win[0], (None if extra is None else crop[..., 3])
 
 
+def photo_window(image, box):
+    """The box's context window cut from the photo at `CLEAN_SCALE` x `PRIOR_RESOLUTION` pixels:
+    uint8 `[r, r, 3]`, as `context_crop` (the photo's own detail, where it has more pixels than
+    the 128-pixel window)."""
+    return context_crop(image, box, resolution=int(round(PRIOR_RESOLUTION * CLEAN_SCALE)))[0]
+
+
 def clean_detail(image, box):
-    """The box's context window cut from the photo at `CLEAN_SCALE` x `PRIOR_RESOLUTION` pixels
-    (uint8, as `context_crop`): `box_prior`'s `detail` for the cleaning GrabCut
-    (`CLEAN_PHOTO_DETAIL`); None when the prior is not cleaned or the detail is off."""
+    """`photo_window`, `box_prior`'s `detail` for the cleaning GrabCut (`CLEAN_PHOTO_DETAIL`);
+    None when the prior is not cleaned or the detail is off."""
     if not (PRIOR_CLEAN and CLEAN_PHOTO_DETAIL):
         return None
-    return context_crop(image, box, resolution=int(round(PRIOR_RESOLUTION * CLEAN_SCALE)))[0]
+    return photo_window(image, box)
 
 
 def box_priors(items, resolution, margin=0.0, square=False, iterations=5, return_scores=False):
@@ -638,6 +650,7 @@ def refine_with_grabcut(
     fill=REFINE_FILL,
     select=REFINE_SELECT,
     detail=None,
+    on_detail=None,
 ):
     """Boundary refinement of a soft mask with GrabCut (Rother et al. 2004) on the photo.
 
@@ -651,7 +664,10 @@ def refine_with_grabcut(
     `select` as well, the refined mask is returned only if its `prior_score` is at least the
     prior's, else the prior. `colour` and `fill` prepare GrabCut's image as the prior's
     (`grabcut_image`; with `fill`, `fill_outside_photo`; a low-range window is stretched as the
-    prior's, `stretch_low_range`). `detail` is handed to `box_prior`. Returns float32 `[H, W]`
+    prior's, `stretch_low_range`). `detail` (`photo_window`) is handed to `box_prior` (with
+    `CLEAN_PHOTO_DETAIL`) and, with `on_detail` (default `REFINE_PHOTO_DETAIL`), GrabCut runs on
+    it, prepared the same way, from the start resampled to its pixels (nearest), and its mask is
+    brought back to the window's pixels (area average, at least half). Returns float32 `[H, W]`
     in [0, 1], zero outside the box.
     """
     import cv2
@@ -663,24 +679,39 @@ def refine_with_grabcut(
     inside = box_mask(img.shape, box)
     if not inside.any():
         return m * inside
+    prior_detail = detail if CLEAN_PHOTO_DETAIL else None
     if guard and is_inverted_or_degenerate(image, m > 0.5, box):
-        return box_prior(image, box, detail=detail).astype(np.float32)
+        return box_prior(image, box, detail=prior_detail).astype(np.float32)
     prior = None
     if prior_blend > 0:
-        prior = box_prior(image, box, detail=detail)
+        prior = box_prior(image, box, detail=prior_detail)
         m = (1.0 - prior_blend) * m + prior_blend * prior
-    gc = np.full(img.shape[:2], cv2.GC_BGD, np.uint8)
-    gc[inside] = np.where(m[inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+    work, work_box, work_m = img, box, m
+    if detail is not None and (REFINE_PHOTO_DETAIL if on_detail is None else on_detail):
+        d = np.asarray(detail, np.uint8)
+        f = np.asarray([d.shape[1] / img.shape[1], d.shape[0] / img.shape[0]] * 2)
+        work_box = np.asarray(box, np.float64) * f
+        work = grabcut_image(
+            stretch_low_range(fill_outside_photo(d, work_box) if fill else d), colour
+        )
+        work_m = cv2.resize(m, (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
+    work_inside = box_mask(work.shape, work_box)
+    gc = np.full(work.shape[:2], cv2.GC_BGD, np.uint8)
+    gc[work_inside] = np.where(work_m[work_inside] > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (gc == cv2.GC_PR_FGD).any() or not (gc != cv2.GC_PR_FGD).any():
         return ((m > 0.5) & inside).astype(np.float32)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut's k-means start draws from OpenCV's global RNG: same photo, same mask
     cv2.setRNGSeed(0)
     try:
-        cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(work, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return ((m > 0.5) & inside).astype(np.float32)
-    out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & inside
+    out = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & work_inside
+    if work is not img:
+        size = (img.shape[1], img.shape[0])
+        out = cv2.resize(out.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+        out &= inside
     if is_degenerate(out, box):
         return ((m > 0.5) & inside).astype(np.float32)
     if select and prior is not None:
@@ -699,8 +730,9 @@ def refine_full_mask(
     select=REFINE_SELECT,
 ):
     """`refine_with_grabcut` for a full-size mask of a photo, run in the box's context window
-    (`context_crop`; the prior cleaned on the photo's `clean_detail`) and pasted back: float32
-    `[H, W]`, zero outside the box.
+    (`context_crop`; the prior cleaned and GrabCut run on the photo's own window, `photo_window`,
+    as `CLEAN_PHOTO_DETAIL` and `REFINE_PHOTO_DETAIL` say) and pasted back: float32 `[H, W]`, zero
+    outside the box.
 
     Args:
         image: `[H, W, 3]` uint8 or float in [0, 1].
@@ -725,7 +757,9 @@ def refine_full_mask(
         colour=colour,
         fill=fill,
         select=select,
-        detail=clean_detail(image, box),
+        detail=photo_window(image, box)
+        if REFINE_PHOTO_DETAIL or (PRIOR_CLEAN and CLEAN_PHOTO_DETAIL)
+        else None,
     )
     back = paste_back(
         tf.convert_to_tensor(refined[None, :, :, None]), win[None], mask.shape

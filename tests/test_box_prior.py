@@ -276,6 +276,38 @@ def test_refinement_keeps_the_refined_mask_or_the_prior_by_score(monkeypatch):
     assert _iou(bp.refine_with_grabcut(photo, start, box, guard=False) > 0.5, disc) > 0.85
 
 
+def test_refinement_runs_grabcut_on_the_photos_window_when_given(monkeypatch):
+    """`refine_with_grabcut(detail=...)` (`REFINE_PHOTO_DETAIL`): GrabCut sees the detail window
+    (its size), starts from the mask resampled to it, and the mask comes back in the window's
+    pixels, inside the box; `on_detail=False` keeps GrabCut on the window."""
+    import cv2
+
+    photo, disc, box = _disc_photo()
+    h, w = disc.shape
+    big = cv2.resize(photo, (w * 3, h * 3), interpolation=cv2.INTER_LINEAR)
+    start = (disc & (np.mgrid[0:h, 0:w][1] < 56)) | np.roll(disc, 3, axis=0)
+    sizes = []
+    real = cv2.grabCut
+
+    def spy(img, *a, **kw):
+        sizes.append(img.shape[:2])
+        return real(img, *a, **kw)
+
+    monkeypatch.setattr(cv2, "grabCut", spy)
+    on = bp.refine_with_grabcut(photo, start.astype(np.float32), box, guard=False, detail=big)
+    assert sizes == [(h * 3, w * 3)]
+    assert on.shape == disc.shape and on.dtype == np.float32
+    assert not (on > 0.5)[~bp.box_mask(disc.shape, box)].any()
+    assert _iou(on > 0.5, disc) > 0.85
+    off = bp.refine_with_grabcut(
+        photo, start.astype(np.float32), box, guard=False, detail=big, on_detail=False
+    )
+    assert sizes[-1] == (h, w) and _iou(off > 0.5, disc) > 0.85
+    monkeypatch.setattr(bp, "REFINE_PHOTO_DETAIL", False)
+    bp.refine_with_grabcut(photo, start.astype(np.float32), box, guard=False, detail=big)
+    assert sizes[-1] == (h, w)
+
+
 def test_refinement_answers_binary_masks_where_grabcut_result_is_dropped(monkeypatch):
     """Where the refined mask is degenerate (a ring is frame-shaped) the starting mask is kept,
     thresholded: no haze of soft values over the box."""
@@ -541,9 +573,9 @@ def test_box_prior_hands_the_prepared_detail_to_the_cleaning(monkeypatch):
 
 
 def test_clean_detail_cuts_the_context_window_from_the_photo(monkeypatch):
-    """`clean_detail`: the box's `context_crop` at `CLEAN_SCALE` x `PRIOR_RESOLUTION`, the
-    photo's own pixels; None with `CLEAN_PHOTO_DETAIL` or `PRIOR_CLEAN` off. `box_priors` and
-    `refine_full_mask` hand it to the prior."""
+    """`clean_detail`: the box's `context_crop` at `CLEAN_SCALE` x `PRIOR_RESOLUTION`
+    (`photo_window`), the photo's own pixels; None with `CLEAN_PHOTO_DETAIL` or `PRIOR_CLEAN`
+    off. `box_priors` and `refine_full_mask` hand it to the prior."""
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     box = (100.0, 80.0, 260.0, 220.0)
@@ -551,7 +583,7 @@ def test_clean_detail_cuts_the_context_window_from_the_photo(monkeypatch):
     side = int(round(bp.PRIOR_RESOLUTION * bp.CLEAN_SCALE))
     assert detail.shape == (side, side, 3) and detail.dtype == np.uint8
     again = bp.context_crop(photo, box, resolution=side)[0]
-    assert np.array_equal(detail, again)
+    assert np.array_equal(detail, again) and np.array_equal(bp.photo_window(photo, box), again)
     seen = []
     monkeypatch.setattr(
         bp,
