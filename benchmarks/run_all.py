@@ -153,6 +153,58 @@ HEADLINES = [
         "",
     ),
     (
+        "box_seg_horse_r30_s18.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min, the prior cleaned on the photo's window (session 18, one core), "
+        "`segment` default, horse TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_horse_r30_s18.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_r30_s18.json",
+        "test.final_refined_blend",
+        "box_seg, 30 min, the prior cleaned on the photo's window (session 18, one core), "
+        "`segment` default, ECSSD TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_ecssd_r30_s18.json",
+        "test.final",
+        "the same run's network alone (`segment --refine none`), ECSSD TEST half",
+        "",
+    ),
+    (
+        "box_seg_horse_r30_s18_refine.json",
+        "test.final_refined_blend",
+        "the same horse run rescored with the refinement on the photo's window (session 18, "
+        "`REFINE_PHOTO_DETAIL`), `segment` default, horse TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_horse_r30_s18_refine.json",
+        "test.box_prior",
+        "the box prior alone, cleaned on the photo's window (session 18), horse TEST half",
+        "",
+    ),
+    (
+        "box_seg_ecssd_r30_s18_refine.json",
+        "test.final_refined_blend",
+        "the same ECSSD run rescored with the refinement on the photo's window (session 18, "
+        "`REFINE_PHOTO_DETAIL`), `segment` default, ECSSD TEST half",
+        ">= 0.72",
+    ),
+    (
+        "box_seg_ecssd_r30_s18_refine.json",
+        "test.box_prior",
+        "the box prior alone, cleaned on the photo's window (session 18), ECSSD TEST half",
+        "",
+    ),
+    (
         "study_background_clean_horse_test.json",
         "iou.default",
         "the box prior alone, cleaned (session 17), horse TEST half",
