@@ -74,14 +74,21 @@ def err_pct(n, truth):
 def evaluate_image(name, kind, models, centres_from):
     from PIL import Image
 
-    from indep_seg.hoc import counting
-    from indep_seg.hoc import instances as inst
-    from indep_seg.hoc.estimate import foreground_components
     from indep_seg.imageio import load_image
 
     ip, lp = image_paths(name)
     image = load_image(ip)
     truth = np.asarray(Image.open(lp)).astype(np.int64)
+    return evaluate_array(name, kind, image, truth, models, centres_from)
+
+
+def evaluate_array(name, kind, image, truth, models, centres_from):
+    """`evaluate_image` on an image array ``[H, W, 3]`` in [0, 1] and its label map (the studies
+    that change an image, `study_hoc_robustness.py`, score through this)."""
+    from indep_seg.hoc import counting
+    from indep_seg.hoc import instances as inst
+    from indep_seg.hoc.estimate import foreground_components
+
     n_true = int(len(np.unique(truth)) - 1)
     t0 = time.time()
     ns = inst.nucleus_signal(image)

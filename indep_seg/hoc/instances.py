@@ -47,6 +47,10 @@ __all__ = [
     "ImageKindError",
     "NucleusSignal",
     "nucleus_signal",
+    "illumination_field",
+    "FLAT_FIELD_RATIO",
+    "LIGHT_FIELD_LEVEL",
+    "LIGHT_PERCENTILE",
     "estimate_scale",
     "log_stack",
     "log_centres",
@@ -87,6 +91,18 @@ class NucleusSignal:
     background: list  # background RGB level
     colour: bool  # the image has colour (not R = G = B)
     contrast: float  # tail level minus background level in the gray image (0..1)
+    # [H, W] relative gain of the light field divided out before the rest (`illumination_field`),
+    # None when the field was flat or the image is not a light field
+    illumination: np.ndarray | None = None
+
+    def flatten(self, image) -> np.ndarray:
+        """`image` with the illumination this signal was computed under divided out (as is when
+        there was none): what `detection_signal` measures absorbance on."""
+        a = np.asarray(image, np.float32)
+        if self.illumination is None:
+            return a
+        gain = self.illumination[..., None] if a.ndim == 3 else self.illumination
+        return np.clip(a / gain, 0.0, 1.0).astype(np.float32)
 
     def meta(self):
         return {
@@ -105,7 +121,76 @@ def _histogram_mode(values, bins=256):
     return float(0.5 * (edges[k] + edges[k + 1]))
 
 
-def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
+#: `illumination_field`: the light field is corrected when its smooth fit varies by more than this
+#: ratio (brightest / darkest) over the image; a field within it is left as it is.
+FLAT_FIELD_RATIO = 1.15
+#: `illumination_field`: a light field (transmitted light: bright field, stained tissue) has its
+#: tiles' background level above this; a dark field (fluorescence) is not corrected.
+LIGHT_FIELD_LEVEL = 0.25
+#: `illumination_field`: the percentile of a tile that measures the light let through.
+LIGHT_PERCENTILE = 99.0
+
+
+def illumination_field(
+    gray, tiles: int = 8, ratio: float = FLAT_FIELD_RATIO, light: float = LIGHT_FIELD_LEVEL
+) -> np.ndarray | None:
+    """The smooth gain of a transmitted-light field, ``[H, W]`` with maximum 1, or None.
+
+    In transmitted light (bright field, stained tissue) the image is the illumination times the
+    specimen's transmission, so an unevenly lit field (a vignette, a ramp) darkens everything on
+    its dim side: its background, and the nuclei with it, until the histogram's tail (the
+    polarity, the stain) reads the dim background as the nuclei. The illumination is what the
+    clearest parts of the specimen let through: the upper envelope, the `LIGHT_PERCENTILE`th
+    percentile of each of about `tiles` x `tiles` tiles (at least 32 px; the tiles' histogram
+    mode followed the tissue's own colour where cells crowd a region, and brightened it).
+    Illumination is smooth, so the log of the tiles' levels is fit by a quadratic surface in x
+    and y (least squares, then again without the tiles more than 3 robust sd off the fit: a tile
+    with no clear gap). The field is that surface divided by its maximum over the image. None (no
+    correction) when the median of the tiles' background levels (their histogram modes) is below
+    `light` (a dark field: fluorescence, whose background carries no illumination) or the field
+    varies by less than `ratio` (brightest / darkest). Estimated from the image alone.
+    """
+    g = ndimage.gaussian_filter(np.asarray(gray, np.float32), 1.0)
+    h, w = g.shape
+    side = max(32, int(math.ceil(max(h, w) / tiles)))
+    ny, nx = max(1, h // side), max(1, w // side)
+    if ny * nx < 6:
+        return None
+    ys = np.linspace(0, h, ny + 1).astype(int)
+    xs = np.linspace(0, w, nx + 1).astype(int)
+    modes, levels, cy, cx = [], [], [], []
+    for i in range(ny):
+        for j in range(nx):
+            t = g[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
+            modes.append(_histogram_mode(t))
+            levels.append(float(np.percentile(t, LIGHT_PERCENTILE)))
+            cy.append(0.5 * (ys[i] + ys[i + 1] - 1))
+            cx.append(0.5 * (xs[j] + xs[j + 1] - 1))
+    if float(np.median(modes)) < light:
+        return None
+    modes = np.asarray(levels, np.float64)
+    cy, cx = np.asarray(cy) / max(h - 1, 1), np.asarray(cx) / max(w - 1, 1)
+
+    def design(yy, xx):
+        return np.stack([np.ones_like(yy), xx, yy, xx * xx, xx * yy, yy * yy], -1)
+
+    z = np.log(np.maximum(modes, 1.0 / 255))
+    a = design(cy, cx)
+    coef = np.linalg.lstsq(a, z, rcond=None)[0]
+    res = z - a @ coef
+    mad = 1.4826 * float(np.median(np.abs(res - np.median(res))))
+    ok = np.abs(res) <= max(3.0 * mad, 1e-3)
+    if ok.sum() >= 6 and not ok.all():
+        coef = np.linalg.lstsq(a[ok], z[ok], rcond=None)[0]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    logf = design(yy / max(h - 1, 1), xx / max(w - 1, 1)) @ coef
+    logf -= logf.max()
+    if float(-logf.min()) < math.log(ratio):
+        return None
+    return np.exp(logf).astype(np.float32)
+
+
+def nucleus_signal(image, tail: float = 3.0, flat_field: bool = True) -> NucleusSignal:
     """Polarity + stain from the image's histogram, as one channel with bright nuclei in [0, 1].
 
     The background is the histogram's mode (the most common level; a dense image's median can fall
@@ -115,6 +200,8 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
     The stain direction is the mean colour of the extreme `tail` percent on that side minus the
     background colour; the signal is every pixel's projection on it, divided by the 99.5th
     percentile of the projection, clipped to [0, 1]. Raises ImageKindError on a constant image.
+    With `flat_field`, an unevenly lit light field is first divided by its illumination
+    (`illumination_field`; kept in ``illumination``).
     """
     a = np.asarray(image, np.float32)
     if a.ndim == 2:
@@ -126,6 +213,10 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
         raise ImageKindError(
             "image: constant image (no contrast at all), nothing to count; count 0"
         )
+    field = illumination_field(gray) if flat_field else None
+    if field is not None:
+        a = np.clip(a / field[..., None], 0.0, 1.0)
+        gray = a.mean(-1)
     sm = ndimage.gaussian_filter(gray, 1.0)
     mode = _histogram_mode(sm)
     lo, hi = np.percentile(sm, [0.5, 99.5])
@@ -157,6 +248,7 @@ def nucleus_signal(image, tail: float = 3.0) -> NucleusSignal:
         background=bg.tolist(),
         colour=colour,
         contrast=float(abs(np.mean(fg) - np.mean(bg))),
+        illumination=field,
     )
 
 
@@ -571,7 +663,7 @@ def detection_signal(image, ns: "NucleusSignal", sigma: float) -> tuple:
     """
     if ns.polarity != "dark" or ns.colour:
         return ns.signal, False
-    od = optical_density(image, ns.background)
+    od = optical_density(ns.flatten(image), ns.background)
     out, floor = remove_plateau(od, sigma, return_floor=True)
     _, _, thr = foreground_threshold(od)
     absorbing = float((ndimage.gaussian_filter(od, 1.0) > thr).mean())
