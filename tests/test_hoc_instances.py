@@ -745,3 +745,71 @@ def test_watershed_instances_cut_nuclei_on_a_glow_at_their_own_half_height():
     flat = inst.watershed_instances(g, seeds, sigma, local_floor=False)
     spread = inst.match_instances(flat, truth)
     assert spread["mean_iou"] < m["mean_iou"] - 0.1  # masks spread over the glow
+
+
+def ramp(h, w, lo=0.3):
+    """A left-to-right illumination ramp from 1 to `lo` (an unevenly lit field)."""
+    return np.tile(np.linspace(1.0, lo, w, dtype=np.float32), (h, 1))
+
+
+def test_illumination_field_recovers_a_ramp_on_a_light_field_only():
+    g, _ = disks(256, 320, grid_centres(256, 320, 32, 16), 7, fg=0.8, bg=0.1)
+    light = 1.0 - g  # dark nuclei on a light field (bright field)
+    assert inst.illumination_field(light) is None  # evenly lit: left as it is
+    f = inst.illumination_field(light * ramp(256, 320))
+    assert f is not None and f.shape == (256, 320) and float(f.max()) == pytest.approx(1.0)
+    # the field is the ramp (up to scale), read off the light between the nuclei
+    truth = ramp(256, 320)
+    np.testing.assert_allclose(f / f[:, :8].mean(), truth / truth[:, :8].mean(), rtol=0.1)
+    # a dark field (fluorescence) carries no illumination in its background: not corrected
+    assert inst.illumination_field(g * ramp(256, 320)) is None
+    # a light field lit within FLAT_FIELD_RATIO is left as it is
+    assert inst.illumination_field(light * ramp(256, 320, lo=0.92)) is None
+
+
+def test_an_unevenly_lit_light_field_is_counted_like_an_even_one():
+    cen = grid_centres(256, 320, 32, 16)
+    g, lab = disks(256, 320, cen, 7, fg=0.8, bg=0.1)
+    bg = np.array([0.95, 0.85, 0.92], np.float32)  # H&E-like: purple nuclei on pink-white
+    nuc = np.array([0.35, 0.2, 0.6], np.float32)
+    w = (g - 0.1) / 0.7
+    col = (bg + (nuc - bg) * w[..., None]).astype(np.float32)
+    shaded = col * ramp(256, 320)[..., None]
+    plain = inst.nucleus_signal(shaded, flat_field=False)
+    ns = inst.nucleus_signal(shaded)
+    # without the correction the dim side's background reads as the nuclei' tail
+    assert plain.polarity == "bright"
+    assert ns.polarity == "dark" and ns.colour and ns.illumination is not None
+    flat = np.clip(shaded / ns.illumination[..., None], 0, 1)
+    np.testing.assert_allclose(ns.flatten(shaded), flat)
+    assert ns.meta()["illumination_min"] == pytest.approx(float(ns.illumination.min()), abs=1e-4)
+    even = inst.nucleus_signal(col)
+    assert even.illumination is None and even.meta()["illumination_min"] == 1.0
+    np.testing.assert_array_equal(even.flatten(col), col)
+    sc = inst.estimate_scale(ns.signal)
+    _, _, c = inst.classical_centres(shaded, ns, sc["sigma"])
+    assert abs(len(c) - len(cen)) <= 1
+    # on the dim side too: a centre on every nucleus of the darkest third
+    dim = [p for p in cen if p[0] > 2 * 320 / 3]
+    found = sum(any(math.hypot(x - px, y - py) <= 4 for x, y, _ in c) for px, py in dim)
+    assert found == len(dim)
+
+
+def test_dim_nuclei_beside_a_few_very_bright_ones_count():
+    """Issue 19: a few very bright nuclei (mitoses) lift the 95th percentile of the LoG maxima; the
+    dim nuclei, at under a sixth of their contrast, must still count (`LOG_THRESHOLD`)."""
+    cen = grid_centres(160, 200, 30, 15)  # 30 disks
+    bright = set(range(0, 30, 4))  # 8 of them very bright
+    g = np.zeros((160, 200), np.float32)
+    for i, c in enumerate(cen):
+        d, _ = disks(160, 200, [c], 7, fg=1.0 if i in bright else 0.15, bg=0.0)
+        g = np.maximum(g, d)
+    g = np.clip(g + np.random.default_rng(0).normal(0, 0.004, g.shape), 0, 1).astype(np.float32)
+    ns = inst.nucleus_signal(rgb(g))
+    sc = inst.estimate_scale(ns.signal)
+    found = inst.log_centres(ns.signal, sc["sigma"])
+    assert len(found) == len(cen)
+    _, _, kept = inst.classical_centres(rgb(g), ns, sc["sigma"])
+    assert len(kept) == len(cen)
+    # the threshold of before (0.2 x the 95th percentile) drops the dim ones
+    assert len(inst.log_centres(ns.signal, sc["sigma"], rel_threshold=0.2)) == len(bright)
