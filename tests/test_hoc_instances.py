@@ -813,3 +813,21 @@ def test_dim_nuclei_beside_a_few_very_bright_ones_count():
     assert len(kept) == len(cen)
     # the threshold of before (0.2 x the 95th percentile) drops the dim ones
     assert len(inst.log_centres(ns.signal, sc["sigma"], rel_threshold=0.2)) == len(bright)
+
+
+def test_a_gray_image_with_noise_in_each_channel_is_not_stained():
+    """Issue 19: independent noise in R, G and B (a colour camera) does not make a gray image
+    stained; a purple stain does (`COLOUR_ANGLE`)."""
+    g, _ = disks(160, 200, CEN, 7)
+    noisy = np.clip(
+        rgb(1.0 - g) + np.random.default_rng(0).normal(0, 0.03, (160, 200, 3)), 0, 1
+    ).astype(np.float32)
+    ns = inst.nucleus_signal(noisy)
+    assert ns.polarity == "dark" and not ns.colour
+    assert inst.stain_angle(ns.stain) < 1.0
+    assert inst.stain_angle([1.0, 1.0, 1.0]) == pytest.approx(0.0, abs=1e-6)
+    assert inst.stain_angle([1.0, 0.0, 0.0]) == pytest.approx(math.degrees(math.acos(1 / 3**0.5)))
+    bg = np.array([0.95, 0.85, 0.92], np.float32)
+    nuc = np.array([0.35, 0.2, 0.6], np.float32)
+    col = np.where((g > 0.5)[..., None], nuc, bg).astype(np.float32)
+    assert inst.nucleus_signal(col).colour
