@@ -336,6 +336,12 @@ def test_a_stained_image_is_answered_by_the_log_alone():
     assert res["kind"] == "stained" and res["count_from"] == res["centres_from"] == "log"
     assert res["count"] == res["count_log"] and "stained" in res["fallback"]
     assert abs(res["count"] - len(cen)) <= 2
+    assert res["illumination_min"] == 1.0
+    # the same slide under a light that falls to 0.3 across it: counted alike, and said
+    shaded = (img * np.linspace(1.0, 0.3, 240, dtype=np.float32)[None, :, None]).astype(np.float32)
+    res2 = counting.count_instances(disk_counter(), meta, shaded)
+    assert res2["kind"] == "stained" and abs(res2["count"] - len(cen)) <= 2
+    assert 0.2 < res2["illumination_min"] < 0.45
 
 
 def test_the_automatic_count_is_the_mean_of_the_two_rounded_half_up():

@@ -167,6 +167,7 @@ def _count_one(args, counter, meta, path: str, overlay: Path, labels_path: Path)
         "sigma": res["sigma"],
         "polarity": res["polarity"],
         "kind": res["kind"],
+        "illumination_min": res.get("illumination_min"),
         "kind_mismatch": res["kind_mismatch"],
     }
     if "note" in res:

@@ -691,6 +691,8 @@ def count_instances(
     A constant image gives count 0 and an empty label map (``note`` says why).
     Returns dict: ``count``, ``centres``, ``labels`` ([H, W] int32), ``count_learned``,
     ``count_log``, ``count_raw``, ``calibration``, ``window``, ``sigma``, ``polarity``, ``kind``,
+    ``illumination_min`` (the light field's darkest relative illumination divided out, 1.0 when
+    it was even),
     ``kind_mismatch`` (the training images were of another polarity / colour), ``heatmap``.
     """
     a = check_counting_image(image)
@@ -747,6 +749,7 @@ def count_instances(
         "sigma": round(float(sc["sigma"]), 3),
         "polarity": ns.polarity,
         "kind": kind,
+        "illumination_min": ns.meta()["illumination_min"],
         "kind_mismatch": _kind_mismatch(meta, ns),
         "centres_from": centres_from,
         "count_from": count_from,
@@ -783,6 +786,7 @@ def _nothing_to_count(h: int, w: int, note: str) -> dict:
         "sigma": None,
         "polarity": None,
         "kind": None,
+        "illumination_min": None,
         "kind_mismatch": False,
         "heatmap": None,
         "count_from": None,
