@@ -179,22 +179,24 @@ def illumination_field(
             cx.append(xs[j] + float(px.mean()))
     if float(np.median(modes)) < light:
         return None
-    modes = np.asarray(levels, np.float64)
     cy, cx = np.asarray(cy) / max(h - 1, 1), np.asarray(cx) / max(w - 1, 1)
 
     def design(yy, xx):
-        return np.stack([np.ones_like(yy), xx, yy, xx * xx, xx * yy, yy * yy], -1)
+        return [np.ones_like(yy + xx), xx, yy, xx * xx, xx * yy, yy * yy]
 
-    z = np.log(np.maximum(modes, 1.0 / 255))
-    a = design(cy, cx)
+    z = np.log(np.maximum(np.asarray(levels, np.float64), 1.0 / 255))
+    a = np.stack(design(cy, cx), -1)
     coef = np.linalg.lstsq(a, z, rcond=None)[0]
     res = z - a @ coef
     mad = 1.4826 * float(np.median(np.abs(res - np.median(res))))
     ok = np.abs(res) <= max(3.0 * mad, 1e-3)
     if ok.sum() >= 6 and not ok.all():
         coef = np.linalg.lstsq(a[ok], z[ok], rcond=None)[0]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    logf = design(yy / max(h - 1, 1), xx / max(w - 1, 1)) @ coef
+    # the surface on the pixel grid by broadcasting a column of y against a row of x (one [H, W]
+    # array: a 64-megapixel image's design matrix would take gigabytes)
+    yy = (np.arange(h, dtype=np.float32) / max(h - 1, 1))[:, None]
+    xx = (np.arange(w, dtype=np.float32) / max(w - 1, 1))[None, :]
+    logf = sum(float(c) * t for c, t in zip(coef, design(yy, xx)))
     logf -= logf.max()
     if float(-logf.min()) < math.log(ratio):
         return None
