@@ -813,7 +813,7 @@ def test_dim_nuclei_beside_a_few_very_bright_ones_count():
     g = np.clip(g + np.random.default_rng(0).normal(0, 0.004, g.shape), 0, 1).astype(np.float32)
     ns = inst.nucleus_signal(rgb(g))
     sc = inst.estimate_scale(ns.signal)
-    found = inst.log_centres(ns.signal, sc["sigma"])
+    found = inst.log_centres(ns.signal, sc["sigma"], rel_threshold=inst.LOG_THRESHOLD["bright"])
     assert len(found) == len(cen)
     _, _, kept = inst.classical_centres(rgb(g), ns, sc["sigma"])
     assert len(kept) == len(cen)

@@ -370,7 +370,7 @@ LOG_THRESHOLD = {"bright": 0.1, "dark": 0.2}
 def log_centres(
     signal,
     sigma: float,
-    rel_threshold: float = LOG_THRESHOLD["bright"],
+    rel_threshold: float = LOG_THRESHOLD["dark"],
     scale_range: float = 1.25,
     num: int = 5,
     min_dist: float = 1.0,
@@ -382,6 +382,8 @@ def log_centres(
 ):
     """Nucleus centres ``[K, 3]`` (x, y, response), strongest first.
 
+    `classical_centres` passes the image's `LOG_THRESHOLD` as `rel_threshold` (the default is
+    the dark nuclei's, 0.2, the one every image had before session 19).
     The maximum over `num` scales in ``[sigma / scale_below, sigma * scale_range]`` of the
     scale-normalised LoG (`scale_below` None: ``sigma / scale_range``; the smaller scales keep
     a dim nucleus next to a bright one from being one blob with it); local maxima within
