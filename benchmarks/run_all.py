@@ -289,6 +289,12 @@ HEADLINES = [
         "<= 10",
     ),
     (
+        "hoc_single_fluorescence_60min_s19.json",
+        "summary.count.trained_on.worst_abs_err_pct",
+        "nuclei, README command 60 min on held-out fluorescence 5afb7932 (session 19): |error| %",
+        "<= 15",
+    ),
+    (
         "hoc_single_fluorescence_60min_s14.json",
         "summary.count.trained_on.worst_abs_err_pct",
         "nuclei, README command 60 min on held-out fluorescence 07fb37aa: |error| %",
