@@ -48,6 +48,7 @@ __all__ = [
     "NucleusSignal",
     "nucleus_signal",
     "illumination_field",
+    "divide_illumination",
     "FLAT_FIELD_RATIO",
     "LIGHT_FIELD_LEVEL",
     "LIGHT_PERCENTILE",
@@ -100,12 +101,8 @@ class NucleusSignal:
 
     def flatten(self, image) -> np.ndarray:
         """`image` with the illumination this signal was computed under divided out (as is when
-        there was none): what `detection_signal` measures absorbance on."""
-        a = np.asarray(image, np.float32)
-        if self.illumination is None:
-            return a
-        gain = self.illumination[..., None] if a.ndim == 3 else self.illumination
-        return np.clip(a / gain, 0.0, 1.0).astype(np.float32)
+        there was none): what `nucleus_signal` and `detection_signal` measure on."""
+        return divide_illumination(image, self.illumination)
 
     def meta(self):
         return {
@@ -126,6 +123,16 @@ def _histogram_mode(values, bins=256):
     hist = ndimage.gaussian_filter1d(hist.astype(np.float64), 2.0)
     k = int(np.argmax(hist))
     return float(0.5 * (edges[k] + edges[k + 1]))
+
+
+def divide_illumination(image, field) -> np.ndarray:
+    """`image` ([H, W] or [H, W, 3]) divided by the illumination `field` ([H, W], maximum 1, from
+    `illumination_field`), clipped to [0, 1]; as is (float32) when `field` is None."""
+    a = np.asarray(image, np.float32)
+    if field is None:
+        return a
+    gain = field[..., None] if a.ndim == 3 else field
+    return np.clip(a / gain, 0.0, 1.0).astype(np.float32)
 
 
 #: `illumination_field`: the light field is corrected when its smooth fit varies by more than this
@@ -249,7 +256,7 @@ def nucleus_signal(image, tail: float = 3.0, flat_field: bool = True) -> Nucleus
         )
     field = illumination_field(gray) if flat_field else None
     if field is not None:
-        a = np.clip(a / field[..., None], 0.0, 1.0)
+        a = divide_illumination(a, field)
         gray = a.mean(-1)
     sm = ndimage.gaussian_filter(gray, 1.0)
     mode = _histogram_mode(sm)
